@@ -1,0 +1,321 @@
+"""Activation capture: discover hookable layers and record what they return.
+
+MEDIC's "neurons" are the outputs of every convolution, normalisation and fully-connected
+module. :func:`hookable_layers` lists them by their qualified name in ``named_modules()``
+(stable across two instances of the same architecture, which is how a teacher's layer is paired
+with the student's). :func:`run_with_cache` runs a model once and returns an
+:class:`ActivationCache` keyed by those names, optionally with the gradient of a loss with
+respect to every captured activation.
+
+Hooks are registered inside ``try`` and removed in ``finally``: no hook outlives a call, whether
+it returns, gets a bad argument, or the model raises. Captured values are exactly what each
+module returned, even when an in-place op (``nn.ReLU(inplace=True)``, ``out += shortcut``)
+later overwrites that tensor: the hook keeps the module's output and hands the rest of the
+network a copy.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
+
+import torch
+import torch.nn as nn
+
+__all__ = [
+    "HOOKABLE_TYPES",
+    "hookable_layers",
+    "resolve_layers",
+    "LayerRecorder",
+    "ActivationCache",
+    "run_with_cache",
+    "check_same_structure",
+    "StructureMismatchError",
+]
+
+#: Module types whose outputs MEDIC treats as neurons (paper, appendix D).
+HOOKABLE_TYPES: tuple[type[nn.Module], ...] = (
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.ConvTranspose1d,
+    nn.ConvTranspose2d,
+    nn.ConvTranspose3d,
+    nn.Linear,
+    nn.modules.batchnorm._BatchNorm,
+    nn.GroupNorm,
+    nn.LayerNorm,
+    nn.modules.instancenorm._InstanceNorm,
+    nn.LocalResponseNorm,
+)
+
+
+class StructureMismatchError(ValueError):
+    """Teacher and student (or a model and a list of layer names) do not line up."""
+
+
+def hookable_layers(model: nn.Module, kinds: Sequence[str] = ("conv", "norm", "linear")) -> list[str]:
+    """Qualified names of the conv / norm / linear modules of ``model``, in definition order.
+
+    ``kinds`` selects a subset: any of ``"conv"``, ``"norm"``, ``"linear"``.
+    """
+    wanted = set(kinds)
+    unknown = wanted - {"conv", "norm", "linear"}
+    if unknown:
+        raise ValueError(f"unknown layer kinds {sorted(unknown)}; use any of 'conv', 'norm', 'linear'")
+    names = []
+    for name, module in model.named_modules():
+        if not name:
+            continue
+        kind = _kind(module)
+        if kind is not None and kind in wanted:
+            names.append(name)
+    return names
+
+
+def _kind(module: nn.Module) -> str | None:
+    if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
+        return "conv"
+    if isinstance(module, nn.Linear):
+        return "linear"
+    if isinstance(module, HOOKABLE_TYPES):
+        return "norm"
+    return None
+
+
+def resolve_layers(model: nn.Module, layers: str | Iterable[str] | None) -> list[str]:
+    """Validate a layer selection against ``model``.
+
+    ``None`` means every hookable layer; a string is a single name; names must exist in
+    ``model.named_modules()``. Unknown names raise ``ValueError`` listing close matches.
+    """
+    if layers is None:
+        names = hookable_layers(model)
+        if not names:
+            raise ValueError(
+                f"{type(model).__name__} has no conv, norm or linear modules to capture; MEDIC needs "
+                "a model built from nn.Conv*/nn.*Norm/nn.Linear submodules"
+            )
+        return names
+    if isinstance(layers, str):
+        layers = [layers]
+    names = list(layers)
+    modules = dict(model.named_modules())
+    missing = [n for n in names if n not in modules or n == ""]
+    if missing:
+        available = hookable_layers(model)
+        hint = ", ".join(available[:12]) + (" …" if len(available) > 12 else "")
+        raise ValueError(
+            f"unknown layer name(s) {missing} for {type(model).__name__}; hookable layers are: {hint} "
+            "(see medic_viz.capture.hookable_layers(model))"
+        )
+    if len(set(names)) != len(names):
+        raise ValueError(f"layer names repeat in {names}; give each layer once")
+    return names
+
+
+class LayerRecorder:
+    """Context manager that records the outputs of named modules during forward passes.
+
+    Inside ``with LayerRecorder(model, names) as rec:`` every forward of ``model`` fills
+    ``rec.outputs[name]`` with the tensor that module returned (a module called twice in one
+    forward raises, since a neuron must have one value per input).
+
+    ``make_leaf``: the first recorded output that does not require grad is turned into a leaf
+    that does, so that ``torch.autograd.grad(loss, rec.tensors())`` works on a frozen model
+    without computing weight or input gradients.
+    ``protect_inplace``: hand downstream modules a copy, so an in-place op after the module
+    cannot change the recorded value (one extra copy per layer).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        names: Sequence[str],
+        *,
+        make_leaf: bool = False,
+        protect_inplace: bool = True,
+    ) -> None:
+        self.model = model
+        self.names = resolve_layers(model, names)
+        self.make_leaf = make_leaf
+        self.protect_inplace = protect_inplace
+        self.outputs: dict[str, torch.Tensor] = {}
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    def _hook(self, name: str) -> Callable:
+        def hook(module: nn.Module, inputs: tuple, output: torch.Tensor):
+            if not isinstance(output, torch.Tensor):
+                raise TypeError(f"layer {name!r} returned {type(output).__name__}, expected a tensor")
+            if name in self.outputs:
+                raise RuntimeError(
+                    f"layer {name!r} ran twice in one forward pass; MEDIC needs one output per "
+                    "module per input (use separate modules instead of reusing one), or call "
+                    "LayerRecorder.clear() between forward passes"
+                )
+            if self.make_leaf and not output.requires_grad:
+                output = output.detach().requires_grad_(True)
+            self.outputs[name] = output
+            if self.protect_inplace:
+                return output.clone()
+            return output if self.make_leaf else None
+
+        return hook
+
+    def clear(self) -> None:
+        self.outputs = {}
+
+    def tensors(self) -> list[torch.Tensor]:
+        """Recorded outputs in ``names`` order (raises if a layer did not run)."""
+        missing = [n for n in self.names if n not in self.outputs]
+        if missing:
+            raise RuntimeError(f"layers {missing} did not run in the forward pass; are they used by forward()?")
+        return [self.outputs[n] for n in self.names]
+
+    def __enter__(self) -> "LayerRecorder":
+        modules = dict(self.model.named_modules())
+        try:
+            for name in self.names:
+                self._handles.append(modules[name].register_forward_hook(self._hook(name)))
+        except BaseException:
+            self.remove()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+
+class ActivationCache(Mapping[str, torch.Tensor]):
+    """Dict-like ``{layer name: activation}`` from one forward pass, plus optional gradients.
+
+    ``cache["layer1.0.conv1"]`` → activation tensor ``(B, C, H, W)`` (or ``(B, F)``);
+    ``cache.grads[name]`` → ∂loss/∂activation of the same shape (if requested);
+    ``cache.output`` → the model's output (logits).
+    """
+
+    def __init__(
+        self,
+        activations: dict[str, torch.Tensor],
+        grads: dict[str, torch.Tensor] | None = None,
+        output: torch.Tensor | None = None,
+    ) -> None:
+        self._acts = activations
+        self.grads: dict[str, torch.Tensor] = grads or {}
+        self.output = output
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        try:
+            return self._acts[name]
+        except KeyError:
+            raise KeyError(f"{name!r} not in cache; cached layers: {list(self._acts)[:12]}") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._acts)
+
+    def __len__(self) -> int:
+        return len(self._acts)
+
+    @property
+    def has_grads(self) -> bool:
+        return bool(self.grads)
+
+    def to(self, device: str | torch.device) -> "ActivationCache":
+        return ActivationCache(
+            {k: v.to(device) for k, v in self._acts.items()},
+            {k: v.to(device) for k, v in self.grads.items()},
+            None if self.output is None else self.output.to(device),
+        )
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(f"{k}: {tuple(v.shape)}" for k, v in list(self._acts.items())[:4])
+        more = " …" if len(self._acts) > 4 else ""
+        return f"ActivationCache({len(self)} layers{', with grads' if self.grads else ''}: {shapes}{more})"
+
+
+def run_with_cache(
+    model: nn.Module,
+    x: torch.Tensor,
+    layers: str | Iterable[str] | None = None,
+    *,
+    target: torch.Tensor | None = None,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    with_grads: bool = False,
+) -> ActivationCache:
+    """Run ``model(x)`` once and cache the outputs of ``layers`` (default: all hookable).
+
+    ``x``: input batch ``(B, C, H, W)``. With ``with_grads=True`` also caches
+    ∂loss/∂activation, where loss = ``loss_fn(logits, target)`` (default: cross-entropy summed
+    over the batch, i.e. each sample's own gradient). Activations are detached copies; the
+    model's mode (train/eval) and parameters' ``requires_grad`` are left as they were.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor batch, got {type(x).__name__}")
+    if with_grads and target is None:
+        raise ValueError("with_grads=True needs target= (the labels the loss is computed against)")
+    names = resolve_layers(model, layers)
+    rec = LayerRecorder(model, names, make_leaf=with_grads)
+    with rec:
+        if with_grads:
+            with torch.enable_grad():
+                out = model(x)
+                fn = loss_fn or (lambda o, t: nn.functional.cross_entropy(o, t, reduction="sum"))
+                loss = fn(out, target)
+                acts = rec.tensors()
+                grads = torch.autograd.grad(loss, acts, allow_unused=True)
+            grad_map = {
+                n: (torch.zeros_like(a) if g is None else g.detach()) for n, a, g in zip(names, acts, grads)
+            }
+        else:
+            with torch.no_grad():
+                out = model(x)
+            acts = rec.tensors()
+            grad_map = None
+    return ActivationCache({n: a.detach() for n, a in zip(names, acts)}, grad_map, out.detach())
+
+
+def check_same_structure(teacher: nn.Module, student: nn.Module, layers: Sequence[str] | None = None) -> None:
+    """Raise :class:`StructureMismatchError` unless ``student`` has the teacher's structure:
+    the same hookable layer names, module types and parameter shapes."""
+    t_mods, s_mods = dict(teacher.named_modules()), dict(student.named_modules())
+    names = list(layers) if layers is not None else hookable_layers(teacher)
+    problems = []
+    for n in names:
+        if n not in s_mods:
+            problems.append(f"student has no module {n!r}")
+            continue
+        if type(t_mods[n]) is not type(s_mods[n]):
+            problems.append(f"{n}: teacher {type(t_mods[n]).__name__} vs student {type(s_mods[n]).__name__}")
+            continue
+        for pn, tp in t_mods[n].named_parameters(recurse=False):
+            sp = getattr(s_mods[n], pn, None)
+            if sp is None or tuple(sp.shape) != tuple(tp.shape):
+                problems.append(
+                    f"{n}.{pn}: teacher shape {tuple(tp.shape)} vs student "
+                    f"{None if sp is None else tuple(sp.shape)}"
+                )
+    extra = [n for n in hookable_layers(student) if n not in t_mods]
+    problems += [f"student has extra layer {n!r}" for n in extra]
+    if problems:
+        shown = "; ".join(problems[:8]) + (f"; … ({len(problems)} problems)" if len(problems) > 8 else "")
+        raise StructureMismatchError(
+            "MEDIC clones a model into one of the same structure, pairing layers by name, but the "
+            f"student does not match the teacher: {shown}. Build the student with the teacher's "
+            "architecture (or leave student=None to get a fresh copy of the teacher's structure)."
+        )
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Temporarily put ``model`` in eval mode, restoring its previous mode afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)

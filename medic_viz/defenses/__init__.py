@@ -1,0 +1,15 @@
+"""Backdoor-removal methods on one interface (:class:`Defense`) and one training loop."""
+
+from medic_viz.defenses.base import Defense, DefenseResult, fresh_copy
+from medic_viz.defenses.medic import Medic, MedicConfig, MedicObjective, compute_layer_stats, medic
+
+__all__ = [
+    "Defense",
+    "DefenseResult",
+    "fresh_copy",
+    "Medic",
+    "MedicConfig",
+    "MedicObjective",
+    "compute_layer_stats",
+    "medic",
+]

@@ -1,0 +1,252 @@
+"""MEDIC: clone a trojaned model into a fresh one of the same structure, matching internal
+activations weighted by importance (paper Section 3, Algorithm 1).
+
+Per batch ``(x, y)`` of the clean subset:
+
+1. teacher forward (eval mode, frozen), recording every hooked layer's output ``f*``;
+2. if the impact criterion is on, one backward pass of the teacher's loss to those activations
+   only (no weight gradients): ``∂ℓ/∂f*``;
+3. weights ``w`` per layer from eqs.(2)–(4) (:mod:`medic_viz.importance`), detached;
+4. student forward, recording ``f^c``;
+5. ``L = CE(f^c(x), y) + λ · Σ_layers mean_batch Σ_neurons w · ((f* − f^c)/σ)²``.
+
+The statistics ``μ, σ`` are estimated once from the teacher over the clean subset and frozen.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import asdict, dataclass, fields
+from typing import Iterable, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from medic_viz.capture import LayerRecorder, check_same_structure, resolve_layers
+from medic_viz.data.arrays import ImageArrays, iterate_batches
+from medic_viz.defenses.base import Defense, DefenseResult, fresh_copy
+from medic_viz.importance import DEFAULT_EPS, ImportanceOptions, LayerStats, RunningStats, layer_importance, validate_tau
+from medic_viz.metrics import Evaluator, resolve_device
+from medic_viz.training import Callback, TrainConfig, train
+
+__all__ = [
+    "MedicConfig",
+    "MedicObjective",
+    "Medic",
+    "compute_layer_stats",
+    "medic",
+    "validate_lambda",
+]
+
+
+def validate_lambda(lam: float) -> float:
+    """λ must be a finite number ≥ 0 (0 = no cloning, i.e. training from scratch)."""
+    try:
+        v = float(lam)
+    except (TypeError, ValueError):
+        raise ValueError(f"lam (λ) must be a number >= 0, got {lam!r}") from None
+    if not (v >= 0.0) or not math.isfinite(v):
+        raise ValueError(f"lam (λ) must be finite and >= 0 (the paper uses 10), got {lam!r}")
+    return v
+
+
+@dataclass
+class MedicConfig(TrainConfig):
+    """MEDIC settings. Training defaults come from :class:`TrainConfig` (the paper's).
+
+    ``tau``: softmax temperature τ ≥ 0 (larger = sharper; 0 = plain cloning).
+    ``lam``: weight λ ≥ 0 of the cloning loss. ``criteria``, ``zscore``, ``impact``,
+    ``loss_reduction``: see :class:`medic_viz.importance.ImportanceOptions`.
+    ``layers``: hooked layer names (None = every conv/norm/linear).
+    ``student_seed``: initialisation seed of the fresh student.
+    """
+
+    tau: float = 5.0
+    lam: float = 10.0
+    criteria: str = "both"
+    zscore: str = "abs"
+    impact: str = "signed"
+    loss_reduction: str = "sum"
+    layers: tuple[str, ...] | None = None
+    student_seed: int = 0
+    stats_batch_size: int = 256
+    eps: float = DEFAULT_EPS
+
+    def validate(self) -> None:
+        super().validate()
+        validate_tau(self.tau)
+        validate_lambda(self.lam)
+        self.importance  # validates the importance options
+
+    @property
+    def importance(self) -> ImportanceOptions:
+        return ImportanceOptions(
+            tau=float(self.tau),
+            criteria=self.criteria,  # type: ignore[arg-type]
+            zscore=self.zscore,  # type: ignore[arg-type]
+            impact=self.impact,  # type: ignore[arg-type]
+            loss_reduction=self.loss_reduction,  # type: ignore[arg-type]
+        )
+
+    def train_config(self) -> TrainConfig:
+        base = {f.name: getattr(self, f.name) for f in fields(TrainConfig)}
+        return TrainConfig(**base)
+
+
+@torch.no_grad()
+def compute_layer_stats(
+    model: nn.Module,
+    data: ImageArrays,
+    layers: Sequence[str] | None = None,
+    *,
+    batch_size: int = 256,
+    device: str | torch.device = "auto",
+    eps: float = DEFAULT_EPS,
+) -> dict[str, LayerStats]:
+    """Per-channel mean/std of each layer's outputs over ``data`` (model in eval mode, no
+    augmentation). Returns ``{layer name: LayerStats}`` on ``device``."""
+    dev = resolve_device(device)
+    names = resolve_layers(model, layers)
+    was_training = model.training
+    model.to(dev).eval()
+    running = {n: RunningStats(eps) for n in names}
+    try:
+        with LayerRecorder(model, names) as rec:
+            for x, _ in iterate_batches(data, batch_size, device=dev):
+                rec.clear()
+                model(x)
+                for n, a in zip(names, rec.tensors()):
+                    running[n].update(a)
+    finally:
+        model.train(was_training)
+    return {n: r.finish().to(dev) for n, r in running.items()}
+
+
+class MedicObjective:
+    """The MEDIC loss for one batch; ``model`` is the student being trained."""
+
+    def __init__(
+        self,
+        teacher: nn.Module,
+        student: nn.Module,
+        stats: dict[str, LayerStats],
+        options: ImportanceOptions,
+        lam: float,
+    ) -> None:
+        self.teacher = teacher
+        self.model = student
+        self.stats = stats
+        self.layers = list(stats)
+        self.options = options
+        self.lam = validate_lambda(lam)
+
+    def parameters(self) -> Iterable[nn.Parameter]:
+        return self.model.parameters()
+
+    def teacher_pass(self, x: torch.Tensor, y: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Teacher activations (detached) and MEDIC weights per layer, in ``self.layers`` order."""
+        opts = self.options
+        self.teacher.eval()
+        need_grad = opts.needs_gradients
+        with LayerRecorder(self.teacher, self.layers, make_leaf=need_grad) as rec:
+            if need_grad:
+                with torch.enable_grad():
+                    logits = self.teacher(x)
+                    loss = F.cross_entropy(logits.float(), y, reduction=opts.loss_reduction)
+                    acts = rec.tensors()
+                    grads = torch.autograd.grad(loss, acts, allow_unused=True)
+                grads = [torch.zeros_like(a) if g is None else g for a, g in zip(acts, grads)]
+            else:
+                with torch.no_grad():
+                    self.teacher(x)
+                acts = rec.tensors()
+                grads = [None] * len(acts)
+        acts = [a.detach() for a in acts]
+        weights = [
+            layer_importance(a, g, self.stats[n], opts) for n, a, g in zip(self.layers, acts, grads)
+        ]
+        return acts, weights
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor):
+        t_acts, weights = self.teacher_pass(x, y)
+        with LayerRecorder(self.model, self.layers) as rec:
+            logits = self.model(x)
+            s_acts = rec.tensors()
+        ce = F.cross_entropy(logits.float(), y)
+        per_layer: dict[str, torch.Tensor] = {}
+        clone = torch.zeros((), device=x.device)
+        for n, ta, sa, w in zip(self.layers, t_acts, s_acts, weights):
+            sigma = self.stats[n].std.reshape((1, -1) + (1,) * (ta.ndim - 2))
+            diff = (ta.float() - sa.float()) / sigma
+            term = (w * diff * diff).reshape(len(x), -1).sum(1).mean()
+            per_layer[n] = term
+            clone = clone + term
+        total = ce + self.lam * clone
+        return total, {"total": total, "ce": ce, "clone": clone}, per_layer
+
+
+class Medic(Defense):
+    """MEDIC backdoor removal (importance-driven cloning) with :class:`MedicConfig`."""
+
+    name = "medic"
+
+    def __init__(self, config: MedicConfig | None = None, **overrides: object) -> None:
+        cfg = config or MedicConfig()
+        if overrides:
+            unknown = set(overrides) - {f.name for f in fields(MedicConfig)}
+            if unknown:
+                raise ValueError(f"unknown MEDIC option(s) {sorted(unknown)}; options are {[f.name for f in fields(MedicConfig)]}")
+            cfg = MedicConfig(**{**asdict(cfg), **overrides})
+        cfg.validate()
+        self.config = cfg
+
+    def run(
+        self,
+        teacher: nn.Module,
+        clean: ImageArrays,
+        *,
+        evaluator: Evaluator | None = None,
+        callbacks: Sequence[Callback] = (),
+        stop_event: threading.Event | None = None,
+        student: nn.Module | None = None,
+        label: str = "",
+    ) -> DefenseResult:
+        """Clone ``teacher`` (unchanged) into a fresh student using the clean set ``clean``."""
+        cfg = self.config
+        dev = resolve_device(cfg.device)
+        layers = resolve_layers(teacher, cfg.layers)
+        if student is None:
+            student = fresh_copy(teacher, seed=cfg.student_seed)
+        else:
+            check_same_structure(teacher, student, layers)
+        teacher_copy = _frozen(teacher, dev)
+        stats = compute_layer_stats(teacher_copy, clean, layers, batch_size=cfg.stats_batch_size, device=dev, eps=cfg.eps)
+        objective = MedicObjective(teacher_copy, student.to(dev), stats, cfg.importance, cfg.lam)
+        label = label or f"MEDIC τ={cfg.tau:g} λ={cfg.lam:g}"
+        result = train(objective, clean, cfg.train_config(), evaluator=evaluator, callbacks=callbacks, stop_event=stop_event, label=label)
+        return DefenseResult(self.name, result.model, result.history, result.stopped, result.seconds, asdict(cfg))
+
+
+def _frozen(model: nn.Module, device: torch.device) -> nn.Module:
+    """A frozen eval-mode copy of ``model`` on ``device`` (the user's model is not touched)."""
+    import copy
+
+    t = copy.deepcopy(model).to(device).eval()
+    for p in t.parameters():
+        p.requires_grad_(False)
+    return t
+
+
+def medic(
+    teacher: nn.Module,
+    clean: ImageArrays,
+    *,
+    evaluator: Evaluator | None = None,
+    callbacks: Sequence[Callback] = (),
+    stop_event: threading.Event | None = None,
+    **options: object,
+) -> DefenseResult:
+    """Run MEDIC with keyword options of :class:`MedicConfig` (e.g. ``tau=5, lam=10, epochs=60``)."""
+    return Medic(**options).run(teacher, clean, evaluator=evaluator, callbacks=callbacks, stop_event=stop_event)

@@ -1,0 +1,218 @@
+"""MEDIC importance, eqs.(2)–(4) of the paper, as pure tensor functions.
+
+For one hooked layer with activations ``f`` of shape ``(B, C, ...)`` (``(B, C, H, W)`` for a
+conv, ``(B, F)`` for a linear layer), per-channel statistics ``μ_c, σ_c`` of the teacher over the
+clean set, and the gradient ``∂ℓ/∂f`` of the teacher's classification loss:
+
+- activation criterion, eq.(2): ``A = softmax(τ · |f − μ| / σ)``
+- impact criterion, eq.(3):     ``G = softmax(τ · g)`` with ``g = σ · ∂ℓ/∂f``
+- combination, eq.(4):          ``w = sqrt(A · G)``
+
+Each softmax runs per sample over all ``C·H·W`` elements of the layer. ``τ = 0`` gives uniform
+weights ``1/m`` (plain cloning, the paper's ablation).
+
+Options where the paper and its reference code (github qiulingxu/MEDIC) differ — the paper's
+equations are the defaults:
+
+- ``zscore="abs"`` (paper, eq.2) or ``"signed"`` (reference code: ``softmax(τ·(f−μ)/σ)``,
+  which favours neurons firing *above* their mean and ignores strongly negative ones).
+- ``impact="signed"`` (eq.3 as written and the reference code) or ``"abs"`` (the text's
+  "magnitude of gradients").
+- Loss reduction for the impact gradient, chosen where the gradient is computed
+  (:mod:`medic_viz.defenses.medic`): ``"sum"`` gives each sample its own gradient (independent
+  of batch size); ``"mean"`` (reference code) divides it by the batch size, so the impact
+  softmax is flatter with larger batches.
+- ``criteria``: ``"both"`` (eq.4), ``"activation"`` (eq.2 alone) or ``"impact"`` (eq.3
+  alone) — the paper's E.6 ablation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+__all__ = [
+    "ImportanceOptions",
+    "LayerStats",
+    "RunningStats",
+    "zscore",
+    "activation_importance",
+    "impact_importance",
+    "combine_importance",
+    "layer_importance",
+    "validate_tau",
+    "DEFAULT_EPS",
+]
+
+#: Added to the variance before the square root: σ = sqrt(var + eps).
+DEFAULT_EPS = 1e-5
+
+Criteria = Literal["both", "activation", "impact"]
+
+
+def validate_tau(tau: float) -> float:
+    """τ must be a finite number ≥ 0 (0 = uniform weights). Returns it as float."""
+    try:
+        t = float(tau)
+    except (TypeError, ValueError):
+        raise ValueError(f"tau must be a number >= 0, got {tau!r}") from None
+    if not (t >= 0.0) or t == float("inf"):
+        raise ValueError(
+            f"tau must be finite and >= 0 (0 = plain cloning, the paper uses 5 on CIFAR-10), got {tau!r}"
+        )
+    return t
+
+
+@dataclass(frozen=True)
+class ImportanceOptions:
+    """How importance is computed. Defaults follow the paper's equations."""
+
+    tau: float = 5.0
+    criteria: Criteria = "both"
+    zscore: Literal["abs", "signed"] = "abs"
+    impact: Literal["signed", "abs"] = "signed"
+    loss_reduction: Literal["sum", "mean"] = "sum"
+
+    def __post_init__(self) -> None:
+        validate_tau(self.tau)
+        if self.criteria not in ("both", "activation", "impact"):
+            raise ValueError(f"criteria must be 'both', 'activation' or 'impact', got {self.criteria!r}")
+        if self.zscore not in ("abs", "signed"):
+            raise ValueError(f"zscore must be 'abs' (paper) or 'signed' (reference code), got {self.zscore!r}")
+        if self.impact not in ("signed", "abs"):
+            raise ValueError(f"impact must be 'signed' (eq.3) or 'abs', got {self.impact!r}")
+        if self.loss_reduction not in ("sum", "mean"):
+            raise ValueError(f"loss_reduction must be 'sum' (per-sample) or 'mean' (reference), got {self.loss_reduction!r}")
+
+    @property
+    def needs_gradients(self) -> bool:
+        """Whether the teacher's backward pass is needed (not for τ = 0 or activation-only)."""
+        return self.tau > 0 and self.criteria in ("both", "impact")
+
+
+def _bshape(stat: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+    if act.ndim < 2:
+        raise ValueError(f"activation must be (B, C, ...), got shape {tuple(act.shape)}")
+    if stat.shape[0] != act.shape[1]:
+        raise ValueError(
+            f"statistics have {stat.shape[0]} channels but the activation has {act.shape[1]} "
+            f"(shape {tuple(act.shape)}); were the statistics computed on this layer?"
+        )
+    return stat.reshape((1, -1) + (1,) * (act.ndim - 2)).to(device=act.device, dtype=act.dtype)
+
+
+@dataclass
+class LayerStats:
+    """Per-channel mean and standard deviation of one layer's teacher activations.
+
+    ``mean``, ``std``: float32 ``(C,)``; ``std`` already includes the epsilon.
+    """
+
+    mean: torch.Tensor
+    std: torch.Tensor
+    count: int = 0
+
+    def to(self, device: str | torch.device) -> "LayerStats":
+        return LayerStats(self.mean.to(device), self.std.to(device), self.count)
+
+
+class RunningStats:
+    """Accumulate per-channel mean/std of activations ``(B, C, ...)`` over many batches
+    (float64 sums, one pass). ``finish()`` returns :class:`LayerStats`."""
+
+    def __init__(self, eps: float = DEFAULT_EPS) -> None:
+        self.eps = eps
+        self.n = 0
+        self.s: torch.Tensor | None = None
+        self.ss: torch.Tensor | None = None
+
+    def update(self, act: torch.Tensor) -> None:
+        a = act.detach().double()
+        dims = [0] + list(range(2, a.ndim))
+        s, ss = a.sum(dims), (a * a).sum(dims)
+        count = a.numel() // a.shape[1]
+        if self.s is None:
+            self.s, self.ss = s, ss
+        else:
+            self.s, self.ss = self.s + s, self.ss + ss
+        self.n += count
+
+    def finish(self) -> LayerStats:
+        if self.s is None or self.n < 2:
+            raise ValueError("need at least two activation values per channel to estimate statistics")
+        mean = self.s / self.n
+        var = (self.ss / self.n - mean * mean).clamp_min(0.0) * self.n / (self.n - 1)
+        return LayerStats(mean.float(), torch.sqrt(var + self.eps).float(), self.n)
+
+
+def zscore(act: torch.Tensor, stats: LayerStats) -> torch.Tensor:
+    """``(f − μ) / σ`` per channel, same shape as ``act``."""
+    return (act - _bshape(stats.mean, act)) / _bshape(stats.std, act)
+
+
+def _per_sample_softmax(scores: torch.Tensor, tau: float) -> torch.Tensor:
+    flat = scores.reshape(scores.shape[0], -1).float()
+    return torch.softmax(tau * flat, dim=1).reshape(scores.shape)
+
+
+def activation_importance(
+    act: torch.Tensor, stats: LayerStats, tau: float, *, zscore_mode: str = "abs"
+) -> torch.Tensor:
+    """Eq.(2): ``softmax(τ·|f − μ|/σ)`` per sample over all neurons of the layer.
+
+    ``act``: ``(B, C, ...)``; returns float32 weights of the same shape, each sample summing to 1.
+    ``zscore_mode="signed"`` drops the absolute value (reference code).
+    """
+    z = zscore(act, stats)
+    if zscore_mode == "abs":
+        z = z.abs()
+    elif zscore_mode != "signed":
+        raise ValueError(f"zscore_mode must be 'abs' or 'signed', got {zscore_mode!r}")
+    return _per_sample_softmax(z, tau)
+
+
+def impact_importance(
+    grad: torch.Tensor, stats: LayerStats, tau: float, *, impact_mode: str = "signed"
+) -> torch.Tensor:
+    """Eq.(3): ``softmax(τ·g)`` with ``g = σ·∂ℓ/∂f`` (the gradient w.r.t. the normalised
+    "proxy" activation ``h = f/σ``). ``grad``: ``(B, C, ...)`` = ∂ℓ/∂f."""
+    g = grad * _bshape(stats.std, grad)
+    if impact_mode == "abs":
+        g = g.abs()
+    elif impact_mode != "signed":
+        raise ValueError(f"impact_mode must be 'signed' or 'abs', got {impact_mode!r}")
+    return _per_sample_softmax(g, tau)
+
+
+def combine_importance(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Eq.(4): the soft conjunction ``sqrt(A·G)``."""
+    return torch.sqrt(a * g)
+
+
+def layer_importance(
+    act: torch.Tensor,
+    grad: torch.Tensor | None,
+    stats: LayerStats,
+    options: ImportanceOptions,
+) -> torch.Tensor:
+    """MEDIC weights ``w`` for one layer, detached, float32, same shape as ``act``.
+
+    ``τ = 0`` returns ``1/m`` everywhere (m = neurons in the layer). ``grad`` may be None only
+    when the options do not need it (``options.needs_gradients`` is False).
+    """
+    with torch.no_grad():
+        tau = options.tau
+        if tau == 0:
+            m = act[0].numel()
+            return torch.full(act.shape, 1.0 / m, device=act.device, dtype=torch.float32)
+        if options.criteria == "activation":
+            return activation_importance(act, stats, tau, zscore_mode=options.zscore)
+        if grad is None:
+            raise ValueError(f"criteria={options.criteria!r} with tau={tau} needs the teacher's gradient")
+        g = impact_importance(grad, stats, tau, impact_mode=options.impact)
+        if options.criteria == "impact":
+            return g
+        a = activation_importance(act, stats, tau, zscore_mode=options.zscore)
+        return combine_importance(a, g)

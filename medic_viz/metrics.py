@@ -1,0 +1,169 @@
+"""Clean accuracy and attack success rate (ASR), batched, on any device.
+
+ASR follows the paper: every test image *whose true class is not the target* gets the
+trigger; ASR is the share of those classified as the target. Every number comes with the
+count of images it was computed on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn as nn
+
+from medic_viz.data.arrays import ImageArrays
+
+if TYPE_CHECKING:  # pragma: no cover
+    from medic_viz.attacks.triggers import Trigger
+
+__all__ = [
+    "BackdoorMetrics",
+    "resolve_device",
+    "predict",
+    "evaluate_backdoor",
+    "Evaluator",
+]
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``"auto"`` → CUDA if available, else MPS, else CPU; otherwise ``torch.device(device)``.
+
+    Asking for CUDA/MPS where it is absent raises ``ValueError`` saying what is available.
+    """
+    if device is None or device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    dev = torch.device(device) if not isinstance(device, torch.device) else device
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} requested but CUDA is not available here; use 'auto' or 'cpu'")
+    if dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ValueError(f"device {str(device)!r} requested but MPS is not available here; use 'auto' or 'cpu'")
+    return dev
+
+
+@dataclass(frozen=True)
+class BackdoorMetrics:
+    """Clean accuracy and ASR as fractions in [0, 1], with the image counts used.
+
+    ``asr`` is None when no trigger was given.
+    """
+
+    clean_acc: float
+    n_clean: int
+    asr: float | None = None
+    n_asr: int = 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        asr = "n/a" if self.asr is None else f"{100 * self.asr:.1f}% of {self.n_asr}"
+        return f"clean acc {100 * self.clean_acc:.1f}% of {self.n_clean}, ASR {asr}"
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    batch_size: int = 512,
+    device: str | torch.device = "auto",
+) -> torch.Tensor:
+    """Predicted class ids ``(N,)`` (on CPU) for float images ``x`` ``(N, C, H, W)`` in [0, 1].
+    The model is evaluated in eval mode and its mode restored afterwards."""
+    dev = resolve_device(device)
+    was_training = model.training
+    model.eval()
+    try:
+        out = []
+        for start in range(0, len(x), batch_size):
+            xb = x[start : start + batch_size].to(dev, non_blocking=True)
+            out.append(model(xb).argmax(1).cpu())
+        return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
+    finally:
+        model.train(was_training)
+
+
+class Evaluator:
+    """Clean accuracy and ASR of any model on one test set, with tensors prepared once.
+
+    ``data``: the clean test set. ``trigger``/``target``: the attack (None for clean accuracy
+    only). ``max_images``: evaluate on a fixed random subset of this size (chosen by ``seed``)
+    — for fast live curves; the counts in the result say how many were used.
+    """
+
+    def __init__(
+        self,
+        data: ImageArrays,
+        trigger: "Trigger | None" = None,
+        target: int | None = None,
+        *,
+        max_images: int | None = None,
+        seed: int = 0,
+        batch_size: int = 512,
+        device: str | torch.device = "auto",
+    ) -> None:
+        if (trigger is None) != (target is None):
+            raise ValueError("give both trigger= and target= to measure ASR, or neither for clean accuracy only")
+        if target is not None and not (0 <= int(target) < data.num_classes):
+            raise ValueError(f"target class {target} is out of range for {data.num_classes} classes")
+        self.device = resolve_device(device)
+        self.batch_size = batch_size
+        idx = torch.arange(len(data))
+        if max_images is not None and max_images < len(data):
+            g = torch.Generator().manual_seed(seed)
+            idx = torch.randperm(len(data), generator=g)[:max_images].sort().values
+        self.x = data.floats(idx, self.device)
+        self.y = data.labels[idx].to(self.device)
+        self.target = None if target is None else int(target)
+        self.x_trig: torch.Tensor | None = None
+        if trigger is not None:
+            keep = self.y != self.target
+            self.x_trig = trigger.apply(self.x[keep]).clamp_(0, 1)
+
+    @torch.no_grad()
+    def _hits(self, model: nn.Module, x: torch.Tensor, want: torch.Tensor | int) -> int:
+        hits = 0
+        for start in range(0, len(x), self.batch_size):
+            pred = model(x[start : start + self.batch_size]).argmax(1)
+            w = want if isinstance(want, int) else want[start : start + self.batch_size]
+            hits += int((pred == w).sum())
+        return hits
+
+    def __call__(self, model: nn.Module) -> BackdoorMetrics:
+        was_training = model.training
+        model.eval()
+        try:
+            n = len(self.y)
+            acc = self._hits(model, self.x, self.y) / max(n, 1)
+            if self.x_trig is None:
+                return BackdoorMetrics(acc, n)
+            m = len(self.x_trig)
+            asr = self._hits(model, self.x_trig, self.target) / max(m, 1)  # type: ignore[arg-type]
+            return BackdoorMetrics(acc, n, asr, m)
+        finally:
+            model.train(was_training)
+
+
+def evaluate_backdoor(
+    model: nn.Module,
+    data: ImageArrays,
+    trigger: "Trigger | None" = None,
+    target: int | None = None,
+    *,
+    batch_size: int = 512,
+    device: str | torch.device = "auto",
+    max_images: int | None = None,
+) -> BackdoorMetrics:
+    """Clean accuracy on ``data`` and, given a trigger and target, ASR on its non-target images."""
+    dev = resolve_device(device)
+    model.to(dev)
+    return Evaluator(data, trigger, target, max_images=max_images, batch_size=batch_size, device=dev)(model)

@@ -1,0 +1,169 @@
+"""End-to-end jobs shared by the CLI, the notebooks and the benchmarks: measure a trojaned
+model, run a defence through the one training loop, measure again, save everything."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch.nn as nn
+
+from medic_viz.attacks.triggers import Trigger, trigger_from_config
+from medic_viz.data.arrays import DatasetSplits, clean_subset
+from medic_viz.defenses.base import Defense, DefenseResult
+from medic_viz.io import ModelCard, save_model
+from medic_viz.metrics import BackdoorMetrics, Evaluator, evaluate_backdoor, resolve_device
+from medic_viz.training import Callback
+
+__all__ = ["RemovalOutcome", "remove_backdoor", "format_table", "write_outputs", "trigger_of"]
+
+
+@dataclass
+class RemovalOutcome:
+    """Before/after metrics of one defence run, with its result and settings."""
+
+    method: str
+    before: BackdoorMetrics
+    after: BackdoorMetrics
+    result: DefenseResult
+    fraction: float
+    n_clean_subset: int
+    seconds: float
+    config: dict = field(default_factory=dict)
+
+    def to_json_dict(self) -> dict:
+        return {
+            "method": self.method,
+            "before": self.before.as_dict(),
+            "after": self.after.as_dict(),
+            "history": self.result.history_dicts(),
+            "config": {**self.config, "fraction": self.fraction, "n_clean_subset": self.n_clean_subset},
+            "stopped": self.result.stopped,
+            "seconds": round(self.seconds, 3),
+            "train_seconds": round(self.result.seconds, 3),
+        }
+
+
+def trigger_of(card: ModelCard) -> tuple[Trigger | None, int | None]:
+    """The trigger and target recorded in a model card (None, None if the card has none)."""
+    if not card.attack:
+        return None, None
+    return trigger_from_config(card.attack), card.target_class
+
+
+def remove_backdoor(
+    teacher: nn.Module,
+    splits: DatasetSplits,
+    defense: Defense,
+    *,
+    trigger: Trigger | None = None,
+    target: int | None = None,
+    fraction: float = 0.05,
+    seed: int = 0,
+    device: str = "auto",
+    live_eval_images: int | None = 1000,
+    callbacks: Sequence[Callback] = (),
+    stop_event: threading.Event | None = None,
+) -> RemovalOutcome:
+    """Measure ``teacher``, run ``defense`` on a class-balanced ``fraction`` of the training
+    set (chosen by ``seed``), and measure the repaired model on the whole test set.
+
+    Live curves use at most ``live_eval_images`` test images (None = all); before/after numbers
+    always use the whole test set.
+    """
+    start = time.perf_counter()
+    dev = resolve_device(device)
+    if splits.num_classes != _num_outputs(teacher, splits, dev):
+        raise ValueError(
+            f"the model outputs {_num_outputs(teacher, splits, dev)} classes but the dataset has "
+            f"{splits.num_classes}; use the dataset the model was trained on"
+        )
+    clean = clean_subset(splits.train, fraction, seed)
+    before = evaluate_backdoor(teacher, splits.test, trigger, target, device=dev)
+    live = Evaluator(splits.test, trigger, target, max_images=live_eval_images, seed=seed, device=dev)
+    result = defense.run(teacher, clean, evaluator=live, callbacks=callbacks, stop_event=stop_event)
+    after = evaluate_backdoor(result.model, splits.test, trigger, target, device=dev)
+    return RemovalOutcome(
+        method=defense.name,
+        before=before,
+        after=after,
+        result=result,
+        fraction=fraction,
+        n_clean_subset=len(clean),
+        seconds=time.perf_counter() - start,
+        config=dict(result.config),
+    )
+
+
+def _num_outputs(model: nn.Module, splits: DatasetSplits, device) -> int:
+    import torch
+
+    x = splits.test.floats(torch.arange(min(2, len(splits.test))), device)
+    was = model.training
+    model.to(device).eval()
+    try:
+        with torch.no_grad():
+            return int(model(x).shape[1])
+    except RuntimeError as exc:
+        raise ValueError(
+            f"the model cannot run on this dataset's images {tuple(x.shape[1:])}: {exc}. Check that the "
+            "dataset's channels and size match the model's card"
+        ) from exc
+    finally:
+        model.train(was)
+
+
+def format_table(before: BackdoorMetrics, after: BackdoorMetrics, method: str = "MEDIC") -> str:
+    """A plain-text before/after table of clean accuracy and ASR with image counts."""
+
+    def cell(v: float | None, n: int) -> str:
+        return "n/a" if v is None else f"{100 * v:6.2f}%  (n={n})"
+
+    lines = [
+        f"{'':24s}{'clean accuracy':>22s}{'attack success rate':>26s}",
+        f"{'before (trojaned)':24s}{cell(before.clean_acc, before.n_clean):>22s}{cell(before.asr, before.n_asr):>26s}",
+        f"{'after (' + method + ')':24s}{cell(after.clean_acc, after.n_clean):>22s}{cell(after.asr, after.n_asr):>26s}",
+    ]
+    return "\n".join(lines)
+
+
+def write_outputs(
+    outcome: RemovalOutcome,
+    out_dir: str | Path,
+    *,
+    teacher_card: ModelCard | None = None,
+    extra: dict | None = None,
+) -> dict[str, Path]:
+    """Write ``result.json``, ``report.html`` (curves) and the repaired model (``model/``)."""
+    from medic_viz.viz.curves import training_curves_figure
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    payload = outcome.to_json_dict()
+    if extra:
+        payload.update(extra)
+    paths = {"result": out / "result.json", "report": out / "report.html", "model": out / "model"}
+    paths["result"].write_text(json.dumps(payload, indent=2, default=str))
+    fig = training_curves_figure(
+        {outcome.method: outcome.result.history},
+        title=f"{outcome.method}: clean accuracy {100 * outcome.after.clean_acc:.1f}%, "
+        f"ASR {'n/a' if outcome.after.asr is None else f'{100 * outcome.after.asr:.1f}%'} after",
+        baseline={"clean_acc": outcome.before.clean_acc, "asr": outcome.before.asr},
+    )
+    fig.write_html(paths["report"], include_plotlyjs=True, full_html=True)
+    if teacher_card is not None:
+        card = ModelCard.from_dict(
+            {
+                **teacher_card.to_dict(),
+                "metrics": {**outcome.after.as_dict()},
+                "history": [],
+                "notes": f"repaired by {outcome.method} from a model trojaned with "
+                f"{(teacher_card.attack or {}).get('name', 'an unknown attack')}",
+            }
+        )
+        save_model(outcome.result.model, paths["model"], card)
+    return paths

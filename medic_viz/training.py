@@ -1,0 +1,309 @@
+"""The one training loop: every defence, the attack trainer, the CLI, the widgets and the
+benchmarks run through :func:`train`.
+
+What varies between them is an :class:`Objective` (the model being trained, its parameters,
+and a loss for a batch). The loop does batching on the device, augmentation, the optimiser and
+schedule, mixed precision on CUDA, evaluation, progress bars, stop requests and NaN checks,
+and reports what happens as :class:`TrainEvent` objects to any number of callbacks.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import asdict, dataclass, field, fields
+from typing import Callable, Iterable, Protocol, Sequence
+
+import torch
+import torch.nn as nn
+
+from medic_viz.data.arrays import ImageArrays, iterate_batches
+from medic_viz.metrics import BackdoorMetrics, Evaluator, resolve_device
+
+__all__ = [
+    "TrainConfig",
+    "TrainEvent",
+    "TrainResult",
+    "Objective",
+    "SupervisedObjective",
+    "NonFiniteLossError",
+    "Callback",
+    "train",
+]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or infinite; training stopped instead of going on with garbage."""
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings shared by every defence and the attack trainer.
+
+    Defaults are MEDIC's (paper appendix D): Adam, lr 1e-2, weight decay 1e-4, cosine
+    schedule to 0 over 60 epochs, batch 64, augmentation on.
+    """
+
+    epochs: int = 60
+    batch_size: int = 64
+    optimizer: str = "adam"
+    lr: float = 1e-2
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    schedule: str = "cosine"
+    augment: bool = True
+    device: str = "auto"
+    amp: bool = True
+    seed: int = 0
+    eval_every: int = 1
+    eval_every_steps: int | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        if int(self.epochs) < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if int(self.batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be a positive number, got {self.lr}")
+        if not (self.weight_decay >= 0):
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.optimizer not in ("adam", "sgd"):
+            raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
+        if self.schedule not in ("cosine", "constant"):
+            raise ValueError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
+        if int(self.eval_every) < 0:
+            raise ValueError(f"eval_every must be >= 0 (0 = only at the end), got {self.eval_every}")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+
+@dataclass
+class TrainEvent:
+    """What happened in training so far. ``kind``: "start" (before the first step, with the
+    starting model's metrics), "step" (every ``eval_every_steps``), "epoch" (end of an epoch),
+    "end" (after the last step or a stop). Losses are means since the previous event;
+    accuracies are fractions in [0, 1] with the image counts used; ``seconds`` since start."""
+
+    kind: str
+    epoch: int
+    epochs: int
+    step: int
+    total_steps: int
+    losses: dict[str, float] = field(default_factory=dict)
+    layer_losses: dict[str, float] = field(default_factory=dict)
+    clean_acc: float | None = None
+    asr: float | None = None
+    n_clean: int = 0
+    n_asr: int = 0
+    lr: float = 0.0
+    seconds: float = 0.0
+    stopped: bool = False
+    label: str = ""
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+Callback = Callable[[TrainEvent], None]
+
+
+@dataclass
+class TrainResult:
+    """The trained model (as it is at the end or at the stop), its events and wall time."""
+
+    model: nn.Module
+    history: list[TrainEvent]
+    stopped: bool
+    seconds: float
+    steps: int
+
+    @property
+    def epoch_events(self) -> list[TrainEvent]:
+        return [e for e in self.history if e.kind in ("start", "epoch")]
+
+
+class Objective(Protocol):
+    """A training objective: ``model`` is what is trained and evaluated."""
+
+    model: nn.Module
+
+    def parameters(self) -> Iterable[nn.Parameter]: ...
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Return (total loss, named loss terms, per-layer terms) for one batch."""
+        ...
+
+
+class SupervisedObjective:
+    """Plain cross-entropy training of ``model`` (attack training, fine-tuning, scratch)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    def parameters(self) -> Iterable[nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor):
+        ce = nn.functional.cross_entropy(self.model(x), y)
+        return ce, {"ce": ce}, {}
+
+
+def _make_optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
+
+
+def _progress_bar(total: int, enabled: bool, label: str):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm  # tqdm.auto: a notebook bar in Jupyter, a text bar elsewhere
+
+    return tqdm(total=total, desc=label or "training", unit="step", leave=False)
+
+
+def train(
+    objective: Objective,
+    data: ImageArrays,
+    config: TrainConfig | None = None,
+    *,
+    evaluator: Evaluator | None = None,
+    callbacks: Sequence[Callback] = (),
+    stop_event: threading.Event | None = None,
+    label: str = "",
+) -> TrainResult:
+    """Train ``objective.model`` on ``data`` and return it with the event history.
+
+    Stops early (returning the model as it is, ``stopped=True``) within one batch of
+    ``stop_event`` being set. Raises :class:`NonFiniteLossError` if the loss becomes NaN/inf.
+    Callback exceptions propagate (a broken consumer should not fail silently).
+    """
+    cfg = config or TrainConfig()
+    cfg.validate()
+    if len(data) == 0:
+        raise ValueError(f"{data.name}: the training set is empty")
+    device = resolve_device(cfg.device)
+    model = objective.model.to(device)
+    params = list(objective.parameters())
+    if not params:
+        raise ValueError("the objective has no trainable parameters")
+    optimizer = _make_optimizer(params, cfg)
+    steps_per_epoch = math.ceil(len(data) / cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    scheduler = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+        if cfg.schedule == "cosine"
+        else None
+    )
+    use_amp = bool(cfg.amp) and device.type == "cuda"
+    generator = torch.Generator().manual_seed(int(cfg.seed))
+    torch.manual_seed(int(cfg.seed))
+    images_on_device = data.images.to(device)
+
+    history: list[TrainEvent] = []
+    start_time = time.perf_counter()
+    step = 0
+    stopped = False
+
+    def emit(kind: str, epoch: int, sums: dict, layer_sums: dict, count: int, evaluate: bool) -> None:
+        metrics: BackdoorMetrics | None = evaluator(model) if (evaluate and evaluator is not None) else None
+        ev = TrainEvent(
+            kind=kind,
+            epoch=epoch,
+            epochs=cfg.epochs,
+            step=step,
+            total_steps=total_steps,
+            losses={k: float(v) / max(count, 1) for k, v in sums.items()},
+            layer_losses={k: float(v) / max(count, 1) for k, v in layer_sums.items()},
+            clean_acc=None if metrics is None else metrics.clean_acc,
+            asr=None if metrics is None else metrics.asr,
+            n_clean=0 if metrics is None else metrics.n_clean,
+            n_asr=0 if metrics is None else metrics.n_asr,
+            lr=optimizer.param_groups[0]["lr"],
+            seconds=time.perf_counter() - start_time,
+            stopped=stopped,
+            label=label,
+        )
+        history.append(ev)
+        for cb in callbacks:
+            cb(ev)
+
+    bar = _progress_bar(total_steps, cfg.progress, label)
+    try:
+        emit("start", 0, {}, {}, 0, evaluate=cfg.eval_every > 0)
+        for epoch in range(1, cfg.epochs + 1):
+            model.train()
+            sums: dict[str, torch.Tensor] = {}
+            layer_sums: dict[str, torch.Tensor] = {}
+            count = 0
+            win_sums: dict[str, torch.Tensor] = {}
+            win_layers: dict[str, torch.Tensor] = {}
+            win_count = 0
+            for x, y in iterate_batches(
+                data,
+                cfg.batch_size,
+                shuffle=True,
+                generator=generator,
+                device=device,
+                augment=cfg.augment,
+                images_on_device=images_on_device,
+            ):
+                if stop_event is not None and stop_event.is_set():
+                    stopped = True
+                    break
+                with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+                    total, terms, layer_terms = objective.loss(x, y)
+                if not bool(torch.isfinite(total.detach())):
+                    shown = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
+                    raise NonFiniteLossError(
+                        f"loss became {float(total.detach()):.4g} at epoch {epoch}, step {step + 1} ({shown}); "
+                        "training stopped. Try a lower learning rate (--lr), a smaller lambda, or amp=False."
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                total.backward()
+                optimizer.step()
+                step += 1
+                count += 1
+                win_count += 1
+                for store in (sums, win_sums):
+                    for k, v in terms.items():
+                        store[k] = store.get(k, 0.0) + v.detach().float()
+                for store in (layer_sums, win_layers):
+                    for k, v in layer_terms.items():
+                        store[k] = store.get(k, 0.0) + v.detach().float()
+                if bar is not None:
+                    bar.update(1)
+                if cfg.eval_every_steps and step % cfg.eval_every_steps == 0:
+                    emit("step", epoch - 1, win_sums, win_layers, win_count, evaluate=True)
+                    win_sums, win_layers, win_count = {}, {}, 0
+            if stopped:
+                break
+            if scheduler is not None:
+                scheduler.step()
+            evaluate = cfg.eval_every > 0 and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs)
+            emit("epoch", epoch, sums, layer_sums, count, evaluate=evaluate)
+            if bar is not None:
+                last = history[-1]
+                post = {k: f"{v:.3f}" for k, v in last.losses.items()}
+                if last.clean_acc is not None:
+                    post["acc"] = f"{last.clean_acc:.3f}"
+                if last.asr is not None:
+                    post["asr"] = f"{last.asr:.3f}"
+                bar.set_postfix(post, refresh=False)
+        done_epoch = history[-1].epoch if history else 0
+        emit("end", done_epoch, {}, {}, 0, evaluate=stopped and evaluator is not None)
+    finally:
+        if bar is not None:
+            bar.close()
+    model.eval()
+    return TrainResult(model, history, stopped, time.perf_counter() - start_time, step)

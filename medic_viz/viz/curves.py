@@ -1,0 +1,82 @@
+"""Training curves: clean accuracy, ASR and losses over epochs, for one or several runs."""
+
+from __future__ import annotations
+
+from typing import Iterable, Mapping, Sequence
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+__all__ = ["training_curves_figure", "event_rows"]
+
+_PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2")
+
+
+def event_rows(history: Iterable[object]) -> list[dict]:
+    """Events (TrainEvent objects or their dicts) that carry metrics, as dicts, in order."""
+    rows = []
+    for ev in history:
+        d = ev if isinstance(ev, Mapping) else ev.as_dict()  # type: ignore[attr-defined]
+        if d.get("kind") in ("start", "epoch", "step"):
+            rows.append(dict(d))
+    return rows
+
+
+def _x(row: Mapping) -> float:
+    total, steps = row.get("total_steps") or 0, row.get("step") or 0
+    epochs = row.get("epochs") or 1
+    return epochs * steps / total if total else float(row.get("epoch", 0))
+
+
+def training_curves_figure(
+    runs: Mapping[str, Sequence[object]] | Sequence[object],
+    *,
+    title: str = "Backdoor removal: clean accuracy and attack success rate",
+    baseline: Mapping[str, float] | None = None,
+) -> go.Figure:
+    """Two panels over epochs: (left) clean accuracy and ASR in %, (right) loss terms (log y).
+
+    ``runs``: one history (list of events) or ``{label: history}`` for several overlaid runs.
+    ``baseline``: optional ``{"clean_acc": .., "asr": ..}`` of the trojaned model, drawn as
+    dotted horizontal lines. Accuracy traces are solid, ASR dashed; one colour per run.
+    """
+    if not isinstance(runs, Mapping):
+        runs = {"run": runs}
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("Accuracy / ASR (%)", "Loss"), horizontal_spacing=0.1)
+    for i, (label, history) in enumerate(runs.items()):
+        color = _PALETTE[i % len(_PALETTE)]
+        rows = [r for r in event_rows(history) if r.get("clean_acc") is not None]
+        xs = [_x(r) for r in rows]
+        fig.add_trace(
+            go.Scatter(x=xs, y=[100 * r["clean_acc"] for r in rows], name=f"{label}: clean acc", mode="lines+markers",
+                       line=dict(color=color), legendgroup=label,
+                       hovertemplate="epoch %{x:.2f}<br>clean acc %{y:.1f}%<extra>" + label + "</extra>"),
+            row=1, col=1,
+        )
+        asr_rows = [r for r in rows if r.get("asr") is not None]
+        if asr_rows:
+            fig.add_trace(
+                go.Scatter(x=[_x(r) for r in asr_rows], y=[100 * r["asr"] for r in asr_rows], name=f"{label}: ASR",
+                           mode="lines+markers", line=dict(color=color, dash="dash"), legendgroup=label,
+                           hovertemplate="epoch %{x:.2f}<br>ASR %{y:.1f}%<extra>" + label + "</extra>"),
+                row=1, col=1,
+            )
+        loss_rows = [r for r in event_rows(history) if r.get("losses")]
+        for j, key in enumerate(sorted({k for r in loss_rows for k in r["losses"]})):
+            pts = [(_x(r), r["losses"][key]) for r in loss_rows if key in r["losses"]]
+            fig.add_trace(
+                go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], name=f"{label}: {key}", mode="lines",
+                           line=dict(color=color, dash=("solid", "dot", "dashdot", "longdash")[j % 4]),
+                           legendgroup=label, showlegend=True),
+                row=1, col=2,
+            )
+    if baseline:
+        for key, dash, name in (("clean_acc", "dot", "trojaned model: clean acc"), ("asr", "dot", "trojaned model: ASR")):
+            if baseline.get(key) is not None:
+                fig.add_hline(y=100 * baseline[key], line=dict(color="grey", dash=dash), row=1, col=1,
+                              annotation_text=name, annotation_position="top left")
+    fig.update_yaxes(range=[-2, 102], row=1, col=1)
+    fig.update_yaxes(type="log", row=1, col=2)
+    fig.update_xaxes(title_text="epoch")
+    fig.update_layout(title=title, template="plotly_white", height=420, legend=dict(font=dict(size=10)))
+    return fig

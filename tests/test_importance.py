@@ -1,0 +1,142 @@
+"""Eqs.(2)–(4) against values worked out by hand."""
+
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+
+from medic_viz.capture import run_with_cache
+from medic_viz.importance import (
+    ImportanceOptions,
+    LayerStats,
+    RunningStats,
+    activation_importance,
+    combine_importance,
+    impact_importance,
+    layer_importance,
+    validate_tau,
+)
+
+
+def _stats(mean, std):
+    return LayerStats(torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32))
+
+
+def test_activation_importance_by_hand():
+    # One sample, a linear layer with 2 neurons: f = [1, 3], mu = [1, 1], sigma = [2, 2]
+    # |z| = [0, 1]; tau = 2 -> softmax([0, 2]) = [1/(1+e^2), e^2/(1+e^2)]
+    f = torch.tensor([[1.0, 3.0]])
+    a = activation_importance(f, _stats([1.0, 1.0], [2.0, 2.0]), tau=2.0)
+    e2 = math.exp(2)
+    torch.testing.assert_close(a, torch.tensor([[1 / (1 + e2), e2 / (1 + e2)]]))
+
+
+def test_abs_vs_signed_zscore():
+    # f = [-3, 1], mu 0, sigma 1: abs -> |z| = [3, 1] favours neuron 0; signed favours neuron 1.
+    f = torch.tensor([[-3.0, 1.0]])
+    s = _stats([0.0, 0.0], [1.0, 1.0])
+    a_abs = activation_importance(f, s, tau=1.0, zscore_mode="abs")
+    a_signed = activation_importance(f, s, tau=1.0, zscore_mode="signed")
+    torch.testing.assert_close(a_abs, torch.softmax(torch.tensor([[3.0, 1.0]]), 1))
+    torch.testing.assert_close(a_signed, torch.softmax(torch.tensor([[-3.0, 1.0]]), 1))
+    assert a_abs[0, 0] > a_abs[0, 1] and a_signed[0, 0] < a_signed[0, 1]
+
+
+def test_impact_importance_scales_gradient_by_sigma():
+    # grad = [0.5, -0.25], sigma = [2, 4] -> g = [1, -1]; tau = 3 -> softmax([3, -3])
+    grad = torch.tensor([[0.5, -0.25]])
+    s = _stats([0.0, 0.0], [2.0, 4.0])
+    g = impact_importance(grad, s, tau=3.0)
+    torch.testing.assert_close(g, torch.softmax(torch.tensor([[3.0, -3.0]]), 1))
+    g_abs = impact_importance(grad, s, tau=3.0, impact_mode="abs")
+    torch.testing.assert_close(g_abs, torch.tensor([[0.5, 0.5]]))
+
+
+def test_softmax_is_over_all_neurons_of_a_conv_layer_per_sample():
+    torch.manual_seed(0)
+    f = torch.randn(2, 3, 4, 4)
+    s = _stats([0.1, -0.2, 0.3], [1.0, 2.0, 0.5])
+    a = activation_importance(f, s, tau=1.5)
+    assert a.shape == f.shape
+    torch.testing.assert_close(a.sum(dim=(1, 2, 3)), torch.ones(2))
+    z = ((f - s.mean[None, :, None, None]) / s.std[None, :, None, None]).abs()
+    torch.testing.assert_close(a[1].flatten(), torch.softmax(1.5 * z[1].flatten(), 0))
+
+
+def test_combination_is_geometric_mean():
+    a = torch.tensor([[0.25, 0.75]])
+    g = torch.tensor([[0.64, 0.36]])
+    torch.testing.assert_close(combine_importance(a, g), torch.tensor([[0.4, math.sqrt(0.75 * 0.36)]]))
+
+
+def test_tau_zero_gives_uniform_weights_for_every_criterion():
+    f = torch.randn(3, 2, 5, 5)
+    grad = torch.randn(3, 2, 5, 5)
+    s = _stats([0.0, 0.0], [1.0, 1.0])
+    for criteria in ("both", "activation", "impact"):
+        w = layer_importance(f, grad, s, ImportanceOptions(tau=0.0, criteria=criteria))
+        torch.testing.assert_close(w, torch.full_like(f, 1 / 50))
+    assert not ImportanceOptions(tau=0.0).needs_gradients
+    assert not ImportanceOptions(tau=5.0, criteria="activation").needs_gradients
+    assert ImportanceOptions(tau=5.0).needs_gradients
+
+
+def test_larger_tau_is_sharper():
+    torch.manual_seed(1)
+    f = torch.randn(1, 4, 3, 3)
+    s = _stats([0.0] * 4, [1.0] * 4)
+    peaks = [activation_importance(f, s, tau=t).max().item() for t in (0.5, 1, 2, 5, 10)]
+    assert peaks == sorted(peaks) and peaks[-1] > 0.5 > peaks[0]
+
+
+def test_layer_importance_on_a_tiny_network_matches_hand_computation():
+    # Network whose hooked layer is the logits: dℓ/dlogits = softmax - onehot (per sample).
+    lin = nn.Linear(2, 2)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 2.0]]))
+        lin.bias.zero_()
+    x = torch.tensor([[1.0, 1.0]])
+    y = torch.tensor([0])
+    net = nn.Sequential(lin)
+    cache = run_with_cache(net, x, target=y, with_grads=True)
+    logits = torch.tensor([[1.0, 2.0]])
+    torch.testing.assert_close(cache["0"], logits)
+    s = _stats([0.0, 1.0], [1.0, 2.0])
+    opts = ImportanceOptions(tau=2.0)
+    w = layer_importance(cache["0"], cache.grads["0"], s, opts)
+    # By hand: |z| = [1, 0.5]; A = softmax(2*[1, 0.5]) = softmax([2, 1])
+    p = torch.softmax(logits, 1)
+    grad = p - torch.tensor([[1.0, 0.0]])  # [p0 - 1, p1]
+    g = grad * torch.tensor([[1.0, 2.0]])
+    A = torch.softmax(torch.tensor([[2.0, 1.0]]), 1)
+    G = torch.softmax(2.0 * g, 1)
+    torch.testing.assert_close(w, torch.sqrt(A * G))
+
+
+def test_running_stats_match_torch():
+    torch.manual_seed(0)
+    chunks = [torch.randn(5, 3, 4, 4) * torch.tensor([1.0, 2.0, 3.0])[None, :, None, None] + 1 for _ in range(3)]
+    rs = RunningStats(eps=1e-5)
+    for c in chunks:
+        rs.update(c)
+    st = rs.finish()
+    full = torch.cat(chunks).transpose(0, 1).reshape(3, -1).double()
+    torch.testing.assert_close(st.mean, full.mean(1).float())
+    torch.testing.assert_close(st.std, torch.sqrt(full.var(1) + 1e-5).float())
+    assert st.count == 5 * 3 * 16
+
+
+@pytest.mark.parametrize("bad", [-1, float("nan"), float("inf"), "five", None])
+def test_tau_validation(bad):
+    with pytest.raises(ValueError, match="tau"):
+        validate_tau(bad)
+
+
+def test_options_validation_messages():
+    with pytest.raises(ValueError, match="criteria"):
+        ImportanceOptions(criteria="gradient")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="zscore"):
+        ImportanceOptions(zscore="absolute")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="statistics have 3 channels"):
+        activation_importance(torch.zeros(1, 2), _stats([0.0] * 3, [1.0] * 3), tau=1.0)

@@ -1,0 +1,189 @@
+"""The MEDIC engine and the training loop: loss by hand, stop, NaN, determinism, errors."""
+
+import threading
+
+import pytest
+import torch
+import torch.nn as nn
+
+from medic_viz.capture import StructureMismatchError
+from medic_viz.data.arrays import ImageArrays
+from medic_viz.defenses.base import fresh_copy
+from medic_viz.defenses.medic import Medic, MedicConfig, MedicObjective, compute_layer_stats
+from medic_viz.importance import ImportanceOptions
+from medic_viz.metrics import Evaluator
+from medic_viz.training import NonFiniteLossError, SupervisedObjective, TrainConfig, train
+
+
+def _net(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(inplace=True),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 3),
+    )
+
+
+def _data(n: int = 48, seed: int = 0) -> ImageArrays:
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.rand(n, 3, 8, 8, generator=g) * 255).to(torch.uint8)
+    y = torch.randint(0, 3, (n,), generator=g)
+    return ImageArrays(x, y, classes=("a", "b", "c"), name="tiny")
+
+
+FAST = dict(epochs=2, batch_size=16, progress=False, device="cpu")
+
+
+def test_clone_loss_with_tau_zero_matches_hand_formula():
+    teacher, student = _net(0).eval(), _net(1)
+    data = _data()
+    stats = compute_layer_stats(teacher, data, device="cpu")
+    obj = MedicObjective(teacher, student, stats, ImportanceOptions(tau=0.0), lam=10.0)
+    x, y = data.floats()[:5], data.labels[:5]
+    total, terms, per_layer = obj.loss(x, y)
+    # By hand: Σ_layers mean_b Σ_neurons (1/m)·((t − s)/σ)², plus CE of the student.
+    with torch.no_grad():
+        t0 = teacher[0](x); t1 = teacher[1](t0); t5 = teacher(x)
+        student.train()
+        s0 = student[0](x); s1 = student[1](s0)
+        s5 = student[5](student[4](student[3](torch.relu(s1))))
+    expected = 0.0
+    for name, t, s in (("0", t0, s0), ("1", t1, s1), ("5", t5, s5)):
+        sigma = stats[name].std.reshape((1, -1) + (1,) * (t.ndim - 2))
+        m = t[0].numel()
+        layer = (((t - s) / sigma) ** 2 / m).reshape(5, -1).sum(1).mean()
+        torch.testing.assert_close(per_layer[name], layer, rtol=1e-4, atol=1e-5)
+        expected += layer
+    torch.testing.assert_close(terms["clone"], expected, rtol=1e-4, atol=1e-5)
+    ce = nn.functional.cross_entropy(s5, y)
+    torch.testing.assert_close(total, ce + 10.0 * expected, rtol=1e-4, atol=1e-4)
+
+
+def test_importance_concentrates_the_loss_relative_to_uniform():
+    teacher, student = _net(0).eval(), _net(1)
+    data = _data()
+    stats = compute_layer_stats(teacher, data, device="cpu")
+    x, y = data.floats()[:8], data.labels[:8]
+    _, w_uniform = MedicObjective(teacher, student, stats, ImportanceOptions(tau=0.0), 10.0).teacher_pass(x, y)
+    _, w_sharp = MedicObjective(teacher, student, stats, ImportanceOptions(tau=5.0), 10.0).teacher_pass(x, y)
+    for wu, ws in zip(w_uniform, w_sharp):
+        assert ws.reshape(8, -1).max(1).values.min() > wu.reshape(8, -1).max(1).values.max()
+        assert not ws.requires_grad
+
+
+def test_medic_trains_student_and_leaves_teacher_untouched():
+    teacher = _net(0).eval()
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    events = []
+    result = Medic(**FAST).run(teacher, _data(), evaluator=Evaluator(_data(30, 1), device="cpu"), callbacks=[events.append])
+    assert [e.kind for e in events] == ["start", "epoch", "epoch", "end"]
+    assert events[1].losses["clone"] > events[2].losses["clone"]  # cloning makes progress
+    assert set(events[1].layer_losses) == {"0", "1", "5"}
+    assert events[1].clean_acc is not None and events[1].n_clean == 30
+    assert result.model is not teacher
+    for k, v in teacher.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert teacher.training is False
+
+
+def test_fresh_copy_reinitialises_weights_but_keeps_structure():
+    teacher = _net(0)
+    student = fresh_copy(teacher, seed=3)
+    assert [n for n, _ in teacher.named_modules()] == [n for n, _ in student.named_modules()]
+    assert not torch.equal(teacher[0].weight, student[0].weight)
+    torch.testing.assert_close(fresh_copy(teacher, seed=3)[0].weight, student[0].weight)
+
+
+def test_stop_event_is_honoured_within_one_batch():
+    stop = threading.Event()
+    seen = []
+
+    def on_event(ev):
+        seen.append(ev)
+        if ev.kind == "step" and ev.step == 2:
+            stop.set()
+
+    result = Medic(epochs=5, batch_size=8, eval_every_steps=1, progress=False, device="cpu").run(
+        _net(), _data(), evaluator=Evaluator(_data(12, 2), device="cpu"), callbacks=[on_event], stop_event=stop
+    )
+    assert result.stopped
+    assert max(e.step for e in result.history) == 2  # no batch ran after the request
+    assert result.history[-1].kind == "end" and result.history[-1].stopped
+    assert result.history[-1].clean_acc is not None  # the stopped model is evaluated
+
+
+def test_stop_from_another_thread_returns_the_model_as_is():
+    stop = threading.Event()
+    started = threading.Event()
+    out = {}
+
+    def run():
+        out["r"] = Medic(epochs=200, batch_size=8, progress=False, device="cpu", eval_every=0).run(
+            _net(), _data(), callbacks=[lambda e: started.set()], stop_event=stop
+        )
+
+    th = threading.Thread(target=run)
+    th.start()
+    assert started.wait(10)
+    stop.set()
+    th.join(10)
+    assert not th.is_alive()
+    assert out["r"].stopped and out["r"].history[-1].epoch < 200
+
+
+def test_nan_in_the_loss_stops_with_a_clear_message():
+    teacher = _net(0)
+    with torch.no_grad():
+        teacher[0].weight[0, 0, 0, 0] = float("nan")  # a corrupted checkpoint
+    with pytest.raises(NonFiniteLossError, match=r"loss became nan at epoch 1, step 1.*lower learning rate"):
+        Medic(**FAST).run(teacher, _data())
+
+
+def test_cpu_runs_are_deterministic_for_a_seed():
+    a = Medic(**FAST, seed=7).run(_net(), _data()).model.state_dict()
+    b = Medic(**FAST, seed=7).run(_net(), _data()).model.state_dict()
+    c = Medic(**FAST, seed=8).run(_net(), _data()).model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], c[k]) for k in a)
+
+
+def test_mismatched_student_is_refused():
+    other = nn.Sequential(nn.Conv2d(3, 5, 3, padding=1), nn.BatchNorm2d(5), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(5, 3))
+    with pytest.raises(StructureMismatchError, match="same structure"):
+        Medic(**FAST).run(_net(), _data(), student=other)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"tau": -1}, "tau"),
+        ({"tau": float("inf")}, "tau"),
+        ({"lam": -0.1}, "lam"),
+        ({"lam": float("nan")}, "lam"),
+        ({"epochs": 0}, "epochs"),
+        ({"criteria": "both-ish"}, "criteria"),
+        ({"taux": 1}, "unknown MEDIC option"),
+    ],
+)
+def test_bad_options_are_rejected_with_the_name(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        Medic(**kwargs)
+
+
+def test_unknown_layer_names_are_rejected():
+    with pytest.raises(ValueError, match="unknown layer name"):
+        Medic(**FAST, layers=("conv9",)).run(_net(), _data())
+
+
+def test_supervised_objective_learns_a_separable_problem():
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 3, (90,), generator=g)
+    x = torch.zeros(90, 3, 8, 8)
+    x[torch.arange(90), y] = 1.0  # class = which channel is lit
+    data = ImageArrays((x * 255).to(torch.uint8), y, classes=("r", "g", "b"))
+    result = train(SupervisedObjective(_net()), data, TrainConfig(epochs=30, batch_size=30, augment=False, progress=False, device="cpu"), evaluator=Evaluator(data, device="cpu"))
+    assert result.history[0].clean_acc < 0.7
+    assert result.history[-2].clean_acc == 1.0
