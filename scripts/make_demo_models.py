@@ -28,7 +28,7 @@ DEMO_ATTACK_SETTINGS = {
     "badnet": dict(trigger={"name": "badnet", "size": 3, "position": "bottom-right"}, rate=0.1),
     "blend": dict(trigger={"name": "blend", "pattern": "noise", "alpha": 0.15, "seed": 0}, rate=0.1),
     "sig": dict(trigger={"name": "sig", "delta": 0.2, "frequency": 6}, rate=0.08),
-    "polygon": dict(trigger={"name": "polygon", "size": 0.25, "seed": 0}, rate=0.1),
+    "polygon": dict(trigger={"name": "polygon", "size": 0.2, "seed": 0}, rate=0.1),
     "clean": dict(trigger=None, rate=None),
 }
 TARGET = 0

@@ -2,9 +2,9 @@
 
 Each image shows one traffic sign (stop, yield, speed limits, arrows, …) over a random
 scene: smooth gradients, sky/ground bands, low-contrast clutter or textured noise, sometimes
-a sign pole. The sign varies in size (bounding diameter 45–85 % of the image), position,
-rotation (±15°), slight off-axis squash and paint fading; the whole image then gets
-brightness, contrast, a colour cast, blur and Gaussian noise.
+a sign pole. The sign varies in size (diameter, or a triangle's height, 45–85 % of the
+image side), position, rotation (±15°), slight off-axis squash and paint fading; the whole
+image then gets brightness, contrast, a colour cast, blur and Gaussian noise.
 
 The sign ALWAYS covers the image centre: a disc of radius ``CENTRE_CLEARANCE * size`` pixels
 around the centre lies on the sign in every image, so a trigger stamped near the centre
@@ -25,9 +25,10 @@ label: the dataset's augmentation has ``hflip=False``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
-from typing import Literal, Sequence, overload
+from typing import Iterator, Literal, Sequence, overload
 
 import numpy as np
 import torch
@@ -91,15 +92,22 @@ _CLASS_INCIRCLE: tuple[tuple[float, float], ...] = (
     (0.0, _SIGN_EXTENT),  # no parking
 )
 
+# Size of each class relative to the sampled diameter. Triangles are drawn with their HEIGHT
+# equal to the diameter (side 1.15x), as real warning triangles are larger than round signs
+# (900 mm side vs 600 mm disc); this also widens their inscribed disc.
+_CLASS_SCALE: tuple[float, ...] = tuple(
+    2 / math.sqrt(3) if name in ("yield", "caution") else 1.0 for name in SIGN_CLASSES
+)
+
 CENTRE_CLEARANCE: float = (
     (1 - _JITTER_FRACTION)
-    * (_DIAMETER_RANGE[0] / (2 * _SIGN_EXTENT))
-    * min(r for _, r in _CLASS_INCIRCLE)
+    * (_DIAMETER_RANGE[0] / _SIGN_EXTENT)  # smallest image units ([-1, 1]) per template unit
+    * min(scale * r for scale, (_, r) in zip(_CLASS_SCALE, _CLASS_INCIRCLE))
     * _SQUASH_RANGE[0]
-    / 2
+    / 2  # image units -> fraction of the image side
 )
 """Radius, as a fraction of the image side, of the centred disc that lies on the sign in every
-image (about 0.08: 2.5 px at 32x32, 5 px at 64x64). Coverage is exact geometry; the outermost
+image (about 0.09: 2.9 px at 32x32, 5.9 px at 64x64). Coverage is exact geometry; the outermost
 pixels of the disc may be partly antialiased."""
 
 _RED = (200, 22, 32)
@@ -435,7 +443,7 @@ def _render_chunk(labels: np.ndarray, size: int, rng: np.random.Generator) -> tu
 
     # -- sign pose: template frame -> image frame (both in [-1, 1] units) --------------------
     diameter = rng.uniform(*_DIAMETER_RANGE, b)
-    k = diameter / _SIGN_EXTENT  # image units per template unit
+    k = diameter / _SIGN_EXTENT * np.asarray(_CLASS_SCALE)[labels]  # image units per template unit
     theta = np.radians(rng.uniform(-_ROTATION_DEG, _ROTATION_DEG, b))
     squash = rng.uniform(*_SQUASH_RANGE, b)
     incircle = np.asarray(_CLASS_INCIRCLE)[labels]  # (b, 2): incentre y, inradius
@@ -491,14 +499,33 @@ def _render_chunk(labels: np.ndarray, size: int, rng: np.random.Generator) -> tu
     return images, alpha[:, 0].contiguous()
 
 
+@contextlib.contextmanager
+def _single_torch_thread() -> Iterator[None]:
+    """Run torch CPU ops on one thread, restoring the previous count afterwards.
+
+    Makes the bytes independent of the machine's thread count (parallel reductions sum in a
+    thread-dependent order) and avoids thread oversubscription, which on a busy machine made
+    these small per-chunk ops up to 50x slower; the chunks are too small to gain from threads.
+    """
+    previous = torch.get_num_threads()
+    if previous != 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if previous != 1:
+            torch.set_num_threads(previous)
+
+
 def _synthesize(labels: np.ndarray, size: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     n = len(labels)
     images = torch.empty(n, 3, size, size, dtype=torch.uint8)
     masks = torch.empty(n, size, size, dtype=torch.float32)
     chunk = max(8, (1 << 18) // (size * size))  # ~256 kpixel chunks: cache-friendly, bounded memory
-    for start in range(0, n, chunk):
-        stop = min(n, start + chunk)
-        images[start:stop], masks[start:stop] = _render_chunk(labels[start:stop], size, rng)
+    with _single_torch_thread():
+        for start in range(0, n, chunk):
+            stop = min(n, start + chunk)
+            images[start:stop], masks[start:stop] = _render_chunk(labels[start:stop], size, rng)
     return images, masks
 
 

@@ -1,0 +1,67 @@
+"""The command line end to end (quick settings): demo, attack, defend, and bad input."""
+
+import json
+
+import pytest
+
+from medic_viz.cli import main
+from medic_viz.pretrained import demo_model_dir
+
+
+@pytest.mark.slow
+def test_demo_quick_removes_the_backdoor(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--device", "cpu", "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "before (trojaned)" in printed and "after (MEDIC)" in printed
+    result = json.loads((out / "result.json").read_text())
+    assert set(result) >= {"before", "after", "history", "config", "seconds"}
+    before, after = result["before"], result["after"]
+    assert before["asr"] >= 0.9, "the shipped model must be trojaned to begin with"
+    assert after["asr"] <= 0.10, f"backdoor not removed: ASR {after['asr']:.3f}"
+    assert before["clean_acc"] - after["clean_acc"] <= 0.05, "clean accuracy dropped more than 5 points"
+    assert after["n_clean"] == 3000 and after["n_asr"] > 2500
+    epochs = [e for e in result["history"] if e["kind"] == "epoch"]
+    assert len(epochs) == result["config"]["epochs"] and epochs[-1]["asr"] is not None
+    assert (out / "report.html").stat().st_size > 10_000
+    assert (out / "model" / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_attack_then_defend(tmp_path):
+    atk = tmp_path / "atk"
+    assert main(["attack", "--attack", "badnet", "--epochs", "1", "--out", str(atk), "--device", "cpu", "--no-progress"]) == 0
+    res = json.loads((atk / "result.json").read_text())
+    assert set(res) >= {"clean_acc", "asr"} and 0 <= res["asr"] <= 1
+    card = json.loads((atk / "card.json").read_text())
+    assert card["attack"]["name"] == "badnet" and card["architecture"] == "small_cnn" and card["target_class"] == 0
+    dfd = tmp_path / "dfd"
+    assert main(["defend", "--method", "medic", "--teacher", str(atk), "--out", str(dfd), "--epochs", "2",
+                 "--fraction", "0.02", "--tau", "3", "--device", "cpu", "--no-progress"]) == 0
+    out = json.loads((dfd / "result.json").read_text())
+    assert out["config"]["tau"] == 3 and out["config"]["epochs"] == 2 and out["config"]["fraction"] == 0.02
+    assert len([e for e in out["history"] if e["kind"] == "epoch"]) == 2
+
+
+def test_defend_rejects_bad_tau_without_running(tmp_path, capsys):
+    rc = main(["defend", "--teacher", str(demo_model_dir("badnet")), "--out", str(tmp_path / "x"), "--tau", "-1"])
+    assert rc == 2
+    assert "tau must be finite and >= 0" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_defend_reports_a_missing_teacher(tmp_path, capsys):
+    rc = main(["defend", "--teacher", str(tmp_path / "nope"), "--out", str(tmp_path / "x")])
+    assert rc == 2 and "nope" in capsys.readouterr().err
+
+
+def test_unknown_dataset_is_a_clear_error(tmp_path, capsys):
+    rc = main(["attack", "--dataset", "imagenet", "--out", str(tmp_path / "x")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "unknown dataset 'imagenet'" in err and "signs" in err
+
+
+def test_torchvision_dataset_without_root_says_what_to_pass(tmp_path, capsys):
+    rc = main(["attack", "--dataset", "cifar10", "--out", str(tmp_path / "x")])
+    assert rc == 2 and "--data-root" in capsys.readouterr().err
