@@ -11,10 +11,11 @@ Over many inputs (:func:`rank_compromised_neurons` → :class:`NeuronRanking`): 
 ``c`` of each hooked layer, the trigger-induced shift ``s_c`` = mean over images of a spatial
 reduction of ``(f_c(x') − f_c(x)) / σ_c`` (``x'`` = triggered ``x``, ``σ_c`` = the clean
 standard deviation), and the mean MEDIC importance the channel gets on the *clean* inputs,
-as *relative* importance: ``C × (importance mass of the channel)``, so that 1 is the layer
-average, < 1 below it. :func:`compromised_importance_statistic` tests the paper's claim
-("compromised neurons are unimportant on clean inputs") against a permutation baseline; it
-reports whatever the data say, including a refutation.
+as *relative* importance: ``C × (the channel's share of the layer's importance)``, so that 1
+is the layer average, < 1 below it; the same per neuron (feature-map element, the paper's unit).
+:func:`compromised_importance_statistic` tests the paper's claim ("compromised neurons are
+unimportant on clean inputs") against a permutation baseline, per neuron (default) or per
+channel; it reports whatever the data say, including a refutation.
 
 Reductions of a ``(C, H, W)`` map to one 2-D map (:func:`reduce_channels`): ``"mean_abs"``
 (default, mean of ``|·|`` over channels), ``"max_abs"`` (max of ``|·|``), ``"mean"`` and
@@ -437,11 +438,20 @@ class NeuronRanking:
 
     Parallel arrays, one entry per (layer, channel): ``layer``, ``channel``, ``shift`` (σ
     units, see :func:`rank_compromised_neurons`), ``importance`` (mean *relative* clean
-    importance: ``C ×`` the channel's importance mass; 1 = layer average), ``importance_mass``
-    (mean fraction of the layer's importance in the channel), ``rank`` (1 = most shifted,
+    importance: ``C ×`` the channel's importance share; 1 = layer average), ``importance_mass``
+    (mean share of the layer's total importance held by the channel), ``rank`` (1 = most shifted,
     across layers, by ``|shift|``), ``layer_rank`` (rank within the layer).
     ``layer_sizes``: channels per layer. Settings: ``tau``, ``criteria``, ``shift_reduction``,
     ``n_images``.
+
+    Per neuron (each element of a feature map is a neuron, the paper's unit), averaged over the
+    images: ``neuron_shift[layer]`` ``(C, ...)`` = mean ``|Δ|/σ`` (signed mean for
+    ``shift_reduction="mean"``) and ``neuron_importance[layer]`` ``(C, ...)`` = relative clean
+    importance (``m ×`` the neuron's share of the layer's importance, m = neurons in the layer;
+    1 = layer average). These are what :func:`compromised_importance_statistic` tests by default.
+    ``image_percentile[layer]`` ``(N,)``: per image, the mean importance percentile of the
+    neurons its trigger compromises, within that same clean image (see
+    :func:`rank_compromised_neurons`; NaN where none).
     """
 
     layer: np.ndarray
@@ -456,6 +466,9 @@ class NeuronRanking:
     criteria: str
     shift_reduction: str
     n_images: int
+    neuron_shift: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    neuron_importance: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    image_percentile: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
         return len(self.layer)
@@ -472,6 +485,9 @@ class NeuronRanking:
             self.layer[idx], self.channel[idx], self.shift[idx], self.importance[idx], self.importance_mass[idx],
             self.rank[idx], self.layer_rank[idx], {k: v for k, v in self.layer_sizes.items() if k in keep},
             self.tau, self.criteria, self.shift_reduction, self.n_images,
+            {k: v for k, v in self.neuron_shift.items() if k in keep},
+            {k: v for k, v in self.neuron_importance.items() if k in keep},
+            {k: v for k, v in self.image_percentile.items() if k in keep},
         )
 
     def top(self, n: int) -> "NeuronRanking":
@@ -558,6 +574,8 @@ def rank_compromised_neurons(
     shift: str = "mean_abs",
     exclude_label: int | None = None,
     batch_size: int = 64,
+    per_image_min_shift: float = 1.0,
+    per_image_top_fraction: float = 0.1,
     **options: Any,
 ) -> NeuronRanking:
     """Rank every channel of ``layers`` by how far ``trigger`` moves it, with its clean importance.
@@ -568,9 +586,18 @@ def rank_compromised_neurons(
     signed ``"mean"`` of ``(f(trigger(x)) − f(x)) / σ``; averaged over images. Channels are
     ranked by ``|shift|``. Importance: MEDIC's weights at ``tau`` / ``criteria`` on the clean
     images (gradient of the per-sample cross-entropy w.r.t. the true label), summed over each
-    channel's neurons, averaged over images, times the number of channels.
+    channel's neurons as a share of the layer's total (eq.(4) weights do not sum to 1),
+    averaged over images (``importance_mass``), times the number of channels (``importance``,
+    whose layer average is exactly 1).
+
+    Per image, too (the paper's "for this example"): the neurons that image's trigger moves by at
+    least ``per_image_min_shift`` σ (at most the ``per_image_top_fraction`` most shifted of the
+    layer) and their mean importance percentile among that same clean image's neurons
+    (``image_percentile[layer]``, ``(N,)``, NaN where no neuron qualifies).
     """
     _check_trigger(trigger)
+    if not per_image_min_shift >= 0 or not 0 < per_image_top_fraction <= 1:
+        raise ValueError("per_image_min_shift must be >= 0 and per_image_top_fraction in (0, 1]")
     if shift not in _SHIFTS:
         raise ValueError(f"shift must be one of {_SHIFTS}, got {shift!r}")
     if batch_size < 1:
@@ -586,6 +613,9 @@ def rank_compromised_neurons(
     names, layer_stats = _resolve_stats(model, stats, layers, device)
     shift_sum: dict[str, torch.Tensor] = {}
     mass_sum: dict[str, torch.Tensor] = {}
+    neuron_shift_sum: dict[str, torch.Tensor] = {}
+    neuron_share_sum: dict[str, torch.Tensor] = {}
+    image_pct: dict[str, list[torch.Tensor]] = {n: [] for n in names}
     with eval_mode(model):
         for start in range(0, len(x_all), batch_size):
             x = x_all[start : start + batch_size].to(device)
@@ -595,15 +625,23 @@ def rank_compromised_neurons(
             for n in names:
                 a, at = clean[n], trig[n]
                 std = layer_stats[n].std.reshape((1, -1) + (1,) * (a.ndim - 2))
-                s = _spatial_shift((at - a) / std, shift).double().sum(0)
-                w = layer_importance(a, clean.grads.get(n), layer_stats[n], opts)
-                m = w.reshape(w.shape[0], w.shape[1], -1).sum(2).double().sum(0)
-                shift_sum[n] = shift_sum[n] + s if n in shift_sum else s
-                mass_sum[n] = mass_sum[n] + m if n in mass_sum else m
+                d = (at - a) / std
+                s = _spatial_shift(d, shift).double().sum(0)
+                ns = (d if shift == "mean" else d.abs()).double().sum(0)
+                w = layer_importance(a, clean.grads.get(n), layer_stats[n], opts).double()
+                share = w / w.reshape(w.shape[0], -1).sum(1).clamp_min(1e-300).reshape((-1,) + (1,) * (w.ndim - 1))
+                m = share.reshape(w.shape[0], w.shape[1], -1).sum(2).sum(0)  # channel's share of the layer's importance
+                for acc, val in ((shift_sum, s), (mass_sum, m), (neuron_shift_sum, ns), (neuron_share_sum, share.sum(0))):
+                    acc[n] = acc[n] + val if n in acc else val
+                image_pct[n].append(_image_percentiles(d, share, per_image_min_shift, per_image_top_fraction))
     n_img = len(x_all)
     rows_layer, rows_ch, rows_shift, rows_mass, rows_rel, rows_lrank = [], [], [], [], [], []
     sizes = {}
+    neuron_shift, neuron_importance = {}, {}
     for n in names:
+        neuron_shift[n] = (neuron_shift_sum[n] / n_img).cpu().numpy()
+        share = (neuron_share_sum[n] / n_img).cpu().numpy()
+        neuron_importance[n] = share * share.size
         s = (shift_sum[n] / n_img).cpu().numpy()
         m = (mass_sum[n] / n_img).cpu().numpy()
         c = len(s)
@@ -630,8 +668,30 @@ def rank_compromised_neurons(
         criteria=criteria if criteria != "both" else "combined",
         shift_reduction=shift,
         n_images=n_img,
+        neuron_shift=neuron_shift,
+        neuron_importance=neuron_importance,
+        image_percentile={n: torch.cat(image_pct[n]).numpy() for n in names},
     )
     return ranking._take(order)
+
+
+def _image_percentiles(diff: torch.Tensor, share: torch.Tensor, min_shift: float, top_fraction: float) -> torch.Tensor:
+    """Per sample: mean importance percentile (0–1, within the sample's layer) of the neurons
+    whose ``|diff|`` is ≥ ``min_shift`` and among the ``top_fraction`` largest. ``(B,)`` float64
+    on the CPU, NaN where none qualifies."""
+    b = diff.shape[0]
+    d = diff.reshape(b, -1).abs().double()
+    w = share.reshape(b, -1)
+    m = d.shape[1]
+    if m < 2:
+        return torch.full((b,), float("nan"), dtype=torch.float64)
+    k = max(1, round(top_fraction * m))
+    kth = d.topk(k, dim=1).values[:, -1:]
+    selected = (d >= kth) & (d >= min_shift) & (d > 0)
+    pct = w.argsort(1).argsort(1).double() / (m - 1)
+    count = selected.sum(1)
+    mean = (pct * selected).sum(1) / count.clamp_min(1)
+    return torch.where(count > 0, mean, torch.full_like(mean, float("nan"))).cpu()
 
 
 @torch.no_grad()
@@ -690,17 +750,10 @@ def top_activating_images(
 
 
 def _average_ranks(v: np.ndarray) -> np.ndarray:
-    order = np.argsort(v, kind="mergesort")
-    ranks = np.empty(len(v), dtype=np.float64)
-    sv = v[order]
-    i = 0
-    while i < len(v):
-        j = i
-        while j + 1 < len(v) and sv[j + 1] == sv[i]:
-            j += 1
-        ranks[order[i : j + 1]] = 0.5 * (i + j) + 1.0
-        i = j + 1
-    return ranks
+    """1-based ranks, ascending, ties sharing their average rank."""
+    _, inverse, counts = np.unique(np.asarray(v), return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts).astype(np.float64)
+    return ((ends - counts + 1 + ends) / 2.0)[inverse.reshape(-1)]
 
 
 def spearman(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> float:
@@ -718,34 +771,43 @@ def spearman(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -
 
 @dataclass(frozen=True)
 class CompromisedStatistic:
-    """Do the most trigger-shifted channels get low MEDIC importance on clean inputs?
+    """Do the most trigger-shifted units get low MEDIC importance on clean inputs?
 
-    For each layer the ``k`` most shifted channels are selected. Importance per channel is
-    heavy-tailed (a few channels hold most of a layer's importance), so an average and a
-    rank-based view are both reported:
+    ``level``: the units compared, ``"neuron"`` (each element of a feature map, the paper's
+    unit) or ``"channel"``. In every layer the ``k`` most shifted units are selected.
+    Importance is heavy-tailed (a few units hold most of a layer's importance), so an average and
+    a rank-based view are both reported:
 
-    ``ratio``: mean relative clean importance of the selected channels, pooled over layers
-    (1 = the layer average). ``null_ratio``: the median of the same quantity for randomly
-    selected channels (what "no relation" gives; usually well below 1 because of the tail).
-    ``percentile``: mean within-layer importance percentile of the selected channels (0 = the
-    layer's least important channel, 1 = its most important; 0.5 under no relation).
-    ``p_value``: one-sided permutation p-value of a percentile this low when the ``k`` channels
-    of every layer are drawn at random. ``spearman``: rank correlation of |shift| and relative
-    importance over all channels (the claim predicts < 0); ``spearman_within``: the mean of the
-    per-layer correlations. ``layers_below``: layers whose selected channels sit below the
-    median (percentile < 0.5). ``supported``: percentile < 0.5 and p_value < alpha.
-    ``per_layer``: one dict per layer (layer, channels, k, ratio, percentile, spearman, p_value).
+    ``percentile``: mean within-layer importance percentile of the selected units (0 = the
+    layer's least important unit, 1 = its most important; 0.5 under no relation; the claim
+    predicts < 0.5). ``p_value``: one-sided permutation p-value of a percentile this low when the
+    ``k`` units of every layer are drawn at random. ``ratio``: mean relative clean importance of
+    the selected units, pooled (1 = the layer average); ``null_ratio``: the median of the same
+    for random units (what "no relation" gives; usually below 1 because of the tail).
+    ``spearman``: rank correlation of |shift| and relative importance over all units, pooled
+    (the claim predicts < 0); ``spearman_within``: the mean of the per-layer correlations.
+    ``layers_below``: layers whose selected units sit below the median (percentile < 0.5), out of
+    ``n_layers`` layers with at least one selected unit.
+    ``supported``: percentile < 0.5 and p_value < alpha. ``per_layer``: one dict per layer
+    (layer, units, k, ratio, percentile, spearman, p_value).
+
+    Paired per image (the paper's "for this example"; from ``ranking.image_percentile``, same
+    layers): ``image_percentile``, the mean over images of each image's mean percentile of its
+    compromised neurons within its own clean importance; ``images_below`` of
+    ``n_images_tested`` images have it < 0.5; ``image_p_value``: one-sided sign test of that
+    count (NaN where the ranking has no per-image data).
     """
 
-    ratio: float
-    null_ratio: float
+    level: str
     percentile: float
     p_value: float
+    ratio: float
+    null_ratio: float
     spearman: float
     spearman_within: float
     layers_below: int
     n_layers: int
-    n_channels: int
+    n_units: int
     n_selected: int
     n_images: int
     tau: float
@@ -753,28 +815,60 @@ class CompromisedStatistic:
     alpha: float
     supported: bool
     per_layer: list[dict[str, Any]]
+    image_percentile: float = float("nan")
+    images_below: int = 0
+    n_images_tested: int = 0
+    image_p_value: float = float("nan")
 
     def as_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
     def summary(self) -> str:
         verdict = "supports" if self.supported else "does NOT support"
+        unit = self.level + "s"
         return (
-            f"the {self.n_selected} most trigger-shifted of {self.n_channels} channels sit at importance percentile "
-            f"{100 * self.percentile:.0f} of their layers (50 = no relation; "
-            f"permutation p = {self.p_value:.3g}; {self.layers_below}/{self.n_layers} layers below the median) "
-            f"and get {self.ratio:.2f}× the average clean importance (random channels: {self.null_ratio:.2f}×); "
-            f"Spearman(|shift|, importance) = {self.spearman:+.2f} pooled, {self.spearman_within:+.2f} within layers "
-            f"({self.n_images} images, τ={self.tau:g}, {self.criteria}). This {verdict} the claim that "
-            "compromised neurons are unimportant on clean inputs."
+            f"the {self.n_selected} most trigger-shifted of {self.n_units} {unit} sit at importance percentile "
+            f"{100 * self.percentile:.0f} of their layers (50 = no relation; permutation p = {self.p_value:.3g}; "
+            f"{self.layers_below}/{self.n_layers} layers below the median) and get {self.ratio:.2f}× the average "
+            f"clean importance (random {unit}: {self.null_ratio:.2f}×); Spearman(|shift|, importance) = "
+            f"{self.spearman:+.2f} pooled, {self.spearman_within:+.2f} within layers ({self.n_images} images, "
+            f"τ={self.tau:g}, {self.criteria}). This {verdict} the claim that compromised neurons are "
+            "unimportant on clean inputs."
+            + (
+                f" Per image: percentile {100 * self.image_percentile:.0f}, {self.images_below}/{self.n_images_tested} "
+                f"images below 50 (sign test p = {self.image_p_value:.3g})."
+                if self.n_images_tested else ""
+            )
         )
+
+
+def _sign_test(below: int, n: int) -> float:
+    """One-sided P(X >= below) for X ~ Binomial(n, 1/2)."""
+    if n == 0:
+        return float("nan")
+    return float(sum(math.comb(n, i) for i in range(below, n + 1)) / 2**n)
+
+
+def _layer_units(ranking: NeuronRanking, layer: str, level: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(|shift|, relative importance)`` of a layer's units, most shifted first."""
+    if level == "channel":
+        sub = ranking.for_layer(layer)
+        return np.abs(sub.shift), sub.importance
+    if layer not in ranking.neuron_shift:
+        raise ValueError(f"the ranking has no per-neuron maps for layer {layer!r}; use level='channel'")
+    shift = np.abs(ranking.neuron_shift[layer].reshape(-1))
+    imp = ranking.neuron_importance[layer].reshape(-1)
+    order = np.argsort(-shift, kind="stable")
+    return shift[order], imp[order]
 
 
 def compromised_importance_statistic(
     ranking: NeuronRanking,
     *,
+    level: Literal["neuron", "channel"] = "neuron",
     top_k: int | None = None,
     top_fraction: float = 0.1,
+    min_shift: float | None = None,
     layers: Sequence[str] | None = None,
     n_permutations: int = 2000,
     alpha: float = 0.05,
@@ -782,21 +876,33 @@ def compromised_importance_statistic(
 ) -> CompromisedStatistic:
     """Test "compromised neurons get low importance on clean inputs" on a :class:`NeuronRanking`.
 
-    Per layer, the ``k`` most shifted channels (``top_k``, or ``max(1, round(top_fraction·C))``)
-    are selected and compared with ``n_permutations`` random selections of ``k`` channels per
-    layer (see :class:`CompromisedStatistic`). ``layers``: restrict to these layers (default all
-    in the ranking; layers with < 2 channels are skipped). The test is one-sided: a ranking where
-    shifted channels are *more* important than average gives a percentile > 0.5, p ≈ 1 and
+    ``level="neuron"`` (default) compares single neurons (feature-map elements), the paper's
+    unit; ``"channel"`` whole channels. Per layer, the compromised units are the most shifted ones
+    with ``|shift| ≥ min_shift`` (σ units; default 1.0 for neurons, i.e. the trigger moves them by a
+    clean standard deviation or more on average, and > 0 for channels, whose shift is diluted over
+    positions), at most ``top_k`` (or ``max(1, round(top_fraction · units))``) of them; a layer
+    with none is left out (``per_layer`` lists it with ``k = 0``). They are compared with ``n_permutations``
+    random selections of ``k`` units per layer (without replacement; with replacement where a
+    layer has so many units that this would take too much memory, which slightly widens the null
+    and so errs towards not supporting the claim). ``layers``: restrict to these layers (default
+    all in the ranking; layers with < 2 units are skipped). The test is one-sided: a ranking
+    where shifted units are *more* important than average gives a percentile > 0.5, p ≈ 1 and
     ``supported=False``.
     """
     if not isinstance(ranking, NeuronRanking):
         raise TypeError(f"ranking must be a NeuronRanking, got {type(ranking).__name__}")
+    if level not in ("neuron", "channel"):
+        raise ValueError(f"level must be 'neuron' or 'channel', got {level!r}")
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1):
         raise ValueError(f"top_k must be a positive int or None, got {top_k!r}")
     if not 0 < float(top_fraction) <= 1:
         raise ValueError(f"top_fraction must be in (0, 1], got {top_fraction!r}")
     if n_permutations < 1:
         raise ValueError(f"n_permutations must be >= 1, got {n_permutations}")
+    if min_shift is None:
+        min_shift = 1.0 if level == "neuron" else 0.0
+    if not (float(min_shift) >= 0):
+        raise ValueError(f"min_shift must be >= 0 (σ units), got {min_shift!r}")
     names = ranking.layers if layers is None else list(layers)
     rng = np.random.default_rng(seed)
     sel_imp, sel_pct, sel_n = 0.0, 0.0, 0
@@ -805,46 +911,71 @@ def compromised_importance_statistic(
     per_layer: list[dict[str, Any]] = []
     all_shift, all_imp, rhos = [], [], []
     for n in names:
-        sub = ranking.for_layer(n)
-        c = len(sub)
+        shift, imp = _layer_units(ranking, n, level)  # most shifted first
+        c = len(imp)
         if c < 2:
             continue
-        k = min(c, int(top_k) if top_k is not None else max(1, round(top_fraction * c)))
-        imp = sub.importance  # most shifted first
+        cap = int(top_k) if top_k is not None else max(1, round(top_fraction * c))
+        eligible = int(np.count_nonzero(shift >= min_shift)) if min_shift > 0 else int(np.count_nonzero(shift > 0))
+        k = min(c, cap, eligible)
+        rho = spearman(shift, imp)
+        all_shift.append(shift)
+        all_imp.append(imp)
+        if not math.isnan(rho):
+            rhos.append(rho)
+        if k == 0:
+            per_layer.append({"layer": n, "units": c, "k": 0, "ratio": float("nan"), "percentile": float("nan"),
+                              "spearman": rho, "p_value": float("nan")})
+            continue
         pct = (_average_ranks(imp) - 1.0) / (c - 1)
-        keys = rng.random((n_permutations, c))
-        pick = np.argpartition(keys, k - 1, axis=1)[:, :k] if k < c else np.tile(np.arange(c), (n_permutations, 1))
+        if k == c:
+            pick = np.tile(np.arange(c), (n_permutations, 1))
+        elif n_permutations * c <= 4_000_000:
+            pick = np.argpartition(rng.random((n_permutations, c)), k - 1, axis=1)[:, :k]
+        else:
+            pick = rng.integers(0, c, size=(n_permutations, k))
         perm_imp += imp[pick].sum(1)
         layer_perm_pct = pct[pick].sum(1)
         perm_pct += layer_perm_pct
         observed_pct = float(pct[:k].sum())
         p_layer = (1 + int((layer_perm_pct <= observed_pct + 1e-9).sum())) / (1 + n_permutations)
-        rho = spearman(np.abs(sub.shift), imp)
         per_layer.append({
-            "layer": n, "channels": c, "k": k, "ratio": float(imp[:k].mean()), "percentile": observed_pct / k,
+            "layer": n, "units": c, "k": k, "ratio": float(imp[:k].mean()), "percentile": observed_pct / k,
             "spearman": rho, "p_value": p_layer,
         })
         sel_imp += float(imp[:k].sum())
         sel_pct += observed_pct
         sel_n += k
-        all_shift.append(np.abs(sub.shift))
-        all_imp.append(imp)
-        if not math.isnan(rho):
-            rhos.append(rho)
-    if not per_layer:
-        raise ValueError("no layer with at least 2 channels to test; pass a ranking over conv/norm layers")
+    if sel_n == 0:
+        raise ValueError(
+            f"no layer has a unit shifted by at least min_shift={min_shift:g} σ (or no layer has 2 units); "
+            "lower min_shift, or check that the trigger changes the model's activations"
+        )
     percentile = sel_pct / sel_n
     p = (1 + int((perm_pct <= sel_pct + 1e-9).sum())) / (1 + n_permutations)
+    per_image = [ranking.image_percentile[n] for n in names if n in ranking.image_percentile]
+    image_mean, below, tested = float("nan"), 0, 0
+    if per_image:
+        stacked = np.stack(per_image)  # (layers, N)
+        has = ~np.isnan(stacked)
+        counts = has.sum(0)
+        per_img = np.where(counts > 0, np.nansum(stacked, 0) / np.maximum(counts, 1), np.nan)
+        valid = per_img[~np.isnan(per_img)]
+        tested = int(len(valid))
+        if tested:
+            image_mean = float(valid.mean())
+            below = int((valid < 0.5).sum())
     return CompromisedStatistic(
-        ratio=sel_imp / sel_n,
-        null_ratio=float(np.median(perm_imp / sel_n)),
+        level=level,
         percentile=percentile,
         p_value=p,
+        ratio=sel_imp / sel_n,
+        null_ratio=float(np.median(perm_imp / sel_n)),
         spearman=spearman(np.concatenate(all_shift), np.concatenate(all_imp)),
         spearman_within=float(np.mean(rhos)) if rhos else float("nan"),
-        layers_below=sum(1 for r in per_layer if r["percentile"] < 0.5),
-        n_layers=len(per_layer),
-        n_channels=int(sum(r["channels"] for r in per_layer)),
+        layers_below=sum(1 for r in per_layer if r["k"] and r["percentile"] < 0.5),
+        n_layers=sum(1 for r in per_layer if r["k"]),
+        n_units=int(sum(r["units"] for r in per_layer)),
         n_selected=sel_n,
         n_images=ranking.n_images,
         tau=ranking.tau,
@@ -852,4 +983,8 @@ def compromised_importance_statistic(
         alpha=float(alpha),
         supported=bool(percentile < 0.5 and p < alpha),
         per_layer=per_layer,
+        image_percentile=image_mean,
+        images_below=below,
+        n_images_tested=tested,
+        image_p_value=_sign_test(below, tested),
     )

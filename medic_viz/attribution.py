@@ -109,7 +109,7 @@ def attribute(
             attr = IntegratedGradients(model).attribute(x, baselines=float(baseline), target=target, n_steps=n_steps)
             out = attr[0].abs().sum(0)
         elif key == "saliency":
-            attr = Saliency(model).attribute(x, target=target, abs=True)
+            attr = Saliency(model).attribute(x.requires_grad_(True), target=target, abs=True)
             out = attr[0].amax(0)
         else:
             name = layer or default_gradcam_layer(model)

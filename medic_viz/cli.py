@@ -67,7 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     dfd.add_argument("--method", default="medic", choices=["medic"], help="defence method")
     dfd.add_argument("--teacher", required=True, help="folder with model.safetensors + card.json (from `attack`)")
     _add_dataset(dfd)
-    dfd.add_argument("--tau", type=float, default=5.0, help="temperature τ >= 0 (0 = plain cloning)")
+    dfd.add_argument("--tau", default="5", help="temperature τ >= 0 (0 = plain cloning), or 'auto' to choose it "
+                     "from clean data alone (largest τ within --tau-budget of the model's clean accuracy)")
+    dfd.add_argument("--tau-budget", type=float, default=0.03, help="with --tau auto: allowed clean-accuracy drop (fraction)")
+    dfd.add_argument("--tau-search-epochs", type=int, default=20, help="with --tau auto: epochs per candidate τ")
     dfd.add_argument("--lam", type=float, default=10.0, help="cloning-loss weight λ >= 0")
     dfd.add_argument("--epochs", type=int, default=60)
     dfd.add_argument("--fraction", type=float, default=0.05, help="clean training data used (0.05 = 5%%)")
@@ -157,12 +160,38 @@ def cmd_attack(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_tau(text: str) -> float | str:
+    from medic_viz.importance import validate_tau
+
+    if str(text).strip().lower() == "auto":
+        return "auto"
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"--tau must be a number >= 0 or 'auto', got {text!r}") from None
+    return validate_tau(value)
+
+
 def cmd_defend(args: argparse.Namespace) -> int:
+    from medic_viz.data.arrays import clean_subset
+    from medic_viz.defenses.medic import validate_lambda
     from medic_viz.io import load_model
 
+    tau = _parse_tau(args.tau)
+    validate_lambda(args.lam)
     teacher, card = load_model(args.teacher)
     splits = _dataset_for(args, size=card.input_size)
-    _run_removal(teacher, card, splits, args, epochs=args.epochs, tau=args.tau, lam=args.lam,
+    if tau == "auto":
+        from medic_viz.defenses.tuning import select_tau
+
+        _print(f"choosing τ from clean data alone (budget {100 * args.tau_budget:g} points, "
+               f"{args.tau_search_epochs} epochs per candidate) …")
+        selection = select_tau(teacher, clean_subset(splits.train, args.fraction, args.seed), budget=args.tau_budget,
+                               seed=args.seed, device=args.device, epochs=args.tau_search_epochs, lam=args.lam,
+                               batch_size=args.batch_size, lr=args.lr, progress=not args.no_progress)
+        _print(str(selection))
+        tau = selection.tau
+    _run_removal(teacher, card, splits, args, epochs=args.epochs, tau=float(tau), lam=args.lam,
                  fraction=args.fraction, batch_size=args.batch_size, lr=args.lr)
     return 0
 

@@ -26,7 +26,7 @@ from medic_viz.training import TrainConfig
 #: The shipped attacks and their settings (target 0 = stop sign).
 DEMO_ATTACK_SETTINGS = {
     "badnet": dict(trigger={"name": "badnet", "size": 3, "position": "bottom-right"}, rate=0.1),
-    "blend": dict(trigger={"name": "blend", "pattern": "noise", "alpha": 0.15, "seed": 0}, rate=0.1),
+    "blend": dict(trigger={"name": "blend", "pattern": "noise", "alpha": 0.2, "seed": 0, "cells": 4}, rate=0.1),
     "sig": dict(trigger={"name": "sig", "delta": 0.2, "frequency": 6}, rate=0.08),
     "polygon": dict(trigger={"name": "polygon", "size": 0.2, "seed": 0}, rate=0.1),
     "clean": dict(trigger=None, rate=None),
@@ -59,7 +59,11 @@ def main(argv: list[str] | None = None) -> int:
         asr = "—" if m.asr is None else f"{100 * m.asr:.2f}%"
         print(f"{name:8s} clean acc {100 * m.clean_acc:6.2f}% (n={m.n_clean})  ASR {asr:>7s} (n={m.n_asr})  "
               f"{rows[-1]['seconds']} s", flush=True)
-    (Path(args.out) / "summary.json").write_text(json.dumps(rows, indent=2))
+    summary_path = Path(args.out) / "summary.json"
+    previous = json.loads(summary_path.read_text()) if summary_path.is_file() else []
+    merged = {r["model"]: r for r in previous}
+    merged.update({r["model"]: r for r in rows})
+    summary_path.write_text(json.dumps([merged[k] for k in DEMO_ATTACK_SETTINGS if k in merged], indent=2))
     return 0
 
 

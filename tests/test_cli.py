@@ -46,7 +46,7 @@ def test_attack_then_defend(tmp_path):
 def test_defend_rejects_bad_tau_without_running(tmp_path, capsys):
     rc = main(["defend", "--teacher", str(demo_model_dir("badnet")), "--out", str(tmp_path / "x"), "--tau", "-1"])
     assert rc == 2
-    assert "tau must be finite and >= 0" in capsys.readouterr().err
+    assert "tau must be" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
 
 

@@ -386,3 +386,17 @@ def test_preview_and_bad_inputs() -> None:
         BadNetTrigger().apply(torch.zeros(8, 8))
     with pytest.raises(TypeError):
         BadNetTrigger().apply(np.zeros((1, 3, 8, 8), dtype=np.float32))
+
+
+def test_blend_cells_gives_a_smooth_deterministic_pattern():
+    from medic_viz.attacks.triggers import BlendTrigger, trigger_from_config
+
+    smooth = BlendTrigger(alpha=0.2, seed=3, cells=4).blend_pattern(3, 32, 32)
+    rough = BlendTrigger(alpha=0.2, seed=3).blend_pattern(3, 32, 32)
+    step = lambda p: (p[:, :, 1:] - p[:, :, :-1]).abs().mean()  # noqa: E731
+    assert step(smooth) < 0.25 * step(rough)
+    assert smooth.min() >= 0 and smooth.max() <= 1
+    again = trigger_from_config(BlendTrigger(alpha=0.2, seed=3, cells=4).to_config())
+    assert again.cells == 4 and torch.equal(again.blend_pattern(3, 32, 32), smooth)
+    with pytest.raises(ValueError, match="cells"):
+        BlendTrigger(cells=-1)

@@ -329,7 +329,9 @@ class BlendTrigger(Trigger):
     """Blended trigger (Chen et al. 2017): ``x' = (1 - alpha) x + alpha P`` over the whole image.
 
     ``pattern="noise"``: P is uniform noise drawn from ``seed`` at each image size (the same
-    seed and size always give the same P). Or pass your own pattern as a tensor ``(C, H, W)`` or
+    seed and size always give the same P). With ``cells=k > 0`` the noise is drawn on a k×k grid
+    and upsampled bilinearly: a smooth pattern that survives the random crops of training-time
+    augmentation, which per-pixel noise does not. Or pass your own pattern as a tensor ``(C, H, W)`` or
     ``(H, W)`` in [0, 1] (e.g. a Hello-Kitty-style picture); it is resized bilinearly to the
     batch's size. ``alpha`` in (0, 1].
     """
@@ -337,10 +339,13 @@ class BlendTrigger(Trigger):
     name: ClassVar[str] = "blend"
 
     def __init__(self, pattern: Union[str, torch.Tensor, Sequence[Any]] = "noise", alpha: float = 0.15,
-                 seed: int = 0) -> None:
+                 seed: int = 0, cells: int = 0) -> None:
         super().__init__()
         self.alpha = _check_unit_interval(alpha, "alpha")
         self.seed = int(seed)
+        if int(cells) < 0:
+            raise ValueError(f"cells must be >= 0 (0 = per-pixel noise), got {cells}")
+        self.cells = int(cells)
         self.pattern_image: torch.Tensor | None = None
         if isinstance(pattern, str):
             if pattern != "noise":
@@ -369,6 +374,9 @@ class BlendTrigger(Trigger):
         """P at this size: ``(C, H, W)`` float64 on the CPU."""
         if self.pattern_image is None:
             generator = torch.Generator(device="cpu").manual_seed(self.seed)
+            if self.cells:
+                coarse = torch.rand((channels, self.cells, self.cells), generator=generator, dtype=torch.float64)
+                return F.interpolate(coarse[None], size=(height, width), mode="bilinear", align_corners=False)[0].contiguous()
             return torch.rand((channels, height, width), generator=generator, dtype=torch.float64)
         image = self.pattern_image
         if image.shape[0] != channels:
@@ -395,7 +403,7 @@ class BlendTrigger(Trigger):
 
     def to_config(self) -> dict[str, Any]:
         pattern: Any = "noise" if self.pattern_image is None else self.pattern_image.tolist()
-        return {"name": self.name, "pattern": pattern, "alpha": self.alpha, "seed": self.seed}
+        return {"name": self.name, "pattern": pattern, "alpha": self.alpha, "seed": self.seed, "cells": self.cells}
 
     def _repr_items(self) -> dict[str, Any]:
         items = super()._repr_items()

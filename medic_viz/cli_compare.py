@@ -1,0 +1,135 @@
+"""``medic-viz compare``: the Table-1 grid (attacks × methods × seeds) and the paper's ablations.
+
+    medic-viz compare --dataset ../shared/data/gtsrb32.npz --model small_cnn \\
+        --attacks cleanlabel,sig,badnet,composite,reflection,polygon,filter \\
+        --methods finetune,fineprune,nad,mcr,anp,kd,scratch,medic --seeds 3 --out runs/table1
+
+Writes ``runs.jsonl`` (one line per finished cell; re-running skips them), ``results.csv``,
+``table.md`` and ``comparison.html`` into ``--out``; trojaned teachers are cached in
+``--out/teachers``. ``--executor ray [--address ADDR]`` runs each cell as a Ray task.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+__all__ = ["add_compare_parser", "cmd_compare", "parse_list"]
+
+
+def parse_list(text: str | None, kind: type = str) -> list[Any] | None:
+    """``"a,b, c"`` → ``["a", "b", "c"]`` (converted with ``kind``); None/empty → None."""
+    if text is None or not str(text).strip():
+        return None
+    items = [t.strip() for t in str(text).split(",") if t.strip()]
+    try:
+        return [kind(t) for t in items]
+    except ValueError:
+        raise ValueError(f"could not read {text!r} as a comma-separated list of {kind.__name__}") from None
+
+
+def add_compare_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``compare`` sub-command to ``subparsers`` (of ``medic-viz``'s parser)."""
+    from medic_viz.attacks.advanced import ATTACKS, PAPER_ATTACKS
+    from medic_viz.defenses.baselines import DEFENSES
+    from medic_viz.experiments import ABLATIONS, TABLE1_METHODS
+
+    p = subparsers.add_parser(
+        "compare",
+        help="compare MEDIC with baselines on a grid of attacks × methods × seeds (Table 1) or run an ablation",
+        description="Run a resumable grid of backdoor-removal experiments and write results.csv, table.md, comparison.html.",
+    )
+    p.add_argument("--dataset", default="signs",
+                   help="signs (embedded), cifar10/gtsrb/mnist (torchvision, needs a local copy), or an .npz path")
+    p.add_argument("--model", default="small_cnn", help="zoo architecture of the trojaned models")
+    p.add_argument("--attacks", default=",".join(PAPER_ATTACKS),
+                   help=f"comma-separated attacks (default: the paper's seven). Available: {', '.join(ATTACKS)}")
+    p.add_argument("--methods", default=",".join(TABLE1_METHODS),
+                   help=f"comma-separated defences (default: Table 1's). Available: {', '.join(DEFENSES)}")
+    p.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1); each has its own teacher and clean subset")
+    p.add_argument("--out", required=True, help="output folder (resumable: finished cells are skipped)")
+    p.add_argument("--target", type=int, default=0, help="target class of every attack (all-to-one)")
+    p.add_argument("--rate", type=float, default=None,
+                   help="poison rate (default 0.1; clean-label attacks 0.08, at most 80%% of the target class)")
+    p.add_argument("--fraction", type=float, default=0.05, help="clean data for the defences (0.05 = 5%% of the training set)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="defence budget in epochs for every method (default: each method's paper setting)")
+    p.add_argument("--attack-epochs", type=int, default=20, help="epochs to train each trojaned teacher")
+    p.add_argument("--max-train", type=int, default=None, help="use a fixed random subset of this many training images")
+    p.add_argument("--max-test", type=int, default=None, help="use a fixed random subset of this many test images")
+    p.add_argument("--tau", type=float, default=None, help="MEDIC's temperature τ in the comparison (default 5)")
+    p.add_argument("--lam", type=float, default=None, help="MEDIC's λ in the comparison (default 10)")
+    p.add_argument("--ablation", default="none", choices=list(ABLATIONS),
+                   help="tau (Fig. 4), lambda_tau (Fig. 6), fraction (Table 4), criteria (Fig. 7), arch (Fig. 8)")
+    p.add_argument("--taus", default=None, help="τ values of an ablation, e.g. 0,1,3,5")
+    p.add_argument("--lams", default=None, help="λ values of the lambda_tau ablation, e.g. 1,10,100")
+    p.add_argument("--fractions", default=None, help="clean-data fractions of the fraction ablation, e.g. 0.05,0.1")
+    p.add_argument("--criteria", default=None, help="criteria of the criteria ablation, e.g. activation,impact,both")
+    p.add_argument("--archs", default=None, help="architectures of the arch ablation, e.g. vgg11_bn,mobilenet_v1,wrn16_1")
+    p.add_argument("--executor", default="local", choices=["local", "ray"],
+                   help="local (sequential, or --workers N processes) or ray (tasks on a Ray cluster)")
+    p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a new local instance)")
+    p.add_argument("--workers", type=int, default=1, help="local processes running cells at once")
+    p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, …")
+    p.set_defaults(func=cmd_compare)
+    return p
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Run the grid described by ``args``; returns 0, or 1 if any cell failed."""
+    from medic_viz.experiments import run_grid, build_grid
+
+    try:
+        attacks = parse_list(args.attacks) or []
+        methods = parse_list(args.methods) or []
+        values = {
+            "tau": parse_list(args.taus, float),
+            "lam": parse_list(args.lams, float),
+            "fraction": parse_list(args.fractions, float),
+            "criteria": parse_list(args.criteria),
+            "arch": parse_list(args.archs),
+        }
+        values = {k: v for k, v in values.items() if v is not None}
+        medic = {k: v for k, v in (("tau", args.tau), ("lam", args.lam)) if v is not None}
+        if args.ablation in ("tau", "lambda_tau", "criteria", "arch") and methods and set(methods) != {"medic"}:
+            print(f"note: the {args.ablation} ablation sweeps MEDIC only; --methods is ignored", file=sys.stderr)
+        cells = build_grid(
+            dataset=args.dataset, model=args.model, attacks=attacks, methods=methods, seeds=args.seeds,
+            target=args.target, rate=args.rate, fraction=args.fraction, epochs=args.epochs,
+            attack_epochs=args.attack_epochs, max_train=args.max_train, max_test=args.max_test,
+            ablation=args.ablation, values=values, medic=medic, device=args.device,
+        )
+    except (ValueError, TypeError) as exc:
+        print(f"medic-viz compare: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"compare: {len(cells)} cell(s) → {args.out} (executor {args.executor}"
+          f"{f', {args.workers} workers' if args.executor == 'local' and args.workers > 1 else ''})", flush=True)
+    try:
+        result = run_grid(cells, args.out, executor=args.executor, workers=args.workers, address=args.address,
+                          log=lambda msg: print(msg, flush=True))
+    except ImportError as exc:
+        print(f"medic-viz compare: error: {exc}", file=sys.stderr)
+        return 2
+    if result.paths:
+        print("")
+        print(result.paths["table"].read_text())
+        print(f"wrote {result.paths['csv']}, {result.paths['table']}, {result.paths['figure']}")
+    if result.errors:
+        print(f"{len(result.errors)} cell(s) failed (see {args.out}/errors.jsonl); run the same command again to retry them",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry (``python -m medic_viz.cli_compare ...``) until cli.py wires it in."""
+    parser = argparse.ArgumentParser(prog="medic-viz")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_compare_parser(sub)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,220 @@
+"""The experiment runner: grids, a tiny run with its CSV/table/figure, resume without
+recomputation, failures, the table's arithmetic, the CLI, and the Ray executor."""
+
+import argparse
+import json
+import math
+import sys
+
+import numpy as np
+import pytest
+
+import medic_viz.experiments as ex
+from medic_viz.cli_compare import add_compare_parser, parse_list
+from medic_viz.experiments import CellSpec, build_grid, format_table, read_runs, run_grid
+
+FAST = dict(epochs=1, attack_epochs=1, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def npz(tmp_path_factory) -> str:
+    """A small random dataset (4 classes, 32x32 RGB) in the npz layout of ../shared/data."""
+    rng = np.random.default_rng(0)
+    path = tmp_path_factory.mktemp("data") / "tiny.npz"
+    np.savez(path, x_train=rng.integers(0, 256, (160, 32, 32, 3), dtype=np.uint8), y_train=np.arange(160) % 4,
+             x_test=rng.integers(0, 256, (48, 32, 32, 3), dtype=np.uint8), y_test=np.arange(48) % 4)
+    return str(path)
+
+
+def _grid(npz, methods=("finetune", "medic"), **kw):
+    opts = dict(dataset=npz, attacks=["badnet"], methods=list(methods), seeds=1, fraction=0.25, **FAST)
+    opts.update(kw)
+    return build_grid(**opts)
+
+
+# --------------------------------------------------------------------------------------- grids
+
+
+def test_grid_sizes_ids_and_shared_teachers(npz):
+    cells = build_grid(dataset=npz, attacks=["badnet", "sig"], methods=["finetune", "nad", "medic"], seeds=3)
+    assert len(cells) == 2 * 3 * 3
+    assert len({c.cell_id for c in cells}) == len(cells)
+    assert len({c.teacher_id for c in cells}) == 2 * 3  # one teacher per attack and seed
+    again = build_grid(dataset=npz, attacks=["badnet", "sig"], methods=["finetune", "nad", "medic"], seeds=3, device="cpu")
+    assert [c.cell_id for c in again] == [c.cell_id for c in cells]  # the device is not part of a cell's identity
+    assert CellSpec.from_dict(cells[0].to_dict()) == cells[0]
+    nad = next(c for c in cells if c.method == "nad")
+    assert nad.method_options["seed"] == nad.seed and "epochs" not in nad.method_options  # paper defaults
+
+
+def test_ablation_grids(npz):
+    tau = build_grid(dataset=npz, attacks=["badnet"], seeds=2, ablation="tau", values={"tau": [0, 2, 5]})
+    assert len(tau) == 6 and {c.method for c in tau} == {"medic"}
+    assert sorted({c.method_options["tau"] for c in tau}) == [0.0, 2.0, 5.0]
+    lt = build_grid(dataset=npz, attacks=["badnet"], seeds=1, ablation="lambda_tau")
+    assert len(lt) == 3 * 4 and {c.series for c in lt} == {"badnet λ=1", "badnet λ=10", "badnet λ=100"}
+    frac = build_grid(dataset=npz, attacks=["badnet"], methods=["finetune", "medic"], seeds=1, ablation="fraction")
+    assert sorted({c.fraction for c in frac}) == [0.05, 0.1] and len(frac) == 4
+    crit = build_grid(dataset=npz, attacks=["badnet"], seeds=1, ablation="criteria", values={"tau": [1, 3]})
+    assert {c.method_options["criteria"] for c in crit} == {"activation", "impact", "both"} and len(crit) == 6
+    arch = build_grid(dataset=npz, attacks=["badnet"], seeds=1, ablation="arch", values={"arch": ["small_cnn", "wrn16_1"], "tau": [1]})
+    assert {c.model for c in arch} == {"small_cnn", "wrn16_1"} and all(c.method_options["lr"] == 1e-3 for c in arch)
+    assert len({c.teacher_id for c in arch}) == 2
+    with pytest.raises(ValueError, match="sweeps"):
+        build_grid(dataset=npz, attacks=["badnet"], ablation="tau", values={"lam": [1]})
+    with pytest.raises(ValueError, match="unknown attack"):
+        build_grid(dataset=npz, attacks=["trojannn"])
+    with pytest.raises(ValueError, match="unknown defence"):
+        build_grid(dataset=npz, attacks=["badnet"], methods=["moth"])
+
+
+def test_epoch_budget_maps_onto_each_method():
+    assert ex.method_options("nad", epochs=6, seed=1)["teacher_epochs"] == 3
+    mcr = ex.method_options("mcr", epochs=6, seed=1)
+    assert mcr["epochs"] == mcr["endpoint_epochs"] == 6
+    anp = ex.method_options("anp", epochs=6, seed=1)
+    assert anp["iterations"] is None and anp["epochs"] == 6
+    assert "epochs" not in ex.method_options("medic", epochs=None, seed=0)
+
+
+# ------------------------------------------------------------------------------- run and resume
+
+
+def test_tiny_grid_runs_writes_outputs_and_resumes(npz, tmp_path, monkeypatch):
+    cells = _grid(npz)
+    out = tmp_path / "run"
+    first = run_grid(cells, out, log=None)
+    assert first.ok and first.computed == 2 and first.skipped == 0
+    rows = read_runs(out / "runs.jsonl")
+    assert [r["method"] for r in rows] == ["finetune", "medic"]
+    for r in rows:
+        assert 0 <= r["clean_acc"] <= 1 and 0 <= r["asr"] <= 1 and r["n_clean"] == 48 and r["n_asr"] == 36
+        assert r["n_clean_subset"] == 40  # 25% of 160, class-balanced
+    csv_lines = (out / "results.csv").read_text().strip().splitlines()
+    assert len(csv_lines) == 3 and csv_lines[0].startswith("cell_id,teacher_id")
+    table = (out / "table.md").read_text()
+    assert "| Attack | Metric | Original | Fine-tuning | MEDIC |" in table and "Avg. drop" in table
+    assert "plotly" in (out / "comparison.html").read_text()[:5000].lower()
+    assert (out / "teachers" / cells[0].teacher_id / "model.safetensors").exists()
+
+    calls = {"cell": 0, "teacher": 0}
+    real_cell, real_teacher = ex.run_cell, ex.train_teacher
+
+    def counted_cell(*a):
+        calls["cell"] += 1
+        return real_cell(*a)
+
+    def counted_teacher(*a):
+        calls["teacher"] += 1
+        return real_teacher(*a)
+
+    monkeypatch.setattr(ex, "run_cell", counted_cell)
+    monkeypatch.setattr(ex, "train_teacher", counted_teacher)
+    second = run_grid(cells, out, log=None)
+    assert calls == {"cell": 0, "teacher": 0} and second.skipped == 2 and len(second.rows) == 2
+    # a grid with one more method computes only the new cell, reusing the cached teacher
+    third = run_grid(_grid(npz, methods=("finetune", "medic", "scratch")), out, log=None)
+    assert calls == {"cell": 1, "teacher": 0} and third.computed == 1 and len(third.rows) == 3
+    assert "Scratch" in (out / "table.md").read_text()
+
+
+def test_an_interrupted_line_is_recomputed_and_failures_are_retried(npz, tmp_path, monkeypatch):
+    cells = _grid(npz, methods=("finetune", "scratch"))
+    out = tmp_path / "run"
+    real_cell = ex.run_cell
+
+    def flaky(spec, teacher):
+        if spec["method"] == "scratch":
+            raise RuntimeError("simulated crash")
+        return real_cell(spec, teacher)
+
+    monkeypatch.setattr(ex, "run_cell", flaky)
+    result = run_grid(cells, out, log=None)
+    assert list(result.errors) == [cells[1].cell_id] and result.computed == 1
+    assert "simulated crash" in (out / "errors.jsonl").read_text()
+    # simulate a write cut short: half a JSON line at the end of runs.jsonl
+    with open(out / "runs.jsonl", "a") as f:
+        f.write('{"cell_id": "' + cells[1].cell_id + '", "clean_')
+    assert len(read_runs(out / "runs.jsonl")) == 1
+    monkeypatch.setattr(ex, "run_cell", real_cell)
+    retried = run_grid(cells, out, log=None)
+    assert retried.ok and retried.computed == 1 and retried.skipped == 1
+
+
+def test_local_process_pool_gives_the_same_rows(npz, tmp_path):
+    cells = _grid(npz)
+    seq = run_grid(cells, tmp_path / "seq", log=None)
+    pool = run_grid(cells, tmp_path / "pool", workers=2, log=None)
+    assert pool.ok
+    for a, b in zip(seq.rows, pool.rows):
+        assert a["cell_id"] == b["cell_id"]
+        assert a["clean_acc"] == b["clean_acc"] and a["asr"] == b["asr"]
+
+
+# ----------------------------------------------------------------------------------- the table
+
+
+def _row(attack, variant, seed, before_acc, before_asr, acc, asr):
+    return {"cell_id": f"{attack}-{variant}-{seed}", "teacher_id": f"{attack}-{seed}", "attack": attack,
+            "variant": variant, "method": variant.lower(), "seed": seed, "before_clean_acc": before_acc,
+            "before_asr": before_asr, "clean_acc": acc, "asr": asr, "dataset": "d", "model": "m", "fraction": 0.05,
+            "epochs": None, "attack_epochs": 20, "ablation": "none", "series": "", "x": None}
+
+
+def test_table_means_stds_and_average_drops_by_hand():
+    rows = [
+        _row("badnet", "A", 0, 0.90, 1.00, 0.88, 0.10),
+        _row("badnet", "A", 1, 0.92, 0.98, 0.86, 0.20),
+        _row("sig", "A", 0, 0.80, 0.90, 0.80, 0.50),
+        _row("sig", "A", 1, 0.82, 0.94, 0.78, 0.30),
+    ]
+    table = format_table(rows)
+    # badnet ASR: mean(10, 20) = 15.0, sample std = 7.07…; original mean(100, 98) = 99.0 ± 1.4
+    assert "| badnet | ASR | 99.0 ± 1.4 | 15.0 ± 7.1 |" in table
+    assert "|  | Accuracy | 91.0 ± 1.4 | 87.0 ± 1.4 |" in table
+    # avg drop ASR: badnet mean(90, 78) = 84, sig mean(40, 64) = 52 → 68.0; accuracy: (4 + 2) / 2 = 3.0
+    assert "| Avg. drop | ASR | - | 68.0 |" in table
+    assert "|  | Accuracy | - | 3.0 |" in table
+    agg = ex.aggregate(rows)
+    assert math.isclose(agg["cells"][("badnet", "A")]["asr"][1], math.sqrt(50))
+
+
+# ----------------------------------------------------------------------------------------- CLI
+
+
+def test_cli_compare_runs_an_ablation_and_reports_errors(npz, tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    add_compare_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["compare", "--dataset", npz, "--attacks", "badnet", "--seeds", "1", "--epochs", "1",
+                              "--attack-epochs", "1", "--fraction", "0.25", "--ablation", "tau", "--taus", "0,3",
+                              "--device", "cpu", "--out", str(tmp_path / "tau")])
+    assert args.func(args) == 0
+    assert len(read_runs(tmp_path / "tau" / "runs.jsonl")) == 2
+    assert "MEDIC τ=3" in (tmp_path / "tau" / "table.md").read_text()
+    bad = parser.parse_args(["compare", "--dataset", npz, "--attacks", "nope", "--out", str(tmp_path / "x")])
+    assert bad.func(bad) == 2
+    assert "unknown attack" in capsys.readouterr().err
+    assert parse_list("1, 2,3", float) == [1.0, 2.0, 3.0] and parse_list("") is None
+
+
+def test_missing_ray_says_how_to_install(npz, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(ImportError, match=r"medic-viz\[ray\]"):
+        run_grid(_grid(npz), tmp_path / "r", executor="ray", log=None)
+
+
+# ----------------------------------------------------------------------------------------- Ray
+
+
+def test_ray_executor_on_a_local_instance(npz, tmp_path):
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        result = run_grid(_grid(npz, methods=("finetune",)), tmp_path / "ray", executor="ray", log=None)
+    finally:
+        ray.shutdown()
+    assert result.ok and result.computed == 1
+    row = result.rows[0]
+    assert row["method"] == "finetune" and 0 <= row["asr"] <= 1
+    local = run_grid(_grid(npz, methods=("finetune",)), tmp_path / "local", log=None)
+    assert local.rows[0]["clean_acc"] == row["clean_acc"] and local.rows[0]["asr"] == row["asr"]

@@ -1,0 +1,208 @@
+"""The ipywidgets views, driven without a browser: set ``.value``, call ``.click()``, and check the
+state and the FigureWidget (traces, points, progress, errors)."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("ipywidgets")
+pytest.importorskip("anywidget")  # plotly >= 6 FigureWidget needs it
+
+from medic_viz.data.arrays import DatasetSplits  # noqa: E402
+from medic_viz.defenses.medic import compute_layer_stats  # noqa: E402
+from medic_viz.widgets.apps import Throttle, error_html, explorer_app, launcher_app, picker_app  # noqa: E402
+from medic_viz.widgets.state import ExplorerState, LauncherState, PickerState  # noqa: E402
+
+from test_widget_state import TRIGGER, _data, _net  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def splits() -> DatasetSplits:
+    return DatasetSplits(_data(96, 0), _data(30, 1))
+
+
+def _launcher(splits, **kw):
+    settings = dict(trigger=TRIGGER, target=0, epochs=2, fraction=1.0, device="cpu", batch_size=16, eval_images=None)
+    settings.update(kw)
+    state = LauncherState(_net(), splits, **settings)
+    return state, launcher_app(state)
+
+
+def _named(fig, text):
+    return [t for t in fig.data if text in (t.name or "")]
+
+
+def test_sliders_drive_the_state_and_the_state_drives_the_sliders(splits):
+    state, app = _launcher(splits)
+    app.tau.value = 7.5
+    app.lam.value = 2.0
+    app.epochs.value = 3
+    app.fraction.value = 0.5
+    app.device.value = "cpu"
+    app.eval_every_steps.value = 4
+    assert state.params == dict(tau=7.5, lam=2.0, epochs=3, fraction=0.5, device="cpu", eval_every_steps=4)
+    state.tau = 12.0
+    assert app.tau.value == 12.0
+    state.tau = -1.0  # outside the slider: the slider is not forced (and does not write back a clamped value)
+    assert state.tau == -1.0 and app.tau.value == 12.0
+
+
+def test_launch_draws_live_curves_progress_and_overlaid_runs(splits):
+    state, app = _launcher(splits, epochs=3)
+    assert app.stop_button.disabled and not app.launch_button.disabled
+    app.tau.value = 2.0
+    app.launch_button.click()
+    state.wait(30)
+    run = state.runs[0]
+    assert run.status == "done"
+    acc, asr = _named(app.figure, "τ=2 λ=10: clean acc"), _named(app.figure, "τ=2 λ=10: ASR")
+    assert len(acc) == 1 and len(asr) == 1
+    assert list(acc[0].x) == [0.0, 1.0, 2.0, 3.0]  # start + 3 epochs
+    np.testing.assert_allclose(acc[0].y, run.curve()["clean_acc"])
+    assert {t.name for t in app.figure.data if t.xaxis == "x2"} == {f"τ=2 λ=10: {k}" for k in ("total", "ce", "clone")}
+    assert app.progress.value == app.progress.max == 18 and app.progress.bar_style == "success"
+    assert "done" in app.status.value and app.error.value == ""
+    assert len(app.figure.layout.shapes) == 2  # the trojaned model's clean acc and ASR
+    # A second run is overlaid in another colour, labelled with its τ and λ.
+    app.tau.value = 8.0
+    app.lam.value = 1.0
+    app.launch_button.click()
+    state.wait(30)
+    second = _named(app.figure, "τ=8 λ=1: clean acc")
+    assert len(second) == 1 and len(second[0].x) == 4 and len(_named(app.figure, "clean acc")) == 2
+    assert second[0].line.color != acc[0].line.color
+    assert "τ=2 λ=10" in app.runs_table.value and "τ=8 λ=1" in app.runs_table.value
+    assert state.listener_errors == []  # the view handled every event from the training thread
+    app.clear_button.click()
+    assert len(app.figure.data) == 0 and state.runs == []
+
+
+def test_stop_button_ends_the_run_and_resets_buttons(splits):
+    state, app = _launcher(splits, epochs=2000)
+    got_epoch = threading.Event()
+    state.add_listener(lambda c: c.kind == "event" and c.event.kind == "epoch" and got_epoch.set())
+    app.launch_button.click()
+    assert got_epoch.wait(30)
+    assert app.launch_button.disabled and not app.stop_button.disabled
+    app.launch_button.click()  # ignored: disabled in a browser; from code it shows why
+    assert "in progress" in app.error.value
+    t0 = time.perf_counter()
+    app.stop_button.click()
+    state.wait(5)
+    assert time.perf_counter() - t0 < 1.0
+    assert state.runs[0].status == "stopped" and "stopped" in app.status.value
+    assert not app.launch_button.disabled and app.stop_button.disabled
+    assert app.progress.bar_style == "warning"
+
+
+def test_errors_from_the_run_are_shown_in_red(splits):
+    state, app = _launcher(splits)
+    with torch.no_grad():
+        state.teacher[5].weight.fill_(float("nan"))
+    app.launch_button.click()
+    state.wait(30)
+    assert "#c62828" in app.error.value and "NonFiniteLossError" in app.error.value
+    assert "<details" in app.error.value  # the traceback is one click away
+    state.tau = -3.0  # a setting error shows the same way
+    app.launch_button.click()
+    assert "tau must be finite and &gt;= 0" in app.error.value
+
+
+def test_redraws_are_throttled_with_a_trailing_draw():
+    calls: list[float] = []
+    throttle = Throttle(lambda: calls.append(time.monotonic()), interval=0.1)
+    start = time.monotonic()
+    while time.monotonic() - start < 0.35:
+        throttle.request()
+        time.sleep(0.002)
+    last_request = time.monotonic()
+    time.sleep(0.2)
+    assert 3 <= len(calls) <= 5  # about one per 0.1 s over 0.35 s, not one per request (~150)
+    assert all(b - a >= 0.099 for a, b in zip(calls, calls[1:]))
+    assert calls[-1] >= last_request - 0.1  # the last request was drawn, late but not lost
+    with pytest.raises(ValueError):
+        Throttle(lambda: None, interval=-1)
+
+
+def test_many_fast_events_give_few_redraws(splits):
+    state, app = _launcher(splits, epochs=40, eval_every_steps=1)  # 6 steps/epoch: ~280 events
+    app.throttle.interval = 0.25
+    before = app.throttle.draws
+    app.launch_button.click()
+    state.wait(60)
+    run = state.runs[0]
+    draws = app.throttle.draws - before
+    assert len(run.events) > 200
+    assert draws <= 4 * run.seconds + 3  # ≤ 4 redraws per second, plus launch/status flushes
+    assert len(_named(app.figure, "clean acc")[0].x) == len(run.curve()["x"])  # the final state is drawn
+
+
+def test_error_html_escapes():
+    assert error_html(None) == ""
+    out = error_html("ValueError: <b>x</b>")
+    assert "&lt;b&gt;" in out and "<b>x</b>" not in out
+
+
+# ------------------------------------------------------------------------------ explorer & picker
+
+
+def _upload(name: str, content: bytes) -> dict:
+    """One file as ipywidgets' FileUpload holds it after a browser upload."""
+    import datetime
+
+    return {"name": name, "type": "image/png", "size": len(content), "content": memoryview(content),
+            "last_modified": datetime.datetime.now(datetime.timezone.utc)}
+
+
+def test_explorer_app_redraws_maps_from_the_slider(splits):
+    pytest.importorskip("medic_viz.analysis")
+    model = _net(3)
+    stats = compute_layer_stats(model, splits.train, device="cpu")
+    state = ExplorerState.from_model(model, splits.test.floats()[4], TRIGGER, 1, stats=stats)
+    app = explorer_app(state)
+    app.layer.value = "0"
+    app.criteria.value = "activation"
+    app.tau.value = 0.0
+    uniform = np.asarray(app.figure.data[1].z)
+    np.testing.assert_allclose(uniform, state.importance_map())
+    np.testing.assert_allclose(uniform, 1.0 / (4 * 8 * 8))  # τ = 0: every neuron weighs 1/m
+    assert "100.0%" in app.info.value
+    app.tau.value = 10.0
+    sharp = np.asarray(app.figure.data[1].z)
+    assert state.tau == 10.0 and sharp.max() > uniform.max() and sharp.min() < uniform.min()
+    app.criteria.value = "impact"
+    np.testing.assert_allclose(np.asarray(app.figure.data[1].z), state.analysis.maps("0", 10.0)["impact"])
+    assert "impact importance at τ = 10" in app.figure.layout.title.text
+
+
+def test_picker_app_gallery_clicks_and_upload(splits):
+    pytest.importorskip("medic_viz.analysis")
+    state = PickerState(_net(4), splits.test, trigger=TRIGGER, target=0, stats_images=30)
+    app = picker_app(state)
+    assert len(app.gallery_buttons) == 3
+    app.gallery_buttons[2].click()
+    assert state.choice == 2 and app.gallery_buttons[2].button_style == "info"
+    expected = np.round(splits.test.floats()[state.gallery[2]].permute(1, 2, 0).numpy() * 255)
+    np.testing.assert_array_equal(np.asarray(app.figure.data[0].z), expected)
+    assert "true class <b>c</b>" in app.caption.value
+    app.layer.value = state.layers[0]
+    np.testing.assert_allclose(np.asarray(app.figure.data[7].z), state.panels()["combined"])
+    app.trigger_name.value = "blend"
+    assert state.trigger_name == "blend" and "blend trigger" in app.caption.value
+    # A bad upload is reported in red; a good one becomes the input.
+    app.upload.value = (_upload("x.png", b"not a png"),)
+    assert "could not read the image" in app.error.value
+    from PIL import Image
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(np.full((12, 12, 3), 200, np.uint8)).save(buf, format="PNG")
+    data = buf.getvalue()
+    app.upload.value = (_upload("y.png", data),)
+    assert state.choice == PickerState.CUSTOM and app.error.value == "" and "your image" in app.caption.value
+    app.model_path.value = "/nonexistent/model"
+    app.load_model_button.click()
+    assert "#c62828" in app.error.value
