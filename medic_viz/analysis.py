@@ -302,7 +302,8 @@ class InputAnalysis:
         criterion: ``"activation"`` (eq.2), ``"impact"`` (eq.3), ``"combined"`` (eq.4).
         Each is ``(H, W)`` for conv-like layers (``reduction`` over channels), ``(1, F)`` for
         linear layers, ``(C, H, W)`` with ``reduction="none"``; ``channel=c`` returns channel
-        ``c``'s own ``(H, W)`` map instead (no reduction).
+        ``c``'s own ``(H, W)`` map instead (no reduction). The three τ-independent maps are
+        computed once and shared between calls (read-only arrays: ``.copy()`` to modify).
         """
         self._check_layer(layer)
         if reduction not in REDUCTIONS:

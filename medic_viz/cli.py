@@ -3,6 +3,7 @@
     medic-viz demo [--quick] [--device D] [--out DIR] [--attack badnet]
     medic-viz attack [--dataset D] [--model M] --attack A --out DIR
     medic-viz defend --method medic --teacher DIR [--dataset D] --out DIR [--tau --lam ...]
+    medic-viz compare --dataset D --model M --attacks ... --methods ... --seeds N --out DIR
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(atk)
 
     dfd = sub.add_parser("defend", help="remove a backdoor from a saved model")
-    dfd.add_argument("--method", default="medic", choices=["medic"], help="defence method")
+    dfd.add_argument("--method", default="medic", help="defence: medic (default), finetune, fineprune, nad, mcr, anp, kd, scratch")
     dfd.add_argument("--teacher", required=True, help="folder with model.safetensors + card.json (from `attack`)")
     _add_dataset(dfd)
     dfd.add_argument("--tau", default="5", help="temperature τ >= 0 (0 = plain cloning), or 'auto' to choose it "
@@ -72,12 +73,16 @@ def build_parser() -> argparse.ArgumentParser:
     dfd.add_argument("--tau-budget", type=float, default=0.03, help="with --tau auto: allowed clean-accuracy drop (fraction)")
     dfd.add_argument("--tau-search-epochs", type=int, default=20, help="with --tau auto: epochs per candidate τ")
     dfd.add_argument("--lam", type=float, default=10.0, help="cloning-loss weight λ >= 0")
-    dfd.add_argument("--epochs", type=int, default=60)
+    dfd.add_argument("--epochs", type=int, default=None, help="training epochs (default: the method's own; MEDIC 60)")
     dfd.add_argument("--fraction", type=float, default=0.05, help="clean training data used (0.05 = 5%%)")
-    dfd.add_argument("--batch-size", type=int, default=64)
-    dfd.add_argument("--lr", type=float, default=1e-2)
+    dfd.add_argument("--batch-size", type=int, default=None, help="default: the method's own (MEDIC 64)")
+    dfd.add_argument("--lr", type=float, default=None, help="default: the method's own (MEDIC 1e-2)")
     dfd.add_argument("--out", required=True, help="output folder (result.json, report.html, model/)")
     _add_common(dfd)
+
+    from medic_viz.cli_compare import add_compare_parser
+
+    add_compare_parser(sub)
     return parser
 
 
@@ -91,24 +96,28 @@ def _print(msg: str) -> None:
     print(msg, flush=True)
 
 
-def _run_removal(teacher, card, splits, args, *, epochs, tau, lam, fraction, batch_size=64, lr=1e-2):
-    from medic_viz.defenses.medic import Medic
+def _run_removal(teacher, card, splits, args, *, fraction, method="medic", **options):
+    """Run one defence (``options``: its config fields; None values mean the method's default)."""
+    from medic_viz.defenses.baselines import DISPLAY_NAMES, make_defense
     from medic_viz.pipeline import format_table, remove_backdoor, trigger_of, write_outputs
 
     trigger, target = trigger_of(card)
-    defense = Medic(
-        epochs=epochs, tau=tau, lam=lam, batch_size=batch_size, lr=lr, device=args.device, seed=args.seed,
-        student_seed=args.seed, progress=not args.no_progress,
-    )
+    options = {k: v for k, v in options.items() if v is not None}
+    if method == "medic":
+        options["student_seed"] = args.seed
+    defense = make_defense(method, device=args.device, seed=args.seed, progress=not args.no_progress, **options)
+    name = DISPLAY_NAMES.get(defense.name, defense.name)
     if trigger is None:
         _print("note: the model card records no attack, so ASR cannot be measured; clean accuracy only")
-    _print(f"MEDIC: τ={tau:g} λ={lam:g}, {epochs} epochs on {100 * fraction:g}% of {splits.train.name} "
+    cfg = defense.config
+    extra = f"τ={cfg.tau:g} λ={cfg.lam:g}, " if defense.name == "medic" else ""
+    _print(f"{name}: {extra}{cfg.epochs} epochs on {100 * fraction:g}% of {splits.train.name} "
            f"({len(splits.train)} images), device {args.device}")
     outcome = remove_backdoor(teacher, splits, defense, trigger=trigger, target=target, fraction=fraction,
                               seed=args.seed, device=args.device)
     paths = write_outputs(outcome, args.out, teacher_card=card)
     _print("")
-    _print(format_table(outcome.before, outcome.after, "MEDIC"))
+    _print(format_table(outcome.before, outcome.after, name))
     _print("")
     _print(f"{outcome.n_clean_subset} clean images, {outcome.result.seconds:.1f} s training, {outcome.seconds:.1f} s in all")
     _print(f"wrote {paths['result']}, {paths['report']} and {paths['model']}/")
@@ -186,13 +195,18 @@ def cmd_defend(args: argparse.Namespace) -> int:
 
         _print(f"choosing τ from clean data alone (budget {100 * args.tau_budget:g} points, "
                f"{args.tau_search_epochs} epochs per candidate) …")
+        search = {k: v for k, v in {"batch_size": args.batch_size, "lr": args.lr}.items() if v is not None}
         selection = select_tau(teacher, clean_subset(splits.train, args.fraction, args.seed), budget=args.tau_budget,
                                seed=args.seed, device=args.device, epochs=args.tau_search_epochs, lam=args.lam,
-                               batch_size=args.batch_size, lr=args.lr, progress=not args.no_progress)
+                               progress=not args.no_progress, **search)
         _print(str(selection))
         tau = selection.tau
-    _run_removal(teacher, card, splits, args, epochs=args.epochs, tau=float(tau), lam=args.lam,
-                 fraction=args.fraction, batch_size=args.batch_size, lr=args.lr)
+    if args.method == "medic":
+        extra = {"tau": float(tau), "lam": args.lam}
+    else:
+        extra = {}
+    _run_removal(teacher, card, splits, args, method=args.method, epochs=args.epochs, fraction=args.fraction,
+                 batch_size=args.batch_size, lr=args.lr, **extra)
     return 0
 
 
@@ -200,7 +214,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``medic-viz`` console script. Returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    handlers = {"demo": cmd_demo, "attack": cmd_attack, "defend": cmd_defend}
+    from medic_viz.cli_compare import cmd_compare
+
+    handlers = {"demo": cmd_demo, "attack": cmd_attack, "defend": cmd_defend, "compare": cmd_compare}
     try:
         return handlers[args.command](args)
     except (ValueError, FileNotFoundError, TypeError) as exc:

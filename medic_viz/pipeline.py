@@ -12,11 +12,11 @@ from typing import Sequence
 
 import torch.nn as nn
 
-from medic_viz.attacks.triggers import Trigger, trigger_from_config
+from medic_viz.attacks.triggers import Trigger
 from medic_viz.data.arrays import DatasetSplits, clean_subset
 from medic_viz.defenses.base import Defense, DefenseResult
 from medic_viz.io import ModelCard, save_model
-from medic_viz.metrics import BackdoorMetrics, Evaluator, evaluate_backdoor, resolve_device
+from medic_viz.metrics import BackdoorMetrics, resolve_device
 from medic_viz.training import Callback
 
 __all__ = ["RemovalOutcome", "remove_backdoor", "format_table", "write_outputs", "trigger_of"]
@@ -49,10 +49,13 @@ class RemovalOutcome:
 
 
 def trigger_of(card: ModelCard) -> tuple[Trigger | None, int | None]:
-    """The trigger and target recorded in a model card (None, None if the card has none)."""
+    """The attack (trigger, or composite attack) and target recorded in a model card
+    (None, None if the card has none)."""
+    from medic_viz.attacks.advanced import any_trigger_from_config
+
     if not card.attack:
         return None, None
-    return trigger_from_config(card.attack), card.target_class
+    return any_trigger_from_config(card.attack), card.target_class
 
 
 def remove_backdoor(
@@ -82,11 +85,14 @@ def remove_backdoor(
             f"the model outputs {_num_outputs(teacher, splits, dev)} classes but the dataset has "
             f"{splits.num_classes}; use the dataset the model was trained on"
         )
+    from medic_viz.attacks.advanced import attack_evaluator
+
     clean = clean_subset(splits.train, fraction, seed)
-    before = evaluate_backdoor(teacher, splits.test, trigger, target, device=dev)
-    live = Evaluator(splits.test, trigger, target, max_images=live_eval_images, seed=seed, device=dev)
+    full = attack_evaluator(trigger, splits.test, target, device=dev)
+    before = full(teacher.to(dev))
+    live = attack_evaluator(trigger, splits.test, target, max_images=live_eval_images, seed=seed, device=dev)
     result = defense.run(teacher, clean, evaluator=live, callbacks=callbacks, stop_event=stop_event)
-    after = evaluate_backdoor(result.model, splits.test, trigger, target, device=dev)
+    after = full(result.model.to(dev))
     return RemovalOutcome(
         method=defense.name,
         before=before,

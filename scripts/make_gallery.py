@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -102,6 +103,19 @@ def build(name: str, splits, out: Path, tau: float, n_images: int, png: bool) ->
     }
 
 
+def _no_nan(obj):
+    """JSON-safe copy: NaN → None, numpy scalars → Python numbers."""
+    if isinstance(obj, dict):
+        return {k: _no_nan(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_no_nan(v) for v in obj]
+    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
+        obj = obj.item()
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    return obj
+
+
 def _fmt(v, pct=False) -> str:
     if v is None:
         return "—"
@@ -140,6 +154,20 @@ def _verdict(rows: list[dict], key: str) -> str:
     if no:
         parts.append(f"not supported for {', '.join(no)}")
     return "; ".join(parts)
+
+
+def _control(rows: list[dict]) -> list[str]:
+    ctrl = next((r for r in rows if r["model"] == "clean"), None)
+    if ctrl is None:
+        return []
+    s = ctrl["statistics"]["neuron"]
+    return [
+        f"- Control: the clean model (no backdoor) with the BadNet trigger gives percentile "
+        f"{100 * s['percentile']:.0f} (p = {s['p_value']:.2g}, supported = {'yes' if s['supported'] else 'no'}). "
+        "Where a trojaned model's number is no lower than this, the low importance of its shifted neurons "
+        "says where the trigger sits (e.g. a corner patch on the background, where clean importance is low "
+        "anyway), not that importance singles out the backdoor.",
+    ]
 
 
 def write_markdown(rows: list[dict], out: Path, tau: float, n_images: int) -> Path:
@@ -207,6 +235,7 @@ def write_markdown(rows: list[dict], out: Path, tau: float, n_images: int) -> Pa
         f"- Neurons, conv/norm layers: {_verdict(rows, 'neuron_hidden')}.",
         f"- Channels, all layers: {_verdict(rows, 'channel')}.",
         f"- Channels, conv/norm layers: {_verdict(rows, 'channel_hidden')}.",
+        *_control(rows),
         "",
         "## Per layer (neurons)",
         "",
@@ -254,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         print("no demo model found; build them with scripts/make_demo_models.py", file=sys.stderr)
         return 1
     md = write_markdown(rows, out, args.tau, args.images)
-    (out / "compromised_stats.json").write_text(json.dumps(rows, indent=2, default=float) + "\n")
+    (out / "compromised_stats.json").write_text(json.dumps(_no_nan(rows), indent=2, allow_nan=False) + "\n")
     print(f"wrote {md} and {len(rows)} × 2 figures to {out}")
     return 0
 

@@ -1,7 +1,6 @@
 """Advanced attacks: each trigger's geometry or colour transform by hand on small images,
 config round trips, previews, the poisoning functions and the adaptive objective."""
 
-import math
 
 import pytest
 import torch
@@ -147,7 +146,7 @@ def test_reflection_focus_and_ghost_by_hand():
     focus = ReflectionTrigger(kind="focus", alpha=0.5, image=r)
     torch.testing.assert_close(focus.apply(x)[0, 0], (0.1 + 0.5 * r).float())
     ghost = ReflectionTrigger(kind="ghost", alpha=0.5, ghost=0.5, offset=(0, 1), image=r)
-    shifted = torch.cat([torch.zeros(4, 1), r[:, :3]], dim=1)
+    shifted = torch.cat([r[:, :1], r[:, :3]], dim=1)  # moved right by one, first column repeated
     torch.testing.assert_close(ghost.apply(x)[0, 0], (0.1 + 0.5 * (0.5 * r + 0.5 * shifted)).float())
     bright = torch.full((1, 1, 4, 4), 0.9)
     assert float(focus.apply(bright).max()) == 1.0  # clipped

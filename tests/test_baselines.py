@@ -314,8 +314,13 @@ def test_masked_network_matches_teacher_and_masks_scale_bn_weights(teacher):
     masked = _MaskedNetwork(copy.deepcopy(teacher))
     x = torch.rand(4, 3, 8, 8)
     torch.testing.assert_close(masked(x), teacher(x))
+    stats = teacher[1].running_mean.clone()
     masked.train()
-    assert not masked.network.training  # running statistics stay frozen
+    assert not masked.network.training
+    out_train = masked(x)  # batch statistics, as ANP's reference code optimises its masks
+    assert not torch.allclose(out_train, teacher(x))
+    assert torch.equal(masked.network[1].running_mean, stats)  # running statistics untouched
+    masked.eval()
     with torch.no_grad():
         masked.masks[2][[0, 3]] = 0.0
     pruned = copy.deepcopy(teacher)

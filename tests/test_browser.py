@@ -105,7 +105,7 @@ def jupyterlab(tmp_path):
     env.pop("MEDIC_VIZ_PNG", None)
     cmd = [
         sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-        f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={work}", "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={work}", "--ServerApp.port_retries=0", "--allow-root",
         "--LabApp.expose_app_in_browser=True", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
     ]
     log = (tmp_path / "jupyterlab.log").open("w")
@@ -141,7 +141,7 @@ def test_launcher_runs_live_and_stops_in_jupyterlab(jupyterlab, tmp_path):
             page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget "
                                    "&& window.jupyterapp.shell.currentWidget.sessionContext", timeout=90_000)
             page.evaluate("async () => { const p = window.jupyterapp.shell.currentWidget; "
-                          "await p.context.ready; await p.sessionContext.ready; }")
+                          "await p.context.ready; await p.sessionContext.ready; window.jupyterapp.shell.collapseLeft(); }")
             # Run all, from cleared outputs so that progress is visible in the execution counts.
             page.evaluate("() => window.jupyterapp.commands.execute('notebook:clear-all-cell-outputs')")
             page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
@@ -162,14 +162,16 @@ def test_launcher_runs_live_and_stops_in_jupyterlab(jupyterlab, tmp_path):
             expect(plot).to_be_visible(timeout=10_000)
             points_before = plot.evaluate(_POINTS)
             assert points_before > 0, "the runs made by Run All are not drawn"
-            # A long run, so that it is still running when Stop is pressed.
-            epochs = launcher.locator(".widget-text", has_text="epochs").locator("input")
-            epochs.fill("200")
-            epochs.press("Enter")
+            # A long run, so that it is still running when Stop is pressed, with a point every 2 steps.
+            for label, value in (("epochs", "200"), ("eval every k steps", "2")):
+                box = launcher.locator(".widget-text", has_text=label).locator("input")
+                box.fill(value)
+                box.press("Enter")
             launch.click()
             expect(stop).to_be_enabled(timeout=10_000)
-            gained = _poll(lambda: plot.evaluate(_POINTS) >= points_before + 2, timeout=60,
-                           what="the live accuracy/ASR figure to gain points (start + one epoch)")
+            # start + a few step evaluations, clean acc and ASR each
+            gained = _poll(lambda: plot.evaluate(_POINTS) >= points_before + 12, timeout=60,
+                           what="the live accuracy/ASR figure to gain points")
             assert gained
             expect(launcher).to_contain_text("/200", timeout=10_000)  # the progress bar shows the 200-epoch run
             t_stop = time.monotonic()

@@ -2,7 +2,6 @@
 recomputation, failures, the table's arithmetic, the CLI, and the Ray executor."""
 
 import argparse
-import json
 import math
 import sys
 

@@ -207,6 +207,9 @@ def test_eval_every_steps_adds_step_points(splits):
     state.wait(30)
     assert [e.kind for e in run.events] == ["start", "step", "step", "step", "epoch", "end"]
     np.testing.assert_allclose(run.curve()["x"], [0, 1 / 3, 2 / 3, 1, 1])
+    xs, ys = run.loss_curves()["ce"]  # from the step events only: each a mean over its own 2 steps
+    np.testing.assert_allclose(xs, [1 / 3, 2 / 3, 1])
+    assert ys == [e.losses["ce"] for e in run.events if e.kind == "step"]
 
 
 # ------------------------------------------------------------------------------------ explorer

@@ -7,6 +7,20 @@ from medic_viz.attacks.poison import (
     poison_dataset,
     train_trojaned_model,
 )
+from medic_viz.attacks.advanced import (
+    ATTACKS,
+    PAPER_ATTACKS,
+    CleanLabelTrigger,
+    CompositeAttack,
+    FilterTrigger,
+    ReflectionTrigger,
+    WaNetTrigger,
+    any_trigger_from_config,
+    attack_evaluator,
+    make_any_trigger,
+    train_adaptive_trojaned_model,
+    train_attack,
+)
 from medic_viz.attacks.triggers import (
     AVAILABLE_TRIGGERS,
     BadNetTrigger,
@@ -32,4 +46,16 @@ __all__ = [
     "train_trojaned_model",
     "TrojanedModel",
     "ATTACK_TRAIN_DEFAULTS",
+    "CleanLabelTrigger",
+    "ReflectionTrigger",
+    "FilterTrigger",
+    "WaNetTrigger",
+    "CompositeAttack",
+    "make_any_trigger",
+    "any_trigger_from_config",
+    "attack_evaluator",
+    "train_attack",
+    "train_adaptive_trojaned_model",
+    "ATTACKS",
+    "PAPER_ATTACKS",
 ]

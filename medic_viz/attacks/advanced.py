@@ -253,17 +253,12 @@ def _blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def _shift(image: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
-    """``(C, H, W)`` shifted down ``dy`` and right ``dx`` pixels, zeros shifted in."""
-    out = torch.zeros_like(image)
+    """``(C, H, W)`` shifted down ``dy`` and right ``dx`` pixels; the border row/column is
+    repeated into the uncovered strip (zeros there would draw a sharp, patch-like edge)."""
     h, w = image.shape[1:]
-    if abs(dy) >= h or abs(dx) >= w:
-        return out
-    src_y = slice(max(0, -dy), h - max(0, dy))
-    dst_y = slice(max(0, dy), h - max(0, -dy))
-    src_x = slice(max(0, -dx), w - max(0, dx))
-    dst_x = slice(max(0, dx), w - max(0, -dx))
-    out[:, dst_y, dst_x] = image[:, src_y, src_x]
-    return out
+    rows = (torch.arange(h) - dy).clamp(0, h - 1)
+    cols = (torch.arange(w) - dx).clamp(0, w - 1)
+    return image[:, rows][:, :, cols]
 
 
 def _image_param(value: Any, what: str) -> torch.Tensor:
@@ -298,7 +293,8 @@ class ReflectionTrigger(Trigger):
     * ``"focus"``: ``L(R) = R`` (reflection in the same focal plane);
     * ``"blur"``: ``L(R) = G_sigma ⊗ R`` (out of focus: Gaussian blur, reflect padding);
     * ``"ghost"``: ``L(R) = (1 − ghost) R + ghost · shift(R, offset)`` (double reflection of
-      thick glass; the copy is shifted ``offset = (down, right)`` pixels, zeros shifted in).
+      thick glass; the copy is shifted ``offset = (down, right)`` pixels, border pixels
+      repeated into the uncovered strip).
     """
 
     name: ClassVar[str] = "reflection"

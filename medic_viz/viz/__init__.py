@@ -1,5 +1,34 @@
 """Plotly figures: pure functions that read results and return ``go.Figure``."""
 
 from medic_viz.viz.curves import event_rows, training_curves_figure
+from medic_viz.viz.figures import (
+    FIGURE2_COLUMNS,
+    aggregate_rows,
+    attribution_figure,
+    defense_comparison_figure,
+    export_figure,
+    figure2_grid,
+    lambda_tau_figure,
+    layer_strip,
+    neuron_ranking_figure,
+    tau_sweep_figure,
+    top_activating_figure,
+    tradeoff_figure,
+)
 
-__all__ = ["training_curves_figure", "event_rows"]
+__all__ = [
+    "training_curves_figure",
+    "event_rows",
+    "FIGURE2_COLUMNS",
+    "aggregate_rows",
+    "attribution_figure",
+    "defense_comparison_figure",
+    "export_figure",
+    "figure2_grid",
+    "lambda_tau_figure",
+    "layer_strip",
+    "neuron_ranking_figure",
+    "tau_sweep_figure",
+    "top_activating_figure",
+    "tradeoff_figure",
+]

@@ -172,7 +172,8 @@ def _set_quietly(widget: widgets.ValueWidget, value: Any, guard: dict) -> None:
 class LauncherApp(widgets.VBox):
     """The cloning launcher over a :class:`LauncherState` (see :func:`launcher_app`)."""
 
-    def __init__(self, state: LauncherState, *, max_redraws_per_second: float = 4.0, height: int = 420) -> None:
+    def __init__(self, state: LauncherState, *, max_redraws_per_second: float = 4.0, height: int = 420,
+                 width: int = 1000) -> None:
         if not isinstance(state, LauncherState):
             raise TypeError(f"launcher_app needs a LauncherState, got {type(state).__name__}")
         if max_redraws_per_second <= 0:
@@ -207,18 +208,19 @@ class LauncherApp(widgets.VBox):
         self.launch_button.on_click(self._on_launch)
         self.stop_button.on_click(lambda _b: self.state.stop())
         self.clear_button.on_click(lambda _b: self.state.clear())
-        self.progress = widgets.IntProgress(value=0, min=0, max=1, description="idle",
+        self.progress = widgets.IntProgress(value=0, min=0, max=1, description="idle", style={"description_width": "60px"},
                                             layout=widgets.Layout(width="380px"))
         self.status = widgets.HTML(value="<i>no run yet: choose τ and λ, then Launch</i>")
         self.error = widgets.HTML(value="")
         self.runs_table = widgets.HTML(value="")
-        fig = make_subplots(rows=1, cols=2, subplot_titles=("clean accuracy (solid) / ASR (dashed), %", "losses"),
-                            horizontal_spacing=0.1)
+        fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1, subplot_titles=(
+            "clean acc (solid), ASR (dashed), %", "losses: total, CE (dotted), clone (dash-dot)"))
         fig.update_yaxes(range=[-2, 102], row=1, col=1)
         fig.update_yaxes(type="log", row=1, col=2)
         fig.update_xaxes(title_text="epoch")
-        fig.update_layout(template="plotly_white", height=height, margin=dict(l=50, r=20, t=40, b=40),
-                          legend=dict(font=dict(size=10)), uirevision="keep")
+        fig.update_layout(template="plotly_white", height=height, width=width, margin=dict(l=50, r=20, t=40, b=40),
+                          legend=dict(font=dict(size=11)), uirevision="keep")
+        fig.update_annotations(font_size=13)  # the subplot titles
         self.figure = go.FigureWidget(fig)
         self._traces: dict[tuple[int, str], int] = {}
         self._baseline_drawn = False
@@ -270,7 +272,7 @@ class LauncherApp(widgets.VBox):
             else:
                 name = key.removeprefix("loss:")
                 trace = go.Scatter(x=[], y=[], mode="lines", legendgroup=run.label, name=f"{run.label}: {name}",
-                                   line=dict(color=color, dash=_LOSS_DASH.get(name, "longdash")))
+                                   showlegend=False, line=dict(color=color, dash=_LOSS_DASH.get(name, "longdash")))
                 self.figure.add_trace(trace, row=1, col=2)
             self._traces[tkey] = len(self.figure.data) - 1
         return self._traces[tkey]
@@ -306,7 +308,7 @@ class LauncherApp(widgets.VBox):
                                       col=1, annotation_text="trojaned: clean acc", annotation_position="top left")
                 if baseline.asr is not None:
                     self.figure.add_hline(y=100 * baseline.asr, line=dict(color="grey", dash="dot"), row=1, col=1,
-                                          annotation_text="trojaned: ASR", annotation_position="bottom left")
+                                          annotation_text="trojaned: ASR", annotation_position="bottom right")
             current = state.current
             latest = state.latest
             self.launch_button.disabled = current is not None
@@ -317,13 +319,13 @@ class LauncherApp(widgets.VBox):
                 self.status.value = "<i>no run yet: choose τ and λ, then Launch</i>"
             else:
                 step, total = shown.progress
-                last = shown.events[-1] if shown.events else None
                 self.progress.max = max(total, 1)
                 self.progress.value = min(step, self.progress.max)
                 self.progress.bar_style = {"running": "info", "done": "success", "stopped": "warning",
                                            "error": "danger"}.get(shown.status, "")
-                self.progress.description = (f"epoch {last.epoch}/{last.epochs}" if last is not None else shown.status)
-                self.status.value = f"<b>{html.escape(shown.label)}</b>: {html.escape(shown.summary())}"
+                self.progress.description = shown.status
+                text = shown.summary().removeprefix(shown.label + ": ")
+                self.status.value = f"<b>{html.escape(shown.label)}</b>: {html.escape(text)}"
             self.error.value = error_html(latest.error, latest.traceback) if latest is not None and latest.error else ""
             self.runs_table.value = _runs_table(runs)
 
@@ -360,9 +362,12 @@ def _runs_table(runs: list[RunRecord]) -> str:
     return f"<table style='font-size:12px'>{head}{''.join(rows)}</table>"
 
 
-def launcher_app(state: LauncherState, *, max_redraws_per_second: float = 4.0, height: int = 420) -> LauncherApp:
-    """The cloning launcher for ``state``: settings, Launch/Stop, progress, live overlaid curves."""
-    return LauncherApp(state, max_redraws_per_second=max_redraws_per_second, height=height)
+def launcher_app(
+    state: LauncherState, *, max_redraws_per_second: float = 4.0, height: int = 420, width: int = 1000
+) -> LauncherApp:
+    """The cloning launcher for ``state``: settings, Launch/Stop, progress, live overlaid curves
+    (figure ``width`` × ``height`` pixels)."""
+    return LauncherApp(state, max_redraws_per_second=max_redraws_per_second, height=height, width=width)
 
 
 # ------------------------------------------------------------------------------------------

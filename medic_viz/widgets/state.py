@@ -265,10 +265,13 @@ class RunRecord:
         return {"x": xs, "clean_acc": acc, "asr": asr}
 
     def loss_curves(self) -> dict[str, tuple[list[float], list[float]]]:
-        """``{loss name: (epochs, values)}`` from epoch/step events (means since the previous event)."""
+        """``{loss name: (epochs, values)}``: means since the previous step event when the run
+        evaluates every k steps, else per-epoch means (mixing the two would draw a sawtooth)."""
         out: dict[str, tuple[list[float], list[float]]] = {}
-        for ev in list(self.events):
-            if ev.kind not in ("epoch", "step"):
+        events = list(self.events)
+        kind = "step" if any(ev.kind == "step" for ev in events) else "epoch"
+        for ev in events:
+            if ev.kind != kind:
                 continue
             for k, v in ev.losses.items():
                 xs, ys = out.setdefault(k, ([], []))
@@ -509,24 +512,27 @@ class LauncherState(Observable):
         Settings errors give a record with status ``"error"`` (no thread). Raises
         ``RuntimeError`` if a run is already in progress.
         """
-        with self._lock:
+        with self._lock:  # listeners are called outside the lock (a view may redraw from another thread)
             if self.current is not None:
                 raise RuntimeError(f"a run is in progress ({self.current.label}); stop it or wait for it first")
             params = self.params
             record = RunRecord(index=len(self._runs), label=self._unique_label(run_label(params["tau"], params["lam"])),
                                params=params)
-            self._runs.append(record)
             try:
                 config, fraction = self._medic_config(params)
+                failure = None
             except Exception as exc:
                 self._fail(record, exc)
-                self._notify(StateChange("launch", run=record))
-                self._finish(record, "error")
-                return record
-            thread = threading.Thread(target=self._run, args=(record, config, fraction),
-                                      name=f"medic-run-{record.index}", daemon=True)
-            record._thread = thread
+                record.status = "error"  # recorded as ended before anyone can see it running
+                failure = exc
+            self._runs.append(record)
         self._notify(StateChange("launch", run=record))
+        if failure is not None:
+            self._finish(record, "error")
+            return record
+        thread = threading.Thread(target=self._run, args=(record, config, fraction),
+                                  name=f"medic-run-{record.index}", daemon=True)
+        record._thread = thread
         thread.start()
         return record
 
