@@ -35,12 +35,12 @@ def main() -> int:
     lines = ["| model | trigger | poison rate | clean acc | Δ vs clean (pts) | ASR | train time (s, 1 CPU thread) | targets met |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        drop = 100 * (clean - r["clean_acc"])
+        drop = 100 * (r["clean_acc"] - clean)  # negative = below the clean model
         if r["model"] == "clean":
             ok = r["clean_acc"] >= 0.90
             trig = "—"
         else:
-            ok = r["asr"] >= 0.90 and drop <= 2.0
+            ok = r["asr"] >= 0.90 and -drop <= 2.0
             trig = ", ".join(f"{k}={v}" for k, v in r["attack"].items() if k not in ("name", "colors", "pattern") or k == "pattern")
         asr = "—" if r["asr"] is None else f"{100 * r['asr']:.2f}% (n={r['n_asr']})"
         lines.append(f"| {r['model']} | {trig} | {r['poison_rate'] or '—'} | {100 * r['clean_acc']:.2f}% (n={r['n_clean']}) | "

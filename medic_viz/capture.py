@@ -16,8 +16,9 @@ network a copy.
 
 from __future__ import annotations
 
+import weakref
 from contextlib import contextmanager
-from typing import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Callable, Iterable, Iterator, Literal, Mapping, Sequence
 
 import torch
 import torch.nn as nn
@@ -114,6 +115,18 @@ def resolve_layers(model: nn.Module, layers: str | Iterable[str] | None) -> list
     return names
 
 
+#: Per model and mode (train/eval): the layers whose outputs an in-place op overwrites later in
+#: the forward pass (learned on the first recorded forward, see ``protect_inplace="auto"``).
+_INPLACE_TARGETS: "weakref.WeakKeyDictionary[nn.Module, dict[bool, dict[str, bool]]]" = weakref.WeakKeyDictionary()
+
+
+def _version(t: torch.Tensor) -> int | None:
+    try:
+        return int(t._version)
+    except RuntimeError:  # inference-mode tensors have no version counter
+        return None
+
+
 class LayerRecorder:
     """Context manager that records the outputs of named modules during forward passes.
 
@@ -125,7 +138,11 @@ class LayerRecorder:
     that does, so that ``torch.autograd.grad(loss, rec.tensors())`` works on a frozen model
     without computing weight or input gradients.
     ``protect_inplace``: hand downstream modules a copy, so an in-place op after the module
-    cannot change the recorded value (one extra copy per layer).
+    cannot change the recorded value. ``True``: copy every layer's output. ``"auto"``
+    (default): on the first recorded forward of a model (per train/eval mode) copy every
+    output and watch the copies' version counters; from then on copy only the outputs that an
+    in-place op (``ReLU(inplace=True)``, ``out += shortcut``) actually overwrote. ``False``:
+    no copies (only safe for models without in-place ops).
     """
 
     def __init__(
@@ -134,14 +151,34 @@ class LayerRecorder:
         names: Sequence[str],
         *,
         make_leaf: bool = False,
-        protect_inplace: bool = True,
+        protect_inplace: bool | Literal["auto"] = "auto",
     ) -> None:
+        if protect_inplace not in (True, False, "auto"):
+            raise ValueError(f"protect_inplace must be True, False or 'auto', got {protect_inplace!r}")
         self.model = model
         self.names = resolve_layers(model, names)
         self.make_leaf = make_leaf
         self.protect_inplace = protect_inplace
         self.outputs: dict[str, torch.Tensor] = {}
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._probes: dict[str, tuple[torch.Tensor, int | None]] = {}
+        self._known: dict[str, bool] = {}
+
+    def _needs_copy(self, name: str) -> bool:
+        if self.protect_inplace is True:
+            return True
+        if self.protect_inplace is False:
+            return False
+        return self._known.get(name, True)  # unknown layers are copied (and probed)
+
+    def _learn_inplace(self) -> None:
+        """After a forward: remember which probed outputs an in-place op overwrote."""
+        if self.protect_inplace != "auto" or not self._probes:
+            return
+        learned = {n: (v0 is None or _version(copy) != v0) for n, (copy, v0) in self._probes.items()}
+        self._known = {**self._known, **learned}
+        _INPLACE_TARGETS.setdefault(self.model, {})[self.model.training] = dict(self._known)
+        self._probes = {}
 
     def _hook(self, name: str) -> Callable:
         def hook(module: nn.Module, inputs: tuple, output: torch.Tensor):
@@ -156,17 +193,22 @@ class LayerRecorder:
             if self.make_leaf and not output.requires_grad:
                 output = output.detach().requires_grad_(True)
             self.outputs[name] = output
-            if self.protect_inplace:
-                return output.clone()
+            if self._needs_copy(name):
+                copy = output.clone()
+                if self.protect_inplace == "auto" and name not in self._known:
+                    self._probes[name] = (copy, _version(copy))
+                return copy
             return output if self.make_leaf else None
 
         return hook
 
     def clear(self) -> None:
+        self._learn_inplace()
         self.outputs = {}
 
     def tensors(self) -> list[torch.Tensor]:
         """Recorded outputs in ``names`` order (raises if a layer did not run)."""
+        self._learn_inplace()
         missing = [n for n in self.names if n not in self.outputs]
         if missing:
             raise RuntimeError(f"layers {missing} did not run in the forward pass; are they used by forward()?")
@@ -174,6 +216,8 @@ class LayerRecorder:
 
     def __enter__(self) -> "LayerRecorder":
         modules = dict(self.model.named_modules())
+        if self.protect_inplace == "auto":
+            self._known = dict(_INPLACE_TARGETS.get(self.model, {}).get(self.model.training, {}))
         try:
             for name in self.names:
                 self._handles.append(modules[name].register_forward_hook(self._hook(name)))
@@ -184,6 +228,8 @@ class LayerRecorder:
 
     def __exit__(self, *exc: object) -> None:
         self.remove()
+        if exc[0] is None:
+            self._learn_inplace()
 
     def remove(self) -> None:
         for h in self._handles:

@@ -100,7 +100,8 @@ def _bshape(stat: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
             f"statistics have {stat.shape[0]} channels but the activation has {act.shape[1]} "
             f"(shape {tuple(act.shape)}); were the statistics computed on this layer?"
         )
-    return stat.reshape((1, -1) + (1,) * (act.ndim - 2)).to(device=act.device, dtype=act.dtype)
+    dtype = act.dtype if act.dtype in (torch.float32, torch.float64) else torch.float32
+    return stat.reshape((1, -1) + (1,) * (act.ndim - 2)).to(device=act.device, dtype=dtype)
 
 
 @dataclass
@@ -191,28 +192,61 @@ def combine_importance(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     return torch.sqrt(a * g)
 
 
+def _softmax_rows_(v: torch.Tensor) -> torch.Tensor:
+    """Softmax over dim 1 of a 2-D tensor, in place (no new full-size tensor)."""
+    v.sub_(v.amax(dim=1, keepdim=True)).exp_()
+    return v.div_(v.sum(dim=1, keepdim=True))
+
+
 def layer_importance(
     act: torch.Tensor,
     grad: torch.Tensor | None,
     stats: LayerStats,
     options: ImportanceOptions,
+    *,
+    divide_by_variance: bool = False,
+    grad_is_scratch: bool = False,
 ) -> torch.Tensor:
     """MEDIC weights ``w`` for one layer, detached, float32, same shape as ``act``.
 
     ``τ = 0`` returns ``1/m`` everywhere (m = neurons in the layer). ``grad`` may be None only
     when the options do not need it (``options.needs_gradients`` is False).
+    ``divide_by_variance=True`` returns ``w / σ²`` instead (per channel), the factor the
+    cloning loss multiplies ``(f* − f^c)²`` by — folded in here to save a pass over the data.
+    ``grad_is_scratch=True`` lets the function overwrite ``grad`` (saves a copy).
+
+    Same values as composing :func:`activation_importance`, :func:`impact_importance` and
+    :func:`combine_importance`, computed with fewer passes over memory (the MEDIC training
+    step's overhead is dominated by such passes on CPU).
     """
     with torch.no_grad():
         tau = options.tau
+        b = act.shape[0]
         if tau == 0:
             m = act[0].numel()
-            return torch.full(act.shape, 1.0 / m, device=act.device, dtype=torch.float32)
-        if options.criteria == "activation":
-            return activation_importance(act, stats, tau, zscore_mode=options.zscore)
-        if grad is None:
-            raise ValueError(f"criteria={options.criteria!r} with tau={tau} needs the teacher's gradient")
-        g = impact_importance(grad, stats, tau, impact_mode=options.impact)
-        if options.criteria == "impact":
-            return g
-        a = activation_importance(act, stats, tau, zscore_mode=options.zscore)
-        return combine_importance(a, g)
+            w = torch.full(act.shape, 1.0 / m, device=act.device, dtype=torch.float32)
+            return w.mul_(_bshape(1.0 / stats.std.float() ** 2, w)) if divide_by_variance else w
+        a_w = g_w = None
+        if options.criteria in ("both", "activation"):
+            # τ·|f − μ|/σ as one fused multiply-add and an in-place abs
+            k = _bshape(tau / stats.std.float(), act)
+            z = torch.addcmul(-_bshape(stats.mean.float(), act) * k, act.float(), k)
+            if options.zscore == "abs":
+                z.abs_()
+            a_w = _softmax_rows_(z.view(b, -1))
+        if options.criteria in ("both", "impact"):
+            if grad is None:
+                raise ValueError(f"criteria={options.criteria!r} with tau={tau} needs the teacher's gradient")
+            scale = _bshape(tau * stats.std.float(), grad)
+            q = grad.mul_(scale) if grad_is_scratch and grad.dtype == torch.float32 else grad.float() * scale
+            if options.impact == "abs":
+                q.abs_()
+            g_w = _softmax_rows_(q.reshape(b, -1))
+        if a_w is not None and g_w is not None:
+            w = a_w.mul_(g_w).sqrt_()
+        else:
+            w = a_w if a_w is not None else g_w
+        w = w.view(act.shape)
+        if divide_by_variance:
+            w.mul_(_bshape(1.0 / stats.std.float() ** 2, w))
+        return w

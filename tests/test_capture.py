@@ -154,3 +154,27 @@ def test_structure_check_names_the_differences():
         check_same_structure(_net(), other)
     with pytest.raises(StructureMismatchError, match="student has no module"):
         check_same_structure(_net(), nn.Sequential(nn.Conv2d(3, 4, 3)))
+
+
+def test_auto_protection_learns_which_outputs_need_a_copy_and_stays_correct():
+    from medic_viz.capture import _INPLACE_TARGETS
+
+    net = _net(inplace=True).eval()
+    with torch.no_grad():
+        net[1].bias.fill_(-0.5)
+    x = torch.rand(2, 3, 8, 8)
+    expected_bn = net[1](net[0](x))
+    for _ in range(3):  # first forward probes every layer; later ones copy only what needs it
+        with LayerRecorder(net, ["0", "1", "5"]) as rec, torch.no_grad():
+            out = net(x)
+        torch.testing.assert_close(rec.outputs["1"], expected_bn)
+        torch.testing.assert_close(out, net(x))
+    learned = _INPLACE_TARGETS[net][False]
+    assert learned == {"0": False, "1": True, "5": False}, "only the BN output is overwritten (by the in-place ReLU)"
+    # A recorder for a layer not yet probed copies it until it has learned about it.
+    net2 = _net(inplace=True).eval()
+    with LayerRecorder(net2, ["1"]) as rec, torch.no_grad():
+        net2(x)
+    assert _INPLACE_TARGETS[net2][False] == {"1": True}
+    with pytest.raises(ValueError, match="protect_inplace"):
+        LayerRecorder(net2, ["1"], protect_inplace="sometimes")

@@ -140,3 +140,19 @@ def test_options_validation_messages():
         ImportanceOptions(zscore="absolute")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="statistics have 3 channels"):
         activation_importance(torch.zeros(1, 2), _stats([0.0] * 3, [1.0] * 3), tau=1.0)
+
+
+@pytest.mark.parametrize("criteria", ["both", "activation", "impact"])
+@pytest.mark.parametrize("zscore", ["abs", "signed"])
+@pytest.mark.parametrize("impact", ["signed", "abs"])
+def test_fused_layer_importance_equals_the_equations_composed(criteria, zscore, impact):
+    torch.manual_seed(3)
+    act, grad = torch.randn(4, 3, 5, 5), torch.randn(4, 3, 5, 5) * 0.1
+    s = _stats([0.2, -0.1, 0.0], [0.5, 1.5, 2.0])
+    opts = ImportanceOptions(tau=4.0, criteria=criteria, zscore=zscore, impact=impact)
+    a = activation_importance(act, s, 4.0, zscore_mode=zscore)
+    g = impact_importance(grad, s, 4.0, impact_mode=impact)
+    expected = {"both": combine_importance(a, g), "activation": a, "impact": g}[criteria]
+    torch.testing.assert_close(layer_importance(act, grad, s, opts), expected)
+    scaled = layer_importance(act, grad.clone(), s, opts, divide_by_variance=True, grad_is_scratch=True)
+    torch.testing.assert_close(scaled, expected / (s.std ** 2)[None, :, None, None])

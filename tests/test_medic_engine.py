@@ -187,3 +187,20 @@ def test_supervised_objective_learns_a_separable_problem():
     result = train(SupervisedObjective(_net()), data, TrainConfig(epochs=30, batch_size=30, augment=False, progress=False, device="cpu"), evaluator=Evaluator(data, device="cpu"))
     assert result.history[0].clean_acc < 0.7
     assert result.history[-2].clean_acc == 1.0
+
+
+def test_weighted_squared_error_value_and_gradient_match_autograd():
+    from medic_viz.defenses.medic import weighted_squared_error
+
+    torch.manual_seed(0)
+    s = torch.randn(3, 2, 4, 4, requires_grad=True)
+    t, w = torch.randn(3, 2, 4, 4), torch.rand(3, 2, 4, 4)
+    loss = weighted_squared_error(s, t, w)
+    s2 = s.detach().clone().requires_grad_(True)
+    ref = (w * (t - s2) ** 2).reshape(3, -1).sum(1).mean()
+    torch.testing.assert_close(loss, ref)
+    (g,) = torch.autograd.grad(loss * 1.7, s)
+    (g_ref,) = torch.autograd.grad(ref * 1.7, s2)
+    torch.testing.assert_close(g, g_ref)
+    with pytest.raises(ValueError, match="shapes differ"):
+        weighted_squared_error(s, t[:2], w)

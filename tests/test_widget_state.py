@@ -2,7 +2,6 @@
 latency, errors, overlaid runs, kept results), the importance explorer and the input picker."""
 
 import io
-import threading
 import time
 
 import numpy as np
