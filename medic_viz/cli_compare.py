@@ -56,6 +56,9 @@ def add_compare_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     p.add_argument("--epochs", type=int, default=None,
                    help="defence budget in epochs for every method (default: each method's paper setting)")
     p.add_argument("--attack-epochs", type=int, default=20, help="epochs to train each trojaned teacher")
+    p.add_argument("--teacher-seed", type=int, default=None,
+                   help="train one teacher per attack with this seed, shared by every seed of the grid "
+                        "(seeds then vary the clean subset and the defence only); default: one teacher per seed")
     p.add_argument("--max-train", type=int, default=None, help="use a fixed random subset of this many training images")
     p.add_argument("--max-test", type=int, default=None, help="use a fixed random subset of this many test images")
     p.add_argument("--tau", type=float, default=None, help="MEDIC's temperature τ in the comparison (default 5)")
@@ -98,7 +101,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             dataset=args.dataset, model=args.model, attacks=attacks, methods=methods, seeds=args.seeds,
             target=args.target, rate=args.rate, fraction=args.fraction, epochs=args.epochs,
             attack_epochs=args.attack_epochs, max_train=args.max_train, max_test=args.max_test,
-            ablation=args.ablation, values=values, medic=medic, device=args.device,
+            ablation=args.ablation, values=values, medic=medic, device=args.device, teacher_seed=args.teacher_seed,
         )
     except (ValueError, TypeError) as exc:
         print(f"medic-viz compare: error: {exc}", file=sys.stderr)

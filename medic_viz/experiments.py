@@ -114,18 +114,25 @@ class CellSpec:
     series: str = ""
     x: float | None = None
     device: str = "auto"
+    teacher_seed: int | None = None
+
+    @property
+    def attack_seed(self) -> int:
+        """Seed of the trojaned teacher: ``teacher_seed`` if set (one teacher shared by every
+        seed of the grid, seeds then vary only the defence), else the cell's seed."""
+        return self.seed if self.teacher_seed is None else int(self.teacher_seed)
 
     def teacher_key(self) -> dict:
         """Everything the trojaned teacher depends on."""
         return {
             "dataset": self.dataset, "model": self.model, "attack": self.attack,
             "attack_options": self.attack_options, "target": self.target, "rate": self.rate,
-            "attack_epochs": self.attack_epochs, "seed": self.seed, "max_train": self.max_train,
+            "attack_epochs": self.attack_epochs, "seed": self.attack_seed, "max_train": self.max_train,
         }
 
     @property
     def teacher_id(self) -> str:
-        return f"{_slug(self.attack)}-{_slug(self.model)}-s{self.seed}-{_digest(self.teacher_key(), 10)}"
+        return f"{_slug(self.attack)}-{_slug(self.model)}-s{self.attack_seed}-{_digest(self.teacher_key(), 10)}"
 
     def identity(self) -> dict:
         """The fields that determine the cell's result (the device, wherever it appears, does not)."""
@@ -217,6 +224,7 @@ def build_grid(
     values: Mapping[str, Sequence] | None = None,
     medic: Mapping[str, Any] | None = None,
     device: str = "auto",
+    teacher_seed: int | None = None,
 ) -> list[CellSpec]:
     """The cells of a comparison (``ablation="none"``) or of one of the paper's ablations.
 
@@ -250,7 +258,8 @@ def build_grid(
     sweep = _split_values(values, ablation)
     attack_options = dict(attack_options or {})
     common = dict(dataset=str(dataset), target=int(target), rate=rate, fraction=float(fraction), epochs=epochs,
-                  attack_epochs=int(attack_epochs), max_train=max_train, max_test=max_test, device=device)
+                  attack_epochs=int(attack_epochs), max_train=max_train, max_test=max_test, device=device,
+                  teacher_seed=None if teacher_seed is None else int(teacher_seed))
 
     def options_for(method: str, seed: int, extra: Mapping[str, Any] | None = None) -> dict:
         opts = method_options(method, epochs=epochs, seed=seed, device=device)
@@ -356,11 +365,11 @@ def train_teacher(spec: Mapping[str, Any]) -> dict:
     cell = CellSpec.from_dict(spec)
     start = time.perf_counter()
     splits = _splits(cell.dataset, cell.max_train, cell.max_test)
-    cfg = TrainConfig(**{**ATTACK_TRAIN_DEFAULTS, "epochs": int(cell.attack_epochs), "seed": int(cell.seed),
+    cfg = TrainConfig(**{**ATTACK_TRAIN_DEFAULTS, "epochs": int(cell.attack_epochs), "seed": cell.attack_seed,
                          "device": cell.device, "progress": False, "eval_every": 0})
     trojan = train_attack(cell.attack, splits, target=cell.target, rate=cell.rate, options=cell.attack_options,
-                          architecture=cell.model, config=cfg, seed=cell.seed, eval_max_images=None)
-    card = trojan.card(splits, dataset=cell.dataset, notes=f"teacher of the {cell.attack} cells, seed {cell.seed}")
+                          architecture=cell.model, config=cfg, seed=cell.attack_seed, eval_max_images=None)
+    card = trojan.card(splits, dataset=cell.dataset, notes=f"teacher of the {cell.attack} cells, seed {cell.attack_seed}")
     return {
         "state_dict": {k: v.detach().cpu() for k, v in trojan.model.state_dict().items()},
         "card": card.to_dict(),

@@ -2,7 +2,12 @@
 
 Opens a copy of ``notebooks/03_tune_temperature.ipynb`` (fast mode), runs all cells, presses
 Launch in the launcher, checks that the live accuracy/ASR figure gains points, presses Stop,
-checks that the run ends, and saves ``docs/screenshots/launcher.png``.
+checks that the run ends, and takes a screenshot of the launcher.
+
+The screenshot goes to pytest's ``tmp_path`` (a normal test run changes no file in the
+repository). To refresh the one the README shows, ``docs/screenshots/launcher.png``, run::
+
+    MEDIC_VIZ_UPDATE_SCREENSHOT=1 .venv/bin/python -m pytest tests/test_browser.py
 
 Skipped, with the reason, where ``/usr/bin/chromium`` or Playwright is missing (Playwright's own
 browser download is not used; ``scripts/test.sh`` installs Chromium with apt when it can).
@@ -26,7 +31,7 @@ pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "03_tune_temperature.ipynb"
-SCREENSHOT = ROOT / "docs" / "screenshots" / "launcher.png"
+COMMITTED_SCREENSHOT = ROOT / "docs" / "screenshots" / "launcher.png"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -126,8 +131,17 @@ def jupyterlab(tmp_path):
         log.close()
 
 
+def _screenshot_path(tmp_path: Path) -> Path:
+    """``docs/screenshots/launcher.png`` when ``MEDIC_VIZ_UPDATE_SCREENSHOT=1``, else a file in ``tmp_path``."""
+    if os.environ.get("MEDIC_VIZ_UPDATE_SCREENSHOT", "0") == "1":
+        return COMMITTED_SCREENSHOT
+    return tmp_path / "launcher.png"
+
+
 def test_launcher_runs_live_and_stops_in_jupyterlab(jupyterlab, tmp_path):
     from playwright.sync_api import expect, sync_playwright
+
+    screenshot = _screenshot_path(tmp_path)
 
     started = time.monotonic()
     with sync_playwright() as pw:
@@ -181,8 +195,8 @@ def test_launcher_runs_live_and_stops_in_jupyterlab(jupyterlab, tmp_path):
             expect(launch).to_be_enabled(timeout=5_000)
             expect(stop).to_be_disabled(timeout=5_000)
             assert launcher.locator("text=⚠").count() == 0, "the launcher shows an error"
-            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-            launcher.screenshot(path=str(SCREENSHOT))
+            screenshot.parent.mkdir(parents=True, exist_ok=True)
+            launcher.screenshot(path=str(screenshot))
         except Exception:
             page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
             print(f"page screenshot: {tmp_path / 'failure.png'}; server log: {jupyterlab['log']}")
@@ -190,6 +204,7 @@ def test_launcher_runs_live_and_stops_in_jupyterlab(jupyterlab, tmp_path):
             raise
         finally:
             context.close()
-    assert SCREENSHOT.stat().st_size > 10_000
+    assert screenshot.stat().st_size > 10_000
     assert stop_seen < 5.0, f"the browser saw the run end {stop_seen:.1f} s after Stop"
-    print(f"browser test: {time.monotonic() - started:.0f} s in all; Stop → 'stopped' shown in {stop_seen:.2f} s")
+    print(f"browser test: {time.monotonic() - started:.0f} s in all; Stop → 'stopped' shown in {stop_seen:.2f} s; "
+          f"screenshot: {screenshot}")

@@ -217,3 +217,13 @@ def test_ray_executor_on_a_local_instance(npz, tmp_path):
     assert row["method"] == "finetune" and 0 <= row["asr"] <= 1
     local = run_grid(_grid(npz, methods=("finetune",)), tmp_path / "local", log=None)
     assert local.rows[0]["clean_acc"] == row["clean_acc"] and local.rows[0]["asr"] == row["asr"]
+
+
+def test_teacher_seed_shares_one_teacher_across_seeds():
+    from medic_viz.experiments import build_grid
+
+    shared = build_grid(dataset="signs", attacks=["badnet"], methods=["medic", "finetune"], seeds=3, teacher_seed=0)
+    assert len({c.teacher_id for c in shared}) == 1
+    assert len({c.cell_id for c in shared}) == 6  # the cells themselves still differ by seed
+    separate = build_grid(dataset="signs", attacks=["badnet"], methods=["medic"], seeds=3)
+    assert len({c.teacher_id for c in separate}) == 3

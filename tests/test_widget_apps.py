@@ -43,7 +43,8 @@ def test_sliders_drive_the_state_and_the_state_drives_the_sliders(splits):
     app.fraction.value = 0.5
     app.device.value = "cpu"
     app.eval_every_steps.value = 4
-    assert state.params == dict(tau=7.5, lam=2.0, epochs=3, fraction=0.5, device="cpu", eval_every_steps=4)
+    assert state.params == dict(method="medic", tau=7.5, lam=2.0, epochs=3, fraction=0.5, device="cpu",
+                                eval_every_steps=4)
     state.tau = 12.0
     assert app.tau.value == 12.0
     state.tau = -1.0  # outside the slider: the slider is not forced (and does not write back a clamped value)
@@ -62,7 +63,7 @@ def test_launch_draws_live_curves_progress_and_overlaid_runs(splits):
     assert len(acc) == 1 and len(asr) == 1
     assert list(acc[0].x) == [0.0, 1.0, 2.0, 3.0]  # start + 3 epochs
     np.testing.assert_allclose(acc[0].y, run.curve()["clean_acc"])
-    assert {t.name for t in app.figure.data if t.xaxis == "x2"} == {f"τ=2 λ=10: {k}" for k in ("total", "ce", "clone")}
+    assert {t.name for t in app.figure.data if t.xaxis == "x2"} == {f"MEDIC τ=2 λ=10: {k}" for k in ("total", "ce", "clone")}
     assert app.progress.value == app.progress.max == 18 and app.progress.bar_style == "success"
     assert "done" in app.status.value and app.error.value == ""
     assert len(app.figure.layout.shapes) == 2  # the trojaned model's clean acc and ASR
@@ -78,6 +79,30 @@ def test_launch_draws_live_curves_progress_and_overlaid_runs(splits):
     assert state.listener_errors == []  # the view handled every event from the training thread
     app.clear_button.click()
     assert len(app.figure.data) == 0 and state.runs == []
+
+
+def test_method_dropdown_runs_a_baseline_next_to_medic(splits):
+    state, app = _launcher(splits, epochs=2)
+    assert app.method.value == "medic" and app.method.options[0] == ("MEDIC", "medic")
+    assert {v for _, v in app.method.options} >= {"finetune", "fineprune", "nad", "mcr", "anp", "kd", "scratch"}
+    assert not app.tau.disabled and app.method_note.value == ""
+    app.launch_button.click()
+    state.wait(30)
+    app.method.value = "finetune"
+    assert state.method == "finetune"
+    assert app.tau.disabled and app.lam.disabled and "MEDIC only" in app.method_note.value
+    app.launch_button.click()
+    state.wait(30)
+    baseline = state.runs[1]
+    assert baseline.label == "Fine-tuning" and baseline.status == "done"
+    assert len(_named(app.figure, "Fine-tuning: clean acc")) == 1 and len(_named(app.figure, "MEDIC τ=5 λ=10: clean acc")) == 1
+    assert list(_named(app.figure, "Fine-tuning: clean acc")[0].x) == [0.0, 1.0, 2.0]
+    assert "Fine-tuning" in app.runs_table.value and "ignores" in app.status.value
+    state.method = "NAD"  # the state drives the dropdown (canonical name)
+    assert app.method.value == "nad" and app.tau.disabled
+    state.method = "medic"
+    assert app.method.value == "medic" and not app.tau.disabled and app.method_note.value == ""
+    assert state.listener_errors == []
 
 
 def test_stop_button_ends_the_run_and_resets_buttons(splits):

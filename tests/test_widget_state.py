@@ -61,7 +61,7 @@ def test_run_completes_with_events_curves_and_kept_result(splits):
     state = _state(splits, tau=5, lam=10, epochs=3)
     changes = _collect(state)
     run = state.launch()
-    assert run.label == "τ=5 λ=10" and run.label == run_label(5, 10)
+    assert run.label == "MEDIC τ=5 λ=10" and run.label == run_label(5, 10) and run.note is None
     assert state.wait(30) is run
     assert run.status == "done" and run.error is None
     kinds = [e.kind for e in run.events]
@@ -154,7 +154,7 @@ def test_runs_are_overlaid_labelled_and_cleared(splits):
     state.tau = 0.0
     state.launch()
     state.wait(30)
-    assert [r.label for r in state.runs] == ["τ=5 λ=10", "τ=0 λ=10", "τ=0 λ=10 #2"]
+    assert [r.label for r in state.runs] == ["MEDIC τ=5 λ=10", "MEDIC τ=0 λ=10", "MEDIC τ=0 λ=10 #2"]
     assert [r.params["tau"] for r in state.runs] == [5.0, 0, 0.0]
     assert all(r.status == "done" and len(r.curve()["x"]) == 2 for r in state.runs)
     assert state.result is state.runs[-1].result
@@ -209,6 +209,67 @@ def test_eval_every_steps_adds_step_points(splits):
     xs, ys = run.loss_curves()["ce"]  # from the step events only: each a mean over its own 2 steps
     np.testing.assert_allclose(xs, [1 / 3, 2 / 3, 1])
     assert ys == [e.losses["ce"] for e in run.events if e.kind == "step"]
+
+
+def test_run_labels_name_the_method():
+    assert run_label(5, 10) == run_label(5.0, 10.0, "medic") == "MEDIC τ=5 λ=10"
+    assert run_label(2.5, 0, "MEDIC") == "MEDIC τ=2.5 λ=0"
+    assert run_label(5, 10, "nad") == "NAD" and run_label(5, 10, "fine-tuning") == "Fine-tuning"
+    assert run_label(5, 10, "bogus") == "bogus"  # unknown: as given (the launch reports the error)
+
+
+@pytest.mark.parametrize("method", ["finetune", "anp", "scratch"])
+def test_a_baseline_run_emits_events_and_is_kept(splits, method):
+    state = _state(splits, method=method, epochs=2, tau=-1.0)  # τ/λ are ignored by a baseline: no error
+    changes = _collect(state)
+    run = state.launch()
+    assert state.wait(30) is run
+    assert run.status == "done", run.summary()
+    display = {"finetune": "Fine-tuning", "anp": "ANP", "scratch": "Scratch"}[method]
+    assert run.label == display and run.params["method"] == method
+    assert run.note is not None and "ignores" in run.note and run.note in run.summary()
+    assert run.result.method == method and state.runs == [run] and state.model is run.model
+    assert run.model is not state.teacher
+    kinds = [e.kind for e in run.events]
+    assert kinds == ["start", "epoch", "epoch", "end"], kinds
+    assert [c.event.kind for c in changes if c.kind == "event"] == kinds
+    # ANP's end event measures the pruned model (which differs from the masked one trained): one more point.
+    assert run.curve()["x"] == [0.0, 1.0, 2.0] + ([2.0] if method == "anp" else [])
+    assert len(run.loss_curves()) >= 1
+    assert run.after is not None and run.after.n_clean == 30
+
+
+def test_method_parameter_is_canonical_and_checked_at_launch(splits):
+    state = _state(splits, method="Fine-tuning")
+    assert state.method == "finetune"
+    changes = _collect(state)
+    state.method = "NAD"
+    assert state.method == "nad" and [(c.name, c.value) for c in changes] == [("method", "nad")]
+    state.method = "nad"  # the same method: no notification
+    assert len(changes) == 1
+    state.method = "bogus"
+    run = state.launch()
+    assert run.status == "error" and "unknown method" in run.error and run.label == "bogus"
+    state.method = "medic"
+    state.tau = 2
+    assert state.launch().label == "MEDIC τ=2 λ=10"
+    state.wait(30)
+
+
+def test_baseline_options_reach_the_method_and_are_checked(splits):
+    state = _state(splits, method="finetune", epochs=1, baseline_options={"fine-tuning": {"weight_decay": 0.0}})
+    run = state.launch()
+    state.wait(30)
+    assert run.status == "done" and run.result.config["weight_decay"] == 0.0
+    # The launcher's settings reach a baseline too (batch size, epochs), the method's own defaults otherwise.
+    assert run.result.config["batch_size"] == 16 and run.result.config["epochs"] == 1
+    assert run.result.config["optimizer"] == "sgd"
+    with pytest.raises(ValueError, match="baseline names"):
+        _state(splits, baseline_options={"medic": {"tau": 1}})
+    with pytest.raises(ValueError, match="must not repeat launcher settings"):
+        _state(splits, baseline_options={"nad": {"epochs": 3}})
+    bad = _state(splits, method="finetune", baseline_options={"finetune": {"no_such_option": 1}}).launch()
+    assert bad.status == "error" and "no_such_option" in bad.error
 
 
 # ------------------------------------------------------------------------------------ explorer

@@ -1,9 +1,10 @@
 """Thin ipywidgets + plotly ``FigureWidget`` views over the state objects of
 :mod:`medic_viz.widgets.state` (all logic lives there).
 
-- :func:`launcher_app` → :class:`LauncherApp`: τ, λ, epochs, clean-data fraction, device and
-  evaluation interval; Launch / Stop / Clear; a progress bar; live clean accuracy, ASR and
-  losses of every run overlaid (one colour per run, labelled with its τ and λ); errors in red.
+- :func:`launcher_app` → :class:`LauncherApp`: method (MEDIC or a baseline), τ, λ, epochs,
+  clean-data fraction, device and evaluation interval; Launch / Stop / Clear; a progress bar;
+  live clean accuracy, ASR and losses of every run overlaid (one colour per run, labelled with
+  its method, and τ and λ for MEDIC); errors in red.
   Training events arrive from the training thread; redraws are batched
   (``fig.batch_update()``) and throttled to at most ``max_redraws_per_second``.
 - :func:`explorer_app` → :class:`ExplorerApp`: τ slider, layer, criterion and reduction over a
@@ -31,6 +32,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from medic_viz.defenses.baselines import DISPLAY_NAMES
 from medic_viz.widgets.state import (
     DEVICE_CHOICES,
     ExplorerState,
@@ -38,6 +40,7 @@ from medic_viz.widgets.state import (
     PickerState,
     RunRecord,
     StateChange,
+    method_choices,
 )
 
 __all__ = [
@@ -170,7 +173,7 @@ def _set_quietly(widget: widgets.ValueWidget, value: Any, guard: dict) -> None:
 
 
 class LauncherApp(widgets.VBox):
-    """The cloning launcher over a :class:`LauncherState` (see :func:`launcher_app`)."""
+    """The backdoor-removal launcher over a :class:`LauncherState` (see :func:`launcher_app`)."""
 
     def __init__(self, state: LauncherState, *, max_redraws_per_second: float = 4.0, height: int = 420,
                  width: int = 1000) -> None:
@@ -183,6 +186,11 @@ class LauncherApp(widgets.VBox):
         p = state.params
         style = {"description_width": "150px"}
         wide = widgets.Layout(width="380px")
+        methods = method_choices()
+        self.method = widgets.Dropdown(options=[(DISPLAY_NAMES.get(m, m), m) for m in methods],
+                                       value=p["method"] if p["method"] in methods else "medic",
+                                       description="method", style=style, layout=wide)
+        self.method_note = widgets.HTML(value="")
         self.tau = widgets.FloatSlider(value=_in(p["tau"], 0, 20, 5.0), min=0.0, max=20.0, step=0.5,
                                        description="τ (temperature)", style=style, layout=wide)
         self.lam = widgets.FloatSlider(value=_in(p["lam"], 0, 50, 10.0), min=0.0, max=50.0, step=0.5,
@@ -201,7 +209,7 @@ class LauncherApp(widgets.VBox):
         for name in LauncherState.PARAMS:
             _bind(getattr(self, name), state, name, self._guard)
         self.launch_button = widgets.Button(description="Launch", button_style="success", icon="play",
-                                            tooltip="start a MEDIC run with these settings")
+                                            tooltip="start a run with these settings")
         self.stop_button = widgets.Button(description="Stop", button_style="danger", icon="stop", disabled=True,
                                           tooltip="end the run after the current batch")
         self.clear_button = widgets.Button(description="Clear runs", icon="trash", tooltip="forget finished runs")
@@ -210,7 +218,7 @@ class LauncherApp(widgets.VBox):
         self.clear_button.on_click(lambda _b: self.state.clear())
         self.progress = widgets.IntProgress(value=0, min=0, max=1, description="idle", style={"description_width": "60px"},
                                             layout=widgets.Layout(width="380px"))
-        self.status = widgets.HTML(value="<i>no run yet: choose τ and λ, then Launch</i>")
+        self.status = widgets.HTML(value=_IDLE)
         self.error = widgets.HTML(value="")
         self.runs_table = widgets.HTML(value="")
         fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1, subplot_titles=(
@@ -227,13 +235,14 @@ class LauncherApp(widgets.VBox):
         self._draw_lock = threading.RLock()
         self.throttle = Throttle(self.redraw, 1.0 / max_redraws_per_second)
         controls = widgets.HBox([
-            widgets.VBox([self.tau, self.lam, self.fraction]),
-            widgets.VBox([self.epochs, self.device, self.eval_every_steps]),
+            widgets.VBox([self.method, self.tau, self.lam, self.fraction]),
+            widgets.VBox([self.epochs, self.device, self.eval_every_steps, self.method_note]),
         ])
         buttons = widgets.HBox([self.launch_button, self.stop_button, self.clear_button, self.progress])
         super().__init__([controls, buttons, self.status, self.error, self.figure, self.runs_table])
         self.add_class("medic-launcher")
         state.add_listener(self._on_state)
+        self._show_method(p["method"])
         self.redraw()
 
     def __repr__(self) -> str:  # the text shown where widgets do not render (e.g. GitHub)
@@ -247,12 +256,23 @@ class LauncherApp(widgets.VBox):
         except Exception as exc:  # e.g. a run already in progress
             self.error.value = error_html(f"{type(exc).__name__}: {exc}")
 
+    def _show_method(self, method: Any) -> None:
+        """τ and λ are MEDIC's: greyed out, with a note, for a baseline."""
+        baseline = method != "medic"
+        self.tau.disabled = self.lam.disabled = baseline
+        self.method_note.value = (f"<i>τ and λ apply to MEDIC only: {html.escape(DISPLAY_NAMES.get(method, str(method)))}"
+                                  " ignores them</i>" if baseline else "")
+
     def _on_state(self, change: StateChange) -> None:
         if change.kind == "param":
             if change.name in LauncherState.PARAMS:
                 value = change.value
                 if change.name == "eval_every_steps":
                     value = int(value or 0) if _is_number(value) else value
+                if change.name == "method":
+                    self._show_method(value)
+                    if value not in method_choices():  # an unknown name: reported at launch
+                        return
                 _set_quietly(getattr(self, change.name), value, self._guard)
         elif change.kind == "event":
             self.throttle.request()
@@ -316,7 +336,7 @@ class LauncherApp(widgets.VBox):
             shown = current or latest
             if shown is None:
                 self.progress.value, self.progress.description = 0, "idle"
-                self.status.value = "<i>no run yet: choose τ and λ, then Launch</i>"
+                self.status.value = _IDLE
             else:
                 step, total = shown.progress
                 self.progress.max = max(total, 1)
@@ -328,6 +348,9 @@ class LauncherApp(widgets.VBox):
                 self.status.value = f"<b>{html.escape(shown.label)}</b>: {html.escape(text)}"
             self.error.value = error_html(latest.error, latest.traceback) if latest is not None and latest.error else ""
             self.runs_table.value = _runs_table(runs)
+
+
+_IDLE = "<i>no run yet: choose a method and its settings, then Launch</i>"
 
 
 def _is_number(value: Any) -> bool:
@@ -365,8 +388,8 @@ def _runs_table(runs: list[RunRecord]) -> str:
 def launcher_app(
     state: LauncherState, *, max_redraws_per_second: float = 4.0, height: int = 420, width: int = 1000
 ) -> LauncherApp:
-    """The cloning launcher for ``state``: settings, Launch/Stop, progress, live overlaid curves
-    (figure ``width`` × ``height`` pixels)."""
+    """The launcher for ``state``: method and settings, Launch/Stop, progress, live overlaid
+    curves (figure ``width`` × ``height`` pixels)."""
     return LauncherApp(state, max_redraws_per_second=max_redraws_per_second, height=height, width=width)
 
 

@@ -5,10 +5,12 @@ mpl-interactions' controller): a view registers ``state.add_listener(fn)`` and r
 ``fn(change)`` is called with a :class:`StateChange`. Scripts and tests drive the same objects
 directly: set ``state.tau = 10``, call ``state.launch()``, ``state.stop()``, ``state.wait()``.
 
-- :class:`LauncherState`: MEDIC runs in a background thread (one at a time) with a stop event;
-  every training event is appended to the run's history and announced to listeners *from the
-  training thread* (views must throttle their redraws). Runs are kept, each labelled with its
-  τ and λ, with its status, error message, and resulting model/history.
+- :class:`LauncherState`: defence runs (MEDIC or a baseline of
+  :mod:`medic_viz.defenses.baselines`) in a background thread (one at a time) with a stop
+  event; every training event is appended to the run's history and announced to listeners
+  *from the training thread* (views must throttle their redraws). Runs are kept, each labelled
+  with its method (and τ, λ for MEDIC), with its status, error message, and resulting
+  model/history.
 - :class:`ExplorerState`: τ, layer, criterion and channel reduction over one cached
   :class:`medic_viz.analysis.InputAnalysis`; maps are recomputed from the cache, never by
   running the model again.
@@ -35,8 +37,9 @@ import torch.nn as nn
 
 from medic_viz.attacks.triggers import AVAILABLE_TRIGGERS, Trigger, make_trigger
 from medic_viz.data.arrays import DatasetSplits, ImageArrays, clean_subset
-from medic_viz.defenses.base import DefenseResult
-from medic_viz.defenses.medic import Medic, MedicConfig, compute_layer_stats
+from medic_viz.defenses.base import Defense, DefenseResult
+from medic_viz.defenses.baselines import DISPLAY_NAMES, available_defenses, defense_class, make_defense
+from medic_viz.defenses.medic import compute_layer_stats
 from medic_viz.importance import LayerStats, validate_tau
 from medic_viz.metrics import BackdoorMetrics, Evaluator, evaluate_backdoor, resolve_device
 from medic_viz.training import TrainEvent
@@ -47,6 +50,7 @@ __all__ = [
     "Observable",
     "RUN_STATUSES",
     "DEVICE_CHOICES",
+    "method_choices",
     "RunRecord",
     "LauncherState",
     "ExplorerState",
@@ -58,6 +62,23 @@ __all__ = [
 RUN_STATUSES: tuple[str, ...] = ("running", "done", "stopped", "error")
 #: Device choices offered by the launcher ("auto" = CUDA, else MPS, else CPU).
 DEVICE_CHOICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+#: Launcher settings that ``options=`` / ``baseline_options=`` must not repeat.
+_LAUNCHER_SETTINGS = frozenset({"tau", "lam", "epochs", "device", "eval_every_steps", "batch_size", "lr", "seed",
+                                "progress", "eval_every"})
+
+
+def method_choices() -> list[str]:
+    """Method names the launcher runs, MEDIC first, then the baselines (``"finetune"``, ``"nad"`` …)."""
+    names = available_defenses()
+    return ["medic"] + [n for n in names if n != "medic"]
+
+
+def _method_key(method: Any) -> str | None:
+    """The canonical method name (aliases such as ``"Fine-tuning"`` accepted), None if unknown."""
+    try:
+        return defense_class(method).name
+    except (TypeError, ValueError):
+        return None
 
 
 # ------------------------------------------------------------------------------------------
@@ -133,8 +154,9 @@ def _float(value: Any, name: str) -> float:
 # ------------------------------------------------------------------------------------------
 
 
-def run_label(tau: Any, lam: Any) -> str:
-    """The label of a MEDIC run, e.g. ``"τ=5 λ=10"``."""
+def run_label(tau: Any, lam: Any, method: str = "medic") -> str:
+    """The label of a run: ``"MEDIC τ=5 λ=10"`` for MEDIC, the method's display name for a
+    baseline (``"NAD"``, ``"Fine-tuning"``: τ and λ do not apply); an unknown method as given."""
 
     def fmt(v: Any) -> str:
         try:
@@ -142,15 +164,22 @@ def run_label(tau: Any, lam: Any) -> str:
         except (TypeError, ValueError):
             return repr(v)
 
-    return f"τ={fmt(tau)} λ={fmt(lam)}"
+    key = _method_key(method)
+    if key is None:
+        return str(method)
+    if key != "medic":
+        return DISPLAY_NAMES.get(key, key)
+    return f"MEDIC τ={fmt(tau)} λ={fmt(lam)}"
 
 
 @dataclass(eq=False)
 class RunRecord:
-    """One MEDIC run started by :class:`LauncherState`.
+    """One defence run started by :class:`LauncherState`.
 
-    ``label``: ``"τ=5 λ=10"`` (``" #2"`` … appended when the same τ/λ ran before);
-    ``params``: the launcher settings it ran with; ``status``: one of :data:`RUN_STATUSES`;
+    ``label``: ``"MEDIC τ=5 λ=10"`` or a baseline's name such as ``"NAD"`` (``" #2"`` …
+    appended when the same label ran before); ``params``: the launcher settings it ran with;
+    ``note``: a remark on those settings (a baseline ignores τ and λ), or None;
+    ``status``: one of :data:`RUN_STATUSES`;
     ``events``: :class:`TrainEvent` objects in order; ``error``: ``"Type: message"`` if the run
     raised (``traceback`` has the details); ``result``: the :class:`DefenseResult` (model and
     history) once it ended without error; ``after``: clean accuracy / ASR of the final model on
@@ -160,6 +189,7 @@ class RunRecord:
     index: int
     label: str
     params: dict[str, Any]
+    note: str | None = None
     status: str = "running"
     events: list[TrainEvent] = field(default_factory=list)
     error: str | None = None
@@ -280,7 +310,7 @@ class RunRecord:
         return out
 
     def summary(self) -> str:
-        """One line: label, status, latest metrics, time, and the error if any."""
+        """One line: label, status, latest metrics, time, the note and the error if any."""
         parts = [f"{self.label}: {self.status}"]
         last = self.latest_metrics
         if last is not None:
@@ -289,6 +319,8 @@ class RunRecord:
         if self.after is not None:
             parts.append(f"whole test set: {self.after}")
         parts.append(f"{self.seconds:.1f} s")
+        if self.note:
+            parts.append(self.note)
         if self.error:
             parts.append(self.error)
         return " | ".join(parts)
@@ -316,25 +348,39 @@ class _Param:
 
 
 class LauncherState(Observable):
-    """MEDIC runs on a trojaned ``teacher`` from the clean data of ``splits``, in a background
-    thread, with live events and several runs kept for comparison.
+    """Backdoor-removal runs (MEDIC or a baseline) on a trojaned ``teacher`` from the clean
+    data of ``splits``, in a background thread, with live events and several runs kept for
+    comparison.
 
     Parameters (attributes; setting one notifies listeners; they are checked at launch):
-    ``tau`` (τ ≥ 0), ``lam`` (λ ≥ 0), ``epochs`` (≥ 1), ``fraction`` (share of the training set
-    used as the defender's clean data, in (0, 1]), ``device`` (one of :data:`DEVICE_CHOICES`
-    or a torch device string), ``eval_every_steps`` (None/0 = evaluate once per epoch; k =
-    also every k steps, for smoother live curves).
+    ``method`` (one of :func:`method_choices`, i.e. ``"medic"`` or a name of
+    :func:`medic_viz.defenses.baselines.available_defenses`; aliases such as ``"Fine-tuning"``
+    are stored under their canonical name), ``tau`` (τ ≥ 0) and ``lam`` (λ ≥ 0) — MEDIC's
+    settings, ignored by the baselines (their runs carry a ``note`` saying so) —, ``epochs``
+    (≥ 1), ``fraction`` (share of the training set used as the defender's clean data, in
+    (0, 1]), ``device`` (one of :data:`DEVICE_CHOICES` or a torch device string),
+    ``eval_every_steps`` (None/0 = evaluate once per epoch; k = also every k steps, for
+    smoother live curves).
+
+    A baseline gets ``epochs`` as one budget spread over its phases as in
+    :func:`medic_viz.experiments.method_options`: NAD fine-tunes its teacher ``epochs // 2``
+    epochs (at least 1) and then trains ``epochs``; MCR trains its endpoint and its curve
+    ``epochs`` each; ANP optimises its masks ``epochs`` epochs instead of 2000 iterations.
 
     Other settings: ``trigger``/``target`` (to measure ASR; None = clean accuracy only),
-    ``batch_size``, ``lr``, ``seed`` (clean-subset and training seed), ``eval_images``
-    (live curves use this many test images; None = all), ``final_eval`` (measure a finished
-    run's model on the whole test set), ``options`` (further :class:`MedicConfig` fields).
+    ``batch_size`` and ``lr`` (None = the method's default: 64 and Adam 1e-2 for MEDIC),
+    ``seed`` (clean-subset and training seed), ``eval_images`` (live curves use this many test
+    images; None = all), ``final_eval`` (measure a finished run's model on the whole test
+    set), ``options`` (further :class:`~medic_viz.defenses.medic.MedicConfig` fields, for
+    MEDIC runs), ``baseline_options`` (``{method: {config field: value}}`` for baseline runs,
+    e.g. ``{"anp": {"iterations": 2000}}``).
 
     :meth:`launch` never raises for bad settings: the run is recorded with status ``"error"``
     and the message, so a view shows it. Only one run at a time (launching while one runs
     raises ``RuntimeError``).
     """
 
+    method = _Param()
     tau = _Param()
     lam = _Param()
     epochs = _Param()
@@ -342,7 +388,7 @@ class LauncherState(Observable):
     device = _Param()
     eval_every_steps = _Param()
 
-    PARAMS: tuple[str, ...] = ("tau", "lam", "epochs", "fraction", "device", "eval_every_steps")
+    PARAMS: tuple[str, ...] = ("method", "tau", "lam", "epochs", "fraction", "device", "eval_every_steps")
 
     def __init__(
         self,
@@ -351,18 +397,20 @@ class LauncherState(Observable):
         *,
         trigger: Trigger | None = None,
         target: int | None = None,
+        method: str = "medic",
         tau: float = 5.0,
         lam: float = 10.0,
         epochs: int = 20,
         fraction: float = 0.05,
         device: str = "auto",
         eval_every_steps: int | None = None,
-        batch_size: int = 64,
-        lr: float = 1e-2,
+        batch_size: int | None = None,
+        lr: float | None = None,
         seed: int = 0,
         eval_images: int | None = 500,
         final_eval: bool = True,
         options: Mapping[str, Any] | None = None,
+        baseline_options: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(teacher, nn.Module):
@@ -381,16 +429,20 @@ class LauncherState(Observable):
         self.splits = splits
         self.trigger = trigger
         self.target = None if target is None else int(target)
-        self.batch_size = int(batch_size)
-        self.lr = float(lr)
+        if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) < 1):
+            raise ValueError(f"batch_size must be >= 1 or None (the method's default), got {batch_size!r}")
+        self.batch_size = None if batch_size is None else int(batch_size)
+        self.lr = None if lr is None else _float(lr, "lr")
         self.seed = int(seed)
         self.eval_images = None if eval_images is None else int(eval_images)
         self.final_eval = bool(final_eval)
         self.options = dict(options or {})
+        self.baseline_options = self._check_baseline_options(baseline_options)
         self.baseline: BackdoorMetrics | None = None
         self._params: dict[str, Any] = {}
-        for name, value in (("tau", tau), ("lam", lam), ("epochs", epochs), ("fraction", fraction),
-                            ("device", device), ("eval_every_steps", eval_every_steps)):
+        for name, value in (("method", _method_key(method) or method), ("tau", tau), ("lam", lam),
+                            ("epochs", epochs), ("fraction", fraction), ("device", device),
+                            ("eval_every_steps", eval_every_steps)):
             self._params[name] = value
         self._runs: list[RunRecord] = []
         self._lock = threading.RLock()
@@ -410,8 +462,27 @@ class LauncherState(Observable):
         splits = load_dataset(card.dataset or "signs", size=card.input_size)
         return cls(teacher, splits, trigger=trigger, target=target, **settings)
 
+    @staticmethod
+    def _check_baseline_options(options: Mapping[str, Mapping[str, Any]] | None) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for name, opts in (options or {}).items():
+            key = _method_key(name)
+            if key is None or key == "medic":
+                raise ValueError(f"baseline_options keys must be baseline names {method_choices()[1:]}, got {name!r}"
+                                 + (" (give MEDIC's options with options=)" if key == "medic" else ""))
+            if not isinstance(opts, Mapping):
+                raise TypeError(f"baseline_options[{name!r}] must be a dict of config fields, got {type(opts).__name__}")
+            clash = _LAUNCHER_SETTINGS & set(opts)
+            if clash:
+                raise ValueError(f"baseline_options[{name!r}] must not repeat launcher settings {sorted(clash)}; "
+                                 "set them on the state")
+            out[key] = dict(opts)
+        return out
+
     # -- parameters ---------------------------------------------------------------------------
     def _set_param(self, name: str, value: Any) -> None:
+        if name == "method":
+            value = _method_key(value) or value  # canonical name; an unknown one is reported at launch
         if self._params.get(name) == value and type(self._params.get(name)) is type(value):
             return
         self._params[name] = value
@@ -470,7 +541,11 @@ class LauncherState(Observable):
         res = self.result
         return None if res is None else res.model
 
-    def _medic_config(self, params: Mapping[str, Any]) -> tuple[MedicConfig, float]:
+    def _defense(self, params: Mapping[str, Any]) -> tuple[Defense, float, str | None]:
+        """The defence the settings describe, the clean fraction, and a note on the settings."""
+        method = _method_key(params["method"])
+        if method is None:
+            raise ValueError(f"unknown method {params['method']!r}; choose one of {method_choices()}")
         fraction = _float(params["fraction"], "fraction")
         if not (0.0 < fraction <= 1.0):
             raise ValueError(f"fraction (share of the training set used as clean data) must be in (0, 1], got {fraction}")
@@ -484,30 +559,33 @@ class LauncherState(Observable):
             raise ValueError(f"eval_every_steps must be None/0 (per epoch) or a positive whole number, got {every!r}")
         device = str(params["device"])
         resolve_device(device)  # raises ValueError naming what is available
-        known = {"tau", "lam", "epochs", "device", "eval_every_steps", "batch_size", "lr", "seed", "progress"}
-        clash = known & set(self.options)
-        if clash:
-            raise ValueError(f"options= must not repeat launcher settings {sorted(clash)}; set them on the state")
-        cfg = MedicConfig(
-            tau=_float(params["tau"], "tau"),
-            lam=_float(params["lam"], "lam"),
-            epochs=int(epochs),
-            device=device,
-            eval_every_steps=None if every is None else int(every),
-            batch_size=self.batch_size,
-            lr=self.lr,
-            seed=self.seed,
-            progress=False,
-            **self.options,
-        )
-        return cfg, fraction
+        common: dict[str, Any] = {"epochs": int(epochs), "device": device, "progress": False, "eval_every": 1,
+                                  "eval_every_steps": None if every is None else int(every)}
+        if self.batch_size is not None:
+            common["batch_size"] = self.batch_size
+        if self.lr is not None:
+            common["lr"] = self.lr
+        if method == "medic":
+            clash = _LAUNCHER_SETTINGS & set(self.options)
+            if clash:
+                raise ValueError(f"options= must not repeat launcher settings {sorted(clash)}; set them on the state")
+            defense = make_defense("medic", tau=_float(params["tau"], "tau"), lam=_float(params["lam"], "lam"),
+                                   seed=self.seed, **common, **self.options)
+            return defense, fraction, None
+        from medic_viz.experiments import method_options
+
+        opts = method_options(method, epochs=int(epochs), seed=self.seed, device=device)
+        opts.update(common)
+        opts.update(self.baseline_options.get(method, {}))
+        note = f"τ and λ are MEDIC settings: {DISPLAY_NAMES.get(method, method)} ignores them"
+        return make_defense(method, **opts), fraction, note
 
     def _unique_label(self, label: str) -> str:
         same = sum(1 for r in self._runs if r.label == label or r.label.startswith(label + " #"))
         return label if same == 0 else f"{label} #{same + 1}"
 
     def launch(self) -> RunRecord:
-        """Start a MEDIC run with the current parameters in a background thread; returns its record.
+        """Start a run of ``method`` with the current parameters in a background thread; returns its record.
 
         Settings errors give a record with status ``"error"`` (no thread). Raises
         ``RuntimeError`` if a run is already in progress.
@@ -516,10 +594,10 @@ class LauncherState(Observable):
             if self.current is not None:
                 raise RuntimeError(f"a run is in progress ({self.current.label}); stop it or wait for it first")
             params = self.params
-            record = RunRecord(index=len(self._runs), label=self._unique_label(run_label(params["tau"], params["lam"])),
-                               params=params)
+            label = run_label(params["tau"], params["lam"], params["method"])
+            record = RunRecord(index=len(self._runs), label=self._unique_label(label), params=params)
             try:
-                config, fraction = self._medic_config(params)
+                defense, fraction, record.note = self._defense(params)
                 failure = None
             except Exception as exc:
                 self._fail(record, exc)
@@ -530,8 +608,8 @@ class LauncherState(Observable):
         if failure is not None:
             self._finish(record, "error")
             return record
-        thread = threading.Thread(target=self._run, args=(record, config, fraction),
-                                  name=f"medic-run-{record.index}", daemon=True)
+        thread = threading.Thread(target=self._run, args=(record, defense, fraction),
+                                  name=f"medic-viz-run-{record.index}", daemon=True)
         record._thread = thread
         thread.start()
         return record
@@ -577,15 +655,15 @@ class LauncherState(Observable):
         record._append(event)
         self._notify(StateChange("event", run=record, event=event))
 
-    def _run(self, record: RunRecord, config: MedicConfig, fraction: float) -> None:
+    def _run(self, record: RunRecord, defense: Defense, fraction: float) -> None:
         status = "error"
         try:
-            device = resolve_device(config.device)
+            device = resolve_device(defense.config.device)
             clean = self._clean(fraction)
             evaluator = self._evaluator(device)
             if self.baseline is None:
                 self.baseline = evaluator(copy.deepcopy(self.teacher).to(device))
-            result = Medic(config).run(
+            result = defense.run(
                 self.teacher, clean, evaluator=evaluator, callbacks=[lambda ev: self._on_event(record, ev)],
                 stop_event=record._stop_event, label=record.label,
             )
@@ -615,7 +693,7 @@ class LauncherState(Observable):
 
     def __repr__(self) -> str:
         p = self.params
-        return (f"LauncherState(τ={p['tau']}, λ={p['lam']}, epochs={p['epochs']}, fraction={p['fraction']}, "
+        return (f"LauncherState(method={p['method']!r}, τ={p['tau']}, λ={p['lam']}, epochs={p['epochs']}, fraction={p['fraction']}, "
                 f"device={p['device']!r}, {len(self._runs)} run(s){', running' if self.running else ''})")
 
 
