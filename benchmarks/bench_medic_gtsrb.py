@@ -6,7 +6,8 @@ paper's defaults and with τ = 0 (plain cloning), all through the library's own 
 
 Targets (issue 3): with MEDIC, ASR ≤ 5% and clean accuracy within 3 points of the trojaned
 model for each attack. Prints a table and writes ``gtsrb_medic.json`` and ``gtsrb_medic.md``.
-Trojaned teachers are cached in ``OUT/gtsrb_teachers/<attack>`` so reruns skip training them.
+Trojaned teachers are cached in ``OUT/gtsrb_teachers/<attack>`` so reruns skip training them;
+rows of earlier runs with other τ values are kept (``--taus 20`` adds a τ = 20 row).
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     splits = load_dataset(npz)
+    json_path = out / "gtsrb_medic.json"
+    previous = json.loads(json_path.read_text())["rows"] if json_path.is_file() else []
     print(f"GTSRB: {len(splits.train)} train / {len(splits.test)} test, {splits.num_classes} classes; "
           f"model {args.model}; target class {TARGET} ({splits.classes[TARGET]})", flush=True)
     rows = []
@@ -89,10 +92,12 @@ def main(argv: list[str] | None = None) -> int:
                 "meets_target": bool(o.after.asr <= 0.05 and o.before.clean_acc - o.after.clean_acc <= 0.03),
             }
             rows.append(row)
+            previous = [r for r in previous if not (r["attack"] == attack and r["tau"] == tau and r["model"] == args.model)]
             print(f"{attack:7s} τ={tau:<4g} before acc {100*row['before_acc']:.2f}% ASR {100*row['before_asr']:.2f}% → "
                   f"after acc {100*row['after_acc']:.2f}% ASR {100*row['after_asr']:.2f}%  "
                   f"(drop {row['acc_drop_points']:.2f} pts, {row['medic_seconds']} s)", flush=True)
-            (out / "gtsrb_medic.json").write_text(json.dumps({"meta": _meta(args), "rows": rows}, indent=2))
+            json_path.write_text(json.dumps({"meta": _meta(args), "rows": previous + rows}, indent=2))
+    rows = sorted(previous + rows, key=lambda r: (r["attack"], -r["tau"] if r["tau"] else 0))
     md = ["| attack | τ | trojaned acc | trojaned ASR | after acc | after ASR | acc drop (pts) | MEDIC time (s) | target met |",
           "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:

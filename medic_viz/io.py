@@ -645,6 +645,9 @@ def _atomic_write_bytes(target: Path, write: Callable[[Path], None]) -> None:
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     try:
         write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # safetensors writes 0600; give the usual file mode
         os.replace(tmp, target)
     finally:
         if tmp.exists():

@@ -65,3 +65,19 @@ def test_unknown_dataset_is_a_clear_error(tmp_path, capsys):
 def test_torchvision_dataset_without_root_says_what_to_pass(tmp_path, capsys):
     rc = main(["attack", "--dataset", "cifar10", "--out", str(tmp_path / "x")])
     assert rc == 2 and "--data-root" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_defend_with_a_baseline_method(tmp_path, capsys):
+    out = tmp_path / "ft"
+    rc = main(["defend", "--method", "finetune", "--teacher", str(demo_model_dir("badnet")), "--out", str(out),
+               "--epochs", "1", "--fraction", "0.02", "--device", "cpu", "--no-progress"])
+    assert rc == 0
+    result = json.loads((out / "result.json").read_text())
+    assert result["method"] == "finetune" and result["config"]["epochs"] == 1
+    assert "after (Fine-tuning)" in capsys.readouterr().out
+
+
+def test_defend_rejects_an_unknown_method(tmp_path, capsys):
+    rc = main(["defend", "--method", "magic", "--teacher", str(demo_model_dir("badnet")), "--out", str(tmp_path / "x")])
+    assert rc == 2 and "magic" in capsys.readouterr().err
