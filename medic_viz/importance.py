@@ -43,6 +43,7 @@ __all__ = [
     "combine_importance",
     "layer_importance",
     "validate_tau",
+    "effective_neurons",
     "DEFAULT_EPS",
 ]
 
@@ -250,3 +251,14 @@ def layer_importance(
         if divide_by_variance:
             w.mul_(_bshape(1.0 / stats.std.float() ** 2, w))
         return w
+
+
+def effective_neurons(weights: torch.Tensor) -> torch.Tensor:
+    """How many neurons one layer's MEDIC weights effectively match, per sample: the exponential
+    of the entropy of the weights normalised to sum to 1 — ``m`` for uniform weights (τ = 0),
+    1 for a one-hot. ``weights``: ``(B, ...)``; returns float ``(B,)``. A diagnostic for choosing
+    τ: the same τ gives very different sharpness on different teachers."""
+    p = weights.detach().reshape(weights.shape[0], -1).double()
+    p = p / p.sum(1, keepdim=True).clamp_min(1e-300)
+    entropy = -(p * torch.log(p.clamp_min(1e-300))).sum(1)
+    return entropy.exp().float()

@@ -156,3 +156,15 @@ def test_fused_layer_importance_equals_the_equations_composed(criteria, zscore, 
     torch.testing.assert_close(layer_importance(act, grad, s, opts), expected)
     scaled = layer_importance(act, grad.clone(), s, opts, divide_by_variance=True, grad_is_scratch=True)
     torch.testing.assert_close(scaled, expected / (s.std ** 2)[None, :, None, None])
+
+
+def test_effective_neurons_by_hand():
+    from medic_viz.importance import effective_neurons
+
+    uniform = torch.full((2, 4, 5), 1 / 20)
+    torch.testing.assert_close(effective_neurons(uniform), torch.tensor([20.0, 20.0]))
+    one_hot = torch.zeros(1, 10)
+    one_hot[0, 3] = 1.0
+    torch.testing.assert_close(effective_neurons(one_hot), torch.tensor([1.0]))
+    two = torch.tensor([[0.5, 0.5, 0.0, 0.0]])
+    torch.testing.assert_close(effective_neurons(two), torch.tensor([2.0]))
