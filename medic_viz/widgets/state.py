@@ -705,7 +705,26 @@ _CRITERIA = ("combined", "activation", "impact")
 _REDUCTIONS = ("mean_abs", "max_abs", "mean", "max")
 
 
-class ExplorerState(Observable):
+class _ParamAttributes(Observable):
+    """Parameters named in ``PARAMS`` (stored in ``self._params``) read and written as
+    attributes; writing one goes through ``self.set(...)``, which validates and notifies."""
+
+    PARAMS: tuple[str, ...] = ()
+
+    def __getattr__(self, name: str) -> Any:
+        params = self.__dict__.get("_params")
+        if params is not None and name in params:
+            return params[name]
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in type(self).PARAMS:
+            self.set(**{name: value})  # type: ignore[attr-defined]
+        else:
+            super().__setattr__(name, value)
+
+
+class ExplorerState(_ParamAttributes):
     """τ / layer / criterion / reduction over one :class:`medic_viz.analysis.InputAnalysis`.
 
     Nothing here runs the model: :meth:`maps` and :meth:`importance_map` read the analysis'
@@ -780,18 +799,6 @@ class ExplorerState(Observable):
             return value
         raise ValueError(f"unknown explorer parameter {name!r}; parameters are {list(self.PARAMS)}")
 
-    def __getattr__(self, name: str) -> Any:
-        params = self.__dict__.get("_params")
-        if params is not None and name in params:
-            return params[name]
-        raise AttributeError(f"{type(self).__name__!s} has no attribute {name!r}")
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in type(self).PARAMS:
-            self.set(**{name: value})
-        else:
-            super().__setattr__(name, value)
-
     def set(self, **params: Any) -> None:
         """Set parameters (validated first, all or none), then notify once per changed one."""
         checked = {k: self._check(k, v) for k, v in params.items()}
@@ -847,7 +854,7 @@ def _model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-class PickerState(Observable):
+class PickerState(_ParamAttributes):
     """Choose an input (a gallery image of ``data`` or one's own) and a trigger and layer; get
     the Figure-2 analysis of it (:func:`medic_viz.analysis.analyze_input`).
 
@@ -951,18 +958,6 @@ class PickerState(Observable):
         return layer
 
     # -- parameters ---------------------------------------------------------------------------
-    def __getattr__(self, name: str) -> Any:
-        params = self.__dict__.get("_params")
-        if params is not None and name in params:
-            return params[name]
-        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in type(self).PARAMS:
-            self.set(**{name: value})
-        else:
-            super().__setattr__(name, value)
-
     def _check(self, name: str, value: Any) -> Any:
         if name == "choice":
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
