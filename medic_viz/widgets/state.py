@@ -719,9 +719,24 @@ class _ParamAttributes(Observable):
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in type(self).PARAMS:
-            self.set(**{name: value})  # type: ignore[attr-defined]
+            self.set(**{name: value})
         else:
             super().__setattr__(name, value)
+
+    def _check(self, name: str, value: Any) -> Any:  # pragma: no cover - each state defines it
+        raise NotImplementedError
+
+    def set(self, **params: Any) -> None:
+        """Set parameters (validated first, all or none), then notify once per changed one."""
+        checked = {k: self._check(k, v) for k, v in params.items()}
+        changed = [k for k, v in checked.items() if self._params[k] != v]
+        self._params.update(checked)
+        for k in changed:
+            self._notify(StateChange("param", name=k, value=checked[k]))
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self._params)
 
 
 class ExplorerState(_ParamAttributes):
@@ -798,18 +813,6 @@ class ExplorerState(_ParamAttributes):
                 raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {value!r}")
             return value
         raise ValueError(f"unknown explorer parameter {name!r}; parameters are {list(self.PARAMS)}")
-
-    def set(self, **params: Any) -> None:
-        """Set parameters (validated first, all or none), then notify once per changed one."""
-        checked = {k: self._check(k, v) for k, v in params.items()}
-        changed = [k for k, v in checked.items() if self._params[k] != v]
-        self._params.update(checked)
-        for k in changed:
-            self._notify(StateChange("param", name=k, value=checked[k]))
-
-    @property
-    def params(self) -> dict[str, Any]:
-        return dict(self._params)
 
     @property
     def layers(self) -> list[str]:
@@ -979,18 +982,6 @@ class PickerState(_ParamAttributes):
         if name == "tau":
             return validate_tau(value)
         raise ValueError(f"unknown picker parameter {name!r}; parameters are {list(self.PARAMS)}")
-
-    def set(self, **params: Any) -> None:
-        """Set parameters (validated first, all or none), then notify once per changed one."""
-        checked = {k: self._check(k, v) for k, v in params.items()}
-        changed = [k for k, v in checked.items() if self._params[k] != v]
-        self._params.update(checked)
-        for k in changed:
-            self._notify(StateChange("param", name=k, value=checked[k]))
-
-    @property
-    def params(self) -> dict[str, Any]:
-        return dict(self._params)
 
     def choose(self, position: int) -> None:
         """Show gallery image ``position``."""
