@@ -648,6 +648,25 @@ class NADConfig(TrainConfig):
             raise ValueError(f"give one beta per layer: {len(self.layers)} layers, {len(self.betas)} betas")
 
 
+def _fine_tune_then(cfg, first_epochs, teacher, clean, device, evaluator, callbacks, stop_event, label):
+    """Phase 1 of the two-phase defences (NAD's teacher, MCR's endpoint): fine-tune a copy of
+    ``teacher`` on ``clean`` for ``first_epochs``, on an event stream that also announces
+    phase 2 (``cfg.epochs``). Returns ``(stream, fine-tuned copy)``."""
+    n = len(clean)
+    stream = _EventStream(
+        label,
+        callbacks,
+        [first_epochs, cfg.epochs],
+        [_steps(n, cfg.batch_size, first_epochs), _steps(n, cfg.batch_size, cfg.epochs)],
+    )
+    tuned = _trainable_copy(teacher, device)
+    stream.run(
+        SupervisedObjective(tuned), clean, _train_config(cfg, epochs=first_epochs),
+        evaluator=evaluator, stop_event=stop_event,
+    )
+    return stream, tuned
+
+
 class NAD(_Baseline):
     """Fine-tune a teacher, then distil its attention maps into the trojaned model."""
 
@@ -658,16 +677,8 @@ class NAD(_Baseline):
     def _run(self, teacher, clean, device, evaluator, callbacks, stop_event, label):
         cfg = self.config
         n = len(clean)
-        stream = _EventStream(
-            label,
-            callbacks,
-            [cfg.teacher_epochs, cfg.epochs],
-            [_steps(n, cfg.batch_size, cfg.teacher_epochs), _steps(n, cfg.batch_size, cfg.epochs)],
-        )
-        nad_teacher = _trainable_copy(teacher, device)
-        stream.run(
-            SupervisedObjective(nad_teacher), clean, _train_config(cfg, epochs=cfg.teacher_epochs),
-            evaluator=evaluator, stop_event=stop_event,
+        stream, nad_teacher = _fine_tune_then(
+            cfg, cfg.teacher_epochs, teacher, clean, device, evaluator, callbacks, stop_event, label
         )
         student = _trainable_copy(teacher, device)
         layers = list(cfg.layers) if cfg.layers is not None else attention_layers(
@@ -843,18 +854,9 @@ class MCR(_Baseline):
 
     def _run(self, teacher, clean, device, evaluator, callbacks, stop_event, label):
         cfg = self.config
-        n = len(clean)
-        stream = _EventStream(
-            label,
-            callbacks,
-            [cfg.endpoint_epochs, cfg.epochs],
-            [_steps(n, cfg.batch_size, cfg.endpoint_epochs), _steps(n, cfg.batch_size, cfg.epochs)],
-        )
         start = _frozen_copy(teacher, device)
-        end = _trainable_copy(teacher, device)
-        stream.run(
-            SupervisedObjective(end), clean, _train_config(cfg, epochs=cfg.endpoint_epochs),
-            evaluator=evaluator, stop_event=stop_event,
+        stream, end = _fine_tune_then(
+            cfg, cfg.endpoint_epochs, teacher, clean, device, evaluator, callbacks, stop_event, label
         )
         if stream.stopped:
             stream.finish(end, evaluator, evaluate=True)
