@@ -44,6 +44,7 @@ __all__ = [
     "layer_importance",
     "validate_tau",
     "effective_neurons",
+    "CRITERIA",
     "DEFAULT_EPS",
 ]
 
@@ -51,6 +52,8 @@ __all__ = [
 DEFAULT_EPS = 1e-5
 
 Criteria = Literal["both", "activation", "impact"]
+#: The importance criteria: ``"both"`` (eq.4, the default), ``"activation"`` (eq.2), ``"impact"`` (eq.3).
+CRITERIA: tuple[str, ...] = ("both", "activation", "impact")
 
 
 def validate_tau(tau: float) -> float:
@@ -78,7 +81,7 @@ class ImportanceOptions:
 
     def __post_init__(self) -> None:
         validate_tau(self.tau)
-        if self.criteria not in ("both", "activation", "impact"):
+        if self.criteria not in CRITERIA:
             raise ValueError(f"criteria must be 'both', 'activation' or 'impact', got {self.criteria!r}")
         if self.zscore not in ("abs", "signed"):
             raise ValueError(f"zscore must be 'abs' (paper) or 'signed' (reference code), got {self.zscore!r}")

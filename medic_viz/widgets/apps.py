@@ -444,11 +444,11 @@ class ExplorerApp(widgets.VBox):
 
     def redraw(self) -> None:
         s = self.state
-        clean = s.maps("clean")
-        triggered_imp = s.importance_map("triggered")
+        difference = s.maps("clean")["difference"]
+        clean_imp, triggered_imp = s.importance_map("clean"), s.importance_map("triggered")
         with self.figure.batch_update():
-            self.figure.data[0].z = clean["difference"]
-            self.figure.data[1].z = clean[s.criteria]
+            self.figure.data[0].z = difference
+            self.figure.data[1].z = clean_imp
             self.figure.data[2].z = triggered_imp
             self.figure.layout.title = f"{s.layer}: {s.criteria} importance at τ = {s.tau:g}"
         eff_c, eff_t = s.effective_fraction("clean"), s.effective_fraction("triggered")

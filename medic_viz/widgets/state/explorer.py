@@ -1,0 +1,121 @@
+"""The importance explorer's state: τ, layer, criterion and channel reduction over one cached
+:class:`medic_viz.analysis.InputAnalysis`. Maps are recomputed from the cache, never by running
+the model again."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from medic_viz.attacks.triggers import Trigger
+from medic_viz.data.arrays import ImageArrays
+from medic_viz.importance import CRITERIA, LayerStats, effective_neurons
+from medic_viz.widgets.state.observable import Param, Parameterized, one_of, tau_check
+
+__all__ = ["ExplorerState"]
+
+#: Channel reductions the explorer offers (those of :meth:`InputAnalysis.maps`, less "none").
+_REDUCTIONS: tuple[str, ...] = ("mean_abs", "max_abs", "mean", "max")
+#: Old spelling of the eq.(4) criterion, still accepted.
+_CRITERIA_ALIASES = {"combined": "both"}
+
+
+def _layer_check(state: "ExplorerState", value: Any) -> str:
+    if value not in state.analysis.layers:
+        raise ValueError(f"layer {value!r} was not analysed; choose one of {list(state.analysis.layers)[:12]}")
+    return value
+
+
+class ExplorerState(Parameterized):
+    """τ / layer / criterion / reduction over one :class:`medic_viz.analysis.InputAnalysis`.
+
+    Nothing here runs the model: :meth:`maps` and :meth:`importance_map` read the analysis'
+    cache. Parameters: ``tau`` (≥ 0), ``layer`` (one of ``layers``), ``criteria``
+    (:data:`medic_viz.importance.CRITERIA`: ``"both"`` eq.4, ``"activation"`` eq.2,
+    ``"impact"`` eq.3; ``"combined"`` is accepted for ``"both"``), ``reduction`` over channels
+    (``"mean_abs"``, ``"max_abs"``, ``"mean"``, ``"max"``). Setting one validates it (an
+    invalid value raises ``ValueError`` and changes nothing) and notifies listeners.
+    """
+
+    KIND = "explorer"
+    CRITERIA: tuple[str, ...] = CRITERIA
+    REDUCTIONS: tuple[str, ...] = _REDUCTIONS
+
+    tau = Param(tau_check, "temperature τ >= 0")
+    layer = Param(_layer_check, "an analysed layer")
+    criteria = Param(one_of(CRITERIA, _CRITERIA_ALIASES), "the importance criterion")
+    reduction = Param(one_of(_REDUCTIONS), "how a layer's channels are reduced to one map")
+
+    def __init__(
+        self,
+        analysis: Any,
+        *,
+        tau: float = 5.0,
+        layer: str | None = None,
+        criteria: str = "both",
+        reduction: str = "mean_abs",
+    ) -> None:
+        super().__init__()
+        for attr in ("importance", "maps", "layers"):
+            if not hasattr(analysis, attr):
+                raise TypeError(
+                    "analysis must be a medic_viz.analysis.InputAnalysis (from analyze_input(...)), "
+                    f"got {type(analysis).__name__}"
+                )
+        self.analysis = analysis
+        default_layer = (getattr(analysis, "map_layers", None) or analysis.layers)[-1] if layer is None else layer
+        self._init_params(tau=tau, layer=default_layer, criteria=criteria, reduction=reduction)
+
+    @classmethod
+    def from_model(
+        cls,
+        model: nn.Module,
+        image: torch.Tensor,
+        trigger: Trigger,
+        label: int,
+        *,
+        stats: Mapping[str, LayerStats] | ImageArrays,
+        layers: Iterable[str] | None = None,
+        class_names: Sequence[str] | None = None,
+        **params: Any,
+    ) -> "ExplorerState":
+        """Analyse one input (:func:`medic_viz.analysis.analyze_input`) and explore it."""
+        from medic_viz.analysis import analyze_input
+
+        analysis = analyze_input(model, image, trigger, label, stats=stats, layers=layers, class_names=class_names)
+        return cls(analysis, **params)
+
+    @property
+    def layers(self) -> list[str]:
+        return list(self.analysis.layers)
+
+    def maps(self, which: str = "clean") -> dict[str, np.ndarray]:
+        """Figure-2 maps of the current layer at the current τ and reduction (from the cache):
+        ``clean``, ``triggered``, ``difference``, ``activation``, ``impact``, ``combined``."""
+        return self.analysis.maps(self.layer, self.tau, self.reduction, which=which)
+
+    def importance_map(self, which: str = "clean") -> np.ndarray:
+        """The selected criterion's importance map of the current layer for the ``which`` input
+        (its importance reduced over channels, as in :meth:`maps`)."""
+        from medic_viz.analysis import reduce_channels
+
+        return reduce_channels(self.importance(which), self.reduction)
+
+    def importance(self, which: str = "clean") -> torch.Tensor:
+        """The selected criterion's importance of every neuron of the current layer (sums to 1)."""
+        return self.analysis.importance(self.tau, self.criteria, which=which, layers=[self.layer])[self.layer]
+
+    def effective_fraction(self, which: str = "clean") -> float:
+        """How spread the importance is: :func:`~medic_viz.importance.effective_neurons` of the
+        current layer's ``m`` weights, divided by ``m``.
+
+        1 = uniform (τ = 0, plain cloning); small = a few neurons take all the weight.
+        """
+        w = self.importance(which)
+        return float(effective_neurons(w.unsqueeze(0))[0]) / w.numel()
+
+    def __repr__(self) -> str:
+        return f"ExplorerState({self.params})"

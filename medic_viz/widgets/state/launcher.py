@@ -1,0 +1,415 @@
+"""The launcher's state: defence runs (MEDIC or a baseline) in a background thread.
+
+One run at a time, with a stop event; every training event is appended to the run's
+:class:`~medic_viz.widgets.state.runs.RunRecord` and announced to listeners *from the training
+thread* (views must throttle their redraws). Runs are kept, each labelled with its method (and
+τ, λ for MEDIC), with its status, error message and resulting model/history.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from typing import Any, Mapping
+
+import torch
+import torch.nn as nn
+
+from medic_viz.attacks.triggers import Trigger
+from medic_viz.data.arrays import DatasetSplits, ImageArrays, clean_subset
+from medic_viz.defenses.base import Defense, DefenseResult
+from medic_viz.defenses.baselines import DISPLAY_NAMES, available_defenses, defense_class, make_defense
+from medic_viz.defenses.medic import validate_lambda
+from medic_viz.metrics import BackdoorMetrics, Evaluator, evaluate_backdoor, resolve_device
+from medic_viz.training import TrainEvent
+from medic_viz.widgets.state.observable import Param, Parameterized, StateChange, number, tau_check
+from medic_viz.widgets.state.runs import RunRecord
+
+__all__ = ["DEVICE_CHOICES", "method_choices", "run_label", "LauncherState"]
+
+#: Device choices offered by the launcher ("auto" = CUDA, else MPS, else CPU).
+DEVICE_CHOICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+#: Launcher settings that ``options=`` / ``baseline_options=`` must not repeat.
+_LAUNCHER_SETTINGS = frozenset({"tau", "lam", "epochs", "device", "eval_every_steps", "batch_size", "lr", "seed",
+                                "progress", "eval_every"})
+#: Parameters only MEDIC uses: a baseline run ignores them (even an invalid value).
+_MEDIC_ONLY = ("tau", "lam")
+
+
+def method_choices() -> list[str]:
+    """Method names the launcher runs, MEDIC first, then the baselines (``"finetune"``, ``"nad"`` …)."""
+    names = available_defenses()
+    return ["medic"] + [n for n in names if n != "medic"]
+
+
+def _method_key(method: Any) -> str | None:
+    """The canonical method name (aliases such as ``"Fine-tuning"`` accepted), None if unknown."""
+    try:
+        return defense_class(method).name
+    except (TypeError, ValueError):
+        return None
+
+
+def run_label(tau: Any, lam: Any, method: str = "medic") -> str:
+    """The label of a run: ``"MEDIC τ=5 λ=10"`` for MEDIC, the method's display name for a
+    baseline (``"NAD"``, ``"Fine-tuning"``: τ and λ do not apply); an unknown method as given."""
+
+    def fmt(v: Any) -> str:
+        try:
+            return f"{float(v):g}"
+        except (TypeError, ValueError):
+            return repr(v)
+
+    key = _method_key(method)
+    if key is None:
+        return str(method)
+    if key != "medic":
+        return DISPLAY_NAMES.get(key, key)
+    return f"MEDIC τ={fmt(tau)} λ={fmt(lam)}"
+
+
+# -- parameter checks ------------------------------------------------------------------------
+
+
+def _method_check(_state: Any, value: Any) -> str:
+    key = _method_key(value)
+    if key is None:
+        raise ValueError(f"unknown method {value!r}; choose one of {method_choices()}")
+    return key
+
+
+def _lam_check(_state: Any, value: Any) -> float:
+    return validate_lambda(value)
+
+
+def _device_check(_state: Any, value: Any) -> str:
+    if not isinstance(value, (str, torch.device)):
+        raise ValueError(f"device must be one of {list(DEVICE_CHOICES)} or a torch device string, got {value!r}")
+    try:
+        resolve_device(value)  # raises ValueError naming what is available
+    except RuntimeError as exc:  # torch's own parse error, e.g. "gpu"
+        raise ValueError(f"device must be one of {list(DEVICE_CHOICES)} or a torch device string, got {value!r}"
+                         f" ({str(exc).splitlines()[0]})") from None
+    return str(value)
+
+
+def _float(value: Any, name: str) -> float:
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be a number, got bool")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number, got {value!r}") from None
+
+
+class LauncherState(Parameterized):
+    """Backdoor-removal runs (MEDIC or a baseline) on a trojaned ``teacher`` from the clean
+    data of ``splits``, in a background thread, with live events and several runs kept for
+    comparison.
+
+    Parameters (attributes; setting one validates it and notifies listeners): ``method``
+    (``"medic"`` or a baseline of :func:`method_choices`; aliases such as ``"Fine-tuning"``
+    are stored as the canonical name), ``tau`` (≥ 0, MEDIC only), ``lam`` (≥ 0, MEDIC only),
+    ``epochs`` (≥ 1), ``fraction`` (share of the training set used as the defender's clean
+    data, in (0, 1]), ``device`` (one of :data:`DEVICE_CHOICES` or a torch device string),
+    ``eval_every_steps`` (None/0 = evaluate once per epoch; k = also every k steps, for
+    smoother live curves).
+
+    An invalid value is kept (a view never loses what was typed) and its one-line message is
+    put in :attr:`problems`; :meth:`launch` then records a run with status ``"error"`` and that
+    message instead of starting one (τ and λ only count for MEDIC runs).
+
+    A baseline gets ``epochs`` as one budget spread over its phases as in
+    :func:`medic_viz.experiments.method_options`: NAD fine-tunes its teacher ``epochs // 2``
+    epochs (at least 1) and then trains ``epochs``; MCR trains its endpoint and its curve
+    ``epochs`` each; ANP optimises its masks ``epochs`` epochs instead of 2000 iterations.
+
+    Other settings: ``trigger``/``target`` (to measure ASR; None = clean accuracy only),
+    ``batch_size`` and ``lr`` (None = the method's default: 64 and Adam 1e-2 for MEDIC),
+    ``seed`` (clean-subset and training seed), ``eval_images`` (live curves use this many test
+    images; None = all), ``final_eval`` (measure a finished run's model on the whole test
+    set), ``options`` (further :class:`~medic_viz.defenses.medic.MedicConfig` fields, for
+    MEDIC runs), ``baseline_options`` (``{method: {config field: value}}`` for baseline runs,
+    e.g. ``{"anp": {"iterations": 2000}}``).
+
+    :meth:`launch` never raises for bad settings: the run is recorded with status ``"error"``
+    and the message, so a view shows it. Only one run at a time (launching while one runs
+    raises ``RuntimeError``).
+    """
+
+    KIND = "launcher"
+    DEFER_ERRORS = True
+
+    method = Param(_method_check, "the defence: 'medic' or a baseline name")
+    tau = Param(tau_check, "MEDIC's temperature τ >= 0")
+    lam = Param(_lam_check, "MEDIC's cloning weight λ >= 0")
+    epochs = Param(number(1, whole=True), "training epochs")
+    fraction = Param(number(0, 1, above=True, meaning="the share of the training set used as clean data"),
+                     "share of the training set used as clean data")
+    device = Param(_device_check, "'auto', 'cpu', 'cuda' or a torch device string")
+    eval_every_steps = Param(number(0, whole=True, none=True, meaning="None or 0 = once per epoch"),
+                             "also evaluate every k steps")
+
+    def __init__(
+        self,
+        teacher: nn.Module,
+        splits: DatasetSplits,
+        *,
+        trigger: Trigger | None = None,
+        target: int | None = None,
+        method: str = "medic",
+        tau: float = 5.0,
+        lam: float = 10.0,
+        epochs: int = 20,
+        fraction: float = 0.05,
+        device: str = "auto",
+        eval_every_steps: int | None = None,
+        batch_size: int | None = None,
+        lr: float | None = None,
+        seed: int = 0,
+        eval_images: int | None = 500,
+        final_eval: bool = True,
+        options: Mapping[str, Any] | None = None,
+        baseline_options: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(teacher, nn.Module):
+            raise TypeError(f"teacher must be a torch.nn.Module, got {type(teacher).__name__}")
+        if not isinstance(splits, DatasetSplits):
+            raise TypeError(
+                f"splits must be DatasetSplits (e.g. medic_viz.load_dataset('signs')), got {type(splits).__name__}"
+            )
+        if (trigger is None) != (target is None):
+            raise ValueError("give both trigger= and target= to follow the ASR, or neither")
+        if trigger is not None and not isinstance(trigger, Trigger):
+            raise TypeError(f"trigger must be a medic_viz Trigger, got {type(trigger).__name__}")
+        if eval_images is not None and int(eval_images) < 1:
+            raise ValueError(f"eval_images must be >= 1 or None (all), got {eval_images}")
+        self.teacher = teacher
+        self.splits = splits
+        self.trigger = trigger
+        self.target = None if target is None else int(target)
+        if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) < 1):
+            raise ValueError(f"batch_size must be >= 1 or None (the method's default), got {batch_size!r}")
+        self.batch_size = None if batch_size is None else int(batch_size)
+        self.lr = None if lr is None else _float(lr, "lr")
+        self.seed = int(seed)
+        self.eval_images = None if eval_images is None else int(eval_images)
+        self.final_eval = bool(final_eval)
+        self.options = dict(options or {})
+        self.baseline_options = self._check_baseline_options(baseline_options)
+        self.baseline: BackdoorMetrics | None = None
+        self._init_params(method=method, tau=tau, lam=lam, epochs=epochs, fraction=fraction, device=device,
+                          eval_every_steps=eval_every_steps)
+        self._runs: list[RunRecord] = []
+        self._lock = threading.RLock()
+        self._clean_cache: dict[tuple[float, int], ImageArrays] = {}
+        self._evaluators: dict[str, Evaluator] = {}
+
+    @classmethod
+    def from_demo(cls, name: str = "badnet", **settings: Any) -> "LauncherState":
+        """A launcher on a shipped demo model (:func:`medic_viz.pretrained.load_demo_model`),
+        its dataset, trigger and target; ``settings`` as in the constructor."""
+        from medic_viz.data import load_dataset
+        from medic_viz.pipeline import trigger_of
+        from medic_viz.pretrained import load_demo_model
+
+        teacher, card = load_demo_model(name)
+        trigger, target = trigger_of(card)
+        splits = load_dataset(card.dataset or "signs", size=card.input_size)
+        return cls(teacher, splits, trigger=trigger, target=target, **settings)
+
+    @staticmethod
+    def _check_baseline_options(options: Mapping[str, Mapping[str, Any]] | None) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for name, opts in (options or {}).items():
+            key = _method_key(name)
+            if key is None or key == "medic":
+                raise ValueError(f"baseline_options keys must be baseline names {method_choices()[1:]}, got {name!r}"
+                                 + (" (give MEDIC's options with options=)" if key == "medic" else ""))
+            if not isinstance(opts, Mapping):
+                raise TypeError(f"baseline_options[{name!r}] must be a dict of config fields, got {type(opts).__name__}")
+            clash = _LAUNCHER_SETTINGS & set(opts)
+            if clash:
+                raise ValueError(f"baseline_options[{name!r}] must not repeat launcher settings {sorted(clash)}; "
+                                 "set them on the state")
+            out[key] = dict(opts)
+        return out
+
+    # -- runs ---------------------------------------------------------------------------------
+    @property
+    def runs(self) -> list[RunRecord]:
+        """All runs, oldest first (a copy of the list)."""
+        with self._lock:
+            return list(self._runs)
+
+    @property
+    def current(self) -> RunRecord | None:
+        """The run in progress, if any."""
+        with self._lock:
+            for r in reversed(self._runs):
+                if r.running:
+                    return r
+        return None
+
+    @property
+    def running(self) -> bool:
+        return self.current is not None
+
+    @property
+    def latest(self) -> RunRecord | None:
+        with self._lock:
+            return self._runs[-1] if self._runs else None
+
+    @property
+    def result(self) -> DefenseResult | None:
+        """The result (model, history) of the latest run that produced one (done or stopped)."""
+        with self._lock:
+            for r in reversed(self._runs):
+                if r.result is not None:
+                    return r.result
+        return None
+
+    @property
+    def model(self) -> nn.Module | None:
+        """The repaired model of the latest run that produced one."""
+        res = self.result
+        return None if res is None else res.model
+
+    def _defense(self, params: Mapping[str, Any]) -> tuple[Defense, float, str | None]:
+        """The defence the (already validated) settings describe, the clean fraction, and a
+        note on the settings; ``ValueError`` with the message of an invalid setting."""
+        self.check_params(["method"])
+        method = params["method"]
+        self.check_params(n for n in self.PARAMS if method == "medic" or n not in _MEDIC_ONLY)
+        every = params["eval_every_steps"] or None
+        device = params["device"]
+        common: dict[str, Any] = {"epochs": params["epochs"], "device": device, "progress": False, "eval_every": 1,
+                                  "eval_every_steps": every}
+        if self.batch_size is not None:
+            common["batch_size"] = self.batch_size
+        if self.lr is not None:
+            common["lr"] = self.lr
+        if method == "medic":
+            clash = _LAUNCHER_SETTINGS & set(self.options)
+            if clash:
+                raise ValueError(f"options= must not repeat launcher settings {sorted(clash)}; set them on the state")
+            defense = make_defense("medic", tau=params["tau"], lam=params["lam"], seed=self.seed, **common,
+                                   **self.options)
+            return defense, params["fraction"], None
+        from medic_viz.experiments import method_options
+
+        opts = method_options(method, epochs=params["epochs"], seed=self.seed, device=device)
+        opts.update(common)
+        opts.update(self.baseline_options.get(method, {}))
+        note = f"τ and λ are MEDIC settings: {DISPLAY_NAMES.get(method, method)} ignores them"
+        return make_defense(method, **opts), params["fraction"], note
+
+    def _unique_label(self, label: str) -> str:
+        same = sum(1 for r in self._runs if r.label == label or r.label.startswith(label + " #"))
+        return label if same == 0 else f"{label} #{same + 1}"
+
+    def launch(self) -> RunRecord:
+        """Start a run of ``method`` with the current parameters in a background thread; returns its record.
+
+        Settings errors give a record with status ``"error"`` (no thread). Raises
+        ``RuntimeError`` if a run is already in progress.
+        """
+        with self._lock:  # listeners are called outside the lock (a view may redraw from another thread)
+            if self.current is not None:
+                raise RuntimeError(f"a run is in progress ({self.current.label}); stop it or wait for it first")
+            params = self.params
+            label = run_label(params["tau"], params["lam"], params["method"])
+            record = RunRecord(index=len(self._runs), label=self._unique_label(label), params=params)
+            try:
+                defense, fraction, record.note = self._defense(params)
+                failure = None
+            except Exception as exc:
+                record._record_error(exc)
+                record.status = "error"  # recorded as ended before anyone can see it running
+                failure = exc
+            self._runs.append(record)
+        self._notify(StateChange("launch", run=record))
+        if failure is not None:
+            self._finish(record, "error")
+            return record
+        thread = threading.Thread(target=self._run, args=(record, defense, fraction),
+                                  name=f"medic-viz-run-{record.index}", daemon=True)
+        record._thread = thread
+        thread.start()
+        return record
+
+    def stop(self) -> RunRecord | None:
+        """Ask the run in progress to end (within one batch); returns it (None if none runs)."""
+        run = self.current
+        if run is not None:
+            run.stop()
+        return run
+
+    def wait(self, timeout: float | None = None) -> RunRecord | None:
+        """Wait for the run in progress to end; returns the latest run (None if there was none).
+
+        Raises ``TimeoutError`` if it still runs after ``timeout`` seconds.
+        """
+        run = self.current
+        if run is not None and not run.wait(timeout):
+            raise TimeoutError(f"run {run.label} still in progress after {timeout} s")
+        return self.latest
+
+    def clear(self) -> None:
+        """Forget all finished runs (a run in progress is kept)."""
+        with self._lock:
+            self._runs = [r for r in self._runs if r.running]
+        self._notify(StateChange("clear"))
+
+    # -- the background job -------------------------------------------------------------------
+    def _clean(self, fraction: float) -> ImageArrays:
+        key = (fraction, self.seed)
+        if key not in self._clean_cache:
+            self._clean_cache[key] = clean_subset(self.splits.train, fraction, self.seed)
+        return self._clean_cache[key]
+
+    def _evaluator(self, device: torch.device) -> Evaluator:
+        key = str(device)
+        if key not in self._evaluators:
+            self._evaluators[key] = Evaluator(self.splits.test, self.trigger, self.target,
+                                              max_images=self.eval_images, seed=self.seed, device=device)
+        return self._evaluators[key]
+
+    def _on_event(self, record: RunRecord, event: TrainEvent) -> None:
+        record._append(event)
+        self._notify(StateChange("event", run=record, event=event))
+
+    def _run(self, record: RunRecord, defense: Defense, fraction: float) -> None:
+        status = "error"
+        try:
+            device = resolve_device(defense.config.device)
+            clean = self._clean(fraction)
+            evaluator = self._evaluator(device)
+            if self.baseline is None:
+                self.baseline = evaluator(copy.deepcopy(self.teacher).to(device))
+            result = defense.run(
+                self.teacher, clean, evaluator=evaluator, callbacks=[lambda ev: self._on_event(record, ev)],
+                stop_event=record._stop_event, label=record.label,
+            )
+            record.result = result
+            status = "stopped" if result.stopped else "done"
+            if status == "done" and self.final_eval and not record._stop_event.is_set():
+                record.after = evaluate_backdoor(result.model, self.splits.test, self.trigger, self.target, device=device)
+        except BaseException as exc:  # noqa: BLE001 - every failure must reach the view
+            record._record_error(exc)
+            status = "error"
+        finally:
+            self._finish(record, status)
+
+    def _finish(self, record: RunRecord, status: str) -> None:
+        record._end(status)
+        try:
+            self._notify(StateChange("status", run=record, value=status))
+        finally:
+            record._release()  # after the listeners: wait() returns once views know the run ended
+
+    def __repr__(self) -> str:
+        p = self.params
+        return (f"LauncherState(method={p['method']!r}, τ={p['tau']}, λ={p['lam']}, epochs={p['epochs']}, fraction={p['fraction']}, "
+                f"device={p['device']!r}, {len(self._runs)} run(s){', running' if self.running else ''})")

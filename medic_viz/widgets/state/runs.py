@@ -1,0 +1,205 @@
+"""Records of background training runs: status, live events, result, stop and wait.
+
+A :class:`RunRecord` is filled from a training thread (events appended as they come) and read
+from any other (a view, a test): :meth:`RunRecord.stop` asks the run to end within one batch,
+:meth:`RunRecord.wait` and :meth:`RunRecord.wait_for_event` block until something happened.
+The launcher (:mod:`medic_viz.widgets.state.launcher`) creates them and runs the thread.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch.nn as nn
+
+from medic_viz.defenses.base import DefenseResult
+from medic_viz.metrics import BackdoorMetrics
+from medic_viz.training import TrainEvent
+
+__all__ = ["RUN_STATUSES", "RunRecord"]
+
+#: Statuses of a :class:`RunRecord`, in the order a run can go through them.
+RUN_STATUSES: tuple[str, ...] = ("running", "done", "stopped", "error")
+_EVENT_KINDS: tuple[str, ...] = ("start", "step", "epoch", "end")
+
+
+@dataclass(eq=False)
+class RunRecord:
+    """One defence run started by :class:`~medic_viz.widgets.state.LauncherState`.
+
+    ``label``: ``"MEDIC τ=5 λ=10"`` or a baseline's name such as ``"NAD"`` (``" #2"`` …
+    appended when the same label ran before); ``params``: the launcher settings it ran with;
+    ``note``: a remark on those settings (a baseline ignores τ and λ), or None;
+    ``status``: one of :data:`RUN_STATUSES`;
+    ``events``: :class:`TrainEvent` objects in order; ``error``: ``"Type: message"`` if the run
+    raised (``traceback`` has the details); ``result``: the :class:`DefenseResult` (model and
+    history) once it ended without error; ``after``: clean accuracy / ASR of the final model on
+    the whole test set (runs that finished, not stopped ones); times are ``time.perf_counter()``.
+    """
+
+    index: int
+    label: str
+    params: dict[str, Any]
+    note: str | None = None
+    status: str = "running"
+    events: list[TrainEvent] = field(default_factory=list)
+    error: str | None = None
+    traceback: str | None = None
+    result: DefenseResult | None = None
+    after: BackdoorMetrics | None = None
+    started_at: float = field(default_factory=time.perf_counter)
+    ended_at: float | None = None
+    stop_requested_at: float | None = None
+    _stop_event: threading.Event = field(default_factory=threading.Event, repr=False)
+    _done: threading.Event = field(default_factory=threading.Event, repr=False)
+    _new_event: threading.Condition = field(default_factory=threading.Condition, repr=False)
+    _thread: threading.Thread | None = field(default=None, repr=False)
+
+    @property
+    def running(self) -> bool:
+        return self.status == "running"
+
+    @property
+    def model(self) -> nn.Module | None:
+        """The repaired model (None until the run ended without error)."""
+        return None if self.result is None else self.result.model
+
+    @property
+    def history(self) -> list[TrainEvent]:
+        return list(self.events)
+
+    @property
+    def seconds(self) -> float:
+        """Wall time so far (or in total once ended)."""
+        return (self.ended_at if self.ended_at is not None else time.perf_counter()) - self.started_at
+
+    @property
+    def stop_latency(self) -> float | None:
+        """Seconds from the stop request to the end of the run (None if not stopped by request)."""
+        if self.stop_requested_at is None or self.ended_at is None:
+            return None
+        return self.ended_at - self.stop_requested_at
+
+    @property
+    def progress(self) -> tuple[int, int]:
+        """``(steps done, total steps)`` from the latest event (``(0, 0)`` before the first)."""
+        for ev in reversed(self.events):
+            return ev.step, ev.total_steps
+        return 0, 0
+
+    @property
+    def latest_metrics(self) -> TrainEvent | None:
+        """The latest event that carries clean accuracy (and ASR if a trigger is known)."""
+        for ev in reversed(self.events):
+            if ev.clean_acc is not None:
+                return ev
+        return None
+
+    # -- control (from any thread) ----------------------------------------------------------
+    def stop(self) -> None:
+        """Ask the run to end (within one training batch)."""
+        if self.stop_requested_at is None and self.running:
+            self.stop_requested_at = time.perf_counter()
+        self._stop_event.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the run ended (True) or ``timeout`` seconds passed (False)."""
+        return self._done.wait(timeout)
+
+    def wait_for_event(self, kind: str | None = None, timeout: float | None = None) -> TrainEvent | None:
+        """Block until the run emits an event (of ``kind`` if given: "start", "step", "epoch",
+        "end") after this call, and return it; None if the run ended or ``timeout`` passed first."""
+        if kind is not None and kind not in _EVENT_KINDS:
+            raise ValueError(f"kind must be None, 'start', 'step', 'epoch' or 'end', got {kind!r}")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._new_event:
+            seen = len(self.events)
+            while True:
+                for ev in self.events[seen:]:
+                    if kind is None or ev.kind == kind:
+                        return ev
+                seen = len(self.events)
+                if self._done.is_set():
+                    return None
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return None
+                self._new_event.wait(left)
+
+    # -- filled by the training thread ------------------------------------------------------
+    def _append(self, event: TrainEvent) -> None:
+        with self._new_event:
+            self.events.append(event)
+            self._new_event.notify_all()
+
+    def _record_error(self, exc: BaseException) -> None:
+        """Keep ``exc`` as the run's error (``"Type: message"``) and traceback."""
+        self.error = f"{type(exc).__name__}: {exc}"
+        self.traceback = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+
+    def _end(self, status: str) -> None:
+        """Mark the run ended with ``status`` (waiters are released by :meth:`_release`)."""
+        if status not in RUN_STATUSES[1:]:  # pragma: no cover - a programming error
+            raise ValueError(f"a run ends as one of {RUN_STATUSES[1:]}, got {status!r}")
+        self.ended_at = time.perf_counter()
+        self.status = status
+
+    def _release(self) -> None:
+        """Wake :meth:`wait` and :meth:`wait_for_event` callers (after listeners were told)."""
+        self._done.set()
+        with self._new_event:
+            self._new_event.notify_all()
+
+    # -- reading ----------------------------------------------------------------------------
+    def curve(self) -> dict[str, list[float]]:
+        """Live metrics: ``{"x": epochs (fractional), "clean_acc": [%], "asr": [% or NaN]}``."""
+        xs, acc, asr = [], [], []
+        for ev in list(self.events):
+            if ev.clean_acc is None:
+                continue
+            xs.append(_epoch_x(ev))
+            acc.append(100.0 * ev.clean_acc)
+            asr.append(float("nan") if ev.asr is None else 100.0 * ev.asr)
+        return {"x": xs, "clean_acc": acc, "asr": asr}
+
+    def loss_curves(self) -> dict[str, tuple[list[float], list[float]]]:
+        """``{loss name: (epochs, values)}``: means since the previous step event when the run
+        evaluates every k steps, else per-epoch means (mixing the two would draw a sawtooth)."""
+        out: dict[str, tuple[list[float], list[float]]] = {}
+        events = list(self.events)
+        kind = "step" if any(ev.kind == "step" for ev in events) else "epoch"
+        for ev in events:
+            if ev.kind != kind:
+                continue
+            for k, v in ev.losses.items():
+                xs, ys = out.setdefault(k, ([], []))
+                xs.append(_epoch_x(ev))
+                ys.append(float(v))
+        return out
+
+    def summary(self) -> str:
+        """One line: label, status, latest metrics, time, the note and the error if any."""
+        parts = [f"{self.label}: {self.status}"]
+        last = self.latest_metrics
+        if last is not None:
+            asr = "" if last.asr is None else f", ASR {100 * last.asr:.1f}%"
+            parts.append(f"epoch {_epoch_x(last):.2f}/{last.epochs}: clean acc {100 * last.clean_acc:.1f}%{asr}")
+        if self.after is not None:
+            parts.append(f"whole test set: {self.after}")
+        parts.append(f"{self.seconds:.1f} s")
+        if self.note:
+            parts.append(self.note)
+        if self.error:
+            parts.append(self.error)
+        return " | ".join(parts)
+
+
+def _epoch_x(ev: TrainEvent) -> float:
+    """The event's position in epochs (fractional for step events)."""
+    if ev.total_steps:
+        return ev.epochs * ev.step / ev.total_steps
+    return float(ev.epoch)
