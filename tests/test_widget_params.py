@@ -20,7 +20,7 @@ from medic_viz.importance import CRITERIA, validate_tau
 from medic_viz.widgets.state import ExplorerState, LauncherState, PickerState, StateChange
 from medic_viz.widgets.state.observable import Param, Parameterized, one_of
 
-from test_widget_state import TRIGGER, _data, _net, _state, splits  # noqa: F401  (splits: fixture)
+from test_widget_state import TRIGGER, _net, _state, splits  # noqa: F401  (splits: fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 
