@@ -28,6 +28,7 @@ import torch.nn as nn
 
 from medic_viz.attacks.triggers import Trigger
 from medic_viz.capture import eval_mode
+from medic_viz.device import model_device
 
 __all__ = [
     "ATTRIBUTION_METHODS",
@@ -70,11 +71,6 @@ def _as_batch(image: torch.Tensor, device: torch.device) -> torch.Tensor:
     return image.detach().to(device=device, dtype=torch.float32).unsqueeze(0)
 
 
-def _device(model: nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
-
-
 def attribute(
     model: nn.Module,
     image: torch.Tensor,
@@ -99,7 +95,7 @@ def attribute(
     key = _method(method)
     if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 2:
         raise ValueError(f"n_steps must be an int >= 2, got {n_steps!r}")
-    x = _as_batch(image, _device(model))
+    x = _as_batch(image, model_device(model))
     with eval_mode(model):
         if target is None:
             with torch.no_grad():
@@ -195,7 +191,7 @@ def compare_attributions(
     keys = [_method(m) for m in methods]
     if not keys:
         raise ValueError("methods must name at least one attribution method")
-    x = _as_batch(image, _device(model))
+    x = _as_batch(image, model_device(model))
     xt = trigger.apply(x)
     chosen: dict[str, int] = {}
     with eval_mode(model), torch.no_grad():

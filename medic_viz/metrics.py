@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn as nn
 
+from medic_viz.capture import eval_mode
 from medic_viz.data.arrays import ImageArrays
+from medic_viz.device import resolve_device  # re-exported: its historical home
 
 if TYPE_CHECKING:  # pragma: no cover
     from medic_viz.attacks.triggers import Trigger
@@ -25,28 +27,6 @@ __all__ = [
     "evaluate_backdoor",
     "Evaluator",
 ]
-
-
-def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """``"auto"`` → CUDA if available, else MPS, else CPU; otherwise ``torch.device(device)``.
-
-    Asking for CUDA/MPS where it is absent raises ``ValueError`` saying what is available.
-    """
-    if device is None or device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    dev = torch.device(device) if not isinstance(device, torch.device) else device
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {str(device)!r} requested but CUDA is not available here; use 'auto' or 'cpu'")
-    if dev.type == "mps":
-        mps = getattr(torch.backends, "mps", None)
-        if mps is None or not mps.is_available():
-            raise ValueError(f"device {str(device)!r} requested but MPS is not available here; use 'auto' or 'cpu'")
-    return dev
 
 
 @dataclass(frozen=True)
@@ -80,16 +60,12 @@ def predict(
     """Predicted class ids ``(N,)`` (on CPU) for float images ``x`` ``(N, C, H, W)`` in [0, 1].
     The model is evaluated in eval mode and its mode restored afterwards."""
     dev = resolve_device(device)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         out = []
         for start in range(0, len(x), batch_size):
             xb = x[start : start + batch_size].to(dev, non_blocking=True)
             out.append(model(xb).argmax(1).cpu())
         return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
-    finally:
-        model.train(was_training)
 
 
 class Evaluator:
@@ -139,9 +115,7 @@ class Evaluator:
         return hits
 
     def __call__(self, model: nn.Module) -> BackdoorMetrics:
-        was_training = model.training
-        model.eval()
-        try:
+        with eval_mode(model):
             n = len(self.y)
             acc = self._hits(model, self.x, self.y) / max(n, 1)
             if self.x_trig is None:
@@ -149,8 +123,6 @@ class Evaluator:
             m = len(self.x_trig)
             asr = self._hits(model, self.x_trig, self.target) / max(m, 1)  # type: ignore[arg-type]
             return BackdoorMetrics(acc, n, asr, m)
-        finally:
-            model.train(was_training)
 
 
 def evaluate_backdoor(
