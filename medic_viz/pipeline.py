@@ -13,6 +13,7 @@ from typing import Sequence
 import torch.nn as nn
 
 from medic_viz.attacks.triggers import Trigger
+from medic_viz.capture import eval_mode
 from medic_viz.data.arrays import DatasetSplits, clean_subset
 from medic_viz.defenses.base import Defense, DefenseResult
 from medic_viz.io import ModelCard, save_model
@@ -109,18 +110,15 @@ def _num_outputs(model: nn.Module, splits: DatasetSplits, device) -> int:
     import torch
 
     x = splits.test.floats(torch.arange(min(2, len(splits.test))), device)
-    was = model.training
-    model.to(device).eval()
+    model.to(device)
     try:
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             return int(model(x).shape[1])
     except RuntimeError as exc:
         raise ValueError(
             f"the model cannot run on this dataset's images {tuple(x.shape[1:])}: {exc}. Check that the "
             "dataset's channels and size match the model's card"
         ) from exc
-    finally:
-        model.train(was)
 
 
 def format_table(before: BackdoorMetrics, after: BackdoorMetrics, method: str = "MEDIC") -> str:
