@@ -9,19 +9,21 @@ import torch
 import torch.nn as nn
 
 from medic_viz.analysis import (
-    _image_percentiles,
-    _sign_test,
     MAP_KEYS,
     NeuronRanking,
     analyze_input,
     compromised_importance_statistic,
+    find_flipping_image,
     rank_compromised_neurons,
     reduce_channels,
     spearman,
     top_activating_images,
 )
-from medic_viz.attacks.triggers import BadNetTrigger
+from medic_viz.analysis.claim import _sign_test
+from medic_viz.analysis.ranking import _image_percentiles
+from medic_viz.attacks.triggers import BadNetTrigger, Trigger
 from medic_viz.capture import run_with_cache
+from medic_viz.data.arrays import ImageArrays
 from medic_viz.importance import ImportanceOptions, RunningStats, layer_importance
 
 
@@ -413,3 +415,95 @@ def test_spearman_by_hand():
     # ties get average ranks: x ranks [1.5, 1.5, 3], y ranks [1, 2, 3] -> r = 0.866
     assert spearman([1, 1, 2], [1, 2, 3]) == pytest.approx(math.sqrt(3) / 2)
     assert math.isnan(spearman([1, 1, 1], [1, 2, 3]))
+
+
+# ------------------------------------------------------------------- choosing an input to analyse
+
+
+class _BrightCorner(Trigger):
+    """Sets the bottom-right pixel to 1 (a one-pixel BadNet)."""
+
+    name = "bright_corner"
+
+    def _apply_batch(self, x):
+        x = x.clone()
+        x[:, :, -1, -1] = 1.0
+        return x
+
+    def mask(self, height, width):
+        m = torch.zeros(height, width)
+        m[-1, -1] = 1.0
+        return m
+
+    def to_config(self):
+        return {"name": self.name}
+
+
+class _PixelRule(nn.Module):
+    """Class 0 when the bottom-right pixel is > 0.95 (the backdoor) unless pixel (1, 1) is bright
+    (immune); otherwise class 1 when the top-left pixel is > 0.5, else class 2."""
+
+    def forward(self, x):
+        br, tl, immune = x[:, 0, -1, -1], x[:, 0, 0, 0], (x[:, 0, 1, 1] > 0.5).float()
+        return torch.stack([100 * (br - 0.95) - 200 * immune, tl - 0.5, 0.5 - tl], 1)
+
+
+def _pixel_data():
+    # 0: target class (never a candidate); 1: right but immune (no flip); 2: wrong (predicted 1),
+    # flips; 3: right and flips (the answer); 4: right and flips
+    imgs = torch.zeros(5, 1, 4, 4)
+    imgs[0, 0, 0, 0] = 1.0
+    imgs[1, 0, 0, 0], imgs[1, 0, 1, 1] = 1.0, 1.0
+    imgs[2, 0, 0, 0] = 1.0
+    imgs[3, 0, 0, 0] = 1.0
+    labels = torch.tensor([0, 1, 2, 1, 2])
+    return ImageArrays((imgs * 255).to(torch.uint8), labels, ("a", "b", "c"))
+
+
+def test_find_flipping_image_skips_target_unflipped_and_misclassified_images():
+    model, data, trigger = _PixelRule(), _pixel_data(), _BrightCorner()
+    model.train()
+    assert find_flipping_image(model, data, trigger, 0) == 3
+    assert model.training  # mode restored
+    assert find_flipping_image(model, data, trigger, 0, batch_size=1) == 3
+    # among the first two candidates (1, 2) none is right and flipped
+    with pytest.raises(ValueError, match="strict=False"):
+        find_flipping_image(model, data, trigger, 0, max_candidates=2)
+    assert find_flipping_image(model, data, trigger, 0, max_candidates=2, strict=False) == 1  # first right one
+    only_wrong = data.subset([0, 2])
+    assert find_flipping_image(model, only_wrong, trigger, 0, strict=False) == 1  # first candidate
+    with pytest.raises(ValueError, match="target class"):
+        find_flipping_image(model, data.subset([0]), trigger, 0)
+    with pytest.raises(ValueError, match="max_candidates"):
+        find_flipping_image(model, data, trigger, 0, max_candidates=0)
+    with pytest.raises(TypeError, match="ImageArrays"):
+        find_flipping_image(model, torch.zeros(2, 1, 4, 4), trigger, 0)
+
+
+def test_find_flipping_image_on_the_badnet_demo_model():
+    from medic_viz.attacks.triggers import trigger_from_config
+    from medic_viz.data import load_dataset
+    from medic_viz.pretrained import load_demo_model
+
+    try:
+        model, card = load_demo_model("badnet")
+    except FileNotFoundError as exc:  # pragma: no cover - only before the demo models are built
+        pytest.skip(str(exc))
+    trigger, target = trigger_from_config(card.attack), card.target_class
+    test = load_dataset("signs", n_train=24, n_test=96).test
+    # put images the trigger does not flip, or the model gets wrong, first: the search must skip them
+    x = test.floats()
+    with torch.no_grad():
+        right = model(x).argmax(1) == test.labels
+        flips = model(trigger.apply(x)).argmax(1) == target
+    good = (right & flips & (test.labels != target)).nonzero()[:, 0]
+    bad = (~(right & flips)).nonzero()[:, 0]
+    assert len(good) > 10
+    data = test.subset(torch.cat([bad, good]))
+    i = find_flipping_image(model, data, trigger, target)
+    image, label = data.floats(torch.tensor([i])), int(data.labels[i])
+    with torch.no_grad():
+        assert label != target
+        assert int(model(image).argmax(1)) == label  # classified correctly when clean
+        assert int(model(trigger.apply(image)).argmax(1)) == target  # flipped to the target by the trigger
+    assert i == len(bad)  # the first good one, after every bad one

@@ -1,0 +1,44 @@
+"""Look inside a trojaned model: what a trigger does to its neurons, and the importance MEDIC gives them.
+
+- :mod:`~medic_viz.analysis.per_input`: the paper's Figure 2 for one input
+  (:func:`analyze_input` → :class:`InputAnalysis`, :func:`reduce_channels`);
+- :mod:`~medic_viz.analysis.examples`: which input to look at (:func:`find_flipping_image`);
+- :mod:`~medic_viz.analysis.ranking`: over many inputs, the channels a trigger shifts most with
+  their clean importance (:func:`rank_compromised_neurons` → :class:`NeuronRanking`,
+  :func:`top_activating_images`);
+- :mod:`~medic_viz.analysis.claim`: the paper's claim ("compromised neurons are unimportant on
+  clean inputs") as a test that can fail (:func:`compromised_importance_statistic`).
+
+Layer statistics (μ, σ per channel) come from :mod:`medic_viz.stats`; nothing here depends on
+the defences.
+"""
+
+from medic_viz.analysis._common import CRITERIA
+from medic_viz.analysis.claim import CompromisedStatistic, compromised_importance_statistic, spearman
+from medic_viz.analysis.examples import find_flipping_image
+from medic_viz.analysis.per_input import (
+    MAP_KEYS,
+    REDUCTIONS,
+    InputAnalysis,
+    Prediction,
+    analyze_input,
+    reduce_channels,
+)
+from medic_viz.analysis.ranking import NeuronRanking, rank_compromised_neurons, top_activating_images
+
+__all__ = [
+    "REDUCTIONS",
+    "MAP_KEYS",
+    "CRITERIA",
+    "Prediction",
+    "InputAnalysis",
+    "analyze_input",
+    "reduce_channels",
+    "find_flipping_image",
+    "NeuronRanking",
+    "rank_compromised_neurons",
+    "top_activating_images",
+    "CompromisedStatistic",
+    "compromised_importance_statistic",
+    "spearman",
+]
