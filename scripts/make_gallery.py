@@ -28,7 +28,12 @@ from pathlib import Path
 
 import torch
 
-from medic_viz.analysis import analyze_input, compromised_importance_statistic, rank_compromised_neurons
+from medic_viz.analysis import (
+    analyze_input,
+    compromised_importance_statistic,
+    find_flipping_image,
+    rank_compromised_neurons,
+)
 from medic_viz.attacks.triggers import make_trigger, trigger_from_config
 from medic_viz.data import load_dataset
 from medic_viz.data.arrays import clean_subset
@@ -39,21 +44,6 @@ from medic_viz.viz.figures import export_figure, figure2_grid, neuron_ranking_fi
 ROOT = Path(__file__).resolve().parents[1]
 FIGURE2_LAYERS = ("bn1", "bn2", "bn3", "bn4", "fc")
 MAX_PNG_BYTES = 300_000
-
-
-def _example(model, test, trigger, target: int) -> int:
-    """Index of the first non-target test image classified right whose triggered copy goes to ``target``
-    (for a model without a backdoor: the first one classified right)."""
-    idx = (test.labels != target).nonzero()[:, 0][:256]
-    x = test.floats(idx)
-    with torch.no_grad():
-        clean_ok = model(x).argmax(1) == test.labels[idx]
-        flipped = model(trigger.apply(x)).argmax(1) == target
-    for want in (clean_ok & flipped, clean_ok):
-        hits = want.nonzero()[:, 0]
-        if len(hits):
-            return int(idx[hits[0]])
-    return int(idx[0])
 
 
 def _png_ok(paths: list[Path]) -> list[str]:
@@ -71,7 +61,8 @@ def build(name: str, splits, out: Path, tau: float, n_images: int, png: bool) ->
     trigger = trigger_from_config(card.attack) if card.attack else make_trigger("badnet")
     clean = clean_subset(splits.train, 0.05, seed=0)
     stats = compute_layer_stats(model, clean, device="cpu")
-    i = _example(model, splits.test, trigger, target)
+    # a model without a backdoor (the control) flips nothing: fall back to an image it gets right
+    i = find_flipping_image(model, splits.test, trigger, target, strict=card.attack is not None)
     image, label = splits.test.floats(torch.tensor([i]))[0], int(splits.test.labels[i])
     analysis = analyze_input(model, image, trigger, label, stats=stats, class_names=splits.classes)
     written = export_figure(figure2_grid(analysis, list(FIGURE2_LAYERS), tau), out / f"{name}_figure2", png=png)
