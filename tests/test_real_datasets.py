@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
 import os
@@ -371,3 +372,155 @@ def test_real_gtsrb_npz() -> None:
     assert splits.image_shape == (3, 32, 32)
     assert set(splits.train.labels.unique().tolist()) == set(range(43))
     assert not splits.train.augmentation.hflip
+
+
+# -- hostile dataset folders and files (issue 13, class 1 and 7) ---------------------------------------
+
+
+def _tree(root: Path) -> dict[str, int]:
+    """Every path under ``root`` (links not followed) with its size: what a load may not change."""
+    return {str(p.relative_to(root)): (p.lstat().st_size if not p.is_dir() or p.is_symlink() else -1)
+            for p in sorted(root.rglob("*"))}
+
+
+def test_mnist_symlink_in_raw_is_never_written_through(tmp_path: Path) -> None:
+    # A dangling symlink where the decompressed file would go, pointing at a place Python runs
+    # code from: the old loader gunzipped the .gz *through* the link (attacker bytes written
+    # anywhere the user can write). Reading must write nothing at all.
+    data = tmp_path / "data"
+    arrays = _write_mnist(data, gz=True)
+    outside = tmp_path / "site-packages"
+    outside.mkdir()
+    (data / "MNIST" / "raw" / "train-images-idx3-ubyte").symlink_to(outside / "evil.pth")
+    before = _tree(tmp_path)
+    splits = load_torchvision("mnist", data, size=28)
+    assert torch.equal(splits.train.images[:, 0], torch.from_numpy(arrays["train-images-idx3-ubyte"]))
+    assert not (outside / "evil.pth").exists()
+    assert _tree(tmp_path) == before, "reading MNIST wrote or changed files"
+
+
+def _gz_idx(path: Path, dims: tuple[int, ...], payload_bytes: int) -> None:
+    header = struct.pack(">I", 0x0800 | len(dims)) + b"".join(struct.pack(">I", d) for d in dims)
+    with gzip.open(path, "wb", compresslevel=1) as f:
+        f.write(header)
+        chunk = bytes(2**20)
+        for start in range(0, payload_bytes, len(chunk)):
+            f.write(chunk[: min(len(chunk), payload_bytes - start)])
+
+
+def test_mnist_gzip_bomb_is_bounded_and_writes_nothing(tmp_path: Path) -> None:
+    import time
+
+    _write_mnist(tmp_path, gz=True)
+    raw = tmp_path / "MNIST" / "raw"
+    # 1. header declares 5 images, the stream goes on for 40 MB of zeros (~40 kB compressed)
+    _gz_idx(raw / "train-images-idx3-ubyte.gz", (5, 28, 28), 40 * 2**20)
+    assert (raw / "train-images-idx3-ubyte.gz").stat().st_size < 200_000
+    before = _tree(tmp_path)
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match="more data than its header declares"):
+        load_torchvision("mnist", tmp_path)
+    assert time.perf_counter() - start < 5
+    assert _tree(tmp_path) == before, "the old loader left the decompressed bomb in raw/"
+    # 2. header declares more than the idx size limit: refused before decompressing anything
+    _gz_idx(raw / "train-images-idx3-ubyte.gz", (1_000_000, 28, 28), 1000)
+    with pytest.raises(ValueError, match="declares 784,000,000 bytes"):
+        load_torchvision("mnist", tmp_path)
+    assert _tree(tmp_path) == {**before, "MNIST/raw/train-images-idx3-ubyte.gz": (raw / "train-images-idx3-ubyte.gz").stat().st_size}
+
+
+def test_mnist_corrupt_files_are_value_errors(tmp_path: Path) -> None:
+    _write_mnist(tmp_path, gz=False)
+    raw = tmp_path / "MNIST" / "raw"
+    (raw / "t10k-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x01\x00\x00\x00\x09\x01")  # 9 declared, 1 there
+    with pytest.raises(ValueError, match="truncated"):
+        load_torchvision("mnist", tmp_path)
+    (raw / "t10k-labels-idx1-ubyte").write_bytes(b"\x1f\x8b junk")
+    with pytest.raises(ValueError, match="not an idx file"):
+        load_torchvision("mnist", tmp_path)
+
+
+class _Reduce:
+    """Pickles as ``func(*args)``: how a hostile batch makes the unpickler call an allowed global."""
+
+    def __init__(self, func: object, args: tuple) -> None:
+        self.func, self.args = func, args
+
+    def __reduce__(self) -> tuple:
+        return (self.func, self.args)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        _Reduce(bytes, (10**15,)),                                        # a petabyte of zeros
+        _Reduce(np.ndarray, ((10**12,),)),                                # numpy.ndarray(shape) allocates
+        _Reduce(getattr(np, "_core", None) and np._core.multiarray._reconstruct, (np.ndarray, (10**12,), b"b")),
+        _Reduce(codecs.encode, (b"x" * 10, "zlib_codec")),
+        _Reduce(list, (10**9,)),
+    ],
+    ids=["bytes", "ndarray", "reconstruct", "codec", "list-of-int"],
+)
+def test_cifar_batch_with_absurd_sizes_is_refused_without_allocating(tmp_path: Path, payload: object) -> None:
+    root = tmp_path / "data"
+    _write_cifar(root)
+    (root / "cifar-10-batches-py" / "data_batch_3").write_bytes(pickle.dumps({"data": payload, "labels": [0]}, protocol=2))
+    with pytest.raises(pickle.UnpicklingError, match="data_batch_3.*(refusing to load|not a readable CIFAR batch)") as info:
+        load_torchvision("cifar10", root)
+    assert isinstance(info.value, ValueError)  # the CLI's one-line errors
+
+
+def test_cifar_labels_must_fit_the_images_and_classes(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    _write_cifar(root)
+    batch = root / "cifar-10-batches-py" / "data_batch_2"
+    _dump({"data": _cifar_images(0, 2), "labels": [0, 10**7]}, batch, "2")
+    with pytest.raises(ValueError, match=r"labels range 0\.\.10000000 but there are 10 classes"):
+        load_torchvision("cifar10", root)
+    _dump({"data": _cifar_images(0, 2), "labels": [0]}, batch, "2")
+    with pytest.raises(ValueError, match="1 labels for 2 images"):
+        load_torchvision("cifar10", root)
+
+
+def _npz_with_header(path: Path, key_shapes: dict[str, tuple[tuple[int, ...], str]]) -> Path:
+    """An npz whose members only *declare* their shape (the data is absent): what a bomb looks like
+    before anything is read."""
+    import io
+    import zipfile
+
+    from numpy.lib import format as npy_format
+
+    with zipfile.ZipFile(path, "w") as archive:
+        for key, (shape, descr) in key_shapes.items():
+            buf = io.BytesIO()
+            npy_format.write_array_header_1_0(buf, {"descr": descr, "fortran_order": False, "shape": shape})
+            archive.writestr(f"{key}.npy", buf.getvalue() + b"\0" * 64)
+    return path
+
+
+def test_npz_declared_sizes_are_bounded_before_reading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import medic_viz.limits
+
+    small = {"y_train": ((4,), "<i8"), "x_test": ((2, 8, 8, 3), "|u1"), "y_test": ((2,), "<i8")}
+    path = _npz_with_header(tmp_path / "big.npz", {"x_train": ((10**7, 32, 32, 3), "|u1"), **small})
+    with pytest.raises(ValueError, match="x_train: declares 30,720,000,000 bytes"):
+        load_npz(path)
+    path = _npz_with_header(tmp_path / "wide.npz", {"x_train": ((1, 10**6, 10**6, 3), "|u1"), **small})
+    with pytest.raises(ValueError, match="1000000 pixels per side"):
+        load_npz(path)
+    path = _npz_with_header(tmp_path / "f64.npz", {"x_train": ((4, 8, 8, 3), "<f8"), **small})
+    with pytest.raises(ValueError, match="dtype float64"):
+        load_npz(path)
+    monkeypatch.setattr(medic_viz.limits, "MAX_ARRAY_BYTES", 100)
+    with pytest.raises(ValueError, match="x_train: declares 768 bytes"):
+        load_npz(_save(tmp_path / "ok.npz"))
+
+
+def test_npz_absurd_labels_and_empty_splits_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="10000001 classes is more than medic_viz accepts"):
+        load_npz(_save(tmp_path / "a.npz", y_train=np.array([0, 1, 2, 10**7])))
+    with pytest.raises(ValueError, match="x_test holds no images"):
+        load_npz(_save(tmp_path / "b.npz", x_test=np.zeros((0, 8, 8, 3), np.uint8), y_test=np.zeros(0, np.int64)))
+    (tmp_path / "c.npz").write_bytes(b"PK\x03\x04 not really")
+    with pytest.raises(ValueError, match="c.npz"):
+        load_npz(tmp_path / "c.npz")

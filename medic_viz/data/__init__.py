@@ -4,6 +4,7 @@ torchvision, and npz arrays — all as in-memory :class:`ImageArrays`."""
 from __future__ import annotations
 
 import functools
+import numbers
 from pathlib import Path
 
 from medic_viz.data.arrays import (
@@ -69,6 +70,14 @@ def load_dataset(
     text = str(name)
     key = text.strip().lower()
     if key == DEFAULT_DATASET:
+        from medic_viz import limits
+
+        for what, value in (("size", size), ("seed", seed), ("n_train", n_train), ("n_test", n_test)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise TypeError(f"{what} must be an int, got {type(value).__name__}")
+        limits.check_image_side(int(size), "signs")
+        if n_train + n_test > 10_000_000:
+            raise ValueError(f"n_train + n_test = {n_train + n_test:,} synthetic images is more than this generator makes (10,000,000)")
         return _signs(int(size), int(seed), int(n_train), int(n_test))
     if key in REAL_DATASETS:
         if root is None:

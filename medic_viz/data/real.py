@@ -21,9 +21,15 @@ Where the files live is torchvision's convention, so a ``root`` already used wit
 * GTSRB: ``root/gtsrb/GTSRB/Training/<00000..00042>/*.ppm`` (plus per-class ``GT-*.csv``) and
   ``root/gtsrb/GTSRB/Final_Test/Images/*.ppm`` with labels in ``root/gtsrb/GT-final_test.csv``
   (``Filename;...;ClassId``), read through ``torchvision.datasets.GTSRB``.
-* MNIST: ``root/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte`` (a ``.gz`` copy alone
-  is decompressed next to it, as torchvision's download does), read through
-  ``torchvision.datasets.MNIST``.
+* MNIST: ``root/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte``, or the ``.gz`` copy
+  the mirrors serve, read by this module's own idx reader. A ``.gz`` is decompressed in memory,
+  never to disk, and no further than its header's declared size (at most
+  :data:`medic_viz.limits.MAX_IDX_BYTES`); ``download=True`` fetches the ``.gz`` files into a
+  temporary folder created here and renames them into ``raw/`` (a rename replaces a symlink
+  in ``raw/`` rather than writing through it).
+
+Reading never writes into a dataset folder and every size read from a file (array lengths,
+image sides, class counts) is bounded (:mod:`medic_viz.limits`) before memory is allocated.
 
 The npz format (``x_train``, ``y_train``, ``x_test``, ``y_test``; NHWC uint8; optional
 ``classes``) is the "bring your own arrays" route: :func:`load_npz` / :func:`save_npz`.
@@ -33,8 +39,12 @@ from __future__ import annotations
 
 import codecs
 import gzip
+import os
 import pickle
-import shutil
+import struct
+import tempfile
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -43,6 +53,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from medic_viz import limits
 from medic_viz.data.arrays import Augmentation, DatasetSplits, ImageArrays
 
 __all__ = [
@@ -56,7 +67,9 @@ __all__ = [
     "NPZ_AUGMENTATION",
     "NPZ_KEYS",
     "CifarBatchUnpickler",
+    "UnsafeDataError",
     "load_cifar_batch",
+    "read_idx",
     "load_torchvision",
     "load_npz",
     "save_npz",
@@ -143,6 +156,21 @@ _RESIZE_CHUNK = 2048
 # -- safe unpickling of CIFAR batches ----------------------------------------------------------
 
 
+class UnsafeDataError(pickle.UnpicklingError, ValueError):
+    """A dataset file holds something other than plain data, or sizes no genuine file has.
+
+    Both a :class:`pickle.UnpicklingError` (what a refused pickle always raised) and a
+    :class:`ValueError` (what every other bad-input error in medic_viz is)."""
+
+
+def _refuse(what: str) -> UnsafeDataError:
+    return UnsafeDataError(
+        f"refusing to load {what} from a CIFAR batch: a CIFAR-10 batch holds only numpy arrays and "
+        "plain containers, so this file is not a genuine CIFAR batch (it may be corrupted or "
+        "malicious); delete it and download the dataset again"
+    )
+
+
 def _safe_dtype(*args: Any) -> np.dtype:
     """``numpy.dtype`` for the unpickler, refusing dtypes that hold Python objects."""
     dtype = np.dtype(*args)
@@ -165,24 +193,81 @@ def _numpy_core_attr(module: str, name: str) -> Any:
     return getattr(mod, name)
 
 
+class _NdarrayToken:
+    """Stands for ``numpy.ndarray`` in a CIFAR pickle: accepted only as the first argument of
+    ``_reconstruct`` (which then builds an empty array), never called itself — calling the real
+    class with a shape from the file would allocate whatever the file asks for."""
+
+    def __repr__(self) -> str:  # pragma: no cover - diagnostics only
+        return "numpy.ndarray"
+
+
+_NDARRAY = _NdarrayToken()
+#: ``_reconstruct`` only ever builds the empty placeholder that ``__setstate__`` then fills.
+_MAX_RECONSTRUCT_ELEMENTS = 1
+
+
+def _safe_reconstruct(reconstruct: Callable[..., Any]) -> Callable[..., Any]:
+    def build(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
+        if subtype is not _NDARRAY:
+            raise _refuse(f"an array of type {type(subtype).__name__}")
+        dims = shape if isinstance(shape, tuple) else (shape,)
+        if not all(isinstance(d, int) and 0 <= d for d in dims) or int(np.prod(dims, dtype=object)) > _MAX_RECONSTRUCT_ELEMENTS:
+            raise _refuse(f"a placeholder array of shape {shape!r}")
+        return reconstruct(np.ndarray, dims, dtype)
+
+    return build
+
+
+def _safe_encode(text: Any = "", encoding: str = "latin1", *rest: Any) -> bytes:
+    """``_codecs.encode`` as Python 3 pickles bytes (``encode(text, "latin1")``), nothing else:
+    other codecs (zlib, bz2, rot13, hex …) can transform data without bound."""
+    if rest or not isinstance(text, str) or str(encoding).replace("-", "").replace("_", "").lower() != "latin1":
+        raise _refuse("a _codecs.encode call other than text.encode('latin1')")
+    return codecs.encode(text, "latin1")
+
+
+def _safe_bytes(*args: Any) -> bytes:
+    """``bytes()`` or ``bytes(<bytes-like>)`` only: ``bytes(10**15)`` would allocate a petabyte."""
+    if not args:
+        return b""
+    if len(args) == 1 and isinstance(args[0], (bytes, bytearray)):
+        return bytes(args[0])
+    raise _refuse(f"bytes({', '.join(type(a).__name__ for a in args)})")
+
+
+def _safe_container(kind: type) -> Callable[..., Any]:
+    """``dict``/``list``/``tuple``/``str`` of an existing object only (never of a number)."""
+
+    def build(*args: Any) -> Any:
+        if len(args) > 1 or (args and not isinstance(args[0], (list, tuple, dict, str, bytes))):
+            raise _refuse(f"{kind.__name__}({', '.join(type(a).__name__ for a in args)})")
+        return kind(*args)
+
+    build.__name__ = kind.__name__
+    return build
+
+
 def _allowed_globals() -> dict[tuple[str, str], Any]:
-    """The only globals a CIFAR batch may name (as written by Python 2 or 3, numpy 1 or 2)."""
-    reconstruct = _numpy_core_attr("multiarray", "_reconstruct")
+    """The only globals a CIFAR batch may name (as written by Python 2 or 3, numpy 1 or 2),
+    each wrapped so that no argument from the file can make it allocate without bound."""
+    reconstruct = _safe_reconstruct(_numpy_core_attr("multiarray", "_reconstruct"))
     scalar = _numpy_core_attr("multiarray", "scalar")
-    frombuffer = _numpy_core_attr("numeric", "_frombuffer")
+    frombuffer = _numpy_core_attr("numeric", "_frombuffer")  # views its buffer; a bad shape raises
     allowed: dict[tuple[str, str], Any] = {
-        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "ndarray"): _NDARRAY,
         ("numpy", "dtype"): _safe_dtype,
         # bytes pickled by Python 3 at protocol 2: _codecs.encode(text, "latin1")
-        ("_codecs", "encode"): codecs.encode,
+        ("_codecs", "encode"): _safe_encode,
     }
     for core in ("numpy.core", "numpy._core"):
         allowed[(f"{core}.multiarray", "_reconstruct")] = reconstruct
         allowed[(f"{core}.multiarray", "scalar")] = scalar
         allowed[(f"{core}.numeric", "_frombuffer")] = frombuffer
     for builtins in ("builtins", "__builtin__"):
-        for name, obj in (("dict", dict), ("list", list), ("tuple", tuple), ("bytes", bytes), ("str", str)):
-            allowed[(builtins, name)] = obj
+        allowed[(builtins, "bytes")] = _safe_bytes
+        for kind in (dict, list, tuple, str):
+            allowed[(builtins, kind.__name__)] = _safe_container(kind)
     return allowed
 
 
@@ -199,21 +284,35 @@ class CifarBatchUnpickler(pickle.Unpickler):
         try:
             return CifarBatchUnpickler._allowed[(module, name)]
         except KeyError:
-            raise pickle.UnpicklingError(
-                f"refusing to load {module}.{name} from a CIFAR batch: a CIFAR-10 batch holds only "
-                "numpy arrays and plain containers, so this file is not a genuine CIFAR batch "
-                "(it may be corrupted or malicious); delete it and download the dataset again"
-            ) from None
+            raise _refuse(f"{module}.{name}") from None
 
 
 def load_cifar_batch(path: str | Path) -> dict[str, Any]:
     """Read one CIFAR pickle (a data batch or ``batches.meta``) safely.
 
     Returns the dict with ``str`` keys (Python-2 files are decoded as latin-1, as the CIFAR
-    site recommends). Raises :class:`pickle.UnpicklingError` for anything but plain data.
+    site recommends). Raises :class:`UnsafeDataError` (a :class:`pickle.UnpicklingError` and a
+    ValueError) for anything but plain data, for a file larger than
+    :data:`medic_viz.limits.MAX_PICKLE_BYTES`, and for a file that is not a readable pickle.
     """
+    path = Path(path)
     with open(path, "rb") as f:
-        obj = CifarBatchUnpickler(f, encoding="latin1").load()
+        size = os.fstat(f.fileno()).st_size
+        if size > limits.MAX_PICKLE_BYTES:
+            raise UnsafeDataError(
+                f"{path}: {size:,} bytes is larger than any CIFAR batch (limit {limits.MAX_PICKLE_BYTES:,}); "
+                "delete it and download the dataset again"
+            )
+        try:
+            obj = CifarBatchUnpickler(f, encoding="latin1").load()
+        except UnsafeDataError as exc:
+            raise UnsafeDataError(f"{path}: {exc}") from None
+        except (pickle.UnpicklingError, ValueError, TypeError, EOFError, AttributeError, IndexError, KeyError,
+                OverflowError, MemoryError, RecursionError, UnicodeError, struct.error) as exc:
+            raise UnsafeDataError(
+                f"{path}: not a readable CIFAR batch ({type(exc).__name__}: {exc}); delete it and download "
+                "the dataset again"
+            ) from None
     if not isinstance(obj, dict):
         raise ValueError(f"{path}: expected a dict in a CIFAR batch file, got {type(obj).__name__}")
     return {(k.decode("latin1") if isinstance(k, bytes) else str(k)): v for k, v in obj.items()}
@@ -270,21 +369,37 @@ def _load_cifar10(root: Path, download: bool, size: int) -> DatasetSplits:
     if meta_path.is_file():
         names = load_cifar_batch(meta_path).get("label_names")
         if names is not None:
+            if not isinstance(names, (list, tuple)) or not all(isinstance(n, (str, bytes)) for n in names):
+                raise ValueError(f"{meta_path}: label_names must be a list of strings; download the dataset again")
+            limits.check_classes(len(names), str(meta_path))
             classes = tuple(n.decode("latin1") if isinstance(n, bytes) else str(n) for n in names)
 
     def read(files: Sequence[str]) -> ImageArrays:
         data, labels = [], []
         for fname in files:
             batch = load_cifar_batch(base / fname)
-            x = np.asarray(batch.get("data"))
+            x = batch.get("data")
             y = batch.get("labels", batch.get("fine_labels"))
-            if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3 * 32 * 32 or y is None:
+            if (not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3 * 32 * 32
+                    or not isinstance(y, (list, tuple, np.ndarray))):
+                got = f"data {x.dtype} {x.shape}" if isinstance(x, np.ndarray) else f"data {type(x).__name__}"
                 raise ValueError(
                     f"{base / fname}: not a CIFAR-10 batch (expected 'data' uint8 (N, 3072) and "
-                    f"'labels'; got data {x.dtype} {x.shape}); download the dataset again"
+                    f"'labels'; got {got}); download the dataset again"
+                )
+            try:
+                y = np.asarray(y, dtype=np.int64).reshape(-1)
+            except (TypeError, ValueError, OverflowError):
+                raise ValueError(f"{base / fname}: labels are not integers; download the dataset again") from None
+            if len(y) != len(x):
+                raise ValueError(f"{base / fname}: {len(y)} labels for {len(x)} images; download the dataset again")
+            if len(y) and (int(y.min()) < 0 or int(y.max()) >= len(classes)):
+                raise ValueError(
+                    f"{base / fname}: labels range {int(y.min())}..{int(y.max())} but there are {len(classes)} "
+                    "classes; download the dataset again"
                 )
             data.append(x)
-            labels.append(np.asarray(y, dtype=np.int64).reshape(-1))
+            labels.append(y)
         images = torch.from_numpy(np.concatenate(data).reshape(-1, 3, 32, 32))
         return ImageArrays(
             _resize_uint8(images, size),
@@ -340,29 +455,122 @@ def _load_gtsrb(root: Path, download: bool, size: int) -> DatasetSplits:
     return DatasetSplits(read("train"), read("test"))
 
 
-def _load_mnist(root: Path, download: bool, size: int) -> DatasetSplits:
+_IDX_UBYTE = 0x08
+
+
+def _idx_ndim(magic: bytes, source: str) -> int:
+    """The number of dimensions from an idx magic number (``00 00 08 ndim``: unsigned bytes)."""
+    if len(magic) < 4 or magic[0] != 0 or magic[1] != 0:
+        raise ValueError(f"{source}: not an idx file (bad magic number); download the dataset again")
+    if magic[2] != _IDX_UBYTE:
+        raise ValueError(f"{source}: idx data type 0x{magic[2]:02x} is not unsigned bytes (0x08), as MNIST's are")
+    if not 1 <= magic[3] <= 3:
+        raise ValueError(f"{source}: idx file with {magic[3]} dimensions; MNIST files have 1 (labels) or 3 (images)")
+    return magic[3]
+
+
+def read_idx(path: str | Path, *, max_bytes: int | None = None) -> np.ndarray:
+    """Read an idx file (MNIST's format), plain or gzip-compressed (``.gz``), into memory.
+
+    Nothing is written to disk. The header's dimensions are checked first: the data may hold at
+    most ``max_bytes`` (default :data:`medic_viz.limits.MAX_IDX_BYTES`), and a ``.gz`` is
+    decompressed no further than the declared size plus one byte (so a decompression bomb costs
+    nothing). Returns a uint8 array of the declared shape; raises ValueError for anything else
+    (wrong magic, truncated or over-long data, a corrupt gzip stream).
+    """
+    path = Path(path)
+    limit = limits.MAX_IDX_BYTES if max_bytes is None else int(max_bytes)
+    opener = gzip.open if path.name.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            ndim = _idx_ndim(f.read(4), str(path))
+            head = f.read(4 * ndim)
+            if len(head) != 4 * ndim:
+                raise ValueError(f"{path}: truncated idx header; download the dataset again")
+            dims = struct.unpack(f">{ndim}I", head)
+            count = int(np.prod(dims, dtype=object))
+            limits.check_array_bytes(count, str(path), limit)
+            data = f.read(count)
+            if len(data) != count:
+                raise ValueError(
+                    f"{path}: holds {len(data):,} data bytes but its header declares {count:,} "
+                    f"(shape {dims}); the file is truncated: download the dataset again"
+                )
+            if f.read(1):
+                raise ValueError(
+                    f"{path}: holds more data than its header declares ({count:,} bytes, shape {dims}); "
+                    "the file is corrupted or hostile: download the dataset again"
+                )
+    except (OSError, EOFError, zlib.error) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise ValueError(f"{path}: could not read the idx file ({exc}); download the dataset again") from None
+    return np.frombuffer(data, dtype=np.uint8).reshape(dims)
+
+
+def _mnist_file(raw: Path, fname: str) -> Path | None:
+    """The plain idx file if there is one, else its ``.gz``, else None (reads only)."""
+    for candidate in (raw / fname, raw / f"{fname}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _download_mnist(raw: Path) -> None:
+    """Fetch MNIST's ``.gz`` files (checked against torchvision's MD5 sums) into ``raw``.
+
+    Each file is downloaded into a temporary folder created here and then renamed into
+    ``raw/``: nothing is ever written through a pre-existing path there."""
     from torchvision.datasets import MNIST
+    from torchvision.datasets.utils import download_url
 
+    raw.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=raw, prefix=".download-") as tmp:
+        for filename, md5 in MNIST.resources:
+            if (raw / filename).is_file() or (raw / filename.removesuffix(".gz")).is_file():
+                continue
+            errors = []
+            for mirror in MNIST.mirrors:
+                try:
+                    download_url(f"{mirror}{filename}", tmp, filename=filename, md5=md5)
+                    break
+                except (OSError, RuntimeError) as exc:  # URLError is an OSError
+                    errors.append(f"{mirror}: {exc}")
+            else:
+                raise OSError(f"could not download MNIST's {filename}: {'; '.join(errors)}")
+            os.replace(Path(tmp) / filename, raw / filename)
+
+
+def _load_mnist(root: Path, download: bool, size: int) -> DatasetSplits:
     raw = root / "MNIST" / "raw"
-    for files in _MNIST_FILES.values():
-        for fname in files:
-            target, packed = raw / fname, raw / f"{fname}.gz"
-            if not target.is_file() and packed.is_file():
-                # What torchvision's own download does after fetching the .gz files.
-                with gzip.open(packed, "rb") as src, open(target, "wb") as dst:
-                    shutil.copyfileobj(src, dst)
-            if not target.is_file() and not download:
-                raise _not_found("MNIST", target, root)
+    if download and any(_mnist_file(raw, f) is None for files in _MNIST_FILES.values() for f in files):
+        _download_mnist(raw)
 
-    def read(train: bool) -> ImageArrays:
-        ds = MNIST(str(root), train=train, download=download)
-        images = ds.data[:, None].to(torch.uint8)  # (N, 1, 28, 28)
+    def read(split: str) -> ImageArrays:
+        paths = []
+        for fname in _MNIST_FILES[split]:
+            found = _mnist_file(raw, fname)
+            if found is None:
+                raise _not_found("MNIST", raw / fname, root)
+            paths.append(found)
+        images, labels = read_idx(paths[0]), read_idx(paths[1])
+        if images.ndim != 3 or labels.ndim != 1:
+            raise ValueError(
+                f"MNIST {split} files under {raw}: expected images (N, H, W) and labels (N,), got shapes "
+                f"{images.shape} and {labels.shape}; download the dataset again"
+            )
+        limits.check_image_side(max(images.shape[1:]), str(paths[0]))
+        if len(images) != len(labels):
+            raise ValueError(f"{paths[0]} holds {len(images)} images but {paths[1]} {len(labels)} labels; they must match")
+        if len(labels) and int(labels.max()) >= len(MNIST_CLASSES):
+            raise ValueError(f"{paths[1]}: label {int(labels.max())} is not a digit 0-9; download the dataset again")
+        tensor = torch.from_numpy(images.copy())[:, None]  # (N, 1, H, W)
         return ImageArrays(
-            _resize_uint8(images, size), ds.targets.long(), MNIST_CLASSES,
+            _resize_uint8(tensor, size), torch.from_numpy(labels.astype(np.int64)), MNIST_CLASSES,
             name="mnist", augmentation=MNIST_AUGMENTATION,
         )
 
-    return DatasetSplits(read(True), read(False))
+    return DatasetSplits(read("train"), read("test"))
 
 
 _LOADERS: dict[str, Callable[[Path, bool, int], DatasetSplits]] = {
@@ -385,6 +593,7 @@ def load_torchvision(name: str, root: str | Path, *, download: bool = False, siz
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(REAL_DATASETS)}")
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
         raise ValueError(f"size must be a positive integer (pixels per side), got {size!r}")
+    limits.check_image_side(int(size), "size")
     return _LOADERS[key](Path(root).expanduser(), bool(download), int(size))
 
 
@@ -414,6 +623,57 @@ def _npz_images(x: np.ndarray, key: str, path: Path) -> tuple[np.ndarray, str]:
     )
 
 
+def _npz_headers(path: Path, keys: Sequence[str]) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Shape and dtype of each ``keys`` member of an npz archive, read from the ``.npy`` headers
+    only (nothing is decompressed beyond them), after checking what they declare:
+
+    * no Python objects (their dtype needs pickle, which is refused);
+    * images uint8 at most :data:`~medic_viz.limits.MAX_IMAGE_SIDE` pixels per side, labels
+      integers, class names strings;
+    * every array at most :data:`~medic_viz.limits.MAX_ARRAY_BYTES`.
+    """
+    from numpy.lib import format as npy_format
+
+    found: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = {name.removesuffix(".npy"): name for name in archive.namelist()}
+            for key in keys:
+                if key not in members:
+                    continue
+                with archive.open(members[key]) as f:
+                    version = npy_format.read_magic(f)
+                    reader = npy_format.read_array_header_1_0 if version == (1, 0) else npy_format.read_array_header_2_0
+                    shape, _fortran, dtype = reader(f)
+                found[key] = (tuple(int(d) for d in shape), dtype)
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error, ValueError, SyntaxError) as exc:
+        raise ValueError(f"{path}: not a readable npz file ({exc}); {_NPZ_LAYOUT_HELP}") from None
+    for key, (shape, dtype) in found.items():
+        if dtype.hasobject:
+            raise ValueError(
+                f"{path}: {key!r} is stored as Python objects, which this loader will not unpickle; "
+                "save plain arrays (uint8 images, integer labels, np.array(names, dtype=str))"
+            )
+        if key.startswith("x_"):
+            if dtype != np.uint8:
+                hint = " (for floats in [0, 1]: (x * 255).round().astype(np.uint8))" if dtype.kind == "f" else ""
+                raise ValueError(
+                    f"{path}: {key} has dtype {dtype}, but images must be uint8 0-255: "
+                    f"convert to uint8 0-255{hint} and save again"
+                )
+            for side in shape[1:]:
+                if side not in (1, 3):
+                    limits.check_image_side(side, f"{path}: {key}")
+        elif key.startswith("y_") and dtype.kind not in "iu":
+            raise ValueError(f"{path}: {key} has dtype {dtype}; labels must be integer class ids 0..K-1")
+        elif key == "classes":
+            if dtype.kind not in "US":
+                raise ValueError(f"{path}: classes has dtype {dtype}; class names must be strings")
+            limits.check_classes(int(np.prod(shape, dtype=object)), f"{path}: classes")
+        limits.check_array_bytes(int(np.prod(shape, dtype=object)) * dtype.itemsize, f"{path}: {key}")
+    return found
+
+
 def _npz_labels(y: np.ndarray, key: str, n_images: int, path: Path) -> np.ndarray:
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
@@ -427,6 +687,8 @@ def _npz_labels(y: np.ndarray, key: str, n_images: int, path: Path) -> np.ndarra
         )
     if len(y) and int(y.min()) < 0:
         raise ValueError(f"{path}: {key} holds negative labels; class ids must be 0..K-1")
+    if len(y):
+        limits.check_classes(int(y.max()) + 1, f"{path}: {key}")
     return y.astype(np.int64)
 
 
@@ -449,10 +711,13 @@ def load_npz(
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"npz file not found: {path}")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path}: not an npz archive (a zip of .npy arrays); {_NPZ_LAYOUT_HELP}")
+    _npz_headers(path, (*NPZ_KEYS, "classes"))  # bounds and dtypes, before anything is read
     try:
         archive = np.load(path, allow_pickle=False)
-    except ValueError as err:
-        raise ValueError(f"{path}: not a readable npz file ({err}); {_NPZ_LAYOUT_HELP}") from err
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{path}: not a readable npz file ({err}); {_NPZ_LAYOUT_HELP}") from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise ValueError(f"{path}: holds a single array, not an npz archive; {_NPZ_LAYOUT_HELP}")
     with archive:
@@ -466,11 +731,11 @@ def load_npz(
         def read(key: str) -> np.ndarray:
             try:
                 return archive[key]
-            except ValueError as err:  # object arrays need pickle, which is refused
+            except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:
                 raise ValueError(
-                    f"{path}: {key!r} is stored as Python objects, which this loader will not unpickle; "
-                    "save plain arrays (uint8 images, integer labels, np.array(names, dtype=str))"
-                ) from err
+                    f"{path}: could not read {key!r} ({err}); save plain arrays (uint8 images, integer "
+                    "labels, np.array(names, dtype=str)) with numpy.savez"
+                ) from None
 
         arrays = {k: read(k) for k in NPZ_KEYS}
         file_classes: tuple[str, ...] | None = None
@@ -479,6 +744,9 @@ def load_npz(
 
     x_train, layout_train = _npz_images(arrays["x_train"], "x_train", path)
     x_test, layout_test = _npz_images(arrays["x_test"], "x_test", path)
+    for key in ("x_train", "x_test"):
+        if len(arrays[key]) == 0:
+            raise ValueError(f"{path}: {key} holds no images; both splits need at least one")
     y_train = _npz_labels(arrays["y_train"], "y_train", len(x_train), path)
     y_test = _npz_labels(arrays["y_test"], "y_test", len(x_test), path)
 
