@@ -36,6 +36,9 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import torch
 from torch import nn
 
+from medic_viz import limits
+from medic_viz.finite import NonFiniteModelError, nonfinite_entries
+
 __all__ = [
     "ModelCard",
     "UnsafeCheckpointError",
@@ -159,8 +162,14 @@ class ModelCard:
         if not isinstance(self.architecture, str) or not self.architecture:
             raise ValueError(f"model card: architecture must be a non-empty model name, got {self.architecture!r}")
         self.num_classes = _check_int(self.num_classes, "num_classes", 1)
+        limits.check_classes(self.num_classes, "model card: num_classes")
         self.input_size = _check_int(self.input_size, "input_size", 1)
+        limits.check_image_side(self.input_size, "model card: input_size")
         self.in_channels = _check_int(self.in_channels, "in_channels", 1)
+        if self.in_channels not in (1, 3):
+            raise ValueError(
+                f"model card: in_channels must be 1 (grey) or 3 (RGB), as medic_viz's images are; got {self.in_channels}"
+            )
 
         if not isinstance(self.arch_kwargs, Mapping):
             raise ValueError(f"model card: arch_kwargs must be a dict, got {type(self.arch_kwargs).__name__}")
@@ -285,11 +294,30 @@ class ModelCard:
     @classmethod
     def from_json(cls, text: str) -> "ModelCard":
         """Parse :meth:`to_json` output (raises ValueError on malformed JSON)."""
+        if len(text) > limits.MAX_CARD_BYTES:
+            raise ValueError(f"model card is {len(text):,} characters, more than a card may be ({limits.MAX_CARD_BYTES:,})")
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ValueError(f"model card is not valid JSON: {exc}") from exc
+        except RecursionError:
+            raise ValueError(f"model card nests lists/objects deeper than {limits.MAX_JSON_DEPTH} levels") from None
+        if _json_depth(data) > limits.MAX_JSON_DEPTH:
+            raise ValueError(f"model card nests lists/objects deeper than {limits.MAX_JSON_DEPTH} levels")
         return cls.from_dict(data)
+
+
+def _json_depth(value: Any) -> int:
+    """Nesting depth of lists/dicts in parsed JSON (iterative: no recursion limit to hit)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (list, dict)):
+            deepest = max(deepest, depth)
+            if depth > limits.MAX_JSON_DEPTH:
+                return depth
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 # --------------------------------------------------------------------------------------------
@@ -564,11 +592,20 @@ def _mismatch_report(
     missing = [k for k in expected if k not in state_dict and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in state_dict if k not in expected]
     shape_errors: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = []
+    dtype_errors: list[str] = []
+    not_tensors: list[str] = []
     for key, value in state_dict.items():
         target = expected.get(key)
-        if isinstance(value, torch.Tensor) and isinstance(target, torch.Tensor) and value.shape != target.shape:
-            shape_errors.append((key, tuple(value.shape), tuple(target.shape)))
-    if not shape_errors and (not strict or (not missing and not unexpected)):
+        if not isinstance(value, torch.Tensor):
+            not_tensors.append(f"{key} ({type(value).__name__})")
+        elif isinstance(target, torch.Tensor):
+            if value.shape != target.shape:
+                shape_errors.append((key, tuple(value.shape), tuple(target.shape)))
+            elif target.is_floating_point() and not value.is_floating_point():
+                # load_state_dict would cast 0/1 ints or bools into float weights without a word
+                dtype_errors.append(f"{key}: checkpoint {str(value.dtype).removeprefix('torch.')} vs model "
+                                    f"{str(target.dtype).removeprefix('torch.')}")
+    if not shape_errors and not dtype_errors and not not_tensors and (not strict or (not missing and not unexpected)):
         return None
 
     lines = [f"checkpoint does not fit the model ({type(model).__name__}):"]
@@ -583,6 +620,14 @@ def _mismatch_report(
         lines.append(f"  {len(shape_errors)} shape mismatch(es): " + "; ".join(described[:_MAX_LISTED_KEYS]))
         if len(described) > _MAX_LISTED_KEYS:
             lines[-1] += f"; … and {len(described) - _MAX_LISTED_KEYS} more"
+    if dtype_errors:
+        lines.append(
+            f"  {len(dtype_errors)} weight(s) stored as integers or booleans where the model has floating-point "
+            f"weights: {_listed(dtype_errors)}. Real trained weights are floats; the file is corrupted or was "
+            "converted wrongly (it would load as a model that scores at chance)"
+        )
+    if not_tensors:
+        lines.append(f"  {len(not_tensors)} entr(y/ies) that are not tensors: {_listed(not_tensors)}")
 
     hint = (
         "Likely fix: the weights come from a different architecture or number of classes; check "
@@ -591,7 +636,7 @@ def _mismatch_report(
     param_keys = [k for k, _ in model.named_parameters()]
     final_layer = param_keys[-1].rpartition(".")[0] if param_keys else None
     for key, ckpt_shape, model_shape in shape_errors:
-        if key.rpartition(".")[0] == final_layer and ckpt_shape[:1] != model_shape[:1]:
+        if key.rpartition(".")[0] == final_layer and ckpt_shape and model_shape and ckpt_shape[:1] != model_shape[:1]:
             hint += f" The checkpoint's final layer has {ckpt_shape[0]} outputs; the model has {model_shape[0]}."
             break
     if strict and any(k.startswith("normalize.") for k in missing + unexpected):
@@ -698,8 +743,12 @@ def _read_card(card_path: Path) -> ModelCard:
             f"{MODEL_FILENAME} (written by save_model). For a bare weights file use import_checkpoint()."
         )
     try:
-        text = card_path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        with open(card_path, "rb") as fh:
+            raw = fh.read(limits.MAX_CARD_BYTES + 1)
+        if len(raw) > limits.MAX_CARD_BYTES:
+            raise ValueError(f"larger than a card may be ({limits.MAX_CARD_BYTES:,} bytes)")
+        text = raw.decode("utf-8")
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise ValueError(f"could not read model card {card_path}: {exc}") from exc
     try:
         return ModelCard.from_json(text)
@@ -751,15 +800,52 @@ def _build(card: ModelCard, builder: Callable[..., nn.Module] | None) -> nn.Modu
     return model
 
 
+def _fit_error(card: ModelCard, source: Path, report: str) -> CheckpointMismatchError:
+    return CheckpointMismatchError(
+        f"{source}: weights do not fit architecture={card.architecture!r}, "
+        f"num_classes={card.num_classes}, in_channels={card.in_channels}, "
+        f"arch_kwargs={card.arch_kwargs}\n{report}"
+    )
+
+
+def _check_fits_before_building(card: ModelCard, state_dict: Mapping[str, Any], source: Path) -> None:
+    """Build the zoo architecture on PyTorch's ``meta`` device (shapes only, no memory) and
+    check the weights fit it, so that a card asking for absurd widths or classes is refused
+    before anything the size of the *card's* numbers is allocated: a model that fits is no
+    larger than the weights file."""
+    from medic_viz.models.zoo import available_models, build_model
+
+    if card.architecture.strip().lower() not in available_models():
+        return  # _build says which names exist
+    try:
+        with torch.device("meta"):
+            skeleton = build_model(card.architecture, card.num_classes, in_channels=card.in_channels,
+                                   input_size=card.input_size, normalize=None, **card.arch_kwargs)
+    except (RuntimeError, OverflowError, MemoryError) as exc:
+        raise ValueError(
+            f"{source}: the model card's architecture settings (arch_kwargs={card.arch_kwargs}) cannot be "
+            f"built ({exc}); the card is corrupted"
+        ) from None
+    weights = {k: v for k, v in state_dict.items() if not k.startswith("normalize.")}  # tiny; skeleton has none
+    report = _mismatch_report(skeleton, weights, strict=True)
+    if report is not None:
+        raise _fit_error(card, source, report)
+
+
+def _check_finite_weights(state_dict: Mapping[str, Any], source: Path) -> None:
+    bad = nonfinite_entries(state_dict.items())
+    if bad:
+        raise NonFiniteModelError(
+            f"{source}: {len(bad)} weight tensor(s) hold NaN or infinite values ({_listed(bad)}); the model is "
+            "broken (a diverged training run or a corrupted file) and cannot be used; use another copy"
+        )
+
+
 def _load_into_built(model: nn.Module, state_dict: Mapping[str, torch.Tensor], card: ModelCard, source: Path) -> None:
     try:
         load_weights_into(model, state_dict, strict=True)
     except CheckpointMismatchError as exc:
-        raise CheckpointMismatchError(
-            f"{source}: weights do not fit architecture={card.architecture!r}, "
-            f"num_classes={card.num_classes}, in_channels={card.in_channels}, "
-            f"arch_kwargs={card.arch_kwargs}\n{exc}"
-        ) from exc
+        raise _fit_error(card, source, str(exc)) from exc
 
 
 def load_model(
@@ -780,6 +866,9 @@ def load_model(
     if not weights_path.is_file():
         raise FileNotFoundError(f"model weights not found: {weights_path} (card: {card_path})")
     state_dict = load_state_dict_file(weights_path)
+    _check_finite_weights(state_dict, weights_path)
+    if builder is None:
+        _check_fits_before_building(card, state_dict, weights_path)
     model = _build(card, builder)
     _load_into_built(model, state_dict, card, weights_path)
     return model.to(device).eval(), card
@@ -807,6 +896,9 @@ def import_checkpoint(
     card = ModelCard(architecture=architecture, num_classes=num_classes, **card_fields)
     path = Path(path)
     state_dict = load_state_dict_file(path)
+    _check_finite_weights(state_dict, path)
+    if builder is None:
+        _check_fits_before_building(card, state_dict, path)
     model = _build(card, builder)
     _load_into_built(model, state_dict, card, path)
     return model.to(device).eval(), card

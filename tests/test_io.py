@@ -483,3 +483,85 @@ def test_zoo_card_errors(tmp_path):
     save_model(with_norm, tmp_path, ModelCard("small_cnn", 4))
     with pytest.raises(CheckpointMismatchError, match="(?s)normalize.mean.*card's `normalize`"):
         load_model(tmp_path)
+
+
+# ------------------------------------------------------------------ hostile weights and cards (issue 13)
+
+
+def test_zero_dim_tensors_in_safetensors_get_a_mismatch_report(tmp_path):
+    # The old mismatch reporter indexed ckpt_shape[0] of a 0-d tensor: IndexError.
+    from safetensors.torch import save_file
+
+    model = trained_tiny()
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    weights["fc.weight"] = torch.tensor(1.0)
+    save_file(weights, str(tmp_path / "w.safetensors"))
+    with pytest.raises(CheckpointMismatchError, match=r"fc\.weight: checkpoint \[\] vs model \[3, 4\]"):
+        load_weights_into(TinyNet(), tmp_path / "w.safetensors")
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.bool])
+def test_integer_or_bool_weights_are_refused_not_cast(tmp_path, dtype):
+    model = trained_tiny()
+    weights = {k: (v.to(dtype) if k == "conv.weight" else v) for k, v in model.state_dict().items()}
+    target = TinyNet()
+    snapshot = state_snapshot(target)
+    with pytest.raises(CheckpointMismatchError, match=r"integers or booleans.*conv\.weight: checkpoint"):
+        load_weights_into(target, weights)
+    assert_same_state(target, snapshot)
+
+
+def test_nan_weights_are_a_clear_error_at_load(tmp_path):
+    from medic_viz.finite import NonFiniteModelError
+
+    model = trained_tiny()
+    with torch.no_grad():
+        model.fc.bias[1] = float("nan")
+    save_model(model, tmp_path, tiny_card())
+    with pytest.raises(NonFiniteModelError, match=r"1 weight tensor\(s\) hold NaN or infinite values \(fc\.bias\)"):
+        load_model(tmp_path, builder=tiny_builder)
+
+
+def _zoo_model_dir(tmp_path: Path) -> Path:
+    zoo = pytest.importorskip("medic_viz.models.zoo")
+    torch.manual_seed(0)
+    save_model(zoo.build_model("small_cnn", 4), tmp_path, ModelCard("small_cnn", 4))
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"input_size": 10**9}, "1000000000 pixels per side"),
+        ({"num_classes": 10**9}, "1000000000 classes is more than medic_viz accepts"),
+        ({"in_channels": 7}, "in_channels must be 1 .grey. or 3"),
+        # 10^5-wide convolutions would need 9·10^10 weights: refused before anything is allocated
+        ({"arch_kwargs": {"widths": [10**5] * 4}}, r"(?s)weights do not fit .*widths.*shape mismatch"),
+        ({"arch_kwargs": {"widths": [10**9] * 4}}, r"cannot be built"),
+    ],
+)
+def test_absurd_sizes_in_a_card_are_refused_before_allocating(tmp_path, change, message):
+    folder = _zoo_model_dir(tmp_path)
+    card_path = folder / CARD_FILENAME
+    card_path.write_text(json.dumps({**json.loads(card_path.read_text()), **change}))
+    with pytest.raises(ValueError, match=message):
+        load_model(folder)
+
+
+@pytest.mark.parametrize("depth", [40, 100_000])
+def test_deeply_nested_card_json_is_a_value_error(tmp_path, depth):
+    folder = _zoo_model_dir(tmp_path)
+    card_path = folder / CARD_FILENAME
+    text = card_path.read_text().rstrip().rstrip("}")
+    card_path.write_text(text + ', "nested": ' + "[" * depth + "]" * depth + "}")
+    with pytest.raises(ValueError, match="deeper than 32 levels"):
+        load_model(folder)
+
+
+def test_oversized_card_is_refused(tmp_path, monkeypatch):
+    import medic_viz.limits
+
+    folder = _zoo_model_dir(tmp_path)
+    monkeypatch.setattr(medic_viz.limits, "MAX_CARD_BYTES", 100)
+    with pytest.raises(ValueError, match="larger than a card may be"):
+        load_model(folder)
