@@ -20,7 +20,8 @@ from medic_viz.data.arrays import DatasetSplits, ImageArrays, clean_subset
 from medic_viz.defenses.base import Defense, DefenseResult
 from medic_viz.defenses.baselines import DISPLAY_NAMES, available_defenses, defense_class, make_defense
 from medic_viz.defenses.medic import validate_lambda
-from medic_viz.metrics import BackdoorMetrics, Evaluator, evaluate_backdoor, resolve_device
+from medic_viz.device import resolve_device
+from medic_viz.metrics import BackdoorMetrics, Evaluator, evaluate_backdoor
 from medic_viz.training import TrainEvent
 from medic_viz.widgets.state.observable import Param, Parameterized, StateChange, number, tau_check
 from medic_viz.widgets.state.runs import RunRecord

@@ -15,6 +15,7 @@ from medic_viz.capture import eval_mode
 from medic_viz.data.arrays import ImageArrays, clean_subset
 from medic_viz.data.images import to_image_tensor
 from medic_viz.defenses.medic import compute_layer_stats
+from medic_viz.device import model_device
 from medic_viz.importance import LayerStats
 from medic_viz.widgets.state.observable import Param, Parameterized, StateChange, one_of, tau_check
 
@@ -25,12 +26,6 @@ def default_triggers() -> dict[str, Trigger]:
     """The triggers the picker offers besides the model's own: ``{name: trigger}`` for every
     built-in attack with its default settings. (The one place that lists them.)"""
     return {name: make_trigger(name) for name in AVAILABLE_TRIGGERS}
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
 
 
 def _choice_check(state: "PickerState", value: Any) -> int:
@@ -144,7 +139,7 @@ class PickerState(Parameterized):
     def _estimate_stats(self) -> dict[str, LayerStats]:
         n = min(self.stats_images, len(self.data))
         sample = clean_subset(self.data, n / len(self.data), self.seed) if n < len(self.data) else self.data
-        return compute_layer_stats(self.model, sample, self._layers_wanted, device=_model_device(self.model))
+        return compute_layer_stats(self.model, sample, self._layers_wanted, device=model_device(self.model))
 
     @staticmethod
     def _default_layer(names: Sequence[str]) -> str:
@@ -199,7 +194,7 @@ class PickerState(Parameterized):
         image = to_image_tensor(source, self.data.image_shape)
         if label is None:
             with torch.no_grad(), eval_mode(self.model):
-                label = int(self.model(image.unsqueeze(0).to(_model_device(self.model))).argmax(1))
+                label = int(self.model(image.unsqueeze(0).to(model_device(self.model))).argmax(1))
         elif isinstance(label, bool) or not isinstance(label, (int, np.integer)) or not 0 <= int(label) < self.data.num_classes:
             raise ValueError(f"label must be a class id in 0..{self.data.num_classes - 1}, got {label!r}")
         self._custom = (image, int(label))
@@ -222,7 +217,7 @@ class PickerState(Parameterized):
             model = source
         else:
             raise TypeError(f"load_model takes an nn.Module or a model folder path, got {type(source).__name__}")
-        x = self.data.floats(torch.arange(1), _model_device(model))
+        x = self.data.floats(torch.arange(1), model_device(model))
         try:
             with torch.no_grad(), eval_mode(model):
                 out = model(x)
