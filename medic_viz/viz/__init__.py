@@ -1,4 +1,5 @@
-"""Plotly figures: pure functions that read results and return ``go.Figure``."""
+"""Plotly figures: pure functions that read results and return ``go.Figure``; :data:`PALETTE`, the
+series colours every figure and widget shares."""
 
 from medic_viz.viz.curves import event_rows, training_curves_figure
 from medic_viz.viz.figures import (
@@ -15,8 +16,10 @@ from medic_viz.viz.figures import (
     top_activating_figure,
     tradeoff_figure,
 )
+from medic_viz.viz.style import PALETTE
 
 __all__ = [
+    "PALETTE",
     "training_curves_figure",
     "event_rows",
     "FIGURE2_COLUMNS",

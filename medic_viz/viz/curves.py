@@ -7,9 +7,10 @@ from typing import Iterable, Mapping, Sequence
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from medic_viz.viz.style import PALETTE
+
 __all__ = ["training_curves_figure", "event_rows"]
 
-_PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2")
 
 
 def event_rows(history: Iterable[object]) -> list[dict]:
@@ -44,7 +45,7 @@ def training_curves_figure(
         runs = {"run": runs}
     fig = make_subplots(rows=1, cols=2, subplot_titles=("Accuracy / ASR (%)", "Loss"), horizontal_spacing=0.1)
     for i, (label, history) in enumerate(runs.items()):
-        color = _PALETTE[i % len(_PALETTE)]
+        color = PALETTE[i % len(PALETTE)]
         rows = [r for r in event_rows(history) if r.get("clean_acc") is not None]
         xs = [_x(r) for r in rows]
         fig.add_trace(

@@ -24,6 +24,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from medic_viz.viz.style import PALETTE
+
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from medic_viz.analysis import CompromisedStatistic, InputAnalysis, NeuronRanking
     from medic_viz.attribution import AttributionComparison
@@ -47,7 +49,6 @@ __all__ = [
 FIGURE2_COLUMNS: tuple[str, ...] = (
     "clean input", "triggered input", "clean activation", "triggered activation", "difference", "importance",
 )
-_PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2")
 _ACT_SCALE, _IMP_SCALE, _DIFF_SCALE, _DIV_SCALE = "Viridis", "Inferno", "Magma", "RdBu_r"
 
 
@@ -490,12 +491,12 @@ def tau_sweep_figure(
     for i, g in enumerate(_group_values(agg, group_by)):
         pts = sorted((r for r in agg if group_by is None or r[group_by] == g), key=lambda r: float(r["tau"]))
         xs = [float(r["tau"]) for r in pts]
-        color = _PALETTE[i % len(_PALETTE)]
+        color = PALETTE[i % len(PALETTE)]
         prefix = f"{_label(group_by, g)}: " if group_by else ""
         for metric, dash, label in (("clean_acc", "solid", "clean accuracy"), ("asr", "dash", "ASR")):
             mean = 100 * np.array([r[metric] for r in pts])
             std = 100 * np.array([r[f"{metric}_std"] for r in pts])
-            _band_traces(fig, xs, mean, std, prefix + label, color if group_by else _PALETTE[0 if metric == "clean_acc" else 1],
+            _band_traces(fig, xs, mean, std, prefix + label, color if group_by else PALETTE[0 if metric == "clean_acc" else 1],
                          dash, group=prefix + label)
     n_seeds = max(r["n"] for r in agg)
     fig.update_layout(
@@ -539,7 +540,7 @@ def lambda_tau_figure(
                 fig.add_trace(go.Scatter(
                     x=[float(r["tau"]) for r in pts], y=[100 * r[metric] for r in pts], mode="lines+markers",
                     name=f"λ={lam:g}", legendgroup=f"λ={lam:g}", showlegend=col == 1,
-                    line=dict(color=_PALETTE[i % len(_PALETTE)]),
+                    line=dict(color=PALETTE[i % len(PALETTE)]),
                     error_y=dict(type="data", array=[100 * r[f"{metric}_std"] for r in pts], visible=True, thickness=1),
                     hovertemplate=f"λ={lam:g}, τ=%{{x:g}}<br>{metric} %{{y:.1f}}%<extra></extra>"), row=1, col=col)
             fig.update_xaxes(title_text="temperature τ", row=1, col=col)
@@ -566,7 +567,7 @@ def tradeoff_figure(
             x=[100 * r["clean_acc"] for r in pts], y=[100 * r["asr"] for r in pts], mode="lines+markers+text",
             name=_label(group_by, g) if not isinstance(g, str) else str(g),
             text=[f"τ={float(r['tau']):g}" for r in pts], textposition="top right", textfont=dict(size=9),
-            line=dict(color=_PALETTE[i % len(_PALETTE)]),
+            line=dict(color=PALETTE[i % len(PALETTE)]),
             error_x=dict(type="data", array=[100 * r["clean_acc_std"] for r in pts], visible=True, thickness=1),
             error_y=dict(type="data", array=[100 * r["asr_std"] for r in pts], visible=True, thickness=1),
             hovertemplate="%{text}<br>clean acc %{x:.1f}%<br>ASR %{y:.1f}%<extra>" + str(g) + "</extra>",
@@ -601,7 +602,7 @@ def defense_comparison_figure(
             fig.add_trace(go.Bar(
                 x=[str(v) for v in xs], y=[100 * by_x[v][metric] if v in by_x else None for v in xs],
                 error_y=dict(type="data", array=[100 * by_x[v][f"{metric}_std"] if v in by_x else 0 for v in xs], visible=True),
-                name=str(g), legendgroup=str(g), showlegend=r == 1, marker_color=_PALETTE[i % len(_PALETTE)],
+                name=str(g), legendgroup=str(g), showlegend=r == 1, marker_color=PALETTE[i % len(PALETTE)],
                 customdata=[by_x[v]["n"] if v in by_x else 0 for v in xs],
                 hovertemplate=f"{g}<br>%{{x}}<br>{metric} %{{y:.1f}}%<br>runs %{{customdata}}<extra></extra>",
             ), row=r, col=1)

@@ -12,12 +12,12 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from medic_viz.defenses.baselines import DISPLAY_NAMES
+from medic_viz.viz.style import PALETTE
 from medic_viz.widgets.apps.common import Throttle, bind, error_html, set_quietly, within
 from medic_viz.widgets.state import DEVICE_CHOICES, LauncherState, RunRecord, StateChange, method_choices
 
 __all__ = ["LauncherApp", "launcher_app"]
 
-_PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2")
 _LOSS_DASH = {"total": "solid", "ce": "dot", "clone": "dashdot"}
 
 
@@ -158,7 +158,7 @@ class LauncherApp(widgets.VBox):
             # 1. create missing traces (outside batch_update), 2. update all data in one message
             updates: list[tuple[int, list[float], list[float]]] = []
             for i, run in enumerate(runs):
-                color = _PALETTE[run.index % len(_PALETTE)]
+                color = PALETTE[run.index % len(PALETTE)]
                 curve = run.curve()
                 updates.append((self._ensure_trace(run, "acc", color), curve["x"], curve["clean_acc"]))
                 if state.trigger is not None:
