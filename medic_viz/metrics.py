@@ -7,8 +7,9 @@ count of images it was computed on.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterable, NamedTuple
 
 import torch
 import torch.nn as nn
@@ -26,6 +27,8 @@ __all__ = [
     "predict",
     "evaluate_backdoor",
     "Evaluator",
+    "MeanStd",
+    "mean_std",
 ]
 
 
@@ -139,3 +142,28 @@ def evaluate_backdoor(
     dev = resolve_device(device)
     model.to(dev)
     return Evaluator(data, trigger, target, max_images=max_images, batch_size=batch_size, device=dev)(model)
+
+
+class MeanStd(NamedTuple):
+    """Mean, standard deviation and count of a metric over runs (e.g. seeds)."""
+
+    mean: float
+    std: float
+    n: int
+
+
+def mean_std(values: Iterable[float | None]) -> MeanStd:
+    """Mean and **sample** standard deviation (ddof=1, i.e. divided by n - 1) of ``values``.
+
+    The one definition of "mean ± std over seeds" in every table and figure of the package
+    (:mod:`medic_viz.experiments` tables, :func:`medic_viz.viz.aggregate_rows`). None and NaN
+    values are left out; ``n`` counts the rest. One value: std 0; none: mean and std NaN.
+    Example: ``[1, 2, 4]`` → mean 2.333, std 1.528 (the population std would be 1.247).
+    """
+    vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    n = len(vals)
+    if n == 0:
+        return MeanStd(float("nan"), float("nan"), 0)
+    mean = math.fsum(vals) / n
+    std = math.sqrt(math.fsum((v - mean) ** 2 for v in vals) / (n - 1)) if n > 1 else 0.0
+    return MeanStd(mean, std, n)

@@ -153,8 +153,9 @@ ROWS = [
 def test_aggregate_rows_by_hand():
     agg = aggregate_rows(ROWS[:4], ["tau"])
     assert [r["tau"] for r in agg] == [0, 5]
-    assert agg[0]["clean_acc"] == pytest.approx(0.91) and agg[0]["clean_acc_std"] == pytest.approx(0.01)
-    assert agg[1]["asr"] == pytest.approx(0.15) and agg[1]["asr_std"] == pytest.approx(0.05) and agg[1]["n"] == 2
+    # sample std (ddof=1), the one definition of the package: std(0.90, 0.92) = 0.02 / sqrt(2)
+    assert agg[0]["clean_acc"] == pytest.approx(0.91) and agg[0]["clean_acc_std"] == pytest.approx(0.0141421356)
+    assert agg[1]["asr"] == pytest.approx(0.15) and agg[1]["asr_std"] == pytest.approx(0.0707106781) and agg[1]["n"] == 2
 
 
 def test_tau_sweep_figure_values_and_bands():
@@ -168,7 +169,8 @@ def test_tau_sweep_figure_values_and_bands():
     np.testing.assert_allclose(asr.y, [85.0, 15.0])
     assert asr.line.dash == "dash" and len(bands) == 2
     asr_band = [b for b in bands if b.legendgroup == "ASR"][0]
-    np.testing.assert_allclose(asr_band.y, [90.0, 20.0, 10.0, 80.0])  # mean ± std, out and back
+    s = 10 / np.sqrt(2)  # sample std of (0.8, 0.9) and of (0.1, 0.2), in %
+    np.testing.assert_allclose(asr_band.y, [85 + s, 15 + s, 15 - s, 85 - s])  # mean ± std, out and back
     grouped = tau_sweep_figure(ROWS, group_by="criteria")
     assert {t.name for t in grouped.data if t.mode == "lines+markers"} == {
         "both: clean accuracy", "both: ASR", "activation: clean accuracy", "activation: ASR"}
@@ -185,7 +187,7 @@ def test_lambda_tau_figure_lines_and_heatmap():
     asr10, acc10 = by_name["λ=10"]
     np.testing.assert_allclose(asr10.x, [0, 5])
     np.testing.assert_allclose(asr10.y, [85.0, 15.0])
-    np.testing.assert_allclose(asr10.error_y.array, [5.0, 5.0])
+    np.testing.assert_allclose(asr10.error_y.array, [10 / np.sqrt(2)] * 2)  # sample std, in %
     np.testing.assert_allclose(acc10.y, [91.0, 87.0])
     heat = lambda_tau_figure(ROWS, kind="heatmap")
     asr_map = np.asarray(heat.data[0].z, dtype=float)
@@ -202,7 +204,7 @@ def test_tradeoff_figure_content():
     np.testing.assert_allclose(both.x, [91.0, 87.0])
     np.testing.assert_allclose(both.y, [85.0, 15.0])
     assert list(both.text) == ["τ=0", "τ=5"]
-    np.testing.assert_allclose(both.error_y.array, [5.0, 5.0])
+    np.testing.assert_allclose(both.error_y.array, [10 / np.sqrt(2)] * 2)  # sample std, in %
     assert fig.layout.xaxis.title.text.startswith("clean accuracy")
 
 
@@ -215,7 +217,7 @@ def test_defense_comparison_figure_content():
     assert medic_acc.y[0] == pytest.approx(89.0) and medic_acc.y[1] is None
     medic_asr = bars[("medic", "y2")]
     assert medic_asr.y[0] == pytest.approx(50.0)
-    assert medic_asr.error_y.array[0] == pytest.approx(100 * np.std([0.8, 0.9, 0.1, 0.2]))
+    assert medic_asr.error_y.array[0] == pytest.approx(100 * np.std([0.8, 0.9, 0.1, 0.2], ddof=1))
     assert bars[("finetune", "y2")].y[1] == pytest.approx(50.0)
     assert sum(1 for t in fig.data if t.showlegend) == 2
 

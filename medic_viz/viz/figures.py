@@ -5,8 +5,8 @@ Inside the network (from :mod:`medic_viz.analysis`): :func:`figure2_grid` (paper
 :func:`attribution_figure`. Experiment summaries from plain row dicts such as
 ``{"tau": 5, "seed": 0, "clean_acc": 0.9, "asr": 0.02, "criteria": "both", "lam": 10,
 "method": "medic", "attack": "badnet"}`` (accuracies and ASR as fractions in [0, 1], drawn in
-%; rows that share every other key, e.g. several seeds, are averaged, and the standard
-deviation is drawn): :func:`tau_sweep_figure` (Figure 4), :func:`lambda_tau_figure` (Figure 6),
+%; rows that share every other key, e.g. several seeds, are averaged, and the sample standard
+deviation, ddof=1, is drawn): :func:`tau_sweep_figure` (Figure 4), :func:`lambda_tau_figure` (Figure 6),
 :func:`tradeoff_figure` (Figure 7), :func:`defense_comparison_figure` (Figure 5 / Table 1).
 :func:`export_figure` writes ``.html`` always and ``.png`` where a renderer works.
 """
@@ -24,6 +24,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from medic_viz.metrics import mean_std
 from medic_viz.viz.style import PALETTE
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -128,8 +129,9 @@ def aggregate_rows(
     """Group ``rows`` by ``keys`` (first-seen order) and average ``metrics`` over each group.
 
     Returns one dict per group: the key values, ``<metric>`` (mean), ``<metric>_std``
-    (population standard deviation, 0 for one row) and ``n`` (rows in the group). Rows where a
-    metric is missing do not count for that metric.
+    (sample standard deviation, ddof=1, 0 for one row: :func:`medic_viz.metrics.mean_std`, the
+    same definition as the tables of :mod:`medic_viz.experiments`) and ``n`` (rows in the
+    group). Rows where a metric is missing do not count for that metric.
     """
     groups: OrderedDict[tuple, list[Mapping[str, Any]]] = OrderedDict()
     for r in rows:
@@ -139,9 +141,8 @@ def aggregate_rows(
         row: dict[str, Any] = dict(zip(keys, key))
         row["n"] = len(members)
         for m in metrics:
-            vals = np.array([float(x[m]) for x in members if x.get(m) is not None], dtype=np.float64)
-            row[m] = float(vals.mean()) if len(vals) else float("nan")
-            row[f"{m}_std"] = float(vals.std()) if len(vals) else float("nan")
+            stat = mean_std(x.get(m) for x in members)
+            row[m], row[f"{m}_std"] = stat.mean, stat.std
         out.append(row)
     return out
 
