@@ -101,7 +101,8 @@ def _print(msg: str) -> None:
 def _run_removal(teacher, card, splits, args, *, fraction, method="medic", **options):
     """Run one defence (``options``: its config fields; None values mean the method's default)."""
     from medic_viz.defenses.baselines import DISPLAY_NAMES, make_defense
-    from medic_viz.pipeline import format_table, remove_backdoor, trigger_of, write_outputs
+    from medic_viz.pipeline import format_table, remove_backdoor, trigger_of
+    from medic_viz.viz.report import write_outputs
 
     trigger, target = trigger_of(card)
     options = {k: v for k, v in options.items() if v is not None}
@@ -185,10 +186,15 @@ def _parse_tau(text: str) -> float | str:
 
 def cmd_defend(args: argparse.Namespace) -> int:
     from medic_viz.data.arrays import clean_subset
+    from medic_viz.defenses.baselines import defense_class
     from medic_viz.defenses.medic import validate_lambda
     from medic_viz.io import load_model
 
     tau = _parse_tau(args.tau)
+    method = defense_class(args.method).name  # canonical name; unknown methods fail here, before any work
+    if tau == "auto" and method != "medic":
+        raise ValueError(f"--tau auto chooses MEDIC's temperature τ, which --method {args.method} does not have; "
+                         "drop --tau auto or use --method medic")
     validate_lambda(args.lam)
     teacher, card = load_model(args.teacher)
     splits = _dataset_for(args, size=card.input_size)
@@ -203,11 +209,8 @@ def cmd_defend(args: argparse.Namespace) -> int:
                                progress=not args.no_progress, **search)
         _print(str(selection))
         tau = selection.tau
-    if args.method == "medic":
-        extra = {"tau": float(tau), "lam": args.lam}
-    else:
-        extra = {}
-    _run_removal(teacher, card, splits, args, method=args.method, epochs=args.epochs, fraction=args.fraction,
+    extra = {"tau": float(tau), "lam": args.lam} if method == "medic" else {}
+    _run_removal(teacher, card, splits, args, method=method, epochs=args.epochs, fraction=args.fraction,
                  batch_size=args.batch_size, lr=args.lr, **extra)
     return 0
 

@@ -50,6 +50,7 @@ __all__ = [
     "load_state_dict_file",
     "load_weights_into",
     "import_checkpoint",
+    "model_from_state_dict",
 ]
 
 MODEL_FILENAME = "model.safetensors"
@@ -800,7 +801,7 @@ def _build(card: ModelCard, builder: Callable[..., nn.Module] | None) -> nn.Modu
     return model
 
 
-def _fit_error(card: ModelCard, source: Path, report: str) -> CheckpointMismatchError:
+def _fit_error(card: ModelCard, source: Path | str, report: str) -> CheckpointMismatchError:
     return CheckpointMismatchError(
         f"{source}: weights do not fit architecture={card.architecture!r}, "
         f"num_classes={card.num_classes}, in_channels={card.in_channels}, "
@@ -808,7 +809,7 @@ def _fit_error(card: ModelCard, source: Path, report: str) -> CheckpointMismatch
     )
 
 
-def _check_fits_before_building(card: ModelCard, state_dict: Mapping[str, Any], source: Path) -> None:
+def _check_fits_before_building(card: ModelCard, state_dict: Mapping[str, Any], source: Path | str) -> None:
     """Build the zoo architecture on PyTorch's ``meta`` device (shapes only, no memory) and
     check the weights fit it, so that a card asking for absurd widths or classes is refused
     before anything the size of the *card's* numbers is allocated: a model that fits is no
@@ -832,7 +833,7 @@ def _check_fits_before_building(card: ModelCard, state_dict: Mapping[str, Any], 
         raise _fit_error(card, source, report)
 
 
-def _check_finite_weights(state_dict: Mapping[str, Any], source: Path) -> None:
+def _check_finite_weights(state_dict: Mapping[str, Any], source: Path | str) -> None:
     bad = nonfinite_entries(state_dict.items())
     if bad:
         raise NonFiniteModelError(
@@ -841,7 +842,7 @@ def _check_finite_weights(state_dict: Mapping[str, Any], source: Path) -> None:
         )
 
 
-def _load_into_built(model: nn.Module, state_dict: Mapping[str, torch.Tensor], card: ModelCard, source: Path) -> None:
+def _load_into_built(model: nn.Module, state_dict: Mapping[str, torch.Tensor], card: ModelCard, source: Path | str) -> None:
     try:
         load_weights_into(model, state_dict, strict=True)
     except CheckpointMismatchError as exc:
@@ -872,6 +873,25 @@ def load_model(
     model = _build(card, builder)
     _load_into_built(model, state_dict, card, weights_path)
     return model.to(device).eval(), card
+
+
+def model_from_state_dict(
+    card: ModelCard,
+    state_dict: Mapping[str, torch.Tensor],
+    *,
+    device: str | torch.device = "cpu",
+    builder: Callable[..., nn.Module] | None = None,
+) -> nn.Module:
+    """Build the architecture ``card`` describes and load ``state_dict`` into it strictly
+    (in memory, e.g. weights sent to a worker process); returns the model in eval mode on
+    ``device``. Same building and checks as :func:`load_model`."""
+    source = "the given state_dict"
+    _check_finite_weights(state_dict, source)
+    if builder is None:
+        _check_fits_before_building(card, state_dict, source)
+    model = _build(card, builder)
+    _load_into_built(model, state_dict, card, source)
+    return model.to(device).eval()
 
 
 def import_checkpoint(

@@ -20,7 +20,7 @@ from medic_viz.io import ModelCard, save_model
 from medic_viz.metrics import BackdoorMetrics, resolve_device
 from medic_viz.training import Callback
 
-__all__ = ["RemovalOutcome", "remove_backdoor", "format_table", "write_outputs", "trigger_of"]
+__all__ = ["RemovalOutcome", "remove_backdoor", "format_table", "save_outcome", "trigger_of"]
 
 
 @dataclass
@@ -72,12 +72,14 @@ def remove_backdoor(
     live_eval_images: int | None = 1000,
     callbacks: Sequence[Callback] = (),
     stop_event: threading.Event | None = None,
+    before: BackdoorMetrics | None = None,
 ) -> RemovalOutcome:
     """Measure ``teacher``, run ``defense`` on a class-balanced ``fraction`` of the training
     set (chosen by ``seed``), and measure the repaired model on the whole test set.
 
-    Live curves use at most ``live_eval_images`` test images (None = all); before/after numbers
-    always use the whole test set.
+    Live curves use at most ``live_eval_images`` test images (None = all, 0 = no live
+    evaluation); before/after numbers always use the whole test set. ``before``: the
+    teacher's metrics on this test set when already measured (skips measuring it again).
     """
     start = time.perf_counter()
     dev = resolve_device(device)
@@ -90,8 +92,11 @@ def remove_backdoor(
 
     clean = clean_subset(splits.train, fraction, seed)
     full = attack_evaluator(trigger, splits.test, target, device=dev)
-    before = full(teacher.to(dev))
-    live = attack_evaluator(trigger, splits.test, target, max_images=live_eval_images, seed=seed, device=dev)
+    if before is None:
+        before = full(teacher.to(dev))
+    live = None
+    if live_eval_images is None or live_eval_images > 0:
+        live = attack_evaluator(trigger, splits.test, target, max_images=live_eval_images, seed=seed, device=dev)
     result = defense.run(teacher, clean, evaluator=live, callbacks=callbacks, stop_event=stop_event)
     after = full(result.model.to(dev))
     return RemovalOutcome(
@@ -135,30 +140,25 @@ def format_table(before: BackdoorMetrics, after: BackdoorMetrics, method: str = 
     return "\n".join(lines)
 
 
-def write_outputs(
+def save_outcome(
     outcome: RemovalOutcome,
     out_dir: str | Path,
     *,
     teacher_card: ModelCard | None = None,
     extra: dict | None = None,
 ) -> dict[str, Path]:
-    """Write ``result.json``, ``report.html`` (curves) and the repaired model (``model/``)."""
-    from medic_viz.viz.curves import training_curves_figure
+    """Write ``result.json`` and, given the teacher's card, the repaired model (``model/``)
+    with a card saying how it was repaired. Returns ``{"result": ..., "model": ...}``.
 
+    The HTML report (curves) is a view: :func:`medic_viz.viz.report.write_outputs` writes it
+    with these files."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     payload = outcome.to_json_dict()
     if extra:
         payload.update(extra)
-    paths = {"result": out / "result.json", "report": out / "report.html", "model": out / "model"}
+    paths = {"result": out / "result.json", "model": out / "model"}
     paths["result"].write_text(json.dumps(payload, indent=2, default=str))
-    fig = training_curves_figure(
-        {outcome.method: outcome.result.history},
-        title=f"{outcome.method}: clean accuracy {100 * outcome.after.clean_acc:.1f}%, "
-        f"ASR {'n/a' if outcome.after.asr is None else f'{100 * outcome.after.asr:.1f}%'} after",
-        baseline={"clean_acc": outcome.before.clean_acc, "asr": outcome.before.asr},
-    )
-    fig.write_html(paths["report"], include_plotlyjs=True, full_html=True)
     if teacher_card is not None:
         card = ModelCard.from_dict(
             {
@@ -171,3 +171,16 @@ def write_outputs(
         )
         save_model(outcome.result.model, paths["model"], card)
     return paths
+
+
+def __getattr__(name: str):
+    # ``write_outputs`` (result.json + report.html + model/) moved to the view layer, which
+    # draws the report; the name keeps working from here. Nothing in the core calls this.
+    if name == "write_outputs":
+        import importlib
+        import warnings
+
+        warnings.warn("medic_viz.pipeline.write_outputs moved to medic_viz.viz.report.write_outputs",
+                      DeprecationWarning, stacklevel=2)
+        return importlib.import_module("medic_viz.viz.report").write_outputs
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

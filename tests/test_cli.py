@@ -81,3 +81,47 @@ def test_defend_with_a_baseline_method(tmp_path, capsys):
 def test_defend_rejects_an_unknown_method(tmp_path, capsys):
     rc = main(["defend", "--method", "magic", "--teacher", str(demo_model_dir("badnet")), "--out", str(tmp_path / "x")])
     assert rc == 2 and "magic" in capsys.readouterr().err
+
+
+def test_tau_auto_with_another_method_is_an_error_before_any_search(tmp_path, capsys, monkeypatch):
+    import medic_viz.defenses.tuning as tuning
+
+    def no_search(*args, **kwargs):
+        raise AssertionError("the τ search must not run for a method without τ")
+
+    monkeypatch.setattr(tuning, "select_tau", no_search)
+    rc = main(["defend", "--method", "finetune", "--teacher", str(demo_model_dir("badnet")), "--out", str(tmp_path / "x"),
+               "--tau", "auto", "--epochs", "1", "--device", "cpu", "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--tau auto" in err and "--method medic" in err
+    assert len(err.strip().splitlines()) == 1  # one line saying what is wrong and what to do
+    assert not (tmp_path / "x").exists()
+
+
+def test_tau_auto_searches_for_medic(tmp_path, capsys, monkeypatch):
+    import medic_viz.defenses.tuning as tuning
+
+    class Chosen:
+        tau = 2.5
+
+        def __str__(self):
+            return "τ search (stub): 2.5"
+
+    calls = []
+    monkeypatch.setattr(tuning, "select_tau", lambda *a, **k: calls.append(k) or Chosen())
+    rc = main(["defend", "--method", "MEDIC", "--teacher", str(demo_model_dir("badnet")), "--out", str(tmp_path / "m"),
+               "--tau", "auto", "--epochs", "1", "--fraction", "0.01", "--device", "cpu", "--no-progress"])
+    assert rc == 0 and len(calls) == 1
+    result = json.loads((tmp_path / "m" / "result.json").read_text())
+    assert result["method"] == "medic" and result["config"]["tau"] == 2.5
+    assert (tmp_path / "m" / "report.html").stat().st_size > 10_000 and (tmp_path / "m" / "model" / "card.json").is_file()
+
+
+def test_report_writing_lives_in_the_view_layer():
+    import medic_viz.pipeline as pipeline
+    from medic_viz.viz.report import write_outputs
+
+    assert "write_outputs" not in pipeline.__all__ and "save_outcome" in pipeline.__all__
+    with pytest.warns(DeprecationWarning, match="medic_viz.viz.report.write_outputs"):
+        moved = pipeline.write_outputs  # the old name keeps working
+    assert moved is write_outputs

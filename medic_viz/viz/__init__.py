@@ -2,6 +2,7 @@
 series colours every figure and widget shares."""
 
 from medic_viz.viz.curves import event_rows, training_curves_figure
+from medic_viz.viz.report import removal_figure
 from medic_viz.viz.figures import (
     FIGURE2_COLUMNS,
     aggregate_rows,
@@ -34,4 +35,5 @@ __all__ = [
     "tau_sweep_figure",
     "top_activating_figure",
     "tradeoff_figure",
+    "removal_figure",
 ]
