@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import medic_viz.experiments as ex
+import medic_viz.experiments.runner as runner
 from medic_viz.cli_compare import add_compare_parser, parse_list
 from medic_viz.experiments import CellSpec, build_grid, format_table, read_runs, run_grid
 
@@ -107,8 +108,8 @@ def test_tiny_grid_runs_writes_outputs_and_resumes(npz, tmp_path, monkeypatch):
         calls["teacher"] += 1
         return real_teacher(*a)
 
-    monkeypatch.setattr(ex, "run_cell", counted_cell)
-    monkeypatch.setattr(ex, "train_teacher", counted_teacher)
+    monkeypatch.setattr(runner, "run_cell", counted_cell)
+    monkeypatch.setattr(runner, "train_teacher", counted_teacher)
     second = run_grid(cells, out, log=None)
     assert calls == {"cell": 0, "teacher": 0} and second.skipped == 2 and len(second.rows) == 2
     # a grid with one more method computes only the new cell, reusing the cached teacher
@@ -127,7 +128,7 @@ def test_an_interrupted_line_is_recomputed_and_failures_are_retried(npz, tmp_pat
             raise RuntimeError("simulated crash")
         return real_cell(spec, teacher)
 
-    monkeypatch.setattr(ex, "run_cell", flaky)
+    monkeypatch.setattr(runner, "run_cell", flaky)
     result = run_grid(cells, out, log=None)
     assert list(result.errors) == [cells[1].cell_id] and result.computed == 1
     assert "simulated crash" in (out / "errors.jsonl").read_text()
@@ -135,7 +136,7 @@ def test_an_interrupted_line_is_recomputed_and_failures_are_retried(npz, tmp_pat
     with open(out / "runs.jsonl", "a") as f:
         f.write('{"cell_id": "' + cells[1].cell_id + '", "clean_')
     assert len(read_runs(out / "runs.jsonl")) == 1
-    monkeypatch.setattr(ex, "run_cell", real_cell)
+    monkeypatch.setattr(runner, "run_cell", real_cell)
     retried = run_grid(cells, out, log=None)
     assert retried.ok and retried.computed == 1 and retried.skipped == 1
 
@@ -227,3 +228,71 @@ def test_teacher_seed_shares_one_teacher_across_seeds():
     assert len({c.cell_id for c in shared}) == 6  # the cells themselves still differ by seed
     separate = build_grid(dataset="signs", attacks=["badnet"], methods=["medic"], seeds=3)
     assert len({c.teacher_id for c in separate}) == 3
+
+
+# --------------------------------------------------------------------- one standard deviation
+
+
+def test_one_std_definition_sample_std_by_hand():
+    from medic_viz.metrics import mean_std
+    from medic_viz.viz import aggregate_rows
+
+    # [1, 2, 4]: mean 7/3 = 2.333; squared deviations 16/9 + 1/9 + 25/9 = 42/9; / (n - 1) = 7/3;
+    # sample std sqrt(7/3) = 1.528 (the population std, sqrt(14/9) = 1.247, is not used anywhere)
+    stat = mean_std([1, 2, 4])
+    assert stat.n == 3 and stat.mean == pytest.approx(2.3333333) and stat.std == pytest.approx(1.5275252)
+    assert mean_std([5.0]) == (5.0, 0.0, 1) and mean_std([None, float("nan")]).n == 0
+    # the table and the figures use this one definition
+    rows = [_row("badnet", "A", s, 0.9, 1.0, 0.9, asr) for s, asr in enumerate([0.01, 0.02, 0.04])]
+    assert ex.aggregate(rows)["cells"][("badnet", "A")]["asr"][1] == pytest.approx(152.75252 / 100)
+    assert "| badnet | ASR | 100.0 ± 0.0 | 2.3 ± 1.5 |" in format_table(rows)
+    assert "sample standard deviation, ddof=1" in format_table(rows)
+    agg = aggregate_rows(rows, ["attack"])
+    assert agg[0]["asr_std"] == pytest.approx(0.015275252)
+
+
+# ------------------------------------------------------------------------- side by side (notebook 04)
+
+
+@pytest.mark.slow
+def test_compare_defenses_runs_each_method_under_equal_conditions():
+    import medic_viz as mv
+    from medic_viz.pipeline import trigger_of
+
+    teacher, card = mv.load_demo_model("badnet")
+    trigger, target = trigger_of(card)
+    splits = mv.load_dataset("signs", size=card.input_size)
+    lines = []
+    outcomes = ex.compare_defenses(teacher, splits, ["finetune", "MEDIC"], trigger=trigger, target=target, epochs=1,
+                                   fraction=0.01, device="cpu", live_eval_images=200, log=lines.append)
+    assert list(outcomes) == ["Fine-tuning", "MEDIC"] and len(lines) == 2 and lines[1].startswith("MEDIC ")
+    ft, med = outcomes.values()
+    assert ft.before is med.before and ft.before.asr >= 0.9  # the trojaned model, measured once
+    assert ft.n_clean_subset == med.n_clean_subset == 120  # 1% of 12000, the same images for both
+    assert ft.result.config["epochs"] == med.result.config["epochs"] == 1
+    epochs = [e for e in med.result.history if e.kind == "epoch"]
+    assert len(epochs) == 1 and epochs[0].asr is not None  # live curve every epoch, on 200 test images
+    assert med.after.n_clean == 3000  # before/after on the whole test set
+    with pytest.raises(ValueError, match="unknown defence"):
+        ex.compare_defenses(teacher, splits, ["finetune", "moth"], trigger=trigger, target=target)
+
+
+# --------------------------------------------------------------------------------- layering
+
+
+def test_grid_cells_runner_and_pipeline_do_not_import_views():
+    import ast
+    from pathlib import Path
+
+    import medic_viz
+
+    root = Path(medic_viz.__file__).parent
+    core = ["pipeline.py", "experiments/grid.py", "experiments/cells.py", "experiments/executors.py",
+            "experiments/runner.py", "experiments/summary.py", "experiments/side_by_side.py"]
+    for rel in core:
+        tree = ast.parse((root / rel).read_text())
+        names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+        views = [m for m in names if m.startswith(("medic_viz.viz", "medic_viz.widgets", "medic_viz.cli", "plotly"))
+                 or m.endswith("experiments.report")]
+        assert not views, f"{rel} imports views {views}"

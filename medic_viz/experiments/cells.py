@@ -1,0 +1,145 @@
+"""What one cell of a grid computes, as pure functions of its spec (they run in this process,
+in worker processes or as Ray tasks): :func:`train_teacher` trains the trojaned model a cell
+starts from, :func:`run_cell` removes its backdoor through :func:`medic_viz.pipeline.remove_backdoor`
+and returns the result row.
+
+Both take and return plain, picklable values (``CellSpec.to_dict()``, state dicts, dicts).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from typing import Any, Mapping
+
+from medic_viz.experiments.grid import CellSpec
+
+__all__ = ["cell_splits", "teacher_model", "train_teacher", "run_cell"]
+
+#: Seed of the fixed random train/test subsets of ``max_train``/``max_test`` (independent of
+#: the cells' seeds, so every cell of a grid sees the same subsets).
+SUBSET_SEED = 12345
+
+
+@functools.lru_cache(maxsize=2)
+def cell_splits(dataset: str, max_train: int | None, max_test: int | None):
+    """The dataset of a cell, subsampled to fixed random subsets (seed :data:`SUBSET_SEED`)
+    when ``max_train``/``max_test`` are set. Treat the result as read-only.
+
+    Memoised per process, at most two datasets (a grid uses one; two let a session alternate
+    between two grids without reloading). Why a process-level cache and not an object owned
+    by the runner: cells run in worker processes and Ray tasks, where no runner object lives
+    and handing one the dataset would pickle it for every task; the value is a deterministic
+    function of its key, so the cache changes nothing but speed. ``cell_splits.cache_clear()``
+    empties it.
+    """
+    import torch
+
+    from medic_viz.data import load_dataset
+    from medic_viz.data.arrays import DatasetSplits
+
+    splits = load_dataset(dataset)
+    train_set, test_set = splits.train, splits.test
+    g = torch.Generator().manual_seed(SUBSET_SEED)
+    if max_train is not None and max_train < len(train_set):
+        train_set = train_set.subset(torch.randperm(len(train_set), generator=g)[: int(max_train)].sort().values)
+    if max_test is not None and max_test < len(test_set):
+        test_set = test_set.subset(torch.randperm(len(test_set), generator=g)[: int(max_test)].sort().values)
+    return DatasetSplits(train_set, test_set)
+
+
+def train_teacher(spec: Mapping[str, Any]) -> dict:
+    """Train the trojaned model of a cell (``CellSpec.to_dict()``); returns a picklable payload
+    ``{"state_dict", "card", "metrics", "attack_config", "target", "rate", "seconds", "torch"}``
+    (metrics: clean accuracy and ASR on the cell's test set)."""
+    import torch
+
+    from medic_viz.attacks.advanced import train_attack
+    from medic_viz.attacks.poison import ATTACK_TRAIN_DEFAULTS
+    from medic_viz.training import TrainConfig
+
+    cell = CellSpec.from_dict(spec)
+    start = time.perf_counter()
+    splits = cell_splits(cell.dataset, cell.max_train, cell.max_test)
+    cfg = TrainConfig(**{**ATTACK_TRAIN_DEFAULTS, "epochs": int(cell.attack_epochs), "seed": cell.attack_seed,
+                         "device": cell.device, "progress": False, "eval_every": 0})
+    trojan = train_attack(cell.attack, splits, target=cell.target, rate=cell.rate, options=cell.attack_options,
+                          architecture=cell.model, config=cfg, seed=cell.attack_seed, eval_max_images=None)
+    card = trojan.card(splits, dataset=cell.dataset, notes=f"teacher of the {cell.attack} cells, seed {cell.attack_seed}")
+    return {
+        "state_dict": {k: v.detach().cpu() for k, v in trojan.model.state_dict().items()},
+        "card": card.to_dict(),
+        "metrics": trojan.metrics.as_dict(),
+        "attack_config": trojan.trigger.to_config() if trojan.trigger is not None else None,
+        "target": cell.target,
+        "rate": trojan.rate,
+        "seconds": time.perf_counter() - start,
+        "torch": torch.__version__,
+    }
+
+
+def teacher_model(payload: Mapping[str, Any]):
+    """The trojaned model of a teacher payload (from :func:`train_teacher`), on the CPU, in eval mode."""
+    from medic_viz.io import ModelCard, model_from_state_dict
+
+    return model_from_state_dict(ModelCard.from_dict(payload["card"]), payload["state_dict"])
+
+
+#: Fields of a defence's result config copied into a row's ``extra`` (what a method decided).
+_EXTRA_KEYS = ("t", "n_pruned", "n_channels", "pruned_layer", "attention_layers", "mask_epochs", "n_neurons")
+
+
+def run_cell(spec: Mapping[str, Any], teacher: Mapping[str, Any]) -> dict:
+    """Run one cell: clean subset (``fraction``, class-balanced, chosen by the seed), the
+    defence (no test data during training), then clean accuracy and ASR of the repaired model
+    on the whole (or ``max_test``) test set. Returns the result row (JSON-serialisable)."""
+    import torch
+
+    from medic_viz.attacks.advanced import any_trigger_from_config
+    from medic_viz.defenses.baselines import make_defense
+    from medic_viz.metrics import BackdoorMetrics, resolve_device
+    from medic_viz.pipeline import remove_backdoor
+
+    cell = CellSpec.from_dict(spec)
+    start = time.perf_counter()
+    torch.manual_seed(cell.seed)
+    splits = cell_splits(cell.dataset, cell.max_train, cell.max_test)
+    attack = any_trigger_from_config(teacher["attack_config"]) if teacher.get("attack_config") else None
+    target = teacher.get("target")
+    # measured on the same test set when the teacher was trained
+    before = BackdoorMetrics(**teacher["metrics"])
+    outcome = remove_backdoor(teacher_model(teacher), splits, make_defense(cell.method, **cell.method_options),
+                              trigger=attack, target=target, fraction=cell.fraction, seed=cell.seed,
+                              device=cell.device, live_eval_images=0, before=before)
+    result, after = outcome.result, outcome.after
+    return {
+        "cell_id": cell.cell_id,
+        "teacher_id": cell.teacher_id,
+        "dataset": cell.dataset,
+        "model": cell.model,
+        "attack": cell.attack,
+        "method": cell.method,
+        "variant": cell.variant,
+        "series": cell.series,
+        "x": cell.x,
+        "seed": cell.seed,
+        "ablation": cell.ablation,
+        "ablation_value": cell.ablation_value,
+        "fraction": cell.fraction,
+        "n_clean_subset": outcome.n_clean_subset,
+        "epochs": cell.epochs,
+        "attack_epochs": cell.attack_epochs,
+        "target": target,
+        "before_clean_acc": before.clean_acc,
+        "before_asr": before.asr,
+        "clean_acc": after.clean_acc,
+        "asr": after.asr,
+        "n_clean": after.n_clean,
+        "n_asr": after.n_asr,
+        "train_seconds": round(result.seconds, 3),
+        "seconds": round(time.perf_counter() - start, 3),
+        "device": str(resolve_device(cell.device)),
+        "method_options": cell.method_options,
+        "extra": {k: v for k, v in result.config.items() if k in _EXTRA_KEYS},
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }

@@ -1,0 +1,290 @@
+"""Experiment grids: which cells an attacks × methods × seeds comparison (or one of the paper's
+ablations) consists of, and each cell's identity.
+
+A :class:`CellSpec` is everything one run depends on; its :attr:`CellSpec.cell_id` keys the
+run in ``runs.jsonl`` (resume) and its :attr:`CellSpec.teacher_id` the trojaned teacher it
+shares with other cells. :func:`build_grid` lists the cells; :func:`method_options` maps one
+epoch budget onto each method's phases. Pure data: nothing here trains or plots.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping, Sequence
+
+__all__ = [
+    "CellSpec",
+    "ABLATIONS",
+    "DEFAULT_ABLATION_VALUES",
+    "TABLE1_METHODS",
+    "ALL_METHODS",
+    "build_grid",
+    "method_options",
+]
+
+ABLATIONS: tuple[str, ...] = ("none", "tau", "lambda_tau", "fraction", "criteria", "arch")
+
+#: Values swept by each ablation when none are given (paper Figures 4, 6, 7, 8 and Table 4).
+DEFAULT_ABLATION_VALUES: dict[str, dict[str, tuple]] = {
+    "tau": {"tau": (0.0, 1.0, 2.0, 3.0, 5.0, 7.0)},
+    "lambda_tau": {"lam": (1.0, 10.0, 100.0), "tau": (1.0, 3.0, 5.0, 7.0)},
+    "fraction": {"fraction": (0.05, 0.1)},
+    "criteria": {"criteria": ("activation", "impact", "both"), "tau": (1.0, 3.0, 5.0, 7.0)},
+    "arch": {"arch": ("vgg11_bn", "mobilenet_v1", "wrn16_1"), "tau": (0.0, 1.0, 3.0, 5.0)},
+}
+
+#: The methods of the paper's Table 1, and every method the toolkit has.
+TABLE1_METHODS: tuple[str, ...] = ("finetune", "fineprune", "nad", "mcr", "anp", "medic")
+ALL_METHODS: tuple[str, ...] = ("finetune", "fineprune", "nad", "mcr", "anp", "kd", "scratch", "medic")
+
+
+def _digest(payload: Any, n: int = 12) -> str:
+    text = json.dumps(payload, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha1(text.encode()).hexdigest()[:n]
+
+
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-.=" else "_" for ch in text)
+
+
+@dataclass
+class CellSpec:
+    """One run of the grid: a defence ``method`` (with ``method_options``) on the model trojaned
+    by ``attack`` (``attack_options``, ``target``, ``rate``) for ``seed``.
+
+    ``epochs``: defence budget (None = each method's paper default, see
+    :func:`method_options`); ``attack_epochs``: teacher training. ``max_train``/``max_test``:
+    use a fixed random subset of the data (quick runs). ``ablation``/``ablation_value``: what
+    this cell varies; ``variant``: its column label; ``x``/``series``: where it goes in an
+    ablation plot. ``device`` does not change the cell's identity.
+    """
+
+    dataset: str
+    model: str
+    attack: str
+    method: str
+    seed: int
+    target: int = 0
+    rate: float | None = None
+    attack_options: dict = field(default_factory=dict)
+    method_options: dict = field(default_factory=dict)
+    fraction: float = 0.05
+    epochs: int | None = None
+    attack_epochs: int = 20
+    max_train: int | None = None
+    max_test: int | None = None
+    ablation: str = "none"
+    ablation_value: Any = None
+    variant: str = ""
+    series: str = ""
+    x: float | None = None
+    device: str = "auto"
+    teacher_seed: int | None = None
+
+    @property
+    def attack_seed(self) -> int:
+        """Seed of the trojaned teacher: ``teacher_seed`` if set (one teacher shared by every
+        seed of the grid, seeds then vary only the defence), else the cell's seed."""
+        return self.seed if self.teacher_seed is None else int(self.teacher_seed)
+
+    def teacher_key(self) -> dict:
+        """Everything the trojaned teacher depends on."""
+        return {
+            "dataset": self.dataset, "model": self.model, "attack": self.attack,
+            "attack_options": self.attack_options, "target": self.target, "rate": self.rate,
+            "attack_epochs": self.attack_epochs, "seed": self.attack_seed, "max_train": self.max_train,
+        }
+
+    @property
+    def teacher_id(self) -> str:
+        return f"{_slug(self.attack)}-{_slug(self.model)}-s{self.attack_seed}-{_digest(self.teacher_key(), 10)}"
+
+    def identity(self) -> dict:
+        """The fields that determine the cell's result (the device, wherever it appears, does not)."""
+        d = asdict(self)
+        d.pop("device")
+        d["method_options"] = {k: v for k, v in d["method_options"].items() if k != "device"}
+        return d
+
+    @property
+    def cell_id(self) -> str:
+        label = f"{self.attack}-{self.method}-s{self.seed}"
+        if self.ablation != "none":
+            label += f"-{self.ablation}={_slug(json.dumps(self.ablation_value, sort_keys=True, default=str))}"
+        return f"{_slug(label)}-{_digest(self.identity(), 10)}"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "CellSpec":
+        return cls(**dict(data))
+
+
+# ----------------------------------------------------------------------------------------------
+# building grids
+# ----------------------------------------------------------------------------------------------
+
+
+def method_options(method: str, *, epochs: int | None, seed: int, device: str = "auto") -> dict:
+    """Options of ``method`` for a cell: the run's seed and device, no live evaluation, and —
+    when ``epochs`` is given — one budget mapped onto each method's phases: the main phase
+    gets ``epochs``; NAD's teacher fine-tuning ``max(1, epochs // 2)`` (10 vs 20 in the paper);
+    MCR's endpoint and curve ``epochs`` each; ANP ``epochs`` of mask optimisation instead of
+    2000 iterations. ``epochs=None`` keeps the paper defaults of each method."""
+    from medic_viz.defenses.baselines import _canonical
+
+    key = _canonical(method)
+    opts: dict[str, Any] = {"device": device, "seed": int(seed), "progress": False, "eval_every": 0}
+    if key in ("medic", "kd", "scratch"):
+        opts["student_seed"] = int(seed)
+    if key == "mcr":
+        opts["curve_seed"] = int(seed)
+    if key == "anp":
+        opts["noise_seed"] = int(seed)
+    if epochs is not None:
+        e = int(epochs)
+        if e < 1:
+            raise ValueError(f"epochs must be >= 1, got {epochs}")
+        opts["epochs"] = e
+        if key == "nad":
+            opts["teacher_epochs"] = max(1, e // 2)
+        elif key == "mcr":
+            opts["endpoint_epochs"] = e
+        elif key == "anp":
+            opts["iterations"] = None
+    return opts
+
+
+def _split_values(values: Mapping[str, Sequence] | None, ablation: str) -> dict[str, tuple]:
+    base = dict(DEFAULT_ABLATION_VALUES.get(ablation, {}))
+    for k, v in (values or {}).items():
+        if v is None:
+            continue
+        if k not in base:
+            raise ValueError(f"ablation {ablation!r} does not sweep {k!r}; it sweeps {sorted(base) or 'nothing'}")
+        vals = tuple(v)
+        if not vals:
+            raise ValueError(f"give at least one value for {k!r}")
+        base[k] = vals
+    return base
+
+
+def build_grid(
+    *,
+    dataset: str,
+    model: str = "small_cnn",
+    attacks: Sequence[str],
+    methods: Sequence[str] = TABLE1_METHODS,
+    seeds: int | Sequence[int] = 3,
+    target: int = 0,
+    rate: float | None = None,
+    attack_options: Mapping[str, Mapping[str, Any]] | None = None,
+    fraction: float = 0.05,
+    epochs: int | None = None,
+    attack_epochs: int = 20,
+    max_train: int | None = None,
+    max_test: int | None = None,
+    ablation: str = "none",
+    values: Mapping[str, Sequence] | None = None,
+    medic: Mapping[str, Any] | None = None,
+    device: str = "auto",
+    teacher_seed: int | None = None,
+) -> list[CellSpec]:
+    """The cells of a comparison (``ablation="none"``) or of one of the paper's ablations.
+
+    ``seeds``: a count (seeds 0..n-1) or explicit seeds. ``medic``: options of the MEDIC
+    column (e.g. ``{"tau": 3}``). ``values``: the swept values of the ablation (defaults:
+    :data:`DEFAULT_ABLATION_VALUES`). Ablations sweep MEDIC only, except ``"fraction"``,
+    which sweeps every method given.
+    """
+    from medic_viz.attacks.advanced import ATTACKS
+    from medic_viz.defenses.baselines import DISPLAY_NAMES, _canonical
+    from medic_viz.models.zoo import available_models
+
+    if ablation not in ABLATIONS:
+        raise ValueError(f"ablation must be one of {ABLATIONS}, got {ablation!r}")
+    if not attacks:
+        raise ValueError("give at least one attack")
+    for a in attacks:
+        if a not in ATTACKS:
+            raise ValueError(f"unknown attack {a!r}; available attacks: {', '.join(ATTACKS)}")
+    methods = [_canonical(m) for m in methods]
+    if not methods:
+        raise ValueError("give at least one method")
+    if model not in available_models():
+        raise ValueError(f"unknown model {model!r}; available: {', '.join(available_models())}")
+    seed_list = list(range(int(seeds))) if isinstance(seeds, int) else [int(s) for s in seeds]
+    if not seed_list:
+        raise ValueError("give at least one seed")
+    if not (0 < float(fraction) <= 1):
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    medic_opts = dict(medic or {})
+    sweep = _split_values(values, ablation)
+    attack_options = dict(attack_options or {})
+    common = dict(dataset=str(dataset), target=int(target), rate=rate, fraction=float(fraction), epochs=epochs,
+                  attack_epochs=int(attack_epochs), max_train=max_train, max_test=max_test, device=device,
+                  teacher_seed=None if teacher_seed is None else int(teacher_seed))
+
+    def options_for(method: str, seed: int, extra: Mapping[str, Any] | None = None) -> dict:
+        opts = method_options(method, epochs=epochs, seed=seed, device=device)
+        if method == "medic":
+            opts.update(medic_opts)
+        opts.update(extra or {})
+        return opts
+
+    cells: list[CellSpec] = []
+    for attack in attacks:
+        a_opts = dict(attack_options.get(attack, {}))
+        for seed in seed_list:
+            if ablation == "none":
+                for m in methods:
+                    cells.append(CellSpec(model=model, attack=attack, method=m, seed=seed, attack_options=a_opts,
+                                          method_options=options_for(m, seed), variant=DISPLAY_NAMES[m], **common))
+            elif ablation == "fraction":
+                for frac in sweep["fraction"]:
+                    for m in methods:
+                        spec = dict(common, fraction=float(frac))
+                        cells.append(CellSpec(model=model, attack=attack, method=m, seed=seed, attack_options=a_opts,
+                                              method_options=options_for(m, seed), ablation="fraction",
+                                              ablation_value=float(frac), variant=f"{DISPLAY_NAMES[m]} {100 * frac:g}%",
+                                              series=f"{attack} · {DISPLAY_NAMES[m]}", x=float(frac), **spec))
+            elif ablation == "tau":
+                for tau in sweep["tau"]:
+                    cells.append(CellSpec(model=model, attack=attack, method="medic", seed=seed, attack_options=a_opts,
+                                          method_options=options_for("medic", seed, {"tau": float(tau)}),
+                                          ablation="tau", ablation_value=float(tau), variant=f"MEDIC τ={tau:g}",
+                                          series=attack, x=float(tau), **common))
+            elif ablation == "lambda_tau":
+                for lam in sweep["lam"]:
+                    for tau in sweep["tau"]:
+                        cells.append(CellSpec(model=model, attack=attack, method="medic", seed=seed, attack_options=a_opts,
+                                              method_options=options_for("medic", seed, {"tau": float(tau), "lam": float(lam)}),
+                                              ablation="lambda_tau", ablation_value={"lam": float(lam), "tau": float(tau)},
+                                              variant=f"MEDIC λ={lam:g} τ={tau:g}", series=f"{attack} λ={lam:g}",
+                                              x=float(tau), **common))
+            elif ablation == "criteria":
+                for crit in sweep["criteria"]:
+                    for tau in sweep["tau"]:
+                        cells.append(CellSpec(model=model, attack=attack, method="medic", seed=seed, attack_options=a_opts,
+                                              method_options=options_for("medic", seed, {"tau": float(tau), "criteria": crit}),
+                                              ablation="criteria", ablation_value={"criteria": crit, "tau": float(tau)},
+                                              variant=f"MEDIC {crit} τ={tau:g}", series=f"{attack} {crit}",
+                                              x=float(tau), **common))
+            elif ablation == "arch":
+                for arch in sweep["arch"]:
+                    if arch not in available_models():
+                        raise ValueError(f"unknown model {arch!r}; available: {', '.join(available_models())}")
+                    for tau in sweep["tau"]:
+                        # App. E.7: lr 1e-3 for every architecture
+                        cells.append(CellSpec(model=arch, attack=attack, method="medic", seed=seed, attack_options=a_opts,
+                                              method_options=options_for("medic", seed, {"tau": float(tau), "lr": 1e-3}),
+                                              ablation="arch", ablation_value={"arch": arch, "tau": float(tau)},
+                                              variant=f"MEDIC {arch} τ={tau:g}", series=f"{attack} {arch}",
+                                              x=float(tau), **common))
+    ids = [c.cell_id for c in cells]
+    if len(set(ids)) != len(ids):
+        raise ValueError("the grid has duplicate cells; give each attack, method, seed and value once")
+    return cells

@@ -1,0 +1,205 @@
+"""The resumable grid runner: teachers first, then the cells, on any executor; every finished
+cell appended to ``DIR/runs.jsonl`` as it completes.
+
+Each cell is a pure function of its :class:`~medic_viz.experiments.grid.CellSpec` and of its
+trojaned *teacher* (trained once per attack, seed and architecture, cached under
+``DIR/teachers/``; ``teacher.json`` is written last, so its presence means the teacher is
+complete). Rows are keyed by :attr:`CellSpec.cell_id`, so running the same grid again skips
+finished cells (resume after an interruption; a last line cut short is ignored); failed cells
+go to ``DIR/errors.jsonl`` and are retried next time.
+
+No figures here: the reports are written by the function passed as ``report``
+(:mod:`medic_viz.experiments.report`, a view).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from medic_viz.experiments.cells import run_cell, teacher_model, train_teacher
+from medic_viz.experiments.executors import EXECUTORS, Executor, Task, import_ray
+from medic_viz.experiments.grid import CellSpec
+
+__all__ = ["GridResult", "Reporter", "read_runs", "run_grid"]
+
+#: Writes the reports of finished rows into a folder; returns ``{name: path}``.
+Reporter = Callable[[Sequence[Mapping[str, Any]], Path], dict[str, Path]]
+
+
+@dataclass
+class GridResult:
+    """What a grid run produced: the rows of its finished cells, failures, and file paths."""
+
+    rows: list[dict]
+    errors: dict[str, str]
+    computed: int
+    skipped: int
+    paths: dict[str, Path]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def read_runs(path: str | Path) -> list[dict]:
+    """The rows of a ``runs.jsonl`` (a last line cut short by an interruption is ignored)."""
+    rows = []
+    p = Path(path)
+    if not p.exists():
+        return rows
+    for line in p.read_text().splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and "cell_id" in row:
+            rows.append(row)
+    return rows
+
+
+def _append_jsonl(path: Path, row: Mapping[str, Any]) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(row, default=str) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _save_teacher(directory: Path, payload: Mapping[str, Any], key: Mapping[str, Any]) -> None:
+    import torch
+
+    from medic_viz.io import ModelCard, save_model
+
+    model = teacher_model(payload)
+    save_model(model, directory, ModelCard.from_dict(payload["card"]))
+    meta = {k: payload[k] for k in ("metrics", "attack_config", "target", "rate", "seconds")}
+    meta["key"] = dict(key)
+    meta["torch"] = torch.__version__
+    tmp = directory / "teacher.json.tmp"
+    tmp.write_text(json.dumps(meta, indent=2, default=str))
+    tmp.replace(directory / "teacher.json")  # written last: its presence means the teacher is complete
+
+
+def _load_teacher(directory: Path) -> dict:
+    from medic_viz.io import load_model
+
+    model, card = load_model(directory)
+    meta = json.loads((directory / "teacher.json").read_text())
+    return {
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "card": card.to_dict(),
+        "metrics": meta["metrics"],
+        "attack_config": meta["attack_config"],
+        "target": meta["target"],
+        "rate": meta.get("rate"),
+    }
+
+
+def run_grid(
+    cells: Sequence[CellSpec],
+    out_dir: str | Path,
+    *,
+    executor: str = "local",
+    workers: int = 1,
+    address: str | None = None,
+    log: Callable[[str], None] | None = print,
+    report: Reporter | None = None,
+) -> GridResult:
+    """Run every cell not already in ``out_dir/runs.jsonl``: teachers first (once per attack,
+    seed and architecture; reused from ``out_dir/teachers/``), then the defences. Failed cells
+    are listed in the result and in ``errors.jsonl``; they do not stop the others.
+
+    ``report(rows, out_dir)``, when given and some cells are finished, writes the reports
+    and returns their paths (:func:`medic_viz.experiments.run_grid` passes
+    :func:`medic_viz.experiments.report.write_reports`: CSV, table and figure)."""
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
+    if int(workers) < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    if executor == "ray":
+        import_ray()
+    say = log or (lambda _msg: None)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    teachers_dir = out / "teachers"
+    teachers_dir.mkdir(exist_ok=True)
+    runs_path = out / "runs.jsonl"
+    errors_path = out / "errors.jsonl"
+    (out / "grid.json").write_text(json.dumps([c.to_dict() for c in cells], indent=1, default=str))
+
+    done = {r["cell_id"] for r in read_runs(runs_path)}
+    todo = [c for c in cells if c.cell_id not in done]
+    skipped = len(cells) - len(todo)
+    if skipped:
+        say(f"resume: {skipped} of {len(cells)} cells already in {runs_path}")
+    errors: dict[str, str] = {}
+    gpu = any(c.device != "cpu" for c in cells)
+
+    # phase 1: teachers
+    needed: dict[str, CellSpec] = {}
+    for c in todo:
+        if not (teachers_dir / c.teacher_id / "teacher.json").exists():
+            needed.setdefault(c.teacher_id, c)
+    if needed:
+        say(f"training {len(needed)} trojaned teacher(s)")
+    t_start = time.perf_counter()
+
+    def teacher_done(tid: str, payload: Any) -> None:
+        _save_teacher(teachers_dir / tid, payload, needed[tid].teacher_key())
+        m = payload["metrics"]
+        asr = "n/a" if m.get("asr") is None else f"{100 * m['asr']:.1f}%"
+        say(f"  teacher {tid}: clean acc {100 * m['clean_acc']:.1f}%, ASR {asr} ({payload['seconds']:.0f} s)")
+
+    def teacher_failed(tid: str, exc: BaseException, tb: str) -> None:
+        errors[tid] = f"{type(exc).__name__}: {exc}"
+        _append_jsonl(errors_path, {"id": tid, "kind": "teacher", "error": errors[tid], "traceback": tb})
+        say(f"  teacher {tid} FAILED: {errors[tid]}")
+
+    # phase 2: cells (their teachers are read back from disk, so every cell sees the same model)
+    total = len(todo)
+    finished = [0]
+    rows_new: list[dict] = []
+
+    def cell_done(cid: str, row: Any) -> None:
+        _append_jsonl(runs_path, row)
+        rows_new.append(row)
+        finished[0] += 1
+        asr = "n/a" if row.get("asr") is None else f"{100 * row['asr']:.1f}%"
+        say(f"[{finished[0]}/{total}] {row['attack']} × {row['variant']} seed {row['seed']}: "
+            f"clean acc {100 * row['clean_acc']:.1f}%, ASR {asr} ({row['seconds']:.0f} s)")
+
+    def cell_failed(cid: str, exc: BaseException, tb: str) -> None:
+        finished[0] += 1
+        errors[cid] = f"{type(exc).__name__}: {exc}"
+        _append_jsonl(errors_path, {"id": cid, "kind": "cell", "error": errors[cid], "traceback": tb})
+        say(f"[{finished[0]}/{total}] {cid} FAILED: {errors[cid]}")
+
+    def cell_tasks() -> list[Task]:
+        payloads: dict[str, dict] = {}
+        tasks: list[Task] = []
+        for c in todo:
+            if not (teachers_dir / c.teacher_id / "teacher.json").exists():
+                cell_failed(c.cell_id, RuntimeError(f"its teacher {c.teacher_id} could not be trained"), "")
+                continue
+            if c.teacher_id not in payloads:
+                payloads[c.teacher_id] = _load_teacher(teachers_dir / c.teacher_id)
+            tasks.append((c.cell_id, run_cell, (c.to_dict(), payloads[c.teacher_id])))
+        return tasks
+
+    if todo:
+        with Executor(executor, workers, address, gpu) as pool:
+            pool.run([(tid, train_teacher, (c.to_dict(),)) for tid, c in needed.items()], teacher_done, teacher_failed)
+            pool.run(cell_tasks(), cell_done, cell_failed)
+    order = {c.cell_id: i for i, c in enumerate(cells)}
+    rows = sorted((r for r in read_runs(runs_path) if r["cell_id"] in order), key=lambda r: order[r["cell_id"]])
+    paths = report(rows, out) if (report is not None and rows) else {}
+    say(f"{len(rows_new)} cell(s) computed, {skipped} reused, {len(errors)} failed "
+        f"in {time.perf_counter() - t_start:.0f} s")
+    return GridResult(rows, errors, len(rows_new), skipped, paths)

@@ -1,0 +1,130 @@
+"""The numbers of a grid's report: per attack and method mean ± std over seeds, the
+average drops of the paper's Table 1, the Markdown table and the per-run CSV.
+
+Standard deviation: the **sample** standard deviation (ddof=1) over seeds, from
+:func:`medic_viz.metrics.mean_std` — the same definition as the figures' error bars
+(:func:`medic_viz.viz.aggregate_rows`). The table's header says so.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from medic_viz.metrics import MeanStd, mean_std
+
+__all__ = ["STD_DEFINITION", "CSV_COLUMNS", "aggregate", "format_table", "write_csv"]
+
+#: How the ± of every table is computed, as printed in the table's header.
+STD_DEFINITION = "sample standard deviation, ddof=1"
+
+#: Columns of ``results.csv``, one row per finished run.
+CSV_COLUMNS = ["cell_id", "teacher_id", "dataset", "model", "attack", "method", "variant", "seed", "ablation",
+               "ablation_value", "series", "x", "fraction", "n_clean_subset", "epochs", "attack_epochs", "target",
+               "before_clean_acc", "before_asr", "clean_acc", "asr", "n_clean", "n_asr", "train_seconds", "seconds",
+               "device", "method_options", "extra", "finished_at"]
+
+
+def _ordered(values: Iterable[Any]) -> list[Any]:
+    seen: list[Any] = []
+    for v in values:
+        if v not in seen:
+            seen.append(v)
+    return seen
+
+
+def aggregate(rows: Sequence[Mapping[str, Any]]) -> dict:
+    """Summary statistics (in %) of finished cells.
+
+    Returns ``{"attacks", "variants", "original": {attack: {...}}, "cells": {(attack,
+    variant): {...}}, "drops": {variant: {...}}}``. ``original`` is the trojaned models (one
+    per seed), ``cells`` :class:`~medic_viz.metrics.MeanStd` (mean, sample std with ddof=1,
+    n) of clean accuracy and ASR, ``drops`` the average over attacks of the per-seed drops
+    (before − after) of ASR and accuracy, as Table 1's last rows.
+    """
+    attacks = _ordered(r["attack"] for r in rows)
+    variants = _ordered(r["variant"] for r in rows)
+    original: dict[str, dict] = {}
+    for a in attacks:
+        per_teacher = {}
+        for r in rows:
+            if r["attack"] == a:
+                per_teacher[r["teacher_id"]] = r
+        acc = mean_std([100 * r["before_clean_acc"] for r in per_teacher.values()])
+        asr = mean_std([100 * r["before_asr"] for r in per_teacher.values() if r.get("before_asr") is not None])
+        original[a] = {"acc": acc, "asr": asr}
+    cells: dict[tuple[str, str], dict] = {}
+    for a in attacks:
+        for v in variants:
+            sel = [r for r in rows if r["attack"] == a and r["variant"] == v]
+            if not sel:
+                continue
+            cells[(a, v)] = {
+                "acc": mean_std([100 * r["clean_acc"] for r in sel]),
+                "asr": mean_std([100 * r["asr"] for r in sel if r.get("asr") is not None]),
+                "acc_drop": mean_std([100 * (r["before_clean_acc"] - r["clean_acc"]) for r in sel]),
+                "asr_drop": mean_std([100 * (r["before_asr"] - r["asr"]) for r in sel
+                                       if r.get("asr") is not None and r.get("before_asr") is not None]),
+            }
+    drops: dict[str, dict] = {}
+    for v in variants:
+        asr_d = [cells[(a, v)]["asr_drop"][0] for a in attacks if (a, v) in cells and cells[(a, v)]["asr_drop"][2]]
+        acc_d = [cells[(a, v)]["acc_drop"][0] for a in attacks if (a, v) in cells]
+        drops[v] = {"asr": mean_std(asr_d)[0], "acc": mean_std(acc_d)[0], "n_attacks": len(acc_d)}
+    return {"attacks": attacks, "variants": variants, "original": original, "cells": cells, "drops": drops}
+
+
+def _fmt(stat: MeanStd) -> str:
+    mean, std, n = stat
+    if n == 0:
+        return "–"
+    return f"{mean:.1f}" if n == 1 else f"{mean:.1f} ± {std:.1f}"
+
+
+def format_table(rows: Sequence[Mapping[str, Any]], *, title: str | None = None) -> str:
+    """A Markdown table in the layout of the paper's Table 1 (values in %, mean ± sample std
+    over seeds; the last two rows are the average drops of ASR and clean accuracy)."""
+    agg = aggregate(rows)
+    variants = agg["variants"]
+    seeds = sorted({r["seed"] for r in rows})
+    lines = []
+    if title:
+        lines += [f"**{title}**", ""]
+    first = rows[0] if rows else {}
+    budget = "paper defaults per method" if first.get("epochs") is None else f"{first.get('epochs')} epochs"
+    lines.append(
+        f"Dataset `{first.get('dataset', '?')}`, model `{first.get('model', '?')}`, {len(seeds)} seed(s) "
+        f"({', '.join(map(str, seeds))}), clean data {100 * float(first.get('fraction', 0)):g}% of the training set, "
+        f"defence budget: {budget}, teachers: {first.get('attack_epochs', '?')} epochs. Values in %, "
+        f"mean ± std over seeds ({STD_DEFINITION})."
+    )
+    lines.append("")
+    header = ["Attack", "Metric", "Original"] + list(variants)
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "|".join(["---"] * len(header)) + "|")
+    for a in agg["attacks"]:
+        for metric, label in (("asr", "ASR"), ("acc", "Accuracy")):
+            vals = [_fmt(agg["cells"][(a, v)][metric]) if (a, v) in agg["cells"] else "–" for v in variants]
+            lines.append("| " + " | ".join([a if metric == "asr" else "", label, _fmt(agg["original"][a][metric])] + vals) + " |")
+    drop_asr = [f"{agg['drops'][v]['asr']:.1f}" if not math.isnan(agg["drops"][v]["asr"]) else "–" for v in variants]
+    drop_acc = [f"{agg['drops'][v]['acc']:.1f}" if not math.isnan(agg["drops"][v]["acc"]) else "–" for v in variants]
+    lines.append("| " + " | ".join(["Avg. drop", "ASR", "-"] + drop_asr) + " |")
+    lines.append("| " + " | ".join(["", "Accuracy", "-"] + drop_acc) + " |")
+    lines.append("")
+    lines.append("Avg. drop: mean over attacks of (original − after), in percentage points.")
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
+    """Write ``rows`` to ``path`` as CSV with :data:`CSV_COLUMNS` (dict and list values as JSON)."""
+    path = Path(path)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: (json.dumps(r.get(k), sort_keys=True) if isinstance(r.get(k), (dict, list)) else r.get(k))
+                             for k in CSV_COLUMNS})
+    return path
