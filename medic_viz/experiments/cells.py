@@ -97,7 +97,8 @@ def run_cell(spec: Mapping[str, Any], teacher: Mapping[str, Any]) -> dict:
 
     from medic_viz.attacks.advanced import any_trigger_from_config
     from medic_viz.defenses.baselines import make_defense
-    from medic_viz.metrics import BackdoorMetrics, resolve_device
+    from medic_viz.device import resolve_device
+    from medic_viz.metrics import BackdoorMetrics
     from medic_viz.pipeline import remove_backdoor
 
     cell = CellSpec.from_dict(spec)

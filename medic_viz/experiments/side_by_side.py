@@ -52,7 +52,7 @@ def compare_defenses(
     """
     from medic_viz.attacks.advanced import attack_evaluator
     from medic_viz.defenses.baselines import DISPLAY_NAMES, defense_class, make_defense
-    from medic_viz.metrics import resolve_device
+    from medic_viz.device import resolve_device
     from medic_viz.pipeline import remove_backdoor
 
     names = [defense_class(m).name for m in methods]  # unknown names fail before any training
