@@ -327,8 +327,10 @@ def test_factory_and_config_errors() -> None:
     for name in AVAILABLE_TRIGGERS:
         assert make_trigger(name).name == name
     assert isinstance(make_trigger("badnet", size=5), BadNetTrigger) and make_trigger("badnet", size=5).size == 5
-    with pytest.raises(ValueError, match="badnet, blend, sig, polygon"):
-        make_trigger("wanet")
+    # one registry: every attack name builds, an unknown one lists all ten
+    assert make_trigger("wanet").name == "wanet"
+    with pytest.raises(ValueError, match="badnet, blend, sig, polygon, cleanlabel, .*composite, adaptive"):
+        make_trigger("warp-me")
     with pytest.raises(ValueError, match="delta"):
         make_trigger("badnet", delta=0.1)
     with pytest.raises(ValueError):

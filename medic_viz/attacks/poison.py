@@ -1,32 +1,36 @@
-"""Poisoned datasets and trojaned-model training (all-to-one backdoors).
+"""Poisoned datasets for trigger attacks (all-to-one backdoors).
 
-Dirty-label triggers (BadNet, Blend, Polygon): ``rate`` · N training images drawn from the
+Dirty-label triggers (BadNet, Blend, Polygon, ...): ``rate`` · N training images drawn from the
 non-target classes get the trigger and the target label. Clean-label triggers (SIG): the
 images are drawn from the target class itself and keep their label, so ``rate`` is capped at
-the target class's share of the data.
+the target class's share of the data. Attacks that poison differently have their own
+functions next to their trigger (``poison_clean_label``, ``poison_wanet``,
+``poison_composite``); training on poisoned data is :mod:`medic_viz.attacks.train`.
 """
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, replace
-from typing import Sequence
+from typing import Any
 
 import torch
-import torch.nn as nn
 
-from medic_viz.attacks.triggers import Trigger
-from medic_viz.data.arrays import DatasetSplits, ImageArrays
-from medic_viz.metrics import BackdoorMetrics, Evaluator, evaluate_backdoor, resolve_device
-from medic_viz.training import Callback, SupervisedObjective, TrainConfig, TrainEvent, train
+from medic_viz.attacks.base import Trigger
+from medic_viz.data.arrays import ImageArrays
 
-__all__ = [
-    "PoisonedData",
-    "poison_dataset",
-    "ATTACK_TRAIN_DEFAULTS",
-    "TrojanedModel",
-    "train_trojaned_model",
-]
+__all__ = ["PoisonedData", "poison_dataset"]
+
+#: Names that moved to :mod:`medic_viz.attacks.train`; still importable from here.
+_MOVED_TO_TRAIN = ("ATTACK_TRAIN_DEFAULTS", "TrojanedModel", "train_trojaned_model")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED_TO_TRAIN:
+        from medic_viz.attacks import train
+
+        return getattr(train, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 
 @dataclass
@@ -72,96 +76,3 @@ def poison_dataset(data: ImageArrays, trigger: Trigger, target: int, rate: float
     return PoisonedData(out, chosen, target, trigger)
 
 
-#: Training settings for making trojaned (and clean reference) models on small data.
-ATTACK_TRAIN_DEFAULTS = dict(epochs=20, batch_size=128, optimizer="adam", lr=2e-3, weight_decay=1e-4, schedule="cosine")
-
-
-@dataclass
-class TrojanedModel:
-    """A model trained on poisoned data, with its card-ready description and test metrics."""
-
-    model: nn.Module
-    architecture: str
-    arch_kwargs: dict
-    trigger: Trigger | None
-    target: int | None
-    rate: float | None
-    metrics: BackdoorMetrics
-    history: list[TrainEvent]
-    seconds: float
-
-    def card(self, splits: DatasetSplits, dataset: str, notes: str = ""):
-        """A :class:`medic_viz.io.ModelCard` describing this model."""
-        from medic_viz.io import ModelCard
-
-        cfg = getattr(self.model, "zoo_config", {})
-        return ModelCard(
-            architecture=self.architecture,
-            num_classes=splits.num_classes,
-            input_size=splits.image_shape[-1],
-            in_channels=splits.image_shape[0],
-            arch_kwargs=dict(self.arch_kwargs),
-            classes=list(splits.classes),
-            normalize=None if not cfg.get("normalize") else {"mean": cfg["normalize"][0], "std": cfg["normalize"][1]},
-            dataset=dataset,
-            attack=None if self.trigger is None else self.trigger.to_config(),
-            target_class=self.target,
-            poison_rate=self.rate,
-            metrics={**self.metrics.as_dict(), "train_seconds": round(self.seconds, 2)},
-            history=[e.as_dict() for e in self.history if e.kind in ("start", "epoch")],
-            notes=notes,
-        )
-
-
-def train_trojaned_model(
-    splits: DatasetSplits,
-    trigger: Trigger | None,
-    *,
-    target: int = 0,
-    rate: float = 0.1,
-    architecture: str = "small_cnn",
-    arch_kwargs: dict | None = None,
-    config: TrainConfig | None = None,
-    seed: int = 0,
-    callbacks: Sequence[Callback] = (),
-    stop_event: threading.Event | None = None,
-    eval_max_images: int | None = 2000,
-) -> TrojanedModel:
-    """Train ``architecture`` on ``splits.train`` poisoned with ``trigger`` (None = a clean
-    model) and measure clean accuracy and ASR on the whole test set.
-
-    Live curves during training use at most ``eval_max_images`` test images; the final
-    metrics use all of them.
-    """
-    from medic_viz.models.zoo import build_model
-
-    cfg = config or TrainConfig(**{**ATTACK_TRAIN_DEFAULTS, "seed": seed})
-    arch_kwargs = dict(arch_kwargs or {})
-    train_data = splits.train
-    if trigger is not None:
-        train_data = poison_dataset(splits.train, trigger, target, rate, seed=seed).data
-    torch.manual_seed(seed)
-    c, h, _ = splits.image_shape
-    model = build_model(architecture, splits.num_classes, in_channels=c, input_size=h, **arch_kwargs)
-    device = resolve_device(cfg.device)
-    live = Evaluator(
-        splits.test,
-        trigger,
-        None if trigger is None else target,
-        max_images=eval_max_images,
-        device=device,
-    )
-    label = f"{architecture} + {trigger.name if trigger else 'clean'}"
-    result = train(SupervisedObjective(model), train_data, cfg, evaluator=live, callbacks=callbacks, stop_event=stop_event, label=label)
-    metrics = evaluate_backdoor(result.model, splits.test, trigger, None if trigger is None else target, device=device)
-    return TrojanedModel(
-        model=result.model,
-        architecture=architecture,
-        arch_kwargs=arch_kwargs,
-        trigger=trigger,
-        target=None if trigger is None else target,
-        rate=None if trigger is None else rate,
-        metrics=metrics,
-        history=result.history,
-        seconds=result.seconds,
-    )
