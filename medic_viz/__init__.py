@@ -11,13 +11,16 @@ Quick tour::
 """
 
 from medic_viz.attacks import (
+    ATTACK_NAMES,
     BadNetTrigger,
     BlendTrigger,
     PolygonTrigger,
     SIGTrigger,
     Trigger,
+    attack_evaluator,
     make_trigger,
     poison_dataset,
+    train_attack,
     train_trojaned_model,
     trigger_from_config,
 )
@@ -46,9 +49,12 @@ __all__ = [
     "BlendTrigger",
     "SIGTrigger",
     "PolygonTrigger",
+    "ATTACK_NAMES",
     "make_trigger",
     "trigger_from_config",
+    "attack_evaluator",
     "poison_dataset",
+    "train_attack",
     "train_trojaned_model",
     "hookable_layers",
     "run_with_cache",

@@ -45,6 +45,8 @@ def _add_dataset(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from medic_viz.attacks.registry import ATTACK_NAMES
+
     parser = argparse.ArgumentParser(prog="medic-viz", description="Inspect trojaned classifiers and remove backdoors with MEDIC.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -57,9 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     atk = sub.add_parser("attack", help="train a trojaned model and save it with its card")
     _add_dataset(atk)
     atk.add_argument("--model", default="small_cnn", help="zoo architecture (medic_viz.available_models())")
-    atk.add_argument("--attack", default="badnet", help="badnet, blend, sig, polygon")
+    atk.add_argument("--attack", default="badnet", help=f"one of {', '.join(ATTACK_NAMES)}")
     atk.add_argument("--target", type=int, default=0, help="target class id (all-to-one)")
-    atk.add_argument("--rate", type=float, default=None, help="poison rate (default 0.1; SIG 0.08 clean-label)")
+    atk.add_argument("--rate", type=float, default=None,
+                     help="poison rate (default: the attack's, 0.1; clean-label attacks 0.08, at most 80%% of the target class)")
     atk.add_argument("--epochs", type=int, default=20)
     atk.add_argument("--lr", type=float, default=2e-3)
     atk.add_argument("--batch-size", type=int, default=128)
@@ -141,29 +144,31 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_attack(args: argparse.Namespace) -> int:
-    from medic_viz.attacks import make_trigger, train_trojaned_model
+    from medic_viz.attacks.registry import attack_spec
+    from medic_viz.attacks.train import train_attack
     from medic_viz.io import save_model
     from medic_viz.training import TrainConfig
 
+    spec = attack_spec(args.attack)
     splits = _dataset_for(args)
-    trigger = make_trigger(args.attack)
-    rate = args.rate if args.rate is not None else (0.08 if trigger.clean_label else 0.1)
-    if trigger.clean_label:
-        share = float((splits.train.labels == args.target).float().mean())
-        rate = min(rate, share)
+    if not 0 <= args.target < splits.num_classes:
+        raise ValueError(f"--target {args.target} is out of range: {splits.train.name} has classes 0..{splits.num_classes - 1}")
+    rate = args.rate if args.rate is not None else spec.default_rate(splits.train, args.target)
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer="adam",
                       device=args.device, seed=args.seed, progress=not args.no_progress)
-    _print(f"attack: {args.attack} → class {args.target} ({splits.classes[args.target]}), rate {rate:g}, "
+    _print(f"attack: {spec.name} → class {args.target} ({splits.classes[args.target]}), rate {rate:g}, "
            f"{args.model} on {splits.train.name} ({len(splits.train)} images), {args.epochs} epochs")
+    if spec.needs_model:
+        _print("training a clean surrogate model first (the attack perturbs images against it)")
     start = time.perf_counter()
-    trojan = train_trojaned_model(splits, trigger, target=args.target, rate=rate, architecture=args.model,
-                                  config=cfg, seed=args.seed)
+    trojan = train_attack(spec.name, splits, target=args.target, rate=rate, architecture=args.model, config=cfg,
+                          seed=args.seed)
     card = trojan.card(splits, dataset=str(args.dataset))
     out = Path(args.out)
     save_model(trojan.model, out, card)
     result = {"clean_acc": trojan.metrics.clean_acc, "asr": trojan.metrics.asr, "n_clean": trojan.metrics.n_clean,
               "n_asr": trojan.metrics.n_asr, "seconds": round(time.perf_counter() - start, 2),
-              "attack": trigger.to_config(), "target": args.target, "rate": rate, "model": args.model,
+              "attack": card.attack, "target": args.target, "rate": rate, "model": args.model,
               "dataset": str(args.dataset)}
     (out / "result.json").write_text(json.dumps(result, indent=2))
     _print(f"clean accuracy {100 * trojan.metrics.clean_acc:.2f}% (n={trojan.metrics.n_clean}), "

@@ -52,11 +52,11 @@ class RemovalOutcome:
 def trigger_of(card: ModelCard) -> tuple[Trigger | None, int | None]:
     """The attack (trigger, or composite attack) and target recorded in a model card
     (None, None if the card has none)."""
-    from medic_viz.attacks.advanced import any_trigger_from_config
+    from medic_viz.attacks.registry import trigger_from_config
 
     if not card.attack:
         return None, None
-    return any_trigger_from_config(card.attack), card.target_class
+    return trigger_from_config(card.attack), card.target_class
 
 
 def remove_backdoor(
@@ -88,7 +88,7 @@ def remove_backdoor(
             f"the model outputs {_num_outputs(teacher, splits, dev)} classes but the dataset has "
             f"{splits.num_classes}; use the dataset the model was trained on"
         )
-    from medic_viz.attacks.advanced import attack_evaluator
+    from medic_viz.attacks.registry import attack_evaluator
 
     clean = clean_subset(splits.train, fraction, seed)
     full = attack_evaluator(trigger, splits.test, target, device=dev)

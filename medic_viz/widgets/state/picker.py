@@ -10,7 +10,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from medic_viz.attacks.triggers import AVAILABLE_TRIGGERS, Trigger, make_trigger
+from medic_viz.attacks.base import Trigger
+from medic_viz.attacks.composite import CompositeAttack
+from medic_viz.attacks.registry import ATTACK_NAMES, image_trigger, trigger_from_config
 from medic_viz.capture import eval_mode
 from medic_viz.data.arrays import ImageArrays, clean_subset
 from medic_viz.data.images import to_image_tensor
@@ -22,10 +24,19 @@ from medic_viz.widgets.state.observable import Param, Parameterized, StateChange
 __all__ = ["PickerState", "default_triggers"]
 
 
-def default_triggers() -> dict[str, Trigger]:
+def default_triggers(data: ImageArrays, target: int | None = None) -> dict[str, Trigger]:
     """The triggers the picker offers besides the model's own: ``{name: trigger}`` for every
-    built-in attack with its default settings. (The one place that lists them.)"""
-    return {name: make_trigger(name) for name in AVAILABLE_TRIGGERS}
+    attack of the registry (:data:`~medic_viz.attacks.registry.ATTACK_NAMES`) with its
+    default settings, as a one-image trigger for ``data`` (composite: bound to a class-B
+    image, :func:`~medic_viz.attacks.registry.image_trigger`). Attacks that do not fit
+    ``data`` (composite with fewer than three classes) are left out."""
+    out: dict[str, Trigger] = {}
+    for name in ATTACK_NAMES:
+        try:
+            out[name] = image_trigger(name, data, target)
+        except ValueError:
+            continue
+    return out
 
 
 def _choice_check(state: "PickerState", value: Any) -> int:
@@ -54,7 +65,7 @@ class PickerState(Parameterized):
 
     ``data``: clean images to pick from (usually the test split); ``trigger``/``target``: the
     model's attack if known (listed first as ``"model: <name>"``); ``triggers``: extra
-    ``{name: Trigger}`` to try (default: :func:`default_triggers`, every built-in trigger with
+    ``{name: Trigger}`` to try (default: :func:`default_triggers`, every registry attack with
     its default settings); ``stats``: layer statistics (default: estimated from
     ``stats_images`` images of ``data``); ``gallery_per_class`` images of each class, at most
     ``gallery_size`` in all.
@@ -78,7 +89,7 @@ class PickerState(Parameterized):
         model: nn.Module,
         data: ImageArrays,
         *,
-        trigger: Trigger | None = None,
+        trigger: Trigger | CompositeAttack | None = None,
         target: int | None = None,
         triggers: Mapping[str, Trigger] | None = None,
         stats: Mapping[str, LayerStats] | None = None,
@@ -104,10 +115,10 @@ class PickerState(Parameterized):
         self._layers_wanted = None if layers is None else list(layers)
         self.triggers: dict[str, Trigger] = {}
         if trigger is not None:
-            if not isinstance(trigger, Trigger):
-                raise TypeError(f"trigger must be a medic_viz Trigger, got {type(trigger).__name__}")
-            self.triggers[f"model: {trigger.name}"] = trigger
-        for name, trig in (default_triggers() if triggers is None else triggers).items():
+            if not isinstance(trigger, (Trigger, CompositeAttack)):
+                raise TypeError(f"trigger must be a medic_viz Trigger or CompositeAttack, got {type(trigger).__name__}")
+            self.triggers[f"model: {trigger.name}"] = image_trigger(trigger, data, self.target)
+        for name, trig in (default_triggers(data, self.target) if triggers is None else triggers).items():
             if not isinstance(trig, Trigger):
                 raise TypeError(f"triggers[{name!r}] must be a medic_viz Trigger, got {type(trig).__name__}")
             self.triggers.setdefault(str(name), trig)
@@ -230,10 +241,8 @@ class PickerState(Parameterized):
         self._version += 1
         kept: dict[str, Any] = {}
         if card is not None and card.attack:
-            from medic_viz.attacks.triggers import trigger_from_config
-
             name = f"model: {card.attack.get('name', 'trigger')}"
-            self.triggers[name] = trigger_from_config(card.attack)
+            self.triggers[name] = image_trigger(trigger_from_config(card.attack), self.data, card.target_class)
             self.target = card.target_class
             kept["trigger_name"] = name
         if self.layer not in self.stats:
