@@ -54,8 +54,7 @@ def train_teacher(spec: Mapping[str, Any]) -> dict:
     (metrics: clean accuracy and ASR on the cell's test set)."""
     import torch
 
-    from medic_viz.attacks.advanced import train_attack
-    from medic_viz.attacks.poison import ATTACK_TRAIN_DEFAULTS
+    from medic_viz.attacks.train import ATTACK_TRAIN_DEFAULTS, train_attack
     from medic_viz.training import TrainConfig
 
     cell = CellSpec.from_dict(spec)
@@ -95,7 +94,7 @@ def run_cell(spec: Mapping[str, Any], teacher: Mapping[str, Any]) -> dict:
     on the whole (or ``max_test``) test set. Returns the result row (JSON-serialisable)."""
     import torch
 
-    from medic_viz.attacks.advanced import any_trigger_from_config
+    from medic_viz.attacks.registry import trigger_from_config
     from medic_viz.defenses.baselines import make_defense
     from medic_viz.device import resolve_device
     from medic_viz.metrics import BackdoorMetrics
@@ -105,7 +104,7 @@ def run_cell(spec: Mapping[str, Any], teacher: Mapping[str, Any]) -> dict:
     start = time.perf_counter()
     torch.manual_seed(cell.seed)
     splits = cell_splits(cell.dataset, cell.max_train, cell.max_test)
-    attack = any_trigger_from_config(teacher["attack_config"]) if teacher.get("attack_config") else None
+    attack = trigger_from_config(teacher["attack_config"]) if teacher.get("attack_config") else None
     target = teacher.get("target")
     # measured on the same test set when the teacher was trained
     before = BackdoorMetrics(**teacher["metrics"])

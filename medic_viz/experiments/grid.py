@@ -200,7 +200,7 @@ def build_grid(
     :data:`DEFAULT_ABLATION_VALUES`). Ablations sweep MEDIC only, except ``"fraction"``,
     which sweeps every method given.
     """
-    from medic_viz.attacks.advanced import ATTACKS
+    from medic_viz.attacks.registry import ATTACKS
     from medic_viz.defenses.baselines import DISPLAY_NAMES, _canonical
     from medic_viz.models.zoo import available_models
 
