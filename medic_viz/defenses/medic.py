@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from medic_viz.capture import LayerRecorder, check_same_structure, resolve_layers
 from medic_viz.data.arrays import ImageArrays, iterate_batches
 from medic_viz.defenses.base import Defense, DefenseResult, fresh_copy
+from medic_viz.fused import FusedCloneLoss, validate_fused_mode
 from medic_viz.importance import DEFAULT_EPS, ImportanceOptions, LayerStats, RunningStats, layer_importance, validate_tau
 from medic_viz.metrics import Evaluator, resolve_device
 from medic_viz.training import Callback, TrainConfig, train
@@ -62,6 +63,9 @@ class MedicConfig(TrainConfig):
     ``loss_reduction``: see :class:`medic_viz.importance.ImportanceOptions`.
     ``layers``: hooked layer names (None = every conv/norm/linear).
     ``student_seed``: initialisation seed of the fresh student.
+    ``fused``: how the per-layer loss is computed — ``"auto"`` (compiled kernels when a compiler
+    is present and the run is long enough to repay compiling, else eager), ``"compile"`` or
+    ``"eager"``; same numbers either way (:mod:`medic_viz.fused`).
     """
 
     tau: float = 5.0
@@ -74,11 +78,13 @@ class MedicConfig(TrainConfig):
     student_seed: int = 0
     stats_batch_size: int = 256
     eps: float = DEFAULT_EPS
+    fused: str = "auto"
 
     def validate(self) -> None:
         super().validate()
         validate_tau(self.tau)
         validate_lambda(self.lam)
+        validate_fused_mode(self.fused)
         self.importance  # validates the importance options
 
     @property
@@ -157,7 +163,11 @@ def weighted_squared_error(student: torch.Tensor, teacher: torch.Tensor, weight:
 
 
 class MedicObjective:
-    """The MEDIC loss for one batch; ``model`` is the student being trained."""
+    """The MEDIC loss for one batch; ``model`` is the student being trained.
+
+    ``fused``, ``work``: how the per-layer terms are computed (:class:`medic_viz.fused.FusedCloneLoss`;
+    ``work`` = neurons the run will touch, for ``fused="auto"``).
+    """
 
     def __init__(
         self,
@@ -166,6 +176,9 @@ class MedicObjective:
         stats: dict[str, LayerStats],
         options: ImportanceOptions,
         lam: float,
+        *,
+        fused: str = "auto",
+        work: float | None = None,
     ) -> None:
         self.teacher = teacher
         self.model = student
@@ -173,6 +186,7 @@ class MedicObjective:
         self.layers = list(stats)
         self.options = options
         self.lam = validate_lambda(lam)
+        self.clone_loss = FusedCloneLoss(stats, options, fused, work=work)
 
     def parameters(self) -> Iterable[nn.Parameter]:
         return self.model.parameters()
@@ -182,6 +196,18 @@ class MedicObjective:
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Teacher activations (detached) and MEDIC weights per layer, in ``self.layers`` order
         (``divide_by_variance``: weights divided by σ², as the loss uses them)."""
+        acts, grads = self.teacher_activations(x, y)
+        weights = [
+            layer_importance(a, g, self.stats[n], self.options, divide_by_variance=divide_by_variance, grad_is_scratch=True)
+            for n, a, g in zip(self.layers, acts, grads)
+        ]
+        return acts, weights
+
+    def teacher_activations(
+        self, x: torch.Tensor, y: torch.Tensor
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
+        """Teacher activations (detached) and, when the importance options need them, the
+        gradients ∂ℓ/∂activation of the teacher's loss (else None), in ``self.layers`` order."""
         opts = self.options
         self.teacher.eval()
         need_grad = opts.needs_gradients
@@ -198,23 +224,18 @@ class MedicObjective:
                     self.teacher(x)
                 acts = rec.tensors()
                 grads = [None] * len(acts)
-        acts = [a.detach() for a in acts]
-        weights = [
-            layer_importance(a, g, self.stats[n], opts, divide_by_variance=divide_by_variance, grad_is_scratch=True)
-            for n, a, g in zip(self.layers, acts, grads)
-        ]
-        return acts, weights
+        return [a.detach() for a in acts], grads
 
     def loss(self, x: torch.Tensor, y: torch.Tensor):
-        t_acts, weights = self.teacher_pass(x, y, divide_by_variance=True)
+        t_acts, t_grads = self.teacher_activations(x, y)
         with LayerRecorder(self.model, self.layers) as rec:
             logits = self.model(x)
             s_acts = rec.tensors()
         ce = F.cross_entropy(logits.float(), y)
         per_layer: dict[str, torch.Tensor] = {}
         clone = torch.zeros((), device=x.device)
-        for n, ta, sa, w in zip(self.layers, t_acts, s_acts, weights):
-            term = weighted_squared_error(sa, ta, w)  # = mean_b Σ w·((t − s)/σ)²
+        for n, ta, g, sa in zip(self.layers, t_acts, t_grads, s_acts):
+            term = self.clone_loss.term(n, sa, ta, g)  # = mean_b Σ w·((t − s)/σ)², w from eqs.(2)–(4)
             per_layer[n] = term
             clone = clone + term
         total = ce + self.lam * clone
@@ -257,7 +278,10 @@ class Medic(Defense):
             check_same_structure(teacher, student, layers)
         teacher_copy = _frozen(teacher, dev)
         stats = compute_layer_stats(teacher_copy, clean, layers, batch_size=cfg.stats_batch_size, device=dev, eps=cfg.eps)
-        objective = MedicObjective(teacher_copy, student.to(dev), stats, cfg.importance, cfg.lam)
+        steps = math.ceil(len(clean) / cfg.batch_size) * cfg.epochs
+        per_image = sum(st.mean.numel() * st.count / max(len(clean), 1) for st in stats.values())
+        objective = MedicObjective(teacher_copy, student.to(dev), stats, cfg.importance, cfg.lam,
+                                   fused=cfg.fused, work=steps * cfg.batch_size * per_image)
         label = label or f"MEDIC τ={cfg.tau:g} λ={cfg.lam:g}"
         result = train(objective, clean, cfg.train_config(), evaluator=evaluator, callbacks=callbacks, stop_event=stop_event, label=label)
         return DefenseResult(self.name, result.model, result.history, result.stopped, result.seconds, asdict(cfg))
