@@ -1,10 +1,15 @@
-"""Time of one MEDIC training step divided by one plain supervised step of the same student
-on the same batch, measured in one run (target ≤ 1.8 on CPU), with a breakdown of where a
-MEDIC step's time goes.
+"""Time of one MEDIC training step divided by one plain supervised step of the same student on
+the same batch (target ≤ 1.8), for the reference (unfused) loss and the fused one — eager and
+compiled — measured in one run, with a breakdown of where a MEDIC step's time goes.
 
-    python benchmarks/bench_step_ratio.py [--models small_cnn wrn16_1] [--device cpu] [--repeats 30]
+    python benchmarks/bench_step_ratio.py [--models small_cnn wrn16_1] [--threads 1 2]
+        [--device cpu] [--repeats 10] [--rounds 5] [--engines reference eager compile]
 
-Prints a table and writes benchmarks/results/step_ratio_<device>.json.
+Every round times each variant for ``--repeats`` steps, one variant after the other
+(interleaved, so drifts in machine load hit all alike); a round's ratio is its MEDIC median
+over its plain median, and the table gives the median over rounds. On a CPU both wall time and
+process CPU time are recorded: on a machine shared with other jobs, CPU time (1 thread) is the
+steadier of the two. Prints a table and writes benchmarks/results/step_ratio_<device>.json.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ import torch.nn.functional as F
 from medic_viz.capture import LayerRecorder
 from medic_viz.data import load_dataset
 from medic_viz.defenses.base import fresh_copy
-from medic_viz.defenses.medic import MedicObjective, compute_layer_stats
+from medic_viz.defenses.medic import MedicObjective, compute_layer_stats, weighted_squared_error
+from medic_viz.fused import compile_available
 from medic_viz.importance import ImportanceOptions
 from medic_viz.metrics import resolve_device
 from medic_viz.models import build_model
@@ -31,26 +37,45 @@ from medic_viz.training import SupervisedObjective
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+class ReferenceObjective(MedicObjective):
+    """The unfused loss as it was before the fused engine (for comparison): importance weights
+    from ``teacher_pass`` (layer_importance), then ``weighted_squared_error`` per layer."""
+
+    def loss(self, x, y):
+        t_acts, weights = self.teacher_pass(x, y, divide_by_variance=True)
+        with LayerRecorder(self.model, self.layers) as rec:
+            logits = self.model(x)
+            s_acts = rec.tensors()
+        ce = F.cross_entropy(logits.float(), y)
+        per_layer = {n: weighted_squared_error(s, t, w) for n, t, s, w in zip(self.layers, t_acts, s_acts, weights)}
+        clone = sum(per_layer.values())
+        total = ce + self.lam * clone
+        return total, {"total": total, "ce": ce, "clone": clone}, per_layer
+
+
 def _sync(dev: torch.device) -> None:
     if dev.type == "cuda":
         torch.cuda.synchronize()
 
 
-def _time(fn, dev, repeats: int) -> float:
-    for _ in range(3):
-        fn()
+def _time(fn, dev: torch.device, repeats: int) -> tuple[float, float]:
+    """Median wall and process-CPU seconds of ``fn`` over ``repeats`` calls (after one warm-up)."""
+    fn()
     _sync(dev)
-    samples = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         fn()
         _sync(dev)
-        samples.append(time.perf_counter() - t)
-    return statistics.median(samples)
+        wall.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
+    return statistics.median(wall), statistics.median(cpu)
 
 
-def measure(model_name: str, device: str, repeats: int, batch: int = 64) -> dict:
+def measure(model_name: str, device: str, threads: int, repeats: int, rounds: int, engines: list[str], batch: int = 64) -> dict:
     dev = resolve_device(device)
+    if dev.type == "cpu":
+        torch.set_num_threads(threads)
     splits = load_dataset("signs")
     clean = splits.train.subset(torch.arange(512))
     torch.manual_seed(0)
@@ -60,6 +85,7 @@ def measure(model_name: str, device: str, repeats: int, batch: int = 64) -> dict
     stats = compute_layer_stats(teacher, clean, device=dev)
     x = clean.floats(torch.arange(batch), dev)
     y = clean.labels[:batch].to(dev)
+    opts = ImportanceOptions(tau=5.0)
 
     def stepper(objective):
         opt = torch.optim.Adam(objective.model.parameters(), lr=1e-3)
@@ -72,67 +98,94 @@ def measure(model_name: str, device: str, repeats: int, batch: int = 64) -> dict
 
         return step
 
-    plain_student = fresh_copy(teacher, seed=1).to(dev)
-    medic_student = fresh_copy(teacher, seed=1).to(dev)
-    medic_obj = MedicObjective(teacher, medic_student, stats, ImportanceOptions(tau=5.0), lam=10.0)
-    plain = stepper(SupervisedObjective(plain_student))
-    medic = stepper(medic_obj)
-    # Interleave the two measurements so drifts in machine load hit both alike.
-    plain_t, medic_t = [], []
-    for _ in range(3):
-        plain_t.append(_time(plain, dev, repeats))
-        medic_t.append(_time(medic, dev, repeats))
-    t_plain, t_medic = statistics.median(plain_t), statistics.median(medic_t)
+    objectives = {}
+    for eng in engines:
+        if eng == "reference":
+            objectives[eng] = ReferenceObjective(teacher, fresh_copy(teacher, seed=1).to(dev), stats, opts, lam=10.0)
+        elif eng == "compile" and not compile_available(dev):
+            print(f"  (no compiler for {dev}: skipping the compiled engine)")
+        else:
+            objectives[eng] = MedicObjective(teacher, fresh_copy(teacher, seed=1).to(dev), stats, opts, lam=10.0, fused=eng)
+    steps = {"plain": stepper(SupervisedObjective(fresh_copy(teacher, seed=1).to(dev)))}
+    steps.update({f"medic[{k}]": stepper(o) for k, o in objectives.items()})
+    compile_s = None
+    if "compile" in objectives:  # compile outside the timed rounds, and say how long it took
+        t0 = time.perf_counter()
+        steps["medic[compile]"]()
+        compile_s = time.perf_counter() - t0
+        if objectives["compile"].clone_loss.mode != "compile":
+            print(f"  compiled engine fell back to eager: {objectives['compile'].clone_loss.fallback_reason}")
 
-    # Breakdown of a MEDIC step.
-    layers = medic_obj.layers
+    layers = next(iter(objectives.values())).layers
 
     def teacher_fwd():
         with torch.no_grad(), LayerRecorder(teacher, layers):
             teacher(x)
 
     def teacher_fwd_bwd():
-        with LayerRecorder(teacher, layers, make_leaf=True) as rec:
-            loss = F.cross_entropy(teacher(x), y, reduction="sum")
-            torch.autograd.grad(loss, rec.tensors())
+        next(iter(objectives.values())).teacher_activations(x, y)
 
-    def teacher_pass():
-        medic_obj.teacher_pass(x, y)
+    parts = {"teacher forward (hooked)": teacher_fwd, "teacher forward + backward to activations": teacher_fwd_bwd}
+    samples: dict[str, list[tuple[float, float]]] = {k: [] for k in [*steps, *parts]}
+    for _ in range(rounds):
+        for k, fn in [*steps.items(), *parts.items()]:
+            samples[k].append(_time(fn, dev, repeats))
 
-    parts = {
-        "teacher forward (hooked)": _time(teacher_fwd, dev, repeats),
-        "teacher forward + backward to activations": _time(teacher_fwd_bwd, dev, repeats),
-        "teacher pass incl. importance": _time(teacher_pass, dev, repeats),
-    }
+    def med(key: str, i: int) -> float:
+        return statistics.median(s[i] for s in samples[key])
+
+    def ratio(key: str, i: int) -> float:
+        return statistics.median(m[i] / p[i] for m, p in zip(samples[key], samples["plain"]))
+
     return {
         "model": model_name,
         "device": str(dev),
-        "threads": torch.get_num_threads(),
+        "threads": torch.get_num_threads() if dev.type == "cpu" else None,
         "batch": batch,
         "hooked_layers": len(layers),
-        "plain_step_ms": 1000 * t_plain,
-        "medic_step_ms": 1000 * t_medic,
-        "ratio": t_medic / t_plain,
-        "breakdown_ms": {k: 1000 * v for k, v in parts.items()},
+        "neurons_per_image": int(sum(s.mean.numel() * s.count // len(clean) for s in stats.values())),
+        "compile_seconds": compile_s,
+        "repeats": repeats,
+        "rounds": rounds,
+        "wall_ms": {k: 1000 * med(k, 0) for k in samples},
+        "cpu_ms": {k: 1000 * med(k, 1) for k in samples},
+        "ratio_wall": {k: ratio(k, 0) for k in samples if k != "plain"},
+        "ratio_cpu": {k: ratio(k, 1) for k in samples if k != "plain"},
     }
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=["small_cnn", "wrn16_1"])
     p.add_argument("--device", default="cpu")
-    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--threads", nargs="+", type=int, default=[1, 2], help="CPU threads (ignored on a GPU)")
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--engines", nargs="+", default=["reference", "eager", "compile"], choices=["reference", "eager", "compile"])
+    p.add_argument("--out", default=None, help="JSON file (default benchmarks/results/step_ratio_<device>.json)")
     args = p.parse_args(argv)
-    rows = [measure(m, args.device, args.repeats) for m in args.models]
-    print(f"{'model':14s} {'device':7s} {'plain ms':>9s} {'MEDIC ms':>9s} {'ratio':>6s}  breakdown (ms)")
+    threads = args.threads if resolve_device(args.device).type == "cpu" else [0]
+    rows = []
+    for t in threads:
+        for m in args.models:
+            print(f"measuring {m}, {t} thread(s) …", flush=True)
+            rows.append(measure(m, args.device, t, args.repeats, args.rounds, args.engines))
+    print()
+    print(f"{'model':10s} {'thr':>3s} {'variant':24s} {'wall ms':>8s} {'ratio':>6s} {'CPU ms':>8s} {'ratio':>6s}")
     for r in rows:
-        bd = ", ".join(f"{k} {v:.1f}" for k, v in r["breakdown_ms"].items())
-        print(f"{r['model']:14s} {r['device']:7s} {r['plain_step_ms']:9.1f} {r['medic_step_ms']:9.1f} {r['ratio']:6.2f}  {bd}")
+        for k in r["wall_ms"]:
+            rw, rc = r["ratio_wall"].get(k), r["ratio_cpu"].get(k)
+            print(f"{r['model']:10s} {r['threads'] or '-':>3} {k:24.24s} {r['wall_ms'][k]:8.1f} {'' if rw is None else f'{rw:.2f}':>6s} "
+                  f"{r['cpu_ms'][k]:8.1f} {'' if rc is None else f'{rc:.2f}':>6s}")
+        if r["compile_seconds"] is not None:
+            print(f"{r['model']:10s} {r['threads'] or '-':>3} first compiled step (compiling): {r['compile_seconds']:.1f} s")
     RESULTS.mkdir(exist_ok=True)
     dev_name = rows[0]["device"].split(":")[0]
     meta = {"torch": torch.__version__, "machine": platform.machine(), "processor": platform.processor(),
             "cuda": torch.cuda.get_device_name(0) if dev_name == "cuda" else None}
-    (RESULTS / f"step_ratio_{dev_name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    out = Path(args.out) if args.out else RESULTS / f"step_ratio_{dev_name}.json"
+    out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    print(f"wrote {out}")
     return 0
 
 
