@@ -28,6 +28,7 @@ equations are the defaults:
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from typing import Literal
 
@@ -43,6 +44,7 @@ __all__ = [
     "combine_importance",
     "layer_importance",
     "validate_tau",
+    "MAX_TAU",
     "effective_neurons",
     "CRITERIA",
     "DEFAULT_EPS",
@@ -56,15 +58,25 @@ Criteria = Literal["both", "activation", "impact"]
 CRITERIA: tuple[str, ...] = ("both", "activation", "impact")
 
 
+#: Largest τ accepted. Past a few hundred the softmax is already one-hot; at 1e38 ``τ·z``
+#: overflows float32 and the first step is NaN.
+MAX_TAU = 1000.0
+
+
 def validate_tau(tau: float) -> float:
-    """τ must be a finite number ≥ 0 (0 = uniform weights). Returns it as float."""
-    try:
-        t = float(tau)
-    except (TypeError, ValueError):
-        raise ValueError(f"tau must be a number >= 0, got {tau!r}") from None
+    """τ must be a number (not a string or bool) in [0, :data:`MAX_TAU`] (0 = uniform weights).
+    Returns it as float; raises ValueError otherwise."""
+    if isinstance(tau, (str, bytes, bool)) or not isinstance(tau, numbers.Real):
+        raise ValueError(f"tau must be a number >= 0, got {tau!r} ({type(tau).__name__})")
+    t = float(tau)
     if not (t >= 0.0) or t == float("inf"):
         raise ValueError(
             f"tau must be finite and >= 0 (0 = plain cloning, the paper uses 5 on CIFAR-10), got {tau!r}"
+        )
+    if t > MAX_TAU:
+        raise ValueError(
+            f"tau must be at most {MAX_TAU:g} (beyond that the importance is one-hot and the loss overflows; "
+            f"the paper uses 0-20), got {tau!r}"
         )
     return t
 

@@ -17,6 +17,7 @@ import torch.nn as nn
 from medic_viz.capture import eval_mode
 from medic_viz.data.arrays import ImageArrays
 from medic_viz.device import resolve_device  # re-exported: its historical home
+from medic_viz.finite import check_finite_outputs
 
 if TYPE_CHECKING:  # pragma: no cover
     from medic_viz.attacks.triggers import Trigger
@@ -67,7 +68,7 @@ def predict(
         out = []
         for start in range(0, len(x), batch_size):
             xb = x[start : start + batch_size].to(dev, non_blocking=True)
-            out.append(model(xb).argmax(1).cpu())
+            out.append(check_finite_outputs(model(xb)).argmax(1).cpu())
         return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
 
 
@@ -77,6 +78,10 @@ class Evaluator:
     ``data``: the clean test set. ``trigger``/``target``: the attack (None for clean accuracy
     only). ``max_images``: evaluate on a fixed random subset of this size (chosen by ``seed``)
     — for fast live curves; the counts in the result say how many were used.
+
+    An empty test set is a ValueError (an accuracy of 0 images is no measurement), and a model
+    whose outputs are NaN/inf raises :class:`~medic_viz.finite.NonFiniteModelError` instead of
+    being scored (``argmax`` of NaN is class 0).
     """
 
     def __init__(
@@ -94,6 +99,8 @@ class Evaluator:
             raise ValueError("give both trigger= and target= to measure ASR, or neither for clean accuracy only")
         if target is not None and not (0 <= int(target) < data.num_classes):
             raise ValueError(f"target class {target} is out of range for {data.num_classes} classes")
+        if len(data) == 0 or max_images == 0:
+            raise ValueError(f"{data.name}: the test set is empty, so nothing can be measured; use data with test images")
         self.device = resolve_device(device)
         self.batch_size = batch_size
         idx = torch.arange(len(data))
@@ -112,7 +119,7 @@ class Evaluator:
     def _hits(self, model: nn.Module, x: torch.Tensor, want: torch.Tensor | int) -> int:
         hits = 0
         for start in range(0, len(x), self.batch_size):
-            pred = model(x[start : start + self.batch_size]).argmax(1)
+            pred = check_finite_outputs(model(x[start : start + self.batch_size])).argmax(1)
             w = want if isinstance(want, int) else want[start : start + self.batch_size]
             hits += int((pred == w).sum())
         return hits

@@ -16,11 +16,12 @@ from medic_viz.attacks.triggers import Trigger
 from medic_viz.capture import eval_mode
 from medic_viz.data.arrays import DatasetSplits, clean_subset
 from medic_viz.defenses.base import Defense, DefenseResult
+from medic_viz.finite import check_finite_model
 from medic_viz.io import ModelCard, save_model
 from medic_viz.metrics import BackdoorMetrics, resolve_device
 from medic_viz.training import Callback
 
-__all__ = ["RemovalOutcome", "remove_backdoor", "format_table", "save_outcome", "trigger_of"]
+__all__ = ["RemovalOutcome", "remove_backdoor", "format_table", "save_outcome", "trigger_of", "check_image_size"]
 
 
 @dataclass
@@ -59,6 +60,21 @@ def trigger_of(card: ModelCard) -> tuple[Trigger | None, int | None]:
     return trigger_from_config(card.attack), card.target_class
 
 
+def check_image_size(expected: tuple[int, int], splits: DatasetSplits, what: str = "the model") -> None:
+    """Raise ValueError unless the images of ``splits`` are ``expected = (channels, size)``.
+
+    The zoo's models run on any size >= 32 (global pooling), so a model would otherwise be
+    trained or measured on images of another size than it was made for, without a word."""
+    channels, size = expected
+    c, h, w = splits.image_shape
+    if (c, h, w) != (channels, size, size):
+        raise ValueError(
+            f"{what} takes {channels}-channel {size}x{size} images but {splits.train.name} has {c}-channel "
+            f"{h}x{w} images; use the data the model was made for (CLI: --image-size {size} resizes a named "
+            "dataset to the model's size)"
+        )
+
+
 def remove_backdoor(
     teacher: nn.Module,
     splits: DatasetSplits,
@@ -80,9 +96,21 @@ def remove_backdoor(
     Live curves use at most ``live_eval_images`` test images (None = all, 0 = no live
     evaluation); before/after numbers always use the whole test set. ``before``: the
     teacher's metrics on this test set when already measured (skips measuring it again).
+
+    Refused with ValueError before anything runs: an empty test set, a teacher with NaN/inf
+    weights, a zoo teacher (one with ``zoo_config``) on images of another size or channel count.
+    A repaired model with NaN/inf weights or outputs raises
+    :class:`~medic_viz.finite.NonFiniteModelError`: it is never returned as a result.
     """
     start = time.perf_counter()
     dev = resolve_device(device)
+    if len(splits.test) == 0:
+        raise ValueError(f"{splits.test.name}: the test set is empty, so the defence could not be measured; "
+                         "use data with test images")
+    check_finite_model(teacher, "the teacher", "Its file is broken or it diverged in training; use another copy")
+    zoo = getattr(teacher, "zoo_config", None)
+    if isinstance(zoo, dict) and isinstance(zoo.get("input_size"), int) and isinstance(zoo.get("in_channels"), int):
+        check_image_size((zoo["in_channels"], zoo["input_size"]), splits, "the teacher")
     if splits.num_classes != _num_outputs(teacher, splits, dev):
         raise ValueError(
             f"the model outputs {_num_outputs(teacher, splits, dev)} classes but the dataset has "
@@ -98,6 +126,8 @@ def remove_backdoor(
     if live_eval_images is None or live_eval_images > 0:
         live = attack_evaluator(trigger, splits.test, target, max_images=live_eval_images, seed=seed, device=dev)
     result = defense.run(teacher, clean, evaluator=live, callbacks=callbacks, stop_event=stop_event)
+    check_finite_model(result.model, f"the model repaired by {defense.name}",
+                       "The defence diverged: try a lower learning rate (--lr), or a smaller τ or λ")
     after = full(result.model.to(dev))
     return RemovalOutcome(
         method=defense.name,
@@ -159,6 +189,9 @@ def save_outcome(
         payload.update(extra)
     paths = {"result": out / "result.json", "model": out / "model"}
     paths["result"].write_text(json.dumps(payload, indent=2, default=str))
+    from medic_viz.outdir import pause_for_tests
+
+    pause_for_tests("write")  # a test hook: lets a test signal the process in the middle of writing
     if teacher_card is not None:
         card = ModelCard.from_dict(
             {

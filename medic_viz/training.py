@@ -10,6 +10,7 @@ and reports what happens as :class:`TrainEvent` objects to any number of callbac
 from __future__ import annotations
 
 import math
+import numbers
 import threading
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -19,6 +20,7 @@ import torch
 import torch.nn as nn
 
 from medic_viz.data.arrays import ImageArrays, iterate_batches
+from medic_viz.finite import check_finite_model
 from medic_viz.metrics import BackdoorMetrics, Evaluator, resolve_device
 
 __all__ = [
@@ -35,6 +37,25 @@ __all__ = [
 
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or infinite; training stopped instead of going on with garbage."""
+
+
+#: Seeds go to torch.manual_seed and numpy; both take at most 64 bits.
+_MAX_SEED = 2**63 - 1
+
+
+def _whole(name: str, value: object, minimum: int, maximum: int | None = None) -> None:
+    """``value`` must be an integer (not a bool, not 1.5) in ``[minimum, maximum]``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be a whole number >= {minimum}, got {value!r} ({type(value).__name__})")
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f"in {minimum}..{maximum}" if maximum is not None else f">= {minimum}"
+        raise ValueError(f"{name} must be a whole number {bound}, got {value}")
+
+
+def _number(name: str, value: object) -> None:
+    """``value`` must be a real number (not a string, not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
 
 
 @dataclass
@@ -64,20 +85,26 @@ class TrainConfig:
         self.validate()
 
     def validate(self) -> None:
-        if int(self.epochs) < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
-        if int(self.batch_size) < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        """Check types and ranges (ValueError naming the setting); called on construction."""
+        _whole("epochs", self.epochs, 1)
+        _whole("batch_size", self.batch_size, 1)
+        _whole("seed", self.seed, 0, _MAX_SEED)
+        _whole("eval_every", self.eval_every, 0)
+        if self.eval_every_steps is not None:
+            _whole("eval_every_steps", self.eval_every_steps, 0)
+        _number("lr", self.lr)
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr must be a positive number, got {self.lr}")
-        if not (self.weight_decay >= 0):
+        _number("weight_decay", self.weight_decay)
+        if not (self.weight_decay >= 0) or not math.isfinite(self.weight_decay):
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        _number("momentum", self.momentum)
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
         if self.optimizer not in ("adam", "sgd"):
             raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
         if self.schedule not in ("cosine", "constant"):
             raise ValueError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
-        if int(self.eval_every) < 0:
-            raise ValueError(f"eval_every must be >= 0 (0 = only at the end), got {self.eval_every}")
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -161,7 +188,7 @@ class SupervisedObjective:
 def _make_optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.momentum > 0)
 
 
 def _progress_bar(total: int, enabled: bool, label: str):
@@ -185,7 +212,9 @@ def train(
     """Train ``objective.model`` on ``data`` and return it with the event history.
 
     Stops early (returning the model as it is, ``stopped=True``) within one batch of
-    ``stop_event`` being set. Raises :class:`NonFiniteLossError` if the loss becomes NaN/inf.
+    ``stop_event`` being set. Raises :class:`NonFiniteLossError` if the loss becomes NaN/inf
+    and :class:`~medic_viz.finite.NonFiniteModelError` if the final weights are (a non-finite
+    model is never returned as a result).
     Callback exceptions propagate (a broken consumer should not fail silently).
     """
     cfg = config or TrainConfig()
@@ -267,7 +296,7 @@ def train(
                     shown = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
                     raise NonFiniteLossError(
                         f"loss became {float(total.detach()):.4g} at epoch {epoch}, step {step + 1} ({shown}); "
-                        "training stopped. Try a lower learning rate (--lr), a smaller lambda, or amp=False."
+                        "training stopped. Try a lower learning rate (--lr), a smaller τ or λ, or amp=False."
                     )
                 optimizer.zero_grad(set_to_none=True)
                 total.backward()
@@ -306,4 +335,6 @@ def train(
         if bar is not None:
             bar.close()
     model.eval()
+    check_finite_model(model, f"the trained model{f' ({label})' if label else ''}",
+                       "Training diverged: try a lower learning rate (--lr), a smaller τ or λ, or amp=False")
     return TrainResult(model, history, stopped, time.perf_counter() - start_time, step)

@@ -166,11 +166,66 @@ def test_mismatched_student_is_refused():
         ({"epochs": 0}, "epochs"),
         ({"criteria": "both-ish"}, "criteria"),
         ({"taux": 1}, "unknown MEDIC option"),
+        # issue 13: types checked at the public API, sizes that overflow float32 refused
+        ({"tau": "5"}, r"tau must be a number >= 0, got '5' \(str\)"),
+        ({"lam": "10"}, r"lam \(λ\) must be a number"),
+        ({"epochs": 1.5}, r"epochs must be a whole number >= 1, got 1.5 \(float\)"),
+        ({"batch_size": True}, "batch_size must be a whole number"),
+        ({"seed": 2**70}, "seed must be a whole number in 0..9223372036854775807"),
+        ({"lr": "0.01"}, "lr must be a number"),
+        ({"tau": 1e38}, "tau must be at most 1000"),
+        ({"lam": 1e38}, r"lam \(λ\) must be at most 1e\+06"),
     ],
 )
 def test_bad_options_are_rejected_with_the_name(kwargs, message):
     with pytest.raises(ValueError, match=message):
         Medic(**kwargs)
+
+
+def test_student_that_is_the_teacher_or_its_copy_is_refused():
+    import copy
+
+    teacher = _net(0)
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    with pytest.raises(ValueError, match="student is the teacher itself"):
+        Medic(**FAST).run(teacher, _data(), student=teacher)
+    with pytest.raises(ValueError, match="exactly the teacher's weights"):
+        Medic(**FAST).run(teacher, _data(), student=copy.deepcopy(teacher))
+    assert all(torch.equal(teacher.state_dict()[k], v) for k, v in before.items())  # the old code trained it in place
+    Medic(**FAST).run(teacher, _data(), student=fresh_copy(teacher, seed=3))  # a fresh student is fine
+
+
+def test_training_that_diverges_to_a_non_finite_model_is_an_error():
+    from medic_viz.finite import NonFiniteModelError
+
+    class Explode:
+        """A finite loss whose step sends a weight to inf (what lr=1e5 does in a few steps)."""
+
+        def __init__(self, model):
+            self.model = model
+
+        def parameters(self):
+            return self.model.parameters()
+
+        def loss(self, x, y):
+            out = self.model(x).float().mean() * 0.0 + self.model[5].bias.sum() * 1e30
+            return out, {"x": out}, {}
+
+    with pytest.raises(NonFiniteModelError, match=r"the trained model has NaN or infinite weights \(5\.bias\)"):
+        train(Explode(_net()), _data(), TrainConfig(epochs=1, batch_size=48, lr=1e30, optimizer="sgd", momentum=0.0,
+                                                     weight_decay=0.0, progress=False, device="cpu", eval_every=0))
+
+
+def test_a_model_with_nan_outputs_is_not_scored():
+    from medic_viz.finite import NonFiniteModelError
+
+    model = _net()
+    with torch.no_grad():
+        model[5].bias.fill_(float("nan"))  # argmax of NaN is class 0: the old evaluator scored it
+    with pytest.raises(NonFiniteModelError, match="outputs NaN or infinite scores for 100% of the images"):
+        Evaluator(_data(), device="cpu")(model)
+    with pytest.raises(ValueError, match="the test set is empty"):
+        Evaluator(_data(0), device="cpu")
 
 
 def test_unknown_layer_names_are_rejected():

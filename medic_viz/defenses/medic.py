@@ -16,6 +16,7 @@ The statistics ``μ, σ`` are estimated once from the teacher over the clean sub
 from __future__ import annotations
 
 import math
+import numbers
 import threading
 from dataclasses import asdict, dataclass, fields
 from typing import Iterable, Sequence
@@ -39,18 +40,25 @@ __all__ = [
     "compute_layer_stats",
     "medic",
     "validate_lambda",
+    "MAX_LAMBDA",
     "weighted_squared_error",
 ]
 
 
+#: Largest λ accepted: beyond it the cloning term swamps the label loss by float32's margin.
+MAX_LAMBDA = 1e6
+
+
 def validate_lambda(lam: float) -> float:
-    """λ must be a finite number ≥ 0 (0 = no cloning, i.e. training from scratch)."""
-    try:
-        v = float(lam)
-    except (TypeError, ValueError):
-        raise ValueError(f"lam (λ) must be a number >= 0, got {lam!r}") from None
+    """λ must be a number (not a string or bool) in [0, :data:`MAX_LAMBDA`] (0 = no cloning,
+    i.e. training from scratch). Returns it as float; raises ValueError otherwise."""
+    if isinstance(lam, (str, bytes, bool)) or not isinstance(lam, numbers.Real):
+        raise ValueError(f"lam (λ) must be a number >= 0, got {lam!r} ({type(lam).__name__})")
+    v = float(lam)
     if not (v >= 0.0) or not math.isfinite(v):
         raise ValueError(f"lam (λ) must be finite and >= 0 (the paper uses 10), got {lam!r}")
+    if v > MAX_LAMBDA:
+        raise ValueError(f"lam (λ) must be at most {MAX_LAMBDA:g} (the paper uses 10), got {lam!r}")
     return v
 
 
@@ -276,6 +284,7 @@ class Medic(Defense):
             student = fresh_copy(teacher, seed=cfg.student_seed)
         else:
             check_same_structure(teacher, student, layers)
+            _check_student_is_not_teacher(teacher, student)
         teacher_copy = _frozen(teacher, dev)
         stats = compute_layer_stats(teacher_copy, clean, layers, batch_size=cfg.stats_batch_size, device=dev, eps=cfg.eps)
         steps = math.ceil(len(clean) / cfg.batch_size) * cfg.epochs
@@ -285,6 +294,22 @@ class Medic(Defense):
         label = label or f"MEDIC τ={cfg.tau:g} λ={cfg.lam:g}"
         result = train(objective, clean, cfg.train_config(), evaluator=evaluator, callbacks=callbacks, stop_event=stop_event, label=label)
         return DefenseResult(self.name, result.model, result.history, result.stopped, result.seconds, asdict(cfg))
+
+
+def _check_student_is_not_teacher(teacher: nn.Module, student: nn.Module) -> None:
+    """MEDIC clones *into a fresh model*: the teacher itself (which would be trained in place)
+    or a copy of its weights (which keeps the backdoor) is refused."""
+    hint = "omit student= (a fresh copy is made) or pass medic_viz.defenses.base.fresh_copy(teacher)"
+    if student is teacher:
+        raise ValueError(f"student is the teacher itself; MEDIC would train the trojaned model in place: {hint}")
+    t_params = dict(teacher.named_parameters())
+    s_params = dict(student.named_parameters())
+    t_storage = {p.data_ptr() for p in t_params.values()}
+    if any(p.data_ptr() in t_storage for p in s_params.values()):
+        raise ValueError(f"student shares weight tensors with the teacher; training it would change the teacher: {hint}")
+    if s_params and all(k in t_params and p.shape == t_params[k].shape and torch.equal(p.detach().cpu(), t_params[k].detach().cpu())
+                        for k, p in s_params.items()):
+        raise ValueError(f"student holds exactly the teacher's weights (a copy of the trojaned model keeps its backdoor): {hint}")
 
 
 def _frozen(model: nn.Module, device: torch.device) -> nn.Module:
