@@ -10,12 +10,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import pickle
 import sys
+import traceback
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, NoReturn, Sequence
 
-__all__ = ["main", "build_parser", "DEMO_SETTINGS"]
+__all__ = ["main", "build_parser", "DEMO_SETTINGS", "EXPECTED_ERRORS"]
+
+#: Smallest image side the zoo's models take (five stride-2 stages in VGG-11).
+MIN_IMAGE_SIZE = 32
+#: The demo's default --out, and what a previous demo left there (replaced without --overwrite).
+DEMO_OUT = "runs/demo"
+_RESULT_NAMES = frozenset({"result.json", "report.html", "model", "STOPPED"})
 
 #: MEDIC settings of the demo on the embedded dataset (full and --quick). τ is data-dependent
 #: and, measured on the four shipped demo models (BENCHMARKS.md §2), also depends on how long
@@ -28,10 +37,58 @@ DEMO_SETTINGS = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``medic-viz attack: error: ... (see --help)``, exit 2."""
+
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _whole(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    """An argparse type: a whole number in ``[minimum, maximum]``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            bound = f"{minimum}..{maximum}" if maximum is not None else f">= {minimum}"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {value}")
+        return value
+
+    return parse
+
+
+def _number(low: float, high: float, *, low_open: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite number in ``[low, high]`` (``(low, high]`` with ``low_open``)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value) or value < low or value > high or (low_open and value == low):
+            raise argparse.ArgumentTypeError(f"must be in {'(' if low_open else '['}{low:g}, {high:g}], got {text}")
+        return value
+
+    return parse
+
+
+#: Seeds go to torch and numpy generators (64 bits); the CLI keeps to 32 bits.
+MAX_SEED = 2**32 - 1
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps")
-    p.add_argument("--seed", type=int, default=0, help="seed for the clean subset, student init and batches")
+    p.add_argument("--seed", type=_whole(0, MAX_SEED), default=0, help="seed for the clean subset, student init and batches")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
+
+
+def _add_out(p: argparse.ArgumentParser, help_text: str, required: bool = True, default: str | None = None) -> None:
+    p.add_argument("--out", required=required, default=default, help=help_text + "; must not exist or be empty")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder (only once the run is complete)")
 
 
 def _add_dataset(p: argparse.ArgumentParser) -> None:
@@ -42,68 +99,99 @@ def _add_dataset(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--data-root", default=None, help="folder for torchvision datasets")
     p.add_argument("--download", action="store_true", help="download a torchvision dataset into --data-root")
+    p.add_argument("--image-size", type=_whole(MIN_IMAGE_SIZE, 1024), default=None,
+                   help="resize a named dataset to this many pixels per side (default 32); an .npz keeps its own size")
 
 
 def build_parser() -> argparse.ArgumentParser:
     from medic_viz.attacks.registry import ATTACK_NAMES
 
-    parser = argparse.ArgumentParser(prog="medic-viz", description="Inspect trojaned classifiers and remove backdoors with MEDIC.")
+    parser = _Parser(prog="medic-viz", description="Inspect trojaned classifiers and remove backdoors with MEDIC.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="end-to-end: shipped trojaned model → MEDIC → before/after table")
     demo.add_argument("--quick", action="store_true", help="shorter run (about a minute on a laptop CPU)")
     demo.add_argument("--attack", default="badnet", help="which shipped demo model: badnet, blend, sig, polygon")
-    demo.add_argument("--out", default="runs/demo", help="output folder (result.json, report.html, model/)")
+    _add_out(demo, "output folder (result.json, report.html, model/); default runs/demo, where the previous demo "
+             "result is replaced", required=False, default=None)
     _add_common(demo)
 
     atk = sub.add_parser("attack", help="train a trojaned model and save it with its card")
     _add_dataset(atk)
     atk.add_argument("--model", default="small_cnn", help="zoo architecture (medic_viz.available_models())")
     atk.add_argument("--attack", default="badnet", help=f"one of {', '.join(ATTACK_NAMES)}")
-    atk.add_argument("--target", type=int, default=0, help="target class id (all-to-one)")
-    atk.add_argument("--rate", type=float, default=None,
+    atk.add_argument("--target", type=_whole(0), default=0, help="target class id (all-to-one)")
+    atk.add_argument("--rate", type=_number(0.0, 1.0, low_open=True), default=None,
                      help="poison rate (default: the attack's, 0.1; clean-label attacks 0.08, at most 80%% of the target class)")
-    atk.add_argument("--epochs", type=int, default=20)
-    atk.add_argument("--lr", type=float, default=2e-3)
-    atk.add_argument("--batch-size", type=int, default=128)
-    atk.add_argument("--out", required=True, help="output folder (model.safetensors, card.json, result.json)")
+    atk.add_argument("--epochs", type=_whole(1, 100_000), default=20)
+    atk.add_argument("--lr", type=_number(0.0, 1e6, low_open=True), default=2e-3)
+    atk.add_argument("--batch-size", type=_whole(1, 1_000_000), default=128)
+    _add_out(atk, "output folder (model.safetensors, card.json, result.json)")
     _add_common(atk)
 
     dfd = sub.add_parser("defend", help="remove a backdoor from a saved model")
     dfd.add_argument("--method", default="medic", help="defence: medic (default), finetune, fineprune, nad, mcr, anp, kd, scratch")
     dfd.add_argument("--teacher", required=True, help="folder with model.safetensors + card.json (from `attack`)")
     _add_dataset(dfd)
-    dfd.add_argument("--tau", default="5", help="temperature τ >= 0 (0 = plain cloning), or 'auto' to choose it "
-                     "from clean data alone (largest τ within --tau-budget of the model's clean accuracy)")
-    dfd.add_argument("--tau-budget", type=float, default=0.03, help="with --tau auto: allowed clean-accuracy drop (fraction)")
-    dfd.add_argument("--tau-search-epochs", type=int, default=20, help="with --tau auto: epochs per candidate τ")
-    dfd.add_argument("--lam", type=float, default=10.0, help="cloning-loss weight λ >= 0")
-    dfd.add_argument("--epochs", type=int, default=None, help="training epochs (default: the method's own; MEDIC 60)")
-    dfd.add_argument("--fraction", type=float, default=0.05, help="clean training data used (0.05 = 5%%)")
-    dfd.add_argument("--batch-size", type=int, default=None, help="default: the method's own (MEDIC 64)")
-    dfd.add_argument("--lr", type=float, default=None, help="default: the method's own (MEDIC 1e-2)")
-    dfd.add_argument("--out", required=True, help="output folder (result.json, report.html, model/)")
+    dfd.add_argument("--tau", default=None, help="MEDIC only: temperature τ >= 0 (default 5; 0 = plain cloning), or "
+                     "'auto' to choose it from clean data alone (largest τ within --tau-budget of the model's clean accuracy)")
+    dfd.add_argument("--tau-budget", type=_number(0.0, 1.0), default=None,
+                     help="with --tau auto: allowed clean-accuracy drop (fraction, default 0.03)")
+    dfd.add_argument("--tau-search-epochs", type=_whole(1, 100_000), default=None,
+                     help="with --tau auto: epochs per candidate τ (default 20)")
+    dfd.add_argument("--lam", type=_number(0.0, 1e6), default=None, help="MEDIC only: cloning-loss weight λ >= 0 (default 10)")
+    dfd.add_argument("--epochs", type=_whole(1, 100_000), default=None, help="training epochs (default: the method's own; MEDIC 60)")
+    dfd.add_argument("--fraction", type=_number(0.0, 1.0, low_open=True), default=0.05,
+                     help="clean training data used (0.05 = 5%%)")
+    dfd.add_argument("--batch-size", type=_whole(1, 1_000_000), default=None, help="default: the method's own (MEDIC 64)")
+    dfd.add_argument("--lr", type=_number(0.0, 1e6, low_open=True), default=None, help="default: the method's own (MEDIC 1e-2)")
+    _add_out(dfd, "output folder (result.json, report.html, model/)")
     _add_common(dfd)
 
     from medic_viz.cli_compare import add_compare_parser
 
-    add_compare_parser(sub)
+    compare = add_compare_parser(sub)
+    if not any(a.dest == "debug" for a in compare._actions):
+        compare.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
     return parser
 
 
-def _dataset_for(args: argparse.Namespace, size: int = 32):
+def _dataset_for(args: argparse.Namespace):
+    """The dataset named by ``--dataset``, resized to ``--image-size`` (default 32) when it is a
+    named one; an npz keeps its size and ``--image-size`` must then match it."""
     from medic_viz.data import load_dataset
 
-    return load_dataset(args.dataset, root=args.data_root, download=args.download, size=size, seed=0)
+    size = args.image_size or MIN_IMAGE_SIZE
+    splits = load_dataset(args.dataset, root=args.data_root, download=args.download, size=size, seed=0)
+    _, h, w = splits.image_shape
+    if args.image_size is not None and (h, w) != (size, size):
+        raise ValueError(f"--image-size {size}: {args.dataset} holds {h}x{w} images and an .npz is not resized; "
+                         "drop --image-size or resize the arrays")
+    if len(splits.test) == 0 or len(splits.train) == 0:
+        raise ValueError(f"{args.dataset}: the {'test' if len(splits.test) == 0 else 'training'} set is empty")
+    return splits
+
+
+def _inputs(args: argparse.Namespace, *paths: object) -> list:
+    """Paths a command reads, which its --out may not be or contain."""
+    found = [p for p in paths if p]
+    dataset = getattr(args, "dataset", None)
+    if dataset and Path(str(dataset)).exists():
+        found.append(dataset)
+    if getattr(args, "data_root", None):
+        found.append(args.data_root)
+    return found
 
 
 def _print(msg: str) -> None:
     print(msg, flush=True)
 
 
-def _run_removal(teacher, card, splits, args, *, fraction, method="medic", **options):
-    """Run one defence (``options``: its config fields; None values mean the method's default)."""
+def _run_removal(teacher, card, splits, args, signals, out, *, fraction, method="medic", **options):
+    """Run one defence (``options``: its config fields; None values mean the method's default)
+    and publish its folder; returns the exit status (0, or 128 + signal when stopped)."""
     from medic_viz.defenses.baselines import DISPLAY_NAMES, make_defense
+    from medic_viz.outdir import pause_for_tests
     from medic_viz.pipeline import format_table, remove_backdoor, trigger_of
     from medic_viz.viz.report import write_outputs
 
@@ -119,61 +207,100 @@ def _run_removal(teacher, card, splits, args, *, fraction, method="medic", **opt
     extra = f"τ={cfg.tau:g} λ={cfg.lam:g}, " if defense.name == "medic" else ""
     _print(f"{name}: {extra}{cfg.epochs} epochs on {100 * fraction:g}% of {splits.train.name} "
            f"({len(splits.train)} images), device {args.device}")
+    signals.phase = "train"
     outcome = remove_backdoor(teacher, splits, defense, trigger=trigger, target=target, fraction=fraction,
-                              seed=args.seed, device=args.device)
-    paths = write_outputs(outcome, args.out, teacher_card=card)
+                              seed=args.seed, device=args.device, stop_event=signals.stop_event,
+                              callbacks=[lambda ev: pause_for_tests("train") if ev.kind == "epoch" and ev.epoch == 1 else None])
+    signals.phase = "write"
+    stopped = outcome.result.stopped
+    write_outputs(outcome, out.path, teacher_card=card)
+    done = [e.epoch for e in outcome.result.history if e.kind == "epoch"]
+    target_dir = out.publish(stopped=stopped, note=(
+        f"stopped by a signal after {done[-1] if done else 0} of {cfg.epochs} epochs; model/ is the model as it was "
+        "at the stop, result.json says \"stopped\": true" if stopped else ""))
     _print("")
     _print(format_table(outcome.before, outcome.after, name))
     _print("")
     _print(f"{outcome.n_clean_subset} clean images, {outcome.result.seconds:.1f} s training, {outcome.seconds:.1f} s in all")
-    _print(f"wrote {paths['result']}, {paths['report']} and {paths['model']}/")
-    return outcome
+    _print(f"wrote {target_dir / 'result.json'}, {target_dir / 'report.html'} and {target_dir / 'model'}/")
+    if stopped:
+        _print(f"stopped after {done[-1] if done else 0} of {cfg.epochs} epochs: {target_dir} holds the model as it was "
+               f"at the stop and is marked {target_dir / 'STOPPED'}")
+        return 128 + (signals.signum or 2)
+    return 0
+
+
+def _prepare(args: argparse.Namespace, *inputs: object):
+    """What every writing command does first: check the device and --out, install the signal
+    handlers. Returns ``(signals, out)`` to be entered as context managers."""
+    from medic_viz.device import resolve_device
+    from medic_viz.interrupts import SignalStop
+    from medic_viz.outdir import OutputFolder
+
+    resolve_device(args.device)
+    out = OutputFolder(args.out, overwrite=args.overwrite, inputs=_inputs(args, *inputs))
+    return SignalStop(), out
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from medic_viz.data import load_dataset
-    from medic_viz.pretrained import load_demo_model
+    from medic_viz.pretrained import DEMO_ATTACKS, demo_model_dir, load_demo_model
 
+    if str(args.attack).strip().lower() not in DEMO_ATTACKS:
+        raise ValueError(f"--attack {args.attack!r}: the demo repairs a shipped trojaned model; choose one of "
+                         f"{', '.join(DEMO_ATTACKS)}")
     settings = DEMO_SETTINGS["quick" if args.quick else "full"]
-    teacher, card = load_demo_model(args.attack)
-    _print(f"demo: shipped {card.architecture} trojaned with {card.attack['name']} (target class "
-           f"{card.target_class}: {card.classes[card.target_class]}) on the embedded synthetic traffic signs")
-    splits = load_dataset("signs", size=card.input_size, seed=0)
-    _run_removal(teacher, card, splits, args, **settings)
-    return 0
+    if args.out is None:  # the default folder belongs to the demo: its previous result is replaced
+        args.out = DEMO_OUT
+        folder = Path(DEMO_OUT)
+        if folder.is_dir() and not folder.is_symlink() and {p.name for p in folder.iterdir()} <= _RESULT_NAMES:
+            args.overwrite = True
+    signals, out = _prepare(args, demo_model_dir(args.attack))
+    with signals, out:
+        teacher, card = load_demo_model(args.attack)
+        _print(f"demo: shipped {card.architecture} trojaned with {card.attack['name']} (target class "
+               f"{card.target_class}: {card.classes[card.target_class]}) on the embedded synthetic traffic signs")
+        splits = load_dataset("signs", size=card.input_size, seed=0)
+        return _run_removal(teacher, card, splits, args, signals, out, **settings)
 
 
 def cmd_attack(args: argparse.Namespace) -> int:
     from medic_viz.attacks.registry import attack_spec
     from medic_viz.attacks.train import train_attack
     from medic_viz.io import save_model
+    from medic_viz.outdir import pause_for_tests
     from medic_viz.training import TrainConfig
 
     spec = attack_spec(args.attack)
-    splits = _dataset_for(args)
-    if not 0 <= args.target < splits.num_classes:
-        raise ValueError(f"--target {args.target} is out of range: {splits.train.name} has classes 0..{splits.num_classes - 1}")
-    rate = args.rate if args.rate is not None else spec.default_rate(splits.train, args.target)
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer="adam",
                       device=args.device, seed=args.seed, progress=not args.no_progress)
-    _print(f"attack: {spec.name} → class {args.target} ({splits.classes[args.target]}), rate {rate:g}, "
-           f"{args.model} on {splits.train.name} ({len(splits.train)} images), {args.epochs} epochs")
-    if spec.needs_model:
-        _print("training a clean surrogate model first (the attack perturbs images against it)")
-    start = time.perf_counter()
-    trojan = train_attack(spec.name, splits, target=args.target, rate=rate, architecture=args.model, config=cfg,
-                          seed=args.seed)
-    card = trojan.card(splits, dataset=str(args.dataset))
-    out = Path(args.out)
-    save_model(trojan.model, out, card)
-    result = {"clean_acc": trojan.metrics.clean_acc, "asr": trojan.metrics.asr, "n_clean": trojan.metrics.n_clean,
-              "n_asr": trojan.metrics.n_asr, "seconds": round(time.perf_counter() - start, 2),
-              "attack": card.attack, "target": args.target, "rate": rate, "model": args.model,
-              "dataset": str(args.dataset)}
-    (out / "result.json").write_text(json.dumps(result, indent=2))
+    signals, out = _prepare(args)
+    with signals, out:
+        splits = _dataset_for(args)
+        if not 0 <= args.target < splits.num_classes:
+            raise ValueError(f"--target {args.target} is not a class of {splits.train.name} "
+                             f"(classes 0..{splits.num_classes - 1})")
+        rate = args.rate if args.rate is not None else spec.default_rate(splits.train, args.target)
+        _print(f"attack: {spec.name} → class {args.target} ({splits.classes[args.target]}), rate {rate:g}, "
+               f"{args.model} on {splits.train.name} ({len(splits.train)} images), {args.epochs} epochs")
+        if spec.needs_model:
+            _print("training a clean surrogate model first (the attack perturbs images against it)")
+        start = time.perf_counter()
+        trojan = train_attack(spec.name, splits, target=args.target, rate=rate, architecture=args.model, config=cfg,
+                              seed=args.seed)
+        signals.phase = "write"
+        card = trojan.card(splits, dataset=str(args.dataset))
+        save_model(trojan.model, out.path, card)
+        pause_for_tests("write")
+        result = {"clean_acc": trojan.metrics.clean_acc, "asr": trojan.metrics.asr, "n_clean": trojan.metrics.n_clean,
+                  "n_asr": trojan.metrics.n_asr, "seconds": round(time.perf_counter() - start, 2),
+                  "attack": card.attack, "target": args.target, "rate": rate, "model": args.model,
+                  "dataset": str(args.dataset)}
+        (out.path / "result.json").write_text(json.dumps(result, indent=2))
+        target_dir = out.publish()
     _print(f"clean accuracy {100 * trojan.metrics.clean_acc:.2f}% (n={trojan.metrics.n_clean}), "
            f"ASR {100 * trojan.metrics.asr:.2f}% (n={trojan.metrics.n_asr})")
-    _print(f"wrote {out / 'model.safetensors'}, {out / 'card.json'}, {out / 'result.json'}")
+    _print(f"wrote {target_dir / 'model.safetensors'}, {target_dir / 'card.json'}, {target_dir / 'result.json'}")
     return 0
 
 
@@ -189,52 +316,107 @@ def _parse_tau(text: str) -> float | str:
     return validate_tau(value)
 
 
+_MEDIC_ONLY = ("tau", "lam", "tau_budget", "tau_search_epochs")
+
+
 def cmd_defend(args: argparse.Namespace) -> int:
     from medic_viz.data.arrays import clean_subset
     from medic_viz.defenses.baselines import defense_class
     from medic_viz.defenses.medic import validate_lambda
     from medic_viz.io import load_model
 
-    tau = _parse_tau(args.tau)
     method = defense_class(args.method).name  # canonical name; unknown methods fail here, before any work
-    if tau == "auto" and method != "medic":
-        raise ValueError(f"--tau auto chooses MEDIC's temperature τ, which --method {args.method} does not have; "
-                         "drop --tau auto or use --method medic")
-    validate_lambda(args.lam)
-    teacher, card = load_model(args.teacher)
-    splits = _dataset_for(args, size=card.input_size)
-    if tau == "auto":
-        from medic_viz.defenses.tuning import select_tau
+    if method != "medic":
+        given = [f"--{k.replace('_', '-')} {getattr(args, k)}" for k in _MEDIC_ONLY if getattr(args, k) is not None]
+        if given:
+            one = len(given) == 1
+            raise ValueError(f"{' and '.join(given)} appl{'ies' if one else 'y'} to MEDIC's τ and λ only (--method medic); "
+                             f"--method {args.method} does not use {'it' if one else 'them'}: remove {'it' if one else 'them'}")
+    tau = _parse_tau("5" if args.tau is None else args.tau)
+    lam = validate_lambda(10.0 if args.lam is None else args.lam)
+    if tau != "auto" and (args.tau_budget is not None or args.tau_search_epochs is not None):
+        raise ValueError("--tau-budget and --tau-search-epochs apply to --tau auto only")
+    signals, out = _prepare(args, args.teacher)
+    with signals, out:
+        teacher, card = load_model(args.teacher)
+        splits = _dataset_for(args)
+        from medic_viz.pipeline import check_image_size
 
-        _print(f"choosing τ from clean data alone (budget {100 * args.tau_budget:g} points, "
-               f"{args.tau_search_epochs} epochs per candidate) …")
-        search = {k: v for k, v in {"batch_size": args.batch_size, "lr": args.lr}.items() if v is not None}
-        selection = select_tau(teacher, clean_subset(splits.train, args.fraction, args.seed), budget=args.tau_budget,
-                               seed=args.seed, device=args.device, epochs=args.tau_search_epochs, lam=args.lam,
-                               progress=not args.no_progress, **search)
-        _print(str(selection))
-        tau = selection.tau
-    extra = {"tau": float(tau), "lam": args.lam} if method == "medic" else {}
-    _run_removal(teacher, card, splits, args, method=method, epochs=args.epochs, fraction=args.fraction,
-                 batch_size=args.batch_size, lr=args.lr, **extra)
-    return 0
+        check_image_size((card.in_channels, card.input_size), splits, "the teacher (its card)")
+        if tau == "auto":
+            from medic_viz.defenses.tuning import select_tau
+
+            budget = 0.03 if args.tau_budget is None else args.tau_budget
+            search_epochs = 20 if args.tau_search_epochs is None else args.tau_search_epochs
+            _print(f"choosing τ from clean data alone (budget {100 * budget:g} points, "
+                   f"{search_epochs} epochs per candidate) …")
+            search = {k: v for k, v in {"batch_size": args.batch_size, "lr": args.lr}.items() if v is not None}
+            selection = select_tau(teacher, clean_subset(splits.train, args.fraction, args.seed), budget=budget,
+                                   seed=args.seed, device=args.device, epochs=search_epochs, lam=lam,
+                                   progress=not args.no_progress, **search)
+            _print(str(selection))
+            tau = selection.tau
+        extra = {"tau": float(tau), "lam": lam} if method == "medic" else {}
+        return _run_removal(teacher, card, splits, args, signals, out, method=method, epochs=args.epochs,
+                            fraction=args.fraction, batch_size=args.batch_size, lr=args.lr, **extra)
+
+
+#: What a user's input or environment can cause: one line on stderr, exit status 2.
+EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,  # bad values, files that are not what they claim (incl. unsafe pickles, mismatched weights)
+    TypeError,
+    OSError,  # missing, unreadable or unwritable files and folders
+    pickle.UnpicklingError,
+    FloatingPointError,  # a diverged run (NaN loss, non-finite model)
+    ImportError,  # an optional extra (ray, plotly…) not installed
+    MemoryError,
+)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in text:
+        text += f": {exc.filename}"
+    if isinstance(exc, MemoryError):
+        text = f"out of memory{': ' + text if text != 'MemoryError' else ''}; use less data (--max-train, a smaller --fraction) or a smaller model"
+    return text
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``medic-viz`` console script. Returns the exit status."""
+    """Entry point of the ``medic-viz`` console script. Returns the exit status.
+
+    Every expected error (:data:`EXPECTED_ERRORS`) is printed as one line — what is wrong and
+    what to do — with exit status 2 and no traceback (``--debug`` shows it). SIGINT/SIGTERM
+    give 128 + the signal number (a run stopped during training keeps its model, marked
+    ``STOPPED``). Anything else is reported as an internal error (exit 1)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: --help (0) or a one-line usage error (2)
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 2
     from medic_viz.cli_compare import cmd_compare
+    from medic_viz.interrupts import Interrupted
 
     handlers = {"demo": cmd_demo, "attack": cmd_attack, "defend": cmd_defend, "compare": cmd_compare}
+    prefix = f"medic-viz {args.command}"
     try:
         return handlers[args.command](args)
-    except (ValueError, FileNotFoundError, TypeError) as exc:
-        print(f"medic-viz {args.command}: error: {exc}", file=sys.stderr)
+    except EXPECTED_ERRORS as exc:
+        if getattr(args, "debug", False):
+            traceback.print_exc()
+        print(f"{prefix}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        signum = exc.signum if isinstance(exc, Interrupted) else 2
+        print(f"{prefix}: interrupted ({'SIGTERM' if signum == 15 else 'SIGINT' if signum == 2 else signum}); "
+              "nothing was written to --out", file=sys.stderr)
+        return 128 + signum
+    except Exception as exc:  # noqa: BLE001 - the boundary: a bug, reported in one line
+        if getattr(args, "debug", False):
+            traceback.print_exc()
+        print(f"{prefix}: internal error ({type(exc).__name__}: {_one_line(exc)}); rerun with --debug for the "
+              "traceback and please report it", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,182 @@
+"""Output folders that are either the whole result or absent.
+
+Every command that writes (``attack``, ``defend``, ``demo``) goes through
+:class:`OutputFolder`:
+
+1. *before any work*, :func:`check_output_folder` refuses an ``--out`` that is a file, a
+   symbolic link, an existing folder with files in it (unless ``overwrite``), or the same as
+   (or a folder holding) one of the command's inputs — e.g. the teacher being repaired;
+2. a temporary folder is created beside the target (``.NAME.partial-XXXX``, made by this
+   module, so nothing written into it can follow a link planted by someone else); its
+   creation is also the check that the target's parent is writable;
+3. the command writes everything into :attr:`OutputFolder.path`;
+4. :meth:`OutputFolder.publish` renames it into place (an existing folder replaced with
+   ``overwrite`` is first renamed aside, then deleted). A run interrupted at any moment
+   leaves the target as it was: complete from an earlier run, or absent.
+
+A run stopped early (SIGINT/SIGTERM during training, like the launcher's Stop) is published
+with a ``STOPPED`` file saying so, beside ``result.json``'s ``"stopped": true``.
+
+:func:`pause_for_tests` is a test hook: with ``MEDIC_VIZ_TEST_PAUSE=<point>:<seconds>`` in
+the environment, the named point (``train``, ``write``) announces itself on stderr and
+sleeps, so a test can signal the process at exactly that moment.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterable
+
+__all__ = ["OutputFolderError", "STOPPED_MARKER", "check_output_folder", "OutputFolder", "pause_for_tests"]
+
+#: Name of the file that marks a published folder as holding a run stopped before its end.
+STOPPED_MARKER = "STOPPED"
+_PARTIAL = ".partial-"
+_OLD = ".replaced-"
+
+
+class OutputFolderError(ValueError):
+    """``--out`` cannot be used: it exists and is not an empty folder, is a link, or is an input."""
+
+
+def _describe(path: Path) -> str:
+    entries = sorted(p.name for p in path.iterdir())
+    shown = ", ".join(entries[:3]) + (", …" if len(entries) > 3 else "")
+    return f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}: {shown}"
+
+
+def _contains(outer: Path, inner: Path) -> bool:
+    return outer == inner or outer in inner.parents
+
+
+def check_output_folder(
+    target: str | Path,
+    *,
+    overwrite: bool = False,
+    inputs: Iterable[str | Path | None] = (),
+) -> Path:
+    """Refuse an unusable output folder before any work is done; returns ``target`` as a Path.
+
+    Raises :class:`OutputFolderError` when ``target`` is a symbolic link, a file, an existing
+    folder holding files (unless ``overwrite``), or is — or contains — one of ``inputs``
+    (paths the command reads; None entries are skipped).
+    """
+    target = Path(target).expanduser()
+    if str(target).strip() in ("", "."):
+        raise OutputFolderError("--out must name a folder for the results, not the current directory")
+    if target.is_symlink():
+        raise OutputFolderError(
+            f"--out {target} is a symbolic link; medic-viz never writes through links: give the real folder path"
+        )
+    if target.exists() and not target.is_dir():
+        raise OutputFolderError(f"--out {target} exists and is not a folder; choose a folder path for the results")
+    real = Path(os.path.realpath(target))
+    for item in inputs:
+        if item is None or str(item) == "":
+            continue
+        source = Path(os.path.realpath(Path(item).expanduser()))
+        if _contains(real, source):
+            what = "is" if real == source else "contains"
+            raise OutputFolderError(
+                f"--out {target} {what} the input {item}; the results would replace what is being read: "
+                "choose another folder"
+            )
+    if target.is_dir() and any(target.iterdir()) and not overwrite:
+        raise OutputFolderError(
+            f"--out {target} already holds files ({_describe(target)}); choose a new folder, or pass "
+            "--overwrite to replace it"
+        )
+    return target
+
+
+class OutputFolder:
+    """A command's output folder, written into a temporary folder and renamed into place.
+
+    Use as a context manager: the temporary folder is created on entry (after the checks of
+    :func:`check_output_folder`) and removed on exit unless :meth:`publish` was called::
+
+        with OutputFolder(args.out, overwrite=args.overwrite, inputs=[args.teacher]) as out:
+            ...                                    # long work
+            (out.path / "result.json").write_text(...)
+            out.publish()
+    """
+
+    def __init__(self, target: str | Path, *, overwrite: bool = False, inputs: Iterable[str | Path | None] = ()) -> None:
+        self.overwrite = bool(overwrite)
+        self.inputs = list(inputs)
+        self.target = check_output_folder(target, overwrite=self.overwrite, inputs=self.inputs)
+        self._tmp: Path | None = None
+        self.published = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def open(self) -> Path:
+        """Create the temporary folder beside the target (this is also the writability check)."""
+        if self._tmp is None:
+            parent = self.target.parent
+            try:
+                parent.mkdir(parents=True, exist_ok=True)
+                self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.target.name}{_PARTIAL}", dir=parent))
+            except OSError as exc:
+                raise OutputFolderError(
+                    f"--out {self.target}: cannot create a folder in {parent} ({exc.strerror or exc}); "
+                    "choose a folder you can write to"
+                ) from None
+        return self._tmp
+
+    def __enter__(self) -> "OutputFolder":
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.discard()
+
+    @property
+    def path(self) -> Path:
+        """The temporary folder to write into (created on first use)."""
+        return self.open()
+
+    def discard(self) -> None:
+        """Delete the temporary folder (and what was written into it) unless published."""
+        if self._tmp is not None and not self.published:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+    def publish(self, *, stopped: bool = False, note: str = "") -> Path:
+        """Rename the finished temporary folder to the target; returns the target.
+
+        ``stopped``: the run ended early; a :data:`STOPPED_MARKER` file (with ``note``) says so.
+        The checks are repeated first (the target may have appeared while the command ran).
+        """
+        tmp = self.open()
+        if stopped:
+            (tmp / STOPPED_MARKER).write_text(
+                (note or "this run was stopped before its end; the model is kept as it was at the stop") + "\n"
+            )
+        check_output_folder(self.target, overwrite=self.overwrite, inputs=self.inputs)
+        old: Path | None = None
+        if self.target.is_dir() and any(self.target.iterdir()):
+            old = Path(tempfile.mkdtemp(prefix=f".{self.target.name}{_OLD}", dir=self.target.parent))
+            os.replace(self.target, old / "previous")  # a rename: the old folder stays whole until deleted
+        os.replace(tmp, self.target)  # an empty target folder is replaced atomically
+        self.published = True
+        self._tmp = None
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)  # rmtree removes links, never follows them
+        return self.target
+
+
+def pause_for_tests(point: str) -> None:
+    """Sleep at ``point`` when ``MEDIC_VIZ_TEST_PAUSE=<point>:<seconds>`` is set (a test hook)."""
+    spec = os.environ.get("MEDIC_VIZ_TEST_PAUSE", "")
+    name, _, seconds = spec.partition(":")
+    if name != point:
+        return
+    print(f"medic-viz: test pause at {point}", file=sys.stderr, flush=True)
+    deadline = time.monotonic() + float(seconds or 30)
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
