@@ -129,7 +129,7 @@ def test_errors_from_the_run_are_shown_in_red(splits):
         state.teacher[5].weight.fill_(float("nan"))
     app.launch_button.click()
     state.wait(30)
-    assert "#c62828" in app.error.value and "NonFiniteLossError" in app.error.value
+    assert "#c62828" in app.error.value and "NonFiniteModelError" in app.error.value
     assert "<details" in app.error.value  # the traceback is one click away
     state.tau = -3.0  # a setting error shows the same way
     app.launch_button.click()

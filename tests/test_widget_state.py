@@ -136,7 +136,8 @@ def test_exception_inside_the_training_thread_reaches_the_state(splits):
     run = state.launch()
     state.wait(30)
     assert run.status == "error"
-    assert run.error.startswith("NonFiniteLossError") and "NonFiniteLossError" in run.traceback
+    # a non-finite teacher is diagnosed on its outputs before any loss is computed (issue 13)
+    assert run.error.startswith("NonFiniteModelError") and "NonFiniteModelError" in run.traceback
     assert not state.running
     # The state is usable again after an error.
     with torch.no_grad():
