@@ -57,6 +57,14 @@ class ExplorerApp(widgets.VBox):
     def _on_state(self, change: StateChange) -> None:
         if change.kind == "param" and change.name in ExplorerState.PARAMS:
             set_quietly(getattr(self, change.name), change.value, self._guard)
+        elif change.kind == "analysis":  # another input: its layers, and the layer kept or reset
+            self._guard["syncing"] = True
+            try:
+                if list(self.layer.options) != self.state.layers:
+                    self.layer.options = self.state.layers
+                self.layer.value = self.state.layer
+            finally:
+                self._guard["syncing"] = False
         self.redraw()
 
     def redraw(self) -> None:

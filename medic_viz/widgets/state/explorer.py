@@ -13,7 +13,7 @@ import torch.nn as nn
 from medic_viz.attacks.triggers import Trigger
 from medic_viz.data.arrays import ImageArrays
 from medic_viz.importance import CRITERIA, LayerStats, effective_neurons
-from medic_viz.widgets.state.observable import Param, Parameterized, one_of, tau_check
+from medic_viz.widgets.state.observable import Param, Parameterized, StateChange, one_of, tau_check
 
 __all__ = ["ExplorerState"]
 
@@ -59,15 +59,35 @@ class ExplorerState(Parameterized):
         reduction: str = "mean_abs",
     ) -> None:
         super().__init__()
+        self.analysis = self._checked(analysis)
+        default_layer = self._default_layer(analysis) if layer is None else layer
+        self._init_params(tau=tau, layer=default_layer, criteria=criteria, reduction=reduction)
+
+    @staticmethod
+    def _checked(analysis: Any) -> Any:
         for attr in ("importance", "maps", "layers"):
             if not hasattr(analysis, attr):
                 raise TypeError(
                     "analysis must be a medic_viz.analysis.InputAnalysis (from analyze_input(...)), "
                     f"got {type(analysis).__name__}"
                 )
+        return analysis
+
+    @staticmethod
+    def _default_layer(analysis: Any) -> str:
+        return (getattr(analysis, "map_layers", None) or analysis.layers)[-1]
+
+    def set_analysis(self, analysis: Any) -> None:
+        """Explore another input's analysis (e.g. the one a picker just chose), keeping τ,
+        criterion and reduction, and the layer if the new analysis has it. Listeners get one
+        ``"analysis"`` change."""
+        self._checked(analysis)
+        if analysis is self.analysis:
+            return
         self.analysis = analysis
-        default_layer = (getattr(analysis, "map_layers", None) or analysis.layers)[-1] if layer is None else layer
-        self._init_params(tau=tau, layer=default_layer, criteria=criteria, reduction=reduction)
+        if self.layer not in analysis.layers:
+            self._assign({"layer": self._default_layer(analysis)}, notify=False)
+        self._notify(StateChange("analysis", value=analysis))
 
     @classmethod
     def from_model(

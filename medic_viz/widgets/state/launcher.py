@@ -22,6 +22,7 @@ from medic_viz.defenses.baselines import DISPLAY_NAMES, available_defenses, defe
 from medic_viz.defenses.medic import validate_lambda
 from medic_viz.device import resolve_device
 from medic_viz.metrics import BackdoorMetrics, Evaluator, evaluate_backdoor
+from medic_viz.probe import InputProbe, ProbeReading
 from medic_viz.training import TrainEvent
 from medic_viz.widgets.state.observable import Param, Parameterized, StateChange, number, tau_check
 from medic_viz.widgets.state.runs import RunRecord
@@ -131,7 +132,9 @@ class LauncherState(Parameterized):
     images; None = all), ``final_eval`` (measure a finished run's model on the whole test
     set), ``options`` (further :class:`~medic_viz.defenses.medic.MedicConfig` fields, for
     MEDIC runs), ``baseline_options`` (``{method: {config field: value}}`` for baseline runs,
-    e.g. ``{"anp": {"iterations": 2000}}``).
+    e.g. ``{"anp": {"iterations": 2000}}``), ``probe`` (an :class:`~medic_viz.probe.InputProbe`:
+    the input each new run follows; its student's predictions on it are recorded with every
+    evaluation in :attr:`RunRecord.readings`; None = none; may be changed between runs).
 
     :meth:`launch` never raises for bad settings: the run is recorded with status ``"error"``
     and the message, so a view shows it. Only one run at a time (launching while one runs
@@ -172,6 +175,7 @@ class LauncherState(Parameterized):
         final_eval: bool = True,
         options: Mapping[str, Any] | None = None,
         baseline_options: Mapping[str, Mapping[str, Any]] | None = None,
+        probe: InputProbe | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(teacher, nn.Module):
@@ -200,6 +204,7 @@ class LauncherState(Parameterized):
         self.options = dict(options or {})
         self.baseline_options = self._check_baseline_options(baseline_options)
         self.baseline: BackdoorMetrics | None = None
+        self.probe = probe
         self._init_params(method=method, tau=tau, lam=lam, epochs=epochs, fraction=fraction, device=device,
                           eval_every_steps=eval_every_steps)
         self._runs: list[RunRecord] = []
@@ -219,6 +224,17 @@ class LauncherState(Parameterized):
         trigger, target = trigger_of(card)
         splits = load_dataset(card.dataset or "signs", size=card.input_size)
         return cls(teacher, splits, trigger=trigger, target=target, **settings)
+
+    @property
+    def probe(self) -> InputProbe | None:
+        """The input each new run follows (None = none); a run keeps the one it started with."""
+        return self._probe
+
+    @probe.setter
+    def probe(self, probe: InputProbe | None) -> None:
+        if probe is not None and not isinstance(probe, InputProbe):
+            raise TypeError(f"probe must be a medic_viz.probe.InputProbe or None, got {type(probe).__name__}")
+        self._probe = probe
 
     @staticmethod
     def _check_baseline_options(options: Mapping[str, Mapping[str, Any]] | None) -> dict[str, dict[str, Any]]:
@@ -321,7 +337,8 @@ class LauncherState(Parameterized):
                 raise RuntimeError(f"a run is in progress ({self.current.label}); stop it or wait for it first")
             params = self.params
             label = run_label(params["tau"], params["lam"], params["method"])
-            record = RunRecord(index=len(self._runs), label=self._unique_label(label), params=params)
+            record = RunRecord(index=len(self._runs), label=self._unique_label(label), params=params,
+                               probe=self._probe)
             try:
                 defense, fraction, record.note = self._defense(params)
                 failure = None
@@ -377,8 +394,9 @@ class LauncherState(Parameterized):
                                               max_images=self.eval_images, seed=self.seed, device=device)
         return self._evaluators[key]
 
-    def _on_event(self, record: RunRecord, event: TrainEvent) -> None:
-        record._append(event)
+    def _on_event(self, record: RunRecord, event: TrainEvent, probed: "_ProbedEvaluator | None" = None) -> None:
+        reading = probed.take() if probed is not None and event.clean_acc is not None else None
+        record._append(event, reading)
         self._notify(StateChange("event", run=record, event=event))
 
     def _run(self, record: RunRecord, defense: Defense, fraction: float) -> None:
@@ -389,8 +407,10 @@ class LauncherState(Parameterized):
             evaluator = self._evaluator(device)
             if self.baseline is None:
                 self.baseline = evaluator(copy.deepcopy(self.teacher).to(device))
+            probed = None if record.probe is None else _ProbedEvaluator(evaluator, record.probe)
             result = defense.run(
-                self.teacher, clean, evaluator=evaluator, callbacks=[lambda ev: self._on_event(record, ev)],
+                self.teacher, clean, evaluator=evaluator if probed is None else probed,
+                callbacks=[lambda ev: self._on_event(record, ev, probed)],
                 stop_event=record._stop_event, label=record.label,
             )
             record.result = result
@@ -414,3 +434,26 @@ class LauncherState(Parameterized):
         p = self.params
         return (f"LauncherState(method={p['method']!r}, τ={p['tau']}, λ={p['lam']}, epochs={p['epochs']}, fraction={p['fraction']}, "
                 f"device={p['device']!r}, {len(self._runs)} run(s){', running' if self.running else ''})")
+
+
+class _ProbedEvaluator:
+    """An evaluator that also reads a probe on the model it evaluates; the reading is taken by
+    the event the evaluation belongs to (training calls the evaluator, then emits the event,
+    in the same thread). Other attributes are the wrapped evaluator's."""
+
+    def __init__(self, evaluator: Evaluator, probe: InputProbe) -> None:
+        self._evaluator = evaluator
+        self._probe = probe
+        self._pending: ProbeReading | None = None
+
+    def __call__(self, model: nn.Module) -> BackdoorMetrics:
+        metrics = self._evaluator(model)
+        self._pending = self._probe(model)
+        return metrics
+
+    def take(self) -> ProbeReading | None:
+        reading, self._pending = self._pending, None
+        return reading
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._evaluator, name)

@@ -3,6 +3,7 @@ chosen trigger and layer, and the Figure-2 panels of the chosen input."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -21,7 +22,7 @@ from medic_viz.device import model_device
 from medic_viz.importance import LayerStats
 from medic_viz.widgets.state.observable import Param, Parameterized, StateChange, one_of, tau_check
 
-__all__ = ["PickerState", "default_triggers"]
+__all__ = ["PickerState", "default_triggers", "figure2_panels"]
 
 
 def default_triggers(data: ImageArrays, target: int | None = None) -> dict[str, Trigger]:
@@ -37,6 +38,34 @@ def default_triggers(data: ImageArrays, target: int | None = None) -> dict[str, 
         except ValueError:
             continue
     return out
+
+
+def figure2_panels(analysis: Any, layer: str, tau: float, reduction: str = "mean_abs",
+                   class_names: Sequence[str] | None = None) -> dict[str, Any]:
+    """Everything Figure 2 shows for one :class:`~medic_viz.analysis.InputAnalysis` at ``layer``
+    and ``tau`` (read from its cache): ``image`` and ``triggered`` float ``(H, W, C)`` arrays, the
+    maps ``clean``, ``triggered_act``, ``difference``, ``activation``, ``impact``, ``combined``,
+    ``label`` (the true class's name) and ``clean_pred`` / ``triggered_pred`` as
+    ``(class name, probability)``."""
+
+    def name(k: int) -> str:
+        return class_names[k] if class_names is not None and 0 <= k < len(class_names) else str(k)
+
+    maps = analysis.maps(layer, tau, reduction)
+    pc, pt = analysis.predictions["clean"], analysis.predictions["triggered"]
+    return {
+        "image": analysis.image.permute(1, 2, 0).numpy(),
+        "triggered": analysis.triggered_image.clamp(0, 1).permute(1, 2, 0).numpy(),
+        "clean": maps["clean"],
+        "triggered_act": maps["triggered"],
+        "difference": maps["difference"],
+        "activation": maps["activation"],
+        "impact": maps["impact"],
+        "combined": maps["combined"],
+        "label": name(analysis.label),
+        "clean_pred": (name(pc.label), pc.probability),
+        "triggered_pred": (name(pt.label), pt.probability),
+    }
 
 
 def _choice_check(state: "PickerState", value: Any) -> int:
@@ -126,10 +155,11 @@ class PickerState(Parameterized):
             raise ValueError("no trigger to show: pass trigger= or triggers=")
         self.gallery: list[int] = self._gallery(int(gallery_per_class), int(gallery_size))
         self.model = model.eval()
-        self.stats: dict[str, LayerStats] = dict(stats) if stats is not None else self._estimate_stats()
+        self.stats: dict[str, LayerStats] = dict(stats) if stats is not None else self.estimate_stats()
         self._custom: tuple[torch.Tensor, int] | None = None
         self._analysis: Any = None
         self._analysis_key: tuple | None = None
+        self._analysis_lock = threading.RLock()
         self._version = 0
         self._init_params(choice=0, trigger_name=next(iter(self.triggers)), tau=tau,
                           layer=layer if layer is not None else self._default_layer(self.layers))
@@ -147,10 +177,14 @@ class PickerState(Parameterized):
             raise ValueError("the data has no images to show")
         return picked[:size]
 
-    def _estimate_stats(self) -> dict[str, LayerStats]:
+    def estimate_stats(self, model: nn.Module | None = None) -> dict[str, LayerStats]:
+        """Layer statistics of ``model`` (default: the picker's) over the same ``stats_images``
+        images of ``data`` and the same layers (those asked for, or every hookable one)."""
+        model = self.model if model is None else model
         n = min(self.stats_images, len(self.data))
         sample = clean_subset(self.data, n / len(self.data), self.seed) if n < len(self.data) else self.data
-        return compute_layer_stats(self.model, sample, self._layers_wanted, device=model_device(self.model))
+        layers = self._layers_wanted if model is self.model else self.layers
+        return compute_layer_stats(model, sample, layers, device=model_device(model))
 
     @staticmethod
     def _default_layer(names: Sequence[str]) -> str:
@@ -176,6 +210,16 @@ class PickerState(Parameterized):
         if self.choice == self.CUSTOM and self._custom is not None:
             return self._custom[0]
         return self.data.floats(torch.tensor([self.gallery[self.choice]]))[0]
+
+    @property
+    def source(self) -> str:
+        """Where the chosen input comes from: ``"gallery image 3"`` or ``"your image"``."""
+        return "your image" if self.choice == self.CUSTOM else f"gallery image {self.choice}"
+
+    @property
+    def input_key(self) -> tuple:
+        """Changes whenever the analysed input changes (image, trigger or model), not for a layer or τ."""
+        return (self.choice, self.trigger_name, self._version)
 
     @property
     def label(self) -> int:
@@ -237,7 +281,7 @@ class PickerState(Parameterized):
         if out.shape[1] != self.data.num_classes:
             raise ValueError(f"the model outputs {out.shape[1]} classes but the data has {self.data.num_classes}")
         self.model = model.eval()
-        self.stats = self._estimate_stats()
+        self.stats = self.estimate_stats()
         self._version += 1
         kept: dict[str, Any] = {}
         if card is not None and card.attack:
@@ -254,37 +298,23 @@ class PickerState(Parameterized):
     @property
     def analysis(self) -> Any:
         """The :class:`InputAnalysis` of the chosen input and trigger (cached)."""
-        key = (self.choice, self.trigger_name, self._version)
-        if self._analysis is None or self._analysis_key != key:
-            from medic_viz.analysis import analyze_input
+        with self._analysis_lock:  # one analysis at a time: it hooks the model (views may redraw from other threads)
+            key = self.input_key
+            if self._analysis is None or self._analysis_key != key:
+                from medic_viz.analysis import analyze_input
 
-            self._analysis = analyze_input(self.model, self.image, self.trigger, self.label, stats=self.stats,
-                                           class_names=self.data.classes)
-            self._analysis_key = key
-            self._notify(StateChange("analysis", value=self._analysis))
-        return self._analysis
+                self._analysis = analyze_input(self.model, self.image, self.trigger, self.label, stats=self.stats,
+                                               class_names=self.data.classes)
+                self._analysis_key = key
+                self._notify(StateChange("analysis", value=self._analysis))
+            return self._analysis
 
     def panels(self, reduction: str = "mean_abs") -> dict[str, Any]:
         """Everything Figure 2 shows for the current choice: ``image`` and ``triggered`` float
         ``(H, W, C)`` arrays, the maps of :meth:`InputAnalysis.maps` for ``layer`` at ``tau``
         (``clean``, ``triggered_act``, ``difference``, ``activation``, ``impact``, ``combined``),
         and ``clean_pred`` / ``triggered_pred`` as ``(class name, probability)``."""
-        a = self.analysis
-        maps = a.maps(self.layer, self.tau, reduction)
-        pc, pt = a.predictions["clean"], a.predictions["triggered"]
-        return {
-            "image": a.image.permute(1, 2, 0).numpy(),
-            "triggered": a.triggered_image.clamp(0, 1).permute(1, 2, 0).numpy(),
-            "clean": maps["clean"],
-            "triggered_act": maps["triggered"],
-            "difference": maps["difference"],
-            "activation": maps["activation"],
-            "impact": maps["impact"],
-            "combined": maps["combined"],
-            "label": self.class_name(a.label),
-            "clean_pred": (self.class_name(pc.label), pc.probability),
-            "triggered_pred": (self.class_name(pt.label), pt.probability),
-        }
+        return figure2_panels(self.analysis, self.layer, self.tau, reduction, self.data.classes)
 
     def __repr__(self) -> str:
         return f"PickerState({self.params}, {len(self.gallery)} gallery images)"

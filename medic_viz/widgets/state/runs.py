@@ -18,6 +18,7 @@ import torch.nn as nn
 
 from medic_viz.defenses.base import DefenseResult
 from medic_viz.metrics import BackdoorMetrics
+from medic_viz.probe import InputProbe, ProbeReading
 from medic_viz.training import TrainEvent
 
 __all__ = ["RUN_STATUSES", "RunRecord"]
@@ -39,6 +40,10 @@ class RunRecord:
     raised (``traceback`` has the details); ``result``: the :class:`DefenseResult` (model and
     history) once it ended without error; ``after``: clean accuracy / ASR of the final model on
     the whole test set (runs that finished, not stopped ones); times are ``time.perf_counter()``.
+
+    ``probe``: the input the run follows (:class:`~medic_viz.probe.InputProbe`, fixed at launch),
+    or None; ``readings``: ``(epoch position, ProbeReading)`` of the student on it, one per event
+    that carries metrics (the points of :meth:`curve`), in order.
     """
 
     index: int
@@ -54,6 +59,8 @@ class RunRecord:
     started_at: float = field(default_factory=time.perf_counter)
     ended_at: float | None = None
     stop_requested_at: float | None = None
+    probe: InputProbe | None = None
+    readings: list[tuple[float, ProbeReading]] = field(default_factory=list)
     _stop_event: threading.Event = field(default_factory=threading.Event, repr=False)
     _done: threading.Event = field(default_factory=threading.Event, repr=False)
     _new_event: threading.Condition = field(default_factory=threading.Condition, repr=False)
@@ -99,6 +106,12 @@ class RunRecord:
                 return ev
         return None
 
+    @property
+    def latest_reading(self) -> tuple[float, ProbeReading] | None:
+        """The latest ``(epoch position, reading)`` of the followed input (None before the first)."""
+        readings = self.readings
+        return readings[-1] if readings else None
+
     # -- control (from any thread) ----------------------------------------------------------
     def stop(self) -> None:
         """Ask the run to end (within one training batch)."""
@@ -131,8 +144,10 @@ class RunRecord:
                 self._new_event.wait(left)
 
     # -- filled by the training thread ------------------------------------------------------
-    def _append(self, event: TrainEvent) -> None:
+    def _append(self, event: TrainEvent, reading: ProbeReading | None = None) -> None:
         with self._new_event:
+            if reading is not None:
+                self.readings.append((_epoch_x(event), reading))
             self.events.append(event)
             self._new_event.notify_all()
 
@@ -165,6 +180,19 @@ class RunRecord:
             acc.append(100.0 * ev.clean_acc)
             asr.append(float("nan") if ev.asr is None else 100.0 * ev.asr)
         return {"x": xs, "clean_acc": acc, "asr": asr}
+
+    def probe_curve(self, label: int | None = None) -> dict[str, list[float]]:
+        """The followed input over the run: ``{"x": epochs, "clean": [%], "triggered": [%]}``,
+        the probability (in %) the student gives class ``label`` (default: the input's true
+        class) on the clean input and on its triggered copy at each evaluation."""
+        xs, clean, triggered = [], [], []
+        if self.probe is not None:
+            k = self.probe.label if label is None else int(label)
+            for x, reading in list(self.readings):
+                xs.append(x)
+                clean.append(100.0 * reading.probability("clean", k))
+                triggered.append(100.0 * reading.probability("triggered", k))
+        return {"x": xs, "clean": clean, "triggered": triggered}
 
     def loss_curves(self) -> dict[str, tuple[list[float], list[float]]]:
         """``{loss name: (epochs, values)}``: means since the previous step event when the run
