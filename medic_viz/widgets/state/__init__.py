@@ -16,14 +16,17 @@ One module per concept:
   channel reduction over one cached :class:`medic_viz.analysis.InputAnalysis`;
 - :mod:`~medic_viz.widgets.state.picker`: :class:`PickerState`, a gallery of clean test images
   (or one's own image, decoded by :func:`medic_viz.data.images.to_image_tensor`, or model), the
-  chosen trigger and layer, and the Figure-2 panels of the chosen input.
+  chosen trigger and layer, and the Figure-2 panels of the chosen input;
+- :mod:`~medic_viz.widgets.state.workbench`: :class:`WorkbenchState`, the three composed with
+  one τ and λ, runs that follow the picked input, and the repaired model's view of it.
 """
 
 from medic_viz.widgets.state.explorer import ExplorerState
 from medic_viz.widgets.state.launcher import DEVICE_CHOICES, LauncherState, method_choices, run_label
 from medic_viz.widgets.state.observable import Listener, Observable, Param, Parameterized, StateChange
-from medic_viz.widgets.state.picker import PickerState, default_triggers
+from medic_viz.widgets.state.picker import PickerState, default_triggers, figure2_panels
 from medic_viz.widgets.state.runs import RUN_STATUSES, RunRecord
+from medic_viz.widgets.state.workbench import WorkbenchState
 
 __all__ = [
     "StateChange",
@@ -38,6 +41,8 @@ __all__ = [
     "LauncherState",
     "ExplorerState",
     "PickerState",
+    "WorkbenchState",
     "default_triggers",
+    "figure2_panels",
     "run_label",
 ]
