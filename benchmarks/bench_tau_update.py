@@ -15,6 +15,11 @@ forward/backward passes), then, for a new τ at each repeat (no memoised result 
 Each is the median over ``--repeats`` updates, after one warm-up at τ ∉ the timed set. Prints a
 table and writes benchmarks/results/tau_update_cpu.json. Weights are freshly initialised
 (timing does not depend on them).
+
+``--workbench`` also times the whole workbench view (``workbench_app`` on the shipped BadNet demo
+model, after a 1-epoch run so that the before/after figure is drawn too): ``workbench_ms`` is one
+move of its τ slider, i.e. the picker's, explorer's and before/after figures redrawn and the
+launcher's slider moved (needs the ``notebooks`` extra; no browser: the time spent in the kernel).
 """
 
 from __future__ import annotations
@@ -77,11 +82,30 @@ def measure(model_name: str, repeats: int) -> dict:
     }
 
 
+def measure_workbench(repeats: int) -> dict:
+    from medic_viz.widgets.apps import workbench_app
+    from medic_viz.widgets.state import WorkbenchState
+
+    state = WorkbenchState.from_demo("badnet", epochs=1, device="cpu", eval_images=100)
+    app = workbench_app(state)
+    state.launch()
+    state.wait()
+    assert state.compared is not None, "the run did not end normally"
+
+    def move(tau: float) -> None:
+        app.tau.value = tau
+
+    move(0.123)  # warm-up
+    return {"model": "badnet demo (small_cnn)", "views": "picker + explorer + before/after + launcher slider",
+            "workbench_ms": round(_median_ms(move, [3.0 + 0.01 * i for i in range(repeats)]), 2), "repeats": repeats}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=["small_cnn", "wrn16_1"])
     p.add_argument("--repeats", type=int, default=50)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1, a laptop-like worst case)")
+    p.add_argument("--workbench", action="store_true", help="also time one τ move of the whole workbench view")
     p.add_argument("--out", default=str(RESULTS / "tau_update_cpu.json"))
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -91,6 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         ok = "ok" if r["maps_ms"] <= TARGET_MS else "SLOW"
         print(f"{r['model']:10s} {r['layers']:6d} {r['neurons']:8d} {r['importance_ms']:16.2f} {r['maps_ms']:16.2f}  {ok}")
+    workbench = measure_workbench(args.repeats) if args.workbench else None
+    if workbench is not None:
+        ok = "ok" if workbench["workbench_ms"] <= TARGET_MS else "SLOW"
+        print(f"workbench view, one τ move ({workbench['views']}): {workbench['workbench_ms']:.2f} ms  {ok}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
@@ -101,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpu": platform.processor() or platform.machine(),
         "python": platform.python_version(),
         "results": rows,
+        **({"workbench": workbench} if workbench is not None else {}),
     }, indent=2) + "\n")
     print(f"wrote {out}")
     return 0

@@ -11,6 +11,9 @@
   cached input analysis; the maps are redrawn from the cache.
 - :func:`picker_app` → :class:`PickerApp`: a gallery of clean test images, one's own image
   (upload) or model (folder path), trigger, layer and τ; the Figure-2 panels of the choice.
+- :func:`workbench_app` → :class:`WorkbenchApp`: the three composed in one layout around one
+  τ and λ, the picked input followed live through every run (its prediction at each
+  evaluation), and its Figure-2 columns under the repaired model next to the trojaned model's.
 
 Each app is an ``ipywidgets.VBox`` with its parts as attributes (``app.tau``, ``app.launch_button``,
 ``app.figure`` …) so that tests and notebooks can drive it with ``.value`` and ``.click()``.
@@ -21,15 +24,18 @@ from medic_viz.widgets.apps.explorer import ExplorerApp, explorer_app
 from medic_viz.widgets.apps.launcher import LauncherApp, launcher_app
 from medic_viz.widgets.apps.picker import PickerApp, picker_app
 from medic_viz.widgets.apps.renderer import use_notebook_renderer
+from medic_viz.widgets.apps.workbench import WorkbenchApp, workbench_app
 
 __all__ = [
     "Throttle",
     "LauncherApp",
     "ExplorerApp",
     "PickerApp",
+    "WorkbenchApp",
     "launcher_app",
     "explorer_app",
     "picker_app",
+    "workbench_app",
     "error_html",
     "use_notebook_renderer",
 ]
