@@ -19,16 +19,9 @@ import torch.nn as nn
 from medic_viz.analysis import Prediction
 from medic_viz.attacks.triggers import Trigger
 from medic_viz.capture import eval_mode
+from medic_viz.device import model_device
 
 __all__ = ["predict_input", "InputProbe", "ProbeReading"]
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    for b in model.buffers():
-        return b.device
-    return torch.device("cpu")
 
 
 def _one_image(image: torch.Tensor) -> torch.Tensor:
@@ -46,7 +39,7 @@ def _predictions(model: nn.Module, batch: torch.Tensor) -> list[Prediction]:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     with torch.no_grad(), eval_mode(model):
-        logits = model(batch.to(_model_device(model), torch.float32))
+        logits = model(batch.to(model_device(model), torch.float32))
     probs = torch.softmax(logits.float(), 1).cpu().numpy()
     return [Prediction(int(p.argmax()), float(p.max()), p) for p in probs]
 

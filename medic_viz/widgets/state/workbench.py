@@ -30,6 +30,7 @@ import torch.nn as nn
 from medic_viz.attacks.triggers import Trigger
 from medic_viz.data.arrays import DatasetSplits
 from medic_viz.defenses.medic import validate_lambda
+from medic_viz.device import model_device
 from medic_viz.importance import LayerStats
 from medic_viz.metrics import predict
 from medic_viz.probe import InputProbe, ProbeReading
@@ -49,12 +50,6 @@ _CACHE_SIZE = 16
 
 def _lam_check(_state: Any, value: Any) -> float:
     return validate_lambda(value)
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
 
 
 class WorkbenchState(Parameterized):
@@ -168,7 +163,7 @@ class WorkbenchState(Parameterized):
         idx = torch.tensor(p.gallery)
         x = p.data.floats(idx)
         labels = p.data.labels[idx]
-        device = _model_device(p.model)
+        device = model_device(p.model)
         clean = predict(p.model, x, device=device)
         flipped = predict(p.model, trigger.apply(x).clamp(0, 1), device=device)
         others = [i for i in range(len(idx)) if int(labels[i]) != target]
