@@ -79,7 +79,7 @@ def test_launch_follows_the_input_live_and_shows_the_repaired_model(splits):
     assert len(app.probe_figure.layout.shapes) == 2  # the trojaned model's two probabilities
     assert app.probe_figure.layout.title.text.startswith(f"P({'abc'[state.probe.label]})")
     last = run.readings[-1][1]
-    assert f"{100 * last.triggered.probability:.0f}%" in app.probe_html.value and "epoch 3.0" in app.probe_html.value
+    assert f"{100 * last.triggered.probability:.0f}%" in app.probe_html.value and "<td>3.0</td>" in app.probe_html.value
     repaired = app.compare_figure.layout.annotations[-1].text
     assert repaired.startswith("<b>repaired: MEDIC τ=5 λ=10 (done)</b>: x → ")
     np.testing.assert_allclose(app.compare_figure.data[6 + 5].z, state.comparison()["repaired"]["combined"])

@@ -58,11 +58,14 @@ class WorkbenchApp(widgets.VBox):
         self.state = state
         self._guard: dict = {}
         curves_width = max(500, width - 380)
-        self.picker_view = PickerApp(state.picker, height=420)
-        self.explorer_view = ExplorerApp(state.explorer, height=300)
+        self.picker_view = PickerApp(state.picker, height=400)
+        self.explorer_view = ExplorerApp(state.explorer, height=260)
         self.launcher_view = LauncherApp(state.launcher, max_redraws_per_second=max_redraws_per_second, height=380,
                                          width=curves_width)
         lv, pv, ev = self.launcher_view, self.picker_view, self.explorer_view
+        # Wider maps than the apps' own (their subplot titles need the room), the title above them.
+        pv.figure.layout.width = ev.figure.layout.width = min(width, 900)
+        ev.figure.layout.margin.t = 70
         self.launch_button, self.stop_button, self.figure = lv.launch_button, lv.stop_button, lv.figure
         style = {"description_width": "120px"}
         self.tau = widgets.FloatSlider(value=within(state.tau, 0, 20, 5.0), min=0.0, max=20.0, step=0.25,
@@ -75,9 +78,9 @@ class WorkbenchApp(widgets.VBox):
         bind(self.lam, state, "lam", self._guard)
 
         # the picked input, live
-        self.probe_html = widgets.HTML(layout=widgets.Layout(width="360px"))
+        self.probe_html = widgets.HTML(layout=widgets.Layout(width="370px"))
         probe = go.Figure()
-        probe.update_layout(template="plotly_white", height=230, width=360, margin=dict(l=45, r=10, t=40, b=35),
+        probe.update_layout(template="plotly_white", height=230, width=370, margin=dict(l=45, r=10, t=40, b=35),
                             showlegend=False, uirevision="keep", title=dict(font=dict(size=12)))
         probe.update_yaxes(range=[-3, 103], title_text="%")
         probe.update_xaxes(title_text="epoch")
@@ -109,25 +112,25 @@ class WorkbenchApp(widgets.VBox):
         self.header = widgets.HTML()
         shared = widgets.HTML("<i>τ and λ here are the ones Launch uses; moving τ recomputes the maps from the "
                               "cached activations (the model does not run again).</i>")
-        inside = widgets.Tab([widgets.VBox([pv.caption, pv.figure]),
-                              widgets.VBox([widgets.HBox([ev.criteria, ev.reduction]), ev.info, ev.figure])])
-        inside.set_title(0, "Figure 2")
-        inside.set_title(1, "importance explorer")
         settings = widgets.HBox([widgets.VBox([lv.method, lv.fraction, lv.method_note]),
                                  widgets.VBox([lv.epochs, lv.device, lv.eval_every_steps])])
         buttons = widgets.HBox([lv.launch_button, lv.stop_button, lv.clear_button, lv.progress])
         super().__init__([
             self.header,
             _section("1 · Pick an input"),
-            pv.gallery, widgets.HBox([pv.trigger_name, pv.upload]), pv.error,
+            self._classed(pv.gallery, "medic-gallery"), widgets.HBox([pv.trigger_name, pv.upload]), pv.error,
             _section("2 · Look inside it"),
-            widgets.HBox([self.tau, self.lam, pv.layer]), shared, inside,
+            widgets.HBox([self.tau, self.lam, pv.layer]), shared, pv.caption, pv.figure,
+            widgets.HBox([ev.criteria, ev.reduction]), ev.info, ev.figure,
             _section("3 · Repair the model and watch the input heal"),
-            settings, buttons, lv.status, lv.error,
-            widgets.HBox([lv.figure, widgets.VBox([self.probe_html, self.probe_figure])]),
+            settings, self._classed(buttons, "medic-run-buttons"), lv.status, lv.error,
+            self._classed(widgets.HBox([self._classed(widgets.Box([lv.figure]), "medic-curves"),
+                                        self._classed(widgets.VBox([self.probe_html, self.probe_figure]), "medic-probe")]),
+                          "medic-live"),
             lv.runs_table,
             _section("4 · Before and after: the picked input in the trojaned and the repaired model"),
-            widgets.HBox([self.compare_button, self.compare_status]), self.compare_figure,
+            self._classed(widgets.VBox([widgets.HBox([self.compare_button, self.compare_status]), self.compare_figure]),
+                          "medic-compare"),
         ])
         self.add_class("medic-workbench")
         self.probe_throttle = Throttle(self.redraw_probe, 1.0 / max_redraws_per_second)
@@ -135,6 +138,11 @@ class WorkbenchApp(widgets.VBox):
         state.launcher.add_listener(self._on_launcher)
         state.picker.add_listener(self._on_picker)
         self.redraw()
+
+    @staticmethod
+    def _classed(box: widgets.Box, name: str) -> widgets.Box:
+        box.add_class(name)  # for the browser test's selectors
+        return box
 
     def __repr__(self) -> str:
         return f"[MEDIC workbench: {len(self.state.runs)} run(s); run the notebook in Jupyter to use it]"
@@ -209,9 +217,9 @@ class WorkbenchApp(widgets.VBox):
         s = self.state
         probe, before = s.probe, s.before
         name = probe.class_name
-        rows = ["<tr><th></th><th>clean x</th><th>triggered x′</th></tr>"]
+        rows = ["<tr><th></th><th>epoch</th><th>clean x</th><th>triggered x′</th></tr>"]
         if before is not None:
-            rows.append("<tr><td>trojaned</td>"
+            rows.append("<tr><td>trojaned</td><td></td>"
                         + _pred_cell(name(before.clean.label), before.clean.probability, before.clean.label == probe.label)
                         + _pred_cell(name(before.triggered.label), before.triggered.probability,
                                      before.triggered.label == probe.label) + "</tr>")
@@ -220,14 +228,14 @@ class WorkbenchApp(widgets.VBox):
             last = r.latest_reading
             color = _PALETTE[r.index % len(_PALETTE)]
             follows = "" if r.probe.name == probe.name and r.probe.label == probe.label else \
-                f" <i>({html.escape(r.probe.name)})</i>"
+                f"<br><i style='font-size:11px'>followed {html.escape(r.probe.name)}</i>"
             label = f"<span style='color:{color}'>■</span> {html.escape(r.label)}{follows}"
             if last is None:
-                rows.append(f"<tr><td>{label}</td><td colspan=2><i>{html.escape(r.status)}</i></td></tr>")
+                rows.append(f"<tr><td>{label}</td><td></td><td colspan=2><i>{html.escape(r.status)}</i></td></tr>")
                 continue
             x, reading = last
             rn = r.probe.class_name
-            rows.append(f"<tr><td>{label}, epoch {x:.1f}</td>"
+            rows.append(f"<tr><td>{label}</td><td>{x:.1f}</td>"
                         + _pred_cell(rn(reading.clean.label), reading.clean.probability,
                                      reading.clean.label == r.probe.label)
                         + _pred_cell(rn(reading.triggered.label), reading.triggered.probability,
