@@ -18,9 +18,10 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from medic_viz.viz.style import PALETTE
 from medic_viz.widgets.apps.common import HEATMAP, Throttle, bind, error_html, set_quietly, within
 from medic_viz.widgets.apps.explorer import ExplorerApp
-from medic_viz.widgets.apps.launcher import _PALETTE, LauncherApp
+from medic_viz.widgets.apps.launcher import LauncherApp
 from medic_viz.widgets.apps.picker import PickerApp, _rgb255
 from medic_viz.widgets.state import RunRecord, StateChange, WorkbenchState
 
@@ -226,7 +227,7 @@ class WorkbenchApp(widgets.VBox):
         runs = [r for r in s.runs if r.probe is not None]
         for r in runs:
             last = r.latest_reading
-            color = _PALETTE[r.index % len(_PALETTE)]
+            color = PALETTE[r.index % len(PALETTE)]
             follows = "" if r.probe.name == probe.name and r.probe.label == probe.label else \
                 f"<br><i style='font-size:11px'>followed {html.escape(r.probe.name)}</i>"
             label = f"<span style='color:{color}'>■</span> {html.escape(r.label)}{follows}"
@@ -248,7 +249,7 @@ class WorkbenchApp(widgets.VBox):
         if keys != self._probe_keys:
             traces = []
             for r in runs:
-                color = _PALETTE[r.index % len(_PALETTE)]
+                color = PALETTE[r.index % len(PALETTE)]
                 for which, dash in (("clean", "solid"), ("triggered", "dash")):
                     traces.append(go.Scatter(x=[], y=[], mode="lines+markers", line=dict(color=color, dash=dash),
                                              name=f"{r.label}: {which}", marker=dict(size=4),
