@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import pickle
 import sys
 import traceback
 import time
 from pathlib import Path
-from typing import Callable, NoReturn, Sequence
+from typing import Sequence
 
-__all__ = ["main", "build_parser", "DEMO_SETTINGS", "EXPECTED_ERRORS"]
+from medic_viz.cli_args import MAX_SEED, Parser as _Parser, number as _number, whole as _whole
+
+__all__ = ["main", "build_parser", "report_error", "DEMO_SETTINGS", "EXPECTED_ERRORS"]
 
 #: Smallest image side the zoo's models take (five stride-2 stages in VGG-11).
 MIN_IMAGE_SIZE = 32
@@ -37,46 +38,6 @@ DEMO_SETTINGS = {
 }
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors: ``medic-viz attack: error: ... (see --help)``, exit 2."""
-
-    def error(self, message: str) -> NoReturn:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-def _whole(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
-    """An argparse type: a whole number in ``[minimum, maximum]``."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if value < minimum or (maximum is not None and value > maximum):
-            bound = f"{minimum}..{maximum}" if maximum is not None else f">= {minimum}"
-            raise argparse.ArgumentTypeError(f"must be {bound}, got {value}")
-        return value
-
-    return parse
-
-
-def _number(low: float, high: float, *, low_open: bool = False) -> Callable[[str], float]:
-    """An argparse type: a finite number in ``[low, high]`` (``(low, high]`` with ``low_open``)."""
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not math.isfinite(value) or value < low or value > high or (low_open and value == low):
-            raise argparse.ArgumentTypeError(f"must be in {'(' if low_open else '['}{low:g}, {high:g}], got {text}")
-        return value
-
-    return parse
-
-
-#: Seeds go to torch and numpy generators (64 bits); the CLI keeps to 32 bits.
-MAX_SEED = 2**32 - 1
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -150,9 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from medic_viz.cli_compare import add_compare_parser
 
-    compare = add_compare_parser(sub)
-    if not any(a.dest == "debug" for a in compare._actions):
-        compare.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
+    add_compare_parser(sub)
     return parser
 
 
@@ -382,6 +341,15 @@ def _one_line(exc: BaseException) -> str:
     return text
 
 
+def report_error(prefix: str, exc: BaseException, *, debug: bool = False) -> int:
+    """Print an expected error as one line on stderr (after its traceback with ``debug``);
+    returns the exit status 2."""
+    if debug:
+        traceback.print_exception(exc)
+    print(f"{prefix}: error: {_one_line(exc)}", file=sys.stderr)
+    return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``medic-viz`` console script. Returns the exit status.
 
@@ -402,14 +370,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handlers[args.command](args)
     except EXPECTED_ERRORS as exc:
-        if getattr(args, "debug", False):
-            traceback.print_exc()
-        print(f"{prefix}: error: {_one_line(exc)}", file=sys.stderr)
-        return 2
+        return report_error(prefix, exc, debug=getattr(args, "debug", False))
     except KeyboardInterrupt as exc:
         signum = exc.signum if isinstance(exc, Interrupted) else 2
-        print(f"{prefix}: interrupted ({'SIGTERM' if signum == 15 else 'SIGINT' if signum == 2 else signum}); "
-              "nothing was written to --out", file=sys.stderr)
+        kept = ("finished cells are kept in --out/runs.jsonl; the same command resumes" if args.command == "compare"
+                else "nothing was written to --out")
+        print(f"{prefix}: interrupted ({'SIGTERM' if signum == 15 else 'SIGINT' if signum == 2 else signum}); {kept}",
+              file=sys.stderr)
         return 128 + signum
     except Exception as exc:  # noqa: BLE001 - the boundary: a bug, reported in one line
         if getattr(args, "debug", False):

@@ -15,6 +15,8 @@ import argparse
 import sys
 from typing import Any
 
+from medic_viz.cli_args import number, whole
+
 __all__ = ["add_compare_parser", "cmd_compare", "parse_list"]
 
 
@@ -47,22 +49,24 @@ def add_compare_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
                    help=f"comma-separated attacks (default: the paper's seven). Available: {', '.join(ATTACKS)}")
     p.add_argument("--methods", default=",".join(TABLE1_METHODS),
                    help=f"comma-separated defences (default: Table 1's). Available: {', '.join(DEFENSES)}")
-    p.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1); each has its own teacher and clean subset")
-    p.add_argument("--out", required=True, help="output folder (resumable: finished cells are skipped)")
-    p.add_argument("--target", type=int, default=0, help="target class of every attack (all-to-one)")
-    p.add_argument("--rate", type=float, default=None,
+    p.add_argument("--data-root", default=None, help="folder of a torchvision dataset (cifar10, gtsrb, mnist)")
+    p.add_argument("--seeds", type=whole(1, 10_000), default=3, help="number of seeds (0..N-1); each has its own teacher and clean subset")
+    p.add_argument("--out", required=True, help="output folder (resumable: finished cells are skipped); "
+                   "new, empty, or holding a previous compare run")
+    p.add_argument("--target", type=whole(0), default=0, help="target class of every attack (all-to-one)")
+    p.add_argument("--rate", type=number(0.0, 1.0, low_open=True), default=None,
                    help="poison rate (default 0.1; clean-label attacks 0.08, at most 80%% of the target class)")
-    p.add_argument("--fraction", type=float, default=0.05, help="clean data for the defences (0.05 = 5%% of the training set)")
-    p.add_argument("--epochs", type=int, default=None,
+    p.add_argument("--fraction", type=number(0.0, 1.0, low_open=True), default=0.05, help="clean data for the defences (0.05 = 5%% of the training set)")
+    p.add_argument("--epochs", type=whole(1, 100_000), default=None,
                    help="defence budget in epochs for every method (default: each method's paper setting)")
-    p.add_argument("--attack-epochs", type=int, default=20, help="epochs to train each trojaned teacher")
-    p.add_argument("--teacher-seed", type=int, default=None,
+    p.add_argument("--attack-epochs", type=whole(1, 100_000), default=20, help="epochs to train each trojaned teacher")
+    p.add_argument("--teacher-seed", type=whole(0, 2**32 - 1), default=None,
                    help="train one teacher per attack with this seed, shared by every seed of the grid "
                         "(seeds then vary the clean subset and the defence only); default: one teacher per seed")
-    p.add_argument("--max-train", type=int, default=None, help="use a fixed random subset of this many training images")
-    p.add_argument("--max-test", type=int, default=None, help="use a fixed random subset of this many test images")
-    p.add_argument("--tau", type=float, default=None, help="MEDIC's temperature τ in the comparison (default 5)")
-    p.add_argument("--lam", type=float, default=None, help="MEDIC's λ in the comparison (default 10)")
+    p.add_argument("--max-train", type=whole(1), default=None, help="use a fixed random subset of this many training images")
+    p.add_argument("--max-test", type=whole(1), default=None, help="use a fixed random subset of this many test images")
+    p.add_argument("--tau", type=number(0.0, 1000.0), default=None, help="MEDIC's temperature τ in the comparison (default 5)")
+    p.add_argument("--lam", type=number(0.0, 1e6), default=None, help="MEDIC's λ in the comparison (default 10)")
     p.add_argument("--ablation", default="none", choices=list(ABLATIONS),
                    help="tau (Fig. 4), lambda_tau (Fig. 6), fraction (Table 4), criteria (Fig. 7), arch (Fig. 8)")
     p.add_argument("--taus", default=None, help="τ values of an ablation, e.g. 0,1,3,5")
@@ -73,47 +77,70 @@ def add_compare_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     p.add_argument("--executor", default="local", choices=["local", "ray"],
                    help="local (sequential, or --workers N processes) or ray (tasks on a Ray cluster)")
     p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a new local instance)")
-    p.add_argument("--workers", type=int, default=1, help="local processes running cells at once")
+    p.add_argument("--workers", type=whole(1, 256), default=1, help="local processes running cells at once")
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, …")
+    p.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
     p.set_defaults(func=cmd_compare)
     return p
 
 
+#: What a compare folder holds; a non-empty --out with none of these is not a previous run.
+COMPARE_FILES = ("runs.jsonl", "grid.json", "teachers", "errors.jsonl", "results.csv", "table.md", "comparison.html")
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
-    """Run the grid described by ``args``; returns 0, or 1 if any cell failed."""
-    from medic_viz.experiments import run_grid, build_grid
+    """Run the grid described by ``args``; returns 0, or 1 if any cell failed.
+
+    Everything is checked before the first teacher is trained: the arguments (when parsed),
+    ``--out`` (not a file or link, not holding the dataset, new/empty or a previous compare
+    run, writable), and the whole grid (every cell's settings, the device, the data). Errors
+    are printed as one line with exit status 2 (``--debug``: with the traceback). SIGINT or
+    SIGTERM stops the grid and its worker processes at once; finished cells stay in
+    ``runs.jsonl`` and the same command resumes."""
+    from medic_viz.cli import EXPECTED_ERRORS, report_error
 
     try:
-        attacks = parse_list(args.attacks) or []
-        methods = parse_list(args.methods) or []
-        values = {
-            "tau": parse_list(args.taus, float),
-            "lam": parse_list(args.lams, float),
-            "fraction": parse_list(args.fractions, float),
-            "criteria": parse_list(args.criteria),
-            "arch": parse_list(args.archs),
-        }
-        values = {k: v for k, v in values.items() if v is not None}
-        medic = {k: v for k, v in (("tau", args.tau), ("lam", args.lam)) if v is not None}
-        if args.ablation in ("tau", "lambda_tau", "criteria", "arch") and methods and set(methods) != {"medic"}:
-            print(f"note: the {args.ablation} ablation sweeps MEDIC only; --methods is ignored", file=sys.stderr)
-        cells = build_grid(
-            dataset=args.dataset, model=args.model, attacks=attacks, methods=methods, seeds=args.seeds,
-            target=args.target, rate=args.rate, fraction=args.fraction, epochs=args.epochs,
-            attack_epochs=args.attack_epochs, max_train=args.max_train, max_test=args.max_test,
-            ablation=args.ablation, values=values, medic=medic, device=args.device, teacher_seed=args.teacher_seed,
-        )
-    except (ValueError, TypeError) as exc:
-        print(f"medic-viz compare: error: {exc}", file=sys.stderr)
-        return 2
-    print(f"compare: {len(cells)} cell(s) → {args.out} (executor {args.executor}"
-          f"{f', {args.workers} workers' if args.executor == 'local' and args.workers > 1 else ''})", flush=True)
-    try:
+        return _compare(args)
+    except EXPECTED_ERRORS as exc:
+        return report_error("medic-viz compare", exc, debug=getattr(args, "debug", False))
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from medic_viz.experiments import build_grid, run_grid
+    from medic_viz.experiments.runner import check_grid
+    from medic_viz.interrupts import SignalStop
+    from medic_viz.outdir import prepare_resumable_folder
+
+    attacks = parse_list(args.attacks) or []
+    methods = parse_list(args.methods) or []
+    values = {
+        "tau": parse_list(args.taus, float),
+        "lam": parse_list(args.lams, float),
+        "fraction": parse_list(args.fractions, float),
+        "criteria": parse_list(args.criteria),
+        "arch": parse_list(args.archs),
+    }
+    values = {k: v for k, v in values.items() if v is not None}
+    medic = {k: v for k, v in (("tau", args.tau), ("lam", args.lam)) if v is not None}
+    if args.ablation in ("tau", "lambda_tau", "criteria", "arch") and methods and set(methods) != {"medic"}:
+        print(f"note: the {args.ablation} ablation sweeps MEDIC only; --methods is ignored", file=sys.stderr)
+    cells = build_grid(
+        dataset=args.dataset, model=args.model, attacks=attacks, methods=methods, seeds=args.seeds,
+        target=args.target, rate=args.rate, fraction=args.fraction, epochs=args.epochs,
+        attack_epochs=args.attack_epochs, max_train=args.max_train, max_test=args.max_test,
+        ablation=args.ablation, values=values, medic=medic, device=args.device, teacher_seed=args.teacher_seed,
+        data_root=args.data_root,
+    )
+    inputs = [p for p in (args.dataset, args.data_root) if p and Path(str(p)).exists()]
+    with SignalStop():  # SIGTERM/SIGINT unwind (workers are terminated on the way out), never just kill
+        check_grid(cells, executor=args.executor)
+        prepare_resumable_folder(args.out, own=COMPARE_FILES, inputs=inputs, what="a compare run")
+        print(f"compare: {len(cells)} cell(s) → {args.out} (executor {args.executor}"
+              f"{f', {args.workers} workers' if args.executor == 'local' and args.workers > 1 else ''})", flush=True)
         result = run_grid(cells, args.out, executor=args.executor, workers=args.workers, address=args.address,
                           log=lambda msg: print(msg, flush=True))
-    except ImportError as exc:
-        print(f"medic-viz compare: error: {exc}", file=sys.stderr)
-        return 2
     if result.paths:
         print("")
         print(result.paths["table"].read_text())
@@ -126,12 +153,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry (``python -m medic_viz.cli_compare ...``) until cli.py wires it in."""
-    parser = argparse.ArgumentParser(prog="medic-viz")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_compare_parser(sub)
-    args = parser.parse_args(argv)
-    return args.func(args)
+    """Stand-alone entry (``python -m medic_viz.cli_compare ...``): ``medic-viz compare ...``."""
+    from medic_viz.cli import main as cli_main
+
+    return cli_main(["compare", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -14,6 +14,11 @@ Every command that writes (``attack``, ``defend``, ``demo``) goes through
    ``overwrite`` is first renamed aside, then deleted). A run interrupted at any moment
    leaves the target as it was: complete from an earlier run, or absent.
 
+``compare`` adds to its folder over several runs (resume), so it uses
+:func:`prepare_resumable_folder` instead: the same refusals, except that a folder already
+holding a previous ``compare`` run is accepted; every file in it is written by a rename or
+appended line by line.
+
 A run stopped early (SIGINT/SIGTERM during training, like the launcher's Stop) is published
 with a ``STOPPED`` file saying so, beside ``result.json``'s ``"stopped": true``.
 
@@ -32,7 +37,14 @@ import time
 from pathlib import Path
 from typing import Iterable
 
-__all__ = ["OutputFolderError", "STOPPED_MARKER", "check_output_folder", "OutputFolder", "pause_for_tests"]
+__all__ = [
+    "OutputFolderError",
+    "STOPPED_MARKER",
+    "check_output_folder",
+    "OutputFolder",
+    "prepare_resumable_folder",
+    "pause_for_tests",
+]
 
 #: Name of the file that marks a published folder as holding a run stopped before its end.
 STOPPED_MARKER = "STOPPED"
@@ -168,6 +180,40 @@ class OutputFolder:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)  # rmtree removes links, never follows them
         return self.target
+
+
+def prepare_resumable_folder(
+    target: str | Path,
+    *,
+    own: Iterable[str],
+    inputs: Iterable[str | Path | None] = (),
+    what: str = "a previous run",
+) -> Path:
+    """Check and create the folder of a resumable command before any work (``compare``).
+
+    Refused with :class:`OutputFolderError`: a symbolic link, a file, a folder that is or holds
+    one of ``inputs``, a non-empty folder holding none of the names in ``own`` (so not
+    ``what``), a folder that cannot be created or written to. Returns ``target``."""
+    own = set(own)
+    check_output_folder(target, overwrite=True, inputs=inputs)
+    target = Path(target).expanduser()
+    if target.is_dir():
+        names = {p.name for p in target.iterdir()}
+        if names and not names & own:
+            shown = ", ".join(sorted(names)[:3]) + (", …" if len(names) > 3 else "")
+            raise OutputFolderError(
+                f"--out {target} already holds files that are not {what} ({shown}); choose a new folder"
+            )
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-check-", dir=target)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OutputFolderError(
+            f"--out {target}: cannot write there ({exc.strerror or exc}); choose a folder you can write to"
+        ) from None
+    return target
 
 
 def pause_for_tests(point: str) -> None:

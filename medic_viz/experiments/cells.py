@@ -22,9 +22,10 @@ SUBSET_SEED = 12345
 
 
 @functools.lru_cache(maxsize=2)
-def cell_splits(dataset: str, max_train: int | None, max_test: int | None):
-    """The dataset of a cell, subsampled to fixed random subsets (seed :data:`SUBSET_SEED`)
-    when ``max_train``/``max_test`` are set. Treat the result as read-only.
+def cell_splits(dataset: str, max_train: int | None, max_test: int | None, data_root: str | None = None):
+    """The dataset of a cell (a torchvision one read from ``data_root``), subsampled to fixed
+    random subsets (seed :data:`SUBSET_SEED`) when ``max_train``/``max_test`` are set. Treat
+    the result as read-only.
 
     Memoised per process, at most two datasets (a grid uses one; two let a session alternate
     between two grids without reloading). Why a process-level cache and not an object owned
@@ -38,7 +39,7 @@ def cell_splits(dataset: str, max_train: int | None, max_test: int | None):
     from medic_viz.data import load_dataset
     from medic_viz.data.arrays import DatasetSplits
 
-    splits = load_dataset(dataset)
+    splits = load_dataset(dataset, root=data_root)
     train_set, test_set = splits.train, splits.test
     g = torch.Generator().manual_seed(SUBSET_SEED)
     if max_train is not None and max_train < len(train_set):
@@ -57,9 +58,12 @@ def train_teacher(spec: Mapping[str, Any]) -> dict:
     from medic_viz.attacks.train import ATTACK_TRAIN_DEFAULTS, train_attack
     from medic_viz.training import TrainConfig
 
+    from medic_viz.outdir import pause_for_tests
+
     cell = CellSpec.from_dict(spec)
+    pause_for_tests("teacher")  # a test hook: lets a test signal the grid while a worker is busy
     start = time.perf_counter()
-    splits = cell_splits(cell.dataset, cell.max_train, cell.max_test)
+    splits = cell_splits(cell.dataset, cell.max_train, cell.max_test, cell.data_root)
     cfg = TrainConfig(**{**ATTACK_TRAIN_DEFAULTS, "epochs": int(cell.attack_epochs), "seed": cell.attack_seed,
                          "device": cell.device, "progress": False, "eval_every": 0})
     trojan = train_attack(cell.attack, splits, target=cell.target, rate=cell.rate, options=cell.attack_options,
@@ -103,7 +107,7 @@ def run_cell(spec: Mapping[str, Any], teacher: Mapping[str, Any]) -> dict:
     cell = CellSpec.from_dict(spec)
     start = time.perf_counter()
     torch.manual_seed(cell.seed)
-    splits = cell_splits(cell.dataset, cell.max_train, cell.max_test)
+    splits = cell_splits(cell.dataset, cell.max_train, cell.max_test, cell.data_root)
     attack = trigger_from_config(teacher["attack_config"]) if teacher.get("attack_config") else None
     target = teacher.get("target")
     # measured on the same test set when the teacher was trained

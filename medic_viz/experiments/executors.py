@@ -26,9 +26,24 @@ EXECUTORS: tuple[str, ...] = ("local", "ray")
 Task = tuple[str, Callable[..., Any], tuple]
 
 
-def _worker_init(threads: int) -> None:
+def _exit_when_orphaned(parent: int) -> None:
+    """Poll (daemon thread) until the process that started this worker is gone, then exit:
+    a worker never outlives the grid, even if the grid's process was killed with SIGKILL."""
+    import time
+
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
+
+
+def _worker_init(threads: int, parent: int) -> None:
+    import signal
+    import threading
+
     import torch
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent decides
+    threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True).start()
     torch.set_num_threads(max(1, int(threads)))
 
 
@@ -53,7 +68,7 @@ class Executor:
 
             threads = max(1, (os.cpu_count() or 1) // self.workers)
             self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_worker_init, initargs=(threads,))
+                                             initializer=_worker_init, initargs=(threads, os.getpid()))
         elif self.executor == "ray":
             ray = import_ray()
             if not ray.is_initialized():
@@ -64,13 +79,29 @@ class Executor:
             raise ValueError(f"executor must be one of {EXECUTORS}, got {self.executor!r}")
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            if exc_type is not None:  # an error, Ctrl-C or SIGTERM: stop the workers now, not after their task
+                self._terminate_workers()
+            else:
+                self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
         if self._started_ray and self._ray is not None:
             self._ray.shutdown()
         self._ray = None
+
+    def _terminate_workers(self) -> None:
+        """Terminate (then kill) every worker process of the pool and wait for them."""
+        assert self._pool is not None
+        processes = list(getattr(self._pool, "_processes", {}).values())  # no public API before Python 3.14
+        for proc in processes:
+            proc.terminate()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        for proc in processes:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(timeout=5)
 
     def run(self, tasks: Sequence[Task], on_result: Callable[[str, Any], None],
             on_error: Callable[[str, BaseException, str], None]) -> None:

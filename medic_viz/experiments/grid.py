@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import numbers
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -22,6 +23,7 @@ __all__ = [
     "ALL_METHODS",
     "build_grid",
     "method_options",
+    "validate_cells",
 ]
 
 ABLATIONS: tuple[str, ...] = ("none", "tau", "lambda_tau", "fraction", "criteria", "arch")
@@ -58,7 +60,8 @@ class CellSpec:
     :func:`method_options`); ``attack_epochs``: teacher training. ``max_train``/``max_test``:
     use a fixed random subset of the data (quick runs). ``ablation``/``ablation_value``: what
     this cell varies; ``variant``: its column label; ``x``/``series``: where it goes in an
-    ablation plot. ``device`` does not change the cell's identity.
+    ablation plot. ``device`` and ``data_root`` (the folder of a torchvision dataset) do not
+    change the cell's identity.
     """
 
     dataset: str
@@ -82,6 +85,7 @@ class CellSpec:
     x: float | None = None
     device: str = "auto"
     teacher_seed: int | None = None
+    data_root: str | None = None
 
     @property
     def attack_seed(self) -> int:
@@ -102,9 +106,11 @@ class CellSpec:
         return f"{_slug(self.attack)}-{_slug(self.model)}-s{self.attack_seed}-{_digest(self.teacher_key(), 10)}"
 
     def identity(self) -> dict:
-        """The fields that determine the cell's result (the device, wherever it appears, does not)."""
+        """The fields that determine the cell's result (the device, wherever it appears, and
+        where the data lives do not)."""
         d = asdict(self)
         d.pop("device")
+        d.pop("data_root")
         d["method_options"] = {k: v for k, v in d["method_options"].items() if k != "device"}
         return d
 
@@ -121,6 +127,55 @@ class CellSpec:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "CellSpec":
         return cls(**dict(data))
+
+
+def _whole(value: Any, name: str, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be a whole number >= {minimum}, got {value!r}")
+
+
+def validate_cells(cells: Sequence[CellSpec]) -> None:
+    """Check every setting of every cell that can be checked without data or a device — the
+    attack's target, rate and options, the epochs, subset sizes, seeds, and each method's
+    options (by building the defence object, which validates τ, λ, learning rates …) — so
+    that a bad grid fails here, before any teacher is trained. Raises ValueError naming the
+    first bad setting and the cell it belongs to."""
+    from medic_viz.attacks.registry import attack_spec
+    from medic_viz.attacks.train import ATTACK_TRAIN_DEFAULTS
+    from medic_viz.defenses.baselines import make_defense
+    from medic_viz.training import TrainConfig
+
+    checked: set[str] = set()
+    for cell in cells:
+        try:
+            _whole(cell.target, "target", 0)
+            _whole(cell.seed, "seed", 0)
+            _whole(cell.attack_epochs, "attack_epochs", 1)
+            if cell.epochs is not None:
+                _whole(cell.epochs, "epochs", 1)
+            for name in ("max_train", "max_test"):
+                if getattr(cell, name) is not None:
+                    _whole(getattr(cell, name), name, 1)
+            if cell.rate is not None and (isinstance(cell.rate, bool) or not isinstance(cell.rate, numbers.Real)
+                                          or not 0 < cell.rate <= 1):
+                raise ValueError(f"rate must be a poison rate in (0, 1], got {cell.rate!r}")
+            if isinstance(cell.fraction, bool) or not isinstance(cell.fraction, numbers.Real) or not 0 < cell.fraction <= 1:
+                raise ValueError(f"fraction must be in (0, 1], got {cell.fraction!r}")
+            key = json.dumps([cell.attack, cell.attack_options, cell.method, cell.method_options, cell.attack_epochs,
+                              cell.attack_seed, cell.device], sort_keys=True, default=str)
+            if key in checked:
+                continue
+            checked.add(key)
+            spec = attack_spec(cell.attack)
+            params = {k: v for k, v in cell.attack_options.items() if k not in spec.train_options}
+            unknown = sorted(set(params) - set(spec.parameters()))
+            if unknown:
+                raise ValueError(f"attack {spec.name!r} does not accept {unknown}; accepted: {spec.parameters()}")
+            TrainConfig(**{**ATTACK_TRAIN_DEFAULTS, "epochs": cell.attack_epochs, "seed": cell.attack_seed,
+                           "device": cell.device, "progress": False})
+            make_defense(cell.method, **cell.method_options)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"grid cell {cell.attack} × {cell.method} seed {cell.seed}: {exc}") from None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -192,13 +247,15 @@ def build_grid(
     medic: Mapping[str, Any] | None = None,
     device: str = "auto",
     teacher_seed: int | None = None,
+    data_root: str | None = None,
 ) -> list[CellSpec]:
     """The cells of a comparison (``ablation="none"``) or of one of the paper's ablations.
 
     ``seeds``: a count (seeds 0..n-1) or explicit seeds. ``medic``: options of the MEDIC
     column (e.g. ``{"tau": 3}``). ``values``: the swept values of the ablation (defaults:
     :data:`DEFAULT_ABLATION_VALUES`). Ablations sweep MEDIC only, except ``"fraction"``,
-    which sweeps every method given.
+    which sweeps every method given. Every cell is checked by :func:`validate_cells`.
+    ``data_root``: folder of a torchvision dataset (``cifar10``, ``gtsrb``, ``mnist``).
     """
     from medic_viz.attacks.registry import ATTACKS
     from medic_viz.defenses.baselines import DISPLAY_NAMES, _canonical
@@ -216,17 +273,22 @@ def build_grid(
         raise ValueError("give at least one method")
     if model not in available_models():
         raise ValueError(f"unknown model {model!r}; available: {', '.join(available_models())}")
+    if isinstance(seeds, bool) or (isinstance(seeds, int) and seeds < 1):
+        raise ValueError(f"seeds must be a number of seeds >= 1 or a list of seeds, got {seeds!r}")
     seed_list = list(range(int(seeds))) if isinstance(seeds, int) else [int(s) for s in seeds]
     if not seed_list:
         raise ValueError("give at least one seed")
-    if not (0 < float(fraction) <= 1):
-        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real) or not (0 < fraction <= 1):
+        raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
+    _whole(target, "target", 0)  # before int() below, which would turn 1.5 into 1
+    _whole(attack_epochs, "attack_epochs", 1)
     medic_opts = dict(medic or {})
     sweep = _split_values(values, ablation)
     attack_options = dict(attack_options or {})
     common = dict(dataset=str(dataset), target=int(target), rate=rate, fraction=float(fraction), epochs=epochs,
                   attack_epochs=int(attack_epochs), max_train=max_train, max_test=max_test, device=device,
-                  teacher_seed=None if teacher_seed is None else int(teacher_seed))
+                  teacher_seed=None if teacher_seed is None else int(teacher_seed),
+                  data_root=None if data_root is None else str(data_root))
 
     def options_for(method: str, seed: int, extra: Mapping[str, Any] | None = None) -> dict:
         opts = method_options(method, epochs=epochs, seed=seed, device=device)
@@ -287,4 +349,5 @@ def build_grid(
     ids = [c.cell_id for c in cells]
     if len(set(ids)) != len(ids):
         raise ValueError("the grid has duplicate cells; give each attack, method, seed and value once")
+    validate_cells(cells)
     return cells

@@ -8,6 +8,7 @@ Nothing in the runner, the cells or the grid imports this module or :mod:`medic_
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -56,9 +57,17 @@ def write_reports(rows: Sequence[Mapping[str, Any]], out_dir: str | Path, *, tit
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"csv": out / "results.csv", "table": out / "table.md", "figure": out / "comparison.html"}
-    write_csv(rows, paths["csv"])
-    paths["table"].write_text(format_table(rows, title=title))
-    comparison_figure(rows, title=title).write_html(paths["figure"], include_plotlyjs=True, full_html=True)
+    # each file is written beside its name and renamed over it: a report is never half-written
+    tmp = {k: p.with_name(f".{p.name}.tmp-{os.getpid()}") for k, p in paths.items()}
+    try:
+        write_csv(rows, tmp["csv"])
+        tmp["table"].write_text(format_table(rows, title=title))
+        comparison_figure(rows, title=title).write_html(tmp["figure"], include_plotlyjs=True, full_html=True)
+        for key, path in paths.items():
+            os.replace(tmp[key], path)
+    finally:
+        for t in tmp.values():
+            t.unlink(missing_ok=True)
     return paths
 
 

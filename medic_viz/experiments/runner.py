@@ -5,8 +5,14 @@ Each cell is a pure function of its :class:`~medic_viz.experiments.grid.CellSpec
 trojaned *teacher* (trained once per attack, seed and architecture, cached under
 ``DIR/teachers/``; ``teacher.json`` is written last, so its presence means the teacher is
 complete). Rows are keyed by :attr:`CellSpec.cell_id`, so running the same grid again skips
-finished cells (resume after an interruption; a last line cut short is ignored); failed cells
-go to ``DIR/errors.jsonl`` and are retried next time.
+finished cells (resume after an interruption; a last line cut short by an interruption is
+ignored, and the next record starts on a line of its own); failed cells go to
+``DIR/errors.jsonl`` and are retried next time.
+
+Before any teacher is trained, the whole grid is checked (:func:`check_grid`): every cell's
+settings, the device, and — for the local executor — the data (target classes, non-empty
+splits, attacks that need particular classes), so a bad grid fails in seconds, not after
+hours of training.
 
 No figures here: the reports are written by the function passed as ``report``
 (:mod:`medic_viz.experiments.report`, a view).
@@ -23,9 +29,9 @@ from typing import Any, Callable, Mapping, Sequence
 
 from medic_viz.experiments.cells import run_cell, teacher_model, train_teacher
 from medic_viz.experiments.executors import EXECUTORS, Executor, Task, import_ray
-from medic_viz.experiments.grid import CellSpec
+from medic_viz.experiments.grid import CellSpec, validate_cells
 
-__all__ = ["GridResult", "Reporter", "read_runs", "run_grid"]
+__all__ = ["GridResult", "Reporter", "read_runs", "run_grid", "check_grid"]
 
 #: Writes the reports of finished rows into a folder; returns ``{name: path}``.
 Reporter = Callable[[Sequence[Mapping[str, Any]], Path], dict[str, Path]]
@@ -66,10 +72,65 @@ def read_runs(path: str | Path) -> list[dict]:
 
 
 def _append_jsonl(path: Path, row: Mapping[str, Any]) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(row, default=str) + "\n")
+    """Append one JSON line. If the file's last line was cut short (a run killed while
+    writing), the record starts on a new line instead of being glued onto the torn one."""
+    text = json.dumps(row, default=str) + "\n"
+    with open(path, "ab") as f:
+        if f.tell() > 0:
+            with open(path, "rb") as r:
+                r.seek(-1, os.SEEK_END)
+                if r.read(1) != b"\n":
+                    text = "\n" + text
+        f.write(text.encode())
         f.flush()
         os.fsync(f.fileno())
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def check_grid(cells: Sequence[CellSpec], *, executor: str = "local") -> None:
+    """Refuse a grid before anything is trained: every cell's settings
+    (:func:`~medic_viz.experiments.grid.validate_cells`); with the local executor also each
+    cell's device and data: the dataset loads, neither split is empty, the target is one of
+    its classes, a clean-label attack has target-class images to poison, and each attack can
+    be built for the data (e.g. a composite attack's classes). Raises ValueError."""
+    from medic_viz.attacks.registry import attack_spec, build_attack
+    from medic_viz.device import resolve_device
+    from medic_viz.experiments.cells import cell_splits
+
+    validate_cells(cells)
+    if executor != "local":
+        return  # the devices and the data are the cluster workers'
+    for device in sorted({c.device for c in cells}):
+        resolve_device(device)
+    checked: set[str] = set()
+    for cell in cells:
+        key = json.dumps([cell.dataset, cell.max_train, cell.max_test, cell.data_root, cell.attack,
+                          cell.attack_options, cell.target], sort_keys=True, default=str)
+        if key in checked:
+            continue
+        checked.add(key)
+        splits = cell_splits(cell.dataset, cell.max_train, cell.max_test, cell.data_root)
+        where = f"grid cell {cell.attack} × {cell.method} seed {cell.seed}"
+        for part in (splits.train, splits.test):
+            if len(part) == 0:
+                raise ValueError(f"{where}: {part.name} is empty (max_train/max_test or the data)")
+        if not cell.target < splits.num_classes:
+            raise ValueError(f"{where}: target {cell.target} is not a class of {cell.dataset} "
+                             f"(classes 0..{splits.num_classes - 1})")
+        spec = attack_spec(cell.attack)
+        if spec.clean_label and not bool((splits.train.labels == cell.target).any()):
+            raise ValueError(f"{where}: the training data has no image of class {cell.target}, so the clean-label "
+                             f"attack {cell.attack} cannot poison it")
+        params = {k: v for k, v in cell.attack_options.items() if k not in spec.train_options}
+        try:
+            build_attack(cell.attack, splits.train, cell.target, **params)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{where}: {exc}") from None
 
 
 def _save_teacher(directory: Path, payload: Mapping[str, Any], key: Mapping[str, Any]) -> None:
@@ -121,10 +182,11 @@ def run_grid(
     :func:`medic_viz.experiments.report.write_reports`: CSV, table and figure)."""
     if executor not in EXECUTORS:
         raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
-    if int(workers) < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a whole number >= 1, got {workers!r}")
     if executor == "ray":
         import_ray()
+    check_grid(cells, executor=executor)  # the whole grid, before anything is trained
     say = log or (lambda _msg: None)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -132,7 +194,7 @@ def run_grid(
     teachers_dir.mkdir(exist_ok=True)
     runs_path = out / "runs.jsonl"
     errors_path = out / "errors.jsonl"
-    (out / "grid.json").write_text(json.dumps([c.to_dict() for c in cells], indent=1, default=str))
+    _write_atomic(out / "grid.json", json.dumps([c.to_dict() for c in cells], indent=1, default=str))
 
     done = {r["cell_id"] for r in read_runs(runs_path)}
     todo = [c for c in cells if c.cell_id not in done]
