@@ -48,7 +48,8 @@ from typing import Callable, Literal
 
 import torch
 
-from medic_viz.importance import ImportanceOptions, LayerStats
+from medic_viz.importance import ImportanceOptions
+from medic_viz.stats import LayerStats
 
 __all__ = [
     "FUSED_MODES",

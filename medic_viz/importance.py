@@ -34,6 +34,8 @@ from typing import Literal
 
 import torch
 
+from medic_viz.stats import DEFAULT_EPS, LayerStats, RunningStats  # re-exported: they used to live here
+
 __all__ = [
     "ImportanceOptions",
     "LayerStats",
@@ -49,9 +51,6 @@ __all__ = [
     "CRITERIA",
     "DEFAULT_EPS",
 ]
-
-#: Added to the variance before the square root: σ = sqrt(var + eps).
-DEFAULT_EPS = 1e-5
 
 Criteria = Literal["both", "activation", "impact"]
 #: The importance criteria: ``"both"`` (eq.4, the default), ``"activation"`` (eq.2), ``"impact"`` (eq.3).
@@ -118,50 +117,6 @@ def _bshape(stat: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         )
     dtype = act.dtype if act.dtype in (torch.float32, torch.float64) else torch.float32
     return stat.reshape((1, -1) + (1,) * (act.ndim - 2)).to(device=act.device, dtype=dtype)
-
-
-@dataclass
-class LayerStats:
-    """Per-channel mean and standard deviation of one layer's teacher activations.
-
-    ``mean``, ``std``: float32 ``(C,)``; ``std`` already includes the epsilon.
-    """
-
-    mean: torch.Tensor
-    std: torch.Tensor
-    count: int = 0
-
-    def to(self, device: str | torch.device) -> "LayerStats":
-        return LayerStats(self.mean.to(device), self.std.to(device), self.count)
-
-
-class RunningStats:
-    """Accumulate per-channel mean/std of activations ``(B, C, ...)`` over many batches
-    (float64 sums, one pass). ``finish()`` returns :class:`LayerStats`."""
-
-    def __init__(self, eps: float = DEFAULT_EPS) -> None:
-        self.eps = eps
-        self.n = 0
-        self.s: torch.Tensor | None = None
-        self.ss: torch.Tensor | None = None
-
-    def update(self, act: torch.Tensor) -> None:
-        a = act.detach().double()
-        dims = [0] + list(range(2, a.ndim))
-        s, ss = a.sum(dims), (a * a).sum(dims)
-        count = a.numel() // a.shape[1]
-        if self.s is None:
-            self.s, self.ss = s, ss
-        else:
-            self.s, self.ss = self.s + s, self.ss + ss
-        self.n += count
-
-    def finish(self) -> LayerStats:
-        if self.s is None or self.n < 2:
-            raise ValueError("need at least two activation values per channel to estimate statistics")
-        mean = self.s / self.n
-        var = (self.ss / self.n - mean * mean).clamp_min(0.0) * self.n / (self.n - 1)
-        return LayerStats(mean.float(), torch.sqrt(var + self.eps).float(), self.n)
 
 
 def zscore(act: torch.Tensor, stats: LayerStats) -> torch.Tensor:

@@ -13,8 +13,8 @@ import torch.nn as nn
 from medic_viz.attacks.triggers import Trigger
 from medic_viz.capture import resolve_layers
 from medic_viz.data.arrays import ImageArrays
-from medic_viz.defenses.medic import compute_layer_stats
-from medic_viz.importance import ImportanceOptions, LayerStats, validate_tau
+from medic_viz.importance import ImportanceOptions, validate_tau
+from medic_viz.stats import LayerStats, compute_layer_stats
 
 __all__ = ["CRITERIA"]
 

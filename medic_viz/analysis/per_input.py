@@ -28,7 +28,8 @@ from medic_viz.attacks.triggers import Trigger
 from medic_viz.capture import eval_mode, run_with_cache
 from medic_viz.data.arrays import ImageArrays
 from medic_viz.device import model_device
-from medic_viz.importance import LayerStats, combine_importance, layer_importance
+from medic_viz.importance import combine_importance, layer_importance
+from medic_viz.stats import LayerStats
 
 __all__ = ["REDUCTIONS", "MAP_KEYS", "Prediction", "InputAnalysis", "analyze_input", "reduce_channels"]
 

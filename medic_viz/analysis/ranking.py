@@ -23,7 +23,8 @@ from medic_viz.attacks.triggers import Trigger
 from medic_viz.capture import eval_mode, resolve_layers, run_with_cache
 from medic_viz.data.arrays import ImageArrays
 from medic_viz.device import model_device
-from medic_viz.importance import LayerStats, layer_importance
+from medic_viz.importance import layer_importance
+from medic_viz.stats import LayerStats
 
 __all__ = ["NeuronRanking", "rank_compromised_neurons", "top_activating_images"]
 

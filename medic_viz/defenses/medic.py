@@ -26,11 +26,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from medic_viz.capture import LayerRecorder, check_same_structure, resolve_layers
-from medic_viz.data.arrays import ImageArrays, iterate_batches
+from medic_viz.data.arrays import ImageArrays
 from medic_viz.defenses.base import Defense, DefenseResult, fresh_copy
 from medic_viz.fused import FusedCloneLoss, validate_fused_mode
-from medic_viz.importance import DEFAULT_EPS, ImportanceOptions, LayerStats, RunningStats, layer_importance, validate_tau
+from medic_viz.importance import ImportanceOptions, layer_importance, validate_tau
 from medic_viz.metrics import Evaluator, resolve_device
+from medic_viz.stats import DEFAULT_EPS, LayerStats, compute_layer_stats  # compute_layer_stats re-exported here
 from medic_viz.training import Callback, TrainConfig, train
 
 __all__ = [
@@ -108,35 +109,6 @@ class MedicConfig(TrainConfig):
     def train_config(self) -> TrainConfig:
         base = {f.name: getattr(self, f.name) for f in fields(TrainConfig)}
         return TrainConfig(**base)
-
-
-@torch.no_grad()
-def compute_layer_stats(
-    model: nn.Module,
-    data: ImageArrays,
-    layers: Sequence[str] | None = None,
-    *,
-    batch_size: int = 256,
-    device: str | torch.device = "auto",
-    eps: float = DEFAULT_EPS,
-) -> dict[str, LayerStats]:
-    """Per-channel mean/std of each layer's outputs over ``data`` (model in eval mode, no
-    augmentation). Returns ``{layer name: LayerStats}`` on ``device``."""
-    dev = resolve_device(device)
-    names = resolve_layers(model, layers)
-    was_training = model.training
-    model.to(dev).eval()
-    running = {n: RunningStats(eps) for n in names}
-    try:
-        with LayerRecorder(model, names) as rec:
-            for x, _ in iterate_batches(data, batch_size, device=dev):
-                rec.clear()
-                model(x)
-                for n, a in zip(names, rec.tensors()):
-                    running[n].update(a)
-    finally:
-        model.train(was_training)
-    return {n: r.finish().to(dev) for n, r in running.items()}
 
 
 class _WeightedSquaredError(torch.autograd.Function):

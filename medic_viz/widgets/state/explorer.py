@@ -12,7 +12,8 @@ import torch.nn as nn
 
 from medic_viz.attacks.triggers import Trigger
 from medic_viz.data.arrays import ImageArrays
-from medic_viz.importance import CRITERIA, LayerStats, effective_neurons
+from medic_viz.importance import CRITERIA, effective_neurons
+from medic_viz.stats import LayerStats
 from medic_viz.widgets.state.observable import Param, Parameterized, StateChange, one_of, tau_check
 
 __all__ = ["ExplorerState"]

@@ -17,9 +17,8 @@ from medic_viz.attacks.registry import ATTACK_NAMES, image_trigger, trigger_from
 from medic_viz.capture import eval_mode
 from medic_viz.data.arrays import ImageArrays, clean_subset
 from medic_viz.data.images import to_image_tensor
-from medic_viz.defenses.medic import compute_layer_stats
 from medic_viz.device import model_device
-from medic_viz.importance import LayerStats
+from medic_viz.stats import LayerStats, compute_layer_stats
 from medic_viz.widgets.state.observable import Param, Parameterized, StateChange, one_of, tau_check
 
 __all__ = ["PickerState", "default_triggers", "figure2_panels"]

@@ -31,9 +31,9 @@ from medic_viz.attacks.triggers import Trigger
 from medic_viz.data.arrays import DatasetSplits
 from medic_viz.defenses.medic import validate_lambda
 from medic_viz.device import model_device
-from medic_viz.importance import LayerStats
 from medic_viz.metrics import predict
 from medic_viz.probe import InputProbe, ProbeReading
+from medic_viz.stats import LayerStats
 from medic_viz.widgets.state.explorer import ExplorerState
 from medic_viz.widgets.state.launcher import LauncherState
 from medic_viz.widgets.state.observable import Param, Parameterized, StateChange, tau_check
