@@ -149,7 +149,7 @@ def _print(msg: str) -> None:
 def _run_removal(teacher, card, splits, args, signals, out, *, fraction, method="medic", **options):
     """Run one defence (``options``: its config fields; None values mean the method's default)
     and publish its folder; returns the exit status (0, or 128 + signal when stopped)."""
-    from medic_viz.defenses.baselines import DISPLAY_NAMES, make_defense
+    from medic_viz.defenses.registry import DISPLAY_NAMES, make_defense
     from medic_viz.outdir import pause_for_tests
     from medic_viz.pipeline import format_table, remove_backdoor, trigger_of
     from medic_viz.viz.report import write_outputs
@@ -280,8 +280,8 @@ _MEDIC_ONLY = ("tau", "lam", "tau_budget", "tau_search_epochs")
 
 def cmd_defend(args: argparse.Namespace) -> int:
     from medic_viz.data.arrays import clean_subset
-    from medic_viz.defenses.baselines import defense_class
     from medic_viz.defenses.medic import validate_lambda
+    from medic_viz.defenses.registry import defense_class
     from medic_viz.io import load_model
 
     method = defense_class(args.method).name  # canonical name; unknown methods fail here, before any work

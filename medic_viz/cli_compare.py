@@ -34,7 +34,7 @@ def parse_list(text: str | None, kind: type = str) -> list[Any] | None:
 def add_compare_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``compare`` sub-command to ``subparsers`` (of ``medic-viz``'s parser)."""
     from medic_viz.attacks.registry import ATTACKS, PAPER_ATTACKS
-    from medic_viz.defenses.baselines import DEFENSES
+    from medic_viz.defenses.registry import DEFENSES
     from medic_viz.experiments import ABLATIONS, TABLE1_METHODS
 
     p = subparsers.add_parser(

@@ -1,20 +1,38 @@
-"""What every defence shares: a result type, a run interface, a fresh same-structure copy."""
+"""What every defence shares: the result type, the run interface, the configured-defence base
+class (MEDIC and every baseline), and the copies a defence makes of the user's model.
+
+A defence never changes the model it is given: it trains a *trainable* copy (fine-tuning
+methods), a *fresh* copy of the same structure (MEDIC, KD, scratch training), and reads a
+*frozen* copy where it needs the trojaned model as a fixed reference.
+"""
 
 from __future__ import annotations
 
 import copy
+import math
 import threading
-from dataclasses import dataclass, field
-from typing import Sequence
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar, Protocol, Sequence
 
 import torch
 import torch.nn as nn
 
-from medic_viz.data.arrays import ImageArrays
-from medic_viz.metrics import Evaluator
-from medic_viz.training import Callback, TrainEvent
+from medic_viz.capture import eval_mode
+from medic_viz.data.arrays import ImageArrays, iterate_batches
+from medic_viz.metrics import Evaluator, resolve_device
+from medic_viz.training import Callback, TrainConfig, TrainEvent
 
-__all__ = ["DefenseResult", "Defense", "fresh_copy"]
+__all__ = [
+    "DefenseResult",
+    "Defense",
+    "ConfiguredDefense",
+    "fresh_copy",
+    "frozen_copy",
+    "trainable_copy",
+    "freeze",
+    "clean_set_accuracy",
+    "check_fraction",
+]
 
 
 @dataclass
@@ -40,9 +58,13 @@ class Defense:
     :class:`DefenseResult`. Events reach ``callbacks`` as the run goes; ``stop_event`` ends
     it within one batch. ``evaluator`` is only used to *report* metrics, never to choose
     hyperparameters or checkpoints.
+
+    ``name``: the method's key in :data:`medic_viz.defenses.registry.DEFENSES`;
+    ``display_name``: how tables, figures and event labels call it.
     """
 
     name: str = "defense"
+    display_name: str = ""
 
     def run(
         self,
@@ -54,6 +76,131 @@ class Defense:
         stop_event: threading.Event | None = None,
     ) -> DefenseResult:  # pragma: no cover - interface
         raise NotImplementedError
+
+
+class _RunOutcome(Protocol):
+    """What :meth:`ConfiguredDefense._run` returns beside the model: an object with the run's
+    ``history``, ``stopped`` and ``seconds`` (a :class:`~medic_viz.training.TrainResult` or a
+    :class:`~medic_viz.defenses.phases.EventStream`)."""
+
+    history: list[TrainEvent]
+    stopped: bool
+    seconds: float
+
+
+class ConfiguredDefense(Defense):
+    """A defence driven by a config dataclass (a :class:`TrainConfig` subclass).
+
+    Construction: ``Method(config)`` or ``Method(**overrides)`` or both (the overrides replace
+    fields of ``config``); unknown option names and invalid values raise ``ValueError``, a
+    config of the wrong class ``TypeError``. The config is validated once, here.
+
+    ``run`` checks its inputs, resolves the device and calls the method's
+    ``_run(teacher, clean, device, evaluator, callbacks, stop_event, label, **options)``,
+    which returns ``(model, extra config entries, outcome)``; the returned model is put in
+    eval mode and the result's ``config`` is the method's config plus the extra entries
+    (what the run chose: pruned channels, the curve point …).
+    """
+
+    config_class: ClassVar[type[TrainConfig]] = TrainConfig
+
+    def __init__(self, config: TrainConfig | None = None, **overrides: object) -> None:
+        cls = self.config_class
+        if config is not None and not isinstance(config, cls):
+            raise TypeError(f"{type(self).__name__} needs a {cls.__name__}, got {type(config).__name__}")
+        if overrides:
+            names = {f.name for f in fields(cls)}
+            unknown = sorted(set(overrides) - names)
+            if unknown:
+                raise ValueError(
+                    f"unknown {self.display_name or self.name} option(s) {unknown}; options are {sorted(names)}"
+                )
+            base = asdict(config) if config is not None else {}
+            cfg = cls(**{**base, **overrides})  # validated by the dataclass's __post_init__
+        elif config is None:
+            cfg = cls()  # validated by __post_init__
+        else:
+            cfg = config
+            cfg.validate()  # the caller may have changed its fields since it was built
+        self.config = cfg
+
+    def default_label(self) -> str:
+        """The label of the run's events when ``run`` is given none."""
+        return self.display_name or self.name
+
+    def run(
+        self,
+        teacher: nn.Module,
+        clean: ImageArrays,
+        *,
+        evaluator: Evaluator | None = None,
+        callbacks: Sequence[Callback] = (),
+        stop_event: threading.Event | None = None,
+        label: str = "",
+    ) -> DefenseResult:
+        """Repair a copy of ``teacher`` (left unchanged) using only the clean set ``clean``."""
+        return self._checked_run(teacher, clean, evaluator=evaluator, callbacks=callbacks, stop_event=stop_event, label=label)
+
+    def _checked_run(
+        self,
+        teacher: nn.Module,
+        clean: ImageArrays,
+        *,
+        evaluator: Evaluator | None,
+        callbacks: Sequence[Callback],
+        stop_event: threading.Event | None,
+        label: str,
+        **options: Any,
+    ) -> DefenseResult:
+        if not isinstance(teacher, nn.Module):
+            raise TypeError(f"teacher must be a torch.nn.Module, got {type(teacher).__name__}")
+        if len(clean) == 0:
+            raise ValueError("the clean set is empty; the defender needs some clean training images")
+        device = resolve_device(self.config.device)
+        model, extra, outcome = self._run(
+            teacher, clean, device, evaluator, callbacks, stop_event, label or self.default_label(), **options
+        )
+        model.eval()
+        return DefenseResult(self.name, model, outcome.history, outcome.stopped, outcome.seconds, {**asdict(self.config), **extra})
+
+    def _run(
+        self,
+        teacher: nn.Module,
+        clean: ImageArrays,
+        device: torch.device,
+        evaluator: Evaluator | None,
+        callbacks: Sequence[Callback],
+        stop_event: threading.Event | None,
+        label: str,
+    ) -> tuple[nn.Module, dict, _RunOutcome]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+# ------------------------------------------------------------------------------------- copies
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """Put ``model`` in eval mode with no parameter requiring gradients, in place; returns it."""
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def frozen_copy(model: nn.Module, device: str | torch.device) -> nn.Module:
+    """A frozen eval-mode deep copy of ``model`` on ``device`` (the reference a defence reads:
+    MEDIC's and KD's teacher, MCR's start point, ANP's masked network). ``model`` is untouched."""
+    return freeze(copy.deepcopy(model).to(device))
+
+
+def trainable_copy(model: nn.Module, device: str | torch.device) -> nn.Module:
+    """A deep copy of ``model`` on ``device`` in train mode with every parameter trainable
+    (what the fine-tuning methods change). ``model`` is untouched."""
+    out = copy.deepcopy(model).to(device)
+    for p in out.parameters():
+        p.requires_grad_(True)
+    out.train()
+    return out
 
 
 def fresh_copy(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -78,3 +225,26 @@ def fresh_copy(model: nn.Module, seed: int = 0) -> nn.Module:
         p.requires_grad_(True)
     student.train()
     return student
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+
+@torch.no_grad()
+def clean_set_accuracy(model: nn.Module, data: ImageArrays, device: torch.device, batch_size: int = 512) -> float:
+    """Accuracy (fraction) of ``model`` on ``data`` — the defender's clean set — in eval mode,
+    no augmentation; the model's mode is restored. What methods that must choose something
+    (Fine-pruning's stopping point, MCR's curve point) choose it with."""
+    with eval_mode(model):
+        hits = 0
+        for x, y in iterate_batches(data, batch_size, device=device):
+            hits += int((model(x).argmax(1) == y).sum())
+        return hits / max(len(data), 1)
+
+
+def check_fraction(value: float, what: str) -> float:
+    """``value`` as a float in [0, 1], or ``ValueError`` naming ``what``."""
+    v = float(value)
+    if not (0.0 <= v <= 1.0) or math.isnan(v):
+        raise ValueError(f"{what} must lie in [0, 1], got {value!r}")
+    return v

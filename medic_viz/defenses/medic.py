@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import numbers
 import threading
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Iterable, Sequence
 
 import torch
@@ -27,10 +27,10 @@ import torch.nn.functional as F
 
 from medic_viz.capture import LayerRecorder, check_same_structure, resolve_layers
 from medic_viz.data.arrays import ImageArrays
-from medic_viz.defenses.base import Defense, DefenseResult, fresh_copy
+from medic_viz.defenses.base import ConfiguredDefense, DefenseResult, fresh_copy, frozen_copy
 from medic_viz.fused import FusedCloneLoss, validate_fused_mode
 from medic_viz.importance import ImportanceOptions, layer_importance, validate_tau
-from medic_viz.metrics import Evaluator, resolve_device
+from medic_viz.metrics import Evaluator
 from medic_viz.stats import DEFAULT_EPS, LayerStats, compute_layer_stats  # compute_layer_stats re-exported here
 from medic_viz.training import Callback, TrainConfig, train
 
@@ -222,20 +222,15 @@ class MedicObjective:
         return total, {"total": total, "ce": ce, "clone": clone}, per_layer
 
 
-class Medic(Defense):
+class Medic(ConfiguredDefense):
     """MEDIC backdoor removal (importance-driven cloning) with :class:`MedicConfig`."""
 
     name = "medic"
+    display_name = "MEDIC"
+    config_class = MedicConfig
 
-    def __init__(self, config: MedicConfig | None = None, **overrides: object) -> None:
-        cfg = config or MedicConfig()
-        if overrides:
-            unknown = set(overrides) - {f.name for f in fields(MedicConfig)}
-            if unknown:
-                raise ValueError(f"unknown MEDIC option(s) {sorted(unknown)}; options are {[f.name for f in fields(MedicConfig)]}")
-            cfg = MedicConfig(**{**asdict(cfg), **overrides})
-        cfg.validate()
-        self.config = cfg
+    def default_label(self) -> str:
+        return f"MEDIC τ={self.config.tau:g} λ={self.config.lam:g}"
 
     def run(
         self,
@@ -248,24 +243,28 @@ class Medic(Defense):
         student: nn.Module | None = None,
         label: str = "",
     ) -> DefenseResult:
-        """Clone ``teacher`` (unchanged) into a fresh student using the clean set ``clean``."""
+        """Clone ``teacher`` (unchanged) into ``student`` — by default a fresh copy of its
+        structure (``config.student_seed``) — using the clean set ``clean``."""
+        return self._checked_run(
+            teacher, clean, evaluator=evaluator, callbacks=callbacks, stop_event=stop_event, label=label, student=student
+        )
+
+    def _run(self, teacher, clean, device, evaluator, callbacks, stop_event, label, student=None):
         cfg = self.config
-        dev = resolve_device(cfg.device)
         layers = resolve_layers(teacher, cfg.layers)
         if student is None:
             student = fresh_copy(teacher, seed=cfg.student_seed)
         else:
             check_same_structure(teacher, student, layers)
             _check_student_is_not_teacher(teacher, student)
-        teacher_copy = _frozen(teacher, dev)
-        stats = compute_layer_stats(teacher_copy, clean, layers, batch_size=cfg.stats_batch_size, device=dev, eps=cfg.eps)
+        reference = frozen_copy(teacher, device)
+        stats = compute_layer_stats(reference, clean, layers, batch_size=cfg.stats_batch_size, device=device, eps=cfg.eps)
         steps = math.ceil(len(clean) / cfg.batch_size) * cfg.epochs
         per_image = sum(st.mean.numel() * st.count / max(len(clean), 1) for st in stats.values())
-        objective = MedicObjective(teacher_copy, student.to(dev), stats, cfg.importance, cfg.lam,
+        objective = MedicObjective(reference, student.to(device), stats, cfg.importance, cfg.lam,
                                    fused=cfg.fused, work=steps * cfg.batch_size * per_image)
-        label = label or f"MEDIC τ={cfg.tau:g} λ={cfg.lam:g}"
         result = train(objective, clean, cfg.train_config(), evaluator=evaluator, callbacks=callbacks, stop_event=stop_event, label=label)
-        return DefenseResult(self.name, result.model, result.history, result.stopped, result.seconds, asdict(cfg))
+        return result.model, {}, result
 
 
 def _check_student_is_not_teacher(teacher: nn.Module, student: nn.Module) -> None:
@@ -282,16 +281,6 @@ def _check_student_is_not_teacher(teacher: nn.Module, student: nn.Module) -> Non
     if s_params and all(k in t_params and p.shape == t_params[k].shape and torch.equal(p.detach().cpu(), t_params[k].detach().cpu())
                         for k, p in s_params.items()):
         raise ValueError(f"student holds exactly the teacher's weights (a copy of the trojaned model keeps its backdoor): {hint}")
-
-
-def _frozen(model: nn.Module, device: torch.device) -> nn.Module:
-    """A frozen eval-mode copy of ``model`` on ``device`` (the user's model is not touched)."""
-    import copy
-
-    t = copy.deepcopy(model).to(device).eval()
-    for p in t.parameters():
-        p.requires_grad_(False)
-    return t
 
 
 def medic(

@@ -11,7 +11,7 @@ import ipywidgets as widgets
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from medic_viz.defenses.baselines import DISPLAY_NAMES
+from medic_viz.defenses.registry import DISPLAY_NAMES
 from medic_viz.viz.style import PALETTE
 from medic_viz.widgets.apps.common import Throttle, bind, error_html, set_quietly, within
 from medic_viz.widgets.state import DEVICE_CHOICES, LauncherState, RunRecord, StateChange, method_choices

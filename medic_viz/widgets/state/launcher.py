@@ -18,7 +18,7 @@ import torch.nn as nn
 from medic_viz.attacks.triggers import Trigger
 from medic_viz.data.arrays import DatasetSplits, ImageArrays, clean_subset
 from medic_viz.defenses.base import Defense, DefenseResult
-from medic_viz.defenses.baselines import DISPLAY_NAMES, available_defenses, defense_class, make_defense
+from medic_viz.defenses.registry import DISPLAY_NAMES, available_defenses, defense_class, make_defense
 from medic_viz.defenses.medic import validate_lambda
 from medic_viz.device import resolve_device
 from medic_viz.metrics import BackdoorMetrics, Evaluator, evaluate_backdoor

@@ -1,0 +1,45 @@
+"""Fine-tuning: train a copy of the trojaned model with cross-entropy on the clean set.
+
+Defaults: SGD (Nesterov) lr 0.01, momentum 0.9, weight decay 5e-4, cosine schedule, batch 64,
+30 epochs — Liu et al. 2018 (RAID), the fine-tuning baseline; 30 epochs from MEDIC App. E.5;
+optimiser as BackdoorBench ``ft``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from medic_viz.defenses.base import ConfiguredDefense, trainable_copy
+from medic_viz.defenses.phases import run_single_phase
+from medic_viz.training import SupervisedObjective, TrainConfig
+
+__all__ = ["FineTuningConfig", "FineTuning"]
+
+
+@dataclass
+class FineTuningConfig(TrainConfig):
+    """Fine-tune the trojaned model on the clean set (Liu et al. 2018's baseline)."""
+
+    epochs: int = 30
+    batch_size: int = 64
+    optimizer: str = "sgd"
+    lr: float = 0.01
+    weight_decay: float = 5e-4
+    momentum: float = 0.9
+    schedule: str = "cosine"
+
+
+class FineTuning(ConfiguredDefense):
+    """Plain fine-tuning of a copy of the trojaned model with cross-entropy on the clean set."""
+
+    name = "finetune"
+    display_name = "Fine-tuning"
+    config_class = FineTuningConfig
+
+    def _run(self, teacher, clean, device, evaluator, callbacks, stop_event, label):
+        model = trainable_copy(teacher, device)
+        stream = run_single_phase(
+            SupervisedObjective(model), clean, self.config,
+            label=label, callbacks=callbacks, evaluator=evaluator, stop_event=stop_event,
+        )
+        return model, {}, stream
