@@ -29,7 +29,7 @@ from medic_viz.capture import LayerRecorder, check_same_structure, resolve_layer
 from medic_viz.data.arrays import ImageArrays
 from medic_viz.defenses.base import ConfiguredDefense, DefenseResult, fresh_copy, frozen_copy
 from medic_viz.fused import FusedCloneLoss, validate_fused_mode
-from medic_viz.importance import ImportanceOptions, layer_importance, validate_tau
+from medic_viz.importance import ImportanceOptions, layer_importance
 from medic_viz.metrics import Evaluator
 from medic_viz.stats import DEFAULT_EPS, LayerStats, compute_layer_stats  # compute_layer_stats re-exported here
 from medic_viz.training import Callback, TrainConfig, train
@@ -90,21 +90,39 @@ class MedicConfig(TrainConfig):
     fused: str = "auto"
 
     def validate(self) -> None:
+        """Check every field; τ (with the importance options) and λ are checked here and
+        nowhere else on MEDIC's way from the config to the first batch."""
         super().validate()
-        validate_tau(self.tau)
+        self._importance_options()  # checks τ and the option names
         validate_lambda(self.lam)
         validate_fused_mode(self.fused)
-        self.importance  # validates the importance options
 
-    @property
-    def importance(self) -> ImportanceOptions:
-        return ImportanceOptions(
-            tau=float(self.tau),
+    def _importance_key(self) -> tuple:
+        return (self.tau, self.criteria, self.zscore, self.impact, self.loss_reduction)
+
+    def _importance_options(self) -> ImportanceOptions:
+        try:
+            tau = float(self.tau)
+        except (TypeError, ValueError):
+            tau = self.tau  # not a number: ImportanceOptions says so
+        opts = ImportanceOptions(
+            tau=tau,
             criteria=self.criteria,  # type: ignore[arg-type]
             zscore=self.zscore,  # type: ignore[arg-type]
             impact=self.impact,  # type: ignore[arg-type]
             loss_reduction=self.loss_reduction,  # type: ignore[arg-type]
         )
+        self._checked = (self._importance_key(), opts)
+        return opts
+
+    @property
+    def importance(self) -> ImportanceOptions:
+        """The importance options as :meth:`validate` built and checked them (built, and so
+        checked, again only if one of their fields changed since)."""
+        checked = getattr(self, "_checked", None)
+        if checked is not None and checked[0] == self._importance_key():
+            return checked[1]
+        return self._importance_options()
 
     def train_config(self) -> TrainConfig:
         base = {f.name: getattr(self, f.name) for f in fields(TrainConfig)}
@@ -147,7 +165,10 @@ class MedicObjective:
 
     ``fused``, ``work``: how the per-layer terms are computed (:class:`medic_viz.fused.FusedCloneLoss`;
     ``work`` = neurons the run will touch, for ``fused="auto"``).
-    """
+
+    ``options`` and ``lam`` are used as given: :class:`MedicConfig` checks them (once) on the
+    way through :class:`Medic`; a caller building the objective directly passes λ ≥ 0 (see
+    :func:`validate_lambda`)."""
 
     def __init__(
         self,
@@ -165,7 +186,7 @@ class MedicObjective:
         self.stats = stats
         self.layers = list(stats)
         self.options = options
-        self.lam = validate_lambda(lam)
+        self.lam = float(lam)  # checked once, by MedicConfig.validate (or by the caller)
         self.clone_loss = FusedCloneLoss(stats, options, fused, work=work)
 
     def parameters(self) -> Iterable[nn.Parameter]:
