@@ -19,7 +19,7 @@ import torch.nn as nn
 
 from medic_viz.capture import LayerRecorder, eval_mode, resolve_layers
 from medic_viz.data.arrays import ImageArrays, iterate_batches
-from medic_viz.metrics import resolve_device
+from medic_viz.device import resolve_device
 
 __all__ = ["DEFAULT_EPS", "LayerStats", "RunningStats", "compute_layer_stats"]
 

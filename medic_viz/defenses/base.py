@@ -19,7 +19,8 @@ import torch.nn as nn
 
 from medic_viz.capture import eval_mode
 from medic_viz.data.arrays import ImageArrays, iterate_batches
-from medic_viz.metrics import Evaluator, resolve_device
+from medic_viz.device import resolve_device
+from medic_viz.metrics import Evaluator
 from medic_viz.training import Callback, TrainConfig, TrainEvent
 
 __all__ = [
