@@ -36,8 +36,8 @@ import torch
 from medic_viz.analysis import analyze_input
 from medic_viz.attacks.triggers import make_trigger
 from medic_viz.data import load_dataset
-from medic_viz.defenses.medic import compute_layer_stats
 from medic_viz.models import build_model
+from medic_viz.stats import compute_layer_stats
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGET_MS = 50.0

@@ -37,8 +37,8 @@ from medic_viz.analysis import (
 from medic_viz.attacks.triggers import make_trigger, trigger_from_config
 from medic_viz.data import load_dataset
 from medic_viz.data.arrays import clean_subset
-from medic_viz.defenses.medic import compute_layer_stats
 from medic_viz.pretrained import DEMO_MODELS, load_demo_model
+from medic_viz.stats import compute_layer_stats
 from medic_viz.viz.figures import export_figure, figure2_grid, neuron_ranking_figure
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -99,7 +99,7 @@ def run_cell(spec: Mapping[str, Any], teacher: Mapping[str, Any]) -> dict:
     import torch
 
     from medic_viz.attacks.registry import trigger_from_config
-    from medic_viz.defenses.baselines import make_defense
+    from medic_viz.defenses.registry import make_defense
     from medic_viz.device import resolve_device
     from medic_viz.metrics import BackdoorMetrics
     from medic_viz.pipeline import remove_backdoor

@@ -189,7 +189,7 @@ def method_options(method: str, *, epochs: int | None, seed: int, device: str = 
     gets ``epochs``; NAD's teacher fine-tuning ``max(1, epochs // 2)`` (10 vs 20 in the paper);
     MCR's endpoint and curve ``epochs`` each; ANP ``epochs`` of mask optimisation instead of
     2000 iterations. ``epochs=None`` keeps the paper defaults of each method."""
-    from medic_viz.defenses.baselines import _canonical
+    from medic_viz.defenses.registry import _canonical
 
     key = _canonical(method)
     opts: dict[str, Any] = {"device": device, "seed": int(seed), "progress": False, "eval_every": 0}
@@ -258,7 +258,7 @@ def build_grid(
     ``data_root``: folder of a torchvision dataset (``cifar10``, ``gtsrb``, ``mnist``).
     """
     from medic_viz.attacks.registry import ATTACKS
-    from medic_viz.defenses.baselines import DISPLAY_NAMES, _canonical
+    from medic_viz.defenses.registry import DISPLAY_NAMES, _canonical
     from medic_viz.models.zoo import available_models
 
     if ablation not in ABLATIONS:

@@ -51,7 +51,7 @@ def compare_defenses(
     Returns ``{display name: RemovalOutcome}`` in the order of ``methods``.
     """
     from medic_viz.attacks.registry import attack_evaluator
-    from medic_viz.defenses.baselines import DISPLAY_NAMES, defense_class, make_defense
+    from medic_viz.defenses.registry import DISPLAY_NAMES, defense_class, make_defense
     from medic_viz.device import resolve_device
     from medic_viz.pipeline import remove_backdoor
 
