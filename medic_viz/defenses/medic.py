@@ -101,10 +101,9 @@ class MedicConfig(TrainConfig):
         return (self.tau, self.criteria, self.zscore, self.impact, self.loss_reduction)
 
     def _importance_options(self) -> ImportanceOptions:
-        try:
-            tau = float(self.tau)
-        except (TypeError, ValueError):
-            tau = self.tau  # not a number: ImportanceOptions says so
+        tau = self.tau
+        if isinstance(tau, numbers.Real) and not isinstance(tau, bool):
+            tau = float(tau)  # anything else is left for ImportanceOptions to refuse, with its message
         opts = ImportanceOptions(
             tau=tau,
             criteria=self.criteria,  # type: ignore[arg-type]
