@@ -142,7 +142,7 @@ def validate_cells(cells: Sequence[CellSpec]) -> None:
     first bad setting and the cell it belongs to."""
     from medic_viz.attacks.registry import attack_spec
     from medic_viz.attacks.train import ATTACK_TRAIN_DEFAULTS
-    from medic_viz.defenses.baselines import make_defense
+    from medic_viz.defenses.registry import make_defense
     from medic_viz.training import TrainConfig
 
     checked: set[str] = set()
