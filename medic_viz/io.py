@@ -687,17 +687,11 @@ def load_weights_into(
 
 
 def _atomic_write_bytes(target: Path, write: Callable[[Path], None]) -> None:
-    """Write via a temporary file in the same directory, then rename over ``target``."""
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # safetensors writes 0600; give the usual file mode
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    """Write via a fresh temporary file in the same directory, then rename over ``target``
+    (:func:`medic_viz.outdir.replace_file`: no link is written through)."""
+    from medic_viz.outdir import replace_file
+
+    replace_file(target, write)
 
 
 def save_model(model: nn.Module, directory: str | Path, card: ModelCard) -> Path:

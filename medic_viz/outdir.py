@@ -35,7 +35,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 __all__ = [
     "OutputFolderError",
@@ -43,6 +43,7 @@ __all__ = [
     "check_output_folder",
     "OutputFolder",
     "prepare_resumable_folder",
+    "replace_file",
     "pause_for_tests",
 ]
 
@@ -214,6 +215,26 @@ def prepare_resumable_folder(
             f"--out {target}: cannot write there ({exc.strerror or exc}); choose a folder you can write to"
         ) from None
     return target
+
+
+def replace_file(path: str | Path, write: Callable[[Path], object]) -> Path:
+    """Write a file whole: ``write(tmp)`` fills a temporary file created beside ``path`` (with
+    ``O_EXCL`` and an unpredictable name, so no planted link is followed), which then gets the
+    usual file mode and is renamed over ``path`` (a rename replaces a link at ``path`` instead
+    of writing through it). On any error the temporary file is removed and ``path`` is as it was."""
+    path = Path(path)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp (and safetensors) create 0600
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
 
 
 def pause_for_tests(point: str) -> None:

@@ -230,3 +230,44 @@ def test_demo_replaces_only_a_previous_demo_result_in_its_default_folder(tmp_pat
     (demo / "thesis.tex").write_text("mine")  # not a demo result: refused
     assert cli.main(["demo", "--device", "cpu"]) == 2
     assert "already holds files" in capsys.readouterr().err and (demo / "thesis.tex").read_text() == "mine"
+
+
+def test_replace_file_never_writes_through_a_link_and_is_whole_or_absent(tmp_path: Path) -> None:
+    from medic_viz.outdir import replace_file
+
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep")
+    target = tmp_path / "out" / "result.json"
+    target.parent.mkdir()
+    target.symlink_to(outside)
+    replace_file(target, lambda tmp: tmp.write_text("new"))
+    assert outside.read_text() == "keep" and not target.is_symlink() and target.read_text() == "new"
+    assert oct(target.stat().st_mode & 0o777) != oct(0o600)  # the usual mode, not mkstemp's
+
+    def broken(tmp: Path) -> None:
+        tmp.write_text("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        replace_file(target, broken)
+    assert target.read_text() == "new" and sorted(p.name for p in target.parent.iterdir()) == ["result.json"]
+
+
+def test_save_model_never_writes_through_a_planted_link(tmp_path: Path) -> None:
+    from medic_viz.io import MODEL_FILENAME, load_model, save_model
+    from medic_viz.pretrained import load_demo_model
+
+    model, card = load_demo_model("badnet")
+    outside = tmp_path / "victim.pth"
+    outside.write_text("import os  # a .pth file Python runs at start-up")
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / MODEL_FILENAME).symlink_to(outside)
+    # the old writer's temporary names were predictable (".card.json.tmp-<pid>"): a link planted
+    # there made it write the card through the link
+    for name in (MODEL_FILENAME, "card.json"):
+        (folder / f".{name}.tmp-{os.getpid()}").symlink_to(outside)
+    save_model(model, folder, card)
+    assert outside.read_text().startswith("import os")
+    assert not (folder / MODEL_FILENAME).is_symlink() and not (folder / "card.json").is_symlink()
+    load_model(folder)

@@ -8,13 +8,13 @@ Nothing in the runner, the cells or the grid imports this module or :mod:`medic_
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from medic_viz.experiments import runner
 from medic_viz.experiments.grid import CellSpec, build_grid
 from medic_viz.experiments.summary import format_table, write_csv
+from medic_viz.outdir import replace_file
 
 __all__ = ["comparison_figure", "write_reports", "run_grid", "compare"]
 
@@ -58,16 +58,11 @@ def write_reports(rows: Sequence[Mapping[str, Any]], out_dir: str | Path, *, tit
     out.mkdir(parents=True, exist_ok=True)
     paths = {"csv": out / "results.csv", "table": out / "table.md", "figure": out / "comparison.html"}
     # each file is written beside its name and renamed over it: a report is never half-written
-    tmp = {k: p.with_name(f".{p.name}.tmp-{os.getpid()}") for k, p in paths.items()}
-    try:
-        write_csv(rows, tmp["csv"])
-        tmp["table"].write_text(format_table(rows, title=title))
-        comparison_figure(rows, title=title).write_html(tmp["figure"], include_plotlyjs=True, full_html=True)
-        for key, path in paths.items():
-            os.replace(tmp[key], path)
-    finally:
-        for t in tmp.values():
-            t.unlink(missing_ok=True)
+    table = format_table(rows, title=title)
+    figure = comparison_figure(rows, title=title)
+    replace_file(paths["csv"], lambda tmp: write_csv(rows, tmp))
+    replace_file(paths["table"], lambda tmp: tmp.write_text(table))
+    replace_file(paths["figure"], lambda tmp: figure.write_html(tmp, include_plotlyjs=True, full_html=True))
     return paths
 
 

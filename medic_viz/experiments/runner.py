@@ -87,9 +87,9 @@ def _append_jsonl(path: Path, row: Mapping[str, Any]) -> None:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    from medic_viz.outdir import replace_file
+
+    replace_file(path, lambda tmp: tmp.write_text(text))
 
 
 def check_grid(cells: Sequence[CellSpec], *, executor: str = "local") -> None:
@@ -143,9 +143,8 @@ def _save_teacher(directory: Path, payload: Mapping[str, Any], key: Mapping[str,
     meta = {k: payload[k] for k in ("metrics", "attack_config", "target", "rate", "seconds")}
     meta["key"] = dict(key)
     meta["torch"] = torch.__version__
-    tmp = directory / "teacher.json.tmp"
-    tmp.write_text(json.dumps(meta, indent=2, default=str))
-    tmp.replace(directory / "teacher.json")  # written last: its presence means the teacher is complete
+    # written last, whole: its presence means the teacher is complete
+    _write_atomic(directory / "teacher.json", json.dumps(meta, indent=2, default=str))
 
 
 def _load_teacher(directory: Path) -> dict:
