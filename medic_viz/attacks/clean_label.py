@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from medic_viz.attacks.base import Trigger, _check_unit_interval
 from medic_viz.attacks.patch import BadNetTrigger
 from medic_viz.attacks.poison import PoisonedData
+from medic_viz.capture import eval_mode
 from medic_viz.data.arrays import ImageArrays
 from medic_viz.metrics import resolve_device
 
@@ -86,11 +87,9 @@ def pgd_perturb(
     ``y``. Returns a new tensor; ``model`` is used in eval mode and left as it was."""
     if eps == 0 or steps == 0:
         return x.clone()
-    was = model.training
-    model.eval()
     g = torch.Generator().manual_seed(int(seed))
     outs = []
-    try:
+    with eval_mode(model):
         for start in range(0, len(x), batch_size):
             xb = x[start : start + batch_size]
             yb = y[start : start + batch_size]
@@ -104,8 +103,6 @@ def pgd_perturb(
                 adv = adv.detach() + step_size * grad.sign()
                 adv = torch.min(torch.max(adv, xb - eps), xb + eps).clamp(0, 1)
             outs.append(adv.detach())
-    finally:
-        model.train(was)
     return torch.cat(outs) if outs else x.clone()
 
 
