@@ -150,8 +150,9 @@ def _run_removal(teacher, card, splits, args, signals, out, *, fraction, method=
     """Run one defence (``options``: its config fields; None values mean the method's default)
     and publish its folder; returns the exit status (0, or 128 + signal when stopped)."""
     from medic_viz.defenses.registry import DISPLAY_NAMES, make_defense
+    from medic_viz.metrics import format_before_after
     from medic_viz.outdir import pause_for_tests
-    from medic_viz.pipeline import format_table, remove_backdoor, trigger_of
+    from medic_viz.pipeline import remove_backdoor, trigger_of
     from medic_viz.viz.report import write_outputs
 
     trigger, target = trigger_of(card)
@@ -178,7 +179,7 @@ def _run_removal(teacher, card, splits, args, signals, out, *, fraction, method=
         f"stopped by a signal after {done[-1] if done else 0} of {cfg.epochs} epochs; model/ is the model as it was "
         "at the stop, result.json says \"stopped\": true" if stopped else ""))
     _print("")
-    _print(format_table(outcome.before, outcome.after, name))
+    _print(format_before_after(outcome.before, outcome.after, name))
     _print("")
     _print(f"{outcome.n_clean_subset} clean images, {outcome.result.seconds:.1f} s training, {outcome.seconds:.1f} s in all")
     _print(f"wrote {target_dir / 'result.json'}, {target_dir / 'report.html'} and {target_dir / 'model'}/")

@@ -30,6 +30,7 @@ __all__ = [
     "Evaluator",
     "MeanStd",
     "mean_std",
+    "format_before_after",
 ]
 
 
@@ -174,3 +175,19 @@ def mean_std(values: Iterable[float | None]) -> MeanStd:
     mean = math.fsum(vals) / n
     std = math.sqrt(math.fsum((v - mean) ** 2 for v in vals) / (n - 1)) if n > 1 else 0.0
     return MeanStd(mean, std, n)
+
+
+def format_before_after(before: BackdoorMetrics, after: BackdoorMetrics, method: str = "MEDIC") -> str:
+    """A plain-text table of clean accuracy and ASR before and after a defence, with image counts
+    (what ``medic-viz remove`` prints). The Table-1 summary of a grid of runs is
+    :func:`medic_viz.experiments.format_table`."""
+
+    def cell(v: float | None, n: int) -> str:
+        return "n/a" if v is None else f"{100 * v:6.2f}%  (n={n})"
+
+    lines = [
+        f"{'':24s}{'clean accuracy':>22s}{'attack success rate':>26s}",
+        f"{'before (trojaned)':24s}{cell(before.clean_acc, before.n_clean):>22s}{cell(before.asr, before.n_asr):>26s}",
+        f"{'after (' + method + ')':24s}{cell(after.clean_acc, after.n_clean):>22s}{cell(after.asr, after.n_asr):>26s}",
+    ]
+    return "\n".join(lines)

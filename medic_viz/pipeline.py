@@ -18,7 +18,7 @@ from medic_viz.data.arrays import DatasetSplits, clean_subset
 from medic_viz.defenses.base import Defense, DefenseResult
 from medic_viz.finite import check_finite_model
 from medic_viz.io import ModelCard, save_model
-from medic_viz.metrics import BackdoorMetrics, resolve_device
+from medic_viz.metrics import BackdoorMetrics, format_before_after, resolve_device
 from medic_viz.training import Callback
 
 __all__ = ["RemovalOutcome", "remove_backdoor", "format_table", "save_outcome", "trigger_of", "check_image_size"]
@@ -156,18 +156,8 @@ def _num_outputs(model: nn.Module, splits: DatasetSplits, device) -> int:
         ) from exc
 
 
-def format_table(before: BackdoorMetrics, after: BackdoorMetrics, method: str = "MEDIC") -> str:
-    """A plain-text before/after table of clean accuracy and ASR with image counts."""
-
-    def cell(v: float | None, n: int) -> str:
-        return "n/a" if v is None else f"{100 * v:6.2f}%  (n={n})"
-
-    lines = [
-        f"{'':24s}{'clean accuracy':>22s}{'attack success rate':>26s}",
-        f"{'before (trojaned)':24s}{cell(before.clean_acc, before.n_clean):>22s}{cell(before.asr, before.n_asr):>26s}",
-        f"{'after (' + method + ')':24s}{cell(after.clean_acc, after.n_clean):>22s}{cell(after.asr, after.n_asr):>26s}",
-    ]
-    return "\n".join(lines)
+#: The old name of :func:`medic_viz.metrics.format_before_after`, kept for existing code.
+format_table = format_before_after
 
 
 def save_outcome(
