@@ -32,6 +32,8 @@ __all__ = [
     "run_with_cache",
     "check_same_structure",
     "StructureMismatchError",
+    "eval_mode",
+    "train_mode",
 ]
 
 #: Module types whose outputs MEDIC treats as neurons (paper, appendix D).
@@ -358,9 +360,22 @@ def check_same_structure(teacher: nn.Module, student: nn.Module, layers: Sequenc
 
 @contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Temporarily put ``model`` in eval mode, restoring its previous mode afterwards."""
+    """Temporarily put ``model`` in eval mode, restoring its previous mode afterwards (also when
+    the block raises)."""
     was_training = model.training
     model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+@contextmanager
+def train_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Temporarily put ``model`` in train mode (e.g. to re-estimate BatchNorm statistics),
+    restoring its previous mode afterwards (also when the block raises)."""
+    was_training = model.training
+    model.train()
     try:
         yield model
     finally:

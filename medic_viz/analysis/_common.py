@@ -58,7 +58,7 @@ def _resolve_stats(
         return names, compute_layer_stats(model, stats, names, device=device)
     if not isinstance(stats, Mapping):
         raise TypeError(
-            "stats must be {layer: LayerStats} (medic_viz.defenses.medic.compute_layer_stats) or clean "
+            "stats must be {layer: LayerStats} (medic_viz.stats.compute_layer_stats) or clean "
             f"ImageArrays to estimate them from, got {type(stats).__name__}"
         )
     names = list(stats) if layers is None else resolve_layers(model, layers)

@@ -23,6 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call
 
+from medic_viz.capture import train_mode
 from medic_viz.data.arrays import ImageArrays, iterate_batches
 from medic_viz.defenses.base import ConfiguredDefense, check_fraction, clean_set_accuracy, frozen_copy
 from medic_viz.defenses.phases import fine_tune_phase, phase_config
@@ -95,22 +96,20 @@ def update_bn(model: nn.Module, data: ImageArrays, *, batch_size: int = 256) -> 
         return
     device = next(model.parameters()).device
     momenta = [m.momentum for m in norms]
-    was = model.training
     try:
         for m in norms:
             m.reset_running_stats()
-        model.train()
-        seen = 0
-        for x, _ in iterate_batches(data, batch_size, device=device):
-            b = len(x)
-            for m in norms:
-                m.momentum = b / (seen + b)
-            model(x)
-            seen += b
+        with train_mode(model):
+            seen = 0
+            for x, _ in iterate_batches(data, batch_size, device=device):
+                b = len(x)
+                for m in norms:
+                    m.momentum = b / (seen + b)
+                model(x)
+                seen += b
     finally:
         for m, mom in zip(norms, momenta):
             m.momentum = mom
-        model.train(was)
 
 
 class CurveObjective:
