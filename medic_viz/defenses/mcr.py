@@ -27,6 +27,7 @@ from medic_viz.capture import train_mode
 from medic_viz.data.arrays import ImageArrays, iterate_batches
 from medic_viz.defenses.base import ConfiguredDefense, check_fraction, clean_set_accuracy, frozen_copy
 from medic_viz.defenses.phases import fine_tune_phase, phase_config
+from medic_viz.device import model_device
 from medic_viz.training import TrainConfig
 
 __all__ = ["MCRConfig", "MCR", "BezierCurve", "CurveObjective", "choose_t", "update_bn"]
@@ -94,7 +95,7 @@ def update_bn(model: nn.Module, data: ImageArrays, *, batch_size: int = 256) -> 
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not norms:
         return
-    device = next(model.parameters()).device
+    device = model_device(model)
     momenta = [m.momentum for m in norms]
     try:
         for m in norms:
