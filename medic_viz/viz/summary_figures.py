@@ -1,0 +1,244 @@
+"""Figures of experiment summaries, as pure functions returning ``go.Figure``, from plain row
+dicts such as ``{"tau": 5, "seed": 0, "clean_acc": 0.9, "asr": 0.02, "criteria": "both",
+"lam": 10, "method": "medic", "attack": "badnet"}`` (accuracies and ASR as fractions in [0, 1],
+drawn in %; rows that share every other key, e.g. several seeds, are averaged by
+:func:`aggregate_rows`, and the sample standard deviation, ddof=1, is drawn):
+:func:`tau_sweep_figure` (Figure 4), :func:`lambda_tau_figure` (Figure 6),
+:func:`tradeoff_figure` (Figure 7), :func:`defense_comparison_figure` (Figure 5 / Table 1).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from medic_viz.metrics import mean_std
+from medic_viz.viz.style import PALETTE
+
+__all__ = [
+    "aggregate_rows",
+    "tau_sweep_figure",
+    "lambda_tau_figure",
+    "tradeoff_figure",
+    "defense_comparison_figure",
+]
+
+
+def _require_rows(rows: Iterable[Mapping[str, Any]], needed: Sequence[str], what: str) -> list[dict]:
+    out = []
+    for i, r in enumerate(rows):
+        if not isinstance(r, Mapping):
+            raise TypeError(f"{what}: rows must be dicts, row {i} is {type(r).__name__}")
+        missing = [k for k in needed if r.get(k) is None]
+        if missing:
+            raise ValueError(f"{what}: row {i} lacks {missing}; each row needs {list(needed)} (got keys {sorted(r)})")
+        out.append(dict(r))
+    if not out:
+        raise ValueError(f"{what}: no rows to plot")
+    return out
+
+
+def aggregate_rows(
+    rows: Iterable[Mapping[str, Any]], keys: Sequence[str], metrics: Sequence[str] = ("clean_acc", "asr")
+) -> list[dict[str, Any]]:
+    """Group ``rows`` by ``keys`` (first-seen order) and average ``metrics`` over each group.
+
+    Returns one dict per group: the key values, ``<metric>`` (mean), ``<metric>_std``
+    (sample standard deviation, ddof=1, 0 for one row: :func:`medic_viz.metrics.mean_std`, the
+    same definition as the tables of :mod:`medic_viz.experiments`) and ``n`` (rows in the
+    group). Rows where a metric is missing do not count for that metric.
+    """
+    groups: OrderedDict[tuple, list[Mapping[str, Any]]] = OrderedDict()
+    for r in rows:
+        groups.setdefault(tuple(r.get(k) for k in keys), []).append(r)
+    out = []
+    for key, members in groups.items():
+        row: dict[str, Any] = dict(zip(keys, key))
+        row["n"] = len(members)
+        for m in metrics:
+            stat = mean_std(x.get(m) for x in members)
+            row[m], row[f"{m}_std"] = stat.mean, stat.std
+        out.append(row)
+    return out
+
+
+def _sort_key(v: Any) -> tuple:
+    return (0, float(v), "") if isinstance(v, (int, float, np.number)) else (1, 0.0, str(v))
+
+
+def _group_values(rows: Sequence[Mapping[str, Any]], key: str | None) -> list[Any]:
+    if key is None:
+        return [None]
+    seen: list[Any] = []
+    for r in rows:
+        if r.get(key) not in seen:
+            seen.append(r.get(key))
+    return seen
+
+
+def _label(key: str | None, value: Any) -> str:
+    if key is None:
+        return ""
+    names = {"lam": "λ", "tau": "τ"}
+    return f"{names.get(key, key)}={value:g}" if isinstance(value, (int, float)) else str(value)
+
+
+def _rgba(hex_color: str, alpha: float) -> str:
+    h = hex_color.lstrip("#")
+    return f"rgba({int(h[0:2], 16)},{int(h[2:4], 16)},{int(h[4:6], 16)},{alpha})"
+
+
+def _band_traces(
+    fig: go.Figure, xs: Sequence[float], mean: np.ndarray, std: np.ndarray, name: str, color: str,
+    dash: str = "solid", row: int | None = None, col: int | None = None, group: str | None = None,
+) -> None:
+    kw = dict(row=row, col=col) if row is not None else {}
+    x = list(xs)
+    if np.any(std > 0):
+        fig.add_trace(go.Scatter(x=x + x[::-1], y=list(mean + std) + list((mean - std)[::-1]), fill="toself",
+                                 fillcolor=_rgba(color, 0.18), line=dict(width=0), hoverinfo="skip",
+                                 showlegend=False, name=f"{name} ± std", legendgroup=group or name), **kw)
+    fig.add_trace(go.Scatter(x=x, y=mean, mode="lines+markers", name=name, line=dict(color=color, dash=dash),
+                             legendgroup=group or name, customdata=std,
+                             hovertemplate=f"{name}<br>x %{{x:g}}<br>%{{y:.1f}}% ± %{{customdata:.1f}}<extra></extra>"), **kw)
+
+
+def tau_sweep_figure(
+    rows: Iterable[Mapping[str, Any]], *, group_by: str | None = None, title: str | None = None
+) -> go.Figure:
+    """Figure 4: clean accuracy (solid) and ASR (dashed) in % against τ, ± std shaded.
+
+    Rows need ``tau``, ``clean_acc``, ``asr``; rows with equal τ (and ``group_by`` value, e.g.
+    ``"criteria"`` or ``"lam"`` for one pair of curves per value) are averaged over seeds.
+    """
+    data = _require_rows(rows, ("tau", "clean_acc", "asr"), "tau_sweep_figure")
+    keys = ([group_by] if group_by else []) + ["tau"]
+    agg = aggregate_rows(data, keys)
+    fig = go.Figure()
+    for i, g in enumerate(_group_values(agg, group_by)):
+        pts = sorted((r for r in agg if group_by is None or r[group_by] == g), key=lambda r: float(r["tau"]))
+        xs = [float(r["tau"]) for r in pts]
+        color = PALETTE[i % len(PALETTE)]
+        prefix = f"{_label(group_by, g)}: " if group_by else ""
+        for metric, dash, label in (("clean_acc", "solid", "clean accuracy"), ("asr", "dash", "ASR")):
+            mean = 100 * np.array([r[metric] for r in pts])
+            std = 100 * np.array([r[f"{metric}_std"] for r in pts])
+            _band_traces(fig, xs, mean, std, prefix + label, color if group_by else PALETTE[0 if metric == "clean_acc" else 1],
+                         dash, group=prefix + label)
+    n_seeds = max(r["n"] for r in agg)
+    fig.update_layout(
+        title=title or f"Effect of the temperature τ (mean ± std over up to {n_seeds} runs)",
+        xaxis_title="temperature τ", yaxis_title="%", yaxis_range=[0, 101], width=720, height=440,
+        hovermode="closest",
+    )
+    return fig
+
+
+def lambda_tau_figure(
+    rows: Iterable[Mapping[str, Any]], *, kind: str = "lines", title: str | None = None
+) -> go.Figure:
+    """Figure 6: ASR (left) and clean accuracy (right) over τ for each λ.
+
+    ``kind="lines"``: one line per λ against τ (the paper's layout, ± std as error bars);
+    ``kind="heatmap"``: τ × λ heat maps of the means, values printed in the cells.
+    Rows need ``tau``, ``lam``, ``clean_acc``, ``asr``.
+    """
+    if kind not in ("lines", "heatmap"):
+        raise ValueError(f"kind must be 'lines' or 'heatmap', got {kind!r}")
+    data = _require_rows(rows, ("tau", "lam", "clean_acc", "asr"), "lambda_tau_figure")
+    agg = aggregate_rows(data, ("lam", "tau"))
+    taus = sorted({float(r["tau"]) for r in agg})
+    lams = sorted({float(r["lam"]) for r in agg})
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("ASR (%)", "Clean accuracy (%)"), horizontal_spacing=0.14)
+    for col, metric in ((1, "asr"), (2, "clean_acc")):
+        if kind == "heatmap":
+            z = np.full((len(lams), len(taus)), np.nan)
+            for r in agg:
+                z[lams.index(float(r["lam"])), taus.index(float(r["tau"]))] = 100 * r[metric]
+            fig.add_trace(go.Heatmap(
+                z=z, x=[f"{t:g}" for t in taus], y=[f"{l:g}" for l in lams], coloraxis="coloraxis" if col == 1 else "coloraxis2",
+                text=np.vectorize(lambda v: "" if math.isnan(v) else f"{v:.1f}")(z), texttemplate="%{text}",
+                name=metric, hovertemplate=f"λ=%{{y}}, τ=%{{x}}<br>{metric} %{{z:.1f}}%<extra></extra>"), row=1, col=col)
+            fig.update_xaxes(title_text="temperature τ", type="category", row=1, col=col)
+            fig.update_yaxes(title_text="λ", type="category", row=1, col=col)
+        else:
+            for i, lam in enumerate(lams):
+                pts = sorted((r for r in agg if float(r["lam"]) == lam), key=lambda r: float(r["tau"]))
+                fig.add_trace(go.Scatter(
+                    x=[float(r["tau"]) for r in pts], y=[100 * r[metric] for r in pts], mode="lines+markers",
+                    name=f"λ={lam:g}", legendgroup=f"λ={lam:g}", showlegend=col == 1,
+                    line=dict(color=PALETTE[i % len(PALETTE)]),
+                    error_y=dict(type="data", array=[100 * r[f"{metric}_std"] for r in pts], visible=True, thickness=1),
+                    hovertemplate=f"λ={lam:g}, τ=%{{x:g}}<br>{metric} %{{y:.1f}}%<extra></extra>"), row=1, col=col)
+            fig.update_xaxes(title_text="temperature τ", row=1, col=col)
+            fig.update_yaxes(range=[0, 101], row=1, col=col)
+    if kind == "heatmap":
+        fig.update_layout(coloraxis=dict(colorscale="Reds", cmin=0, cmax=100, colorbar=dict(x=0.43, title="ASR %", thickness=10)),
+                          coloraxis2=dict(colorscale="Blues", cmin=0, cmax=100, colorbar=dict(x=1.0, title="acc %", thickness=10)))
+    fig.update_layout(title=title or "Effect of λ and τ", width=960, height=420)
+    return fig
+
+
+def tradeoff_figure(
+    rows: Iterable[Mapping[str, Any]], *, group_by: str = "criteria", title: str | None = None
+) -> go.Figure:
+    """Figure 7: ASR against clean accuracy, one curve per ``group_by`` value (default the
+    importance criteria), points ordered by τ and labelled with it; ± std error bars on both
+    axes. Lower right is better. Rows need ``tau``, ``clean_acc``, ``asr`` and ``group_by``."""
+    data = _require_rows(rows, ("tau", "clean_acc", "asr", group_by), "tradeoff_figure")
+    agg = aggregate_rows(data, (group_by, "tau"))
+    fig = go.Figure()
+    for i, g in enumerate(_group_values(agg, group_by)):
+        pts = sorted((r for r in agg if r[group_by] == g), key=lambda r: float(r["tau"]))
+        fig.add_trace(go.Scatter(
+            x=[100 * r["clean_acc"] for r in pts], y=[100 * r["asr"] for r in pts], mode="lines+markers+text",
+            name=_label(group_by, g) if not isinstance(g, str) else str(g),
+            text=[f"τ={float(r['tau']):g}" for r in pts], textposition="top right", textfont=dict(size=9),
+            line=dict(color=PALETTE[i % len(PALETTE)]),
+            error_x=dict(type="data", array=[100 * r["clean_acc_std"] for r in pts], visible=True, thickness=1),
+            error_y=dict(type="data", array=[100 * r["asr_std"] for r in pts], visible=True, thickness=1),
+            hovertemplate="%{text}<br>clean acc %{x:.1f}%<br>ASR %{y:.1f}%<extra>" + str(g) + "</extra>",
+        ))
+    fig.update_layout(title=title or "Trade-off between clean accuracy and ASR (lower right is better)",
+                      xaxis_title="clean accuracy (%)", yaxis_title="attack success rate (%)", width=720, height=480)
+    return fig
+
+
+def defense_comparison_figure(
+    rows: Iterable[Mapping[str, Any]],
+    *,
+    x: str = "attack",
+    group_by: str = "method",
+    metrics: Sequence[str] = ("clean_acc", "asr"),
+    title: str | None = None,
+) -> go.Figure:
+    """Figure 5 / Table 1: grouped bars, one group per ``x`` value (attack), one bar per
+    ``group_by`` value (method), one panel per metric, mean ± std over seeds as error bars.
+    Rows need ``x``, ``group_by`` and the ``metrics``."""
+    if not metrics:
+        raise ValueError("metrics must name at least one metric, e.g. ('clean_acc', 'asr')")
+    data = _require_rows(rows, (x, group_by, *metrics), "defense_comparison_figure")
+    agg = aggregate_rows(data, (x, group_by), metrics)
+    xs = _group_values(agg, x)
+    names = {"clean_acc": "Clean accuracy (%)", "asr": "Attack success rate (%)"}
+    fig = make_subplots(rows=len(metrics), cols=1, shared_xaxes=True, vertical_spacing=0.08,
+                        subplot_titles=[names.get(m, m) for m in metrics])
+    for i, g in enumerate(_group_values(agg, group_by)):
+        for r, metric in enumerate(metrics, start=1):
+            by_x = {row[x]: row for row in agg if row[group_by] == g}
+            fig.add_trace(go.Bar(
+                x=[str(v) for v in xs], y=[100 * by_x[v][metric] if v in by_x else None for v in xs],
+                error_y=dict(type="data", array=[100 * by_x[v][f"{metric}_std"] if v in by_x else 0 for v in xs], visible=True),
+                name=str(g), legendgroup=str(g), showlegend=r == 1, marker_color=PALETTE[i % len(PALETTE)],
+                customdata=[by_x[v]["n"] if v in by_x else 0 for v in xs],
+                hovertemplate=f"{g}<br>%{{x}}<br>{metric} %{{y:.1f}}%<br>runs %{{customdata}}<extra></extra>",
+            ), row=r, col=1)
+    fig.update_yaxes(range=[0, 105])
+    fig.update_layout(barmode="group", title=title or "Backdoor removal methods compared (mean ± std)",
+                      width=max(600, 110 * len(xs) + 200), height=300 * len(metrics) + 80)
+    return fig
