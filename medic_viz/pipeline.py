@@ -19,6 +19,7 @@ from medic_viz.defenses.base import Defense, DefenseResult
 from medic_viz.finite import check_finite_model
 from medic_viz.io import ModelCard, save_model
 from medic_viz.metrics import BackdoorMetrics, format_before_after, resolve_device
+from medic_viz.resources import PeakMemory
 from medic_viz.training import Callback
 
 __all__ = ["RemovalOutcome", "remove_backdoor", "format_table", "save_outcome", "trigger_of", "check_image_size"]
@@ -36,6 +37,7 @@ class RemovalOutcome:
     n_clean_subset: int
     seconds: float
     config: dict = field(default_factory=dict)
+    memory: dict = field(default_factory=dict)
 
     def to_json_dict(self) -> dict:
         return {
@@ -47,6 +49,7 @@ class RemovalOutcome:
             "stopped": self.result.stopped,
             "seconds": round(self.seconds, 3),
             "train_seconds": round(self.result.seconds, 3),
+            "peak_memory": dict(self.memory),
         }
 
 
@@ -96,11 +99,11 @@ def remove_backdoor(
     Live curves use at most ``live_eval_images`` test images (None = all, 0 = no live
     evaluation); before/after numbers always use the whole test set. ``before``: the
     teacher's metrics on this test set when already measured (skips measuring it again).
-
     Refused with ValueError before anything runs: an empty test set, a teacher with NaN/inf
     weights, a zoo teacher (one with ``zoo_config``) on images of another size or channel count.
     A repaired model with NaN/inf weights or outputs raises
     :class:`~medic_viz.finite.NonFiniteModelError`: it is never returned as a result.
+    The outcome records the wall time and the peak memory (:class:`~medic_viz.resources.PeakMemory`).
     """
     start = time.perf_counter()
     dev = resolve_device(device)
@@ -111,24 +114,25 @@ def remove_backdoor(
     zoo = getattr(teacher, "zoo_config", None)
     if isinstance(zoo, dict) and isinstance(zoo.get("input_size"), int) and isinstance(zoo.get("in_channels"), int):
         check_image_size((zoo["in_channels"], zoo["input_size"]), splits, "the teacher")
-    if splits.num_classes != _num_outputs(teacher, splits, dev):
-        raise ValueError(
-            f"the model outputs {_num_outputs(teacher, splits, dev)} classes but the dataset has "
-            f"{splits.num_classes}; use the dataset the model was trained on"
-        )
-    from medic_viz.attacks.registry import attack_evaluator
+    with PeakMemory(dev) as memory:
+        if splits.num_classes != _num_outputs(teacher, splits, dev):
+            raise ValueError(
+                f"the model outputs {_num_outputs(teacher, splits, dev)} classes but the dataset has "
+                f"{splits.num_classes}; use the dataset the model was trained on"
+            )
+        from medic_viz.attacks.registry import attack_evaluator
 
-    clean = clean_subset(splits.train, fraction, seed)
-    full = attack_evaluator(trigger, splits.test, target, device=dev)
-    if before is None:
-        before = full(teacher.to(dev))
-    live = None
-    if live_eval_images is None or live_eval_images > 0:
-        live = attack_evaluator(trigger, splits.test, target, max_images=live_eval_images, seed=seed, device=dev)
-    result = defense.run(teacher, clean, evaluator=live, callbacks=callbacks, stop_event=stop_event)
-    check_finite_model(result.model, f"the model repaired by {defense.name}",
-                       "The defence diverged: try a lower learning rate (--lr), or a smaller τ or λ")
-    after = full(result.model.to(dev))
+        clean = clean_subset(splits.train, fraction, seed)
+        full = attack_evaluator(trigger, splits.test, target, device=dev)
+        if before is None:
+            before = full(teacher.to(dev))
+        live = None
+        if live_eval_images is None or live_eval_images > 0:
+            live = attack_evaluator(trigger, splits.test, target, max_images=live_eval_images, seed=seed, device=dev)
+        result = defense.run(teacher, clean, evaluator=live, callbacks=callbacks, stop_event=stop_event)
+        check_finite_model(result.model, f"the model repaired by {defense.name}",
+                           "The defence diverged: try a lower learning rate (--lr), or a smaller τ or λ")
+        after = full(result.model.to(dev))
     return RemovalOutcome(
         method=defense.name,
         before=before,
@@ -138,6 +142,7 @@ def remove_backdoor(
         n_clean_subset=len(clean),
         seconds=time.perf_counter() - start,
         config=dict(result.config),
+        memory=memory.as_dict(),
     )
 
 

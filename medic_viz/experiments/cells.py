@@ -142,6 +142,8 @@ def run_cell(spec: Mapping[str, Any], teacher: Mapping[str, Any]) -> dict:
         "n_asr": after.n_asr,
         "train_seconds": round(result.seconds, 3),
         "seconds": round(time.perf_counter() - start, 3),
+        "peak_rss_mb": outcome.memory.get("peak_rss_mb"),
+        "cuda_peak_mb": outcome.memory.get("cuda_peak_mb"),
         "device": str(resolve_device(cell.device)),
         "method_options": cell.method_options,
         "extra": {k: v for k, v in result.config.items() if k in _EXTRA_KEYS},

@@ -18,6 +18,8 @@ import os
 import traceback
 from typing import Any, Callable, Sequence
 
+from medic_viz.resources import threads_per_worker
+
 __all__ = ["Task", "EXECUTORS", "Executor", "import_ray"]
 
 #: The executors :class:`Executor` knows.
@@ -60,15 +62,17 @@ class Executor:
         self._pool = None
         self._ray = None
         self._started_ray = False
+        #: torch threads of each pool worker (None: no pool): cores we may use ÷ workers
+        self.threads: int | None = None
 
     def __enter__(self) -> "Executor":
         if self.executor == "local" and self.workers > 1:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
 
-            threads = max(1, (os.cpu_count() or 1) // self.workers)
+            self.threads = threads_per_worker(self.workers)  # workers × threads ≤ the cores we may use
             self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_worker_init, initargs=(threads, os.getpid()))
+                                             initializer=_worker_init, initargs=(self.threads, os.getpid()))
         elif self.executor == "ray":
             ray = import_ray()
             if not ray.is_initialized():

@@ -25,7 +25,7 @@ STD_DEFINITION = "sample standard deviation, ddof=1"
 CSV_COLUMNS = ["cell_id", "teacher_id", "dataset", "model", "attack", "method", "variant", "seed", "ablation",
                "ablation_value", "series", "x", "fraction", "n_clean_subset", "epochs", "attack_epochs", "target",
                "before_clean_acc", "before_asr", "clean_acc", "asr", "n_clean", "n_asr", "train_seconds", "seconds",
-               "device", "method_options", "extra", "finished_at"]
+               "peak_rss_mb", "cuda_peak_mb", "device", "method_options", "extra", "finished_at"]
 
 
 def _ordered(values: Iterable[Any]) -> list[Any]:

@@ -220,10 +220,12 @@ def _runs_table(runs: list[RunRecord]) -> str:
         acc = "—" if last is None else f"{100 * last.clean_acc:.1f}%"
         asr = "—" if last is None or last.asr is None else f"{100 * last.asr:.1f}%"
         color = {"error": "#c62828", "stopped": "#ef6c00", "done": "#2e7d32"}.get(r.status, "#1565c0")
+        mem = "—" if r.peak_memory_mb is None else f"{r.peak_memory_mb:.0f} MiB"
         rows.append(f"<tr><td>{html.escape(r.label)}</td><td style='color:{color}'>{r.status}</td>"
-                    f"<td>{r.params['epochs']}</td><td>{acc}</td><td>{asr}</td><td>{r.seconds:.1f} s</td></tr>")
+                    f"<td>{r.params['epochs']}</td><td>{acc}</td><td>{asr}</td><td>{r.seconds:.1f} s</td>"
+                    f"<td>{mem}</td></tr>")
     head = ("<tr><th>run</th><th>status</th><th>epochs</th><th>clean acc (live)</th><th>ASR (live)</th>"
-            "<th>time</th></tr>")
+            "<th>time</th><th>peak memory</th></tr>")
     return f"<table style='font-size:12px'>{head}{''.join(rows)}</table>"
 
 

@@ -23,6 +23,7 @@ from medic_viz.defenses.medic import validate_lambda
 from medic_viz.device import resolve_device
 from medic_viz.metrics import BackdoorMetrics, Evaluator, evaluate_backdoor
 from medic_viz.probe import InputProbe, ProbeReading
+from medic_viz.resources import PeakMemory
 from medic_viz.training import TrainEvent
 from medic_viz.widgets.state.observable import Param, Parameterized, StateChange, number, tau_check
 from medic_viz.widgets.state.runs import RunRecord
@@ -403,20 +404,22 @@ class LauncherState(Parameterized):
         status = "error"
         try:
             device = resolve_device(defense.config.device)
-            clean = self._clean(fraction)
-            evaluator = self._evaluator(device)
-            if self.baseline is None:
-                self.baseline = evaluator(copy.deepcopy(self.teacher).to(device))
-            probed = None if record.probe is None else _ProbedEvaluator(evaluator, record.probe)
-            result = defense.run(
-                self.teacher, clean, evaluator=evaluator if probed is None else probed,
-                callbacks=[lambda ev: self._on_event(record, ev, probed)],
-                stop_event=record._stop_event, label=record.label,
-            )
-            record.result = result
-            status = "stopped" if result.stopped else "done"
-            if status == "done" and self.final_eval and not record._stop_event.is_set():
-                record.after = evaluate_backdoor(result.model, self.splits.test, self.trigger, self.target, device=device)
+            with PeakMemory(device) as memory:
+                clean = self._clean(fraction)
+                evaluator = self._evaluator(device)
+                if self.baseline is None:
+                    self.baseline = evaluator(copy.deepcopy(self.teacher).to(device))
+                probed = None if record.probe is None else _ProbedEvaluator(evaluator, record.probe)
+                result = defense.run(
+                    self.teacher, clean, evaluator=evaluator if probed is None else probed,
+                    callbacks=[lambda ev: self._on_event(record, ev, probed)],
+                    stop_event=record._stop_event, label=record.label,
+                )
+                record.result = result
+                status = "stopped" if result.stopped else "done"
+                if status == "done" and self.final_eval and not record._stop_event.is_set():
+                    record.after = evaluate_backdoor(result.model, self.splits.test, self.trigger, self.target, device=device)
+            record.peak_memory = memory.as_dict()
         except BaseException as exc:  # noqa: BLE001 - every failure must reach the view
             record._record_error(exc)
             status = "error"

@@ -39,7 +39,8 @@ class RunRecord:
     ``events``: :class:`TrainEvent` objects in order; ``error``: ``"Type: message"`` if the run
     raised (``traceback`` has the details); ``result``: the :class:`DefenseResult` (model and
     history) once it ended without error; ``after``: clean accuracy / ASR of the final model on
-    the whole test set (runs that finished, not stopped ones); times are ``time.perf_counter()``.
+    the whole test set (runs that finished, not stopped ones); times are ``time.perf_counter()``;
+    ``peak_memory``: :meth:`medic_viz.resources.PeakMemory.as_dict` of the run once it ended.
 
     ``probe``: the input the run follows (:class:`~medic_viz.probe.InputProbe`, fixed at launch),
     or None; ``readings``: ``(epoch position, ProbeReading)`` of the student on it, one per event
@@ -56,6 +57,7 @@ class RunRecord:
     traceback: str | None = None
     result: DefenseResult | None = None
     after: BackdoorMetrics | None = None
+    peak_memory: dict | None = None
     started_at: float = field(default_factory=time.perf_counter)
     ended_at: float | None = None
     stop_requested_at: float | None = None
@@ -83,6 +85,13 @@ class RunRecord:
     def seconds(self) -> float:
         """Wall time so far (or in total once ended)."""
         return (self.ended_at if self.ended_at is not None else time.perf_counter()) - self.started_at
+
+    @property
+    def peak_memory_mb(self) -> float | None:
+        """Peak memory of the run in MiB once it ended: on CUDA the device memory torch
+        allocated, else the process's peak resident memory (None while running)."""
+        m = self.peak_memory or {}
+        return m.get("cuda_peak_mb") if m.get("cuda_peak_mb") is not None else m.get("peak_rss_mb")
 
     @property
     def stop_latency(self) -> float | None:
@@ -219,6 +228,8 @@ class RunRecord:
         if self.after is not None:
             parts.append(f"whole test set: {self.after}")
         parts.append(f"{self.seconds:.1f} s")
+        if self.peak_memory_mb is not None:
+            parts.append(f"peak memory {self.peak_memory_mb:.0f} MiB")
         if self.note:
             parts.append(self.note)
         if self.error:
