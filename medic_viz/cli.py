@@ -107,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     dfd.add_argument("--batch-size", type=_whole(1, 1_000_000), default=None, help="default: the method's own (MEDIC 64)")
     dfd.add_argument("--lr", type=_number(0.0, 1e6, low_open=True), default=None, help="default: the method's own (MEDIC 1e-2)")
     _add_out(dfd, "output folder (result.json, report.html, model/)")
+    dfd.add_argument("--cpu-bf16", action="store_true",
+                     help="bf16 autocast on the CPU too (about 1.4x faster steps on CPUs with native bf16; "
+                     "bf16 rounding, as on CUDA where it is the default)")
     _add_common(dfd)
 
     from medic_viz.cli_compare import add_compare_parser
@@ -227,8 +230,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_attack(args: argparse.Namespace) -> int:
     from medic_viz.attacks.registry import attack_spec
     from medic_viz.attacks.train import train_attack
+    from medic_viz.device import resolve_device
     from medic_viz.io import save_model
     from medic_viz.outdir import pause_for_tests
+    from medic_viz.resources import PeakMemory
     from medic_viz.training import TrainConfig
 
     spec = attack_spec(args.attack)
@@ -246,8 +251,9 @@ def cmd_attack(args: argparse.Namespace) -> int:
         if spec.needs_model:
             _print("training a clean surrogate model first (the attack perturbs images against it)")
         start = time.perf_counter()
-        trojan = train_attack(spec.name, splits, target=args.target, rate=rate, architecture=args.model, config=cfg,
-                              seed=args.seed)
+        with PeakMemory(resolve_device(args.device)) as memory:
+            trojan = train_attack(spec.name, splits, target=args.target, rate=rate, architecture=args.model, config=cfg,
+                                  seed=args.seed)
         signals.phase = "write"
         card = trojan.card(splits, dataset=str(args.dataset))
         save_model(trojan.model, out.path, card)
@@ -255,7 +261,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
         result = {"clean_acc": trojan.metrics.clean_acc, "asr": trojan.metrics.asr, "n_clean": trojan.metrics.n_clean,
                   "n_asr": trojan.metrics.n_asr, "seconds": round(time.perf_counter() - start, 2),
                   "attack": card.attack, "target": args.target, "rate": rate, "model": args.model,
-                  "dataset": str(args.dataset)}
+                  "dataset": str(args.dataset), "peak_memory": memory.as_dict()}
         (out.path / "result.json").write_text(json.dumps(result, indent=2))
         target_dir = out.publish()
     _print(f"clean accuracy {100 * trojan.metrics.clean_acc:.2f}% (n={trojan.metrics.n_clean}), "
@@ -318,7 +324,8 @@ def cmd_defend(args: argparse.Namespace) -> int:
             tau = selection.tau
         extra = {"tau": float(tau), "lam": lam} if method == "medic" else {}
         return _run_removal(teacher, card, splits, args, signals, out, method=method, epochs=args.epochs,
-                            fraction=args.fraction, batch_size=args.batch_size, lr=args.lr, **extra)
+                            fraction=args.fraction, batch_size=args.batch_size, lr=args.lr,
+                            cpu_bf16=True if args.cpu_bf16 else None, **extra)
 
 
 #: What a user's input or environment can cause: one line on stderr, exit status 2.
@@ -365,6 +372,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0) if not isinstance(exc.code, str) else 2
     from medic_viz.cli_compare import cmd_compare
     from medic_viz.interrupts import Interrupted
+    from medic_viz.resources import use_available_cpus
+
+    use_available_cpus()  # torch threads = the cores this process may use (OMP_NUM_THREADS wins)
 
     handlers = {"demo": cmd_demo, "attack": cmd_attack, "defend": cmd_defend, "compare": cmd_compare}
     prefix = f"medic-viz {args.command}"

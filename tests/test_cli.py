@@ -32,7 +32,8 @@ def test_attack_then_defend(tmp_path):
     atk = tmp_path / "atk"
     assert main(["attack", "--attack", "badnet", "--epochs", "1", "--out", str(atk), "--device", "cpu", "--no-progress"]) == 0
     res = json.loads((atk / "result.json").read_text())
-    assert set(res) >= {"clean_acc", "asr"} and 0 <= res["asr"] <= 1
+    assert set(res) >= {"clean_acc", "asr", "seconds", "peak_memory"} and 0 <= res["asr"] <= 1
+    assert res["peak_memory"]["peak_rss_mb"] > 50
     card = json.loads((atk / "card.json").read_text())
     assert card["attack"]["name"] == "badnet" and card["architecture"] == "small_cnn" and card["target_class"] == 0
     dfd = tmp_path / "dfd"
@@ -40,6 +41,7 @@ def test_attack_then_defend(tmp_path):
                  "--fraction", "0.02", "--tau", "3", "--device", "cpu", "--no-progress"]) == 0
     out = json.loads((dfd / "result.json").read_text())
     assert out["config"]["tau"] == 3 and out["config"]["epochs"] == 2 and out["config"]["fraction"] == 0.02
+    assert out["seconds"] > 0 and out["peak_memory"]["peak_rss_mb"] > 50
     assert len([e for e in out["history"] if e["kind"] == "epoch"]) == 2
 
 
@@ -125,3 +127,14 @@ def test_report_writing_lives_in_the_view_layer():
     with pytest.warns(DeprecationWarning, match="medic_viz.viz.report.write_outputs"):
         moved = pipeline.write_outputs  # the old name keeps working
     assert moved is write_outputs
+
+
+@pytest.mark.slow
+def test_defend_cpu_bf16_flag_reaches_the_training(tmp_path):
+    out = tmp_path / "bf16"
+    rc = main(["defend", "--teacher", str(demo_model_dir("badnet")), "--out", str(out), "--epochs", "1",
+               "--fraction", "0.02", "--device", "cpu", "--no-progress", "--cpu-bf16"])
+    assert rc == 0
+    result = json.loads((out / "result.json").read_text())
+    assert result["config"]["cpu_bf16"] is True and result["config"]["channels_last"] == "auto"
+    assert 0 <= result["after"]["clean_acc"] <= 1

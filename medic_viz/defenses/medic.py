@@ -32,7 +32,7 @@ from medic_viz.fused import FusedCloneLoss, validate_fused_mode
 from medic_viz.importance import ImportanceOptions, layer_importance
 from medic_viz.metrics import Evaluator
 from medic_viz.stats import DEFAULT_EPS, LayerStats, compute_layer_stats  # compute_layer_stats re-exported here
-from medic_viz.training import Callback, TrainConfig, train
+from medic_viz.training import Callback, TrainConfig, resolve_channels_last, train
 
 __all__ = [
     "MedicConfig",
@@ -278,6 +278,8 @@ class Medic(ConfiguredDefense):
             check_same_structure(teacher, student, layers)
             _check_student_is_not_teacher(teacher, student)
         reference = frozen_copy(teacher, device)
+        if resolve_channels_last(cfg.channels_last, reference, device):  # as train() runs the student
+            reference.to(memory_format=torch.channels_last)
         stats = compute_layer_stats(reference, clean, layers, batch_size=cfg.stats_batch_size, device=device, eps=cfg.eps)
         steps = math.ceil(len(clean) / cfg.batch_size) * cfg.epochs
         per_image = sum(st.mean.numel() * st.count / max(len(clean), 1) for st in stats.values())
