@@ -7,7 +7,8 @@ compiled — measured in one run, with a breakdown of where a MEDIC step's time 
 
 Every round times each variant for ``--repeats`` steps, one variant after the other
 (interleaved, so drifts in machine load hit all alike); a round's ratio is its MEDIC median
-over its plain median, and the table gives the median over rounds. On a CPU both wall time and
+over its plain median (the plain step in the same memory format; ``plain+cl`` itself is given
+relative to the usual plain step), and the table gives the median over rounds. On a CPU both wall time and
 process CPU time are recorded: on a machine shared with other jobs, CPU time (1 thread) is the
 steadier of the two. Prints a table and writes benchmarks/results/step_ratio_<device>.json.
 """
@@ -15,6 +16,7 @@ steadier of the two. Prints a table and writes benchmarks/results/step_ratio_<de
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import statistics
@@ -87,34 +89,49 @@ def measure(model_name: str, device: str, threads: int, repeats: int, rounds: in
     y = clean.labels[:batch].to(dev)
     opts = ImportanceOptions(tau=5.0)
 
-    def stepper(objective):
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    teacher_cl = copy.deepcopy(teacher).to(memory_format=torch.channels_last)
+
+    def stepper(objective, cl: bool = False):
         opt = torch.optim.Adam(objective.model.parameters(), lr=1e-3)
+        xx = x_cl if cl else x
 
         def step():
-            total, _, _ = objective.loss(x, y)
+            total, _, _ = objective.loss(xx, y)
             opt.zero_grad(set_to_none=True)
             total.backward()
             opt.step()
 
         return step
 
-    objectives = {}
+    def student(cl: bool):
+        s = fresh_copy(teacher, seed=1).to(dev)
+        return s.to(memory_format=torch.channels_last) if cl else s
+
+    objectives, steps = {}, {"plain": stepper(SupervisedObjective(student(False)))}
+    if any(e.endswith("+cl") for e in engines):
+        steps["plain+cl"] = stepper(SupervisedObjective(student(True)), cl=True)
     for eng in engines:
-        if eng == "reference":
-            objectives[eng] = ReferenceObjective(teacher, fresh_copy(teacher, seed=1).to(dev), stats, opts, lam=10.0)
-        elif eng == "compile" and not compile_available(dev):
-            print(f"  (no compiler for {dev}: skipping the compiled engine)")
+        base, cl = eng.removesuffix("+cl"), eng.endswith("+cl")
+        t = teacher_cl if cl else teacher
+        if base == "reference":
+            objectives[eng] = ReferenceObjective(t, student(cl), stats, opts, lam=10.0)
+        elif base == "compile" and not compile_available(dev):
+            print(f"  (no compiler for {dev}: skipping {eng})")
+            continue
         else:
-            objectives[eng] = MedicObjective(teacher, fresh_copy(teacher, seed=1).to(dev), stats, opts, lam=10.0, fused=eng)
-    steps = {"plain": stepper(SupervisedObjective(fresh_copy(teacher, seed=1).to(dev)))}
-    steps.update({f"medic[{k}]": stepper(o) for k, o in objectives.items()})
+            objectives[eng] = MedicObjective(t, student(cl), stats, opts, lam=10.0, fused=base)
+        steps[f"medic[{eng}]"] = stepper(objectives[eng], cl)
     compile_s = None
-    if "compile" in objectives:  # compile outside the timed rounds, and say how long it took
+    compiled = [e for e in objectives if e.startswith("compile")]
+    if compiled:  # compile outside the timed rounds, and say how long it took
         t0 = time.perf_counter()
-        steps["medic[compile]"]()
+        for e in compiled:
+            steps[f"medic[{e}]"]()
         compile_s = time.perf_counter() - t0
-        if objectives["compile"].clone_loss.mode != "compile":
-            print(f"  compiled engine fell back to eager: {objectives['compile'].clone_loss.fallback_reason}")
+        for e in compiled:
+            if objectives[e].clone_loss.mode != "compile":
+                print(f"  compiled engine fell back to eager: {objectives[e].clone_loss.fallback_reason}")
 
     layers = next(iter(objectives.values())).layers
 
@@ -135,7 +152,9 @@ def measure(model_name: str, device: str, threads: int, repeats: int, rounds: in
         return statistics.median(s[i] for s in samples[key])
 
     def ratio(key: str, i: int) -> float:
-        return statistics.median(m[i] / p[i] for m, p in zip(samples[key], samples["plain"]))
+        """Median over rounds of this variant ÷ the plain step in the same memory format."""
+        plain = "plain+cl" if key.endswith("+cl]") else "plain"  # ("plain+cl" itself: vs the usual plain)
+        return statistics.median(m[i] / p[i] for m, p in zip(samples[key], samples[plain]))
 
     return {
         "model": model_name,
@@ -161,7 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", nargs="+", type=int, default=[1, 2], help="CPU threads (ignored on a GPU)")
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--engines", nargs="+", default=["reference", "eager", "compile"], choices=["reference", "eager", "compile"])
+    p.add_argument("--engines", nargs="+", default=["reference", "eager", "compile"],
+                   choices=["reference", "eager", "compile", "reference+cl", "eager+cl", "compile+cl"],
+                   help="MEDIC losses to time; '+cl': teacher, student and batch channels-last (vs a channels-last plain step)")
     p.add_argument("--out", default=None, help="JSON file (default benchmarks/results/step_ratio_<device>.json)")
     args = p.parse_args(argv)
     threads = args.threads if resolve_device(args.device).type == "cpu" else [0]
