@@ -2,7 +2,7 @@
 MEDIC and of a plain step of the same student on the same batch (batch 64, 32×32 signs).
 
     OMP_NUM_THREADS=1 python benchmarks/profile_medic_step.py [--models small_cnn wrn16_1]
-        [--threads 1 2] [--steps 10] [--fused eager|auto|compile|reference]
+        [--threads 1 2] [--steps 10] [--fused reference compile]
 
 Prints, per model and thread count, the top operators by self CPU time and a grouping of a
 MEDIC step into phases (teacher forward, teacher backward to activations, importance, student
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import sys
 import time
 from pathlib import Path
 
@@ -45,16 +46,20 @@ def _setup(model_name: str, batch: int = 64):
 
 def _objective(teacher, stats, fused: str | None):
     student = fresh_copy(teacher, seed=1)
+    if fused == "reference":  # the unfused loss, as before the fused engine
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from bench_step_ratio import ReferenceObjective
+
+        return ReferenceObjective(teacher, student, stats, ImportanceOptions(tau=5.0), lam=10.0)
     kwargs = {} if fused is None else {"fused": fused}
-    try:
-        return MedicObjective(teacher, student, stats, ImportanceOptions(tau=5.0), lam=10.0, **kwargs)
-    except TypeError:  # an engine without the fused option
-        return MedicObjective(teacher, student, stats, ImportanceOptions(tau=5.0), lam=10.0)
+    return MedicObjective(teacher, student, stats, ImportanceOptions(tau=5.0), lam=10.0, **kwargs)
 
 
 def _instrument(objective) -> None:
     """Mark the engine's phases for the profiler (wrapping what exists in this engine)."""
-    import medic_viz.defenses.medic as engine
+    import importlib
+
+    engine = importlib.import_module("medic_viz.defenses.medic")  # (the package exports a function `medic`)
 
     def wrap(owner, attr, label):
         fn = getattr(owner, attr, None)
@@ -69,8 +74,20 @@ def _instrument(objective) -> None:
         setattr(owner, attr, wrapped)
 
     wrap(objective, "teacher_pass", "## teacher pass (fwd+bwd+importance)")
-    for attr in ("layer_importance", "weighted_squared_error", "fused_layer_loss_weights", "fused_clone_loss"):
+    for attr in ("layer_importance", "weighted_squared_error"):
         wrap(engine, attr, f"## {attr}")
+    if hasattr(objective, "teacher_activations"):
+        wrap(objective, "teacher_activations", "## teacher activations + gradients")
+    clone_loss = getattr(objective, "clone_loss", None)
+    if clone_loss is not None and not isinstance(objective, _reference_type()):
+        wrap(clone_loss, "term", "## fused per-layer terms (forward)")
+
+
+def _reference_type():
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_step_ratio import ReferenceObjective
+
+    return ReferenceObjective
 
 
 def _step_fn(objective):
@@ -123,10 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", nargs="+", default=["small_cnn", "wrn16_1"])
     p.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--fused", default=None, help="engine path (MedicConfig.fused), default: the engine's default")
+    p.add_argument("--fused", nargs="+", default=["reference", "compile"],
+                   help="losses to profile: reference (unfused) and/or MedicConfig.fused values (auto, eager, compile)")
     p.add_argument("--out", default=str(RESULTS / "profile_medic_step.txt"))
     args = p.parse_args(argv)
-    text = "".join(profile_model(m, t, args.steps, args.fused) for t in args.threads for m in args.models)
+    text = "".join(profile_model(m, t, args.steps, f) for t in args.threads for m in args.models for f in args.fused)
     print(text)
     Path(args.out).parent.mkdir(exist_ok=True)
     Path(args.out).write_text(text)

@@ -68,7 +68,8 @@ def test_compare_runner_gives_each_worker_cores_divided_by_workers(monkeypatch):
     monkeypatch.setattr(res, "available_cpus", lambda: 8)
     with Executor("local", 3, None, False) as ex:
         assert ex.threads == 2  # 8 cores // 3 workers
-    assert seen == {"max_workers": 3, "initializer": _worker_init, "initargs": (2,)}
+    assert seen["max_workers"] == 3 and seen["initializer"] is _worker_init
+    assert seen["initargs"][0] == 2  # the threads each worker sets
     monkeypatch.setattr(res, "available_cpus", lambda: 2)
     with Executor("local", 2, None, False) as ex:  # two workers on two cores: one thread each
         assert ex.threads == 1 and ex.threads * ex.workers <= 2
