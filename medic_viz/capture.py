@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import weakref
 from contextlib import contextmanager
-from typing import Callable, Iterable, Iterator, Literal, Mapping, Sequence
+from typing import Callable, Iterable, Iterator, Literal, Mapping, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -27,6 +27,8 @@ __all__ = [
     "HOOKABLE_TYPES",
     "hookable_layers",
     "resolve_layers",
+    "LAYER_PRESETS",
+    "LayerSpec",
     "LayerRecorder",
     "ActivationCache",
     "run_with_cache",
@@ -86,11 +88,28 @@ def _kind(module: nn.Module) -> str | None:
     return None
 
 
-def resolve_layers(model: nn.Module, layers: str | Iterable[str] | None) -> list[str]:
-    """Validate a layer selection against ``model``.
+#: Named layer sets for MEDIC's hooked neurons (module kinds, see :func:`hookable_layers`).
+#: ``"conv+bn"`` is the MEDIC authors' published removal command (``--hook-plane "conv+bn"``):
+#: convolution and normalisation outputs, not the dense layers — in particular not the logits.
+#: ``"conv+bn+linear"`` (alias ``"all"``) is the paper's text: every conv, norm and dense output.
+LAYER_PRESETS: dict[str, tuple[str, ...]] = {
+    "conv+bn": ("conv", "norm"),
+    "conv+bn+linear": ("conv", "norm", "linear"),
+    "all": ("conv", "norm", "linear"),
+}
 
-    ``None`` means every hookable layer; a string is a single name; names must exist in
-    ``model.named_modules()``. Unknown names raise ``ValueError`` listing close matches.
+#: A layer selection: None (every hookable layer), a preset name, one module name, a sequence
+#: of module names, or a predicate ``(name, module) -> bool`` over the hookable layers.
+LayerSpec = Union[str, Iterable[str], Callable[[str, nn.Module], bool], None]
+
+
+def resolve_layers(model: nn.Module, layers: LayerSpec) -> list[str]:
+    """Validate a layer selection against ``model`` and return the module names, in order.
+
+    ``None`` means every hookable layer. A string is a preset of :data:`LAYER_PRESETS`
+    (``"conv+bn"``, ``"conv+bn+linear"``, ``"all"``) or a single module name; a sequence gives
+    module names; a callable ``(name, module) -> bool`` picks among the hookable layers.
+    Unknown names raise ``ValueError`` listing the presets and every hookable layer.
     """
     if layers is None:
         names = hookable_layers(model)
@@ -100,21 +119,42 @@ def resolve_layers(model: nn.Module, layers: str | Iterable[str] | None) -> list
                 "a model built from nn.Conv*/nn.*Norm/nn.Linear submodules"
             )
         return names
-    if isinstance(layers, str):
-        layers = [layers]
-    names = list(layers)
     modules = dict(model.named_modules())
+    if callable(layers) and not isinstance(layers, (str, bytes)):
+        names = [n for n in hookable_layers(model) if layers(n, modules[n])]
+        if not names:
+            raise ValueError(f"the layer predicate selected none of {type(model).__name__}'s hookable layers {_listing(model)}")
+        return names
+    if isinstance(layers, str):
+        if layers in LAYER_PRESETS and layers not in modules:
+            names = hookable_layers(model, LAYER_PRESETS[layers])
+            if not names:
+                raise ValueError(f"layer preset {layers!r} selects no module of {type(model).__name__}; hookable layers are: {_listing(model)}")
+            return names
+        layers = [layers]
+    try:
+        names = list(layers)
+    except TypeError:
+        raise ValueError(f"layers must be None, a preset {sorted(LAYER_PRESETS)}, module names or a predicate; got {layers!r}") from None
+    if not names:
+        raise ValueError(f"the layer selection is empty; give a preset {sorted(LAYER_PRESETS)} or module names")
+    bad = [n for n in names if not isinstance(n, str)]
+    if bad:
+        raise ValueError(f"layer names must be strings, got {bad!r}")
     missing = [n for n in names if n not in modules or n == ""]
     if missing:
-        available = hookable_layers(model)
-        hint = ", ".join(available[:12]) + (" …" if len(available) > 12 else "")
         raise ValueError(
-            f"unknown layer name(s) {missing} for {type(model).__name__}; hookable layers are: {hint} "
-            "(see medic_viz.capture.hookable_layers(model))"
+            f"unknown layer name(s) {missing} for {type(model).__name__}; valid are the presets "
+            f"{', '.join(repr(p) for p in LAYER_PRESETS)} or the hookable layers: {_listing(model)}"
         )
     if len(set(names)) != len(names):
         raise ValueError(f"layer names repeat in {names}; give each layer once")
     return names
+
+
+def _listing(model: nn.Module, limit: int = 200) -> str:
+    available = hookable_layers(model)
+    return ", ".join(available[:limit]) + (f" … ({len(available)} in all)" if len(available) > limit else "")
 
 
 #: Per model and mode (train/eval): the layers whose outputs an in-place op overwrites later in
