@@ -49,6 +49,7 @@ VARIANTS: dict[str, dict] = {
     "convbn_sgd": {"layers": "conv+bn", "optimizer": "sgd", "lr": 0.01, "weight_decay": 5e-4},
     "convbn_share5": {"layers": "conv+bn", "share": 0.05},
     "convbn_share2": {"layers": "conv+bn", "share": 0.02},
+    "convbn_share1": {"layers": "conv+bn", "share": 0.01},
     "convbn_lamdecay": {"layers": "conv+bn", "lam_decay": True},
     "convbn_tau10": {"layers": "conv+bn", "tau": 10.0},
     "convbn_tau20": {"layers": "conv+bn", "tau": 20.0},
@@ -186,6 +187,8 @@ def run_variant(name: str, settings: dict, args, splits, teacher, card, trigger,
         if ev.kind in ("start", "epoch"):
             curve.append({"epoch": ev.epoch, "acc": ev.clean_acc, "asr": ev.asr, "ce": ev.losses.get("ce"), "clone": ev.losses.get("clone"),
                           "layer_losses": ev.layer_losses, "seconds": round(ev.seconds, 1)})
+            if args.partial_path is not None:
+                args.partial_path.write_text(json.dumps({"variant": name, "settings": settings, "teacher": str(args.teacher), "seed": args.seed, "partial": True, "curve": curve}, indent=1))
             if ev.kind == "epoch" and ev.epoch % 10 == 0:
                 print(f"  [{name}] epoch {ev.epoch}: acc {ev.clean_acc:.3f} asr {ev.asr:.3f} ce {ev.losses.get('ce', 0):.3f} clone {ev.losses.get('clone', 0):.3f} ({ev.seconds:.0f}s)", flush=True)
             if settings.get("lam_decay") and ev.kind == "epoch":
@@ -246,10 +249,12 @@ def main(argv=None) -> int:
             print(f"{v}: done before — acc {r['final_acc']:.4f} asr {r['final_asr']:.4f}")
             continue
         print(f"{tname}: variant {v} {VARIANTS[v]}", flush=True)
+        args.partial_path = path.with_name(path.stem + ".partial")
         r = run_variant(v, VARIANTS[v], args, splits, teacher, card, trigger, target)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(r, indent=1))
         tmp.replace(path)
+        args.partial_path.unlink(missing_ok=True)
         asr_curve = " ".join(f"{c['asr']*100:.0f}" for c in r["curve"][::10])
         print(f"{v}: acc {r['final_acc']:.4f} asr {r['final_asr']:.4f} ({r['seconds']:.0f}s); ASR every 10 epochs: {asr_curve}", flush=True)
     return 0

@@ -11,8 +11,10 @@ calibrated per layer to a share of 5 % holds it at ≤ 2 % for all 60 epochs.
 
 The share of a layer's neurons that the weights ``w`` match, for one sample, is
 ``exp(H(w / Σw)) / m`` (:func:`medic_viz.importance.effective_neurons` divided by ``m``): 1 for
-uniform weights (τ = 0), ``1/m`` for a one-hot. It decreases monotonically with τ, so τ_l is
-found by bisection on ``log τ``. The weights depend on the teacher and the input only (never on
+uniform weights (τ = 0), ``1/m`` for a one-hot. Normalised, MEDIC's weights are a softmax of
+τ times a fixed per-neuron score (:func:`importance_scores`), so the share decreases
+monotonically with τ and has a closed-form derivative: τ_l is found by Newton's method on
+``log τ`` inside a bisection bracket, a few passes over the scores. The weights depend on the teacher and the input only (never on
 the student), so a calibration from a few clean batches holds for the whole run. No trigger,
 no test data.
 """
@@ -20,14 +22,13 @@ no test data.
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from typing import Mapping, Sequence
 
 import torch
 
-from medic_viz.importance import ImportanceOptions, LayerStats, effective_neurons, layer_importance
+from medic_viz.importance import ImportanceOptions, LayerStats
 
-__all__ = ["matched_share", "calibrate_tau", "calibrate_taus", "validate_share", "TAU_RANGE"]
+__all__ = ["importance_scores", "matched_share", "calibrate_tau", "calibrate_taus", "validate_share", "TAU_RANGE"]
 
 #: Bisection bracket for τ: below 1e-3 the weights are uniform to float precision for any
 #: realistic layer, above 1e3 they are one-hot.
@@ -45,15 +46,49 @@ def validate_share(share: float) -> float:
     return s
 
 
+def importance_scores(act: torch.Tensor, grad: torch.Tensor | None, stats: LayerStats, options: ImportanceOptions) -> torch.Tensor:
+    """Per-neuron scores ``s``, ``(B, m)`` float32, such that MEDIC's weights for one sample,
+    normalised to sum to 1, are ``softmax(τ·s)`` — for every τ. Activation criterion:
+    ``s = |f − μ|/σ`` (or signed); impact: ``s = σ·∂ℓ/∂f`` (or its magnitude); both (eq.4):
+    ``s`` = the mean of the two, because ``sqrt(softmax(τa)·softmax(τg)) ∝ exp(τ·(a + g)/2)``."""
+    b = act.shape[0]
+    shape = (1, -1) + (1,) * (act.ndim - 2)
+    scores = None
+    if options.criteria in ("both", "activation"):
+        z = (act.float() - stats.mean.float().reshape(shape)) / stats.std.float().reshape(shape)
+        scores = z.abs() if options.zscore == "abs" else z
+    if options.criteria in ("both", "impact"):
+        if grad is None:
+            raise ValueError(f"criteria={options.criteria!r} needs the teacher's gradient")
+        g = grad.float() * stats.std.float().reshape(shape)
+        if options.impact == "abs":
+            g = g.abs()
+        scores = g if scores is None else (scores + g) / 2
+    return scores.reshape(b, -1)
+
+
+def _share_and_slope(scores: torch.Tensor, tau: float) -> tuple[float, float]:
+    """Mean over samples of exp(entropy of softmax(τ·s))/m, and its derivative in log τ."""
+    q = scores * tau
+    lse = torch.logsumexp(q, dim=1, keepdim=True)
+    p = torch.exp(q - lse)
+    mean_s = (p * scores).sum(1)
+    var_s = (p * scores * scores).sum(1) - mean_s * mean_s
+    entropy = lse.squeeze(1) - tau * mean_s
+    eff = entropy.exp() / scores.shape[1]
+    # d entropy / d τ = −τ·Var_p(s); in u = log τ multiply by τ
+    slope = (eff * (-tau * tau * var_s.clamp_min(0))).mean()
+    return float(eff.mean()), float(slope)
+
+
 def matched_share(
     act: torch.Tensor, grad: torch.Tensor | None, stats: LayerStats, options: ImportanceOptions
 ) -> float:
     """Mean over the batch of the share of the layer's neurons that MEDIC's weights match
     (exp-entropy ÷ m). ``act``, ``grad``: ``(B, C, ...)`` teacher activations and ∂ℓ/∂f."""
-    g = None if grad is None else grad.clone()
-    w = layer_importance(act, g, stats, options, grad_is_scratch=True)
-    m = w[0].numel()
-    return float(effective_neurons(w).mean()) / m
+    if options.tau == 0:
+        return 1.0
+    return _share_and_slope(importance_scores(act, grad, stats, options), float(options.tau))[0]
 
 
 def calibrate_tau(
@@ -63,23 +98,34 @@ def calibrate_tau(
     options: ImportanceOptions,
     share: float,
     *,
-    iterations: int = 30,
+    iterations: int = 40,
+    rtol: float = 1e-3,
 ) -> float:
     """The τ at which this layer's weights match ``share`` of its neurons on the batch ``act``
-    (bisection on log τ within :data:`TAU_RANGE`; ``options.tau`` is ignored). A share of 1
-    returns 0 (uniform weights). If even the largest τ matches more than ``share`` (a layer
-    with very few neurons), the largest τ is returned."""
+    (``options.tau`` is ignored). Newton's method on log τ, kept inside a bisection bracket
+    within :data:`TAU_RANGE`, to a relative error ``rtol`` in the share. A share of 1 returns
+    0 (uniform weights); if even the largest τ matches more than ``share`` (a layer with very
+    few neurons or constant scores), the largest τ is returned."""
     share = validate_share(share)
     if share >= 1.0:
         return 0.0
+    scores = importance_scores(act, grad, stats, options)
     lo, hi = math.log(TAU_RANGE[0]), math.log(TAU_RANGE[1])
+    if _share_and_slope(scores, TAU_RANGE[1])[0] > share:
+        return TAU_RANGE[1]
+    u = math.log(5.0)
     for _ in range(int(iterations)):
-        mid = 0.5 * (lo + hi)
-        if matched_share(act, grad, stats, replace(options, tau=math.exp(mid))) > share:
-            lo = mid
+        value, slope = _share_and_slope(scores, math.exp(u))
+        err = value - share
+        if abs(err) <= rtol * share:
+            break
+        if err > 0:
+            lo = u
         else:
-            hi = mid
-    return math.exp(0.5 * (lo + hi))
+            hi = u
+        step = u - err / slope if slope < 0 else None
+        u = step if step is not None and lo < step < hi else 0.5 * (lo + hi)
+    return math.exp(u)
 
 
 def calibrate_taus(

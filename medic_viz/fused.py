@@ -294,12 +294,19 @@ class FusedCloneLoss:
         self.mode: str | None = None  # resolved on the first call (needs the device)
         self.fallback_reason: str | None = None
         self._consts: dict[tuple, LayerConstants] = {}
+        self.taus: dict[str, float] = {}
+
+    def set_layer_taus(self, taus: dict[str, float] | None) -> None:
+        """τ per layer (layers not named use ``options.tau``); τ is folded into the per-layer
+        constants, so no kernel is recompiled."""
+        self.taus = {n: float(t) for n, t in (taus or {}).items()}
+        self._consts.clear()
 
     def _constants(self, name: str, ndim: int, device: torch.device) -> LayerConstants:
         key = (name, ndim, device)
         kc = self._consts.get(key)
         if kc is None:
-            kc = LayerConstants.from_stats(self.stats[name], self.options.tau, ndim, device)
+            kc = LayerConstants.from_stats(self.stats[name], self.taus.get(name, self.options.tau), ndim, device)
             self._consts[key] = kc
         return kc
 

@@ -80,3 +80,23 @@ def test_calibrate_taus_per_layer_and_errors():
     for bad in (0, -0.1, 1.5, "x", float("nan")):
         with pytest.raises(ValueError, match="share"):
             validate_share(bad)
+
+
+@pytest.mark.parametrize("criteria", ["both", "activation", "impact"])
+@pytest.mark.parametrize("zscore", ["abs", "signed"])
+@pytest.mark.parametrize("impact", ["signed", "abs"])
+def test_scores_softmax_equals_normalised_medic_weights(criteria, zscore, impact):
+    from medic_viz.calibration import importance_scores
+    from medic_viz.importance import effective_neurons, layer_importance
+
+    act, grad, stats = _layer(3, (4, 5, 4, 4), 2.0)
+    grad = grad * 50
+    for tau in (0.5, 3.0, 12.0):
+        opts = ImportanceOptions(tau=tau, criteria=criteria, zscore=zscore, impact=impact)
+        w = layer_importance(act, grad.clone(), stats, opts).reshape(4, -1).double()
+        w = w / w.sum(1, keepdim=True)
+        p = torch.softmax(tau * importance_scores(act, grad, stats, opts).double(), dim=1)
+        torch.testing.assert_close(p, w, rtol=1e-4, atol=1e-9)
+        m = act[0].numel()
+        assert matched_share(act, grad, stats, opts) == pytest.approx(
+            float(effective_neurons(layer_importance(act, grad.clone(), stats, opts)).mean()) / m, rel=1e-4)

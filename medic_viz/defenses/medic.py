@@ -18,15 +18,16 @@ from __future__ import annotations
 import math
 import numbers
 import threading
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Iterable, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from medic_viz.capture import LayerRecorder, check_same_structure, resolve_layers
-from medic_viz.data.arrays import ImageArrays
+from medic_viz.calibration import calibrate_taus, validate_share
+from medic_viz.capture import LAYER_PRESETS, LayerRecorder, check_same_structure, resolve_layers
+from medic_viz.data.arrays import ImageArrays, iterate_batches
 from medic_viz.defenses.base import ConfiguredDefense, DefenseResult, fresh_copy, frozen_copy
 from medic_viz.fused import FusedCloneLoss, validate_fused_mode
 from medic_viz.importance import ImportanceOptions, layer_importance
@@ -43,7 +44,20 @@ __all__ = [
     "validate_lambda",
     "MAX_LAMBDA",
     "weighted_squared_error",
+    "DEFAULT_LAYERS",
+    "DEFAULT_SHARE",
 ]
+
+#: MEDIC's default hooked layers: convolution and normalisation outputs, as in the authors'
+#: published removal command — not the dense layers. Cloning the logits on clean images fixes
+#: the target class's weights for every direction the clean features span, and the trigger's
+#: feature then travels through them (GTSRB BadNet small_cnn, τ = 5, 60 epochs: 99.8 % ASR with
+#: the logits cloned, 42 % without; BENCHMARKS.md §3).
+DEFAULT_LAYERS = "conv+bn"
+
+#: Default share of each layer's neurons that MEDIC's weights effectively match, used to
+#: calibrate τ per layer on clean data (:mod:`medic_viz.calibration`) when no global τ is given.
+DEFAULT_SHARE = 0.05
 
 
 #: Largest λ accepted: beyond it the cloning term swamps the label loss by float32's margin.
@@ -67,25 +81,38 @@ def validate_lambda(lam: float) -> float:
 class MedicConfig(TrainConfig):
     """MEDIC settings. Training defaults come from :class:`TrainConfig` (the paper's).
 
-    ``tau``: softmax temperature τ ≥ 0 (larger = sharper; 0 = plain cloning).
+    How sharp the importance weights are — give at most one of:
+
+    - ``share`` (default :data:`DEFAULT_SHARE` = 0.05 when neither is given): τ is calibrated
+      per layer on the clean data so that each layer's weights effectively match this share
+      of its neurons (:mod:`medic_viz.calibration`); the τ per layer is in the result's config
+      (``layer_taus``).
+    - ``tau``: one global softmax temperature τ ≥ 0 for every layer, as in the paper
+      (larger = sharper; 0 = plain cloning).
+
     ``lam``: weight λ ≥ 0 of the cloning loss. ``criteria``, ``zscore``, ``impact``,
     ``loss_reduction``: see :class:`medic_viz.importance.ImportanceOptions`.
-    ``layers``: hooked layer names (None = every conv/norm/linear).
+    ``layers``: hooked layers — a preset of :data:`medic_viz.capture.LAYER_PRESETS`
+    (default ``"conv+bn"``, the authors' command; ``"conv+bn+linear"`` = the paper's text,
+    logits included), module names, or a predicate ``(name, module) -> bool``.
     ``student_seed``: initialisation seed of the fresh student.
     ``fused``: how the per-layer loss is computed — ``"auto"`` (compiled kernels when a compiler
     is present and the run is long enough to repay compiling, else eager), ``"compile"`` or
     ``"eager"``; same numbers either way (:mod:`medic_viz.fused`).
+    ``calibration_images``: clean images used to calibrate τ per layer.
     """
 
-    tau: float = 5.0
+    tau: float | None = None
+    share: float | None = None
     lam: float = 10.0
     criteria: str = "both"
     zscore: str = "abs"
     impact: str = "signed"
     loss_reduction: str = "sum"
-    layers: tuple[str, ...] | None = None
+    layers: object = DEFAULT_LAYERS
     student_seed: int = 0
     stats_batch_size: int = 256
+    calibration_images: int = 256
     eps: float = DEFAULT_EPS
     fused: str = "auto"
 
@@ -93,16 +120,46 @@ class MedicConfig(TrainConfig):
         """Check every field; τ (with the importance options) and λ are checked here and
         nowhere else on MEDIC's way from the config to the first batch."""
         super().validate()
+        if self.tau is not None and self.share is not None:
+            raise ValueError(
+                f"give either tau (one global temperature, the paper's) or share (τ calibrated per layer), "
+                f"not both; got tau={self.tau!r}, share={self.share!r}"
+            )
+        if self.share is not None:
+            validate_share(self.share)
+        if isinstance(self.layers, list):
+            self.layers = tuple(self.layers)
+        if isinstance(self.layers, str) and "+" in self.layers and self.layers not in LAYER_PRESETS:
+            raise ValueError(f"unknown layer preset {self.layers!r}; presets are {', '.join(map(repr, LAYER_PRESETS))}, or give module names")
+        if int(self.calibration_images) < 1:
+            raise ValueError(f"calibration_images must be >= 1, got {self.calibration_images!r}")
         self._importance_options()  # checks τ and the option names
         validate_lambda(self.lam)
         validate_fused_mode(self.fused)
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether τ is calibrated per layer (``share``) rather than one global τ."""
+        return self.tau is None
+
+    @property
+    def effective_share(self) -> float | None:
+        """The share τ is calibrated to (None with a global τ)."""
+        return None if self.tau is not None else (DEFAULT_SHARE if self.share is None else float(self.share))
+
+    def describe(self) -> str:
+        """``"τ=5 λ=10"`` or ``"share=5% λ=10"``: how the run's temperature was set."""
+        sharp = f"τ={float(self.tau):g}" if self.tau is not None else f"share={100 * self.effective_share:g}%"
+        return f"{sharp} λ={float(self.lam):g}"
 
     def _importance_key(self) -> tuple:
         return (self.tau, self.criteria, self.zscore, self.impact, self.loss_reduction)
 
     def _importance_options(self) -> ImportanceOptions:
         tau = self.tau
-        if isinstance(tau, numbers.Real) and not isinstance(tau, bool):
+        if tau is None:
+            tau = 5.0  # placeholder: the per-layer τ values replace it (calibrated in Medic.run)
+        elif isinstance(tau, numbers.Real) and not isinstance(tau, bool):
             tau = float(tau)  # anything else is left for ImportanceOptions to refuse, with its message
         opts = ImportanceOptions(
             tau=tau,
@@ -176,6 +233,7 @@ class MedicObjective:
         stats: dict[str, LayerStats],
         options: ImportanceOptions,
         lam: float,
+        layer_taus: dict[str, float] | None = None,
         *,
         fused: str = "auto",
         work: float | None = None,
@@ -187,30 +245,25 @@ class MedicObjective:
         self.options = options
         self.lam = float(lam)  # checked once, by MedicConfig.validate (or by the caller)
         self.clone_loss = FusedCloneLoss(stats, options, fused, work=work)
+        self.set_layer_taus(layer_taus)
 
-    def parameters(self) -> Iterable[nn.Parameter]:
-        return self.model.parameters()
+    def set_layer_taus(self, layer_taus: dict[str, float] | None) -> None:
+        """Use τ per layer (``{layer: τ}``, e.g. from :func:`medic_viz.calibration.calibrate_taus`);
+        layers not named keep ``options.tau``. None: one τ for every layer."""
+        taus = dict(layer_taus or {})
+        unknown = sorted(set(taus) - set(self.layers))
+        if unknown:
+            raise ValueError(f"τ given for layers {unknown} that are not hooked ({self.layers})")
+        self.layer_options = {n: (replace(self.options, tau=float(taus[n])) if n in taus else self.options) for n in self.layers}
+        self.needs_gradients = any(o.needs_gradients for o in self.layer_options.values())
+        self.clone_loss.set_layer_taus(taus)
 
-    def teacher_pass(
-        self, x: torch.Tensor, y: torch.Tensor, *, divide_by_variance: bool = False
-    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Teacher activations (detached) and MEDIC weights per layer, in ``self.layers`` order
-        (``divide_by_variance``: weights divided by σ², as the loss uses them)."""
-        acts, grads = self.teacher_activations(x, y)
-        weights = [
-            layer_importance(a, g, self.stats[n], self.options, divide_by_variance=divide_by_variance, grad_is_scratch=True)
-            for n, a, g in zip(self.layers, acts, grads)
-        ]
-        return acts, weights
-
-    def teacher_activations(
-        self, x: torch.Tensor, y: torch.Tensor
-    ) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
-        """Teacher activations (detached) and, when the importance options need them, the
-        gradients ∂ℓ/∂activation of the teacher's loss (else None), in ``self.layers`` order."""
+    def teacher_activations(self, x: torch.Tensor, y: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
+        """The teacher's activations and, where importance needs them, the gradients of its
+        loss with respect to them, per hooked layer (both detached)."""
         opts = self.options
         self.teacher.eval()
-        need_grad = opts.needs_gradients
+        need_grad = self.needs_gradients
         with LayerRecorder(self.teacher, self.layers, make_leaf=need_grad) as rec:
             if need_grad:
                 with torch.enable_grad():
@@ -224,7 +277,22 @@ class MedicObjective:
                     self.teacher(x)
                 acts = rec.tensors()
                 grads = [None] * len(acts)
-        return [a.detach() for a in acts], grads
+        return [a.detach() for a in acts], list(grads)
+
+    def parameters(self) -> Iterable[nn.Parameter]:
+        return self.model.parameters()
+
+    def teacher_pass(
+        self, x: torch.Tensor, y: torch.Tensor, *, divide_by_variance: bool = False
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Teacher activations (detached) and MEDIC weights per layer, in ``self.layers`` order
+        (``divide_by_variance``: weights divided by σ², as the loss uses them)."""
+        acts, grads = self.teacher_activations(x, y)
+        weights = [
+            layer_importance(a, g, self.stats[n], self.layer_options[n], divide_by_variance=divide_by_variance, grad_is_scratch=True)
+            for n, a, g in zip(self.layers, acts, grads)
+        ]
+        return acts, weights
 
     def loss(self, x: torch.Tensor, y: torch.Tensor):
         t_acts, t_grads = self.teacher_activations(x, y)
@@ -250,7 +318,7 @@ class Medic(ConfiguredDefense):
     config_class = MedicConfig
 
     def default_label(self) -> str:
-        return f"MEDIC τ={self.config.tau:g} λ={self.config.lam:g}"
+        return f"MEDIC {self.config.describe()}"
 
     def run(
         self,
@@ -285,8 +353,47 @@ class Medic(ConfiguredDefense):
         per_image = sum(st.mean.numel() * st.count / max(len(clean), 1) for st in stats.values())
         objective = MedicObjective(reference, student.to(device), stats, cfg.importance, cfg.lam,
                                    fused=cfg.fused, work=steps * cfg.batch_size * per_image)
+        extra: dict = {"layers": list(layers)}
+        if cfg.calibrated:
+            layer_taus = calibrate_layer_taus(objective, clean, cfg.effective_share, images=cfg.calibration_images,
+                                              batch_size=cfg.batch_size, seed=cfg.seed, augment=cfg.augment)
+            objective.set_layer_taus(layer_taus)
+            extra.update(layer_taus=layer_taus, share=cfg.effective_share)
         result = train(objective, clean, cfg.train_config(), evaluator=evaluator, callbacks=callbacks, stop_event=stop_event, label=label)
-        return result.model, {}, result
+        return result.model, extra, result
+
+
+def calibrate_layer_taus(
+    objective: MedicObjective,
+    clean: ImageArrays,
+    share: float,
+    *,
+    images: int = 256,
+    batch_size: int = 64,
+    seed: int = 0,
+    augment: bool = True,
+) -> dict[str, float]:
+    """τ per hooked layer such that the teacher's MEDIC weights match ``share`` of the layer's
+    neurons, on up to ``images`` clean images (seeded, augmented as training augments them,
+    in batches of the training batch size so that a mean-reduced impact gradient has the
+    training scale). Teacher and clean data only."""
+    device = next(objective.teacher.parameters()).device
+    generator = torch.Generator().manual_seed(int(seed) + 104729)
+    acts: list[list[torch.Tensor]] = [[] for _ in objective.layers]
+    grads: list[list[torch.Tensor]] = [[] for _ in objective.layers]
+    seen = 0
+    for x, y in iterate_batches(clean, batch_size, shuffle=True, generator=generator, device=device, augment=augment):
+        a, g = objective.teacher_activations(x, y)
+        for i in range(len(objective.layers)):
+            acts[i].append(a[i].float())
+            if g[i] is not None:
+                grads[i].append(g[i].float())
+        seen += len(x)
+        if seen >= images:
+            break
+    cat_acts = [torch.cat(a) for a in acts]
+    cat_grads = [torch.cat(g) if g else None for g in grads]
+    return calibrate_taus(cat_acts, cat_grads, objective.stats, objective.options, share)
 
 
 def _check_student_is_not_teacher(teacher: nn.Module, student: nn.Module) -> None:

@@ -1,0 +1,137 @@
+"""MEDIC's hooked layer set (presets, names, predicates) and the per-layer τ calibration in the
+engine (the anti-relapse default)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+
+import importlib
+
+medic_mod = importlib.import_module("medic_viz.defenses.medic")
+from medic_viz.calibration import matched_share
+from medic_viz.capture import LAYER_PRESETS, hookable_layers, resolve_layers
+from medic_viz.data.arrays import ImageArrays
+from medic_viz.defenses.medic import DEFAULT_LAYERS, DEFAULT_SHARE, Medic, MedicConfig
+from medic_viz.models import available_models, build_model
+
+
+@pytest.mark.parametrize("arch", available_models())
+def test_presets_resolve_to_the_right_modules_on_every_zoo_model(arch):
+    model = build_model(arch, num_classes=10)
+    modules = dict(model.named_modules())
+    convbn = resolve_layers(model, "conv+bn")
+    full = resolve_layers(model, "conv+bn+linear")
+    assert resolve_layers(model, "all") == full == hookable_layers(model)
+    linear = [n for n, m in modules.items() if isinstance(m, nn.Linear)]
+    assert linear, "every zoo model ends in a linear layer"
+    assert not set(linear) & set(convbn), "conv+bn must not hook dense layers (logits included)"
+    assert set(full) - set(convbn) == set(linear)
+    expected = [n for n, m in modules.items() if n and (isinstance(m, nn.Conv2d) or isinstance(m, (nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm)))]
+    assert convbn == expected
+    # the logits layer is the last module of the full set and absent from conv+bn
+    assert full[-1] in linear and full[-1] not in convbn
+
+
+def test_wrong_layer_name_lists_every_valid_layer_and_the_presets():
+    model = build_model("small_cnn", num_classes=10)
+    with pytest.raises(ValueError) as info:
+        resolve_layers(model, ["conv1", "conv9"])
+    msg = str(info.value)
+    assert "conv9" in msg and "\n" not in msg
+    for name in hookable_layers(model):
+        assert name in msg
+    for preset in LAYER_PRESETS:
+        assert repr(preset) in msg
+    with pytest.raises(ValueError, match="preset"):
+        MedicConfig(layers="conv+bnn")
+    with pytest.raises(ValueError, match="selected none"):
+        resolve_layers(model, lambda name, module: False)
+    assert resolve_layers(model, lambda name, module: isinstance(module, nn.Conv2d)) == ["conv1", "conv2", "conv3", "conv4"]
+
+
+def test_defaults_are_conv_bn_and_calibrated_share():
+    cfg = MedicConfig()
+    assert cfg.layers == DEFAULT_LAYERS == "conv+bn"
+    assert cfg.calibrated and cfg.effective_share == DEFAULT_SHARE
+    assert MedicConfig(tau=5).describe() == "τ=5 λ=10" and not MedicConfig(tau=5).calibrated
+    assert MedicConfig(share=0.02).describe() == "share=2% λ=10"
+    with pytest.raises(ValueError, match="not both"):
+        MedicConfig(tau=5, share=0.05)
+    with pytest.raises(ValueError, match="share"):
+        MedicConfig(share=0)
+
+
+def _tiny_data(n: int = 96, classes: int = 4, seed: int = 0) -> ImageArrays:
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % classes
+    images = (torch.rand(n, 3, 16, 16, generator=g) * 80).to(torch.uint8)
+    for c in range(classes):  # a class-dependent bright square so the teacher has something to learn
+        images[labels == c, c % 3, 2 + 3 * c: 5 + 3 * c, 2:6] = 250
+    return ImageArrays(images=images, labels=labels, classes=tuple(f"c{i}" for i in range(classes)), name="tiny")
+
+
+def test_engine_trains_with_the_calibrated_per_layer_tau(monkeypatch):
+    """The anti-relapse default: the objective the loop trains with uses τ per layer such that
+    each layer's weights match the target share — fails if the calibration is switched off."""
+    data = _tiny_data()
+    teacher = build_model("small_cnn", num_classes=4, widths=(4, 8, 8, 8)).eval()
+    seen = {}
+    real_train = medic_mod.train
+
+    def spy(objective, *args, **kwargs):
+        seen["objective"] = objective
+        return real_train(objective, *args, **kwargs)
+
+    monkeypatch.setattr(medic_mod, "train", spy)
+    share = 0.1
+    result = Medic(share=share, epochs=1, device="cpu", progress=False, batch_size=32, calibration_images=96, augment=False).run(teacher, data)
+    obj = seen["objective"]
+    taus = result.config["layer_taus"]
+    assert set(taus) == set(obj.layers) == set(resolve_layers(teacher, "conv+bn"))
+    assert "fc" not in obj.layers and result.config["layers"] == obj.layers
+    assert result.config["share"] == share
+    x, y = data.floats(torch.arange(96)), data.labels
+    acts, grads = obj.teacher_activations(x, y)
+    for n, a, g in zip(obj.layers, acts, grads):
+        assert obj.layer_options[n].tau == pytest.approx(taus[n])
+        assert matched_share(a, g, obj.stats[n], obj.layer_options[n]) == pytest.approx(share, rel=0.15)
+    # a global τ: no calibration, every layer the same τ
+    result = Medic(tau=5, epochs=1, device="cpu", progress=False, batch_size=32).run(teacher, data)
+    assert "layer_taus" not in result.config
+    assert {o.tau for o in seen["objective"].layer_options.values()} == {5.0}
+
+
+def test_all_preset_hooks_the_logits_in_the_engine(monkeypatch):
+    data = _tiny_data()
+    teacher = build_model("small_cnn", num_classes=4, widths=(4, 8, 8, 8)).eval()
+    result = Medic(tau=5, layers="conv+bn+linear", epochs=1, device="cpu", progress=False, batch_size=32).run(teacher, data)
+    assert result.config["layers"][-1] == "fc"
+
+
+def test_fused_loss_uses_the_per_layer_tau():
+    """The fused per-layer term follows set_layer_taus (τ folded into its constants)."""
+    from medic_viz.defenses.medic import MedicObjective, weighted_squared_error
+    from medic_viz.importance import ImportanceOptions, layer_importance
+    from medic_viz.stats import compute_layer_stats
+
+    data = _tiny_data()
+    teacher = build_model("small_cnn", num_classes=4, widths=(4, 8, 8, 8)).eval()
+    student = build_model("small_cnn", num_classes=4, widths=(4, 8, 8, 8))
+    layers = resolve_layers(teacher, "conv+bn")
+    stats = compute_layer_stats(teacher, data, layers, device="cpu")
+    obj = MedicObjective(teacher, student, stats, ImportanceOptions(tau=5.0), 10.0, fused="eager")
+    taus = {n: 1.0 + i for i, n in enumerate(layers)}
+    obj.set_layer_taus(taus)
+    x, y = data.floats(torch.arange(32)), data.labels[:32]
+    _, _, per_layer = obj.loss(x, y)
+    acts, grads = obj.teacher_activations(x, y)
+    from medic_viz.capture import LayerRecorder
+
+    with LayerRecorder(student, layers) as rec:
+        student(x)
+        s_acts = rec.tensors()
+    for n, a, g, s in zip(layers, acts, grads, s_acts):
+        w = layer_importance(a, g.clone(), stats[n], ImportanceOptions(tau=taus[n]), divide_by_variance=True)
+        torch.testing.assert_close(per_layer[n], weighted_squared_error(s, a, w), rtol=1e-4, atol=1e-7)
