@@ -20,12 +20,20 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def load_runs(folder: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+    """Finished runs (``*.json``) and, marked ``partial``, runs stopped before the end (``*.partial``)."""
+    runs = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+    for p in sorted(folder.glob("*.partial")):
+        r = json.loads(p.read_text())
+        last = r["curve"][-1]
+        r.update(partial=True, epochs=last["epoch"], final_acc=last["acc"], final_asr=last["asr"], seconds=last["seconds"],
+                 variant=r["variant"] + f" (stopped at epoch {last['epoch']})")
+        runs.append(r)
+    return runs
 
 
 def table(runs: list[dict]) -> str:
     lines = [
-        "| teacher | variant | seed | epochs | final acc | final ASR | max live ASR after epoch 20 | live ASR at epochs 10/20/30/40/50/60 | s |",
+        "| teacher | variant | seed | epochs | final acc (whole test set; live for stopped runs) | final ASR | max live ASR after epoch 20 | live ASR at epochs 10/20/30/40/50/60 | s |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:

@@ -33,8 +33,8 @@ _RESULT_NAMES = frozenset({"result.json", "report.html", "model", "STOPPED"})
 #: while τ = 10 removes all four (≤ 7 %, ≤ 1.6 points of accuracy); with 20 epochs τ = 5 removes
 #: all four at ≤ 4.1 points, and τ = 10 costs ~10 points. The library default stays the paper's 5.
 DEMO_SETTINGS = {
-    "full": dict(epochs=60, tau=10.0, lam=10.0, fraction=0.05),
-    "quick": dict(epochs=20, tau=5.0, lam=10.0, fraction=0.05),
+    "full": dict(epochs=60, lam=10.0, fraction=0.05),
+    "quick": dict(epochs=20, lam=10.0, fraction=0.05),
 }
 
 
@@ -94,8 +94,15 @@ def build_parser() -> argparse.ArgumentParser:
     dfd.add_argument("--method", default="medic", help="defence: medic (default), finetune, fineprune, nad, mcr, anp, kd, scratch")
     dfd.add_argument("--teacher", required=True, help="folder with model.safetensors + card.json (from `attack`)")
     _add_dataset(dfd)
-    dfd.add_argument("--tau", default=None, help="MEDIC only: temperature τ >= 0 (default 5; 0 = plain cloning), or "
-                     "'auto' to choose it from clean data alone (largest τ within --tau-budget of the model's clean accuracy)")
+    dfd.add_argument("--tau", default=None, help="MEDIC only: one global temperature τ >= 0 for every layer, as in the paper "
+                     "(0 = plain cloning), or 'auto' to choose it from clean data alone (largest τ within --tau-budget of the "
+                     "model's clean accuracy). Default: no global τ — τ is calibrated per layer to --share")
+    dfd.add_argument("--share", type=_number(0.0, 1.0, low_open=True), default=None,
+                     help="MEDIC only: calibrate τ per layer on the clean data so that each layer's weights match this share "
+                          "of its neurons (default 0.01 = 1%%; the default mode; not with --tau)")
+    dfd.add_argument("--layers", default=None,
+                     help="MEDIC only: hooked layers — 'conv+bn' (default, the MEDIC authors' command: no dense layers), "
+                          "'conv+bn+linear' (the paper's text, logits included) or comma-separated module names")
     dfd.add_argument("--tau-budget", type=_number(0.0, 1.0), default=None,
                      help="with --tau auto: allowed clean-accuracy drop (fraction, default 0.03)")
     dfd.add_argument("--tau-search-epochs", type=_whole(1, 100_000), default=None,
@@ -167,7 +174,7 @@ def _run_removal(teacher, card, splits, args, signals, out, *, fraction, method=
     if trigger is None:
         _print("note: the model card records no attack, so ASR cannot be measured; clean accuracy only")
     cfg = defense.config
-    extra = f"τ={cfg.tau:g} λ={cfg.lam:g}, " if defense.name == "medic" else ""
+    extra = f"{cfg.describe()}, layers {cfg.layers if isinstance(cfg.layers, str) else ','.join(cfg.layers)}, " if defense.name == "medic" else ""
     _print(f"{name}: {extra}{cfg.epochs} epochs on {100 * fraction:g}% of {splits.train.name} "
            f"({len(splits.train)} images), device {args.device}")
     signals.phase = "train"
@@ -270,6 +277,21 @@ def cmd_attack(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_layers(text: str | None) -> str | tuple[str, ...] | None:
+    """``--layers``: a preset name or comma-separated module names (checked against the model later)."""
+    if text is None:
+        return None
+    from medic_viz.capture import LAYER_PRESETS
+
+    text = text.strip()
+    if text in LAYER_PRESETS:
+        return text
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if not names:
+        raise ValueError(f"--layers {text!r}: give a preset ({', '.join(LAYER_PRESETS)}) or comma-separated module names")
+    return names
+
+
 def _parse_tau(text: str) -> float | str:
     from medic_viz.importance import validate_tau
 
@@ -282,7 +304,7 @@ def _parse_tau(text: str) -> float | str:
     return validate_tau(value)
 
 
-_MEDIC_ONLY = ("tau", "lam", "tau_budget", "tau_search_epochs")
+_MEDIC_ONLY = ("tau", "share", "layers", "lam", "tau_budget", "tau_search_epochs")
 
 
 def cmd_defend(args: argparse.Namespace) -> int:
@@ -298,7 +320,11 @@ def cmd_defend(args: argparse.Namespace) -> int:
             one = len(given) == 1
             raise ValueError(f"{' and '.join(given)} appl{'ies' if one else 'y'} to MEDIC's τ and λ only (--method medic); "
                              f"--method {args.method} does not use {'it' if one else 'them'}: remove {'it' if one else 'them'}")
-    tau = _parse_tau("5" if args.tau is None else args.tau)
+    tau = None if args.tau is None else _parse_tau(args.tau)
+    if tau is not None and args.share is not None:
+        raise ValueError(f"--tau {args.tau} and --share {args.share:g} both set how sharp MEDIC's weights are; give one "
+                         "(--share calibrates τ per layer, --tau is one global τ)")
+    layers = _parse_layers(args.layers)
     lam = validate_lambda(10.0 if args.lam is None else args.lam)
     if tau != "auto" and (args.tau_budget is not None or args.tau_search_epochs is not None):
         raise ValueError("--tau-budget and --tau-search-epochs apply to --tau auto only")
@@ -322,7 +348,7 @@ def cmd_defend(args: argparse.Namespace) -> int:
                                    progress=not args.no_progress, **search)
             _print(str(selection))
             tau = selection.tau
-        extra = {"tau": float(tau), "lam": lam} if method == "medic" else {}
+        extra = {"tau": None if tau is None else float(tau), "share": args.share, "lam": lam, "layers": layers} if method == "medic" else {}
         return _run_removal(teacher, card, splits, args, signals, out, method=method, epochs=args.epochs,
                             fraction=args.fraction, batch_size=args.batch_size, lr=args.lr,
                             cpu_bf16=True if args.cpu_bf16 else None, **extra)

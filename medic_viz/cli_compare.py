@@ -65,7 +65,11 @@ def add_compare_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
                         "(seeds then vary the clean subset and the defence only); default: one teacher per seed")
     p.add_argument("--max-train", type=whole(1), default=None, help="use a fixed random subset of this many training images")
     p.add_argument("--max-test", type=whole(1), default=None, help="use a fixed random subset of this many test images")
-    p.add_argument("--tau", type=number(0.0, 1000.0), default=None, help="MEDIC's temperature τ in the comparison (default 5)")
+    p.add_argument("--tau", type=number(0.0, 1000.0), default=None, help="MEDIC's global temperature τ in the comparison "
+                   "(default: none — τ calibrated per layer to --share)")
+    p.add_argument("--share", type=number(0.0, 1.0, low_open=True), default=None,
+                   help="MEDIC: share of each layer's neurons the calibrated τ matches (default 0.01)")
+    p.add_argument("--layers", default=None, help="MEDIC's hooked layers: conv+bn (default), conv+bn+linear, or module names")
     p.add_argument("--lam", type=number(0.0, 1e6), default=None, help="MEDIC's λ in the comparison (default 10)")
     p.add_argument("--ablation", default="none", choices=list(ABLATIONS),
                    help="tau (Fig. 4), lambda_tau (Fig. 6), fraction (Table 4), criteria (Fig. 7), arch (Fig. 8)")
@@ -123,8 +127,10 @@ def _compare(args: argparse.Namespace) -> int:
         "arch": parse_list(args.archs),
     }
     values = {k: v for k, v in values.items() if v is not None}
-    medic = {k: v for k, v in (("tau", args.tau), ("lam", args.lam)) if v is not None}
-    if args.ablation in ("tau", "lambda_tau", "criteria", "arch") and methods and set(methods) != {"medic"}:
+    medic = {k: v for k, v in (("tau", args.tau), ("share", args.share), ("lam", args.lam), ("layers", args.layers)) if v is not None}
+    if isinstance(medic.get("layers"), str) and "," in medic["layers"]:
+        medic["layers"] = tuple(n.strip() for n in medic["layers"].split(",") if n.strip())
+    if args.ablation in ("tau", "lambda_tau", "criteria", "arch", "layers") and methods and set(methods) != {"medic"}:
         print(f"note: the {args.ablation} ablation sweeps MEDIC only; --methods is ignored", file=sys.stderr)
     cells = build_grid(
         dataset=args.dataset, model=args.model, attacks=attacks, methods=methods, seeds=args.seeds,

@@ -60,6 +60,10 @@ def test_ablation_grids(npz):
     arch = build_grid(dataset=npz, attacks=["badnet"], seeds=1, ablation="arch", values={"arch": ["small_cnn", "wrn16_1"], "tau": [1]})
     assert {c.model for c in arch} == {"small_cnn", "wrn16_1"} and all(c.method_options["lr"] == 1e-3 for c in arch)
     assert len({c.teacher_id for c in arch}) == 2
+    layers = build_grid(dataset=npz, attacks=["badnet"], seeds=2, ablation="layers")
+    assert len(layers) == 4 and {c.method for c in layers} == {"medic"}
+    assert {c.method_options["layers"] for c in layers} == {"conv+bn", "conv+bn+linear"}
+    assert len({c.cell_id for c in layers}) == 4  # each layer set is its own resumable cell
     with pytest.raises(ValueError, match="sweeps"):
         build_grid(dataset=npz, attacks=["badnet"], ablation="tau", values={"lam": [1]})
     with pytest.raises(ValueError, match="unknown attack"):

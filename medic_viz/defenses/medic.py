@@ -57,7 +57,7 @@ DEFAULT_LAYERS = "conv+bn"
 
 #: Default share of each layer's neurons that MEDIC's weights effectively match, used to
 #: calibrate τ per layer on clean data (:mod:`medic_viz.calibration`) when no global τ is given.
-DEFAULT_SHARE = 0.05
+DEFAULT_SHARE = 0.01
 
 
 #: Largest λ accepted: beyond it the cloning term swamps the label loss by float32's margin.
@@ -83,7 +83,7 @@ class MedicConfig(TrainConfig):
 
     How sharp the importance weights are — give at most one of:
 
-    - ``share`` (default :data:`DEFAULT_SHARE` = 0.05 when neither is given): τ is calibrated
+    - ``share`` (default :data:`DEFAULT_SHARE` = 0.01 when neither is given): τ is calibrated
       per layer on the clean data so that each layer's weights effectively match this share
       of its neurons (:mod:`medic_viz.calibration`); the τ per layer is in the result's config
       (``layer_taus``).

@@ -26,7 +26,7 @@ __all__ = [
     "validate_cells",
 ]
 
-ABLATIONS: tuple[str, ...] = ("none", "tau", "lambda_tau", "fraction", "criteria", "arch")
+ABLATIONS: tuple[str, ...] = ("none", "tau", "lambda_tau", "fraction", "criteria", "arch", "layers")
 
 #: Values swept by each ablation when none are given (paper Figures 4, 6, 7, 8 and Table 4).
 DEFAULT_ABLATION_VALUES: dict[str, dict[str, tuple]] = {
@@ -35,6 +35,7 @@ DEFAULT_ABLATION_VALUES: dict[str, dict[str, tuple]] = {
     "fraction": {"fraction": (0.05, 0.1)},
     "criteria": {"criteria": ("activation", "impact", "both"), "tau": (1.0, 3.0, 5.0, 7.0)},
     "arch": {"arch": ("vgg11_bn", "mobilenet_v1", "wrn16_1"), "tau": (0.0, 1.0, 3.0, 5.0)},
+    "layers": {"layers": ("conv+bn", "conv+bn+linear")},
 }
 
 #: The methods of the paper's Table 1, and every method the toolkit has.
@@ -313,6 +314,12 @@ def build_grid(
                                               method_options=options_for(m, seed), ablation="fraction",
                                               ablation_value=float(frac), variant=f"{DISPLAY_NAMES[m]} {100 * frac:g}%",
                                               series=f"{attack} · {DISPLAY_NAMES[m]}", x=float(frac), **spec))
+            elif ablation == "layers":
+                for i, layer_set in enumerate(sweep["layers"]):
+                    cells.append(CellSpec(model=model, attack=attack, method="medic", seed=seed, attack_options=a_opts,
+                                          method_options=options_for("medic", seed, {"layers": layer_set}),
+                                          ablation="layers", ablation_value=layer_set, variant=f"MEDIC layers={layer_set}",
+                                          series=attack, x=float(i), **common))
             elif ablation == "tau":
                 for tau in sweep["tau"]:
                     cells.append(CellSpec(model=model, attack=attack, method="medic", seed=seed, attack_options=a_opts,
