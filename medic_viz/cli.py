@@ -33,8 +33,8 @@ _RESULT_NAMES = frozenset({"result.json", "report.html", "model", "STOPPED"})
 #: while τ = 10 removes all four (≤ 7 %, ≤ 1.6 points of accuracy); with 20 epochs τ = 5 removes
 #: all four at ≤ 4.1 points, and τ = 10 costs ~10 points. The library default stays the paper's 5.
 DEMO_SETTINGS = {
-    "full": dict(epochs=60, lam=10.0, fraction=0.05),
-    "quick": dict(epochs=20, lam=10.0, fraction=0.05),
+    "full": dict(epochs=60, tau=10.0, lam=10.0, fraction=0.05),
+    "quick": dict(epochs=20, tau=5.0, lam=10.0, fraction=0.05),
 }
 
 
@@ -96,13 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dataset(dfd)
     dfd.add_argument("--tau", default=None, help="MEDIC only: one global temperature τ >= 0 for every layer, as in the paper "
                      "(0 = plain cloning), or 'auto' to choose it from clean data alone (largest τ within --tau-budget of the "
-                     "model's clean accuracy). Default: no global τ — τ is calibrated per layer to --share")
+                     "model's clean accuracy). Default 5 (the paper's), unless --share is given")
     dfd.add_argument("--share", type=_number(0.0, 1.0, low_open=True), default=None,
                      help="MEDIC only: calibrate τ per layer on the clean data so that each layer's weights match this share "
-                          "of its neurons (default 0.01 = 1%%; the default mode; not with --tau)")
+                          "of its neurons, e.g. 0.05 (instead of one global τ; not with --tau)")
     dfd.add_argument("--layers", default=None,
-                     help="MEDIC only: hooked layers — 'conv+bn' (default, the MEDIC authors' command: no dense layers), "
-                          "'conv+bn+linear' (the paper's text, logits included) or comma-separated module names")
+                     help="MEDIC only: hooked layers — default every conv/norm/linear output (the paper's text, logits "
+                          "included); 'conv+bn' (the MEDIC authors' command: no dense layers), or comma-separated module names")
     dfd.add_argument("--tau-budget", type=_number(0.0, 1.0), default=None,
                      help="with --tau auto: allowed clean-accuracy drop (fraction, default 0.03)")
     dfd.add_argument("--tau-search-epochs", type=_whole(1, 100_000), default=None,

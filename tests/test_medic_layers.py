@@ -51,10 +51,11 @@ def test_wrong_layer_name_lists_every_valid_layer_and_the_presets():
     assert resolve_layers(model, lambda name, module: isinstance(module, nn.Conv2d)) == ["conv1", "conv2", "conv3", "conv4"]
 
 
-def test_defaults_are_conv_bn_and_calibrated_share():
+def test_defaults_stay_the_papers_and_share_is_opt_in():
     cfg = MedicConfig()
-    assert cfg.layers == DEFAULT_LAYERS == "conv+bn"
-    assert cfg.calibrated and cfg.effective_share == DEFAULT_SHARE
+    assert cfg.layers is DEFAULT_LAYERS is None
+    assert not cfg.calibrated and cfg.effective_tau == 5.0 and cfg.describe() == "τ=5 λ=10"
+    assert MedicConfig(share=DEFAULT_SHARE).calibrated and MedicConfig(share=0.05).effective_tau is None
     assert MedicConfig(tau=5).describe() == "τ=5 λ=10" and not MedicConfig(tau=5).calibrated
     assert MedicConfig(share=0.02).describe() == "share=2% λ=10"
     with pytest.raises(ValueError, match="not both"):
@@ -86,7 +87,7 @@ def test_engine_trains_with_the_calibrated_per_layer_tau(monkeypatch):
 
     monkeypatch.setattr(medic_mod, "train", spy)
     share = 0.1
-    result = Medic(share=share, epochs=1, device="cpu", progress=False, batch_size=32, calibration_images=96, augment=False).run(teacher, data)
+    result = Medic(share=share, layers="conv+bn", epochs=1, device="cpu", progress=False, batch_size=32, calibration_images=96, augment=False).run(teacher, data)
     obj = seen["objective"]
     taus = result.config["layer_taus"]
     assert set(taus) == set(obj.layers) == set(resolve_layers(teacher, "conv+bn"))
@@ -98,8 +99,8 @@ def test_engine_trains_with_the_calibrated_per_layer_tau(monkeypatch):
         assert obj.layer_options[n].tau == pytest.approx(taus[n])
         assert matched_share(a, g, obj.stats[n], obj.layer_options[n]) == pytest.approx(share, rel=0.15)
     # a global τ: no calibration, every layer the same τ
-    result = Medic(tau=5, epochs=1, device="cpu", progress=False, batch_size=32).run(teacher, data)
-    assert "layer_taus" not in result.config
+    result = Medic(tau=5, layers="conv+bn", epochs=1, device="cpu", progress=False, batch_size=32).run(teacher, data)
+    assert "layer_taus" not in result.config and result.config["tau"] == 5.0
     assert {o.tau for o in seen["objective"].layer_options.values()} == {5.0}
 
 

@@ -46,18 +46,20 @@ __all__ = [
     "weighted_squared_error",
     "DEFAULT_LAYERS",
     "DEFAULT_SHARE",
+    "DEFAULT_TAU",
 ]
 
-#: MEDIC's default hooked layers: convolution and normalisation outputs, as in the authors'
-#: published removal command — not the dense layers. Cloning the logits on clean images fixes
-#: the target class's weights for every direction the clean features span, and the trigger's
-#: feature then travels through them (GTSRB BadNet small_cnn, τ = 5, 60 epochs: 99.8 % ASR with
-#: the logits cloned, 42 % without; BENCHMARKS.md §3).
-DEFAULT_LAYERS = "conv+bn"
+#: MEDIC's default hooked layers: None = every conv/norm/linear output (the paper's text). The
+#: preset ``"conv+bn"`` (the authors' published command, no dense layers) measured better on
+#: GTSRB (BadNet small_cnn, τ = 5, 60 epochs: 42 % ASR instead of 99.8 %; BENCHMARKS.md §3a) but
+#: is not the default until the full benchmark grid of issue 9 has run.
+DEFAULT_LAYERS = None
 
-#: Default share of each layer's neurons that MEDIC's weights effectively match, used to
-#: calibrate τ per layer on clean data (:mod:`medic_viz.calibration`) when no global τ is given.
-DEFAULT_SHARE = 0.01
+#: The paper's global temperature, used when neither ``tau`` nor ``share`` is given.
+DEFAULT_TAU = 5.0
+
+#: A suggested share for the per-layer calibration (opt-in: ``share=``); see BENCHMARKS.md §3a.
+DEFAULT_SHARE = 0.05
 
 
 #: Largest λ accepted: beyond it the cloning term swamps the label loss by float32's margin.
@@ -83,18 +85,17 @@ class MedicConfig(TrainConfig):
 
     How sharp the importance weights are — give at most one of:
 
-    - ``share`` (default :data:`DEFAULT_SHARE` = 0.01 when neither is given): τ is calibrated
-      per layer on the clean data so that each layer's weights effectively match this share
-      of its neurons (:mod:`medic_viz.calibration`); the τ per layer is in the result's config
-      (``layer_taus``).
     - ``tau``: one global softmax temperature τ ≥ 0 for every layer, as in the paper
-      (larger = sharper; 0 = plain cloning).
+      (larger = sharper; 0 = plain cloning); :data:`DEFAULT_TAU` = 5 when neither is given.
+    - ``share`` (e.g. 0.05): τ is calibrated per layer on the clean data so that each layer's
+      weights effectively match this share of its neurons (:mod:`medic_viz.calibration`); the
+      τ per layer is in the result's config (``layer_taus``).
 
     ``lam``: weight λ ≥ 0 of the cloning loss. ``criteria``, ``zscore``, ``impact``,
     ``loss_reduction``: see :class:`medic_viz.importance.ImportanceOptions`.
-    ``layers``: hooked layers — a preset of :data:`medic_viz.capture.LAYER_PRESETS`
-    (default ``"conv+bn"``, the authors' command; ``"conv+bn+linear"`` = the paper's text,
-    logits included), module names, or a predicate ``(name, module) -> bool``.
+    ``layers``: hooked layers — None (default: every conv/norm/linear output, the paper's text),
+    a preset of :data:`medic_viz.capture.LAYER_PRESETS` (``"conv+bn"`` = the authors' command,
+    no dense layers; ``"conv+bn+linear"``), module names, or a predicate ``(name, module) -> bool``.
     ``student_seed``: initialisation seed of the fresh student.
     ``fused``: how the per-layer loss is computed — ``"auto"`` (compiled kernels when a compiler
     is present and the run is long enough to repay compiling, else eager), ``"compile"`` or
@@ -140,16 +141,23 @@ class MedicConfig(TrainConfig):
     @property
     def calibrated(self) -> bool:
         """Whether τ is calibrated per layer (``share``) rather than one global τ."""
-        return self.tau is None
+        return self.share is not None
 
     @property
     def effective_share(self) -> float | None:
         """The share τ is calibrated to (None with a global τ)."""
-        return None if self.tau is not None else (DEFAULT_SHARE if self.share is None else float(self.share))
+        return None if self.share is None else float(self.share)
+
+    @property
+    def effective_tau(self) -> float | None:
+        """The global τ (None when τ is calibrated per layer)."""
+        if self.share is not None:
+            return None
+        return DEFAULT_TAU if self.tau is None else float(self.tau)
 
     def describe(self) -> str:
         """``"τ=5 λ=10"`` or ``"share=5% λ=10"``: how the run's temperature was set."""
-        sharp = f"τ={float(self.tau):g}" if self.tau is not None else f"share={100 * self.effective_share:g}%"
+        sharp = f"share={100 * self.effective_share:g}%" if self.calibrated else f"τ={self.effective_tau:g}"
         return f"{sharp} λ={float(self.lam):g}"
 
     def _importance_key(self) -> tuple:
@@ -158,7 +166,7 @@ class MedicConfig(TrainConfig):
     def _importance_options(self) -> ImportanceOptions:
         tau = self.tau
         if tau is None:
-            tau = 5.0  # placeholder: the per-layer τ values replace it (calibrated in Medic.run)
+            tau = DEFAULT_TAU  # the default, or a placeholder the per-layer τ values replace (share=)
         elif isinstance(tau, numbers.Real) and not isinstance(tau, bool):
             tau = float(tau)  # anything else is left for ImportanceOptions to refuse, with its message
         opts = ImportanceOptions(
@@ -354,6 +362,8 @@ class Medic(ConfiguredDefense):
         objective = MedicObjective(reference, student.to(device), stats, cfg.importance, cfg.lam,
                                    fused=cfg.fused, work=steps * cfg.batch_size * per_image)
         extra: dict = {"layers": list(layers)}
+        if not cfg.calibrated:
+            extra["tau"] = cfg.effective_tau
         if cfg.calibrated:
             layer_taus = calibrate_layer_taus(objective, clean, cfg.effective_share, images=cfg.calibration_images,
                                               batch_size=cfg.batch_size, seed=cfg.seed, augment=cfg.augment)
