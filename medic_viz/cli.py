@@ -174,7 +174,7 @@ def _run_removal(teacher, card, splits, args, signals, out, *, fraction, method=
     if trigger is None:
         _print("note: the model card records no attack, so ASR cannot be measured; clean accuracy only")
     cfg = defense.config
-    extra = f"{cfg.describe()}, layers {cfg.layers if isinstance(cfg.layers, str) else ','.join(cfg.layers)}, " if defense.name == "medic" else ""
+    extra = f"{cfg.describe()}, {_layers_text(cfg.layers)}, " if defense.name == "medic" else ""
     _print(f"{name}: {extra}{cfg.epochs} epochs on {100 * fraction:g}% of {splits.train.name} "
            f"({len(splits.train)} images), device {args.device}")
     signals.phase = "train"
@@ -275,6 +275,17 @@ def cmd_attack(args: argparse.Namespace) -> int:
            f"ASR {100 * trojan.metrics.asr:.2f}% (n={trojan.metrics.n_asr})")
     _print(f"wrote {target_dir / 'model.safetensors'}, {target_dir / 'card.json'}, {target_dir / 'result.json'}")
     return 0
+
+
+def _layers_text(layers: object) -> str:
+    """How the run's hooked layers were chosen, for the one-line summary."""
+    if layers is None:
+        return "all conv/norm/linear layers"
+    if isinstance(layers, str):
+        return f"layers {layers}"
+    if callable(layers):
+        return "layers chosen by a predicate"
+    return f"layers {','.join(layers)}"
 
 
 def _parse_layers(text: str | None) -> str | tuple[str, ...] | None:
