@@ -1,8 +1,9 @@
-"""``medic-viz`` command line: demo, attack, defend.
+"""``medic-viz`` command line: demo, attack, defend, import, compare.
 
     medic-viz demo [--quick] [--device D] [--out DIR] [--attack badnet]
     medic-viz attack [--dataset D] [--model M] --attack A --out DIR
     medic-viz defend --method medic --teacher DIR [--dataset D] --out DIR [--tau --lam ...]
+    medic-viz import --checkpoint FILE --arch A --dataset D [--target T --trigger SPEC] --out DIR
     medic-viz compare --dataset D --model M --attacks ... --methods ... --seeds N --out DIR
 """
 
@@ -52,11 +53,12 @@ def _add_out(p: argparse.ArgumentParser, help_text: str, required: bool = True, 
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder (only once the run is complete)")
 
 
-def _add_dataset(p: argparse.ArgumentParser) -> None:
+def _add_dataset(p: argparse.ArgumentParser, *, from_card: bool = False) -> None:
     p.add_argument(
         "--dataset",
-        default="signs",
-        help="signs (embedded, default), cifar10, gtsrb, mnist (with --data-root), or a path to an .npz file",
+        default=None if from_card else "signs",
+        help="signs (embedded), cifar10, gtsrb, mnist (with --data-root), or a path to an .npz file; default: "
+             + ("the dataset in the model card, else signs" if from_card else "signs"),
     )
     p.add_argument("--data-root", default=None, help="folder for torchvision datasets")
     p.add_argument("--download", action="store_true", help="download a torchvision dataset into --data-root")
@@ -92,8 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     dfd = sub.add_parser("defend", help="remove a backdoor from a saved model")
     dfd.add_argument("--method", default="medic", help="defence: medic (default), finetune, fineprune, nad, mcr, anp, kd, scratch")
-    dfd.add_argument("--teacher", required=True, help="folder with model.safetensors + card.json (from `attack`)")
-    _add_dataset(dfd)
+    dfd.add_argument("--teacher", required=True,
+                     help="folder with model.safetensors + card.json (from `attack` or `import`)")
+    dfd.add_argument("--trust-arch-code", action="store_true",
+                     help="the teacher's architecture is your own code (package.module:callable, from `import`): "
+                          "import and run that code to rebuild the model. Only for code you trust")
+    _add_dataset(dfd, from_card=True)
     dfd.add_argument("--tau", default=None, help="MEDIC only: one global temperature τ >= 0 for every layer, as in the paper "
                      "(0 = plain cloning), or 'auto' to choose it from clean data alone (largest τ within --tau-budget of the "
                      "model's clean accuracy). Default 5 (the paper's), unless --share is given")
@@ -120,8 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(dfd)
 
     from medic_viz.cli_compare import add_compare_parser
+    from medic_viz.cli_import import add_import_parser
 
     add_compare_parser(sub)
+    add_import_parser(sub)
     return parser
 
 
@@ -318,11 +326,24 @@ def _parse_tau(text: str) -> float | str:
 _MEDIC_ONLY = ("tau", "share", "layers", "lam", "tau_budget", "tau_search_epochs")
 
 
+def _load_teacher(folder: str, trust_arch_code: bool):
+    """A model folder, rebuilding an architecture of the user's own only when they allow it."""
+    from medic_viz.importer import code_builder, is_code_architecture
+    from medic_viz.io import CARD_FILENAME, _read_card, load_model
+
+    if trust_arch_code:
+        card_path = Path(folder) / CARD_FILENAME if Path(folder).is_dir() else Path(folder)
+        if card_path.is_file():
+            architecture = _read_card(card_path).architecture  # bounded read
+            if is_code_architecture(architecture):
+                return load_model(folder, builder=code_builder(architecture))
+    return load_model(folder)
+
+
 def cmd_defend(args: argparse.Namespace) -> int:
     from medic_viz.data.arrays import clean_subset
     from medic_viz.defenses.medic import validate_lambda
     from medic_viz.defenses.registry import defense_class
-    from medic_viz.io import load_model
 
     method = defense_class(args.method).name  # canonical name; unknown methods fail here, before any work
     if method != "medic":
@@ -341,7 +362,9 @@ def cmd_defend(args: argparse.Namespace) -> int:
         raise ValueError("--tau-budget and --tau-search-epochs apply to --tau auto only")
     signals, out = _prepare(args, args.teacher)
     with signals, out:
-        teacher, card = load_model(args.teacher)
+        teacher, card = _load_teacher(args.teacher, args.trust_arch_code)
+        if args.dataset is None:
+            args.dataset = card.dataset or "signs"
         splits = _dataset_for(args)
         from medic_viz.pipeline import check_image_size
 
@@ -408,12 +431,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse: --help (0) or a one-line usage error (2)
         return int(exc.code or 0) if not isinstance(exc.code, str) else 2
     from medic_viz.cli_compare import cmd_compare
+    from medic_viz.cli_import import cmd_import
     from medic_viz.interrupts import Interrupted
     from medic_viz.resources import use_available_cpus
 
     use_available_cpus()  # torch threads = the cores this process may use (OMP_NUM_THREADS wins)
 
-    handlers = {"demo": cmd_demo, "attack": cmd_attack, "defend": cmd_defend, "compare": cmd_compare}
+    handlers = {"demo": cmd_demo, "attack": cmd_attack, "defend": cmd_defend, "compare": cmd_compare,
+                "import": cmd_import}
     prefix = f"medic-viz {args.command}"
     try:
         return handlers[args.command](args)

@@ -436,7 +436,10 @@ def _unsafe_error(path: Path, cause: BaseException) -> UnsafeCheckpointError:
             "would unpickle arbitrary Python classes, which can execute code, so medic_viz refuses it; "
             "medic_viz only loads plain tensors. Save `model.state_dict()` instead of the model: "
             "`torch.save(model.state_dict(), path)` (or safetensors.torch.save_file(model.state_dict(), "
-            "'model.safetensors')), in an environment where you trust the file."
+            "'model.safetensors')), in an environment where you trust the file. To convert this file, on a "
+            "machine where you trust it (and have the code that defines its classes): "
+            f"`model = torch.load({str(path)!r}, weights_only=False)`, then "
+            "`torch.save(model.state_dict(), 'weights.pt')`, and import weights.pt."
         )
     if foreign:
         listed = ", ".join(foreign[:_MAX_LISTED_KEYS]) + (" …" if len(foreign) > _MAX_LISTED_KEYS else "")
@@ -777,6 +780,13 @@ def _build(card: ModelCard, builder: Callable[..., nn.Module] | None) -> nn.Modu
                 "medic_viz.models.zoo could not be imported; pass builder=... to build the architecture"
             ) from exc
         names = list(available_models())
+        if ":" in card.architecture:
+            raise ValueError(
+                f"the model's architecture {card.architecture!r} is code of your own (package.module:callable); "
+                "medic_viz never imports code named in a model card by itself: pass "
+                f"builder=medic_viz.importer.code_builder({card.architecture!r}) in Python, or --trust-arch-code "
+                "on the command line, if you trust that code"
+            )
         if card.architecture.strip().lower() not in names:
             raise ValueError(
                 f"unknown architecture {card.architecture!r} in the model card; available models: {', '.join(names)}"

@@ -14,7 +14,7 @@ from medic_viz.attacks.blend import BlendTrigger
 from medic_viz.attacks.clean_label import CleanLabelTrigger, pgd_perturb, poison_clean_label
 from medic_viz.attacks.composite import CompositeAttack, CompositeEvaluator, CompositeTrigger, poison_composite
 from medic_viz.attacks.filter import INSTAGRAM_FILTERS, FilterTrigger
-from medic_viz.attacks.patch import BadNetTrigger
+from medic_viz.attacks.patch import BadNetTrigger, PatchTrigger
 from medic_viz.attacks.poison import PoisonedData, poison_dataset
 from medic_viz.attacks.polygon import PolygonTrigger
 from medic_viz.attacks.reflection import ReflectionTrigger
@@ -50,6 +50,7 @@ from medic_viz.attacks.wanet import WaNetTrigger, poison_wanet
 __all__ = [
     "Trigger",
     "BadNetTrigger",
+    "PatchTrigger",
     "BlendTrigger",
     "SIGTrigger",
     "PolygonTrigger",

@@ -39,7 +39,7 @@ from medic_viz.attacks.blend import BlendTrigger
 from medic_viz.attacks.clean_label import CleanLabelTrigger, poison_clean_label
 from medic_viz.attacks.composite import CompositeAttack, CompositeEvaluator, CompositeTrigger, poison_composite
 from medic_viz.attacks.filter import FilterTrigger
-from medic_viz.attacks.patch import BadNetTrigger
+from medic_viz.attacks.patch import BadNetTrigger, PatchTrigger
 from medic_viz.attacks.poison import PoisonedData, poison_dataset
 from medic_viz.attacks.polygon import PolygonTrigger
 from medic_viz.attacks.reflection import ReflectionTrigger
@@ -53,6 +53,7 @@ __all__ = [
     "AttackSpec",
     "ATTACK_SPECS",
     "ATTACK_NAMES",
+    "DATA_TRIGGER_SPECS",
     "ATTACKS",
     "PAPER_ATTACKS",
     "AVAILABLE_TRIGGERS",
@@ -222,12 +223,24 @@ ADVANCED_TRIGGERS: dict[str, type[Trigger]] = {
 ALL_TRIGGERS: tuple[str, ...] = AVAILABLE_TRIGGERS + tuple(ADVANCED_TRIGGERS)
 
 
+#: Triggers described by data rather than by an attack recipe (a third-party trigger: a patch
+#: given as pixel values). Not among the ten :data:`ATTACK_NAMES`, but :func:`make_trigger`,
+#: :func:`trigger_from_config` and the trainer know them. Blend patterns from an image are
+#: :class:`BlendTrigger` with a ``pattern`` image (see :mod:`medic_viz.attacks.spec`).
+DATA_TRIGGER_SPECS: dict[str, AttackSpec] = {
+    "patch": _trigger_spec(PatchTrigger, "a patch given as pixel values, stamped near a corner (a trigger as data)"),
+}
+
+
 def attack_spec(name: Any) -> AttackSpec:
-    """The :class:`AttackSpec` of ``name`` (case-insensitive); ValueError listing the names otherwise."""
+    """The :class:`AttackSpec` of ``name`` (case-insensitive; one of :data:`ATTACK_NAMES` or
+    :data:`DATA_TRIGGER_SPECS`); ValueError listing the names otherwise."""
     key = name.strip().lower() if isinstance(name, str) else None
-    if key not in ATTACK_SPECS:
-        raise ValueError(f"unknown attack {name!r}; available attacks: {', '.join(ATTACK_NAMES)}")
-    return ATTACK_SPECS[key]
+    spec = ATTACK_SPECS.get(key) or DATA_TRIGGER_SPECS.get(key)  # type: ignore[arg-type]
+    if spec is None:
+        raise ValueError(f"unknown attack {name!r}; available attacks: {', '.join(ATTACK_NAMES)} "
+                         f"(and the data trigger {', '.join(DATA_TRIGGER_SPECS)})")
+    return spec
 
 
 def spec_of(attack: Attack) -> AttackSpec:
