@@ -168,7 +168,7 @@ def test_import_a_wrn16_1_state_dict_checkpoint_then_defend(tmp_path, npz, capsy
     torch.save({"epoch": 60, "state_dict": wrn.state_dict(), "best_prec": 89.1, "optimizer": {"state": {}}}, ckpt)
     folder = tmp_path / "imported"
     assert _import(ckpt, npz, folder, "wrn16_1", "--target", "1",
-                   "--trigger", "patch:pixels=1,0,1;0,1,0;1,0,1,position=bottom-right,margin=0") == 0
+                   "--trigger", "patch:pixels=0,0,1;0,1,0;1,0,1,position=bottom-right,margin=0") == 0
     printed = capsys.readouterr().out
     assert "ASR" in printed and "cannot be measured" not in printed
     card = json.loads((folder / "card.json").read_text())
