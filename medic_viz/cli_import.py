@@ -78,7 +78,7 @@ def _import(args: argparse.Namespace, out) -> int:
     from medic_viz.data import load_dataset
     from medic_viz.device import resolve_device
     from medic_viz.importer import import_model, parse_normalize
-    from medic_viz.io import save_model
+    from medic_viz.io import ModelCard, save_model
 
     start = time.perf_counter()
     checkpoint = Path(args.checkpoint)
@@ -118,6 +118,7 @@ def _import(args: argparse.Namespace, out) -> int:
     card.extra["imported_from"] = {"file": checkpoint.name, "sha256": _sha256(checkpoint)}
     if args.trigger is not None:
         card.extra["trigger_spec"] = args.trigger
+    card = ModelCard.from_dict(card.to_dict())  # the fields set above, validated as any card's
     save_model(model, out.path, card)
     result = {"clean_acc": metrics.clean_acc, "n_clean": metrics.n_clean, "asr": metrics.asr, "n_asr": metrics.n_asr,
               "architecture": args.arch, "num_classes": card.num_classes, "input_size": args.input_size,
