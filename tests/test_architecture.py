@@ -19,6 +19,7 @@ VIEWS = (
     "medic_viz.cli",
     "medic_viz.cli_args",
     "medic_viz.cli_compare",
+    "medic_viz.cli_import",
     "medic_viz.interrupts",
     "medic_viz.experiments.report",
 )
