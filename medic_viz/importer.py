@@ -17,6 +17,7 @@ import math
 import os
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -26,7 +27,7 @@ from torch import nn
 from medic_viz.io import CheckpointMismatchError, ModelCard, load_state_dict_file, model_from_state_dict
 
 __all__ = ["NORMALIZE_PRESETS", "parse_normalize", "is_code_architecture", "code_builder", "NormalizedModel",
-           "import_model"]
+           "import_model", "ModelFolder", "open_model_folder"]
 
 #: Named normalisations for ``--normalize`` (mean, std per channel, for inputs in [0, 1]).
 NORMALIZE_PRESETS: dict[str, tuple[list[float], list[float]]] = {
@@ -195,3 +196,53 @@ def import_model(
     except CheckpointMismatchError as exc:
         raise CheckpointMismatchError(str(exc).replace("the given state_dict", str(checkpoint), 1)) from None
     return model, card
+
+
+@dataclass
+class ModelFolder:
+    """A model folder opened with its data: ``model`` (eval mode), ``card``, ``splits`` (the
+    card's dataset unless another was given), ``trigger``/``target`` (None when the card
+    records no attack: ASR cannot be measured)."""
+
+    model: nn.Module
+    card: ModelCard
+    splits: Any
+    trigger: Any
+    target: int | None
+
+
+def open_model_folder(
+    folder: str | Path,
+    *,
+    dataset: str | Path | None = None,
+    data_root: str | Path | None = None,
+    download: bool = False,
+    trust_arch_code: bool = False,
+    device: str | torch.device = "cpu",
+) -> ModelFolder:
+    """Open a model folder (from ``medic-viz attack``/``import`` or :func:`~medic_viz.io.save_model`)
+    with its dataset (``dataset``, else the card's, else the embedded signs) at the card's
+    input size, and the trigger and target its card records.
+
+    An architecture of your own (``package.module:callable``) is rebuilt only with
+    ``trust_arch_code=True`` (that imports and runs the code)."""
+    from medic_viz.data import load_dataset
+    from medic_viz.io import CARD_FILENAME, _read_card, load_model
+    from medic_viz.pipeline import trigger_of
+
+    folder = Path(folder)
+    builder = None
+    if trust_arch_code:
+        card_path = folder / CARD_FILENAME if folder.is_dir() else folder
+        architecture = _read_card(card_path).architecture
+        if is_code_architecture(architecture):
+            builder = code_builder(architecture)
+    model, card = load_model(folder, device=device, builder=builder)
+    name = dataset if dataset is not None else (card.dataset or "signs")
+    splits = load_dataset(name, root=data_root, download=download, size=card.input_size, seed=0)
+    if splits.num_classes != card.num_classes or splits.image_shape[0] != card.in_channels:
+        raise ValueError(f"{folder}: the model has {card.num_classes} classes and {card.in_channels}-channel inputs, "
+                         f"{splits.train.name} has {splits.num_classes} classes and {splits.image_shape[0]} channels; "
+                         "open it with the dataset it was trained on")
+    trigger, target = trigger_of(card)
+    return ModelFolder(model, card, splits, trigger, target)

@@ -4,6 +4,7 @@ the model again."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -108,6 +109,29 @@ class ExplorerState(Parameterized):
 
         analysis = analyze_input(model, image, trigger, label, stats=stats, layers=layers, class_names=class_names)
         return cls(analysis, **params)
+
+    @classmethod
+    def from_folder(cls, folder: str | Path, index: int = 0, *, dataset: str | Path | None = None,
+                    data_root: str | Path | None = None, trust_arch_code: bool = False, stats_images: int = 500,
+                    layers: Iterable[str] | None = None, **params: Any) -> "ExplorerState":
+        """Explore test image ``index`` of a model folder's dataset (``dataset``, else the card's)
+        with the trigger its card records; layer statistics from ``stats_images`` training images.
+        See :func:`medic_viz.importer.open_model_folder`."""
+        from medic_viz.attacks.registry import image_trigger
+        from medic_viz.importer import open_model_folder
+
+        opened = open_model_folder(folder, dataset=dataset, data_root=data_root, trust_arch_code=trust_arch_code)
+        if opened.trigger is None:
+            raise ValueError(f"{folder}: the model card records no trigger, and the explorer compares a clean input "
+                             "with a triggered one; import the model with --trigger SPEC (and --target)")
+        test = opened.splits.test
+        if not 0 <= int(index) < len(test):
+            raise ValueError(f"index must be in 0..{len(test) - 1}, got {index}")
+        trigger = image_trigger(opened.trigger, test, opened.target)
+        stats_data = opened.splits.train.subset(torch.arange(min(int(stats_images), len(opened.splits.train))))
+        return cls.from_model(opened.model, test.floats(torch.tensor([int(index)]))[0], trigger,
+                              int(test.labels[int(index)]), stats=stats_data, layers=layers,
+                              class_names=list(test.classes), **params)
 
     @property
     def layers(self) -> list[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import threading
+from pathlib import Path
 from typing import Any, Mapping
 
 import torch
@@ -236,6 +237,18 @@ class LauncherState(Parameterized):
         if probe is not None and not isinstance(probe, InputProbe):
             raise TypeError(f"probe must be a medic_viz.probe.InputProbe or None, got {type(probe).__name__}")
         self._probe = probe
+
+    @classmethod
+    def from_folder(cls, folder: str | Path, *, dataset: str | Path | None = None, data_root: str | Path | None = None,
+                    trust_arch_code: bool = False, **settings: Any) -> "LauncherState":
+        """A launcher on a model folder (from ``medic-viz import`` or ``attack``): its dataset
+        (``dataset``, else the card's), and its trigger and target when the card records them —
+        without them the runs show clean accuracy only (ASR cannot be measured). See
+        :func:`medic_viz.importer.open_model_folder`."""
+        from medic_viz.importer import open_model_folder
+
+        opened = open_model_folder(folder, dataset=dataset, data_root=data_root, trust_arch_code=trust_arch_code)
+        return cls(opened.model, opened.splits, trigger=opened.trigger, target=opened.target, **settings)
 
     @staticmethod
     def _check_baseline_options(options: Mapping[str, Mapping[str, Any]] | None) -> dict[str, dict[str, Any]]:

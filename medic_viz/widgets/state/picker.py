@@ -164,6 +164,17 @@ class PickerState(Parameterized):
                           layer=layer if layer is not None else self._default_layer(self.layers))
 
     # -- setup --------------------------------------------------------------------------------
+    @classmethod
+    def from_folder(cls, folder: str | Path, *, dataset: str | Path | None = None, data_root: str | Path | None = None,
+                    trust_arch_code: bool = False, **settings: Any) -> "PickerState":
+        """A picker on a model folder (from ``medic-viz import`` or ``attack``) and the test split
+        of its dataset (``dataset``, else the card's); the card's trigger, if any, is offered
+        first. See :func:`medic_viz.importer.open_model_folder`."""
+        from medic_viz.importer import open_model_folder
+
+        opened = open_model_folder(folder, dataset=dataset, data_root=data_root, trust_arch_code=trust_arch_code)
+        return cls(opened.model, opened.splits.test, trigger=opened.trigger, target=opened.target, **settings)
+
     def _gallery(self, per_class: int, size: int) -> list[int]:
         labels = self.data.labels
         picked: list[int] = []

@@ -153,6 +153,18 @@ class WorkbenchState(Parameterized):
         splits = load_dataset(card.dataset or "signs", size=card.input_size)
         return cls(model, splits, card=card, **settings)
 
+    @classmethod
+    def from_folder(cls, folder: Any, *, dataset: Any = None, data_root: Any = None, trust_arch_code: bool = False,
+                    **settings: Any) -> "WorkbenchState":
+        """The workbench on a model folder (from ``medic-viz import`` or ``attack``), its card and
+        dataset (``dataset``, else the card's); without a trigger in the card the picker offers
+        the toolkit's triggers and the runs show clean accuracy only. See
+        :func:`medic_viz.importer.open_model_folder`."""
+        from medic_viz.importer import open_model_folder
+
+        opened = open_model_folder(folder, dataset=dataset, data_root=data_root, trust_arch_code=trust_arch_code)
+        return cls(opened.model, opened.splits, card=opened.card, **settings)
+
     # -- the picked input -------------------------------------------------------------------
     def _flipping_choice(self, trigger: Trigger | None, target: int | None) -> int:
         """The first gallery image the model classifies right and the trigger flips to ``target``;

@@ -1,0 +1,85 @@
+"""Model folders from elsewhere in the widgets' states: launcher, picker and explorer open an
+imported folder (with its dataset and trigger) as easily as a demo model."""
+
+import numpy as np
+import pytest
+import torch
+
+from medic_viz.attacks.spec import parse_trigger_spec
+from medic_viz.importer import import_model, open_model_folder
+from medic_viz.io import save_model
+from medic_viz.models.zoo import build_model
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    """Two imported folders on a tiny 4-class npz: one with a trigger, one without."""
+    root = tmp_path_factory.mktemp("folders")
+    rng = np.random.default_rng(0)
+    npz = root / "tiny.npz"
+    np.savez(npz, x_train=rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8), y_train=np.arange(40) % 4,
+             x_test=rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8), y_test=np.arange(20) % 4)
+    torch.manual_seed(0)
+    ckpt = root / "net.pth"
+    torch.save({"state_dict": build_model("small_cnn", 4).state_dict(), "epoch": 9}, ckpt)
+    trigger = parse_trigger_spec("patch:pixels=0,0,1;0,1,0;1,0,1,margin=0")
+    with_trigger, without = root / "with", root / "without"
+    model, card = import_model(ckpt, "small_cnn", 4, dataset=str(npz), attack=trigger.to_config(), target_class=2)
+    save_model(model, with_trigger, card)
+    model, card = import_model(ckpt, "small_cnn", 4, dataset=str(npz))
+    save_model(model, without, card)
+    return with_trigger, without, npz
+
+
+def test_open_model_folder_brings_the_cards_dataset_and_trigger(folders):
+    with_trigger, without, npz = folders
+    opened = open_model_folder(with_trigger)
+    assert opened.splits.train.name == "tiny" and len(opened.splits.test) == 20
+    assert opened.trigger.name == "patch" and opened.target == 2
+    x = torch.full((1, 3, 32, 32), 0.5)
+    assert opened.trigger(x)[0, 0, 29:, 29:].tolist() == [[0, 0, 1], [0, 1, 0], [1, 0, 1]]
+    bare = open_model_folder(without)
+    assert bare.trigger is None and bare.target is None
+
+
+def test_open_model_folder_refuses_a_dataset_with_other_classes(folders, tmp_path):
+    with_trigger, _, _ = folders
+    other = tmp_path / "ten.npz"
+    np.savez(other, x_train=np.zeros((10, 32, 32, 3), np.uint8), y_train=np.arange(10),
+             x_test=np.zeros((10, 32, 32, 3), np.uint8), y_test=np.arange(10))
+    with pytest.raises(ValueError, match="4 classes .* 10 classes"):
+        open_model_folder(with_trigger, dataset=other)
+
+
+def test_launcher_opens_a_folder_with_and_without_a_trigger(folders):
+    from medic_viz.widgets.state import LauncherState
+
+    with_trigger, without, _ = folders
+    state = LauncherState.from_folder(with_trigger, epochs=1)
+    assert state.trigger.name == "patch" and state.target == 2 and state.epochs == 1
+    clean_only = LauncherState.from_folder(without)
+    assert clean_only.trigger is None and clean_only.target is None
+
+
+def test_picker_and_explorer_open_a_folder(folders):
+    from medic_viz.widgets.state import ExplorerState, PickerState
+
+    with_trigger, without, _ = folders
+    picker = PickerState.from_folder(with_trigger, stats_images=20, triggers={})
+    assert list(picker.triggers) == ["model: patch"] and len(picker.data) == 20
+    explorer = ExplorerState.from_folder(with_trigger, index=3, stats_images=20)
+    assert explorer.analysis.label == 3 % 4 and len(explorer.layers) > 0
+    x = explorer.analysis.image.unsqueeze(0)
+    assert torch.equal(explorer.analysis.triggered_image.reshape(x.shape)[0, :, 29:, 29:],
+                       torch.tensor([[0.0, 0, 1], [0, 1, 0], [1, 0, 1]]).expand(3, 3, 3))
+    with pytest.raises(ValueError, match="records no trigger"):
+        ExplorerState.from_folder(without)
+
+
+def test_workbench_opens_a_folder(folders):
+    from medic_viz.widgets.state import WorkbenchState
+
+    with_trigger, _, _ = folders
+    bench = WorkbenchState.from_folder(with_trigger, stats_images=20, triggers={}, epochs=1)
+    assert bench.launcher.trigger.name == "patch" and bench.launcher.target == 2
+    assert bench.card.architecture == "small_cnn" and len(bench.splits.test) == 20
