@@ -130,7 +130,8 @@ def profile_model(model_name: str, threads: int, steps: int, fused: str | None) 
             medic_step(x, y)
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=48), file=out)
     # Phases marked with record_function (## …) — total CPU time per step.
-    phases = {e.key: e.cpu_time_total / steps / 1000 for e in prof.key_averages() if e.key.startswith("##")}
+    phases = {e.key: e.cpu_time_total / steps / 1000 for e in prof.key_averages()
+              if e.key.startswith("## ") and "CompiledFxGraph" not in e.key}
     print("phases (ms per step, inclusive): " + ", ".join(f"{k[3:]} {v:.1f}" for k, v in sorted(phases.items())), file=out)
     return out.getvalue()
 

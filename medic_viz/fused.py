@@ -66,12 +66,12 @@ FusedMode = Literal["auto", "compile", "eager"]
 FUSED_MODES: tuple[str, ...] = ("auto", "compile", "eager")
 
 #: ``"auto"`` compiles only when a run touches at least this many neurons in all (steps × batch ×
-#: hooked neurons per image), per device type. CPU: the compiled kernels save ≈ 2 ns per neuron
-#: over the eager ones on one core (measured, BENCHMARKS.md §4), and compiling costs ≈ 40 s in a
-#: fresh process on a slow machine (a few seconds once Inductor's on-disk cache is warm) — break
-#: even near 2e10, about one 60-epoch WRN-16-1 run on 2,500 images. CUDA: eager kernels are
-#: memory-bound and cheap there, so compiling (tens of seconds) pays off only for far longer runs.
-AUTO_COMPILE_MIN_WORK: dict[str, float] = {"cpu": 2e10, "cuda": 1e12}
+#: hooked neurons per image), per device type. CPU: the compiled kernels save ≈ 3 ns per neuron
+#: over the eager ones on one core, and compiling costs ≈ 30 s in a fresh process with an empty
+#: Inductor cache, ≈ 7 s with a warm one (BENCHMARKS.md §4) — break-even near 1e10 when cold; a
+#: 60-epoch WRN-16-1 run on 2,500 images touches 4e10, the 60-epoch demo 2.5e9. CUDA: eager
+#: kernels are memory-bound and cheap there, so compiling pays off only for far longer runs.
+AUTO_COMPILE_MIN_WORK: dict[str, float] = {"cpu": 1e10, "cuda": 1e12}
 
 
 def validate_fused_mode(mode: str) -> str:
