@@ -77,22 +77,7 @@ class VariantObjective(MedicObjective):
 
     def teacher_pass(self, x, y, *, divide_by_variance=False):
         opts = self.options
-        self.teacher.eval()
-        need_grad = opts.needs_gradients or any(t > 0 for t in self.taus.values())
-        with LayerRecorder(self.teacher, self.layers, make_leaf=need_grad) as rec:
-            if need_grad:
-                with torch.enable_grad():
-                    logits = self.teacher(x)
-                    loss = F.cross_entropy(logits.float(), y, reduction=opts.loss_reduction)
-                    acts = rec.tensors()
-                    grads = torch.autograd.grad(loss, acts, allow_unused=True)
-                grads = [torch.zeros_like(a) if g is None else g for a, g in zip(acts, grads)]
-            else:
-                with torch.no_grad():
-                    self.teacher(x)
-                acts = rec.tensors()
-                grads = [None] * len(acts)
-        acts = [a.detach() for a in acts]
+        acts, grads = self.teacher_activations(x, y)  # the engine's teacher pass
         weights = []
         for n, a, g in zip(self.layers, acts, grads):
             o = opts if n not in self.taus else ImportanceOptions(self.taus[n], opts.criteria, opts.zscore, opts.impact, opts.loss_reduction)

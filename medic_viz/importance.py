@@ -204,7 +204,7 @@ def layer_importance(
             z = torch.addcmul(-_bshape(stats.mean.float(), act) * k, act.float(), k)
             if options.zscore == "abs":
                 z.abs_()
-            a_w = _softmax_rows_(z.view(b, -1))
+            a_w = _softmax_rows_(z.reshape(b, -1))  # reshape: channels-last activations give a channels-last z
         if options.criteria in ("both", "impact"):
             if grad is None:
                 raise ValueError(f"criteria={options.criteria!r} with tau={tau} needs the teacher's gradient")

@@ -168,3 +168,18 @@ def test_effective_neurons_by_hand():
     torch.testing.assert_close(effective_neurons(one_hot), torch.tensor([1.0]))
     two = torch.tensor([[0.5, 0.5, 0.0, 0.0]])
     torch.testing.assert_close(effective_neurons(two), torch.tensor([2.0]))
+
+
+def test_layer_importance_accepts_channels_last_activations():
+    """The frozen teacher runs channels-last; its activations must give the same weights."""
+    from medic_viz.importance import ImportanceOptions, LayerStats, layer_importance
+
+    g = torch.Generator().manual_seed(0)
+    act = torch.randn(3, 4, 5, 5, generator=g)
+    grad = torch.randn(3, 4, 5, 5, generator=g)
+    stats = LayerStats(torch.zeros(4), torch.ones(4))
+    opts = ImportanceOptions(tau=3.0)
+    ref = layer_importance(act, grad.clone(), stats, opts)
+    cl = layer_importance(act.contiguous(memory_format=torch.channels_last),
+                          grad.clone().contiguous(memory_format=torch.channels_last), stats, opts)
+    torch.testing.assert_close(cl, ref)
