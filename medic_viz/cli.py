@@ -328,16 +328,9 @@ _MEDIC_ONLY = ("tau", "share", "layers", "lam", "tau_budget", "tau_search_epochs
 
 def _load_teacher(folder: str, trust_arch_code: bool):
     """A model folder, rebuilding an architecture of the user's own only when they allow it."""
-    from medic_viz.importer import code_builder, is_code_architecture
-    from medic_viz.io import CARD_FILENAME, _read_card, load_model
+    from medic_viz.importer import load_model_folder
 
-    if trust_arch_code:
-        card_path = Path(folder) / CARD_FILENAME if Path(folder).is_dir() else Path(folder)
-        if card_path.is_file():
-            architecture = _read_card(card_path).architecture  # bounded read
-            if is_code_architecture(architecture):
-                return load_model(folder, builder=code_builder(architecture))
-    return load_model(folder)
+    return load_model_folder(folder, trust_arch_code=trust_arch_code)
 
 
 def cmd_defend(args: argparse.Namespace) -> int:

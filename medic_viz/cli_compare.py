@@ -4,9 +4,15 @@
         --attacks cleanlabel,sig,badnet,composite,reflection,polygon,filter \\
         --methods finetune,fineprune,nad,mcr,anp,kd,scratch,medic --seeds 3 --out runs/table1
 
+    medic-viz compare --teacher models/medic-badnet --teacher models/medic-blend \
+        --methods medic,finetune,nad --seeds 3 --out runs/mine
+
 Writes ``runs.jsonl`` (one line per finished cell; re-running skips them), ``results.csv``,
 ``table.md`` and ``comparison.html`` into ``--out``; trojaned teachers are cached in
-``--out/teachers``. ``--executor ray [--address ADDR]`` runs each cell as a Ray task.
+``--out/teachers``. ``--teacher DIR`` (repeated) compares models given as folders (from
+``medic-viz import`` or ``attack``) instead of training one per attack: each folder is a
+column group named after it, on its card's dataset unless ``--dataset`` says otherwise.
+``--executor ray [--address ADDR]`` runs each cell as a Ray task.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ def parse_list(text: str | None, kind: type = str) -> list[Any] | None:
 
 def add_compare_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``compare`` sub-command to ``subparsers`` (of ``medic-viz``'s parser)."""
-    from medic_viz.attacks.registry import ATTACKS, PAPER_ATTACKS
+    from medic_viz.attacks.registry import ATTACKS
     from medic_viz.defenses.registry import DEFENSES
     from medic_viz.experiments import ABLATIONS, TABLE1_METHODS
 
@@ -42,10 +48,18 @@ def add_compare_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
         help="compare MEDIC with baselines on a grid of attacks × methods × seeds (Table 1) or run an ablation",
         description="Run a resumable grid of backdoor-removal experiments and write results.csv, table.md, comparison.html.",
     )
-    p.add_argument("--dataset", default="signs",
-                   help="signs (embedded), cifar10/gtsrb/mnist (torchvision, needs a local copy), or an .npz path")
-    p.add_argument("--model", default="small_cnn", help="zoo architecture of the trojaned models")
-    p.add_argument("--attacks", default=",".join(PAPER_ATTACKS),
+    p.add_argument("--dataset", default=None,
+                   help="signs (embedded), cifar10/gtsrb/mnist (torchvision, needs a local copy), or an .npz path; "
+                        "default: signs, or with --teacher the dataset in each folder's card")
+    p.add_argument("--teacher", action="append", default=None, metavar="DIR",
+                   help="a trojaned model given as a folder (from `medic-viz import` or `attack`), instead of "
+                        "--attacks; repeat for several. Its card gives the architecture, the dataset, the trigger "
+                        "and the target (no trigger: ASR is not measured)")
+    p.add_argument("--trust-arch-code", action="store_true",
+                   help="a --teacher's architecture is your own code (package.module:callable, from `import`): "
+                        "import and run that code to rebuild the model. Only for code you trust")
+    p.add_argument("--model", default=None, help="zoo architecture of the trojaned models (default small_cnn)")
+    p.add_argument("--attacks", default=None,
                    help=f"comma-separated attacks (default: the paper's seven). Available: {', '.join(ATTACKS)}")
     p.add_argument("--methods", default=",".join(TABLE1_METHODS),
                    help=f"comma-separated defences (default: Table 1's). Available: {', '.join(DEFENSES)}")
@@ -53,13 +67,14 @@ def add_compare_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     p.add_argument("--seeds", type=whole(1, 10_000), default=3, help="number of seeds (0..N-1); each has its own teacher and clean subset")
     p.add_argument("--out", required=True, help="output folder (resumable: finished cells are skipped); "
                    "new, empty, or holding a previous compare run")
-    p.add_argument("--target", type=whole(0), default=0, help="target class of every attack (all-to-one)")
+    p.add_argument("--target", type=whole(0), default=None, help="target class of every attack (all-to-one; default 0)")
     p.add_argument("--rate", type=number(0.0, 1.0, low_open=True), default=None,
                    help="poison rate (default 0.1; clean-label attacks 0.08, at most 80%% of the target class)")
     p.add_argument("--fraction", type=number(0.0, 1.0, low_open=True), default=0.05, help="clean data for the defences (0.05 = 5%% of the training set)")
     p.add_argument("--epochs", type=whole(1, 100_000), default=None,
                    help="defence budget in epochs for every method (default: each method's paper setting)")
-    p.add_argument("--attack-epochs", type=whole(1, 100_000), default=20, help="epochs to train each trojaned teacher")
+    p.add_argument("--attack-epochs", type=whole(1, 100_000), default=None,
+                   help="epochs to train each trojaned teacher (default 20)")
     p.add_argument("--teacher-seed", type=whole(0, 2**32 - 1), default=None,
                    help="train one teacher per attack with this seed, shared by every seed of the grid "
                         "(seeds then vary the clean subset and the defence only); default: one teacher per seed")
@@ -117,7 +132,18 @@ def _compare(args: argparse.Namespace) -> int:
     from medic_viz.interrupts import SignalStop
     from medic_viz.outdir import prepare_resumable_folder
 
-    attacks = parse_list(args.attacks) or []
+    from medic_viz.attacks.registry import PAPER_ATTACKS
+
+    teachers = list(getattr(args, "teacher", None) or [])
+    if teachers:
+        trained = [f"--{name.replace('_', '-')}" for name in ("attacks", "model", "target", "rate", "attack_epochs",
+                                                               "teacher_seed") if getattr(args, name, None) is not None]
+        if trained:
+            raise ValueError(f"{', '.join(trained)} describe{'s' if len(trained) == 1 else ''} the teachers compare "
+                             "trains; with --teacher the models are given (their cards say the rest): remove "
+                             f"{'it' if len(trained) == 1 else 'them'}")
+    attacks = [] if teachers else (parse_list(args.attacks if args.attacks is not None else ",".join(PAPER_ATTACKS))
+                                   or [])
     methods = parse_list(args.methods) or []
     values = {
         "tau": parse_list(args.taus, float),
@@ -130,16 +156,18 @@ def _compare(args: argparse.Namespace) -> int:
     medic = {k: v for k, v in (("tau", args.tau), ("share", args.share), ("lam", args.lam), ("layers", args.layers)) if v is not None}
     if isinstance(medic.get("layers"), str) and "," in medic["layers"]:
         medic["layers"] = tuple(n.strip() for n in medic["layers"].split(",") if n.strip())
+    cells = build_grid(
+        dataset=args.dataset, model=args.model or "small_cnn", attacks=attacks, methods=methods, seeds=args.seeds,
+        target=0 if args.target is None else args.target, rate=args.rate, fraction=args.fraction, epochs=args.epochs,
+        attack_epochs=20 if args.attack_epochs is None else args.attack_epochs, max_train=args.max_train,
+        max_test=args.max_test, ablation=args.ablation, values=values, medic=medic, device=args.device,
+        teacher_seed=args.teacher_seed, data_root=args.data_root, teachers=teachers,
+        trust_arch_code=bool(getattr(args, "trust_arch_code", False)),
+    )
     if args.ablation in ("tau", "lambda_tau", "criteria", "arch", "layers") and methods and set(methods) != {"medic"}:
         print(f"note: the {args.ablation} ablation sweeps MEDIC only; --methods is ignored", file=sys.stderr)
-    cells = build_grid(
-        dataset=args.dataset, model=args.model, attacks=attacks, methods=methods, seeds=args.seeds,
-        target=args.target, rate=args.rate, fraction=args.fraction, epochs=args.epochs,
-        attack_epochs=args.attack_epochs, max_train=args.max_train, max_test=args.max_test,
-        ablation=args.ablation, values=values, medic=medic, device=args.device, teacher_seed=args.teacher_seed,
-        data_root=args.data_root,
-    )
-    inputs = [p for p in (args.dataset, args.data_root) if p and Path(str(p)).exists()]
+    read = {args.data_root, *(c.dataset for c in cells), *(c.teacher_dir for c in cells)}
+    inputs = [p for p in read if p and Path(str(p)).exists()]
     with SignalStop():  # SIGTERM/SIGINT unwind (workers are terminated on the way out), never just kill
         check_grid(cells, executor=args.executor)
         prepare_resumable_folder(args.out, own=COMPARE_FILES, inputs=inputs, what="a compare run")

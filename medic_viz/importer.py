@@ -27,7 +27,7 @@ from torch import nn
 from medic_viz.io import CheckpointMismatchError, ModelCard, load_state_dict_file, model_from_state_dict
 
 __all__ = ["NORMALIZE_PRESETS", "parse_normalize", "is_code_architecture", "code_builder", "NormalizedModel",
-           "import_model", "ModelFolder", "open_model_folder"]
+           "import_model", "arch_builder", "load_model_folder", "ModelFolder", "open_model_folder"]
 
 #: Named normalisations for ``--normalize`` (mean, std per channel, for inputs in [0, 1]).
 NORMALIZE_PRESETS: dict[str, tuple[list[float], list[float]]] = {
@@ -198,6 +198,29 @@ def import_model(
     return model, card
 
 
+def arch_builder(architecture: str, trust_arch_code: bool = False) -> Callable[..., nn.Module] | None:
+    """The builder that rebuilds ``architecture`` (as :func:`medic_viz.io.load_model` takes it):
+    None for a zoo model, and for code of your own unless ``trust_arch_code`` (then
+    :func:`~medic_viz.io.load_model` refuses it, naming ``--trust-arch-code``); else
+    :func:`code_builder`, which imports and runs that code."""
+    return code_builder(architecture) if trust_arch_code and is_code_architecture(architecture) else None
+
+
+def load_model_folder(folder: str | Path, *, trust_arch_code: bool = False,
+                      device: str | torch.device = "cpu") -> tuple[nn.Module, ModelCard]:
+    """:func:`medic_viz.io.load_model` on a model folder (or its ``card.json``), rebuilding an
+    architecture of your own (``package.module:callable``) only with ``trust_arch_code=True``."""
+    from medic_viz.io import CARD_FILENAME, _read_card, load_model
+
+    folder = Path(folder)
+    builder = None
+    if trust_arch_code:
+        card_path = folder / CARD_FILENAME if folder.is_dir() else folder
+        if card_path.is_file():
+            builder = arch_builder(_read_card(card_path).architecture, True)  # bounded read
+    return load_model(folder, device=device, builder=builder)
+
+
 @dataclass
 class ModelFolder:
     """A model folder opened with its data: ``model`` (eval mode), ``card``, ``splits`` (the
@@ -227,17 +250,10 @@ def open_model_folder(
     An architecture of your own (``package.module:callable``) is rebuilt only with
     ``trust_arch_code=True`` (that imports and runs the code)."""
     from medic_viz.data import load_dataset
-    from medic_viz.io import CARD_FILENAME, _read_card, load_model
     from medic_viz.pipeline import trigger_of
 
     folder = Path(folder)
-    builder = None
-    if trust_arch_code:
-        card_path = folder / CARD_FILENAME if folder.is_dir() else folder
-        architecture = _read_card(card_path).architecture
-        if is_code_architecture(architecture):
-            builder = code_builder(architecture)
-    model, card = load_model(folder, device=device, builder=builder)
+    model, card = load_model_folder(folder, trust_arch_code=trust_arch_code, device=device)
     name = dataset if dataset is not None else (card.dataset or "signs")
     splits = load_dataset(name, root=data_root, download=download, size=card.input_size, seed=0)
     if splits.num_classes != card.num_classes or splits.image_shape[0] != card.in_channels:

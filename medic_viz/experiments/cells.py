@@ -52,7 +52,9 @@ def cell_splits(dataset: str, max_train: int | None, max_test: int | None, data_
 def train_teacher(spec: Mapping[str, Any]) -> dict:
     """Train the trojaned model of a cell (``CellSpec.to_dict()``); returns a picklable payload
     ``{"state_dict", "card", "metrics", "attack_config", "target", "rate", "seconds", "torch"}``
-    (metrics: clean accuracy and ASR on the cell's test set)."""
+    (metrics: clean accuracy and ASR on the cell's test set). A cell whose teacher is a model
+    folder gets the folder's model instead, measured the same way
+    (:func:`medic_viz.experiments.folders.folder_teacher`)."""
     import torch
 
     from medic_viz.attacks.train import ATTACK_TRAIN_DEFAULTS, train_attack
@@ -62,6 +64,10 @@ def train_teacher(spec: Mapping[str, Any]) -> dict:
 
     cell = CellSpec.from_dict(spec)
     pause_for_tests("teacher")  # a test hook: lets a test signal the grid while a worker is busy
+    if cell.teacher_dir is not None:
+        from medic_viz.experiments.folders import folder_teacher
+
+        return folder_teacher(cell)
     start = time.perf_counter()
     splits = cell_splits(cell.dataset, cell.max_train, cell.max_test, cell.data_root)
     cfg = TrainConfig(**{**ATTACK_TRAIN_DEFAULTS, "epochs": int(cell.attack_epochs), "seed": cell.attack_seed,
@@ -82,10 +88,14 @@ def train_teacher(spec: Mapping[str, Any]) -> dict:
 
 
 def teacher_model(payload: Mapping[str, Any]):
-    """The trojaned model of a teacher payload (from :func:`train_teacher`), on the CPU, in eval mode."""
+    """The trojaned model of a teacher payload (from :func:`train_teacher`), on the CPU, in eval
+    mode (an architecture of your own only when the payload says ``trust_arch_code``)."""
+    from medic_viz.importer import arch_builder
     from medic_viz.io import ModelCard, model_from_state_dict
 
-    return model_from_state_dict(ModelCard.from_dict(payload["card"]), payload["state_dict"])
+    card = ModelCard.from_dict(payload["card"])
+    builder = arch_builder(card.architecture, bool(payload.get("trust_arch_code", False)))
+    return model_from_state_dict(card, payload["state_dict"], builder=builder)
 
 
 #: Fields of a defence's result config copied into a row's ``extra`` (what a method decided).
@@ -132,7 +142,8 @@ def run_cell(spec: Mapping[str, Any], teacher: Mapping[str, Any]) -> dict:
         "fraction": cell.fraction,
         "n_clean_subset": outcome.n_clean_subset,
         "epochs": cell.epochs,
-        "attack_epochs": cell.attack_epochs,
+        "attack_epochs": None if cell.teacher_dir is not None else cell.attack_epochs,
+        "teacher_folder": cell.teacher_dir,
         "target": target,
         "before_clean_acc": before.clean_acc,
         "before_asr": before.asr,

@@ -55,14 +55,18 @@ def _slug(text: str) -> str:
 @dataclass
 class CellSpec:
     """One run of the grid: a defence ``method`` (with ``method_options``) on the model trojaned
-    by ``attack`` (``attack_options``, ``target``, ``rate``) for ``seed``.
+    by ``attack`` (``attack_options``, ``target``, ``rate``) for ``seed``, or on the model in
+    the folder ``teacher_dir`` (then ``attack`` is the folder's name, ``model``, ``target`` and
+    ``dataset`` come from its card, and ``teacher_sha256``, the digest of its weights, keys the
+    teacher; ``trust_arch_code`` lets an architecture of your own be rebuilt).
 
     ``epochs``: defence budget (None = each method's paper default, see
     :func:`method_options`); ``attack_epochs``: teacher training. ``max_train``/``max_test``:
     use a fixed random subset of the data (quick runs). ``ablation``/``ablation_value``: what
     this cell varies; ``variant``: its column label; ``x``/``series``: where it goes in an
-    ablation plot. ``device`` and ``data_root`` (the folder of a torchvision dataset) do not
-    change the cell's identity.
+    ablation plot. ``device``, ``data_root`` (the folder of a torchvision dataset),
+    ``teacher_dir`` (where the folder is: its weights' digest is what counts) and
+    ``trust_arch_code`` do not change the cell's identity.
     """
 
     dataset: str
@@ -70,7 +74,7 @@ class CellSpec:
     attack: str
     method: str
     seed: int
-    target: int = 0
+    target: int | None = 0
     rate: float | None = None
     attack_options: dict = field(default_factory=dict)
     method_options: dict = field(default_factory=dict)
@@ -87,6 +91,9 @@ class CellSpec:
     device: str = "auto"
     teacher_seed: int | None = None
     data_root: str | None = None
+    teacher_dir: str | None = None
+    teacher_sha256: str | None = None
+    trust_arch_code: bool = False
 
     @property
     def attack_seed(self) -> int:
@@ -95,7 +102,11 @@ class CellSpec:
         return self.seed if self.teacher_seed is None else int(self.teacher_seed)
 
     def teacher_key(self) -> dict:
-        """Everything the trojaned teacher depends on."""
+        """Everything the trojaned teacher depends on (a folder's: its weights, and the test
+        set its clean accuracy and ASR are measured on)."""
+        if self.teacher_dir is not None:
+            return {"dataset": self.dataset, "model": self.model, "teacher_sha256": self.teacher_sha256,
+                    "max_test": self.max_test}
         return {
             "dataset": self.dataset, "model": self.model, "attack": self.attack,
             "attack_options": self.attack_options, "target": self.target, "rate": self.rate,
@@ -104,14 +115,18 @@ class CellSpec:
 
     @property
     def teacher_id(self) -> str:
+        if self.teacher_dir is not None:
+            return f"{_slug(self.attack)}-{_slug(self.model)}-{_digest(self.teacher_key(), 10)}"
         return f"{_slug(self.attack)}-{_slug(self.model)}-s{self.attack_seed}-{_digest(self.teacher_key(), 10)}"
 
     def identity(self) -> dict:
         """The fields that determine the cell's result (the device, wherever it appears, and
         where the data lives do not)."""
         d = asdict(self)
-        d.pop("device")
-        d.pop("data_root")
+        for name in ("device", "data_root", "teacher_dir", "trust_arch_code"):
+            d.pop(name)
+        if d["teacher_sha256"] is None:  # a grid-trained teacher: the identity it had before folders existed
+            d.pop("teacher_sha256")
         d["method_options"] = {k: v for k, v in d["method_options"].items() if k != "device"}
         return d
 
@@ -149,7 +164,8 @@ def validate_cells(cells: Sequence[CellSpec]) -> None:
     checked: set[str] = set()
     for cell in cells:
         try:
-            _whole(cell.target, "target", 0)
+            if cell.teacher_dir is None or cell.target is not None:
+                _whole(cell.target, "target", 0)
             _whole(cell.seed, "seed", 0)
             _whole(cell.attack_epochs, "attack_epochs", 1)
             if cell.epochs is not None:
@@ -163,10 +179,13 @@ def validate_cells(cells: Sequence[CellSpec]) -> None:
             if isinstance(cell.fraction, bool) or not isinstance(cell.fraction, numbers.Real) or not 0 < cell.fraction <= 1:
                 raise ValueError(f"fraction must be in (0, 1], got {cell.fraction!r}")
             key = json.dumps([cell.attack, cell.attack_options, cell.method, cell.method_options, cell.attack_epochs,
-                              cell.attack_seed, cell.device], sort_keys=True, default=str)
+                              cell.attack_seed, cell.device, cell.teacher_dir], sort_keys=True, default=str)
             if key in checked:
                 continue
             checked.add(key)
+            if cell.teacher_dir is not None:  # a given model: nothing to train it with
+                make_defense(cell.method, **cell.method_options)
+                continue
             spec = attack_spec(cell.attack)
             params = {k: v for k, v in cell.attack_options.items() if k not in spec.train_options}
             unknown = sorted(set(params) - set(spec.parameters()))
@@ -228,11 +247,36 @@ def _split_values(values: Mapping[str, Sequence] | None, ablation: str) -> dict[
     return base
 
 
+def _folder_sources(teachers: Sequence[Any], dataset: str | None, trust_arch_code: bool) -> list[tuple]:
+    """``(label, architecture, attack options, own cell fields)`` of each teacher folder, refused
+    up front (one line) when a folder is not a model folder, is given twice, shares its name with
+    another, or holds an architecture of your own without ``trust_arch_code``."""
+    from medic_viz.experiments.folders import read_teacher_folder
+    from medic_viz.importer import is_code_architecture
+
+    folders = [read_teacher_folder(t) for t in teachers]
+    seen: dict[str, str] = {}
+    for f in folders:
+        if f.label in seen:
+            same = seen[f.label] == f.path
+            raise ValueError(f"--teacher {f.path}: given twice" if same else
+                             f"--teacher: two folders are named {f.label!r} ({seen[f.label]}, {f.path}); the name is "
+                             "the teacher's column in the table, rename one")
+        seen[f.label] = f.path
+        if is_code_architecture(f.card.architecture) and not trust_arch_code:
+            raise ValueError(f"--teacher {f.path}: its architecture is code of your own ({f.card.architecture}); "
+                             "add --trust-arch-code to import and run that code (only for code you trust)")
+    return [(f.label, f.card.architecture, {},
+             dict(dataset=str(dataset or f.card.dataset or "signs"), target=f.card.target_class, teacher_dir=f.path,
+                  teacher_sha256=f.sha256, trust_arch_code=bool(trust_arch_code)))
+            for f in folders]
+
+
 def build_grid(
     *,
-    dataset: str,
+    dataset: str | None = None,
     model: str = "small_cnn",
-    attacks: Sequence[str],
+    attacks: Sequence[str] = (),
     methods: Sequence[str] = TABLE1_METHODS,
     seeds: int | Sequence[int] = 3,
     target: int = 0,
@@ -249,6 +293,8 @@ def build_grid(
     device: str = "auto",
     teacher_seed: int | None = None,
     data_root: str | None = None,
+    teachers: Sequence[Any] = (),
+    trust_arch_code: bool = False,
 ) -> list[CellSpec]:
     """The cells of a comparison (``ablation="none"``) or of one of the paper's ablations.
 
@@ -257,6 +303,14 @@ def build_grid(
     :data:`DEFAULT_ABLATION_VALUES`). Ablations sweep MEDIC only, except ``"fraction"``,
     which sweeps every method given. Every cell is checked by :func:`validate_cells`.
     ``data_root``: folder of a torchvision dataset (``cifar10``, ``gtsrb``, ``mnist``).
+    ``dataset`` None: ``"signs"`` (the embedded data).
+
+    ``teachers``: model folders (from ``medic-viz import`` or ``attack``) to compare instead of
+    ``attacks``: each is one "attack" of the grid, named after the folder, with its card's
+    architecture and target, on ``dataset`` or else its card's dataset. ``model``, ``rate``,
+    ``attack_options``, ``attack_epochs`` and ``teacher_seed`` do not apply to them; the
+    ``arch`` ablation (which trains teachers) is refused. An architecture of your own
+    (``package.module:callable``) needs ``trust_arch_code=True``, which imports and runs it.
     """
     from medic_viz.attacks.registry import ATTACKS
     from medic_viz.defenses.registry import DISPLAY_NAMES, _canonical
@@ -264,15 +318,23 @@ def build_grid(
 
     if ablation not in ABLATIONS:
         raise ValueError(f"ablation must be one of {ABLATIONS}, got {ablation!r}")
-    if not attacks:
-        raise ValueError("give at least one attack")
+    attacks, teachers = list(attacks or ()), list(teachers or ())
+    if attacks and teachers:
+        raise ValueError("give attacks (teachers trained by the grid) or teacher folders (models given), not both")
+    if not attacks and not teachers:
+        raise ValueError("give at least one attack or teacher folder")
     for a in attacks:
         if a not in ATTACKS:
             raise ValueError(f"unknown attack {a!r}; available attacks: {', '.join(ATTACKS)}")
     methods = [_canonical(m) for m in methods]
     if not methods:
         raise ValueError("give at least one method")
-    if model not in available_models():
+    sources = [(a, model, dict((attack_options or {}).get(a, {})), {}) for a in attacks]
+    if teachers:
+        if ablation == "arch":
+            raise ValueError("the arch ablation trains a teacher per architecture; it does not take teacher folders")
+        sources = _folder_sources(teachers, dataset, trust_arch_code)
+    elif model not in available_models():
         raise ValueError(f"unknown model {model!r}; available: {', '.join(available_models())}")
     if isinstance(seeds, bool) or (isinstance(seeds, int) and seeds < 1):
         raise ValueError(f"seeds must be a number of seeds >= 1 or a list of seeds, got {seeds!r}")
@@ -285,8 +347,7 @@ def build_grid(
     _whole(attack_epochs, "attack_epochs", 1)
     medic_opts = dict(medic or {})
     sweep = _split_values(values, ablation)
-    attack_options = dict(attack_options or {})
-    common = dict(dataset=str(dataset), target=int(target), rate=rate, fraction=float(fraction), epochs=epochs,
+    base = dict(dataset=str(dataset or "signs"), target=int(target), rate=rate, fraction=float(fraction), epochs=epochs,
                   attack_epochs=int(attack_epochs), max_train=max_train, max_test=max_test, device=device,
                   teacher_seed=None if teacher_seed is None else int(teacher_seed),
                   data_root=None if data_root is None else str(data_root))
@@ -299,8 +360,8 @@ def build_grid(
         return opts
 
     cells: list[CellSpec] = []
-    for attack in attacks:
-        a_opts = dict(attack_options.get(attack, {}))
+    for attack, model, a_opts, own in sources:
+        common = {**base, **own}
         for seed in seed_list:
             if ablation == "none":
                 for m in methods:

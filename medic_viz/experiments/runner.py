@@ -97,7 +97,9 @@ def check_grid(cells: Sequence[CellSpec], *, executor: str = "local") -> None:
     (:func:`~medic_viz.experiments.grid.validate_cells`); with the local executor also each
     cell's device and data: the dataset loads, neither split is empty, the target is one of
     its classes, a clean-label attack has target-class images to poison, and each attack can
-    be built for the data (e.g. a composite attack's classes). Raises ValueError."""
+    be built for the data (e.g. a composite attack's classes); a teacher folder's model loads
+    and fits the data (:func:`~medic_viz.experiments.folders.check_teacher_folder`). Raises
+    ValueError."""
     from medic_viz.attacks.registry import attack_spec, build_attack
     from medic_viz.device import resolve_device
     from medic_viz.experiments.cells import cell_splits
@@ -110,7 +112,7 @@ def check_grid(cells: Sequence[CellSpec], *, executor: str = "local") -> None:
     checked: set[str] = set()
     for cell in cells:
         key = json.dumps([cell.dataset, cell.max_train, cell.max_test, cell.data_root, cell.attack,
-                          cell.attack_options, cell.target], sort_keys=True, default=str)
+                          cell.attack_options, cell.target, cell.teacher_dir], sort_keys=True, default=str)
         if key in checked:
             continue
         checked.add(key)
@@ -119,6 +121,11 @@ def check_grid(cells: Sequence[CellSpec], *, executor: str = "local") -> None:
         for part in (splits.train, splits.test):
             if len(part) == 0:
                 raise ValueError(f"{where}: {part.name} is empty (max_train/max_test or the data)")
+        if cell.teacher_dir is not None:
+            from medic_viz.experiments.folders import check_teacher_folder
+
+            check_teacher_folder(cell, splits)
+            continue
         if not cell.target < splits.num_classes:
             raise ValueError(f"{where}: target {cell.target} is not a class of {cell.dataset} "
                              f"(classes 0..{splits.num_classes - 1})")
@@ -147,10 +154,10 @@ def _save_teacher(directory: Path, payload: Mapping[str, Any], key: Mapping[str,
     _write_atomic(directory / "teacher.json", json.dumps(meta, indent=2, default=str))
 
 
-def _load_teacher(directory: Path) -> dict:
-    from medic_viz.io import load_model
+def _load_teacher(directory: Path, trust_arch_code: bool = False) -> dict:
+    from medic_viz.importer import load_model_folder
 
-    model, card = load_model(directory)
+    model, card = load_model_folder(directory, trust_arch_code=trust_arch_code)
     meta = json.loads((directory / "teacher.json").read_text())
     return {
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -159,6 +166,7 @@ def _load_teacher(directory: Path) -> dict:
         "attack_config": meta["attack_config"],
         "target": meta["target"],
         "rate": meta.get("rate"),
+        "trust_arch_code": bool(trust_arch_code),
     }
 
 
@@ -208,8 +216,11 @@ def run_grid(
     for c in todo:
         if not (teachers_dir / c.teacher_id / "teacher.json").exists():
             needed.setdefault(c.teacher_id, c)
-    if needed:
-        say(f"training {len(needed)} trojaned teacher(s)")
+    given = sum(1 for c in needed.values() if c.teacher_dir is not None)
+    if len(needed) > given:
+        say(f"training {len(needed) - given} trojaned teacher(s)")
+    if given:
+        say(f"measuring {given} teacher(s) from model folders")
     t_start = time.perf_counter()
 
     def teacher_done(tid: str, payload: Any) -> None:
@@ -250,7 +261,7 @@ def run_grid(
                 cell_failed(c.cell_id, RuntimeError(f"its teacher {c.teacher_id} could not be trained"), "")
                 continue
             if c.teacher_id not in payloads:
-                payloads[c.teacher_id] = _load_teacher(teachers_dir / c.teacher_id)
+                payloads[c.teacher_id] = _load_teacher(teachers_dir / c.teacher_id, c.trust_arch_code)
             tasks.append((c.cell_id, run_cell, (c.to_dict(), payloads[c.teacher_id])))
         return tasks
 

@@ -23,9 +23,9 @@ STD_DEFINITION = "sample standard deviation, ddof=1"
 
 #: Columns of ``results.csv``, one row per finished run.
 CSV_COLUMNS = ["cell_id", "teacher_id", "dataset", "model", "attack", "method", "variant", "seed", "ablation",
-               "ablation_value", "series", "x", "fraction", "n_clean_subset", "epochs", "attack_epochs", "target",
-               "before_clean_acc", "before_asr", "clean_acc", "asr", "n_clean", "n_asr", "train_seconds", "seconds",
-               "peak_rss_mb", "cuda_peak_mb", "device", "method_options", "extra", "finished_at"]
+               "ablation_value", "series", "x", "fraction", "n_clean_subset", "epochs", "attack_epochs", "teacher_folder",
+               "target", "before_clean_acc", "before_asr", "clean_acc", "asr", "n_clean", "n_asr", "train_seconds",
+               "seconds", "peak_rss_mb", "cuda_peak_mb", "device", "method_options", "extra", "finished_at"]
 
 
 def _ordered(values: Iterable[Any]) -> list[Any]:
@@ -95,10 +95,11 @@ def format_table(rows: Sequence[Mapping[str, Any]], *, title: str | None = None)
         lines += [f"**{title}**", ""]
     first = rows[0] if rows else {}
     budget = "paper defaults per method" if first.get("epochs") is None else f"{first.get('epochs')} epochs"
+    teachers = ("model folders" if first.get("teacher_folder") else f"{first.get('attack_epochs', '?')} epochs")
     lines.append(
         f"Dataset `{first.get('dataset', '?')}`, model `{first.get('model', '?')}`, {len(seeds)} seed(s) "
         f"({', '.join(map(str, seeds))}), clean data {100 * float(first.get('fraction', 0)):g}% of the training set, "
-        f"defence budget: {budget}, teachers: {first.get('attack_epochs', '?')} epochs. Values in %, "
+        f"defence budget: {budget}, teachers: {teachers}. Values in %, "
         f"mean ± std over seeds ({STD_DEFINITION})."
     )
     lines.append("")

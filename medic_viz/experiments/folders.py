@@ -1,0 +1,118 @@
+"""Teachers given as model folders instead of trained by the grid: a model made elsewhere and
+imported (``medic-viz import``), or one saved by ``medic-viz attack``, compared under the same
+defences as the grid's own teachers (``medic-viz compare --teacher DIR``).
+
+:func:`read_teacher_folder` reads what a grid needs to know up front (the card, and a digest of
+the weights that keys the teacher: a folder whose weights change is a new teacher);
+:func:`check_teacher_folder` checks one against the cell's data before anything runs;
+:func:`folder_teacher` is the folder's counterpart of :func:`~medic_viz.experiments.cells.train_teacher`
+(it measures the model on the cell's test set instead of training it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["TeacherFolder", "read_teacher_folder", "check_teacher_folder", "folder_teacher", "file_sha256"]
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class TeacherFolder:
+    """A model folder as a grid's teacher: ``path`` (absolute), ``label`` (its name, the grid's
+    "attack" column), ``card`` (:class:`~medic_viz.io.ModelCard`) and ``sha256`` of its weights."""
+
+    path: str
+    label: str
+    card: Any
+    sha256: str
+
+
+def read_teacher_folder(folder: str | Path) -> TeacherFolder:
+    """Read a model folder (``model.safetensors`` + ``card.json``) for a grid. Raises ValueError
+    with one line saying what is missing; nothing is imported or built here."""
+    from medic_viz.io import CARD_FILENAME, MODEL_FILENAME, _read_card
+
+    path = Path(folder).expanduser()
+    where = f"--teacher {folder}"
+    if not path.is_dir():
+        raise ValueError(f"{where}: not a folder; give a model folder written by `medic-viz import` or `attack` "
+                         f"({MODEL_FILENAME} + {CARD_FILENAME})")
+    for name in (CARD_FILENAME, MODEL_FILENAME):
+        if not (path / name).is_file():
+            raise ValueError(f"{where}: no {name} in it; a model folder from `medic-viz import` or `attack` holds "
+                             f"{MODEL_FILENAME} and {CARD_FILENAME}")
+    try:
+        card = _read_card(path / CARD_FILENAME)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    resolved = path.resolve()
+    return TeacherFolder(str(resolved), resolved.name, card, file_sha256(resolved / MODEL_FILENAME))
+
+
+def check_teacher_folder(cell: Any, splits: Any) -> None:
+    """Refuse a folder cell (:class:`~medic_viz.experiments.grid.CellSpec` with ``teacher_dir``)
+    whose model does not fit its data: classes, channels and image size against the card,
+    the card's target class, and the weights (loaded, strictly). Raises ValueError."""
+    from medic_viz.importer import load_model_folder
+
+    where = f"--teacher {cell.teacher_dir}"
+    _model, card = load_model_folder(cell.teacher_dir, trust_arch_code=cell.trust_arch_code)
+    channels, height, width = splits.image_shape
+    if card.num_classes != splits.num_classes or card.in_channels != channels:
+        raise ValueError(f"{where}: the model has {card.num_classes} classes and {card.in_channels}-channel inputs, "
+                         f"{cell.dataset} has {splits.num_classes} classes and {channels} channels; compare it on "
+                         "the dataset it was trained on (--dataset)")
+    if (height, width) != (card.input_size, card.input_size):
+        raise ValueError(f"{where}: the model takes {card.input_size}x{card.input_size} images, {cell.dataset} holds "
+                         f"{height}x{width}; compare it on data of its size")
+    if card.target_class is not None and not 0 <= card.target_class < splits.num_classes:
+        raise ValueError(f"{where}: its card's target class {card.target_class} is not a class of {cell.dataset}")
+
+
+def folder_teacher(cell: Any) -> dict:
+    """The teacher payload of a folder cell (as :func:`~medic_viz.experiments.cells.train_teacher`
+    returns it): the folder's weights and card, and its clean accuracy and ASR (None without a
+    trigger in the card) measured on the cell's test set. Refuses a folder whose weights
+    changed since the grid was built."""
+    import torch
+
+    from medic_viz.attacks.registry import attack_evaluator
+    from medic_viz.device import resolve_device
+    from medic_viz.experiments.cells import cell_splits
+    from medic_viz.importer import load_model_folder
+    from medic_viz.io import MODEL_FILENAME
+    from medic_viz.pipeline import trigger_of
+
+    start = time.perf_counter()
+    folder = Path(cell.teacher_dir)
+    if cell.teacher_sha256 is not None and file_sha256(folder / MODEL_FILENAME) != cell.teacher_sha256:
+        raise ValueError(f"--teacher {folder}: its weights changed after the grid was built; run compare again")
+    model, card = load_model_folder(folder, trust_arch_code=cell.trust_arch_code)
+    splits = cell_splits(cell.dataset, cell.max_train, cell.max_test, cell.data_root)
+    trigger, target = trigger_of(card)
+    device = resolve_device(cell.device)
+    metrics = attack_evaluator(trigger, splits.test, target, device=device)(model.to(device))
+    return {
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "card": card.to_dict(),
+        "metrics": metrics.as_dict(),
+        "attack_config": card.attack or None,
+        "target": target,
+        "rate": None,
+        "seconds": time.perf_counter() - start,
+        "torch": torch.__version__,
+        "trust_arch_code": bool(cell.trust_arch_code),
+    }
