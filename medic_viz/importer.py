@@ -27,7 +27,8 @@ from torch import nn
 from medic_viz.io import CheckpointMismatchError, ModelCard, load_state_dict_file, model_from_state_dict
 
 __all__ = ["NORMALIZE_PRESETS", "parse_normalize", "is_code_architecture", "code_builder", "NormalizedModel",
-           "import_model", "arch_builder", "load_model_folder", "ModelFolder", "open_model_folder"]
+           "import_model", "arch_builder", "check_model_folder", "load_model_folder", "ModelFolder",
+           "open_model_folder"]
 
 #: Named normalisations for ``--normalize`` (mean, std per channel, for inputs in [0, 1]).
 NORMALIZE_PRESETS: dict[str, tuple[list[float], list[float]]] = {
@@ -204,6 +205,26 @@ def arch_builder(architecture: str, trust_arch_code: bool = False) -> Callable[.
     :func:`~medic_viz.io.load_model` refuses it, naming ``--trust-arch-code``); else
     :func:`code_builder`, which imports and runs that code."""
     return code_builder(architecture) if trust_arch_code and is_code_architecture(architecture) else None
+
+
+def check_model_folder(folder: str | Path | None) -> Path:
+    """``folder`` as a path if it is a model folder (``card.json`` and ``model.safetensors`` in
+    it, as ``medic-viz import`` and ``attack`` write them); else ValueError, one line saying
+    what is missing. Reads nothing."""
+    from medic_viz.io import CARD_FILENAME, MODEL_FILENAME
+
+    text = "" if folder is None else str(folder).strip()
+    if not text:
+        raise ValueError("give the path of a model folder (written by `medic-viz import` or `attack`)")
+    path = Path(text).expanduser()
+    if not path.is_dir():
+        raise ValueError(f"{text}: not a folder; give a model folder written by `medic-viz import` or `attack` "
+                         f"({MODEL_FILENAME} + {CARD_FILENAME})")
+    for name in (CARD_FILENAME, MODEL_FILENAME):
+        if not (path / name).is_file():
+            raise ValueError(f"{text}: no {name} in it; a model folder written by `medic-viz import` or `attack` "
+                             f"holds {MODEL_FILENAME} and {CARD_FILENAME}")
+    return path
 
 
 def load_model_folder(folder: str | Path, *, trust_arch_code: bool = False,

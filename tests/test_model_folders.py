@@ -83,3 +83,52 @@ def test_workbench_opens_a_folder(folders):
     bench = WorkbenchState.from_folder(with_trigger, stats_images=20, triggers={}, epochs=1)
     assert bench.launcher.trigger.name == "patch" and bench.launcher.target == 2
     assert bench.card.architecture == "small_cnn" and len(bench.splits.test) == 20
+
+
+def test_workbench_opens_another_folder_with_its_settings_and_refuses_bad_ones(folders, tmp_path):
+    from medic_viz.widgets.state import WorkbenchState
+
+    with_trigger, without, _ = folders
+    bench = WorkbenchState.from_folder(without, stats_images=20, triggers={"blend": parse_trigger_spec("blend")},
+                                       epochs=1, tau=3.0, lam=4.0, seed=2, fraction=0.5, device="cpu")
+    assert bench.folder == without and bench.launcher.trigger is None
+    other = bench.open_folder(f"  {with_trigger}  ")  # pasted with spaces
+    assert other is not bench and other.folder == with_trigger and bench.folder == without
+    assert other.launcher.trigger.name == "patch" and other.launcher.target == 2
+    assert (other.tau, other.lam, other.launcher.epochs, other.launcher.fraction) == (3.0, 4.0, 1, 0.5)
+    assert other.picker.seed == 2 and other.picker.stats_images == 20
+    (tmp_path / "empty").mkdir()
+    for path, message in (("", "give the path of a model folder"),
+                          (tmp_path / "nowhere", "nowhere: not a folder"),
+                          (tmp_path / "empty", "empty: no card.json in it")):
+        with pytest.raises(ValueError, match=message) as info:
+            bench.open_folder(path)
+        assert "\n" not in str(info.value)
+
+
+def test_workbench_view_opens_a_folder_and_shows_a_bad_one_in_one_line(folders, tmp_path):
+    pytest.importorskip("ipywidgets")
+    pytest.importorskip("anywidget")
+    from medic_viz.widgets.apps import workbench_app
+    from medic_viz.widgets.state import WorkbenchState
+
+    with_trigger, without, _ = folders
+    state = WorkbenchState.from_folder(without, stats_images=20, epochs=1, device="cpu", tau=2.0)
+    app = workbench_app(state)
+    assert app.folder_path.value == str(without) and "from without/" in app.header.value
+    app.folder_path.value = str(tmp_path / "nowhere")
+    app.open_button.click()
+    assert app.state is state and "#c62828" in app.folder_status.value and "not a folder" in app.folder_status.value
+    assert "<br" not in app.folder_status.value and "\n" not in app.folder_status.value
+    app.folder_path.value = str(with_trigger)
+    app.open_button.click()
+    new = app.state
+    assert new is not state and new.folder == with_trigger and app.folder_status.value == ""
+    assert "small_cnn trojaned with patch from with/" in app.header.value and new.tau == 2.0
+    assert app.opener in app.children and app.picker_view.state is new.picker
+    assert list(app.picker_view.trigger_name.options)[0] == "model: patch"
+    app.tau.value = 6.0  # the rebuilt slider drives the new state, and the old one no longer drives the view
+    assert new.tau == new.picker.tau == new.launcher.tau == 6.0 and state.tau == 2.0
+    state.tau = 9.0
+    assert app.tau.value == 6.0
+    assert new.listener_errors == new.picker.listener_errors == new.launcher.listener_errors == []

@@ -408,6 +408,23 @@ def test_picker_loads_own_image_of_any_size(picker):
         picker.load_image(rgb, label=7)
 
 
+
+def test_picker_loads_a_jpeg_file_of_any_size(picker, tmp_path):
+    from PIL import Image
+
+    rgb = np.zeros((37, 50, 3), dtype=np.uint8)
+    rgb[:, :, 1] = 255  # pure green, 37 x 50: not the data's 8 x 8, not square
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(rgb).save(path, format="JPEG", quality=95)
+    picker.load_image(path, label=1)
+    assert picker.choice == PickerState.CUSTOM and picker.image.shape == (3, 8, 8)
+    torch.testing.assert_close(picker.image[1], torch.ones(8, 8), atol=0.03, rtol=0)
+    assert float(picker.image[[0, 2]].abs().max()) < 0.03
+    picker.load_image(path.read_bytes())  # the bytes of an upload
+    assert picker.image.shape == (3, 8, 8) and picker.label == int(picker.model(picker.image[None]).argmax(1))
+    with pytest.raises(ValueError, match="image file not found"):
+        picker.load_image(tmp_path / "missing.jpg")
+
 def test_picker_loads_another_model(picker):
     with pytest.raises(ValueError, match="5 classes"):
         picker.load_model(_net(1, classes=5))

@@ -43,17 +43,14 @@ class TeacherFolder:
 def read_teacher_folder(folder: str | Path) -> TeacherFolder:
     """Read a model folder (``model.safetensors`` + ``card.json``) for a grid. Raises ValueError
     with one line saying what is missing; nothing is imported or built here."""
+    from medic_viz.importer import check_model_folder
     from medic_viz.io import CARD_FILENAME, MODEL_FILENAME, _read_card
 
-    path = Path(folder).expanduser()
     where = f"--teacher {folder}"
-    if not path.is_dir():
-        raise ValueError(f"{where}: not a folder; give a model folder written by `medic-viz import` or `attack` "
-                         f"({MODEL_FILENAME} + {CARD_FILENAME})")
-    for name in (CARD_FILENAME, MODEL_FILENAME):
-        if not (path / name).is_file():
-            raise ValueError(f"{where}: no {name} in it; a model folder from `medic-viz import` or `attack` holds "
-                             f"{MODEL_FILENAME} and {CARD_FILENAME}")
+    try:
+        path = check_model_folder(folder)
+    except ValueError as exc:
+        raise ValueError(f"--teacher {exc}") from None
     try:
         card = _read_card(path / CARD_FILENAME)
     except ValueError as exc:

@@ -50,12 +50,33 @@ class WorkbenchApp(widgets.VBox):
     Parts (for tests and notebooks): ``tau``, ``lam`` (the shared sliders), ``picker_view``,
     ``explorer_view``, ``launcher_view`` (the composed apps; ``launch_button``, ``stop_button``,
     ``figure`` are the launcher's), ``probe_html`` and ``probe_figure`` (the picked input, live),
-    ``compare_button``, ``compare_status`` and ``compare_figure`` (before / after).
+    ``compare_button``, ``compare_status`` and ``compare_figure`` (before / after), and
+    ``folder_path``, ``open_button``, ``folder_status`` (open another model folder:
+    :meth:`WorkbenchState.open_folder`, then every part is rebuilt on the new state).
     """
 
     def __init__(self, state: WorkbenchState, *, max_redraws_per_second: float = 4.0, width: int = 1100) -> None:
         if not isinstance(state, WorkbenchState):
             raise TypeError(f"workbench_app needs a WorkbenchState, got {type(state).__name__}")
+        self._max_redraws_per_second = float(max_redraws_per_second)
+        self._width = int(width)
+        self.folder_path = widgets.Text(value="" if state.folder is None else str(state.folder),
+                                        placeholder="a model folder from medic-viz import or attack",
+                                        description="model folder", style={"description_width": "95px"},
+                                        layout=widgets.Layout(width="520px"))
+        self.open_button = widgets.Button(description="Open", icon="folder-open",
+                                          tooltip="open this model folder (its card's dataset and trigger) here")
+        self.open_button.on_click(self._on_open)
+        self.folder_status = widgets.HTML()
+        self.opener = self._classed(widgets.HBox([self.folder_path, self.open_button, self.folder_status]),
+                                    "medic-open-folder")
+        super().__init__([])
+        self.add_class("medic-workbench")
+        self._attach(state)
+
+    def _attach(self, state: WorkbenchState) -> None:
+        """Build every part on ``state`` and listen to it."""
+        max_redraws_per_second, width = self._max_redraws_per_second, self._width
         self.state = state
         self._guard: dict = {}
         curves_width = max(500, width - 380)
@@ -116,8 +137,8 @@ class WorkbenchApp(widgets.VBox):
         settings = widgets.HBox([widgets.VBox([lv.method, lv.fraction, lv.method_note]),
                                  widgets.VBox([lv.epochs, lv.device, lv.eval_every_steps])])
         buttons = widgets.HBox([lv.launch_button, lv.stop_button, lv.clear_button, lv.progress])
-        super().__init__([
-            self.header,
+        self.children = [
+            self.header, self.opener,
             _section("1 · Pick an input"),
             self._classed(pv.gallery, "medic-gallery"), widgets.HBox([pv.trigger_name, pv.upload]), pv.error,
             _section("2 · Look inside it"),
@@ -132,13 +153,42 @@ class WorkbenchApp(widgets.VBox):
             _section("4 · Before and after: the picked input in the trojaned and the repaired model"),
             self._classed(widgets.VBox([widgets.HBox([self.compare_button, self.compare_status]), self.compare_figure]),
                           "medic-compare"),
-        ])
-        self.add_class("medic-workbench")
+        ]
         self.probe_throttle = Throttle(self.redraw_probe, 1.0 / max_redraws_per_second)
         state.add_listener(self._on_state)
         state.launcher.add_listener(self._on_launcher)
         state.picker.add_listener(self._on_picker)
         self.redraw()
+
+    def _detach(self) -> None:
+        """Stop listening to the current state (before another one is attached)."""
+        s = self.state
+        for source, listener in ((s, self._on_state), (s.launcher, self._on_launcher), (s.picker, self._on_picker)):
+            try:
+                source.remove_listener(listener)
+            except ValueError:
+                pass
+
+    def open_folder(self, folder: Any = None) -> bool:
+        """Open the model folder ``folder`` (default: the text in ``folder_path``) with the
+        current settings (:meth:`WorkbenchState.open_folder`) and show it; returns whether it
+        opened. A folder that does not open is reported in one line in ``folder_status`` and
+        the current model stays."""
+        path = self.folder_path.value if folder is None else str(folder)
+        self.folder_status.value = "<i>opening …</i>"
+        try:
+            state = self.state.open_folder(path)
+        except Exception as exc:  # user input: a wrong path, weights that do not fit …; shown, not raised
+            self.folder_status.value = error_html(" ".join(f"{type(exc).__name__}: {exc}".split()))
+            return False
+        self._detach()
+        self._attach(state)
+        self.folder_path.value = str(state.folder)
+        self.folder_status.value = ""
+        return True
+
+    def _on_open(self, _button: Any = None) -> None:
+        self.open_folder()
 
     @staticmethod
     def _classed(box: widgets.Box, name: str) -> widgets.Box:
@@ -205,6 +255,8 @@ class WorkbenchApp(widgets.VBox):
         card = s.card
         if card is not None:
             teacher = f"{card.architecture}" + (f" trojaned with {card.attack.get('name')}" if card.attack else "")
+        if s.folder is not None:
+            teacher += f" from {s.folder.name}/"
         target = "" if launcher.target is None else (
             f"; its backdoor sends triggered inputs to <b>{html.escape(p.class_name(launcher.target))}</b>"
             " (ASR = share of triggered test images classified so)")

@@ -16,12 +16,16 @@ The layer is shared by the picker and the explorer. When a run ends normally (an
 :meth:`WorkbenchState.compare`, e.g. for a stopped run) the picked input is analysed under the
 repaired model, so that its Figure-2 columns can sit next to the trojaned model's
 (:meth:`WorkbenchState.comparison`).
+
+:meth:`WorkbenchState.open_folder` opens another model folder (from ``medic-viz import`` or
+``attack``) with the same settings: a new workbench, which the view then shows.
 """
 
 from __future__ import annotations
 
 import copy
 import threading
+from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import torch
@@ -71,6 +75,8 @@ class WorkbenchState(Parameterized):
     Listeners are told ``"param"`` (``tau``, ``lam``) and ``"compare"`` (``run``: the run whose
     repaired model :meth:`comparison` now shows). The sub-states tell their own listeners
     about everything else (the views listen to them).
+
+    ``folder``: the model folder the workbench was opened on (:meth:`from_folder`), else None.
     """
 
     KIND = "workbench"
@@ -117,6 +123,10 @@ class WorkbenchState(Parameterized):
         self._init_params(tau=tau, lam=lam)
         self.card = card
         self.splits = splits
+        self.folder: Path | None = None
+        #: What :meth:`open_folder` keeps: the settings that are not the model's.
+        self._carried = dict(stats_images=stats_images, gallery_per_class=gallery_per_class,
+                             gallery_size=gallery_size, seed=seed, **launcher_settings)
         self.picker = PickerState(model, splits.test, trigger=trigger, target=target, triggers=triggers, stats=stats,
                                   stats_images=stats_images, layers=layers, layer=layer, tau=self.tau,
                                   gallery_per_class=gallery_per_class, gallery_size=gallery_size, seed=seed)
@@ -163,7 +173,25 @@ class WorkbenchState(Parameterized):
         from medic_viz.importer import open_model_folder
 
         opened = open_model_folder(folder, dataset=dataset, data_root=data_root, trust_arch_code=trust_arch_code)
-        return cls(opened.model, opened.splits, card=opened.card, **settings)
+        state = cls(opened.model, opened.splits, card=opened.card, **settings)
+        state.folder = Path(folder)
+        return state
+
+    def open_folder(self, folder: Any, *, dataset: Any = None, data_root: Any = None,
+                    trust_arch_code: bool = False) -> "WorkbenchState":
+        """A new workbench on the model folder ``folder`` (:meth:`from_folder`) with this one's τ,
+        λ, seed, gallery and launcher settings; this one is left as it is (its runs included).
+        Raises ``ValueError`` with one line — before anything is loaded — while a run is running,
+        for an empty path, or for a path that is not a model folder
+        (:func:`medic_viz.importer.check_model_folder`); and as :meth:`from_folder` does for a
+        folder that does not open (weights that do not fit, a dataset with other classes …)."""
+        from medic_viz.importer import check_model_folder
+
+        if self.launcher.running:
+            raise ValueError("a run is running: stop it (or wait for it) before opening another model")
+        path = check_model_folder(folder)
+        return type(self).from_folder(path, dataset=dataset, data_root=data_root, trust_arch_code=trust_arch_code,
+                                      tau=self.tau, lam=self.lam, **self._carried)
 
     # -- the picked input -------------------------------------------------------------------
     def _flipping_choice(self, trigger: Trigger | None, target: int | None) -> int:
