@@ -16,7 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 EXPECTED = {"01_quickstart.ipynb", "02_which_neurons.ipynb", "03_tune_temperature.ipynb", "04_compare_defenses.ipynb",
-            "05_workshop.ipynb", "06_workbench.ipynb"}
+            "05_workshop.ipynb", "06_workbench.ipynb", "07_your_model.ipynb"}
 
 
 def _load(path: Path) -> dict:
