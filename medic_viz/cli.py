@@ -5,6 +5,7 @@
     medic-viz defend --method medic --teacher DIR [--dataset D] --out DIR [--tau --lam ...]
     medic-viz import --checkpoint FILE --arch A --dataset D [--target T --trigger SPEC] --out DIR
     medic-viz compare --dataset D --model M --attacks ... --methods ... --seeds N --out DIR
+    medic-viz compare --teacher DIR [--teacher DIR ...] --methods ... --seeds N --out DIR
 """
 
 from __future__ import annotations
