@@ -132,3 +132,21 @@ def test_workbench_view_opens_a_folder_and_shows_a_bad_one_in_one_line(folders, 
     state.tau = 9.0
     assert app.tau.value == 6.0
     assert new.listener_errors == new.picker.listener_errors == new.launcher.listener_errors == []
+
+
+def test_launcher_without_a_trigger_runs_and_says_asr_cannot_be_measured(folders):
+    pytest.importorskip("ipywidgets")
+    pytest.importorskip("anywidget")
+    from medic_viz.widgets.apps import launcher_app
+    from medic_viz.widgets.state import LauncherState
+
+    with_trigger, without, _ = folders
+    assert LauncherState.from_folder(with_trigger).asr_note is None
+    state = LauncherState.from_folder(without, epochs=1, fraction=1.0, device="cpu", batch_size=16, eval_images=None)
+    app = launcher_app(state)
+    assert "ASR cannot be measured" in state.asr_note and "ASR cannot be measured" in app.status.value
+    run = state.launch()
+    state.wait(60)
+    app.redraw()
+    assert run.status == "done" and run.after.asr is None and 0 <= run.after.clean_acc <= 1
+    assert run.after.n_clean == 20 and "ASR cannot be measured" in app.status.value and app.error.value == ""

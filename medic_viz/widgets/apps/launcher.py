@@ -195,6 +195,8 @@ class LauncherApp(widgets.VBox):
                 self.progress.description = shown.status
                 text = shown.summary().removeprefix(shown.label + ": ")
                 self.status.value = f"<b>{html.escape(shown.label)}</b>: {html.escape(text)}"
+            if state.asr_note:
+                self.status.value += f"<br><i>{html.escape(state.asr_note)}</i>"
             self.error.value = error_html(latest.error, latest.traceback) if latest is not None and latest.error else ""
             self.runs_table.value = _runs_table(runs)
 

@@ -288,6 +288,13 @@ class LauncherState(Parameterized):
         return self.current is not None
 
     @property
+    def asr_note(self) -> str | None:
+        """Why the runs show no ASR (no trigger known), for a view to say; None when they do."""
+        if self.trigger is not None:
+            return None
+        return "no trigger known (the model card records none): ASR cannot be measured, runs show clean accuracy only"
+
+    @property
     def latest(self) -> RunRecord | None:
         with self._lock:
             return self._runs[-1] if self._runs else None
