@@ -54,10 +54,24 @@ VARIANTS: dict[str, dict] = {
     "convbn_tau10": {"layers": "conv+bn", "tau": 10.0},
     "convbn_tau20": {"layers": "conv+bn", "tau": 20.0},
     "convbn_tau0": {"layers": "conv+bn", "tau": 0.0},
+    # Adam normalises each parameter's step, so a neuron's tiny importance weight does not slow
+    # its matching once the clean loss has converged; SGD keeps the weights' scale.
+    "convbn_share1_sgd": {"layers": "conv+bn", "share": 0.01, "optimizer": "sgd", "lr": 0.01, "weight_decay": 5e-4},
+    "convbn_share1_floor1": {"layers": "conv+bn", "share": 0.01, "floor": 1.0},
+    "convbn_sgd_tau5": {"layers": "conv+bn", "optimizer": "sgd", "lr": 0.01, "weight_decay": 5e-4},
+    "convbn_share1_lamdecay": {"layers": "conv+bn", "share": 0.01, "lam_decay": True},
+    "scratch": {"layers": "conv+bn", "lam": 0.0},
+    # which layers carry the backdoor back (small_cnn names): post-ReLU outputs only; no last block
+    "share1_relu": {"layers": ["relu1", "relu2", "relu3", "relu4"], "share": 0.01},
+    "share1_no4": {"layers": ["conv1", "bn1", "conv2", "bn2", "conv3", "bn3"], "share": 0.01},
+    "share1_only4": {"layers": ["conv4", "bn4"], "share": 0.01},
+    "all_sgd": {"layers": "all", "optimizer": "sgd", "lr": 0.03, "weight_decay": 5e-4},
 }
 
 
-def layer_set(model: torch.nn.Module, preset: str) -> list[str]:
+def layer_set(model: torch.nn.Module, preset) -> list[str]:
+    if isinstance(preset, list):
+        return list(preset)
     if preset == "all":
         return hookable_layers(model)
     if preset == "conv+bn":
@@ -152,7 +166,7 @@ def run_variant(name: str, settings: dict, args, splits, teacher, card, trigger,
     stats = compute_layer_stats(teacher_frozen, clean, layers, device="cpu")
     tau = float(settings.get("tau", args.tau))
     opts = ImportanceOptions(tau=tau)
-    obj = VariantObjective(teacher_frozen, student, stats, opts, args.lam, floor=float(settings.get("floor", 0.0)))
+    obj = VariantObjective(teacher_frozen, student, stats, opts, float(settings.get("lam", args.lam)), floor=float(settings.get("floor", 0.0)))
     taus = None
     if "share" in settings:
         taus = calibrate_taus(obj, clean, float(settings["share"]))
@@ -191,7 +205,7 @@ def run_variant(name: str, settings: dict, args, splits, teacher, card, trigger,
         "seed": args.seed,
         "tau": tau,
         "taus": taus,
-        "lam": args.lam,
+        "lam": float(settings.get("lam", args.lam)),
         "layers": layers,
         "epochs": args.epochs,
         "n_clean": len(clean),

@@ -179,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(RESULTS / "medic_default"))
     p.add_argument("--docs", default=str(ROOT / "docs" / "medic_default"))
     p.add_argument("--table", action="store_true", help="only write the table and the figure")
+    p.add_argument("--teachers-only", action="store_true", help="only train (and cache) the GTSRB teachers of the parts")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -204,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
                     raise SystemExit(f"GTSRB arrays not found at {args.npz}; pass --npz PATH")
                 splits = cache.setdefault("gtsrb", load_dataset(args.npz))
                 teacher, card = gtsrb_teacher(row["attack"], row["model"], splits, args.device)
+            if args.teachers_only:
+                continue
             print(f"{path.stem}: MEDIC defaults, {args.epochs} epochs", flush=True)
             result = run_row({**row, "epochs": args.epochs}, teacher, card, splits, args)
             tmp = path.with_suffix(".tmp")
@@ -211,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
             tmp.replace(path)
             print(f"{path.stem}: acc {100 * result['before_acc']:.2f} → {100 * result['after_acc']:.2f}, "
                   f"ASR {100 * result['before_asr']:.2f} → {100 * result['after_asr']:.2f} ({result['seconds']:.0f} s)", flush=True)
-    print(write_table(out, Path(args.docs)))
+    if not args.teachers_only:
+        print(write_table(out, Path(args.docs)))
     return 0
 
 
