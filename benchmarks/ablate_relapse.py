@@ -65,6 +65,12 @@ VARIANTS: dict[str, dict] = {
     "share1_relu": {"layers": ["relu1", "relu2", "relu3", "relu4"], "share": 0.01},
     "share1_no4": {"layers": ["conv1", "bn1", "conv2", "bn2", "conv3", "bn3"], "share": 0.01},
     "share1_only4": {"layers": ["conv4", "bn4"], "share": 0.01},
+    "tau5_no4": {"layers": ["conv1", "bn1", "conv2", "bn2", "conv3", "bn3"]},
+    "share5_no4": {"layers": ["conv1", "bn1", "conv2", "bn2", "conv3", "bn3"], "share": 0.05},
+    "share05_no4": {"layers": ["conv1", "bn1", "conv2", "bn2", "conv3", "bn3"], "share": 0.005},
+    "share1_no4_lam3": {"layers": ["conv1", "bn1", "conv2", "bn2", "conv3", "bn3"], "share": 0.01, "lam": 3.0},
+    "share1_no34": {"layers": ["conv1", "bn1", "conv2", "bn2"], "share": 0.01},
+    "share1_no14": {"layers": ["conv2", "bn2", "conv3", "bn3"], "share": 0.01},
     "all_sgd": {"layers": "all", "optimizer": "sgd", "lr": 0.03, "weight_decay": 5e-4},
 }
 

@@ -92,11 +92,32 @@ def _kind(module: nn.Module) -> str | None:
 #: ``"conv+bn"`` is the MEDIC authors' published removal command (``--hook-plane "conv+bn"``):
 #: convolution and normalisation outputs, not the dense layers — in particular not the logits.
 #: ``"conv+bn+linear"`` (alias ``"all"``) is the paper's text: every conv, norm and dense output.
+#: ``"conv+bn-last"``: ``"conv+bn"`` without the last convolution and the layers after it — the
+#: features the classifier reads. ``"conv+bn-inner"``: also without the first convolution and
+#: its norm — the filters that see pixels (BENCHMARKS.md §3a: cloning either end carries the
+#: backdoor back late in training; MEDIC's default).
 LAYER_PRESETS: dict[str, tuple[str, ...]] = {
     "conv+bn": ("conv", "norm"),
     "conv+bn+linear": ("conv", "norm", "linear"),
     "all": ("conv", "norm", "linear"),
+    "conv+bn-last": ("conv", "norm"),
+    "conv+bn-inner": ("conv", "norm"),
 }
+
+#: Presets cut at the model's convolutions: (drop up to the 2nd convolution?, drop from the last?).
+_PRESET_CUTS: dict[str, tuple[bool, bool]] = {"conv+bn-last": (False, True), "conv+bn-inner": (True, True)}
+
+
+def _preset_layers(model: nn.Module, preset: str) -> list[str]:
+    names = hookable_layers(model, LAYER_PRESETS[preset])
+    if preset in _PRESET_CUTS:
+        drop_first, drop_last = _PRESET_CUTS[preset]
+        modules = dict(model.named_modules())
+        convs = [i for i, n in enumerate(names) if _kind(modules[n]) == "conv"]
+        if len(convs) < 2 + int(drop_first):
+            return []
+        names = names[convs[1] if drop_first else 0: convs[-1] if drop_last else len(names)]
+    return names
 
 #: A layer selection: None (every hookable layer), a preset name, one module name, a sequence
 #: of module names, or a predicate ``(name, module) -> bool`` over the hookable layers.
@@ -107,7 +128,7 @@ def resolve_layers(model: nn.Module, layers: LayerSpec) -> list[str]:
     """Validate a layer selection against ``model`` and return the module names, in order.
 
     ``None`` means every hookable layer. A string is a preset of :data:`LAYER_PRESETS`
-    (``"conv+bn"``, ``"conv+bn+linear"``, ``"all"``) or a single module name; a sequence gives
+    (``"conv+bn"``, ``"conv+bn+linear"``, ``"all"``, ``"conv+bn-last"``, ``"conv+bn-inner"``) or a single module name; a sequence gives
     module names; a callable ``(name, module) -> bool`` picks among the hookable layers.
     Unknown names raise ``ValueError`` listing the presets and every hookable layer.
     """
@@ -127,7 +148,7 @@ def resolve_layers(model: nn.Module, layers: LayerSpec) -> list[str]:
         return names
     if isinstance(layers, str):
         if layers in LAYER_PRESETS and layers not in modules:
-            names = hookable_layers(model, LAYER_PRESETS[layers])
+            names = _preset_layers(model, layers)
             if not names:
                 raise ValueError(f"layer preset {layers!r} selects no module of {type(model).__name__}; hookable layers are: {_listing(model)}")
             return names

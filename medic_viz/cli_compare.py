@@ -81,10 +81,10 @@ def add_compare_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     p.add_argument("--max-train", type=whole(1), default=None, help="use a fixed random subset of this many training images")
     p.add_argument("--max-test", type=whole(1), default=None, help="use a fixed random subset of this many test images")
     p.add_argument("--tau", type=number(0.0, 1000.0), default=None, help="MEDIC's global temperature τ in the comparison "
-                   "(default 5, unless --share is given)")
+                   "(default: none — τ calibrated per layer to a 1%% share; the paper's is 5)")
     p.add_argument("--share", type=number(0.0, 1.0, low_open=True), default=None,
-                   help="MEDIC: calibrate τ per layer to match this share of each layer's neurons (e.g. 0.05) instead of one τ")
-    p.add_argument("--layers", default=None, help="MEDIC's hooked layers: default all conv/norm/linear; conv+bn, conv+bn+linear, or module names")
+                   help="MEDIC: calibrate τ per layer to match this share of each layer's neurons (default 0.01 without --tau)")
+    p.add_argument("--layers", default=None, help="MEDIC's hooked layers: default conv+bn-inner; conv+bn-last, conv+bn, all (the paper's text), or module names")
     p.add_argument("--lam", type=number(0.0, 1e6), default=None, help="MEDIC's λ in the comparison (default 10)")
     p.add_argument("--ablation", default="none", choices=list(ABLATIONS),
                    help="tau (Fig. 4), lambda_tau (Fig. 6), fraction (Table 4), criteria (Fig. 7), arch (Fig. 8)")

@@ -34,6 +34,42 @@ def test_presets_resolve_to_the_right_modules_on_every_zoo_model(arch):
     assert full[-1] in linear and full[-1] not in convbn
 
 
+@pytest.mark.parametrize("arch", available_models())
+def test_conv_bn_last_stops_before_the_last_convolution_on_every_zoo_model(arch):
+    """"conv+bn-last" = "conv+bn" cut before the model's last convolution: no logits, no last
+    convolution, nothing after it (the features the classifier reads)."""
+    model = build_model(arch, num_classes=10)
+    modules = dict(model.named_modules())
+    convbn = resolve_layers(model, "conv+bn")
+    cut = resolve_layers(model, "conv+bn-last")
+    last_conv = [n for n in convbn if isinstance(modules[n], nn.Conv2d)][-1]
+    assert cut == convbn[: convbn.index(last_conv)]
+    assert last_conv not in cut and not any(isinstance(modules[n], nn.Linear) for n in cut)
+    assert len(cut) >= len(convbn) - 3  # only the tail is cut
+
+
+@pytest.mark.parametrize("arch", available_models())
+def test_conv_bn_inner_also_drops_the_first_convolution_and_its_norm(arch):
+    model = build_model(arch, num_classes=10)
+    modules = dict(model.named_modules())
+    last = resolve_layers(model, "conv+bn-last")
+    inner = resolve_layers(model, "conv+bn-inner")
+    convs = [n for n in last if isinstance(modules[n], nn.Conv2d)]
+    assert inner == last[last.index(convs[1]):]
+    dropped = last[: last.index(convs[1])]
+    assert [n for n in dropped if isinstance(modules[n], nn.Conv2d)] == [convs[0]]
+    assert len(dropped) <= 2  # the first convolution and at most its norm
+
+
+def test_conv_bn_last_on_small_cnn_by_hand():
+    model = build_model("small_cnn", num_classes=10)
+    assert resolve_layers(model, "conv+bn-last") == ["conv1", "bn1", "conv2", "bn2", "conv3", "bn3"]
+    assert resolve_layers(model, "conv+bn-inner") == ["conv2", "bn2", "conv3", "bn3"]
+    one_conv = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.LazyLinear(2))
+    with pytest.raises(ValueError, match="selects no module"):
+        resolve_layers(one_conv, "conv+bn-last")
+
+
 def test_wrong_layer_name_lists_every_valid_layer_and_the_presets():
     model = build_model("small_cnn", num_classes=10)
     with pytest.raises(ValueError) as info:
@@ -51,12 +87,14 @@ def test_wrong_layer_name_lists_every_valid_layer_and_the_presets():
     assert resolve_layers(model, lambda name, module: isinstance(module, nn.Conv2d)) == ["conv1", "conv2", "conv3", "conv4"]
 
 
-def test_defaults_stay_the_papers_and_share_is_opt_in():
+def test_defaults_are_the_measured_ones_and_the_paper_is_one_argument_away():
     cfg = MedicConfig()
-    assert cfg.layers is DEFAULT_LAYERS is None
-    assert not cfg.calibrated and cfg.effective_tau == 5.0 and cfg.describe() == "τ=5 λ=10"
-    assert MedicConfig(share=DEFAULT_SHARE).calibrated and MedicConfig(share=0.05).effective_tau is None
-    assert MedicConfig(tau=5).describe() == "τ=5 λ=10" and not MedicConfig(tau=5).calibrated
+    assert cfg.layers == DEFAULT_LAYERS == "conv+bn-inner"
+    assert cfg.calibrated and cfg.effective_share == DEFAULT_SHARE == 0.01 and cfg.effective_tau is None
+    assert cfg.describe() == "share=1% λ=10"
+    assert MedicConfig(share=0.05).calibrated and MedicConfig(share=0.05).effective_tau is None
+    paper = MedicConfig(tau=5, layers="all")
+    assert paper.describe() == "τ=5 λ=10" and not paper.calibrated and paper.effective_share is None
     assert MedicConfig(share=0.02).describe() == "share=2% λ=10"
     with pytest.raises(ValueError, match="not both"):
         MedicConfig(tau=5, share=0.05)
@@ -136,3 +174,37 @@ def test_fused_loss_uses_the_per_layer_tau():
     for n, a, g, s in zip(layers, acts, grads, s_acts):
         w = layer_importance(a, g.clone(), stats[n], ImportanceOptions(tau=taus[n]), divide_by_variance=True)
         torch.testing.assert_close(per_layer[n], weighted_squared_error(s, a, w), rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("layers, cloned_tail", [(None, False), ("conv+bn", True)])
+def test_default_cloning_term_leaves_the_classifiers_features_free(monkeypatch, layers, cloned_tail):
+    """The anti-relapse default: the cloning term has no term for the first convolution and its
+    norm, and pulls nothing in the last convolution, its norm or the classifier (they are trained
+    by the label loss alone); with "conv+bn" it does — the same checks fail if the default is
+    switched back."""
+    data = _tiny_data()
+    teacher = build_model("small_cnn", num_classes=4, widths=(4, 8, 8, 8)).eval()
+    seen = {}
+    real_train = medic_mod.train
+
+    def spy(objective, *args, **kwargs):
+        seen["objective"] = objective
+        return real_train(objective, *args, **kwargs)
+
+    monkeypatch.setattr(medic_mod, "train", spy)
+    kwargs = {} if layers is None else {"layers": layers}
+    Medic(epochs=1, device="cpu", progress=False, batch_size=32, calibration_images=96, **kwargs).run(teacher, data)
+    obj = seen["objective"]
+    student = obj.model
+    student.zero_grad(set_to_none=True)
+    x, y = data.floats(torch.arange(32)), data.labels[:32]
+    _, parts, per_layer = obj.loss(x, y)
+    assert ("conv1" in per_layer and "bn1" in per_layer) is cloned_tail
+    parts["clone"].backward()
+
+    def pulled(module: nn.Module) -> bool:
+        return any(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in module.parameters())
+
+    assert pulled(student.conv1) and pulled(student.conv3)
+    assert pulled(student.conv4) is cloned_tail and pulled(student.bn4) is cloned_tail
+    assert not pulled(student.fc)

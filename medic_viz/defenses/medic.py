@@ -49,17 +49,22 @@ __all__ = [
     "DEFAULT_TAU",
 ]
 
-#: MEDIC's default hooked layers: None = every conv/norm/linear output (the paper's text). The
-#: preset ``"conv+bn"`` (the authors' published command, no dense layers) measured better on
-#: GTSRB (BadNet small_cnn, τ = 5, 60 epochs: 42 % ASR instead of 99.8 %; BENCHMARKS.md §3a) but
-#: is not the default until the full benchmark grid of issue 9 has run.
-DEFAULT_LAYERS = None
+#: MEDIC's default hooked layers: conv and norm outputs from the second convolution up to, not
+#: including, the last (:data:`medic_viz.capture.LAYER_PRESETS`). Measured on GTSRB
+#: (BENCHMARKS.md §3a): cloning the logits (the paper's text, ``"all"``) keeps the backdoor
+#: (BadNet 99.8 % ASR after 60 epochs); cloning the last block's features, which the classifier
+#: reads, brings it back late in training (SIG 28.5 % with them, 1.1 % without), and so does
+#: cloning the first convolution's pixel filters (Blend 16.2 % with them, 0.8 % without).
+DEFAULT_LAYERS = "conv+bn-inner"
 
-#: The paper's global temperature, used when neither ``tau`` nor ``share`` is given.
+#: The paper's global temperature, used with ``tau=`` when no share is wanted (and by ``tau=None,
+#: share=None`` before the per-layer calibration became the default).
 DEFAULT_TAU = 5.0
 
-#: A suggested share for the per-layer calibration (opt-in: ``share=``); see BENCHMARKS.md §3a.
-DEFAULT_SHARE = 0.05
+#: The default sharpness: τ is calibrated per layer on the clean data so that each layer's
+#: weights effectively match 1 % of its neurons (one global τ = 5 matches 4 % of one layer and
+#: 19 % of another, and left SIG at 34 % ASR where the calibrated τ left 1.1 %; BENCHMARKS.md §3a).
+DEFAULT_SHARE = 0.01
 
 
 #: Largest λ accepted: beyond it the cloning term swamps the label loss by float32's margin.
@@ -85,17 +90,21 @@ class MedicConfig(TrainConfig):
 
     How sharp the importance weights are — give at most one of:
 
+    - ``share`` (default :data:`DEFAULT_SHARE` = 1 % when neither is given): τ is calibrated per
+      layer on the clean data so that each layer's weights effectively match this share of its
+      neurons (:mod:`medic_viz.calibration`; teacher and clean data only, ≈ 1 % of a run's cost);
+      the τ per layer is in the result's config (``layer_taus``).
     - ``tau``: one global softmax temperature τ ≥ 0 for every layer, as in the paper
-      (larger = sharper; 0 = plain cloning); :data:`DEFAULT_TAU` = 5 when neither is given.
-    - ``share`` (e.g. 0.05): τ is calibrated per layer on the clean data so that each layer's
-      weights effectively match this share of its neurons (:mod:`medic_viz.calibration`); the
-      τ per layer is in the result's config (``layer_taus``).
+      (larger = sharper; 0 = plain cloning; the paper's value is :data:`DEFAULT_TAU` = 5).
 
     ``lam``: weight λ ≥ 0 of the cloning loss. ``criteria``, ``zscore``, ``impact``,
     ``loss_reduction``: see :class:`medic_viz.importance.ImportanceOptions`.
-    ``layers``: hooked layers — None (default: every conv/norm/linear output, the paper's text),
-    a preset of :data:`medic_viz.capture.LAYER_PRESETS` (``"conv+bn"`` = the authors' command,
-    no dense layers; ``"conv+bn+linear"``), module names, or a predicate ``(name, module) -> bool``.
+    ``layers``: hooked layers — a preset of :data:`medic_viz.capture.LAYER_PRESETS` (default
+    :data:`DEFAULT_LAYERS` = ``"conv+bn-inner"``: conv/norm outputs from the second convolution
+    to before the last; ``"conv+bn-last"``: from the first;
+    ``"conv+bn"`` = the authors' command, no dense layers; ``"conv+bn+linear"``/``"all"`` = the
+    paper's text, logits included), None (every conv/norm/linear output), module names, or a
+    predicate ``(name, module) -> bool``. The paper's setting is ``tau=5, layers="all"``.
     ``student_seed``: initialisation seed of the fresh student.
     ``fused``: how the per-layer loss is computed — ``"auto"`` (compiled kernels when a compiler
     is present and the run is long enough to repay compiling, else eager), ``"compile"`` or
@@ -140,20 +149,20 @@ class MedicConfig(TrainConfig):
 
     @property
     def calibrated(self) -> bool:
-        """Whether τ is calibrated per layer (``share``) rather than one global τ."""
-        return self.share is not None
+        """Whether τ is calibrated per layer (``share``, the default) rather than one global τ."""
+        return self.tau is None
 
     @property
     def effective_share(self) -> float | None:
         """The share τ is calibrated to (None with a global τ)."""
-        return None if self.share is None else float(self.share)
+        if self.tau is not None:
+            return None
+        return DEFAULT_SHARE if self.share is None else float(self.share)
 
     @property
     def effective_tau(self) -> float | None:
         """The global τ (None when τ is calibrated per layer)."""
-        if self.share is not None:
-            return None
-        return DEFAULT_TAU if self.tau is None else float(self.tau)
+        return None if self.tau is None else float(self.tau)
 
     def describe(self) -> str:
         """``"τ=5 λ=10"`` or ``"share=5% λ=10"``: how the run's temperature was set."""
