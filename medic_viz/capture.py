@@ -28,6 +28,7 @@ __all__ = [
     "hookable_layers",
     "resolve_layers",
     "LAYER_PRESETS",
+    "AUTO_ORDER",
     "LayerSpec",
     "LayerRecorder",
     "ActivationCache",
@@ -95,20 +96,33 @@ def _kind(module: nn.Module) -> str | None:
 #: ``"conv+bn-last"``: ``"conv+bn"`` without the last convolution and the layers after it — the
 #: features the classifier reads. ``"conv+bn-inner"``: also without the first convolution and
 #: its norm — the filters that see pixels (BENCHMARKS.md §3a: cloning either end carries the
-#: backdoor back late in training; MEDIC's default).
+#: backdoor back late in training). ``"auto"``, MEDIC's default: ``"conv+bn-inner"``, or for a
+#: model with too few convolutions the first of :data:`AUTO_ORDER` that selects anything.
 LAYER_PRESETS: dict[str, tuple[str, ...]] = {
     "conv+bn": ("conv", "norm"),
     "conv+bn+linear": ("conv", "norm", "linear"),
     "all": ("conv", "norm", "linear"),
     "conv+bn-last": ("conv", "norm"),
     "conv+bn-inner": ("conv", "norm"),
+    "auto": ("conv", "norm", "linear"),
 }
 
 #: Presets cut at the model's convolutions: (drop up to the 2nd convolution?, drop from the last?).
 _PRESET_CUTS: dict[str, tuple[bool, bool]] = {"conv+bn-last": (False, True), "conv+bn-inner": (True, True)}
 
 
+#: ``"auto"`` (MEDIC's default): the first of these presets that selects a layer — so a model
+#: with fewer than three convolutions still gets a layer set (the result records which).
+AUTO_ORDER: tuple[str, ...] = ("conv+bn-inner", "conv+bn-last", "conv+bn", "conv+bn+linear")
+
+
 def _preset_layers(model: nn.Module, preset: str) -> list[str]:
+    if preset == "auto":
+        for candidate in AUTO_ORDER:
+            names = _preset_layers(model, candidate)
+            if names:
+                return names
+        return []
     names = hookable_layers(model, LAYER_PRESETS[preset])
     if preset in _PRESET_CUTS:
         drop_first, drop_last = _PRESET_CUTS[preset]

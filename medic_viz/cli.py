@@ -106,8 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="MEDIC only: calibrate τ per layer on the clean data so that each layer's weights match this share "
                           "of its neurons (default 0.01 when --tau is not given; not with --tau)")
     dfd.add_argument("--layers", default=None,
-                     help="MEDIC only: hooked layers — default 'conv+bn-inner' (conv/norm outputs from the second convolution to "
-                          "before the last); 'conv+bn-last' (from the first); "
+                     help="MEDIC only: hooked layers — default 'auto' = 'conv+bn-inner' (conv/norm outputs from the second "
+                          "convolution to before the last; models with fewer than 3 convolutions: the next preset that fits); "
+                          "'conv+bn-last' (from the first); "
                           "'conv+bn' (the MEDIC authors' command: no dense layers), 'all' (the paper's text, logits included), "
                           "or comma-separated module names. The paper's setting: --tau 5 --layers all")
     dfd.add_argument("--tau-budget", type=_number(0.0, 1.0), default=None,

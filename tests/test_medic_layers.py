@@ -68,6 +68,13 @@ def test_conv_bn_last_on_small_cnn_by_hand():
     one_conv = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.LazyLinear(2))
     with pytest.raises(ValueError, match="selects no module"):
         resolve_layers(one_conv, "conv+bn-last")
+    # "auto" (the default): conv+bn-inner where it selects anything, else the next preset that does
+    assert resolve_layers(model, "auto") == resolve_layers(model, "conv+bn-inner")
+    assert resolve_layers(one_conv, "auto") == ["0", "1"]  # conv+bn
+    two_conv = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Conv2d(4, 4, 3), nn.Flatten(), nn.LazyLinear(2))
+    assert resolve_layers(two_conv, "auto") == ["0", "1"]  # conv+bn-last
+    dense = nn.Sequential(nn.Flatten(), nn.Linear(12, 5), nn.Linear(5, 2))
+    assert resolve_layers(dense, "auto") == ["1", "2"]  # every hookable layer
 
 
 def test_wrong_layer_name_lists_every_valid_layer_and_the_presets():
@@ -89,7 +96,7 @@ def test_wrong_layer_name_lists_every_valid_layer_and_the_presets():
 
 def test_defaults_are_the_measured_ones_and_the_paper_is_one_argument_away():
     cfg = MedicConfig()
-    assert cfg.layers == DEFAULT_LAYERS == "conv+bn-inner"
+    assert cfg.layers == DEFAULT_LAYERS == "auto"
     assert cfg.calibrated and cfg.effective_share == DEFAULT_SHARE == 0.01 and cfg.effective_tau is None
     assert cfg.describe() == "share=1% λ=10"
     assert MedicConfig(share=0.05).calibrated and MedicConfig(share=0.05).effective_tau is None

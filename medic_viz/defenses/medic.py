@@ -55,7 +55,10 @@ __all__ = [
 #: (BadNet 99.8 % ASR after 60 epochs); cloning the last block's features, which the classifier
 #: reads, brings it back late in training (SIG 28.5 % with them, 1.1 % without), and so does
 #: cloning the first convolution's pixel filters (Blend 16.2 % with them, 0.8 % without).
-DEFAULT_LAYERS = "conv+bn-inner"
+#: ``"auto"`` is ``"conv+bn-inner"`` on any model with at least three convolutions (every zoo
+#: model); on smaller ones the first preset of :data:`medic_viz.capture.AUTO_ORDER` that selects
+#: a layer. ``result.config["layers"]`` records the modules used.
+DEFAULT_LAYERS = "auto"
 
 #: The paper's global temperature, used with ``tau=`` when no share is wanted (and by ``tau=None,
 #: share=None`` before the per-layer calibration became the default).
@@ -100,8 +103,9 @@ class MedicConfig(TrainConfig):
     ``lam``: weight λ ≥ 0 of the cloning loss. ``criteria``, ``zscore``, ``impact``,
     ``loss_reduction``: see :class:`medic_viz.importance.ImportanceOptions`.
     ``layers``: hooked layers — a preset of :data:`medic_viz.capture.LAYER_PRESETS` (default
-    :data:`DEFAULT_LAYERS` = ``"conv+bn-inner"``: conv/norm outputs from the second convolution
-    to before the last; ``"conv+bn-last"``: from the first;
+    :data:`DEFAULT_LAYERS` = ``"auto"``, i.e. ``"conv+bn-inner"``: conv/norm outputs from the
+    second convolution to before the last (smaller models: see :data:`DEFAULT_LAYERS`);
+    ``"conv+bn-last"``: from the first;
     ``"conv+bn"`` = the authors' command, no dense layers; ``"conv+bn+linear"``/``"all"`` = the
     paper's text, logits included), None (every conv/norm/linear output), module names, or a
     predicate ``(name, module) -> bool``. The paper's setting is ``tau=5, layers="all"``.
