@@ -71,6 +71,7 @@ VARIANTS: dict[str, dict] = {
     "share1_no4_lam3": {"layers": ["conv1", "bn1", "conv2", "bn2", "conv3", "bn3"], "share": 0.01, "lam": 3.0},
     "share1_no34": {"layers": ["conv1", "bn1", "conv2", "bn2"], "share": 0.01},
     "share1_no14": {"layers": ["conv2", "bn2", "conv3", "bn3"], "share": 0.01},
+    "share1_no14_lam3": {"layers": ["conv2", "bn2", "conv3", "bn3"], "share": 0.01, "lam": 3.0},
     "all_sgd": {"layers": "all", "optimizer": "sgd", "lr": 0.03, "weight_decay": 5e-4},
 }
 
