@@ -130,7 +130,7 @@ def _preset_layers(model: nn.Module, preset: str) -> list[str]:
         convs = [i for i, n in enumerate(names) if _kind(modules[n]) == "conv"]
         if len(convs) < 2 + int(drop_first):
             return []
-        names = names[convs[1] if drop_first else 0: convs[-1] if drop_last else len(names)]
+        names = names[convs[1] if drop_first else 0: convs[-1] if drop_last else None]
     return names
 
 #: A layer selection: None (every hookable layer), a preset name, one module name, a sequence

@@ -118,12 +118,9 @@ def _tiny_data(n: int = 96, classes: int = 4, seed: int = 0) -> ImageArrays:
     return ImageArrays(images=images, labels=labels, classes=tuple(f"c{i}" for i in range(classes)), name="tiny")
 
 
-def test_engine_trains_with_the_calibrated_per_layer_tau(monkeypatch):
-    """The anti-relapse default: the objective the loop trains with uses τ per layer such that
-    each layer's weights match the target share — fails if the calibration is switched off."""
-    data = _tiny_data()
-    teacher = build_model("small_cnn", num_classes=4, widths=(4, 8, 8, 8)).eval()
-    seen = {}
+def _capture_objective(monkeypatch) -> dict:
+    """Make MEDIC's training loop record the objective it is given (``seen["objective"]``)."""
+    seen: dict = {}
     real_train = medic_mod.train
 
     def spy(objective, *args, **kwargs):
@@ -131,6 +128,15 @@ def test_engine_trains_with_the_calibrated_per_layer_tau(monkeypatch):
         return real_train(objective, *args, **kwargs)
 
     monkeypatch.setattr(medic_mod, "train", spy)
+    return seen
+
+
+def test_engine_trains_with_the_calibrated_per_layer_tau(monkeypatch):
+    """The anti-relapse default: the objective the loop trains with uses τ per layer such that
+    each layer's weights match the target share — fails if the calibration is switched off."""
+    data = _tiny_data()
+    teacher = build_model("small_cnn", num_classes=4, widths=(4, 8, 8, 8)).eval()
+    seen = _capture_objective(monkeypatch)
     share = 0.1
     result = Medic(share=share, layers="conv+bn", epochs=1, device="cpu", progress=False, batch_size=32, calibration_images=96, augment=False).run(teacher, data)
     obj = seen["objective"]
@@ -191,14 +197,7 @@ def test_default_cloning_term_leaves_the_classifiers_features_free(monkeypatch, 
     switched back."""
     data = _tiny_data()
     teacher = build_model("small_cnn", num_classes=4, widths=(4, 8, 8, 8)).eval()
-    seen = {}
-    real_train = medic_mod.train
-
-    def spy(objective, *args, **kwargs):
-        seen["objective"] = objective
-        return real_train(objective, *args, **kwargs)
-
-    monkeypatch.setattr(medic_mod, "train", spy)
+    seen = _capture_objective(monkeypatch)
     kwargs = {} if layers is None else {"layers": layers}
     Medic(epochs=1, device="cpu", progress=False, batch_size=32, calibration_images=96, **kwargs).run(teacher, data)
     obj = seen["objective"]
