@@ -16,6 +16,17 @@ Target (issue 9): ASR ≤ 10 % and clean-accuracy drop ≤ 3 points after 60 epo
 
 Resumable: one JSON per run under ``benchmarks/results/medic_default/`` (skipped when present),
 teachers cached under ``benchmarks/results/gtsrb_teachers/``. ``--threads`` sets torch threads.
+
+Other settings on the same rows (issue 9 item 3: the automatic choice against the best setting
+in hindsight), each in ``benchmarks/results/medic_variants/<variant>/``::
+
+    python benchmarks/bench_medic_default.py --part demo --variant lam3
+    python benchmarks/bench_medic_default.py --part gtsrb-small_cnn --variant tau-auto
+    python benchmarks/bench_medic_default.py --hindsight     # default vs --tau auto vs best variant, per row
+
+Variants (:data:`VARIANTS`): ``Medic()`` with one field changed; ``tau-auto`` = the CLI's
+``--tau auto`` (global τ chosen on a 20 % hold-out of the clean subset, 20 epochs per candidate,
+then a 60-epoch run) with its search cost as a multiple of the final run.
 """
 
 from __future__ import annotations
@@ -48,6 +59,20 @@ GTSRB_TRIGGERS: dict[str, tuple[dict, float | None]] = {
     "wanet": ({"k": 4, "s": 1.0, "cross_ratio": 0.0}, 0.1),
 }
 TEACHER_EPOCHS = {"small_cnn": 15, "wrn16_1": 30}
+#: Settings compared with the default on the same rows: ``Medic()`` overrides ("tau": "auto" =
+#: :func:`medic_viz.defenses.tuning.select_tau`, as ``medic-viz defend --tau auto``).
+VARIANTS: dict[str, dict] = {
+    "default": {},
+    "lam3": {"lam": 3.0},
+    "lam30": {"lam": 30.0},
+    "share0.5": {"share": 0.005},
+    "share2": {"share": 0.02},
+    "share4": {"share": 0.04},
+    "tau5": {"tau": 5.0},
+    "paper": {"tau": 5.0, "layers": "all"},
+    "tau-auto": {"tau": "auto"},
+}
+TAU_AUTO_SEARCH_EPOCHS = 20
 
 
 def _peak_rss_mb() -> float:
@@ -75,11 +100,26 @@ def gtsrb_teacher(attack: str, model: str, splits, device: str):
 
 
 def run_row(row: dict, teacher, card, splits, args) -> dict:
+    from medic_viz.data.arrays import clean_subset
     from medic_viz.defenses.medic import Medic
     from medic_viz.pipeline import remove_backdoor, trigger_of
 
     trigger, target = trigger_of(card)
-    defense = Medic(epochs=args.epochs, device=args.device, seed=row["seed"], student_seed=row["seed"], progress=False)
+    overrides = dict(VARIANTS[args.variant])
+    search: dict | None = None
+    if overrides.get("tau") == "auto":
+        from medic_viz.defenses.tuning import select_tau
+
+        t_search = time.perf_counter()
+        selection = select_tau(teacher, clean_subset(splits.train, 0.05, row["seed"]), seed=row["seed"], device=args.device,
+                               epochs=TAU_AUTO_SEARCH_EPOCHS, progress=False)
+        print(selection, flush=True)
+        overrides["tau"] = selection.tau
+        search = {"tau": selection.tau, "reference_acc": selection.reference_acc, "budget": selection.budget,
+                  "rows": [{k: v for k, v in r.items() if k in ("tau", "clean_acc", "n_clean", "seconds")} for r in selection.rows],
+                  "seconds": round(time.perf_counter() - t_search, 1)}
+    defense = Medic(**{"epochs": args.epochs, "device": args.device, "seed": row["seed"], "student_seed": row["seed"],
+                       "progress": False, **overrides})
     curve: list[dict] = []
 
     def on_event(ev) -> None:
@@ -93,8 +133,13 @@ def run_row(row: dict, teacher, card, splits, args) -> dict:
     o = remove_backdoor(teacher, splits, defense, trigger=trigger, target=target, fraction=0.05, seed=row["seed"],
                         device=args.device, live_eval_images=1000, callbacks=[on_event])
     cfg = o.result.config
+    seconds = round(time.perf_counter() - t0, 1)
     return {
         **row,
+        "variant": args.variant,
+        "overrides": VARIANTS[args.variant],
+        "tau_search": search,
+        "search_cost_runs": None if search is None else round(search["seconds"] / seconds, 2),
         "config": {k: v for k, v in cfg.items() if k not in ("progress",)},
         "n_clean_subset": o.n_clean_subset,
         "before_acc": o.before.clean_acc, "before_asr": o.before.asr,
@@ -103,7 +148,7 @@ def run_row(row: dict, teacher, card, splits, args) -> dict:
         "acc_drop_points": 100 * (o.before.clean_acc - o.after.clean_acc),
         "max_live_asr_after_epoch_20": max((c["asr"] for c in curve if c["epoch"] > 20 and c["asr"] is not None), default=None),
         "meets_target": bool(o.after.asr <= 0.10 and o.before.clean_acc - o.after.clean_acc <= 0.03),
-        "seconds": round(time.perf_counter() - t0, 1),
+        "seconds": seconds,
         "peak_rss_mb": round(_peak_rss_mb(), 1),
         "threads": torch.get_num_threads(),
         "machine": platform.machine(),
@@ -146,6 +191,49 @@ def write_table(out: Path, docs: Path) -> str:
     return md
 
 
+def _variant_runs() -> dict[str, dict[str, dict]]:
+    """``{variant: {row file name: result}}`` for every finished run, the default included."""
+    folders = {"default": RESULTS / "medic_default"}
+    folders.update({v: RESULTS / "medic_variants" / v for v in VARIANTS if v != "default"})
+    return {v: {p.name: json.loads(p.read_text()) for p in sorted(f.glob("*.json"))} for v, f in folders.items() if f.is_dir()}
+
+
+def best_in_hindsight(results: dict[str, dict]) -> tuple[str, dict]:
+    """The variant a defender who could see the trigger and the test set would pick for one
+    row: the lowest final ASR among runs within the 3-point accuracy budget, else the smallest
+    accuracy drop. ``results``: ``{variant: result}``."""
+    within = {v: r for v, r in results.items() if r["acc_drop_points"] <= 3.0}
+    if within:
+        return min(within.items(), key=lambda kv: (kv[1]["after_asr"], kv[1]["acc_drop_points"]))
+    return min(results.items(), key=lambda kv: kv[1]["acc_drop_points"])
+
+
+def write_hindsight(path: Path) -> str:
+    """Per row: the default, ``--tau auto`` and the best variant in hindsight (markdown)."""
+    by_variant = _variant_runs()
+    rows = sorted({name for runs in by_variant.values() for name in runs})
+
+    def cell(r: dict | None) -> str:
+        if r is None:
+            return "–"
+        mark = "" if r["meets_target"] else " ✗"
+        return f"{100 * r['after_acc']:.2f} / {100 * r['after_asr']:.2f}{mark}"
+
+    lines = ["| row | trojaned acc / ASR | default | --tau auto (τ chosen; search cost × run) | best in hindsight | variants run |",
+             "|---|---|---|---|---|---|"]
+    for name in rows:
+        results = {v: runs[name] for v, runs in by_variant.items() if name in runs}
+        any_run = next(iter(results.values()))
+        auto = results.get("tau-auto")
+        auto_text = cell(auto) + (f" (τ={auto['tau_search']['tau']:g}; {auto['search_cost_runs']:.1f}×)" if auto else "")
+        best_v, best = best_in_hindsight(results)
+        lines.append(f"| {name.removesuffix('.json')} | {100 * any_run['before_acc']:.2f} / {100 * any_run['before_asr']:.2f} | "
+                     f"{cell(results.get('default'))} | {auto_text} | {best_v}: {cell(best)} | {len(results)} |")
+    md = "\n".join(lines) + "\n\nCells: clean accuracy / ASR after 60 epochs (%, whole test set); ✗ = misses ASR ≤ 10 % or drop ≤ 3 points.\n"
+    path.write_text(md)
+    return md
+
+
 def _figure(runs: list[dict], docs: Path) -> None:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
@@ -179,14 +267,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--npz", default=str(GTSRB) if GTSRB.is_file() else "/work/shared/data/gtsrb32.npz")
-    p.add_argument("--out", default=str(RESULTS / "medic_default"))
-    p.add_argument("--docs", default=str(ROOT / "docs" / "medic_default"))
+    p.add_argument("--variant", default="default", choices=list(VARIANTS), help="settings compared with the default (see VARIANTS)")
+    p.add_argument("--out", default=None, help="results folder (default: results/medic_default, or results/medic_variants/VARIANT)")
+    p.add_argument("--docs", default=None, help="figure folder (default: docs/medic_default, or docs/medic_variants/VARIANT)")
+    p.add_argument("--hindsight", action="store_true", help="only write the per-row comparison: default, --tau auto, best variant")
     p.add_argument("--table", action="store_true", help="only write the table and the figure")
     p.add_argument("--teachers-only", action="store_true", help="only train (and cache) the GTSRB teachers of the parts")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    out = Path(args.out)
+    if args.hindsight:
+        print(write_hindsight(RESULTS / "medic_hindsight.md"))
+        return 0
+    default_out = RESULTS / "medic_default" if args.variant == "default" else RESULTS / "medic_variants" / args.variant
+    default_docs = ROOT / "docs" / ("medic_default" if args.variant == "default" else f"medic_variants/{args.variant}")
+    out = Path(args.out or default_out)
+    args.docs = args.docs or str(default_docs)
     out.mkdir(parents=True, exist_ok=True)
     from medic_viz.data import load_dataset
     from medic_viz.pretrained import load_demo_model
@@ -210,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
                 teacher, card = gtsrb_teacher(row["attack"], row["model"], splits, args.device)
             if args.teachers_only:
                 continue
-            print(f"{path.stem}: MEDIC defaults, {args.epochs} epochs", flush=True)
+            print(f"{path.stem}: MEDIC {args.variant} {VARIANTS[args.variant] or ''}, {args.epochs} epochs", flush=True)
             result = run_row({**row, "epochs": args.epochs}, teacher, card, splits, args)
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps(result, indent=1))
