@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from medic_viz.capture import LayerRecorder
+from medic_viz.capture import LayerRecorder, resolve_layers
 from medic_viz.data import load_dataset
 from medic_viz.defenses.base import fresh_copy
 from medic_viz.defenses.medic import MedicObjective, compute_layer_stats, weighted_squared_error
@@ -74,7 +74,8 @@ def _time(fn, dev: torch.device, repeats: int) -> tuple[float, float]:
     return statistics.median(wall), statistics.median(cpu)
 
 
-def measure(model_name: str, device: str, threads: int, repeats: int, rounds: int, engines: list[str], batch: int = 64) -> dict:
+def measure(model_name: str, device: str, threads: int, repeats: int, rounds: int, engines: list[str], batch: int = 64,
+            layers: str = "auto") -> dict:
     dev = resolve_device(device)
     if dev.type == "cpu":
         torch.set_num_threads(threads)
@@ -84,7 +85,7 @@ def measure(model_name: str, device: str, threads: int, repeats: int, rounds: in
     teacher = build_model(model_name, splits.num_classes).to(dev).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
-    stats = compute_layer_stats(teacher, clean, device=dev)
+    stats = compute_layer_stats(teacher, clean, resolve_layers(teacher, layers), device=dev)
     x = clean.floats(torch.arange(batch), dev)
     y = clean.labels[:batch].to(dev)
     opts = ImportanceOptions(tau=5.0)
@@ -162,6 +163,7 @@ def measure(model_name: str, device: str, threads: int, repeats: int, rounds: in
         "threads": torch.get_num_threads() if dev.type == "cpu" else None,
         "batch": batch,
         "hooked_layers": len(layers),
+        "layers": list(layers),
         "neurons_per_image": int(sum(s.mean.numel() * s.count // len(clean) for s in stats.values())),
         "compile_seconds": compile_s,
         "repeats": repeats,
@@ -183,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--engines", nargs="+", default=["reference", "eager", "compile"],
                    choices=["reference", "eager", "compile", "reference+cl", "eager+cl", "compile+cl"],
                    help="MEDIC losses to time; '+cl': teacher, student and batch channels-last (vs a channels-last plain step)")
+    p.add_argument("--layers", default="auto", help="hooked layers (a preset of medic_viz.capture.LAYER_PRESETS; default: MEDIC's default "
+                   "'auto'; 'all' = every conv/norm/linear output, as measured before the default changed)")
     p.add_argument("--out", default=None, help="JSON file (default benchmarks/results/step_ratio_<device>.json)")
     args = p.parse_args(argv)
     threads = args.threads if resolve_device(args.device).type == "cpu" else [0]
@@ -190,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     for t in threads:
         for m in args.models:
             print(f"measuring {m}, {t} thread(s) …", flush=True)
-            rows.append(measure(m, args.device, t, args.repeats, args.rounds, args.engines))
+            rows.append(measure(m, args.device, t, args.repeats, args.rounds, args.engines, layers=args.layers))
     print()
     print(f"{'model':10s} {'thr':>3s} {'variant':24s} {'wall ms':>8s} {'ratio':>6s} {'CPU ms':>8s} {'ratio':>6s}")
     for r in rows:

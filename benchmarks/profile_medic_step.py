@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
+from medic_viz.capture import resolve_layers
 from medic_viz.data import load_dataset
 from medic_viz.defenses.base import fresh_copy
 from medic_viz.defenses.medic import MedicObjective, compute_layer_stats
@@ -31,14 +32,14 @@ from medic_viz.training import SupervisedObjective
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def _setup(model_name: str, batch: int = 64):
+def _setup(model_name: str, batch: int = 64, layers: str = "auto"):
     splits = load_dataset("signs")
     clean = splits.train.subset(torch.arange(512))
     torch.manual_seed(0)
     teacher = build_model(model_name, splits.num_classes).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
-    stats = compute_layer_stats(teacher, clean, device="cpu")
+    stats = compute_layer_stats(teacher, clean, resolve_layers(teacher, layers), device="cpu")
     x = clean.floats(torch.arange(batch), "cpu")
     y = clean.labels[:batch]
     return teacher, stats, x, y
@@ -105,9 +106,9 @@ def _step_fn(objective):
     return step
 
 
-def profile_model(model_name: str, threads: int, steps: int, fused: str | None) -> str:
+def profile_model(model_name: str, threads: int, steps: int, fused: str | None, layers: str = "auto") -> str:
     torch.set_num_threads(threads)
-    teacher, stats, x, y = _setup(model_name)
+    teacher, stats, x, y = _setup(model_name, layers=layers)
     medic = _objective(teacher, stats, fused)
     plain_obj = SupervisedObjective(fresh_copy(teacher, seed=1))
     _instrument(medic)
@@ -122,7 +123,7 @@ def profile_model(model_name: str, threads: int, steps: int, fused: str | None) 
         for _ in range(steps):
             fn(x, y)
         t[name] = (time.perf_counter() - t0) / steps
-    print(f"\n=== {model_name}, {threads} thread(s), batch {x.shape[0]}, engine {fused or 'default'}: "
+    print(f"\n=== {model_name}, {threads} thread(s), batch {x.shape[0]}, engine {fused or 'default'}, {len(stats)} hooked layers: "
           f"plain {1000 * t['plain']:.1f} ms, MEDIC {1000 * t['medic']:.1f} ms, ratio {t['medic'] / t['plain']:.2f} "
           "(unprofiled means) ===", file=out)
     with profile(activities=[ProfilerActivity.CPU], record_shapes=False) as prof:
@@ -143,9 +144,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--fused", nargs="+", default=["reference", "compile"],
                    help="losses to profile: reference (unfused) and/or MedicConfig.fused values (auto, eager, compile)")
+    p.add_argument("--layers", default="auto", help="hooked layers (default: MEDIC's default 'auto'; 'all' = as before)")
     p.add_argument("--out", default=str(RESULTS / "profile_medic_step.txt"))
     args = p.parse_args(argv)
-    text = "".join(profile_model(m, t, args.steps, f) for t in args.threads for m in args.models for f in args.fused)
+    text = "".join(profile_model(m, t, args.steps, f, args.layers) for t in args.threads for m in args.models for f in args.fused)
     print(text)
     Path(args.out).parent.mkdir(exist_ok=True)
     Path(args.out).write_text(text)
