@@ -36,8 +36,11 @@ TAU_RANGE: tuple[float, float] = (1e-3, 1e3)
 
 
 def validate_share(share: float) -> float:
-    """The target share must be a number in (0, 1]."""
+    """The target share must be a number (not a string or bool) in (0, 1]. Returns it as float;
+    raises ValueError otherwise."""
     try:
+        if isinstance(share, (str, bytes, bool)):
+            raise TypeError
         s = float(share)
     except (TypeError, ValueError):
         raise ValueError(f"share must be a number in (0, 1] (e.g. 0.05 = 5 % of each layer's neurons), got {share!r}") from None

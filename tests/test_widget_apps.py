@@ -37,16 +37,21 @@ def _named(fig, text):
 
 def test_sliders_drive_the_state_and_the_state_drives_the_sliders(splits):
     state, app = _launcher(splits)
+    app.tau_mode.value = "global"
     app.tau.value = 7.5
+    app.share.value = 0.05
+    app.layers.value = "conv+bn"
     app.lam.value = 2.0
     app.epochs.value = 3
     app.fraction.value = 0.5
     app.device.value = "cpu"
     app.eval_every_steps.value = 4
-    assert state.params == dict(method="medic", tau=7.5, lam=2.0, epochs=3, fraction=0.5, device="cpu",
-                                eval_every_steps=4)
+    assert state.params == dict(method="medic", tau_mode="global", tau=7.5, share=0.05, layers="conv+bn", lam=2.0,
+                                epochs=3, fraction=0.5, device="cpu", eval_every_steps=4)
     state.tau = 12.0
     assert app.tau.value == 12.0
+    state.set(tau_mode="share", share=0.02, layers="all")
+    assert (app.tau_mode.value, app.share.value, app.layers.value) == ("share", 0.02, "all")
     state.tau = -1.0  # outside the slider: the slider is not forced (and does not write back a clamped value)
     assert state.tau == -1.0 and app.tau.value == 12.0
 
@@ -54,6 +59,7 @@ def test_sliders_drive_the_state_and_the_state_drives_the_sliders(splits):
 def test_launch_draws_live_curves_progress_and_overlaid_runs(splits):
     state, app = _launcher(splits, epochs=3)
     assert app.stop_button.disabled and not app.launch_button.disabled
+    app.tau_mode.value = "global"  # the runs use the τ slider
     app.tau.value = 2.0
     app.launch_button.click()
     state.wait(30)
@@ -82,7 +88,7 @@ def test_launch_draws_live_curves_progress_and_overlaid_runs(splits):
 
 
 def test_method_dropdown_runs_a_baseline_next_to_medic(splits):
-    state, app = _launcher(splits, epochs=2)
+    state, app = _launcher(splits, epochs=2, tau=5.0)  # τ given: one global τ
     assert app.method.value == "medic" and app.method.options[0] == ("MEDIC", "medic")
     assert {v for _, v in app.method.options} >= {"finetune", "fineprune", "nad", "mcr", "anp", "kd", "scratch"}
     assert not app.tau.disabled and app.method_note.value == ""
@@ -131,7 +137,7 @@ def test_errors_from_the_run_are_shown_in_red(splits):
     state.wait(30)
     assert "#c62828" in app.error.value and "NonFiniteModelError" in app.error.value
     assert "<details" in app.error.value  # the traceback is one click away
-    state.tau = -3.0  # a setting error shows the same way
+    state.set(tau_mode="global", tau=-3.0)  # a setting error shows the same way
     app.launch_button.click()
     assert "tau must be finite and &gt;= 0" in app.error.value
 
@@ -231,3 +237,38 @@ def test_picker_app_gallery_clicks_and_upload(splits):
     app.model_path.value = "/nonexistent/model"
     app.load_model_button.click()
     assert "#c62828" in app.error.value
+
+
+def test_tau_mode_share_and_layers_controls(splits):
+    state, app = _launcher(splits, epochs=1)
+    # The default: τ calibrated per layer — the share slider is live, the τ slider greyed out.
+    assert app.tau_mode.value == "share" and app.tau.disabled and not app.share.disabled
+    assert app.share.value == 0.01 and app.layers.value == "auto" and "calibrated per layer" in app.tau_note.value
+    assert {v for _, v in app.layers.options} == {"auto", "conv+bn", "conv+bn+linear", "all", "conv+bn-last",
+                                                  "conv+bn-inner"}
+    app.tau_mode.value = "global"
+    assert state.tau_mode == "global" and not app.tau.disabled and app.share.disabled
+    state.tau_mode = "share"  # the state drives the toggle and the enabled sliders
+    assert app.tau_mode.value == "share" and app.tau.disabled and not app.share.disabled
+    app.share.value = 0.05
+    app.layers.value = "conv+bn+linear"
+    assert (state.share, state.layers) == (0.05, "conv+bn+linear")
+    app.launch_button.click()
+    state.wait(30)
+    run = state.runs[0]
+    assert run.label == "MEDIC share=5% λ=10 layers=conv+bn+linear" and run.status == "done"
+    assert run.tau_text.endswith("(per layer)") and run.tau_text in app.runs_table.value
+    assert "τ used" in app.runs_table.value and "5: " in app.runs_table.value  # per-layer τ in the cell's tooltip
+    # Module names chosen from code join the dropdown (and are not written back as something else).
+    state.layers = ("0", "1")
+    assert app.layers.value == ("0", "1") and state.layers == ("0", "1")
+    state.layers = "bogus"  # an invalid value: reported at launch, not forced on the dropdown
+    assert app.layers.value == ("0", "1") and "layers" in state.problems
+    state.layers = "auto"
+    # A baseline greys out every MEDIC setting.
+    app.method.value = "finetune"
+    assert all(w.disabled for w in (app.tau_mode, app.share, app.tau, app.layers, app.lam))
+    assert app.tau_note.value == "" and "share, layers" in app.method_note.value
+    app.method.value = "medic"
+    assert app.tau.disabled and not (app.share.disabled or app.layers.disabled or app.tau_mode.disabled)
+    assert state.listener_errors == []

@@ -147,15 +147,16 @@ def test_exception_inside_the_training_thread_reaches_the_state(splits):
 
 def test_runs_are_overlaid_labelled_and_cleared(splits):
     state = _state(splits, epochs=1)
-    state.launch()
+    state.launch()  # the default: τ calibrated per layer to a 1 % share
     state.wait(30)
+    state.tau_mode = "global"
     state.tau = 0
     state.launch()
     state.wait(30)
     state.tau = 0.0
     state.launch()
     state.wait(30)
-    assert [r.label for r in state.runs] == ["MEDIC τ=5 λ=10", "MEDIC τ=0 λ=10", "MEDIC τ=0 λ=10 #2"]
+    assert [r.label for r in state.runs] == ["MEDIC share=1% λ=10", "MEDIC τ=0 λ=10", "MEDIC τ=0 λ=10 #2"]
     assert [r.params["tau"] for r in state.runs] == [5.0, 0, 0.0]
     assert all(r.status == "done" and len(r.curve()["x"]) == 2 for r in state.runs)
     assert state.result is state.runs[-1].result
@@ -252,7 +253,7 @@ def test_method_parameter_is_canonical_and_checked_at_launch(splits):
     run = state.launch()
     assert run.status == "error" and "unknown method" in run.error and run.label == "bogus"
     state.method = "medic"
-    state.tau = 2
+    state.set(tau_mode="global", tau=2)
     assert state.launch().label == "MEDIC τ=2 λ=10"
     state.wait(30)
 

@@ -38,7 +38,7 @@ def _wait(cond, timeout=10.0):
 
 
 def test_one_tau_slider_moves_every_view_and_the_run_uses_it(splits):
-    state, app = _app(splits)
+    state, app = _app(splits, tau_mode="global")
     app.tau.value = 7.25
     assert state.tau == state.picker.tau == state.explorer.tau == state.launcher.tau == 7.25
     assert app.explorer_view.tau.value == 7.25 and app.launcher_view.tau.value == 7.25
@@ -81,14 +81,14 @@ def test_launch_follows_the_input_live_and_shows_the_repaired_model(splits):
     last = run.readings[-1][1]
     assert f"{100 * last.triggered.probability:.0f}%" in app.probe_html.value and "<td>3.0</td>" in app.probe_html.value
     repaired = app.compare_figure.layout.annotations[-1].text
-    assert repaired.startswith("<b>repaired: MEDIC τ=5 λ=10 (done)</b>: x → ")
+    assert repaired.startswith("<b>repaired: MEDIC share=1% λ=10 (done)</b>: x → ")  # the default: τ per layer
     np.testing.assert_allclose(app.compare_figure.data[6 + 5].z, state.comparison()["repaired"]["combined"])
     # A second run is overlaid: two more lines in another colour.
     app.launch_button.click()
     state.wait(60)
     _wait(lambda: len(app.probe_figure.data) == 4)
     assert app.probe_figure.data[2].line.color != app.probe_figure.data[0].line.color
-    assert "MEDIC τ=5 λ=10 #2" in app.probe_html.value
+    assert "MEDIC share=1% λ=10 #2" in app.probe_html.value
 
 
 def test_stop_then_compare_on_request(splits):
@@ -112,3 +112,37 @@ def test_compare_without_a_model_is_shown_not_raised(splits):
     app.compare_button.click()
     _wait(lambda: "#c62828" in app.compare_status.value)
     assert "no run has a repaired model" in app.compare_status.value
+
+
+def test_the_run_mode_and_the_calibrated_tau_hint(splits):
+    state, app = _app(splits)
+    lv = app.launcher_view
+    shown = _widgets_in(app)
+    assert all(any(w is part for w in shown) for part in (lv.tau_mode, lv.share, lv.layers))  # step 3 offers them
+    assert not app.tau.disabled  # the workbench's τ always draws the maps
+    state.picker.layer = "1"
+    tau = state.calibrated_tau("1")
+    assert f"τ = {tau:.3g} on 1" in app.tau_hint.value and "per layer" in app.tau_hint.value
+    lv.share.value = 0.1  # another share: another calibrated τ, shown at once
+    wider = state.calibrated_tau("1")
+    assert wider < tau and f"τ = {wider:.3g} on 1" in app.tau_hint.value
+    lv.tau_mode.value = "global"
+    assert state.tau_mode == "global" and "this τ = 5 on every" in app.tau_hint.value
+    app.tau.value = 2.5
+    assert "this τ = 2.5 on every" in app.tau_hint.value
+    state.picker.layer = "5"  # the logits: not cloned by the default layers
+    assert "do not clone 5" in app.tau_hint.value
+    lv.layers.value = "all"
+    assert "do not clone" not in app.tau_hint.value
+    app.launch_button.click()
+    state.wait(60)
+    assert state.runs[0].label == "MEDIC τ=2.5 λ=10 layers=all"
+    lv.method.value = "finetune"
+    assert app.tau_hint.value == ""
+
+
+def _widgets_in(widget) -> list:
+    out = [widget]
+    for child in getattr(widget, "children", ()):
+        out += _widgets_in(child)
+    return out

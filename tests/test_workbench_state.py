@@ -27,7 +27,7 @@ def _bench(splits, **kw) -> WorkbenchState:
 
 
 def test_one_tau_and_one_lambda_across_picker_explorer_and_launcher(splits):
-    s = _bench(splits, tau=4.0, lam=8.0)
+    s = _bench(splits, tau=4.0, lam=8.0, tau_mode="global")  # runs use the one τ
     assert (s.picker.tau, s.explorer.tau, s.launcher.tau, s.launcher.lam) == (4.0, 4.0, 4.0, 8.0)
     changes = []
     s.add_listener(changes.append)
@@ -145,7 +145,7 @@ def test_stop_keeps_the_readings_and_compare_is_on_request(splits):
 
 
 def test_two_runs_are_overlaid_each_following_the_input_picked_at_its_launch(splits):
-    s = _bench(splits, epochs=1)
+    s = _bench(splits, epochs=1, tau_mode="global")
     s.choose(1)
     first = s.launch()
     s.wait(60)

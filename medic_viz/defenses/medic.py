@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from medic_viz.calibration import calibrate_taus, validate_share
 from medic_viz.capture import LAYER_PRESETS, LayerRecorder, check_same_structure, resolve_layers
 from medic_viz.data.arrays import ImageArrays, iterate_batches
+from medic_viz.device import resolve_device
 from medic_viz.defenses.base import ConfiguredDefense, DefenseResult, fresh_copy, frozen_copy
 from medic_viz.fused import FusedCloneLoss, validate_fused_mode
 from medic_viz.importance import ImportanceOptions, layer_importance
@@ -47,6 +48,7 @@ __all__ = [
     "DEFAULT_LAYERS",
     "DEFAULT_SHARE",
     "DEFAULT_TAU",
+    "preview_layer_taus",
 ]
 
 #: MEDIC's default hooked layers: conv and norm outputs from the second convolution up to, not
@@ -417,6 +419,44 @@ def calibrate_layer_taus(
     cat_acts = [torch.cat(a) for a in acts]
     cat_grads = [torch.cat(g) if g else None for g in grads]
     return calibrate_taus(cat_acts, cat_grads, objective.stats, objective.options, share)
+
+
+def preview_layer_taus(
+    teacher: nn.Module,
+    clean: ImageArrays,
+    config: MedicConfig | None = None,
+    *,
+    layers: object = None,
+    share: float | None = None,
+) -> dict[str, float]:
+    """The τ per layer that a MEDIC run with ``config`` (default :class:`MedicConfig`) on
+    ``clean`` calibrates, without training: the same statistics, seeded and augmented batches
+    and share as :meth:`Medic.run` (so its ``result.config["layer_taus"]`` holds the same values,
+    to the calibration's tolerance). ``layers``: the layers to calibrate (default: the config's
+    hooked layers; any hookable layer works, since a layer's τ depends on that layer alone);
+    ``share``: the share to match (default: the config's, which must then not set a global τ).
+    Teacher and clean data only; the cost of two passes of the teacher over
+    ``config.calibration_images`` (and the statistics' over ``clean``), not of a run."""
+    cfg = MedicConfig() if config is None else config
+    if not isinstance(cfg, MedicConfig):
+        raise TypeError(f"config must be a MedicConfig, got {type(cfg).__name__}")
+    cfg.validate()
+    if share is None:
+        share = cfg.effective_share
+        if share is None:
+            raise ValueError(f"this config sets one global τ ({cfg.tau:g}); give share= to preview a calibration")
+    share = validate_share(share)
+    if len(clean) == 0:
+        raise ValueError("the clean set is empty; the defender needs some clean training images")
+    device = resolve_device(cfg.device)
+    names = resolve_layers(teacher, cfg.layers if layers is None else layers)
+    reference = frozen_copy(teacher, device)
+    if resolve_channels_last(cfg.channels_last, reference, device):  # as Medic.run runs it
+        reference.to(memory_format=torch.channels_last)
+    stats = compute_layer_stats(reference, clean, names, batch_size=cfg.stats_batch_size, device=device, eps=cfg.eps)
+    objective = MedicObjective(reference, reference, stats, cfg.importance, cfg.lam, fused="eager")
+    return calibrate_layer_taus(objective, clean, share, images=cfg.calibration_images, batch_size=cfg.batch_size,
+                                seed=cfg.seed, augment=cfg.augment)
 
 
 def _check_student_is_not_teacher(teacher: nn.Module, student: nn.Module) -> None:

@@ -1,5 +1,7 @@
 """The backdoor-removal launcher view over a :class:`~medic_viz.widgets.state.LauncherState`:
-method and settings, Launch / Stop / Clear, a progress bar, live overlaid curves of every run."""
+method and settings (for MEDIC: how τ is set — calibrated per layer to a share, the default, or
+one global τ — the share, τ, λ and the hooked layers), Launch / Stop / Clear, a progress bar,
+live overlaid curves of every run, and a table of the runs with the τ each used."""
 
 from __future__ import annotations
 
@@ -15,10 +17,44 @@ from medic_viz.defenses.registry import DISPLAY_NAMES
 from medic_viz.viz.style import PALETTE
 from medic_viz.widgets.apps.common import Throttle, bind, error_html, set_quietly, within
 from medic_viz.widgets.state import DEVICE_CHOICES, LauncherState, RunRecord, StateChange, method_choices
+from medic_viz.widgets.state.launcher import LAYER_CHOICES, TAU_MODES, layers_text
 
 __all__ = ["LauncherApp", "launcher_app"]
 
 _LOSS_DASH = {"total": "solid", "ce": "dot", "clone": "dashdot"}
+#: Range of the share slider (a share of each layer's neurons) and its step.
+SHARE_RANGE: tuple[float, float, float] = (0.0025, 0.10, 0.0025)
+_TAU_MODE_LABELS = {"share": "per layer (share)", "global": "one global τ"}
+_LAYER_LABELS = {
+    "auto": "auto: default (conv+bn-inner)",
+    "conv+bn": "conv+bn: the authors' command",
+    "conv+bn+linear": "conv+bn+linear: the paper's text",
+    "all": "all (= conv+bn+linear)",
+    "conv+bn-last": "conv+bn-last: without the last block",
+    "conv+bn-inner": "conv+bn-inner: without first and last",
+}
+
+
+def layer_options(current: object = None) -> list[tuple[str, object]]:
+    """``(label, value)`` pairs of the layers dropdown: every preset, and ``current`` when it is a
+    tuple of module names."""
+    options: list[tuple[str, object]] = [(_LAYER_LABELS.get(p, p), p) for p in LAYER_CHOICES]
+    if isinstance(current, tuple):
+        options.append((f"modules: {layers_text(current)}", current))
+    return options
+
+
+def set_choice(widget: widgets.ValueWidget, value: object, guard: dict, options: list | None = None) -> None:
+    """State → a dropdown / toggle without writing back (``options``: offer these first); a
+    value it does not offer is not forced on it."""
+    guard["syncing"] = True
+    try:
+        if options is not None and list(widget.options) != options:
+            widget.options = options  # may move the value: not written back (syncing)
+        if value in [v for _, v in widget.options] and widget.value != value:
+            widget.value = value
+    finally:
+        guard["syncing"] = False
 
 
 class LauncherApp(widgets.VBox):
@@ -40,8 +76,22 @@ class LauncherApp(widgets.VBox):
                                        value=p["method"] if p["method"] in methods else "medic",
                                        description="method", style=style, layout=wide)
         self.method_note = widgets.HTML(value="")
+        self.tau_mode = widgets.ToggleButtons(options=[(_TAU_MODE_LABELS[m], m) for m in TAU_MODES],
+                                              value=p["tau_mode"] if p["tau_mode"] in TAU_MODES else "share",
+                                              description="τ", style={**style, "button_width": "112px"},
+                                              tooltips=["τ calibrated per layer so that each layer's weights match a share "
+                                                        "of its neurons (the default)",
+                                                        "the τ below for every layer (the paper's way)"])
+        lo, hi, step = SHARE_RANGE
+        self.share = widgets.FloatSlider(value=within(p["share"], lo, hi, 0.01), min=lo, max=hi, step=step,
+                                         readout_format=".2%", description="share per layer", style=style,
+                                         layout=wide, continuous_update=False)
         self.tau = widgets.FloatSlider(value=within(p["tau"], 0, 20, 5.0), min=0.0, max=20.0, step=0.5,
                                        description="τ (temperature)", style=style, layout=wide)
+        self.layers = widgets.Dropdown(options=layer_options(p["layers"]),
+                                       value=p["layers"] if "layers" not in state.problems else "auto",
+                                       description="layers", style=style, layout=wide)
+        self.tau_note = widgets.HTML(value="")
         self.lam = widgets.FloatSlider(value=within(p["lam"], 0, 50, 10.0), min=0.0, max=50.0, step=0.5,
                                        description="λ (cloning weight)", style=style, layout=wide)
         self.epochs = widgets.BoundedIntText(value=within(p["epochs"], 1, 1000, 20), min=1, max=1000,
@@ -84,14 +134,14 @@ class LauncherApp(widgets.VBox):
         self._draw_lock = threading.RLock()
         self.throttle = Throttle(self.redraw, 1.0 / max_redraws_per_second)
         controls = widgets.HBox([
-            widgets.VBox([self.method, self.tau, self.lam, self.fraction]),
-            widgets.VBox([self.epochs, self.device, self.eval_every_steps, self.method_note]),
+            widgets.VBox([self.method, self.tau_mode, self.share, self.tau, self.lam, self.fraction]),
+            widgets.VBox([self.layers, self.epochs, self.device, self.eval_every_steps, self.method_note, self.tau_note]),
         ])
         buttons = widgets.HBox([self.launch_button, self.stop_button, self.clear_button, self.progress])
         super().__init__([controls, buttons, self.status, self.error, self.figure, self.runs_table])
         self.add_class("medic-launcher")
         state.add_listener(self._on_state)
-        self._show_method(p["method"])
+        self._show_method()
         self.redraw()
 
     def __repr__(self) -> str:  # the text shown where widgets do not render (e.g. GitHub)
@@ -105,12 +155,25 @@ class LauncherApp(widgets.VBox):
         except Exception as exc:  # e.g. a run already in progress
             self.error.value = error_html(f"{type(exc).__name__}: {exc}")
 
-    def _show_method(self, method: Any) -> None:
-        """τ and λ are MEDIC's: greyed out, with a note, for a baseline."""
+    def _show_method(self) -> None:
+        """MEDIC's settings are greyed out, with a note, for a baseline; of τ and the share only
+        the one the τ mode uses is enabled."""
+        method, mode = self.state.method, self.state.tau_mode
         baseline = method != "medic"
-        self.tau.disabled = self.lam.disabled = baseline
-        self.method_note.value = (f"<i>τ and λ apply to MEDIC only: {html.escape(DISPLAY_NAMES.get(method, str(method)))}"
-                                  " ignores them</i>" if baseline else "")
+        for w in (self.tau_mode, self.layers, self.lam):
+            w.disabled = baseline
+        self.tau.disabled = baseline or mode != "global"
+        self.share.disabled = baseline or mode != "share"
+        self.method_note.value = (f"<i>τ, share, layers and λ apply to MEDIC only: "
+                                  f"{html.escape(DISPLAY_NAMES.get(method, str(method)))} ignores them</i>"
+                                  if baseline else "")
+        if baseline:
+            self.tau_note.value = ""
+        elif mode == "share":
+            self.tau_note.value = ("<i>τ is calibrated per layer on the clean data so that each layer's weights match "
+                                   "this share of its neurons (the default); the runs table shows the τ used</i>")
+        else:
+            self.tau_note.value = "<i>one τ for every layer (the paper's way; it used τ = 5)</i>"
 
     def _on_state(self, change: StateChange) -> None:
         if change.kind == "param":
@@ -118,10 +181,14 @@ class LauncherApp(widgets.VBox):
                 value = change.value
                 if change.name == "eval_every_steps":
                     value = int(value or 0) if _is_number(value) else value
-                if change.name == "method":
-                    self._show_method(value)
-                    if value not in method_choices():  # an unknown name: reported at launch
-                        return
+                if change.name in ("method", "tau_mode"):
+                    self._show_method()
+                if change.name in ("method", "tau_mode", "layers"):
+                    options = None
+                    if change.name == "layers" and isinstance(value, tuple) and "layers" not in self.state.problems:
+                        options = layer_options(value)  # module names: offered while they are chosen
+                    set_choice(getattr(self, change.name), value, self._guard, options)  # unknown: reported at launch
+                    return
                 set_quietly(getattr(self, change.name), value, self._guard)
         elif change.kind == "event":
             self.throttle.request()
@@ -223,11 +290,14 @@ def _runs_table(runs: list[RunRecord]) -> str:
         asr = "—" if last is None or last.asr is None else f"{100 * last.asr:.1f}%"
         color = {"error": "#c62828", "stopped": "#ef6c00", "done": "#2e7d32"}.get(r.status, "#1565c0")
         mem = "—" if r.peak_memory_mb is None else f"{r.peak_memory_mb:.0f} MiB"
+        taus = r.layer_taus
+        tau = "—" if r.tau_text is None else html.escape(r.tau_text)
+        tip = "" if not taus else html.escape(", ".join(f"{n}: {t:.3g}" for n, t in taus.items()), quote=True)
         rows.append(f"<tr><td>{html.escape(r.label)}</td><td style='color:{color}'>{r.status}</td>"
-                    f"<td>{r.params['epochs']}</td><td>{acc}</td><td>{asr}</td><td>{r.seconds:.1f} s</td>"
-                    f"<td>{mem}</td></tr>")
+                    f"<td>{r.params['epochs']}</td><td>{acc}</td><td>{asr}</td><td title=\"{tip}\">{tau}</td>"
+                    f"<td>{r.seconds:.1f} s</td><td>{mem}</td></tr>")
     head = ("<tr><th>run</th><th>status</th><th>epochs</th><th>clean acc (live)</th><th>ASR (live)</th>"
-            "<th>time</th><th>peak memory</th></tr>")
+            "<th>τ used</th><th>time</th><th>peak memory</th></tr>")
     return f"<table style='font-size:12px'>{head}{''.join(rows)}</table>"
 
 

@@ -1,7 +1,8 @@
 """The workbench view over a :class:`~medic_viz.widgets.state.WorkbenchState`: the picker, the
-explorer and the launcher views composed in one layout around one τ and λ, the picked input
-followed live through every run, and its Figure-2 columns under the repaired model next to the
-trojaned model's.
+explorer and the launcher views composed in one layout around one τ and λ (runs use that τ on
+every layer, or — the default — calibrate τ per layer, as the hint under the τ slider says for
+the picked layer), the picked input followed live through every run, and its Figure-2 columns
+under the repaired model next to the trojaned model's.
 
 Every redraw that follows a run happens off the kernel's thread (training thread or a throttle
 timer); the τ slider redraws the maps from the cached analyses only.
@@ -24,6 +25,7 @@ from medic_viz.widgets.apps.explorer import ExplorerApp
 from medic_viz.widgets.apps.launcher import LauncherApp
 from medic_viz.widgets.apps.picker import PickerApp, _rgb255
 from medic_viz.widgets.state import RunRecord, StateChange, WorkbenchState
+from medic_viz.widgets.state.launcher import layers_text
 
 __all__ = ["WorkbenchApp", "workbench_app"]
 
@@ -33,6 +35,8 @@ _COMPARE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("triggered_act", "activation, x′"), ("difference", "difference |x′ − x|"), ("combined", "importance (eq.4)"),
 )
 _GOOD, _BAD = "#2e7d32", "#c62828"
+#: Launcher parameters the τ hint depends on.
+_HINT_PARAMS = frozenset({"method", "tau_mode", "share", "layers", "fraction", "device"})
 
 
 def _section(title: str) -> widgets.HTML:
@@ -47,7 +51,8 @@ def _pred_cell(name: str, probability: float, good: bool) -> str:
 class WorkbenchApp(widgets.VBox):
     """The workbench over a :class:`WorkbenchState` (see :func:`workbench_app`).
 
-    Parts (for tests and notebooks): ``tau``, ``lam`` (the shared sliders), ``picker_view``,
+    Parts (for tests and notebooks): ``tau``, ``lam`` (the shared sliders), ``tau_hint`` (which τ
+    runs use on the picked layer), ``picker_view``,
     ``explorer_view``, ``launcher_view`` (the composed apps; ``launch_button``, ``stop_button``,
     ``figure`` are the launcher's), ``probe_html`` and ``probe_figure`` (the picked input, live),
     ``compare_button``, ``compare_status`` and ``compare_figure`` (before / after), and
@@ -98,6 +103,7 @@ class WorkbenchApp(widgets.VBox):
                                        layout=widgets.Layout(width="380px"))
         bind(self.tau, state, "tau", self._guard)
         bind(self.lam, state, "lam", self._guard)
+        self.tau_hint = widgets.HTML()
 
         # the picked input, live
         self.probe_html = widgets.HTML(layout=widgets.Layout(width="370px"))
@@ -132,17 +138,18 @@ class WorkbenchApp(widgets.VBox):
         self._comparing = False
 
         self.header = widgets.HTML()
-        shared = widgets.HTML("<i>τ and λ here are the ones Launch uses; moving τ recomputes the maps from the "
-                              "cached activations (the model does not run again).</i>")
-        settings = widgets.HBox([widgets.VBox([lv.method, lv.fraction, lv.method_note]),
-                                 widgets.VBox([lv.epochs, lv.device, lv.eval_every_steps])])
+        shared = widgets.HTML("<i>λ here is the one Launch uses, and so is τ when runs use one global τ (step 3); "
+                              "moving τ recomputes the maps from the cached activations (the model does not run "
+                              "again).</i>")
+        settings = widgets.HBox([widgets.VBox([lv.method, lv.tau_mode, lv.share, lv.fraction, lv.method_note]),
+                                 widgets.VBox([lv.layers, lv.epochs, lv.device, lv.eval_every_steps, lv.tau_note])])
         buttons = widgets.HBox([lv.launch_button, lv.stop_button, lv.clear_button, lv.progress])
         self.children = [
             self.header, self.opener,
             _section("1 · Pick an input"),
             self._classed(pv.gallery, "medic-gallery"), widgets.HBox([pv.trigger_name, pv.upload]), pv.error,
             _section("2 · Look inside it"),
-            widgets.HBox([self.tau, self.lam, pv.layer]), shared, pv.caption, pv.figure,
+            widgets.HBox([self.tau, self.lam, pv.layer]), self.tau_hint, shared, pv.caption, pv.figure,
             widgets.HBox([ev.criteria, ev.reduction]), ev.info, ev.figure,
             _section("3 · Repair the model and watch the input heal"),
             settings, self._classed(buttons, "medic-run-buttons"), lv.status, lv.error,
@@ -204,11 +211,14 @@ class WorkbenchApp(widgets.VBox):
             set_quietly(getattr(self, change.name), change.value, self._guard)
             if change.name == "tau":
                 self.redraw_compare()
+                self.redraw_tau_hint()
         elif change.kind == "compare":
             self.redraw_compare()
 
     def _on_launcher(self, change: StateChange) -> None:
-        if change.kind == "event":
+        if change.kind == "param" and change.name in _HINT_PARAMS:
+            self.redraw_tau_hint()
+        elif change.kind == "event":
             self.probe_throttle.request()
         elif change.kind in ("launch", "status", "clear"):
             self.probe_throttle.flush()
@@ -218,6 +228,8 @@ class WorkbenchApp(widgets.VBox):
         if change.kind == "param" and change.name in ("choice", "trigger_name", "layer", "model"):
             self.redraw_header()
             self.redraw_compare()
+            if change.name in ("layer", "model"):
+                self.redraw_tau_hint()
             if change.name != "layer":
                 self.probe_throttle.flush()
 
@@ -244,6 +256,7 @@ class WorkbenchApp(widgets.VBox):
     # -- drawing ------------------------------------------------------------------------------
     def redraw(self) -> None:
         self.redraw_header()
+        self.redraw_tau_hint()
         self.redraw_probe()
         self.redraw_compare()
         self.compare_button.disabled = self.state.launcher.running
@@ -263,6 +276,34 @@ class WorkbenchApp(widgets.VBox):
         self.header.value = (f"<b>MEDIC workbench</b>: {html.escape(teacher)} on {html.escape(p.data.name)} "
                              f"({p.data.num_classes} classes){target}. Pick an input, look inside it, repair "
                              "the model, and follow the input through the run.")
+
+    def redraw_tau_hint(self) -> None:
+        """Which τ a run uses on the picked layer: the calibrated one (the default, computed once
+        and cached) or the slider's; and whether the run's layer set clones this layer at all."""
+        s = self.state
+        layer = s.picker.layer
+        launcher = s.launcher
+        if launcher.method != "medic":
+            self.tau_hint.value = ""
+            return
+        try:
+            cloned = layer in s.run_layer_names()
+            calibrated = s.calibrated_tau(layer)
+        except Exception as exc:  # an invalid share / layers / fraction: shown here, and at launch
+            self.tau_hint.value = (f"<span style='font-size:12px;color:{_BAD}'>per-layer τ unavailable: "
+                                   f"{html.escape(str(exc))}</span>")
+            return
+        name = html.escape(layer)
+        sets = html.escape(layers_text(s.run_layers))
+        if s.tau_mode == "global":
+            text = (f"Runs use this τ = {s.tau:g} on every cloned layer (one global τ); the per-layer default would "
+                    f"use τ = {calibrated:.3g} on {name}.")
+        else:
+            text = (f"Runs calibrate τ per layer (share {100 * s.share:g} %): the per-layer default uses "
+                    f"τ = {calibrated:.3g} on {name}; the slider only draws the maps.")
+        if not cloned:
+            text += f" Runs do not clone {name} (layers = {sets})."
+        self.tau_hint.value = f"<span style='font-size:12px'>{text}</span>"
 
     def redraw_probe(self) -> None:
         """The picked input's predictions: the trojaned model's, then each run's latest (text),

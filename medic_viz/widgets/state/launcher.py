@@ -3,7 +3,8 @@
 One run at a time, with a stop event; every training event is appended to the run's
 :class:`~medic_viz.widgets.state.runs.RunRecord` and announced to listeners *from the training
 thread* (views must throttle their redraws). Runs are kept, each labelled with its method (and
-τ, λ for MEDIC), with its status, error message and resulting model/history.
+for MEDIC how τ was set — a share calibrated per layer or one global τ — λ, and the layer set
+when it is not the default), with its status, error message and resulting model/history.
 """
 
 from __future__ import annotations
@@ -20,24 +21,35 @@ from medic_viz.attacks.triggers import Trigger
 from medic_viz.data.arrays import DatasetSplits, ImageArrays, clean_subset
 from medic_viz.defenses.base import Defense, DefenseResult
 from medic_viz.defenses.registry import DISPLAY_NAMES, available_defenses, defense_class, make_defense
-from medic_viz.defenses.medic import validate_lambda
+from medic_viz.calibration import validate_share
+from medic_viz.capture import LAYER_PRESETS, resolve_layers
+from medic_viz.defenses.medic import DEFAULT_LAYERS, DEFAULT_SHARE, DEFAULT_TAU, MedicConfig, preview_layer_taus, validate_lambda
 from medic_viz.device import resolve_device
 from medic_viz.metrics import BackdoorMetrics, Evaluator, evaluate_backdoor
 from medic_viz.probe import InputProbe, ProbeReading
 from medic_viz.resources import PeakMemory
 from medic_viz.training import TrainEvent
-from medic_viz.widgets.state.observable import Param, Parameterized, StateChange, number, tau_check
+from medic_viz.widgets.state.observable import Param, Parameterized, StateChange, number, one_of, tau_check
 from medic_viz.widgets.state.runs import RunRecord
 
-__all__ = ["DEVICE_CHOICES", "method_choices", "run_label", "LauncherState"]
+__all__ = ["DEVICE_CHOICES", "TAU_MODES", "LAYER_CHOICES", "method_choices", "run_label", "layers_text", "LauncherState"]
 
 #: Device choices offered by the launcher ("auto" = CUDA, else MPS, else CPU).
 DEVICE_CHOICES: tuple[str, ...] = ("auto", "cpu", "cuda")
-#: Launcher settings that ``options=`` / ``baseline_options=`` must not repeat.
+#: How a MEDIC run's τ is set: ``"share"`` — calibrated per layer so that each layer's weights
+#: match ``share`` of its neurons (the library's default, :data:`medic_viz.defenses.medic.DEFAULT_SHARE`);
+#: ``"global"`` — the one ``tau`` for every layer (the paper's way).
+TAU_MODES: tuple[str, ...] = ("share", "global")
+#: The layer presets the launcher offers (:data:`medic_viz.capture.LAYER_PRESETS`; ``"auto"`` first,
+#: MEDIC's default).
+LAYER_CHOICES: tuple[str, ...] = (DEFAULT_LAYERS,) + tuple(p for p in LAYER_PRESETS if p != DEFAULT_LAYERS)
+#: Launcher settings that ``baseline_options=`` must not repeat (``options=`` must not repeat
+#: these nor :data:`_MEDIC_SETTINGS`).
 _LAUNCHER_SETTINGS = frozenset({"tau", "lam", "epochs", "device", "eval_every_steps", "batch_size", "lr", "seed",
                                 "progress", "eval_every"})
+_MEDIC_SETTINGS = frozenset({"share", "layers"})
 #: Parameters only MEDIC uses: a baseline run ignores them (even an invalid value).
-_MEDIC_ONLY = ("tau", "lam")
+_MEDIC_ONLY = ("tau_mode", "tau", "share", "layers", "lam")
 
 
 def method_choices() -> list[str]:
@@ -54,13 +66,31 @@ def _method_key(method: Any) -> str | None:
         return None
 
 
-def run_label(tau: Any, lam: Any, method: str = "medic") -> str:
-    """The label of a run: ``"MEDIC τ=5 λ=10"`` for MEDIC, the method's display name for a
-    baseline (``"NAD"``, ``"Fine-tuning"``: τ and λ do not apply); an unknown method as given."""
+def layers_text(layers: Any) -> str:
+    """A layer selection in a few characters: the preset's name, or up to three module names
+    (``"conv2,bn2,conv3,… (6)"``)."""
+    if isinstance(layers, str):
+        return layers
+    try:
+        names = [str(n) for n in layers]
+    except TypeError:
+        return repr(layers)
+    shown = ",".join(names[:3])
+    return shown if len(names) <= 3 else f"{shown},… ({len(names)})"
 
-    def fmt(v: Any) -> str:
+
+def run_label(tau: Any, lam: Any, method: str = "medic", *, share: Any = None, layers: Any = DEFAULT_LAYERS) -> str:
+    """The label of a run: for MEDIC ``"MEDIC τ=5 λ=10"`` (one global τ) or, given ``share``,
+    ``"MEDIC share=1% λ=10"`` (τ calibrated per layer; ``tau`` is then not shown), with
+    ``" layers=conv+bn"`` appended when ``layers`` is not the default; the method's display name
+    for a baseline (``"NAD"``, ``"Fine-tuning"``: these settings do not apply); an unknown
+    method as given."""
+
+    def fmt(v: Any, scale: float = 1.0, unit: str = "") -> str:
+        if isinstance(v, (str, bytes, bool)):
+            return repr(v)
         try:
-            return f"{float(v):g}"
+            return f"{scale * float(v):g}{unit}"
         except (TypeError, ValueError):
             return repr(v)
 
@@ -69,7 +99,11 @@ def run_label(tau: Any, lam: Any, method: str = "medic") -> str:
         return str(method)
     if key != "medic":
         return DISPLAY_NAMES.get(key, key)
-    return f"MEDIC τ={fmt(tau)} λ={fmt(lam)}"
+    sharp = f"τ={fmt(tau)}" if share is None else f"share={fmt(share, 100.0, '%')}"
+    label = f"MEDIC {sharp} λ={fmt(lam)}"
+    if not (isinstance(layers, str) and layers == DEFAULT_LAYERS):
+        label += f" layers={layers_text(layers)}"
+    return label
 
 
 # -- parameter checks ------------------------------------------------------------------------
@@ -84,6 +118,25 @@ def _method_check(_state: Any, value: Any) -> str:
 
 def _lam_check(_state: Any, value: Any) -> float:
     return validate_lambda(value)
+
+
+def _share_check(_state: Any, value: Any) -> float:
+    return validate_share(value)
+
+
+def _layers_check(state: Any, value: Any) -> str | tuple[str, ...]:
+    """A preset of :data:`LAYER_CHOICES`, or module names of the teacher (kept as a tuple)."""
+    if isinstance(value, str) and value in LAYER_PRESETS:
+        return value
+    if isinstance(value, (str, bytes)) or callable(value) or value is None:
+        raise ValueError(f"layers must be a preset {list(LAYER_CHOICES)} or a list of the teacher's module names, "
+                         f"got {value!r}")
+    try:
+        names = tuple(value)
+    except TypeError:
+        raise ValueError(f"layers must be a preset {list(LAYER_CHOICES)} or a list of the teacher's module names, "
+                         f"got {value!r}") from None
+    return tuple(resolve_layers(state.teacher, names))  # one line naming the valid layers if one is not
 
 
 def _device_check(_state: Any, value: Any) -> str:
@@ -113,15 +166,31 @@ class LauncherState(Parameterized):
 
     Parameters (attributes; setting one validates it and notifies listeners): ``method``
     (``"medic"`` or a baseline of :func:`method_choices`; aliases such as ``"Fine-tuning"``
-    are stored as the canonical name), ``tau`` (≥ 0, MEDIC only), ``lam`` (≥ 0, MEDIC only),
-    ``epochs`` (≥ 1), ``fraction`` (share of the training set used as the defender's clean
+    are stored as the canonical name), and for MEDIC only:
+
+    - ``tau_mode`` (:data:`TAU_MODES`): ``"share"`` — τ calibrated per layer on the clean data so
+      that each layer's weights match ``share`` of its neurons, the library's default
+      (:class:`~medic_viz.defenses.medic.MedicConfig`); ``"global"`` — ``tau`` for every layer,
+      the paper's way;
+    - ``tau`` (≥ 0; used in ``"global"`` mode), ``share`` (in (0, 1], default
+      :data:`~medic_viz.defenses.medic.DEFAULT_SHARE` = 1 %; used in ``"share"`` mode);
+    - ``layers``: the hooked layers, a preset of :data:`LAYER_CHOICES` (default ``"auto"``) or a
+      list of the teacher's module names (kept as a tuple);
+    - ``lam`` (≥ 0);
+
+    then ``epochs`` (≥ 1), ``fraction`` (share of the training set used as the defender's clean
     data, in (0, 1]), ``device`` (one of :data:`DEVICE_CHOICES` or a torch device string),
     ``eval_every_steps`` (None/0 = evaluate once per epoch; k = also every k steps, for
     smoother live curves).
 
+    The constructor's ``tau_mode`` defaults to ``"global"`` when ``tau=`` is given (a caller who
+    names a τ means it, as before) and to ``"share"`` otherwise; giving both ``tau=`` and
+    ``share=`` needs ``tau_mode=``. Setting ``tau`` later does not change the mode.
+
     An invalid value is kept (a view never loses what was typed) and its one-line message is
     put in :attr:`problems`; :meth:`launch` then records a run with status ``"error"`` and that
-    message instead of starting one (τ and λ only count for MEDIC runs).
+    message instead of starting one — counting only what the run uses: the MEDIC settings for
+    MEDIC runs, and of ``tau``/``share`` the one its ``tau_mode`` uses.
 
     A baseline gets ``epochs`` as one budget spread over its phases as in
     :func:`medic_viz.experiments.method_options`: NAD fine-tunes its teacher ``epochs // 2``
@@ -147,7 +216,10 @@ class LauncherState(Parameterized):
     DEFER_ERRORS = True
 
     method = Param(_method_check, "the defence: 'medic' or a baseline name")
-    tau = Param(tau_check, "MEDIC's temperature τ >= 0")
+    tau_mode = Param(one_of(TAU_MODES), "how MEDIC's τ is set: 'share' (calibrated per layer) or 'global'")
+    tau = Param(tau_check, "MEDIC's temperature τ >= 0, for every layer (tau_mode='global')")
+    share = Param(_share_check, "share of each layer's neurons τ is calibrated to match (tau_mode='share')")
+    layers = Param(_layers_check, "MEDIC's hooked layers: a preset or the teacher's module names")
     lam = Param(_lam_check, "MEDIC's cloning weight λ >= 0")
     epochs = Param(number(1, whole=True), "training epochs")
     fraction = Param(number(0, 1, above=True, meaning="the share of the training set used as clean data"),
@@ -164,7 +236,10 @@ class LauncherState(Parameterized):
         trigger: Trigger | None = None,
         target: int | None = None,
         method: str = "medic",
-        tau: float = 5.0,
+        tau_mode: str | None = None,
+        tau: float | None = None,
+        share: float | None = None,
+        layers: Any = DEFAULT_LAYERS,
         lam: float = 10.0,
         epochs: int = 20,
         fraction: float = 0.05,
@@ -207,8 +282,16 @@ class LauncherState(Parameterized):
         self.baseline_options = self._check_baseline_options(baseline_options)
         self.baseline: BackdoorMetrics | None = None
         self.probe = probe
-        self._init_params(method=method, tau=tau, lam=lam, epochs=epochs, fraction=fraction, device=device,
-                          eval_every_steps=eval_every_steps)
+        if tau_mode is None:
+            if tau is not None and share is not None:
+                raise ValueError(f"tau={tau!r} and share={share!r} both set how sharp MEDIC's weights are; "
+                                 "give tau_mode='global' (one τ) or tau_mode='share' (τ calibrated per layer)")
+            tau_mode = "global" if tau is not None else "share"
+        self._init_params(method=method, tau_mode=tau_mode, tau=DEFAULT_TAU if tau is None else tau,
+                          share=DEFAULT_SHARE if share is None else share, layers=layers, lam=lam, epochs=epochs,
+                          fraction=fraction, device=device, eval_every_steps=eval_every_steps)
+        self._tau_previews: dict[tuple, dict[str, float]] = {}
+        self._preview_lock = threading.Lock()
         self._runs: list[RunRecord] = []
         self._lock = threading.RLock()
         self._clean_cache: dict[tuple[float, int], ImageArrays] = {}
@@ -319,7 +402,7 @@ class LauncherState(Parameterized):
         note on the settings; ``ValueError`` with the message of an invalid setting."""
         self.check_params(["method"])
         method = params["method"]
-        self.check_params(n for n in self.PARAMS if method == "medic" or n not in _MEDIC_ONLY)
+        self.check_params(n for n in self.PARAMS if n not in self._unused(params))
         every = params["eval_every_steps"] or None
         device = params["device"]
         common: dict[str, Any] = {"epochs": params["epochs"], "device": device, "progress": False, "eval_every": 1,
@@ -329,19 +412,61 @@ class LauncherState(Parameterized):
         if self.lr is not None:
             common["lr"] = self.lr
         if method == "medic":
-            clash = _LAUNCHER_SETTINGS & set(self.options)
-            if clash:
-                raise ValueError(f"options= must not repeat launcher settings {sorted(clash)}; set them on the state")
-            defense = make_defense("medic", tau=params["tau"], lam=params["lam"], seed=self.seed, **common,
-                                   **self.options)
+            self._check_options()
+            sharp = {"tau": params["tau"]} if params["tau_mode"] == "global" else {"share": params["share"]}
+            defense = make_defense("medic", **sharp, layers=params["layers"], lam=params["lam"], seed=self.seed,
+                                   **common, **self.options)
             return defense, params["fraction"], None
         from medic_viz.experiments import method_options
 
         opts = method_options(method, epochs=params["epochs"], seed=self.seed, device=device)
         opts.update(common)
         opts.update(self.baseline_options.get(method, {}))
-        note = f"τ and λ are MEDIC settings: {DISPLAY_NAMES.get(method, method)} ignores them"
+        note = f"τ, share, layers and λ are MEDIC settings: {DISPLAY_NAMES.get(method, method)} ignores them"
         return make_defense(method, **opts), params["fraction"], note
+
+    @staticmethod
+    def _unused(params: Mapping[str, Any]) -> frozenset[str]:
+        """The parameters a run with ``params`` does not use (their problems do not count)."""
+        if params["method"] != "medic":
+            return frozenset(_MEDIC_ONLY)
+        return frozenset({"global": {"share"}, "share": {"tau"}}.get(params["tau_mode"], set()))
+
+    def _check_options(self) -> None:
+        clash = (_LAUNCHER_SETTINGS | _MEDIC_SETTINGS) & set(self.options)
+        if clash:
+            raise ValueError(f"options= must not repeat launcher settings {sorted(clash)}; set them on the state")
+
+    def _label(self, params: Mapping[str, Any]) -> str:
+        share = params["share"] if params["tau_mode"] == "share" else None
+        return run_label(params["tau"], params["lam"], params["method"], share=share, layers=params["layers"])
+
+    def calibrated_taus(self, layers: Any = None, *, share: float | None = None) -> dict[str, float]:
+        """``{layer: τ}`` that a MEDIC run in ``"share"`` mode calibrates with the current settings
+        (``share``: the parameter unless given; ``layers``: the ``layers`` parameter unless given —
+        any of the teacher's hookable layers may be asked for, a layer's τ depends on that layer
+        alone), computed as the run computes it
+        (:func:`~medic_viz.defenses.medic.preview_layer_taus`: teacher and the same clean images,
+        no training; well under a second for the demo models) and cached. Raises ``ValueError``
+        for settings it needs that are invalid."""
+        params = self.params
+        self.check_params(n for n in ("share", "layers", "fraction", "device") if n != "share" or share is None)
+        self._check_options()
+        share = validate_share(params["share"] if share is None else share)
+        names = tuple(resolve_layers(self.teacher, params["layers"] if layers is None else layers))
+        settings: dict[str, Any] = {"share": share, "layers": list(names), "seed": self.seed, "device": params["device"],
+                                    "progress": False, **self.options}
+        if self.batch_size is not None:
+            settings["batch_size"] = self.batch_size
+        key = (share, names, params["fraction"], self.seed, str(resolve_device(params["device"])), self.batch_size,
+               repr(sorted(self.options.items())))
+        with self._preview_lock:
+            if key not in self._tau_previews:
+                config = MedicConfig(**settings)
+                if len(self._tau_previews) >= 32:
+                    self._tau_previews.pop(next(iter(self._tau_previews)))
+                self._tau_previews[key] = preview_layer_taus(self.teacher, self._clean(params["fraction"]), config)
+            return dict(self._tau_previews[key])
 
     def _unique_label(self, label: str) -> str:
         same = sum(1 for r in self._runs if r.label == label or r.label.startswith(label + " #"))
@@ -357,7 +482,7 @@ class LauncherState(Parameterized):
             if self.current is not None:
                 raise RuntimeError(f"a run is in progress ({self.current.label}); stop it or wait for it first")
             params = self.params
-            label = run_label(params["tau"], params["lam"], params["method"])
+            label = self._label(params)
             record = RunRecord(index=len(self._runs), label=self._unique_label(label), params=params,
                                probe=self._probe)
             try:
@@ -455,8 +580,10 @@ class LauncherState(Parameterized):
 
     def __repr__(self) -> str:
         p = self.params
-        return (f"LauncherState(method={p['method']!r}, τ={p['tau']}, λ={p['lam']}, epochs={p['epochs']}, fraction={p['fraction']}, "
-                f"device={p['device']!r}, {len(self._runs)} run(s){', running' if self.running else ''})")
+        sharp = f"share={p['share']}" if p["tau_mode"] == "share" else f"τ={p['tau']}"
+        return (f"LauncherState(method={p['method']!r}, {sharp}, λ={p['lam']}, layers={layers_text(p['layers'])}, "
+                f"epochs={p['epochs']}, fraction={p['fraction']}, device={p['device']!r}, "
+                f"{len(self._runs)} run(s){', running' if self.running else ''})")
 
 
 class _ProbedEvaluator:

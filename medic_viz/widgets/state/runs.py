@@ -21,7 +21,7 @@ from medic_viz.metrics import BackdoorMetrics
 from medic_viz.probe import InputProbe, ProbeReading
 from medic_viz.training import TrainEvent
 
-__all__ = ["RUN_STATUSES", "RunRecord"]
+__all__ = ["RUN_STATUSES", "RunRecord", "tau_range_text"]
 
 #: Statuses of a :class:`RunRecord`, in the order a run can go through them.
 RUN_STATUSES: tuple[str, ...] = ("running", "done", "stopped", "error")
@@ -32,9 +32,9 @@ _EVENT_KINDS: tuple[str, ...] = ("start", "step", "epoch", "end")
 class RunRecord:
     """One defence run started by :class:`~medic_viz.widgets.state.LauncherState`.
 
-    ``label``: ``"MEDIC τ=5 λ=10"`` or a baseline's name such as ``"NAD"`` (``" #2"`` …
-    appended when the same label ran before); ``params``: the launcher settings it ran with;
-    ``note``: a remark on those settings (a baseline ignores τ and λ), or None;
+    ``label``: ``"MEDIC share=1% λ=10"``, ``"MEDIC τ=5 λ=10"`` or a baseline's name such as
+    ``"NAD"`` (``" #2"`` … appended when the same label ran before); ``params``: the launcher
+    settings it ran with; ``note``: a remark on those settings (a baseline ignores MEDIC's), or None;
     ``status``: one of :data:`RUN_STATUSES`;
     ``events``: :class:`TrainEvent` objects in order; ``error``: ``"Type: message"`` if the run
     raised (``traceback`` has the details); ``result``: the :class:`DefenseResult` (model and
@@ -114,6 +114,32 @@ class RunRecord:
             if ev.clean_acc is not None:
                 return ev
         return None
+
+    @property
+    def layer_taus(self) -> dict[str, float] | None:
+        """``{layer: τ}`` the MEDIC run used once it ended with a result: calibrated per layer
+        (``result.config["layer_taus"]``) or its one global τ on every hooked layer; None before,
+        and for a baseline."""
+        config = None if self.result is None else self.result.config
+        if not config or self.result.method != "medic":
+            return None
+        if config.get("layer_taus"):
+            return {str(k): float(v) for k, v in config["layer_taus"].items()}
+        if config.get("tau") is not None:
+            return {str(n): float(config["tau"]) for n in config.get("layers") or ()}
+        return None
+
+    @property
+    def tau_text(self) -> str | None:
+        """The τ the run used, in a few characters: ``"τ 2.1–7.9 (per layer)"`` when calibrated,
+        ``"τ 5"`` when global; None until known (and for a baseline)."""
+        taus = self.layer_taus
+        if taus is None:
+            return None
+        config = self.result.config
+        if config.get("layer_taus"):
+            return f"{tau_range_text(taus.values())} (per layer)"
+        return f"τ {float(config['tau']):g}"
 
     @property
     def latest_reading(self) -> tuple[float, ProbeReading] | None:
@@ -227,6 +253,8 @@ class RunRecord:
             parts.append(f"epoch {_epoch_x(last):.2f}/{last.epochs}: clean acc {100 * last.clean_acc:.1f}%{asr}")
         if self.after is not None:
             parts.append(f"whole test set: {self.after}")
+        if self.tau_text is not None:
+            parts.append(self.tau_text)
         parts.append(f"{self.seconds:.1f} s")
         if self.peak_memory_mb is not None:
             parts.append(f"peak memory {self.peak_memory_mb:.0f} MiB")
@@ -235,6 +263,19 @@ class RunRecord:
         if self.error:
             parts.append(self.error)
         return " | ".join(parts)
+
+
+def tau_range_text(taus: Any) -> str:
+    """``"τ 2.1–7.9"`` for several values (``"τ 3.2"`` when they agree to the digits shown)."""
+
+    def fmt(v: float) -> str:
+        return f"{v:.2g}" if abs(v) < 10 else f"{v:.0f}"
+
+    values = [float(v) for v in taus]
+    if not values:
+        return "τ —"
+    lo, hi = fmt(min(values)), fmt(max(values))
+    return f"τ {lo}" if lo == hi else f"τ {lo}–{hi}"
 
 
 def _epoch_x(ev: TrainEvent) -> float:

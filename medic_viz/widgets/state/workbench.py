@@ -11,7 +11,10 @@ and follow the input through the run.
   picked when it was launched (:attr:`RunRecord.readings`).
 
 One τ and one λ: the workbench's ``tau`` and ``lam`` are the picker's, the explorer's and the
-launcher's (setting any of them sets the others), so the τ a user explores is the τ a run uses.
+launcher's (setting any of them sets the others). The τ a user explores draws the maps; a run
+uses it on every layer when the launcher's ``tau_mode`` is ``"global"`` — by default
+(``"share"``) a run calibrates τ per layer so that each layer's weights match ``share`` of its
+neurons, and :meth:`WorkbenchState.calibrated_tau` says which τ that is on the picked layer.
 The layer is shared by the picker and the explorer. When a run ends normally (and on request,
 :meth:`WorkbenchState.compare`, e.g. for a stopped run) the picked input is analysed under the
 repaired model, so that its Figure-2 columns can sit next to the trojaned model's
@@ -33,7 +36,8 @@ import torch.nn as nn
 
 from medic_viz.attacks.triggers import Trigger
 from medic_viz.data.arrays import DatasetSplits
-from medic_viz.defenses.medic import validate_lambda
+from medic_viz.capture import resolve_layers
+from medic_viz.defenses.medic import DEFAULT_LAYERS, validate_lambda
 from medic_viz.device import model_device
 from medic_viz.metrics import predict
 from medic_viz.probe import InputProbe, ProbeReading
@@ -64,13 +68,18 @@ class WorkbenchState(Parameterized):
     picker). ``choice``: the gallery image shown first (default: the first one the model gets
     right and the trigger flips to ``target``, if any). ``triggers``, ``stats``,
     ``stats_images``, ``layers``, ``layer``, ``gallery_per_class``, ``gallery_size``: as in
-    :class:`PickerState`; ``launcher_settings`` (``method``, ``epochs``, ``fraction``,
-    ``device``, ``eval_every_steps``, ``batch_size``, ``options`` …) go to
-    :class:`LauncherState` unchanged.
+    :class:`PickerState` (``layers``: the layers *looked at*); ``tau_mode``, ``share`` and
+    ``run_layers`` (the layers a MEDIC run clones) are the launcher's ``tau_mode``, ``share`` and
+    ``layers`` — ``tau_mode`` defaults to ``"share"`` (τ calibrated per layer, the library's
+    default) whether or not ``tau`` is given, since ``tau`` is also the τ the maps are drawn at;
+    ``launcher_settings`` (``method``, ``epochs``, ``fraction``, ``device``,
+    ``eval_every_steps``, ``batch_size``, ``options`` …) go to :class:`LauncherState` unchanged.
 
     Parameters: ``tau`` (≥ 0) and ``lam`` (≥ 0), validated on set (an invalid value raises
-    ``ValueError`` and changes nothing). The launcher trains a copy of ``model``, so that
-    looking inside the model never races with a run reading it.
+    ``ValueError`` and changes nothing). ``tau_mode``, ``share`` and ``run_layers`` are read and
+    set here as attributes too; they live in the launcher (an invalid value is kept there and
+    reported at launch). The launcher trains a copy of ``model``, so that looking inside the
+    model never races with a run reading it.
 
     Listeners are told ``"param"`` (``tau``, ``lam``) and ``"compare"`` (``run``: the run whose
     repaired model :meth:`comparison` now shows). The sub-states tell their own listeners
@@ -103,6 +112,9 @@ class WorkbenchState(Parameterized):
         tau: float = 5.0,
         lam: float = 10.0,
         seed: int = 0,
+        tau_mode: str = "share",
+        share: float | None = None,
+        run_layers: Any = DEFAULT_LAYERS,
         **launcher_settings: Any,
     ) -> None:
         super().__init__()
@@ -133,8 +145,9 @@ class WorkbenchState(Parameterized):
         start = self._flipping_choice(trigger, target) if choice is None else choice
         self.picker.set(choice=start)
         self.explorer = ExplorerState(self.picker.analysis, tau=self.tau, layer=self.picker.layer)
-        self.launcher = LauncherState(copy.deepcopy(model), splits, trigger=trigger, target=target, tau=self.tau,
-                                      lam=self.lam, seed=seed, **launcher_settings)
+        self.launcher = LauncherState(copy.deepcopy(model), splits, trigger=trigger, target=target,
+                                      tau_mode=tau_mode, tau=self.tau, share=share, layers=run_layers, lam=self.lam,
+                                      seed=seed, **launcher_settings)
         #: Analyse the picked input under a run's model as soon as the run ends normally.
         self.auto_compare = True
         #: The run whose repaired model :meth:`comparison` shows (None until one ended or was asked for).
@@ -191,7 +204,8 @@ class WorkbenchState(Parameterized):
             raise ValueError("a run is running: stop it (or wait for it) before opening another model")
         path = check_model_folder(folder)
         return type(self).from_folder(path, dataset=dataset, data_root=data_root, trust_arch_code=trust_arch_code,
-                                      tau=self.tau, lam=self.lam, **self._carried)
+                                      tau=self.tau, lam=self.lam, tau_mode=self.tau_mode, share=self.share,
+                                      run_layers=self.run_layers, **self._carried)
 
     # -- the picked input -------------------------------------------------------------------
     def _flipping_choice(self, trigger: Trigger | None, target: int | None) -> int:
@@ -287,6 +301,50 @@ class WorkbenchState(Parameterized):
                 self.compare_error = None
             except Exception as exc:  # noqa: BLE001 - shown by the view, never raised into the run
                 self.compare_error = f"{type(exc).__name__}: {exc}"
+
+    # -- how runs set τ, and which layers they clone (the launcher's) ---------------------------
+    @property
+    def tau_mode(self) -> str:
+        """How a MEDIC run sets τ: ``"share"`` (calibrated per layer, the default) or ``"global"``
+        (:attr:`tau` on every layer); the launcher's parameter."""
+        return self.launcher.tau_mode
+
+    @tau_mode.setter
+    def tau_mode(self, value: str) -> None:
+        self.launcher.tau_mode = value
+
+    @property
+    def share(self) -> float:
+        """The share of each layer's neurons τ is calibrated to match (``tau_mode="share"``)."""
+        return self.launcher.share
+
+    @share.setter
+    def share(self, value: float) -> None:
+        self.launcher.share = value
+
+    @property
+    def run_layers(self) -> Any:
+        """The layers a MEDIC run clones: a preset or module names (the launcher's ``layers``)."""
+        return self.launcher.layers
+
+    @run_layers.setter
+    def run_layers(self, value: Any) -> None:
+        self.launcher.layers = value
+
+    def run_layer_names(self) -> list[str]:
+        """The module names :attr:`run_layers` selects on the model (``ValueError`` if invalid)."""
+        self.launcher.check_params(["layers"])
+        return resolve_layers(self.launcher.teacher, self.run_layers)
+
+    def calibrated_tau(self, layer: str | None = None) -> float:
+        """The τ a run in ``"share"`` mode calibrates on ``layer`` (default: the picked layer) at
+        the current share, fraction and seed — what the per-layer default uses there
+        (:meth:`LauncherState.calibrated_taus`, computed once for all the picker's layers and
+        cached). ``ValueError`` if a setting it needs is invalid."""
+        layer = self.picker.layer if layer is None else layer
+        if layer not in self.picker.layers:
+            raise ValueError(f"layer {layer!r} is not one the picker analyses; choose one of {self.picker.layers[:12]}")
+        return self.launcher.calibrated_taus(layers=self.picker.layers)[layer]
 
     # -- runs ---------------------------------------------------------------------------------
     @property
