@@ -77,7 +77,7 @@ def test_calibrate_taus_per_layer_and_errors():
     assert set(taus) == {"conv", "fc"} and all(t > 0 for t in taus.values())
     with pytest.raises(ValueError, match="layers"):
         calibrate_taus([a1], [g1, g2], {"conv": s1, "fc": s2}, ImportanceOptions(), 0.1)
-    for bad in (0, -0.1, 1.5, "x", float("nan")):
+    for bad in (0, -0.1, 1.5, "x", "0.05", True, float("nan")):
         with pytest.raises(ValueError, match="share"):
             validate_share(bad)
 

@@ -214,3 +214,24 @@ def test_default_cloning_term_leaves_the_classifiers_features_free(monkeypatch, 
     assert pulled(student.conv1) and pulled(student.conv3)
     assert pulled(student.conv4) is cloned_tail and pulled(student.bn4) is cloned_tail
     assert not pulled(student.fc)
+
+
+def test_preview_layer_taus_is_what_the_run_calibrates():
+    """``preview_layer_taus`` (the widgets' hint) gives the τ per layer a run calibrates, without
+    training; for any hookable layer (a layer's τ depends on that layer alone)."""
+    from medic_viz.defenses.medic import preview_layer_taus
+
+    data = _tiny_data()
+    teacher = build_model("small_cnn", num_classes=4, widths=(4, 8, 8, 8)).eval()
+    config = MedicConfig(share=0.1, layers="conv+bn", epochs=1, device="cpu", progress=False, batch_size=32,
+                         calibration_images=96)
+    taus = Medic(config).run(teacher, data).config["layer_taus"]
+    preview = preview_layer_taus(teacher, data, config)
+    assert preview.keys() == taus.keys()
+    for n in taus:
+        assert preview[n] == pytest.approx(taus[n], rel=1e-3)
+    every = preview_layer_taus(teacher, data, config, layers="all")
+    assert set(every) == set(hookable_layers(teacher)) and every["conv2"] == pytest.approx(taus["conv2"], rel=1e-3)
+    assert preview_layer_taus(teacher, data, config, share=0.5)["conv2"] < preview["conv2"]  # wider share, smaller τ
+    with pytest.raises(ValueError, match="give share="):
+        preview_layer_taus(teacher, data, MedicConfig(tau=5.0, device="cpu"))
