@@ -24,7 +24,7 @@ __all__ = ["LauncherApp", "launcher_app"]
 _LOSS_DASH = {"total": "solid", "ce": "dot", "clone": "dashdot"}
 #: Range of the share slider (a share of each layer's neurons) and its step.
 SHARE_RANGE: tuple[float, float, float] = (0.0025, 0.10, 0.0025)
-_TAU_MODE_LABELS = {"share": "per layer (share)", "global": "one global τ"}
+_TAU_MODE_LABELS = {"share": "per layer, to a share (default)", "global": "one global τ (the paper's)"}
 _LAYER_LABELS = {
     "auto": "auto: default (conv+bn-inner)",
     "conv+bn": "conv+bn: the authors' command",
@@ -75,13 +75,13 @@ class LauncherApp(widgets.VBox):
         self.method = widgets.Dropdown(options=[(DISPLAY_NAMES.get(m, m), m) for m in methods],
                                        value=p["method"] if p["method"] in methods else "medic",
                                        description="method", style=style, layout=wide)
-        self.method_note = widgets.HTML(value="")
-        self.tau_mode = widgets.ToggleButtons(options=[(_TAU_MODE_LABELS[m], m) for m in TAU_MODES],
-                                              value=p["tau_mode"] if p["tau_mode"] in TAU_MODES else "share",
-                                              description="τ", style={**style, "button_width": "112px"},
-                                              tooltips=["τ calibrated per layer so that each layer's weights match a share "
-                                                        "of its neurons (the default)",
-                                                        "the τ below for every layer (the paper's way)"])
+        note = widgets.Layout(width="380px")  # notes wrap: they do not squeeze the sliders
+        self.method_note = widgets.HTML(value="", layout=note)
+        self.tau_mode = widgets.Dropdown(options=[(_TAU_MODE_LABELS[m], m) for m in TAU_MODES],
+                                         value=p["tau_mode"] if p["tau_mode"] in TAU_MODES else "share",
+                                         description="τ set", style=style, layout=wide,
+                                         tooltip="per layer: τ calibrated so that each layer's weights match a share of "
+                                                 "its neurons; one global τ: the τ slider for every layer")
         lo, hi, step = SHARE_RANGE
         self.share = widgets.FloatSlider(value=within(p["share"], lo, hi, 0.01), min=lo, max=hi, step=step,
                                          readout_format=".2%", description="share per layer", style=style,
@@ -91,7 +91,7 @@ class LauncherApp(widgets.VBox):
         self.layers = widgets.Dropdown(options=layer_options(p["layers"]),
                                        value=p["layers"] if "layers" not in state.problems else "auto",
                                        description="layers", style=style, layout=wide)
-        self.tau_note = widgets.HTML(value="")
+        self.tau_note = widgets.HTML(value="", layout=note)
         self.lam = widgets.FloatSlider(value=within(p["lam"], 0, 50, 10.0), min=0.0, max=50.0, step=0.5,
                                        description="λ (cloning weight)", style=style, layout=wide)
         self.epochs = widgets.BoundedIntText(value=within(p["epochs"], 1, 1000, 20), min=1, max=1000,
