@@ -92,11 +92,13 @@ def test_workbench_opens_another_folder_with_its_settings_and_refuses_bad_ones(f
     bench = WorkbenchState.from_folder(without, stats_images=20, triggers={"blend": parse_trigger_spec("blend")},
                                        epochs=1, tau=3.0, lam=4.0, seed=2, fraction=0.5, device="cpu")
     assert bench.folder == without and bench.launcher.trigger is None
+    bench.tau_mode, bench.share, bench.run_layers = "global", 0.05, "conv+bn"  # set after opening: carried too
     other = bench.open_folder(f"  {with_trigger}  ")  # pasted with spaces
     assert other is not bench and other.folder == with_trigger and bench.folder == without
     assert other.launcher.trigger.name == "patch" and other.launcher.target == 2
     assert (other.tau, other.lam, other.launcher.epochs, other.launcher.fraction) == (3.0, 4.0, 1, 0.5)
     assert other.picker.seed == 2 and other.picker.stats_images == 20
+    assert (other.tau_mode, other.share, other.run_layers) == ("global", 0.05, "conv+bn")
     (tmp_path / "empty").mkdir()
     for path, message in (("", "give the path of a model folder"),
                           (tmp_path / "nowhere", "nowhere: not a folder"),

@@ -22,7 +22,7 @@ One module per concept:
 """
 
 from medic_viz.widgets.state.explorer import ExplorerState
-from medic_viz.widgets.state.launcher import DEVICE_CHOICES, LauncherState, method_choices, run_label
+from medic_viz.widgets.state.launcher import DEVICE_CHOICES, LAYER_CHOICES, TAU_MODES, LauncherState, method_choices, run_label
 from medic_viz.widgets.state.observable import Listener, Observable, Param, Parameterized, StateChange
 from medic_viz.widgets.state.picker import PickerState, default_triggers, figure2_panels
 from medic_viz.widgets.state.runs import RUN_STATUSES, RunRecord
@@ -36,6 +36,8 @@ __all__ = [
     "Parameterized",
     "RUN_STATUSES",
     "DEVICE_CHOICES",
+    "TAU_MODES",
+    "LAYER_CHOICES",
     "method_choices",
     "RunRecord",
     "LauncherState",
