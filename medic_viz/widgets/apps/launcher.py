@@ -17,7 +17,7 @@ from medic_viz.defenses.registry import DISPLAY_NAMES
 from medic_viz.viz.style import PALETTE
 from medic_viz.widgets.apps.common import Throttle, bind, error_html, set_quietly, within
 from medic_viz.widgets.state import DEVICE_CHOICES, LauncherState, RunRecord, StateChange, method_choices
-from medic_viz.widgets.state.launcher import LAYER_CHOICES, TAU_MODES, layers_text
+from medic_viz.widgets.state.run_settings import LAYER_CHOICES, TAU_MODES, layers_text
 
 __all__ = ["LauncherApp", "launcher_app"]
 

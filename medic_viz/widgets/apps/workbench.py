@@ -25,7 +25,7 @@ from medic_viz.widgets.apps.explorer import ExplorerApp
 from medic_viz.widgets.apps.launcher import LauncherApp
 from medic_viz.widgets.apps.picker import PickerApp, _rgb255
 from medic_viz.widgets.state import RunRecord, StateChange, WorkbenchState
-from medic_viz.widgets.state.launcher import layers_text
+from medic_viz.widgets.state.run_settings import layers_text
 
 __all__ = ["WorkbenchApp", "workbench_app"]
 

@@ -10,6 +10,8 @@ One module per concept:
 - :mod:`~medic_viz.widgets.state.observable`: listeners and the one parameter mechanism
   (:class:`Param`, validated on set);
 - :mod:`~medic_viz.widgets.state.runs`: :class:`RunRecord`, a run in a background thread;
+- :mod:`~medic_viz.widgets.state.run_settings`: the launcher's choices (methods, devices, how
+  MEDIC's τ is set, layer presets), their checks, and run labels;
 - :mod:`~medic_viz.widgets.state.launcher`: :class:`LauncherState`, defence runs (MEDIC or a
   baseline of :mod:`medic_viz.defenses`) with live events and several runs kept;
 - :mod:`~medic_viz.widgets.state.explorer`: :class:`ExplorerState`, τ, layer, criterion and

@@ -20,29 +20,35 @@ import torch.nn as nn
 from medic_viz.attacks.triggers import Trigger
 from medic_viz.data.arrays import DatasetSplits, ImageArrays, clean_subset
 from medic_viz.defenses.base import Defense, DefenseResult
-from medic_viz.defenses.registry import DISPLAY_NAMES, available_defenses, defense_class, make_defense
 from medic_viz.calibration import validate_share
-from medic_viz.capture import LAYER_PRESETS, resolve_layers
-from medic_viz.defenses.medic import DEFAULT_LAYERS, DEFAULT_SHARE, DEFAULT_TAU, MedicConfig, preview_layer_taus, validate_lambda
+from medic_viz.capture import resolve_layers
+from medic_viz.defenses.medic import DEFAULT_LAYERS, DEFAULT_SHARE, DEFAULT_TAU, MedicConfig, preview_layer_taus
+from medic_viz.defenses.registry import DISPLAY_NAMES, make_defense
 from medic_viz.device import resolve_device
 from medic_viz.metrics import BackdoorMetrics, Evaluator, evaluate_backdoor
 from medic_viz.probe import InputProbe, ProbeReading
 from medic_viz.resources import PeakMemory
 from medic_viz.training import TrainEvent
 from medic_viz.widgets.state.observable import Param, Parameterized, StateChange, number, one_of, tau_check
+from medic_viz.widgets.state.run_settings import (
+    DEVICE_CHOICES,
+    LAYER_CHOICES,
+    TAU_MODES,
+    as_float,
+    device_check,
+    lam_check,
+    layers_check,
+    layers_text,
+    method_check,
+    method_choices,
+    method_key,
+    run_label,
+    share_check,
+)
 from medic_viz.widgets.state.runs import RunRecord
 
 __all__ = ["DEVICE_CHOICES", "TAU_MODES", "LAYER_CHOICES", "method_choices", "run_label", "layers_text", "LauncherState"]
 
-#: Device choices offered by the launcher ("auto" = CUDA, else MPS, else CPU).
-DEVICE_CHOICES: tuple[str, ...] = ("auto", "cpu", "cuda")
-#: How a MEDIC run's τ is set: ``"share"`` — calibrated per layer so that each layer's weights
-#: match ``share`` of its neurons (the library's default, :data:`medic_viz.defenses.medic.DEFAULT_SHARE`);
-#: ``"global"`` — the one ``tau`` for every layer (the paper's way).
-TAU_MODES: tuple[str, ...] = ("share", "global")
-#: The layer presets the launcher offers (:data:`medic_viz.capture.LAYER_PRESETS`; ``"auto"`` first,
-#: MEDIC's default).
-LAYER_CHOICES: tuple[str, ...] = (DEFAULT_LAYERS,) + tuple(p for p in LAYER_PRESETS if p != DEFAULT_LAYERS)
 #: Launcher settings that ``baseline_options=`` must not repeat (``options=`` must not repeat
 #: these nor :data:`_MEDIC_SETTINGS`).
 _LAUNCHER_SETTINGS = frozenset({"tau", "lam", "epochs", "device", "eval_every_steps", "batch_size", "lr", "seed",
@@ -50,113 +56,6 @@ _LAUNCHER_SETTINGS = frozenset({"tau", "lam", "epochs", "device", "eval_every_st
 _MEDIC_SETTINGS = frozenset({"share", "layers"})
 #: Parameters only MEDIC uses: a baseline run ignores them (even an invalid value).
 _MEDIC_ONLY = ("tau_mode", "tau", "share", "layers", "lam")
-
-
-def method_choices() -> list[str]:
-    """Method names the launcher runs, MEDIC first, then the baselines (``"finetune"``, ``"nad"`` …)."""
-    names = available_defenses()
-    return ["medic"] + [n for n in names if n != "medic"]
-
-
-def _method_key(method: Any) -> str | None:
-    """The canonical method name (aliases such as ``"Fine-tuning"`` accepted), None if unknown."""
-    try:
-        return defense_class(method).name
-    except (TypeError, ValueError):
-        return None
-
-
-def layers_text(layers: Any) -> str:
-    """A layer selection in a few characters: the preset's name, or up to three module names
-    (``"conv2,bn2,conv3,… (6)"``)."""
-    if isinstance(layers, str):
-        return layers
-    try:
-        names = [str(n) for n in layers]
-    except TypeError:
-        return repr(layers)
-    shown = ",".join(names[:3])
-    return shown if len(names) <= 3 else f"{shown},… ({len(names)})"
-
-
-def run_label(tau: Any, lam: Any, method: str = "medic", *, share: Any = None, layers: Any = DEFAULT_LAYERS) -> str:
-    """The label of a run: for MEDIC ``"MEDIC τ=5 λ=10"`` (one global τ) or, given ``share``,
-    ``"MEDIC share=1% λ=10"`` (τ calibrated per layer; ``tau`` is then not shown), with
-    ``" layers=conv+bn"`` appended when ``layers`` is not the default; the method's display name
-    for a baseline (``"NAD"``, ``"Fine-tuning"``: these settings do not apply); an unknown
-    method as given."""
-
-    def fmt(v: Any, scale: float = 1.0, unit: str = "") -> str:
-        if isinstance(v, (str, bytes, bool)):
-            return repr(v)
-        try:
-            return f"{scale * float(v):g}{unit}"
-        except (TypeError, ValueError):
-            return repr(v)
-
-    key = _method_key(method)
-    if key is None:
-        return str(method)
-    if key != "medic":
-        return DISPLAY_NAMES.get(key, key)
-    sharp = f"τ={fmt(tau)}" if share is None else f"share={fmt(share, 100.0, '%')}"
-    label = f"MEDIC {sharp} λ={fmt(lam)}"
-    if not (isinstance(layers, str) and layers == DEFAULT_LAYERS):
-        label += f" layers={layers_text(layers)}"
-    return label
-
-
-# -- parameter checks ------------------------------------------------------------------------
-
-
-def _method_check(_state: Any, value: Any) -> str:
-    key = _method_key(value)
-    if key is None:
-        raise ValueError(f"unknown method {value!r}; choose one of {method_choices()}")
-    return key
-
-
-def _lam_check(_state: Any, value: Any) -> float:
-    return validate_lambda(value)
-
-
-def _share_check(_state: Any, value: Any) -> float:
-    return validate_share(value)
-
-
-def _layers_check(state: Any, value: Any) -> str | tuple[str, ...]:
-    """A preset of :data:`LAYER_CHOICES`, or module names of the teacher (kept as a tuple)."""
-    if isinstance(value, str) and value in LAYER_PRESETS:
-        return value
-    if isinstance(value, (str, bytes)) or callable(value) or value is None:
-        raise ValueError(f"layers must be a preset {list(LAYER_CHOICES)} or a list of the teacher's module names, "
-                         f"got {value!r}")
-    try:
-        names = tuple(value)
-    except TypeError:
-        raise ValueError(f"layers must be a preset {list(LAYER_CHOICES)} or a list of the teacher's module names, "
-                         f"got {value!r}") from None
-    return tuple(resolve_layers(state.teacher, names))  # one line naming the valid layers if one is not
-
-
-def _device_check(_state: Any, value: Any) -> str:
-    if not isinstance(value, (str, torch.device)):
-        raise ValueError(f"device must be one of {list(DEVICE_CHOICES)} or a torch device string, got {value!r}")
-    try:
-        resolve_device(value)  # raises ValueError naming what is available
-    except RuntimeError as exc:  # torch's own parse error, e.g. "gpu"
-        raise ValueError(f"device must be one of {list(DEVICE_CHOICES)} or a torch device string, got {value!r}"
-                         f" ({str(exc).splitlines()[0]})") from None
-    return str(value)
-
-
-def _float(value: Any, name: str) -> float:
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be a number, got bool")
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number, got {value!r}") from None
 
 
 class LauncherState(Parameterized):
@@ -215,16 +114,16 @@ class LauncherState(Parameterized):
     KIND = "launcher"
     DEFER_ERRORS = True
 
-    method = Param(_method_check, "the defence: 'medic' or a baseline name")
+    method = Param(method_check, "the defence: 'medic' or a baseline name")
     tau_mode = Param(one_of(TAU_MODES), "how MEDIC's τ is set: 'share' (calibrated per layer) or 'global'")
     tau = Param(tau_check, "MEDIC's temperature τ >= 0, for every layer (tau_mode='global')")
-    share = Param(_share_check, "share of each layer's neurons τ is calibrated to match (tau_mode='share')")
-    layers = Param(_layers_check, "MEDIC's hooked layers: a preset or the teacher's module names")
-    lam = Param(_lam_check, "MEDIC's cloning weight λ >= 0")
+    share = Param(share_check, "share of each layer's neurons τ is calibrated to match (tau_mode='share')")
+    layers = Param(layers_check, "MEDIC's hooked layers: a preset or the teacher's module names")
+    lam = Param(lam_check, "MEDIC's cloning weight λ >= 0")
     epochs = Param(number(1, whole=True), "training epochs")
     fraction = Param(number(0, 1, above=True, meaning="the share of the training set used as clean data"),
                      "share of the training set used as clean data")
-    device = Param(_device_check, "'auto', 'cpu', 'cuda' or a torch device string")
+    device = Param(device_check, "'auto', 'cpu', 'cuda' or a torch device string")
     eval_every_steps = Param(number(0, whole=True, none=True, meaning="None or 0 = once per epoch"),
                              "also evaluate every k steps")
 
@@ -274,7 +173,7 @@ class LauncherState(Parameterized):
         if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) < 1):
             raise ValueError(f"batch_size must be >= 1 or None (the method's default), got {batch_size!r}")
         self.batch_size = None if batch_size is None else int(batch_size)
-        self.lr = None if lr is None else _float(lr, "lr")
+        self.lr = None if lr is None else as_float(lr, "lr")
         self.seed = int(seed)
         self.eval_images = None if eval_images is None else int(eval_images)
         self.final_eval = bool(final_eval)
@@ -337,7 +236,7 @@ class LauncherState(Parameterized):
     def _check_baseline_options(options: Mapping[str, Mapping[str, Any]] | None) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
         for name, opts in (options or {}).items():
-            key = _method_key(name)
+            key = method_key(name)
             if key is None or key == "medic":
                 raise ValueError(f"baseline_options keys must be baseline names {method_choices()[1:]}, got {name!r}"
                                  + (" (give MEDIC's options with options=)" if key == "medic" else ""))
