@@ -47,6 +47,28 @@ def test_grid_sizes_ids_and_shared_teachers(npz):
     assert nad.method_options["seed"] == nad.seed and "epochs" not in nad.method_options  # paper defaults
 
 
+def test_medic_cells_carry_the_engine_defaults_so_a_changed_default_is_a_new_cell(npz, monkeypatch):
+    from medic_viz.defenses.medic import DEFAULT_LAYERS, DEFAULT_SHARE, MedicConfig
+
+    def medic_cell(**medic):
+        return next(c for c in build_grid(dataset=npz, attacks=["badnet"], methods=["finetune", "medic"], seeds=1,
+                                          medic=medic) if c.method == "medic")
+
+    cell = medic_cell()
+    opts = cell.method_options
+    assert (opts["lam"], opts["layers"], opts["share"]) == (MedicConfig.lam, DEFAULT_LAYERS, DEFAULT_SHARE)
+    assert "tau" not in opts
+    paper = medic_cell(tau=5.0, layers="all").method_options
+    assert paper["tau"] == 5.0 and "share" not in paper and paper["layers"] == "all" and paper["lam"] == MedicConfig.lam
+    tau = build_grid(dataset=npz, attacks=["badnet"], seeds=1, ablation="tau", values={"tau": [2]})[0].method_options
+    assert tau["tau"] == 2.0 and "share" not in tau and tau["layers"] == DEFAULT_LAYERS
+    finetune = build_grid(dataset=npz, attacks=["badnet"], methods=["finetune"], seeds=1)[0]
+    # a run made under other defaults is not reused: the MEDIC cell's id follows the defaults
+    monkeypatch.setattr(MedicConfig, "lam", MedicConfig.lam + 1.0)
+    assert medic_cell().cell_id != cell.cell_id
+    assert build_grid(dataset=npz, attacks=["badnet"], methods=["finetune"], seeds=1)[0].cell_id == finetune.cell_id
+
+
 def test_ablation_grids(npz):
     tau = build_grid(dataset=npz, attacks=["badnet"], seeds=2, ablation="tau", values={"tau": [0, 2, 5]})
     assert len(tau) == 6 and {c.method for c in tau} == {"medic"}

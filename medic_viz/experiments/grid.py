@@ -23,6 +23,7 @@ __all__ = [
     "ALL_METHODS",
     "build_grid",
     "method_options",
+    "with_medic_defaults",
     "validate_cells",
 ]
 
@@ -233,6 +234,20 @@ def method_options(method: str, *, epochs: int | None, seed: int, device: str = 
     return opts
 
 
+def with_medic_defaults(options: Mapping[str, Any]) -> dict:
+    """MEDIC ``options`` with the engine's current defaults written out — λ, the layer set and,
+    without ``tau``, the share τ is calibrated to — so that a cell's id changes when a default
+    does: a resumed grid never reuses a MEDIC run made under other defaults."""
+    from medic_viz.defenses.medic import DEFAULT_LAYERS, DEFAULT_SHARE, MedicConfig
+
+    opts = {k: v for k, v in options.items() if not (k in ("tau", "share") and v is None)}
+    opts.setdefault("lam", float(MedicConfig.lam))
+    opts.setdefault("layers", DEFAULT_LAYERS)
+    if "tau" not in opts:
+        opts.setdefault("share", DEFAULT_SHARE)
+    return opts
+
+
 def _split_values(values: Mapping[str, Sequence] | None, ablation: str) -> dict[str, tuple]:
     base = dict(DEFAULT_ABLATION_VALUES.get(ablation, {}))
     for k, v in (values or {}).items():
@@ -357,7 +372,7 @@ def build_grid(
         if method == "medic":
             opts.update(medic_opts)
         opts.update(extra or {})
-        return opts
+        return with_medic_defaults(opts) if method == "medic" else opts
 
     cells: list[CellSpec] = []
     for attack, model, a_opts, own in sources:
