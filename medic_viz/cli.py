@@ -34,9 +34,11 @@ _RESULT_NAMES = frozenset({"result.json", "report.html", "model", "STOPPED"})
 #: epochs. --quick (20 epochs): the default layers with the paper's global τ = 5 — at 20 epochs
 #: the 1 % share has not yet recovered the accuracy (BadNet demo: 90.6 % against 94.1 % with
 #: τ = 5, both ≤ 1.5 % ASR; trojaned 99.0 %).
+#: λ is the library's default (medic_viz.defenses.medic.DEFAULT_LAM, written out so that the CLI
+#: starts without importing torch; a test keeps them equal).
 DEMO_SETTINGS = {
-    "full": dict(epochs=60, tau=None, lam=10.0, fraction=0.05),
-    "quick": dict(epochs=20, tau=5.0, lam=10.0, fraction=0.05),
+    "full": dict(epochs=60, tau=None, lam=3.0, fraction=0.05),
+    "quick": dict(epochs=20, tau=5.0, lam=3.0, fraction=0.05),
 }
 
 
@@ -115,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="with --tau auto: allowed clean-accuracy drop (fraction, default 0.03)")
     dfd.add_argument("--tau-search-epochs", type=_whole(1, 100_000), default=None,
                      help="with --tau auto: epochs per candidate τ (default 20)")
-    dfd.add_argument("--lam", type=_number(0.0, 1e6), default=None, help="MEDIC only: cloning-loss weight λ >= 0 (default 10)")
+    dfd.add_argument("--lam", type=_number(0.0, 1e6), default=None, help="MEDIC only: cloning-loss weight λ >= 0 (default 3; the paper's is 10)")
     dfd.add_argument("--epochs", type=_whole(1, 100_000), default=None, help="training epochs (default: the method's own; MEDIC 60)")
     dfd.add_argument("--fraction", type=_number(0.0, 1.0, low_open=True), default=0.05,
                      help="clean training data used (0.05 = 5%%)")
@@ -337,7 +339,7 @@ def _load_teacher(folder: str, trust_arch_code: bool):
 
 def cmd_defend(args: argparse.Namespace) -> int:
     from medic_viz.data.arrays import clean_subset
-    from medic_viz.defenses.medic import validate_lambda
+    from medic_viz.defenses.medic import DEFAULT_LAM, validate_lambda
     from medic_viz.defenses.registry import defense_class
 
     method = defense_class(args.method).name  # canonical name; unknown methods fail here, before any work
@@ -352,7 +354,7 @@ def cmd_defend(args: argparse.Namespace) -> int:
         raise ValueError(f"--tau {args.tau} and --share {args.share:g} both set how sharp MEDIC's weights are; give one "
                          "(--share calibrates τ per layer, --tau is one global τ)")
     layers = _parse_layers(args.layers)
-    lam = validate_lambda(10.0 if args.lam is None else args.lam)
+    lam = validate_lambda(DEFAULT_LAM if args.lam is None else args.lam)
     if tau != "auto" and (args.tau_budget is not None or args.tau_search_epochs is not None):
         raise ValueError("--tau-budget and --tau-search-epochs apply to --tau auto only")
     signals, out = _prepare(args, args.teacher)

@@ -98,12 +98,12 @@ def test_display_names_are_read_from_the_classes(monkeypatch):
 
 def test_medic_uses_the_shared_configured_base():
     medic = make_defense("medic", tau=2.0)
-    assert isinstance(medic, ConfiguredDefense) and medic.default_label() == "MEDIC τ=2 λ=10"
+    assert isinstance(medic, ConfiguredDefense) and medic.default_label() == "MEDIC τ=2 λ=3"
     with pytest.raises(TypeError, match="needs a MedicConfig"):
         defenses.Medic(config=defenses.FineTuningConfig())
     cfg = defenses.MedicConfig(tau=1.0)
-    assert defenses.Medic(cfg).config is cfg and defenses.Medic(cfg, lam=3.0).config.lam == 3.0
-    assert cfg.lam == 10.0  # the overrides built a new config
+    assert defenses.Medic(cfg).config is cfg and defenses.Medic(cfg, lam=5.0).config.lam == 5.0
+    assert cfg.lam == 3.0  # the overrides built a new config (3 = the default λ)
 
 
 # ----------------------------------------------------------------------------- legacy imports

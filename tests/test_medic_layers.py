@@ -3,6 +3,8 @@ engine (the anti-relapse default)."""
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
 import torch.nn as nn
@@ -13,7 +15,7 @@ medic_mod = importlib.import_module("medic_viz.defenses.medic")
 from medic_viz.calibration import matched_share
 from medic_viz.capture import LAYER_PRESETS, hookable_layers, resolve_layers
 from medic_viz.data.arrays import ImageArrays
-from medic_viz.defenses.medic import DEFAULT_LAYERS, DEFAULT_SHARE, Medic, MedicConfig
+from medic_viz.defenses.medic import DEFAULT_LAM, DEFAULT_LAYERS, DEFAULT_SHARE, PAPER_LAM, Medic, MedicConfig
 from medic_viz.models import available_models, build_model
 
 
@@ -98,11 +100,19 @@ def test_defaults_are_the_measured_ones_and_the_paper_is_one_argument_away():
     cfg = MedicConfig()
     assert cfg.layers == DEFAULT_LAYERS == "auto"
     assert cfg.calibrated and cfg.effective_share == DEFAULT_SHARE == 0.01 and cfg.effective_tau is None
-    assert cfg.describe() == "share=1% λ=10"
+    assert cfg.describe() == "share=1% λ=3"
     assert MedicConfig(share=0.05).calibrated and MedicConfig(share=0.05).effective_tau is None
-    paper = MedicConfig(tau=5, layers="all")
+    assert cfg.lam == DEFAULT_LAM == 3.0 and PAPER_LAM == 10.0
+    paper = MedicConfig(tau=5, lam=PAPER_LAM, layers="all")
     assert paper.describe() == "τ=5 λ=10" and not paper.calibrated and paper.effective_share is None
-    assert MedicConfig(share=0.02).describe() == "share=2% λ=10"
+    # the CLI's demo (which does not import torch to start) and the widgets use the same λ
+    from medic_viz.cli import DEMO_SETTINGS
+    from medic_viz.widgets.state import LauncherState, WorkbenchState
+
+    assert {s["lam"] for s in DEMO_SETTINGS.values()} == {DEFAULT_LAM}
+    for state in (LauncherState, WorkbenchState):
+        assert inspect.signature(state).parameters["lam"].default == DEFAULT_LAM
+    assert MedicConfig(share=0.02).describe() == "share=2% λ=3"
     with pytest.raises(ValueError, match="not both"):
         MedicConfig(tau=5, share=0.05)
     with pytest.raises(ValueError, match="share"):

@@ -65,11 +65,11 @@ def test_launch_draws_live_curves_progress_and_overlaid_runs(splits):
     state.wait(30)
     run = state.runs[0]
     assert run.status == "done"
-    acc, asr = _named(app.figure, "τ=2 λ=10: clean acc"), _named(app.figure, "τ=2 λ=10: ASR")
+    acc, asr = _named(app.figure, "τ=2 λ=3: clean acc"), _named(app.figure, "τ=2 λ=3: ASR")
     assert len(acc) == 1 and len(asr) == 1
     assert list(acc[0].x) == [0.0, 1.0, 2.0, 3.0]  # start + 3 epochs
     np.testing.assert_allclose(acc[0].y, run.curve()["clean_acc"])
-    assert {t.name for t in app.figure.data if t.xaxis == "x2"} == {f"MEDIC τ=2 λ=10: {k}" for k in ("total", "ce", "clone")}
+    assert {t.name for t in app.figure.data if t.xaxis == "x2"} == {f"MEDIC τ=2 λ=3: {k}" for k in ("total", "ce", "clone")}
     assert app.progress.value == app.progress.max == 18 and app.progress.bar_style == "success"
     assert "done" in app.status.value and app.error.value == ""
     assert len(app.figure.layout.shapes) == 2  # the trojaned model's clean acc and ASR
@@ -81,7 +81,7 @@ def test_launch_draws_live_curves_progress_and_overlaid_runs(splits):
     second = _named(app.figure, "τ=8 λ=1: clean acc")
     assert len(second) == 1 and len(second[0].x) == 4 and len(_named(app.figure, "clean acc")) == 2
     assert second[0].line.color != acc[0].line.color
-    assert "τ=2 λ=10" in app.runs_table.value and "τ=8 λ=1" in app.runs_table.value
+    assert "τ=2 λ=3" in app.runs_table.value and "τ=8 λ=1" in app.runs_table.value
     assert state.listener_errors == []  # the view handled every event from the training thread
     app.clear_button.click()
     assert len(app.figure.data) == 0 and state.runs == []
@@ -101,7 +101,7 @@ def test_method_dropdown_runs_a_baseline_next_to_medic(splits):
     state.wait(30)
     baseline = state.runs[1]
     assert baseline.label == "Fine-tuning" and baseline.status == "done"
-    assert len(_named(app.figure, "Fine-tuning: clean acc")) == 1 and len(_named(app.figure, "MEDIC τ=5 λ=10: clean acc")) == 1
+    assert len(_named(app.figure, "Fine-tuning: clean acc")) == 1 and len(_named(app.figure, "MEDIC τ=5 λ=3: clean acc")) == 1
     assert list(_named(app.figure, "Fine-tuning: clean acc")[0].x) == [0.0, 1.0, 2.0]
     assert "Fine-tuning" in app.runs_table.value and "ignores" in app.status.value
     state.method = "NAD"  # the state drives the dropdown (canonical name)
@@ -256,7 +256,7 @@ def test_tau_mode_share_and_layers_controls(splits):
     app.launch_button.click()
     state.wait(30)
     run = state.runs[0]
-    assert run.label == "MEDIC share=5% λ=10 layers=conv+bn+linear" and run.status == "done"
+    assert run.label == "MEDIC share=5% λ=3 layers=conv+bn+linear" and run.status == "done"
     assert run.tau_text.endswith("(per layer)") and run.tau_text in app.runs_table.value
     assert "τ used" in app.runs_table.value and "5: " in app.runs_table.value  # per-layer τ in the cell's tooltip
     # Module names chosen from code join the dropdown (and are not written back as something else).

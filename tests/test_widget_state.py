@@ -156,7 +156,7 @@ def test_runs_are_overlaid_labelled_and_cleared(splits):
     state.tau = 0.0
     state.launch()
     state.wait(30)
-    assert [r.label for r in state.runs] == ["MEDIC share=1% λ=10", "MEDIC τ=0 λ=10", "MEDIC τ=0 λ=10 #2"]
+    assert [r.label for r in state.runs] == ["MEDIC share=1% λ=3", "MEDIC τ=0 λ=3", "MEDIC τ=0 λ=3 #2"]
     assert [r.params["tau"] for r in state.runs] == [5.0, 0, 0.0]
     assert all(r.status == "done" and len(r.curve()["x"]) == 2 for r in state.runs)
     assert state.result is state.runs[-1].result
@@ -180,10 +180,10 @@ def test_one_run_at_a_time(splits):
 def test_param_changes_notify_and_unknown_params_are_rejected(splits):
     state = _state(splits)
     changes = _collect(state)
-    state.set(tau=7.5, lam=3)
+    state.set(tau=7.5, lam=4)
     state.tau = 7.5  # unchanged: no notification
-    assert [(c.kind, c.name, c.value) for c in changes] == [("param", "tau", 7.5), ("param", "lam", 3)]
-    assert state.params["tau"] == 7.5 and state.lam == 3
+    assert [(c.kind, c.name, c.value) for c in changes] == [("param", "tau", 7.5), ("param", "lam", 4)]
+    assert state.params["tau"] == 7.5 and state.lam == 4
     with pytest.raises(ValueError, match="unknown launcher parameter"):
         state.set(temperature=2)
 
@@ -254,7 +254,7 @@ def test_method_parameter_is_canonical_and_checked_at_launch(splits):
     assert run.status == "error" and "unknown method" in run.error and run.label == "bogus"
     state.method = "medic"
     state.set(tau_mode="global", tau=2)
-    assert state.launch().label == "MEDIC τ=2 λ=10"
+    assert state.launch().label == "MEDIC τ=2 λ=3"
     state.wait(30)
 
 

@@ -45,7 +45,7 @@ def test_the_default_run_calibrates_tau_per_layer_on_the_default_layers(splits):
     taus = config["layer_taus"]
     assert set(taus) == {"0", "1"} and all(t > 0 for t in taus.values())
     assert all(abs(t - DEFAULT_TAU) > 1 for t in taus.values())  # not the old global τ = 5 in disguise
-    assert run.label == "MEDIC share=1% λ=10" == run_label(None, 10, share=0.01)
+    assert run.label == "MEDIC share=1% λ=3" == run_label(None, 3, share=0.01)
     assert run.layer_taus == taus
     assert run.tau_text == tau_range_text(taus.values()) + " (per layer)" and run.tau_text in run.summary()
     # The launcher's preview of the calibration is what the run used (same data, seed, batches).
@@ -63,7 +63,7 @@ def test_global_mode_passes_one_tau_and_no_calibration(splits):
     run = _run(state)
     config = run.result.config
     assert config["tau"] == 3.0 and config.get("layer_taus") is None and config["share"] is None
-    assert run.label == "MEDIC τ=3 λ=10" and run.tau_text == "τ 3"
+    assert run.label == "MEDIC τ=3 λ=3" and run.tau_text == "τ 3"
     assert run.layer_taus == {"0": 3.0, "1": 3.0}
 
 
@@ -140,10 +140,10 @@ def test_the_chosen_layers_reach_the_run_and_its_label(splits):
     state = _state(splits, layers="conv+bn+linear")
     run = _run(state)
     assert run.result.config["layers"] == ["0", "1", "5"] and set(run.result.config["layer_taus"]) == {"0", "1", "5"}
-    assert run.label == "MEDIC share=1% λ=10 layers=conv+bn+linear"
+    assert run.label == "MEDIC share=1% λ=3 layers=conv+bn+linear"
     state.set(layers=("1",), tau_mode="global", tau=4.0)
     run = _run(state)
-    assert run.result.config["layers"] == ["1"] and run.label == "MEDIC τ=4 λ=10 layers=1"
+    assert run.result.config["layers"] == ["1"] and run.label == "MEDIC τ=4 λ=3 layers=1"
 
 
 def test_run_labels_say_how_tau_was_set():
@@ -179,7 +179,7 @@ def test_the_workbench_runs_the_default_and_passes_its_choices_to_the_launcher(s
     s.picker.layer = "1"
     run = s.launch()
     s.wait(60)
-    assert run.status == "done" and run.label == "MEDIC share=1% λ=10" and run.result.config["tau"] is None
+    assert run.status == "done" and run.label == "MEDIC share=1% λ=3" and run.result.config["tau"] is None
     # The hint's τ on the picked layer is the one the run calibrated there.
     assert s.calibrated_tau() == pytest.approx(run.layer_taus["1"], rel=1e-3)
     assert s.calibrated_tau("5") > 0 and "5" not in s.run_layer_names()  # any looked-at layer has one

@@ -13,6 +13,7 @@ import ipywidgets as widgets
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from medic_viz.defenses.medic import DEFAULT_LAM
 from medic_viz.defenses.registry import DISPLAY_NAMES
 from medic_viz.viz.style import PALETTE
 from medic_viz.widgets.apps.common import Throttle, bind, error_html, set_quietly, within
@@ -92,7 +93,7 @@ class LauncherApp(widgets.VBox):
                                        value=p["layers"] if "layers" not in state.problems else "auto",
                                        description="layers", style=style, layout=wide)
         self.tau_note = widgets.HTML(value="", layout=note)
-        self.lam = widgets.FloatSlider(value=within(p["lam"], 0, 50, 10.0), min=0.0, max=50.0, step=0.5,
+        self.lam = widgets.FloatSlider(value=within(p["lam"], 0, 50, DEFAULT_LAM), min=0.0, max=50.0, step=0.5,
                                        description="λ (cloning weight)", style=style, layout=wide)
         self.epochs = widgets.BoundedIntText(value=within(p["epochs"], 1, 1000, 20), min=1, max=1000,
                                              description="epochs", style=style, layout=widgets.Layout(width="260px"))

@@ -19,6 +19,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from medic_viz.defenses.medic import DEFAULT_LAM
 from medic_viz.viz.style import PALETTE
 from medic_viz.widgets.apps.common import HEATMAP, Throttle, bind, error_html, set_quietly, within
 from medic_viz.widgets.apps.explorer import ExplorerApp
@@ -98,7 +99,7 @@ class WorkbenchApp(widgets.VBox):
         self.tau = widgets.FloatSlider(value=within(state.tau, 0, 20, 5.0), min=0.0, max=20.0, step=0.25,
                                        description="τ (temperature)", style=style, continuous_update=True,
                                        layout=widgets.Layout(width="380px"))
-        self.lam = widgets.FloatSlider(value=within(state.lam, 0, 50, 10.0), min=0.0, max=50.0, step=0.5,
+        self.lam = widgets.FloatSlider(value=within(state.lam, 0, 50, DEFAULT_LAM), min=0.0, max=50.0, step=0.5,
                                        description="λ (cloning weight)", style=style,
                                        layout=widgets.Layout(width="380px"))
         bind(self.tau, state, "tau", self._guard)

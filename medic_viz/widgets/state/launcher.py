@@ -22,7 +22,7 @@ from medic_viz.data.arrays import DatasetSplits, ImageArrays, clean_subset
 from medic_viz.defenses.base import Defense, DefenseResult
 from medic_viz.calibration import validate_share
 from medic_viz.capture import resolve_layers
-from medic_viz.defenses.medic import DEFAULT_LAYERS, DEFAULT_SHARE, DEFAULT_TAU, MedicConfig, preview_layer_taus
+from medic_viz.defenses.medic import DEFAULT_LAM, DEFAULT_LAYERS, DEFAULT_SHARE, DEFAULT_TAU, MedicConfig, preview_layer_taus
 from medic_viz.defenses.registry import DISPLAY_NAMES, make_defense
 from medic_viz.device import resolve_device
 from medic_viz.metrics import BackdoorMetrics, Evaluator, evaluate_backdoor
@@ -139,7 +139,7 @@ class LauncherState(Parameterized):
         tau: float | None = None,
         share: float | None = None,
         layers: Any = DEFAULT_LAYERS,
-        lam: float = 10.0,
+        lam: float = DEFAULT_LAM,
         epochs: int = 20,
         fraction: float = 0.05,
         device: str = "auto",

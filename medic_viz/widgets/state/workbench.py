@@ -37,7 +37,7 @@ import torch.nn as nn
 from medic_viz.attacks.triggers import Trigger
 from medic_viz.data.arrays import DatasetSplits
 from medic_viz.capture import resolve_layers
-from medic_viz.defenses.medic import DEFAULT_LAYERS, validate_lambda
+from medic_viz.defenses.medic import DEFAULT_LAM, DEFAULT_LAYERS, validate_lambda
 from medic_viz.device import model_device
 from medic_viz.metrics import predict
 from medic_viz.probe import InputProbe, ProbeReading
@@ -110,7 +110,7 @@ class WorkbenchState(Parameterized):
         gallery_size: int = 12,
         choice: int | None = None,
         tau: float = 5.0,
-        lam: float = 10.0,
+        lam: float = DEFAULT_LAM,
         seed: int = 0,
         tau_mode: str = "share",
         share: float | None = None,
