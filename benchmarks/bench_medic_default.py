@@ -63,7 +63,7 @@ TEACHER_EPOCHS = {"small_cnn": 15, "wrn16_1": 30}
 #: :func:`medic_viz.defenses.tuning.select_tau`, as ``medic-viz defend --tau auto``).
 VARIANTS: dict[str, dict] = {
     "default": {},
-    "lam3": {"lam": 3.0},
+    "lam10": {"lam": 10.0},  # the default until λ = 3 replaced it (the paper's λ)
     "lam30": {"lam": 30.0},
     "share0.5": {"share": 0.005},
     "share2": {"share": 0.02},

@@ -81,14 +81,14 @@ def test_launch_follows_the_input_live_and_shows_the_repaired_model(splits):
     last = run.readings[-1][1]
     assert f"{100 * last.triggered.probability:.0f}%" in app.probe_html.value and "<td>3.0</td>" in app.probe_html.value
     repaired = app.compare_figure.layout.annotations[-1].text
-    assert repaired.startswith("<b>repaired: MEDIC share=1% λ=10 (done)</b>: x → ")  # the default: τ per layer
+    assert repaired.startswith("<b>repaired: MEDIC share=1% λ=3 (done)</b>: x → ")  # the default: τ per layer
     np.testing.assert_allclose(app.compare_figure.data[6 + 5].z, state.comparison()["repaired"]["combined"])
     # A second run is overlaid: two more lines in another colour.
     app.launch_button.click()
     state.wait(60)
     _wait(lambda: len(app.probe_figure.data) == 4)
     assert app.probe_figure.data[2].line.color != app.probe_figure.data[0].line.color
-    assert "MEDIC share=1% λ=10 #2" in app.probe_html.value
+    assert "MEDIC share=1% λ=3 #2" in app.probe_html.value
 
 
 def test_stop_then_compare_on_request(splits):
@@ -136,7 +136,7 @@ def test_the_run_mode_and_the_calibrated_tau_hint(splits):
     assert "do not clone" not in app.tau_hint.value
     app.launch_button.click()
     state.wait(60)
-    assert state.runs[0].label == "MEDIC τ=2.5 λ=10 layers=all"
+    assert state.runs[0].label == "MEDIC τ=2.5 λ=3 layers=all"
     lv.method.value = "finetune"
     assert app.tau_hint.value == ""
 

@@ -153,7 +153,7 @@ def test_two_runs_are_overlaid_each_following_the_input_picked_at_its_launch(spl
     s.tau = 9.0
     second = s.launch()
     s.wait(60)
-    assert [r.label for r in s.runs] == ["MEDIC τ=5 λ=10", "MEDIC τ=9 λ=10"]
+    assert [r.label for r in s.runs] == ["MEDIC τ=5 λ=3", "MEDIC τ=9 λ=3"]
     assert first.probe.label == 1 and second.probe.label == 2
     assert len(first.readings) == len(second.readings) == 2
     assert s.compared is second and s.comparison()["repaired"]["label"] == "c"
