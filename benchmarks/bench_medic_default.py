@@ -20,7 +20,7 @@ teachers cached under ``benchmarks/results/gtsrb_teachers/``. ``--threads`` sets
 Other settings on the same rows (issue 9 item 3: the automatic choice against the best setting
 in hindsight), each in ``benchmarks/results/medic_variants/<variant>/``::
 
-    python benchmarks/bench_medic_default.py --part demo --variant lam3
+    python benchmarks/bench_medic_default.py --part demo --variant lam10
     python benchmarks/bench_medic_default.py --part gtsrb-small_cnn --variant tau-auto
     python benchmarks/bench_medic_default.py --hindsight     # default vs --tau auto vs best variant, per row
 
@@ -191,10 +191,14 @@ def write_table(out: Path, docs: Path) -> str:
     return md
 
 
+def variant_folder(variant: str, base: Path = RESULTS) -> Path:
+    """Where a variant's runs (``base`` = RESULTS) or figures (``base`` = docs) go."""
+    return base / "medic_default" if variant == "default" else base / "medic_variants" / variant
+
+
 def _variant_runs() -> dict[str, dict[str, dict]]:
     """``{variant: {row file name: result}}`` for every finished run, the default included."""
-    folders = {"default": RESULTS / "medic_default"}
-    folders.update({v: RESULTS / "medic_variants" / v for v in VARIANTS if v != "default"})
+    folders = {v: variant_folder(v) for v in VARIANTS}
     return {v: {p.name: json.loads(p.read_text()) for p in sorted(f.glob("*.json"))} for v, f in folders.items() if f.is_dir()}
 
 
@@ -279,10 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.hindsight:
         print(write_hindsight(RESULTS / "medic_hindsight.md"))
         return 0
-    default_out = RESULTS / "medic_default" if args.variant == "default" else RESULTS / "medic_variants" / args.variant
-    default_docs = ROOT / "docs" / ("medic_default" if args.variant == "default" else f"medic_variants/{args.variant}")
-    out = Path(args.out or default_out)
-    args.docs = args.docs or str(default_docs)
+    out = Path(args.out or variant_folder(args.variant))
+    args.docs = args.docs or str(variant_folder(args.variant, ROOT / "docs"))
     out.mkdir(parents=True, exist_ok=True)
     from medic_viz.data import load_dataset
     from medic_viz.pretrained import load_demo_model
