@@ -64,6 +64,7 @@ TEACHER_EPOCHS = {"small_cnn": 15, "wrn16_1": 30}
 VARIANTS: dict[str, dict] = {
     "default": {},
     "lam10": {"lam": 10.0},  # the default until λ = 3 replaced it (the paper's λ)
+    "lam1": {"lam": 1.0},
     "lam30": {"lam": 30.0},
     "share0.5": {"share": 0.005},
     "share2": {"share": 0.02},
@@ -71,7 +72,19 @@ VARIANTS: dict[str, dict] = {
     "tau5": {"tau": 5.0},
     "paper": {"tau": 5.0, "layers": "all"},
     "tau-auto": {"tau": "auto"},
+    # wrn16_1 only (module names): the default without the last residual unit, and without the
+    # whole last stage (block3) — issue 9's SIG wrn16_1 relapse.
+    "wrn-nolastunit": {"layers": [f"block{b}.layer.{u}.{m}" for b in (1, 2, 3) for u in (0, 1)
+                                  for m in ("bn1", "conv1", "bn2", "conv2", "convShortcut")
+                                  if (b, u) != (3, 1) and (b, u, m) != (1, 0, "bn1") and (m != "convShortcut" or (u == 0 and b > 1))]},
+    "wrn-nolastunit-lam1": {"lam": 1.0},  # layers filled in below
+    "wrn-nolastunit-share0.5": {"share": 0.005},
+    "wrn-noblock3": {"layers": [f"block{b}.layer.{u}.{m}" for b in (1, 2) for u in (0, 1)
+                                for m in ("bn1", "conv1", "bn2", "conv2", "convShortcut")
+                                if (b, u, m) != (1, 0, "bn1") and (m != "convShortcut" or (u == 0 and b > 1))]},
 }
+for _v in ("wrn-nolastunit-lam1", "wrn-nolastunit-share0.5"):
+    VARIANTS[_v]["layers"] = VARIANTS["wrn-nolastunit"]["layers"]
 TAU_AUTO_SEARCH_EPOCHS = 20
 
 

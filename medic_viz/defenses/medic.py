@@ -75,7 +75,7 @@ DEFAULT_SHARE = 0.01
 
 
 #: The default weight λ of the cloning term. The paper's is 10 (:data:`PAPER_LAM`); with the default
-#: layers and per-layer τ, λ = 3 left every measured row within the target where λ = 10 left
+#: layers and per-layer τ, λ = 3 left every ``small_cnn`` and demo row within the target where λ = 10 left
 #: Polygon at 20.7 % (GTSRB ``small_cnn``) and 11.0 % (demo) ASR on one seed, at the same
 #: accuracy (BENCHMARKS.md §3b): a weaker pull towards the teacher, still far from training from
 #: scratch (λ = 0), which costs 6–7 points.
