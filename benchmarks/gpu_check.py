@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         from bench_step_ratio import measure
 
         for m in ("small_cnn", "wrn16_1"):
-            step_rows.append(measure(m, args.device, 0, repeats=20, rounds=3, engines=args.step_engines))
+            step_rows.append(measure(m, args.device, torch.get_num_threads(), repeats=20, rounds=3, engines=args.step_engines))
             saved["step_ratio"] = step_rows
             save()
             r = step_rows[-1]
