@@ -93,10 +93,12 @@ def _kind(module: nn.Module) -> str | None:
 #: ``"conv+bn"`` is the MEDIC authors' published removal command (``--hook-plane "conv+bn"``):
 #: convolution and normalisation outputs, not the dense layers — in particular not the logits.
 #: ``"conv+bn+linear"`` (alias ``"all"``) is the paper's text: every conv, norm and dense output.
-#: ``"conv+bn-last"``: ``"conv+bn"`` without the last convolution and the layers after it — the
+#: ``"conv+bn-last"``: ``"conv+bn"`` without the model's last stage — the top-level block that
+#: holds the last convolution (WRN's ``block3``, a ResNet's ``layer4``), or in a plain stack
+#: (small_cnn, VGG, MobileNet's flat ``layers``) the last convolution and what follows: the
 #: features the classifier reads. ``"conv+bn-inner"``: also without the first convolution and
-#: its norm — the filters that see pixels (BENCHMARKS.md §3a: cloning either end carries the
-#: backdoor back late in training). ``"auto"``, MEDIC's default: ``"conv+bn-inner"``, or for a
+#: its norm — the filters that see pixels (BENCHMARKS.md §3a–3b: cloning either end carries the
+#: backdoor back). ``"auto"``, MEDIC's default: ``"conv+bn-inner"``, or for a
 #: model with too few convolutions the first of :data:`AUTO_ORDER` that selects anything.
 LAYER_PRESETS: dict[str, tuple[str, ...]] = {
     "conv+bn": ("conv", "norm"),
@@ -130,8 +132,23 @@ def _preset_layers(model: nn.Module, preset: str) -> list[str]:
         convs = [i for i, n in enumerate(names) if _kind(modules[n]) == "conv"]
         if len(convs) < 2 + int(drop_first):
             return []
-        names = names[convs[1] if drop_first else 0: convs[-1] if drop_last else None]
+        names = names[convs[1] if drop_first else 0: _last_stage_start(names, convs) if drop_last else None]
     return names
+
+
+def _last_stage_start(names: list[str], convs: list[int]) -> int:
+    """Index in ``names`` where the model's last stage begins: the first hooked layer inside the
+    model's top-level child that holds the last convolution — WRN's ``block3``, a ResNet's
+    ``layer4`` — unless that child also holds the first or second convolution (VGG's
+    ``features``, MobileNet's ``layers``, a wrapper around the whole network); then the last
+    convolution itself (small_cnn, VGG, MobileNet)."""
+    last = names[convs[-1]]
+    stage = last.split(".")[0]
+    if stage == last:
+        return convs[-1]
+    start = next(i for i, n in enumerate(names) if n == stage or n.startswith(stage + "."))
+    # the stage must leave the first two convolutions before it (else it is the whole body)
+    return start if start > convs[1] else convs[-1]
 
 #: A layer selection: None (every hookable layer), a preset name, one module name, a sequence
 #: of module names, or a predicate ``(name, module) -> bool`` over the hookable layers.

@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "of its neurons (default 0.01 when --tau is not given; not with --tau)")
     dfd.add_argument("--layers", default=None,
                      help="MEDIC only: hooked layers — default 'auto' = 'conv+bn-inner' (conv/norm outputs from the second "
-                          "convolution to before the last; models with fewer than 3 convolutions: the next preset that fits); "
+                          "convolution to before the last stage — WRN's block3, a ResNet's layer4 — or the last convolution; models with fewer than 3 convolutions: the next preset that fits); "
                           "'conv+bn-last' (from the first); "
                           "'conv+bn' (the MEDIC authors' command: no dense layers), 'all' (the paper's text, logits included), "
                           "or comma-separated module names. The paper's setting: --tau 5 --layers all")

@@ -84,7 +84,7 @@ def add_compare_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
                    "(default: none — τ calibrated per layer to a 1%% share; the paper's is 5)")
     p.add_argument("--share", type=number(0.0, 1.0, low_open=True), default=None,
                    help="MEDIC: calibrate τ per layer to match this share of each layer's neurons (default 0.01 without --tau)")
-    p.add_argument("--layers", default=None, help="MEDIC's hooked layers: default auto (= conv+bn-inner); conv+bn-last, conv+bn, all (the paper's text), or module names")
+    p.add_argument("--layers", default=None, help="MEDIC's hooked layers: default auto (= conv+bn-inner: from the second convolution to before the last stage); conv+bn-last, conv+bn, all (the paper's text), or module names")
     p.add_argument("--lam", type=number(0.0, 1e6), default=None, help="MEDIC's λ in the comparison (default 3; the paper's is 10)")
     p.add_argument("--ablation", default="none", choices=list(ABLATIONS),
                    help="tau (Fig. 4), lambda_tau (Fig. 6), fraction (Table 4), criteria (Fig. 7), arch (Fig. 8)")

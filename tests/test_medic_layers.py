@@ -36,18 +36,48 @@ def test_presets_resolve_to_the_right_modules_on_every_zoo_model(arch):
     assert full[-1] in linear and full[-1] not in convbn
 
 
+#: The last stage each zoo model loses in "conv+bn-last" / "conv+bn-inner" (module-name prefix),
+#: or None where the cut is the last convolution itself (a plain stack, or a top-level child that
+#: holds the whole body).
+LAST_STAGE = {"small_cnn": None, "wrn16_1": "block3", "preact_resnet18": "layer4", "resnet18": "layer4",
+              "resnet34": "layer4", "vgg11_bn": None, "mobilenet_v1": None}
+
+
+def test_every_zoo_model_has_its_last_stage_listed():
+    assert set(LAST_STAGE) == set(available_models())
+
+
 @pytest.mark.parametrize("arch", available_models())
-def test_conv_bn_last_stops_before_the_last_convolution_on_every_zoo_model(arch):
-    """"conv+bn-last" = "conv+bn" cut before the model's last convolution: no logits, no last
-    convolution, nothing after it (the features the classifier reads)."""
+def test_conv_bn_last_stops_before_the_last_stage_on_every_zoo_model(arch):
+    """"conv+bn-last" = "conv+bn" cut before the model's last stage (the top-level block holding
+    the last convolution: WRN's block3, a ResNet's layer4) or, in a plain stack, before the last
+    convolution: no logits, nothing the classifier reads directly."""
     model = build_model(arch, num_classes=10)
     modules = dict(model.named_modules())
     convbn = resolve_layers(model, "conv+bn")
     cut = resolve_layers(model, "conv+bn-last")
     last_conv = [n for n in convbn if isinstance(modules[n], nn.Conv2d)][-1]
-    assert cut == convbn[: convbn.index(last_conv)]
+    stage = LAST_STAGE[arch]
+    if stage is None:
+        assert cut == convbn[: convbn.index(last_conv)]
+    else:
+        first_in_stage = next(n for n in convbn if n.startswith(stage + "."))
+        assert cut == convbn[: convbn.index(first_in_stage)]
+        assert not any(n.startswith(stage + ".") for n in cut)
     assert last_conv not in cut and not any(isinstance(modules[n], nn.Linear) for n in cut)
-    assert len(cut) >= len(convbn) - 3  # only the tail is cut
+    assert len([n for n in cut if isinstance(modules[n], nn.Conv2d)]) >= 3  # the body stays
+
+
+def test_wrn16_1_default_layers_by_hand():
+    """WRN-16-1: the default clones blocks 1 and 2 without the stem convolution and its norm —
+    the 16 layers measured on GTSRB (BENCHMARKS.md §3b; with block3's first unit and part of the
+    second, SIG seed 0 ended at 89 % ASR)."""
+    model = build_model("wrn16_1", num_classes=10)
+    expected = [f"block{b}.layer.{u}.{m}" for b in (1, 2) for u in (0, 1)
+                for m in ("bn1", "conv1", "bn2", "conv2", "convShortcut")
+                if (b, u, m) != (1, 0, "bn1") and (m != "convShortcut" or (b, u) == (2, 0))]
+    assert resolve_layers(model, "auto") == resolve_layers(model, "conv+bn-inner") == expected
+    assert len(expected) == 16
 
 
 @pytest.mark.parametrize("arch", available_models())

@@ -54,11 +54,13 @@ __all__ = [
 ]
 
 #: MEDIC's default hooked layers: conv and norm outputs from the second convolution up to, not
-#: including, the last (:data:`medic_viz.capture.LAYER_PRESETS`). Measured on GTSRB
-#: (BENCHMARKS.md §3a): cloning the logits (the paper's text, ``"all"``) keeps the backdoor
+#: including, the model's last stage (WRN's ``block3``, a ResNet's ``layer4``) or, in a plain
+#: stack, the last convolution (:data:`medic_viz.capture.LAYER_PRESETS`). Measured on GTSRB
+#: (BENCHMARKS.md §3a–3b): cloning the logits (the paper's text, ``"all"``) keeps the backdoor
 #: (BadNet 99.8 % ASR after 60 epochs); cloning the last block's features, which the classifier
-#: reads, brings it back late in training (SIG 28.5 % with them, 1.1 % without), and so does
-#: cloning the first convolution's pixel filters (Blend 16.2 % with them, 0.8 % without).
+#: reads, brings it back (``small_cnn`` SIG 28.5 % with conv4, 1.1 % without; WRN-16-1 SIG
+#: 89.3 % with part of block3, 9.9 % without it), and so does cloning the first convolution's
+#: pixel filters (Blend 16.2 % with them, 0.8 % without).
 #: ``"auto"`` is ``"conv+bn-inner"`` on any model with at least three convolutions (every zoo
 #: model); on smaller ones the first preset of :data:`medic_viz.capture.AUTO_ORDER` that selects
 #: a layer. ``result.config["layers"]`` records the modules used.
@@ -118,7 +120,7 @@ class MedicConfig(TrainConfig):
     ``loss_reduction``: see :class:`medic_viz.importance.ImportanceOptions`.
     ``layers``: hooked layers — a preset of :data:`medic_viz.capture.LAYER_PRESETS` (default
     :data:`DEFAULT_LAYERS` = ``"auto"``, i.e. ``"conv+bn-inner"``: conv/norm outputs from the
-    second convolution to before the last (smaller models: see :data:`DEFAULT_LAYERS`);
+    second convolution to before the last stage or convolution (see :data:`DEFAULT_LAYERS`);
     ``"conv+bn-last"``: from the first;
     ``"conv+bn"`` = the authors' command, no dense layers; ``"conv+bn+linear"``/``"all"`` = the
     paper's text, logits included), None (every conv/norm/linear output), module names, or a

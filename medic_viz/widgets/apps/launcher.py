@@ -31,7 +31,7 @@ _LAYER_LABELS = {
     "conv+bn": "conv+bn: the authors' command",
     "conv+bn+linear": "conv+bn+linear: the paper's text",
     "all": "all (= conv+bn+linear)",
-    "conv+bn-last": "conv+bn-last: without the last block",
+    "conv+bn-last": "conv+bn-last: without the last stage",
     "conv+bn-inner": "conv+bn-inner: without first and last",
 }
 
