@@ -72,16 +72,19 @@ VARIANTS: dict[str, dict] = {
     "tau5": {"tau": 5.0},
     "paper": {"tau": 5.0, "layers": "all"},
     "tau-auto": {"tau": "auto"},
-    # wrn16_1 only (module names): the default without the last residual unit, and without the
-    # whole last stage (block3) — issue 9's SIG wrn16_1 relapse.
+    # wrn16_1 only (module names) — issue 9's SIG wrn16_1 relapse. "wrn-lastconv": the default
+    # layer set until the cut moved before the last stage (conv/norm outputs from the second
+    # convolution up to the last one: blocks 1–2 and most of block3); "wrn-nolastunit": that set
+    # without block3's last residual unit. (The default now hooks blocks 1–2 without the stem:
+    # those runs were made as "wrn-noblock3", the same 16 layers.)
+    "wrn-lastconv": {"layers": [f"block{b}.layer.{u}.{m}" for b in (1, 2, 3) for u in (0, 1)
+                                for m in ("bn1", "conv1", "bn2", "conv2", "convShortcut")
+                                if (b, u, m) not in ((1, 0, "bn1"), (3, 1, "conv2")) and (m != "convShortcut" or (u == 0 and b > 1))]},
     "wrn-nolastunit": {"layers": [f"block{b}.layer.{u}.{m}" for b in (1, 2, 3) for u in (0, 1)
                                   for m in ("bn1", "conv1", "bn2", "conv2", "convShortcut")
                                   if (b, u) != (3, 1) and (b, u, m) != (1, 0, "bn1") and (m != "convShortcut" or (u == 0 and b > 1))]},
     "wrn-nolastunit-lam1": {"lam": 1.0},  # layers filled in below
     "wrn-nolastunit-share0.5": {"share": 0.005},
-    "wrn-noblock3": {"layers": [f"block{b}.layer.{u}.{m}" for b in (1, 2) for u in (0, 1)
-                                for m in ("bn1", "conv1", "bn2", "conv2", "convShortcut")
-                                if (b, u, m) != (1, 0, "bn1") and (m != "convShortcut" or (u == 0 and b > 1))]},
 }
 for _v in ("wrn-nolastunit-lam1", "wrn-nolastunit-share0.5"):
     VARIANTS[_v]["layers"] = VARIANTS["wrn-nolastunit"]["layers"]
