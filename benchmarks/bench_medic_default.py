@@ -59,6 +59,15 @@ GTSRB_TRIGGERS: dict[str, tuple[dict, float | None]] = {
     "wanet": ({"k": 4, "s": 1.0, "cross_ratio": 0.0}, 0.1),
 }
 TEACHER_EPOCHS = {"small_cnn": 15, "wrn16_1": 30}
+def _wrn16_1_layers(*, without: tuple[str, ...]) -> list[str]:
+    """WRN-16-1's conv/norm outputs after the stem (its first convolution and that one's norm),
+    in model order, without the modules whose names start with a prefix in ``without``."""
+    names = [f"block{b}.layer.{u}.{m}" for b in (1, 2, 3) for u in (0, 1)
+             for m in ("bn1", "conv1", "bn2", "conv2", "convShortcut")
+             if (b, u, m) != (1, 0, "bn1") and (m != "convShortcut" or (u == 0 and b > 1))]
+    return [n for n in names if not n.startswith(without)]
+
+
 #: Settings compared with the default on the same rows: ``Medic()`` overrides ("tau": "auto" =
 #: :func:`medic_viz.defenses.tuning.select_tau`, as ``medic-viz defend --tau auto``).
 VARIANTS: dict[str, dict] = {
@@ -77,17 +86,11 @@ VARIANTS: dict[str, dict] = {
     # convolution up to the last one: blocks 1–2 and most of block3); "wrn-nolastunit": that set
     # without block3's last residual unit. (The default now hooks blocks 1–2 without the stem:
     # those runs were made as "wrn-noblock3", the same 16 layers.)
-    "wrn-lastconv": {"layers": [f"block{b}.layer.{u}.{m}" for b in (1, 2, 3) for u in (0, 1)
-                                for m in ("bn1", "conv1", "bn2", "conv2", "convShortcut")
-                                if (b, u, m) not in ((1, 0, "bn1"), (3, 1, "conv2")) and (m != "convShortcut" or (u == 0 and b > 1))]},
-    "wrn-nolastunit": {"layers": [f"block{b}.layer.{u}.{m}" for b in (1, 2, 3) for u in (0, 1)
-                                  for m in ("bn1", "conv1", "bn2", "conv2", "convShortcut")
-                                  if (b, u) != (3, 1) and (b, u, m) != (1, 0, "bn1") and (m != "convShortcut" or (u == 0 and b > 1))]},
-    "wrn-nolastunit-lam1": {"lam": 1.0},  # layers filled in below
-    "wrn-nolastunit-share0.5": {"share": 0.005},
+    "wrn-lastconv": {"layers": _wrn16_1_layers(without=("block3.layer.1.conv2",))},
+    "wrn-nolastunit": {"layers": _wrn16_1_layers(without=("block3.layer.1.",))},
+    "wrn-nolastunit-lam1": {"lam": 1.0, "layers": _wrn16_1_layers(without=("block3.layer.1.",))},
+    "wrn-nolastunit-share0.5": {"share": 0.005, "layers": _wrn16_1_layers(without=("block3.layer.1.",))},
 }
-for _v in ("wrn-nolastunit-lam1", "wrn-nolastunit-share0.5"):
-    VARIANTS[_v]["layers"] = VARIANTS["wrn-nolastunit"]["layers"]
 TAU_AUTO_SEARCH_EPOCHS = 20
 
 
