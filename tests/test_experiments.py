@@ -116,6 +116,12 @@ def test_tiny_grid_runs_writes_outputs_and_resumes(npz, tmp_path, monkeypatch):
     for r in rows:
         assert 0 <= r["clean_acc"] <= 1 and 0 <= r["asr"] <= 1 and r["n_clean"] == 48 and r["n_asr"] == 36
         assert r["n_clean_subset"] == 40  # 25% of 160, class-balanced
+    # a MEDIC row carries its per-epoch curve (epoch 0 = the teacher, then each of the 1 epochs) on
+    # the whole tiny test set (fewer than CURVE_IMAGES); other methods record none
+    assert "curve" not in rows[0]
+    curve = rows[1]["curve"]
+    assert [p["epoch"] for p in curve] == [0, 1]
+    assert all(p["n_clean"] == 48 and p["n_asr"] == 36 and 0 <= p["clean_acc"] <= 1 and 0 <= p["asr"] <= 1 for p in curve)
     csv_lines = (out / "results.csv").read_text().strip().splitlines()
     assert len(csv_lines) == 3 and csv_lines[0].startswith("cell_id,teacher_id")
     table = (out / "table.md").read_text()

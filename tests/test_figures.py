@@ -272,3 +272,25 @@ def test_top_activating_figure_content(setup):
     np.testing.assert_array_equal(images[3].z, want)
     titles = [a.text for a in fig.layout.annotations]
     assert titles[0] == f"clean #{int(top['clean']['indices'][0])}: {top['clean']['values'][0]:.3g}"
+
+
+def test_grid_curves_figure_panels_traces_and_values():
+    from medic_viz.viz import grid_curves_figure
+
+    def row(attack, seed, accs, asrs):
+        return {"attack": attack, "seed": seed,
+                "curve": [{"epoch": e, "clean_acc": a, "asr": s} for e, (a, s) in enumerate(zip(accs, asrs))]}
+
+    rows = [row("badnet", 0, [0.9, 0.5, 0.8], [1.0, 0.2, 0.05]), row("badnet", 1, [0.9, 0.6, 0.85], [1.0, 0.1, 0.0]),
+            row("sig", 0, [0.95, 0.9, 0.9], [0.98, 0.5, None]), {"attack": "sig", "seed": 1}]  # no curve: skipped
+    fig = grid_curves_figure(rows)
+    assert [a.text for a in fig.layout.annotations][:2] == ["badnet", "sig"]
+    scatters = [t for t in fig.data if isinstance(t, go.Scatter)]
+    assert len(scatters) == 6  # 3 runs x (accuracy, ASR)
+    acc, asr = scatters[0], scatters[1]
+    assert list(acc.y) == pytest.approx([90, 50, 80]) and list(asr.y) == pytest.approx([100, 20, 5])
+    assert asr.line.dash == "dash" and acc.line.color == asr.line.color != scatters[2].line.color
+    assert list(scatters[5].x) == [0, 1]  # the missing ASR point is left out, not drawn as 0
+    assert [t.showlegend for t in scatters] == [True, True, True, True, False, False]
+    with pytest.raises(ValueError, match="no row has a per-epoch"):
+        grid_curves_figure([{"attack": "sig", "seed": 0}])

@@ -1,7 +1,7 @@
 """Plotly figures: pure functions that read results and return ``go.Figure``; :data:`PALETTE`, the
 series colours every figure and widget shares."""
 
-from medic_viz.viz.curves import event_rows, training_curves_figure
+from medic_viz.viz.curves import event_rows, grid_curves_figure, training_curves_figure
 from medic_viz.viz.report import removal_figure
 from medic_viz.viz.figures import (
     FIGURE2_COLUMNS,
@@ -23,6 +23,7 @@ __all__ = [
     "PALETTE",
     "training_curves_figure",
     "event_rows",
+    "grid_curves_figure",
     "FIGURE2_COLUMNS",
     "aggregate_rows",
     "attribution_figure",

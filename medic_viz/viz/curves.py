@@ -9,7 +9,7 @@ from plotly.subplots import make_subplots
 
 from medic_viz.viz.style import PALETTE
 
-__all__ = ["training_curves_figure", "event_rows"]
+__all__ = ["training_curves_figure", "event_rows", "grid_curves_figure"]
 
 
 
@@ -80,4 +80,56 @@ def training_curves_figure(
     fig.update_yaxes(type="log", row=1, col=2)
     fig.update_xaxes(title_text="epoch")
     fig.update_layout(title=title, template="plotly_white", height=420, legend=dict(font=dict(size=10)))
+    return fig
+
+
+def grid_curves_figure(
+    rows: Sequence[Mapping],
+    *,
+    facet: str = "attack",
+    series: str = "seed",
+    title: str = "Per-epoch clean accuracy (solid) and ASR (dashed)",
+    asr_line: float | None = 0.10,
+) -> go.Figure:
+    """Small multiples of grid runs that carry a per-epoch ``curve`` (list of ``{"epoch",
+    "clean_acc", "asr"}``, fractions): one panel per ``facet`` value (in order of appearance),
+    one colour per ``series`` value, accuracy solid and ASR dashed, in %. ``asr_line``: a
+    dotted reference line (e.g. a 10 % target). Rows without a curve are skipped; no row
+    with one is an error."""
+    runs = [r for r in rows if r.get("curve")]
+    if not runs:
+        raise ValueError("grid_curves_figure: no row has a per-epoch 'curve'")
+    facets: list = []
+    for r in runs:
+        if r.get(facet) not in facets:
+            facets.append(r.get(facet))
+    labels = sorted({r.get(series) for r in runs}, key=str)
+    cols = min(4, len(facets))
+    nrows = -(-len(facets) // cols)
+    fig = make_subplots(rows=nrows, cols=cols, subplot_titles=[str(f) for f in facets],
+                        horizontal_spacing=0.05, vertical_spacing=0.12 if nrows > 1 else 0.1)
+    for i, f in enumerate(facets):
+        row, col = i // cols + 1, i % cols + 1
+        for r in (r for r in runs if r.get(facet) == f):
+            k = labels.index(r.get(series))
+            color = PALETTE[k % len(PALETTE)]
+            name = f"{series} {r.get(series)}"
+            pts = [p for p in r["curve"] if p.get("clean_acc") is not None]
+            xs = [p["epoch"] for p in pts]
+            fig.add_trace(go.Scatter(x=xs, y=[100 * p["clean_acc"] for p in pts], mode="lines", line=dict(color=color),
+                                     name=f"{name}: clean acc", legendgroup=f"{name}acc", showlegend=i == 0,
+                                     hovertemplate=f"{f} {name}<br>epoch %{{x}}<br>clean acc %{{y:.1f}}%<extra></extra>"),
+                          row=row, col=col)
+            asr = [p for p in pts if p.get("asr") is not None]
+            if asr:
+                fig.add_trace(go.Scatter(x=[p["epoch"] for p in asr], y=[100 * p["asr"] for p in asr], mode="lines",
+                                         line=dict(color=color, dash="dash"), name=f"{name}: ASR",
+                                         legendgroup=f"{name}asr", showlegend=i == 0,
+                                         hovertemplate=f"{f} {name}<br>epoch %{{x}}<br>ASR %{{y:.1f}}%<extra></extra>"),
+                              row=row, col=col)
+        if asr_line is not None:
+            fig.add_hline(y=100 * asr_line, line_dash="dot", line_color="grey", row=row, col=col)
+    fig.update_yaxes(range=[0, 102])
+    fig.update_xaxes(title_text="epoch", row=nrows)
+    fig.update_layout(title=title, template="plotly_white", width=330 * cols + 160, height=290 * nrows + 110)
     return fig
