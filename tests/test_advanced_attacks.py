@@ -120,6 +120,31 @@ def test_pgd_stays_in_the_ball_and_raises_the_loss():
     torch.testing.assert_close(pgd_perturb(model, x, y, eps=0.0), x)
 
 
+def test_adversarial_objective_trains_on_the_worst_corner_of_the_ball_by_hand():
+    """For a 2-class linear model the input gradient of the CE has a fixed sign per pixel
+    (sign(w_other - w_true)), so enough PGD steps reach the ball's corner in that direction:
+    the objective's loss is the CE there, computed by hand; eps = 0 gives the plain CE."""
+    from medic_viz.attacks.clean_label import AdversarialObjective
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 2))
+    x = torch.rand(5, 3, 2, 2) * 0.6 + 0.2  # inside [0.2, 0.8]: the ε-ball stays within [0, 1]
+    y = torch.tensor([0, 1, 1, 0, 1])
+    eps = 0.1
+    w = model[1].weight.detach()
+    direction = torch.stack([torch.sign(w[1 - int(t)] - w[int(t)]) for t in y]).view_as(x)
+    by_hand = F.cross_entropy(model(x + eps * direction), y)
+    loss, terms, _ = AdversarialObjective(model, eps=eps, steps=10, step_size=0.05).loss(x, y)
+    assert loss.item() == pytest.approx(by_hand.item(), rel=1e-5) and terms["ce"] is loss
+    assert loss.item() > F.cross_entropy(model(x), y).item()
+    plain, _, _ = AdversarialObjective(model, eps=0.0).loss(x, y)
+    assert plain.item() == pytest.approx(F.cross_entropy(model(x), y).item())
+    loss.backward()  # gradients reach the weights, not the (detached) adversarial input
+    assert model[1].weight.grad is not None and model.training
+    with pytest.raises(ValueError, match="steps"):
+        AdversarialObjective(model, steps=-1)
+
+
 def test_poison_clean_label_touches_only_target_images_and_keeps_labels():
     data = _arrays(40, classes=4, size=8)
     trig = CleanLabelTrigger(size=2, pgd_eps=4 / 255, pgd_steps=2, pgd_step_size=2 / 255)

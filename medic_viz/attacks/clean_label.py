@@ -17,7 +17,7 @@ from medic_viz.capture import eval_mode
 from medic_viz.data.arrays import ImageArrays
 from medic_viz.metrics import resolve_device
 
-__all__ = ["CleanLabelTrigger", "pgd_perturb", "poison_clean_label"]
+__all__ = ["CleanLabelTrigger", "pgd_perturb", "poison_clean_label", "AdversarialObjective"]
 
 
 _CORNERS = ("top-left", "top-right", "bottom-left", "bottom-right")
@@ -143,3 +143,35 @@ def poison_clean_label(
     images[chosen] = (stamped * 255).round().to(torch.uint8)
     out = replace(data, images=images, labels=data.labels.clone(), name=f"{data.name}+{trigger.name}")
     return PoisonedData(out, chosen, target, trigger)
+
+
+class AdversarialObjective:
+    """PGD adversarial training (Madry et al. 2018) of ``model``: each batch is replaced by its
+    ℓ∞ PGD examples (``eps``, ``steps``, ``step_size``; random start) before the cross-entropy.
+
+    Turner et al. (2019) perturb the clean-label poisons against such an adversarially trained
+    model: its adversarial examples change what the image looks like, so a model trained on them
+    cannot fit them from their content and learns the trigger instead. Against a standard model
+    the perturbations are imperceptible non-robust features and the attack fails (measured on
+    GTSRB: ``benchmarks/results/cleanlabel_probe.md``). Cost: ``steps + 1`` forward-backward
+    passes per batch. An :class:`medic_viz.training.Objective`.
+    """
+
+    def __init__(self, model: nn.Module, *, eps: float = 8 / 255, steps: int = 5, step_size: float = 2 / 255,
+                 seed: int = 0) -> None:
+        self.model = model
+        self.eps = _check_unit_interval(eps, "eps", allow_zero=True)
+        if isinstance(steps, bool) or int(steps) < 0:
+            raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
+        self.steps = int(steps)
+        self.step_size = _check_unit_interval(step_size, "step_size", allow_zero=True)
+        self._calls = int(seed)
+
+    def parameters(self):
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor):
+        self._calls += 1  # a new random start for every batch, reproducible from the seed
+        adv = pgd_perturb(self.model, x, y, eps=self.eps, steps=self.steps, step_size=self.step_size, seed=self._calls)
+        ce = F.cross_entropy(self.model(adv), y)
+        return ce, {"ce": ce}, {}
