@@ -139,14 +139,14 @@ def write_figures(rows: list[dict], docs: Path) -> list[str]:
 
     docs.mkdir(parents=True, exist_ok=True)
     written = []
-    figs = {"comparison": comparison_figure(rows, title="GTSRB, WRN-16-1: clean accuracy and ASR after each defence "
-                                                        "(mean ± sample std over 2 seeds)")}
+    figs = {"comparison": comparison_figure(rows, title="GTSRB, WRN-16-1: after each defence<br>"
+                                                        "<sup>mean ± sample std over 2 seeds; grey: the trojaned model</sup>")}
     medic = [r for r in rows if r["method"] == "medic" and r.get("curve")]
     if medic:
         figs["medic_curves"] = grid_curves_figure(
             medic, facet="attack", series="seed",
-            title="MEDIC (defaults) on GTSRB WRN-16-1: clean accuracy (solid) and ASR (dashed) after each epoch, "
-                  "1,000 test images; dotted: 10 %")
+            title="MEDIC (defaults), GTSRB WRN-16-1: per-epoch curves<br><sup>clean accuracy solid, ASR dashed "
+                  "(1,000 test images); dotted: 10 %</sup>")
     for name, fig in figs.items():
         fig.write_html(str(docs / f"{name}.html"), include_plotlyjs="cdn")
         try:

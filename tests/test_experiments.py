@@ -116,7 +116,7 @@ def test_tiny_grid_runs_writes_outputs_and_resumes(npz, tmp_path, monkeypatch):
     for r in rows:
         assert 0 <= r["clean_acc"] <= 1 and 0 <= r["asr"] <= 1 and r["n_clean"] == 48 and r["n_asr"] == 36
         assert r["n_clean_subset"] == 40  # 25% of 160, class-balanced
-    # a MEDIC row carries its per-epoch curve (epoch 0 = the teacher, then each of the 1 epochs) on
+    # a MEDIC row carries its per-epoch curve (epoch 0 = before training, then each of the 1 epochs) on
     # the whole tiny test set (fewer than CURVE_IMAGES); other methods record none
     assert "curve" not in rows[0]
     curve = rows[1]["curve"]

@@ -222,6 +222,19 @@ def test_defense_comparison_figure_content():
     assert sum(1 for t in fig.data if t.showlegend) == 2
 
 
+def test_defense_comparison_colours_the_original_grey_and_every_method_apart():
+    """Nine series (the trojaned model and eight methods, as in Table 1): with eight palette
+    colours the ninth used to repeat the first, so MEDIC looked like the original model."""
+    from medic_viz.viz.style import PALETTE, REFERENCE_COLOR
+
+    names = ["Original", "Fine-tuning", "Fine-pruning", "NAD", "MCR", "ANP", "KD", "Scratch", "MEDIC"]
+    rows = [{"attack": "badnet", "variant": n, "clean_acc": 0.9, "asr": 0.1} for n in names]
+    fig = defense_comparison_figure(rows, group_by="variant")
+    colours = {t.name: t.marker.color for t in fig.data if t.yaxis == "y"}
+    assert colours["Original"] == REFERENCE_COLOR and len(set(colours.values())) == 9
+    assert [colours[n] for n in names[1:]] == list(PALETTE)
+
+
 def test_attribution_figure_content(setup):
     model, x, _, trigger, _ = setup
     cmp = compare_attributions(model, x[1], trigger, methods=("saliency", "gradcam"), n_steps=4)

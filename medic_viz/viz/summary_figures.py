@@ -18,7 +18,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from medic_viz.metrics import mean_std
-from medic_viz.viz.style import PALETTE
+from medic_viz.viz.style import PALETTE, REFERENCE_COLOR, REFERENCE_SERIES
 
 __all__ = [
     "aggregate_rows",
@@ -219,6 +219,7 @@ def defense_comparison_figure(
 ) -> go.Figure:
     """Figure 5 / Table 1: grouped bars, one group per ``x`` value (attack), one bar per
     ``group_by`` value (method), one panel per metric, mean ± std over seeds as error bars.
+    The trojaned model ("Original") is grey; the methods take :data:`PALETTE` in order.
     Rows need ``x``, ``group_by`` and the ``metrics``."""
     if not metrics:
         raise ValueError("metrics must name at least one metric, e.g. ('clean_acc', 'asr')")
@@ -228,13 +229,16 @@ def defense_comparison_figure(
     names = {"clean_acc": "Clean accuracy (%)", "asr": "Attack success rate (%)"}
     fig = make_subplots(rows=len(metrics), cols=1, shared_xaxes=True, vertical_spacing=0.08,
                         subplot_titles=[names.get(m, m) for m in metrics])
-    for i, g in enumerate(_group_values(agg, group_by)):
+    groups = _group_values(agg, group_by)
+    methods = [g for g in groups if str(g) not in REFERENCE_SERIES]
+    for g in groups:
+        color = REFERENCE_COLOR if str(g) in REFERENCE_SERIES else PALETTE[methods.index(g) % len(PALETTE)]
         for r, metric in enumerate(metrics, start=1):
             by_x = {row[x]: row for row in agg if row[group_by] == g}
             fig.add_trace(go.Bar(
                 x=[str(v) for v in xs], y=[100 * by_x[v][metric] if v in by_x else None for v in xs],
                 error_y=dict(type="data", array=[100 * by_x[v][f"{metric}_std"] if v in by_x else 0 for v in xs], visible=True),
-                name=str(g), legendgroup=str(g), showlegend=r == 1, marker_color=PALETTE[i % len(PALETTE)],
+                name=str(g), legendgroup=str(g), showlegend=r == 1, marker_color=color,
                 customdata=[by_x[v]["n"] if v in by_x else 0 for v in xs],
                 hovertemplate=f"{g}<br>%{{x}}<br>{metric} %{{y:.1f}}%<br>runs %{{customdata}}<extra></extra>",
             ), row=r, col=1)
