@@ -11,7 +11,10 @@ surrogate the PGD runs against and its ε:
 - ``standard-wrn``: the clean WRN-16-1 surrogate (10 epochs) the first WRN teacher used;
 - ``robust-small``: a ``small_cnn`` adversarially trained (PGD-5, ε 8/255, 6 epochs), as
   Turner et al. do (their poisons come from an adversarially trained model);
-- ``…-eps32``: the same with ε 32/255 (their largest).
+- ``…-eps32``: the same with ε 32/255 (their largest);
+- ``…-all``: every class-1 training image poisoned instead of 80 %; ``none-all``: no PGD at all
+  (only the patches, labels kept);
+- ``robust4-small…``: a ``small_cnn`` adversarially trained at ε 4/255 (more accurate than at 8).
 """
 
 from __future__ import annotations
