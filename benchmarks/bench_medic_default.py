@@ -58,19 +58,20 @@ GTSRB_TRIGGERS: dict[str, tuple[dict, float | None]] = {
     # 22 % ASR (90.4 % accuracy): not a backdoor. A stronger warp without noise mode, as a
     # removal benchmark needs a working backdoor.
     "wanet": ({"k": 4, "s": 1.0, "cross_ratio": 0.0}, 0.1),
-    # The rest of the paper's Table 1 (issue 10), with the registry's defaults: Clean-Label
-    # poisons 80 % of the target class (PGD ε 16/255 against a clean surrogate of the same
-    # architecture, SURROGATE_EPOCHS epochs, then four 3x3 corner patches); Composite mixes
-    # two classes chosen for the data; Reflection a ghost reflection; Filter "nashville".
-    "cleanlabel": ({}, None),
+    # The rest of the paper's Table 1 (issue 10). Clean-Label: every class-1 image (rate above
+    # its 5.7 % share) perturbed by PGD ε 8/255 against a small_cnn adversarially trained at
+    # ε 4/255 (as Turner et al., whose poisons come from a robust model), then the four 3x3
+    # corner patches — the best of benchmarks/results/cleanlabel_probe.md; the registry's
+    # default (ε 16/255 against a clean surrogate, 80 % of the class) gave a WRN teacher 0.8 %
+    # ASR after 5 epochs. Composite, Reflection, Filter: the registry's defaults (two classes
+    # chosen for the data; a ghost reflection; "nashville").
+    "cleanlabel": ({"pgd_eps": 8 / 255, "pgd_step_size": 1 / 255}, 0.06),
     "composite": ({}, None),
     "reflection": ({}, None),
     "filter": ({}, None),
 }
 #: The attacks of issue 10's Table 1 (the paper's seven plus WaNet), in the paper's order.
 TABLE1_ATTACKS = ("cleanlabel", "sig", "badnet", "composite", "reflection", "polygon", "filter", "wanet")
-#: Epochs of the clean surrogate the Clean-Label attack perturbs against.
-SURROGATE_EPOCHS = 10
 TEACHER_EPOCHS = {"small_cnn": 15, "wrn16_1": 30}
 def _wrn16_1_layers(*, without: tuple[str, ...]) -> list[str]:
     """WRN-16-1's conv/norm outputs after the stem (its first convolution and that one's norm),
@@ -140,7 +141,11 @@ def gtsrb_teacher(attack: str, model: str, splits, device: str):
         return load_model(folder)
     options, rate = GTSRB_TRIGGERS[attack]
     cfg = TrainConfig(**{**ATTACK_TRAIN_DEFAULTS, "epochs": epochs, "device": device, "seed": 0, "progress": True})
-    surrogate = gtsrb_clean_model(model, splits, device, SURROGATE_EPOCHS)[0] if attack == "cleanlabel" else None
+    surrogate = None
+    if attack == "cleanlabel":
+        from probe_cleanlabel import robust_surrogate  # the adversarially trained small_cnn, cached
+
+        surrogate = robust_surrogate(splits, device, "robust4-small")
     print(f"training the {attack} {model} teacher ({epochs} epochs) …", flush=True)
     trojan = train_attack(attack, splits, target=TARGET, rate=rate, options=options, architecture=model, config=cfg, seed=0,
                           surrogate=surrogate)
