@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
                            medic={"tau": tau}, device=args.device)
         cells = [replace(c, variant=ALIGNED) for c in cells]
         print(f"{attack}: τ = {tau:g} (alignment target: accuracy drop ≤ {100 * budget:.2f} points)", flush=True)
-        run_grid(cells, OUT / "aligned", report=None)
+        run_grid(cells, OUT / "aligned")
     return 0
 
 
