@@ -1,6 +1,7 @@
 """Issue 10's report script: which attacks enter the table, the status line, the alignment
 target of the aligned-τ row, and RESULTS.md in step with the committed runs."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -46,3 +47,47 @@ def test_alignment_budget_is_the_baselines_mean_drop_by_hand():
 
 def test_results_md_block_matches_the_committed_runs():
     assert rep.main(["--check"]) == 0, "RESULTS.md is out of date: run python benchmarks/table1_report.py"
+
+
+def test_aligned_tau_on_the_committed_badnet_sweep_by_hand():
+    """The BadNet sweep: trojaned model 99.49 % on 390 hold-out images; one standard error is
+    sqrt(0.9949 * 0.0051 / 390) = 0.36 points, so with a zero target τ = 2 (0.26 points below)
+    qualifies and τ = 3 (0.77 below) does not; with a 2-point target τ = 5 (1.79 below) does."""
+    from table1_aligned_tau import aligned_tau
+    sweep = {"reference_acc": 388 / 390, "n_holdout": 390,
+             "rows": [{"tau": t, "clean_acc": k / 390} for t, k in ((0, 388), (1, 386), (2, 387), (3, 385), (5, 381), (8, 378))]}
+    tau, allowed = aligned_tau(sweep, 0.0)
+    assert tau == 2.0 and allowed == pytest.approx(0.00361, abs=1e-5)
+    assert aligned_tau(sweep, 0.02)[0] == 5.0
+    assert aligned_tau(dict(sweep, reference_acc=1.0), 0.0)[0] == 0.0  # no margin at 100 % and no clone there: the smallest τ
+
+
+def test_aligned_script_sweeps_once_then_reuses_the_cache(tmp_path, monkeypatch, capsys):
+    import medic_viz.defenses.tuning as tuning
+    import table1_aligned_tau as al
+    grid = [dict(_row("badnet", m, s, before=0.97, acc=0.96), teacher_folder="t/badnet") for m in BASELINES for s in rep.SEEDS]
+    grid += [dict(_row("sig", "finetune", 0), teacher_folder="t/sig")]  # sig's baselines incomplete
+    monkeypatch.setattr(al, "load_rows", lambda: (grid, []))
+    monkeypatch.setattr(al, "SELECTION", tmp_path / "aligned_selection.json")
+    monkeypatch.setattr("medic_viz.io.load_model", lambda folder: (None, None))
+    monkeypatch.setattr("medic_viz.data.load_dataset", lambda path: type("S", (), {"train": None})())
+    monkeypatch.setattr("medic_viz.data.arrays.clean_subset", lambda *a, **k: None)
+    calls = []
+
+    def fake_select(teacher, clean, *, candidates, budget, **kw):
+        calls.append(budget)
+        rows = [{"tau": 0.0, "clean_acc": 0.99, "n_clean": 400, "seconds": 1.0},
+                {"tau": 3.0, "clean_acc": 0.976, "n_clean": 400, "seconds": 1.0},
+                {"tau": 8.0, "clean_acc": 0.95, "n_clean": 400, "seconds": 1.0}]
+        return tuning.TauSelection(0.0, budget, 0.99, rows)
+
+    monkeypatch.setattr(tuning, "select_tau", fake_select)
+    assert al.main(["--attacks", "badnet", "sig", "--select-only"]) == 0
+    out = capsys.readouterr().out
+    assert "sig: the five baselines have not all run" in out
+    assert "badnet: τ = 3" in out  # target 1 point + sqrt(.99 * .01 / 400) = 0.497 → 1.497 ≥ 1.4
+    assert calls == [0.0]
+    saved = json.loads((tmp_path / "aligned_selection.json").read_text())
+    assert saved["badnet"]["tau"] == 3.0 and saved["badnet"]["target_drop"] == pytest.approx(0.01)
+    assert al.main(["--attacks", "badnet", "--select-only"]) == 0  # the sweep comes from the cache
+    assert calls == [0.0]

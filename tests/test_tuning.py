@@ -55,3 +55,22 @@ def test_bad_arguments():
         tuning.select_tau(_net(), _data(), budget=3)
     with pytest.raises(ValueError, match="tau"):
         tuning.sweep_tau(_net(), _data(), [-1.0])
+
+
+def test_choose_tau_by_hand():
+    rows = [{"tau": 0.0, "clean_acc": 0.995}, {"tau": 2.0, "clean_acc": 0.992}, {"tau": 5.0, "clean_acc": 0.977}]
+    assert tuning.choose_tau(rows, 0.995, 0.0) == 0.0
+    assert tuning.choose_tau(rows, 0.995, 0.003) == 2.0  # 0.995 - 0.992 = 0.003, exactly on the budget
+    assert tuning.choose_tau(rows, 0.995, 0.02) == 5.0
+    assert tuning.choose_tau(rows, 1.0, 0.0) == 0.0  # none within: the smallest τ
+    with pytest.raises(ValueError, match="no sweep rows"):
+        tuning.choose_tau([], 0.9, 0.01)
+
+
+def test_holdout_stderr_by_hand():
+    assert tuning.holdout_stderr(0.9, 100) == pytest.approx(0.03)  # sqrt(0.9 * 0.1 / 100)
+    assert tuning.holdout_stderr(1.0, 50) == 0.0
+    with pytest.raises(ValueError, match="positive"):
+        tuning.holdout_stderr(0.9, 0)
+    with pytest.raises(ValueError, match="fraction"):
+        tuning.holdout_stderr(90.0, 10)

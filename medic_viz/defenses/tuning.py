@@ -22,7 +22,8 @@ from medic_viz.importance import validate_tau
 from medic_viz.metrics import Evaluator
 from medic_viz.training import Callback
 
-__all__ = ["TauSelection", "split_holdout", "sweep_tau", "select_tau", "DEFAULT_TAU_CANDIDATES"]
+__all__ = ["TauSelection", "split_holdout", "sweep_tau", "choose_tau", "holdout_stderr", "select_tau",
+           "DEFAULT_TAU_CANDIDATES"]
 
 DEFAULT_TAU_CANDIDATES: tuple[float, ...] = (0.0, 1.0, 2.0, 3.0, 5.0, 8.0, 12.0)
 
@@ -91,6 +92,25 @@ class TauSelection:
         return "\n".join(lines)
 
 
+def holdout_stderr(accuracy: float, n: int) -> float:
+    """Binomial standard error (a fraction) of an accuracy measured on ``n`` hold-out images:
+    ``sqrt(accuracy * (1 - accuracy) / n)``; one image more or less moves the accuracy by 1/n."""
+    if n < 1:
+        raise ValueError(f"n must be a positive image count, got {n}")
+    if not (0.0 <= accuracy <= 1.0):
+        raise ValueError(f"accuracy must be a fraction in [0, 1], got {accuracy}")
+    return (accuracy * (1.0 - accuracy) / n) ** 0.5
+
+
+def choose_tau(rows: Sequence[dict], reference_acc: float, budget: float) -> float:
+    """The largest ``rows[i]["tau"]`` whose ``clean_acc`` is at most ``budget`` below
+    ``reference_acc`` (fractions); the smallest τ if none is. ``rows`` as :func:`sweep_tau` returns."""
+    if not rows:
+        raise ValueError("no sweep rows to choose τ from")
+    ok = [float(r["tau"]) for r in rows if reference_acc - r["clean_acc"] <= budget + 1e-12]
+    return max(ok) if ok else min(float(r["tau"]) for r in rows)
+
+
 def select_tau(
     teacher: nn.Module,
     clean: ImageArrays,
@@ -118,6 +138,4 @@ def select_tau(
                      stop_event=stop_event, device=device, seed=seed, **medic_options)
     for r in rows:
         r.pop("model", None)
-    ok = [r["tau"] for r in rows if reference - r["clean_acc"] <= budget]
-    chosen = max(ok) if ok else min(r["tau"] for r in rows)
-    return TauSelection(chosen, budget, reference, rows)
+    return TauSelection(choose_tau(rows, reference, budget), budget, reference, rows)
