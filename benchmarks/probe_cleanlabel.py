@@ -14,7 +14,11 @@ surrogate the PGD runs against and its ε:
 - ``…-eps32``: the same with ε 32/255 (their largest);
 - ``…-all``: every class-1 training image poisoned instead of 80 %; ``none-all``: no PGD at all
   (only the patches, labels kept);
-- ``robust4-small…``: a ``small_cnn`` adversarially trained at ε 4/255 (more accurate than at 8).
+- ``robust4-small…``: a ``small_cnn`` adversarially trained at ε 4/255 (more accurate than at 8);
+- ``…-wrn-teacher``: the teacher is a WRN-16-1 (8 epochs) instead of the small_cnn, as in the
+  grid — WRN-16-1 learns class 1 from its content where small_cnn leans on the patches;
+- ``robust4-wrn…``: the surrogate is a WRN-16-1 adversarially trained at ε 4/255 (PGD-2,
+  6 epochs), the same architecture as the teacher, as in Turner et al.
 """
 
 from __future__ import annotations
@@ -44,11 +48,19 @@ PROBES = {
     "none-all": {"surrogate": "standard-wrn", "pgd_eps": 0.0, "rate": 0.06},
     "robust4-small-all": {"surrogate": "robust4-small", "pgd_eps": 16 / 255, "rate": 0.06},
     "robust4-small-all-eps8": {"surrogate": "robust4-small", "pgd_eps": 8 / 255, "pgd_step_size": 1 / 255, "rate": 0.06},
+    "robust4-small-all-eps8-wrn-teacher": {"surrogate": "robust4-small", "pgd_eps": 8 / 255, "pgd_step_size": 1 / 255,
+                                           "rate": 0.06, "teacher": "wrn16_1"},
+    "robust4-wrn-all-eps8-wrn-teacher": {"surrogate": "robust4-wrn", "pgd_eps": 8 / 255, "pgd_step_size": 1 / 255,
+                                         "rate": 0.06, "teacher": "wrn16_1"},
+    "robust4-wrn-all-eps16-wrn-teacher": {"surrogate": "robust4-wrn", "pgd_eps": 16 / 255, "rate": 0.06, "teacher": "wrn16_1"},
 }
+#: Epochs of a probe's teacher, by architecture.
+TEACHER_EPOCHS = {"small_cnn": 10, "wrn16_1": 8}
 ROBUST = {"eps": 8 / 255, "steps": 5, "step_size": 2 / 255, "epochs": 6}
 #: Surrogates by name: "robust-small" (ε 8/255, clean accuracy 47.7 %: GTSRB at ε 8 is hard for
 #: small_cnn) and "robust4-small" (ε 4/255, a more accurate robust model).
-SURROGATES = {"robust-small": ROBUST, "robust4-small": {**ROBUST, "eps": 4 / 255, "step_size": 1 / 255}}
+SURROGATES = {"robust-small": ROBUST, "robust4-small": {**ROBUST, "eps": 4 / 255, "step_size": 1 / 255},
+              "robust4-wrn": {"model": "wrn16_1", "eps": 4 / 255, "steps": 2, "step_size": 2 / 255, "epochs": 6}}
 
 
 def robust_surrogate(splits, device: str, name: str = "robust-small"):
@@ -62,16 +74,17 @@ def robust_surrogate(splits, device: str, name: str = "robust-small"):
     from medic_viz.training import TrainConfig, train
 
     robust = SURROGATES[name]
+    arch = robust.get("model", "small_cnn")
     prefix = "robust" if robust["eps"] == 8 / 255 else f"robust{round(255 * robust['eps'])}"
-    folder = ROOT / "benchmarks" / "results" / "gtsrb_teachers" / f"{prefix}_small_cnn_e{robust['epochs']}_s2"
+    folder = ROOT / "benchmarks" / "results" / "gtsrb_teachers" / f"{prefix}_{arch}_e{robust['epochs']}_s2"
     if not (folder / "card.json").is_file():
         torch.manual_seed(2)
-        model = build_model("small_cnn", splits.num_classes, in_channels=3, input_size=32)
+        model = build_model(arch, splits.num_classes, in_channels=3, input_size=32)
         cfg = TrainConfig(**{**ATTACK_TRAIN_DEFAULTS, "epochs": robust["epochs"], "device": device, "seed": 2, "progress": True})
         result = train(AdversarialObjective(model, eps=robust["eps"], steps=robust["steps"], step_size=robust["step_size"], seed=2),
-                       splits.train, cfg, label="small_cnn, PGD adversarial training")
+                       splits.train, cfg, label=f"{arch}, PGD adversarial training")
         m = Evaluator(splits.test, device=device)(result.model)
-        card = ModelCard(architecture="small_cnn", num_classes=splits.num_classes, input_size=32, in_channels=3, arch_kwargs={},
+        card = ModelCard(architecture=arch, num_classes=splits.num_classes, input_size=32, in_channels=3, arch_kwargs={},
                          classes=list(splits.classes), normalize=None, dataset="gtsrb32.npz", attack=None, target_class=None,
                          poison_rate=None, metrics={**m.as_dict(), "train_seconds": round(result.seconds, 2)},
                          history=[e.as_dict() for e in result.history if e.kind in ("start", "epoch")],
@@ -92,24 +105,26 @@ def run_probe(name: str, splits, device: str) -> dict:
     rate = spec.pop("rate", None)
     surrogate = (robust_surrogate(splits, device, which) if which in SURROGATES
                  else gtsrb_clean_model("wrn16_1", splits, device, 10)[0])
-    cfg = TrainConfig(**{**ATTACK_TRAIN_DEFAULTS, "epochs": 10, "device": device, "seed": 0, "progress": False})
+    teacher = spec.pop("teacher", "small_cnn")
+    epochs = TEACHER_EPOCHS[teacher]
+    cfg = TrainConfig(**{**ATTACK_TRAIN_DEFAULTS, "epochs": epochs, "device": device, "seed": 0, "progress": False})
     t0 = time.perf_counter()
-    trojan = train_attack("cleanlabel", splits, target=TARGET, rate=rate, options=spec, architecture="small_cnn", config=cfg, seed=0,
+    trojan = train_attack("cleanlabel", splits, target=TARGET, rate=rate, options=spec, architecture=teacher, config=cfg, seed=0,
                           surrogate=surrogate)
     curve = [{"epoch": e.epoch, "acc": e.clean_acc, "asr": e.asr} for e in trojan.history if e.kind in ("start", "epoch")]
-    return {"probe": name, "surrogate": which, **spec, "teacher": "small_cnn, 10 epochs", "rate": trojan.rate,
+    return {"probe": name, "surrogate": which, **spec, "teacher": f"{teacher}, {epochs} epochs", "rate": trojan.rate,
             "clean_acc": trojan.metrics.clean_acc, "asr": trojan.metrics.asr, "n_asr": trojan.metrics.n_asr,
             "seconds": round(time.perf_counter() - t0, 1), "curve": curve}
 
 
 def write_table() -> str:
     rows = [json.loads(p.read_text()) for p in sorted(OUT.glob("*.json"))]
-    lines = ["| probe | surrogate | PGD ε | poisoned | teacher clean acc (%) | ASR (%) | ASR by epoch (2,000 images) | s |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| probe | surrogate | PGD ε | poisoned | teacher | teacher clean acc (%) | ASR (%) | ASR by epoch (2,000 images) | s |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         by_epoch = " ".join(f"{100 * c['asr']:.0f}" for c in r["curve"] if c["asr"] is not None)
         share = "all of class 1" if r["rate"] > 0.057 else "80 % of class 1"
-        lines.append(f"| {r['probe']} | {r['surrogate']} | {255 * r['pgd_eps']:.0f}/255 | {share} | {100 * r['clean_acc']:.2f} | "
+        lines.append(f"| {r['probe']} | {r['surrogate']} | {255 * r['pgd_eps']:.0f}/255 | {share} | {r['teacher']} | {100 * r['clean_acc']:.2f} | "
                      f"{100 * r['asr']:.2f} | {by_epoch} | {r['seconds']:.0f} |")
     md = "\n".join(lines) + "\n"
     (OUT.parent / "cleanlabel_probe.md").write_text(md)
