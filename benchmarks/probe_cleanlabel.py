@@ -17,6 +17,7 @@ surrogate the PGD runs against and its ε:
 - ``robust4-small…``: a ``small_cnn`` adversarially trained at ε 4/255 (more accurate than at 8);
 - ``…-wrn-teacher``: the teacher is a WRN-16-1 (8 epochs) instead of the small_cnn, as in the
   grid — WRN-16-1 learns class 1 from its content where small_cnn leans on the patches;
+- ``none-all-wrn-teacher``: the patches alone on every class-1 image, WRN-16-1 teacher;
 - ``robust4-wrn…``: the surrogate is a WRN-16-1 adversarially trained at ε 4/255 (PGD-2,
   6 epochs), the same architecture as the teacher, as in Turner et al.
 """
@@ -53,6 +54,9 @@ PROBES = {
     "robust4-wrn-all-eps8-wrn-teacher": {"surrogate": "robust4-wrn", "pgd_eps": 8 / 255, "pgd_step_size": 1 / 255,
                                          "rate": 0.06, "teacher": "wrn16_1"},
     "robust4-wrn-all-eps16-wrn-teacher": {"surrogate": "robust4-wrn", "pgd_eps": 16 / 255, "rate": 0.06, "teacher": "wrn16_1"},
+    "robust4-wrn-all-eps32-wrn-teacher": {"surrogate": "robust4-wrn", "pgd_eps": 32 / 255, "pgd_step_size": 4 / 255, "rate": 0.06,
+                                          "teacher": "wrn16_1"},
+    "none-all-wrn-teacher": {"surrogate": "standard-wrn", "pgd_eps": 0.0, "rate": 0.06, "teacher": "wrn16_1"},
 }
 #: Epochs of a probe's teacher, by architecture.
 TEACHER_EPOCHS = {"small_cnn": 10, "wrn16_1": 8}
