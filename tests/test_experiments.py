@@ -339,3 +339,21 @@ def test_grid_cells_runner_and_pipeline_do_not_import_views():
         views = [m for m in names if m.startswith(("medic_viz.viz", "medic_viz.widgets", "medic_viz.cli", "plotly"))
                  or m.endswith("experiments.report")]
         assert not views, f"{rel} imports views {views}"
+
+
+def test_table_counts_one_teacher_folder_once_and_flags_partial_averages():
+    """Two grids naming the dataset by different paths give the same teacher folder two teacher
+    ids; the Original column must still be one teacher (no "± 0.0"), and a method run on fewer
+    attacks than the others says so in the average-drop rows (these failed before)."""
+    rows = [
+        _row("badnet", "A", 0, 0.90, 1.00, 0.88, 0.10),
+        _row("sig", "A", 0, 0.80, 0.90, 0.80, 0.50),
+        _row("badnet", "B", 0, 0.90, 1.00, 0.86, 0.00),
+    ]
+    for r in rows:
+        r["teacher_folder"] = f"teachers/{r['attack']}"
+    rows[2]["teacher_id"] = "badnet-other-path"
+    table = format_table(rows)
+    assert "| badnet | ASR | 100.0 | 10.0 | 0.0 |" in table
+    assert "| Avg. drop | ASR | - | 65.0 | 100.0 (1 of 2 attacks) |" in table
+    assert "|  | Accuracy | - | 1.0 | 4.0 (1 of 2 attacks) |" in table

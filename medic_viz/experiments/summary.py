@@ -52,7 +52,11 @@ def aggregate(rows: Sequence[Mapping[str, Any]]) -> dict:
         per_teacher = {}
         for r in rows:
             if r["attack"] == a:
-                per_teacher[r["teacher_id"]] = r
+                # one teacher folder measured the same way is one teacher, even if two grids named the
+                # dataset by different paths (which gives different teacher ids)
+                key = ((r["teacher_folder"], r["before_clean_acc"], r.get("before_asr")) if r.get("teacher_folder")
+                       else r["teacher_id"])
+                per_teacher[key] = r
         acc = mean_std([100 * r["before_clean_acc"] for r in per_teacher.values()])
         asr = mean_std([100 * r["before_asr"] for r in per_teacher.values() if r.get("before_asr") is not None])
         original[a] = {"acc": acc, "asr": asr}
@@ -110,12 +114,22 @@ def format_table(rows: Sequence[Mapping[str, Any]], *, title: str | None = None)
         for metric, label in (("asr", "ASR"), ("acc", "Accuracy")):
             vals = [_fmt(agg["cells"][(a, v)][metric]) if (a, v) in agg["cells"] else "–" for v in variants]
             lines.append("| " + " | ".join([a if metric == "asr" else "", label, _fmt(agg["original"][a][metric])] + vals) + " |")
-    drop_asr = [f"{agg['drops'][v]['asr']:.1f}" if not math.isnan(agg["drops"][v]["asr"]) else "–" for v in variants]
-    drop_acc = [f"{agg['drops'][v]['acc']:.1f}" if not math.isnan(agg["drops"][v]["acc"]) else "–" for v in variants]
+    n_attacks = len(agg["attacks"])
+
+    def drop(v: str, metric: str) -> str:
+        d = agg["drops"][v]
+        if math.isnan(d[metric]):
+            return "–"
+        partial = f" ({d['n_attacks']} of {n_attacks} attacks)" if d["n_attacks"] < n_attacks else ""
+        return f"{d[metric]:.1f}{partial}"
+
+    drop_asr = [drop(v, "asr") for v in variants]
+    drop_acc = [drop(v, "acc") for v in variants]
     lines.append("| " + " | ".join(["Avg. drop", "ASR", "-"] + drop_asr) + " |")
     lines.append("| " + " | ".join(["", "Accuracy", "-"] + drop_acc) + " |")
     lines.append("")
-    lines.append("Avg. drop: mean over attacks of (original − after), in percentage points.")
+    lines.append("Avg. drop: mean over attacks of (original − after), in percentage points; a method that did not "
+                 "run on every attack says over how many it is averaged.")
     return "\n".join(lines) + "\n"
 
 
