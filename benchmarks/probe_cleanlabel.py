@@ -19,7 +19,10 @@ surrogate the PGD runs against and its ε:
   grid — WRN-16-1 learns class 1 from its content where small_cnn leans on the patches;
 - ``none-all-wrn-teacher``: the patches alone on every class-1 image, WRN-16-1 teacher;
 - ``robust4-wrn…``: the surrogate is a WRN-16-1 adversarially trained at ε 4/255 (PGD-2,
-  6 epochs), the same architecture as the teacher, as in Turner et al.
+  6 epochs), the same architecture as the teacher, as in Turner et al.;
+- ``…-margin5``: the patches 5 pixels in from the borders (training crops pad with 4 black
+  pixels, so the outermost 4 are often padding and a teacher may learn to discount them);
+  ``…-size6``: 6×6 patches instead of 3×3 (a more salient trigger).
 """
 
 from __future__ import annotations
@@ -57,6 +60,14 @@ PROBES = {
     "robust4-wrn-all-eps32-wrn-teacher": {"surrogate": "robust4-wrn", "pgd_eps": 32 / 255, "pgd_step_size": 4 / 255, "rate": 0.06,
                                           "teacher": "wrn16_1"},
     "none-all-wrn-teacher": {"surrogate": "standard-wrn", "pgd_eps": 0.0, "rate": 0.06, "teacher": "wrn16_1"},
+    # trigger placement and salience: crops pad with 4 black pixels, so a teacher trained with
+    # them learns to discount the border where the corner patches sit
+    "none-all-wrn-teacher-margin5": {"surrogate": "standard-wrn", "pgd_eps": 0.0, "rate": 0.06, "teacher": "wrn16_1",
+                                     "margin": 5},
+    "robust4-wrn-all-eps16-wrn-teacher-margin5": {"surrogate": "robust4-wrn", "pgd_eps": 16 / 255, "rate": 0.06,
+                                                  "teacher": "wrn16_1", "margin": 5},
+    "robust4-wrn-all-eps16-wrn-teacher-size6": {"surrogate": "robust4-wrn", "pgd_eps": 16 / 255, "rate": 0.06,
+                                                "teacher": "wrn16_1", "size": 6},
 }
 #: Epochs of a probe's teacher, by architecture.
 TEACHER_EPOCHS = {"small_cnn": 10, "wrn16_1": 8}
@@ -123,12 +134,13 @@ def run_probe(name: str, splits, device: str) -> dict:
 
 def write_table() -> str:
     rows = [json.loads(p.read_text()) for p in sorted(OUT.glob("*.json"))]
-    lines = ["| probe | surrogate | PGD ε | poisoned | teacher | teacher clean acc (%) | ASR (%) | ASR by epoch (2,000 images) | s |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| probe | surrogate | PGD ε | patches | poisoned | teacher | teacher clean acc (%) | ASR (%) | ASR by epoch (2,000 images) | s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         by_epoch = " ".join(f"{100 * c['asr']:.0f}" for c in r["curve"] if c["asr"] is not None)
         share = "all of class 1" if r["rate"] > 0.057 else "80 % of class 1"
-        lines.append(f"| {r['probe']} | {r['surrogate']} | {255 * r['pgd_eps']:.0f}/255 | {share} | {r['teacher']} | {100 * r['clean_acc']:.2f} | "
+        patches = f"4 × {r.get('size', 3)}×{r.get('size', 3)}, margin {r.get('margin', 0)}"
+        lines.append(f"| {r['probe']} | {r['surrogate']} | {255 * r['pgd_eps']:.0f}/255 | {patches} | {share} | {r['teacher']} | {100 * r['clean_acc']:.2f} | "
                      f"{100 * r['asr']:.2f} | {by_epoch} | {r['seconds']:.0f} |")
     md = "\n".join(lines) + "\n"
     (OUT.parent / "cleanlabel_probe.md").write_text(md)

@@ -150,6 +150,67 @@ def test_tiny_grid_runs_writes_outputs_and_resumes(npz, tmp_path, monkeypatch):
     assert "Scratch" in (out / "table.md").read_text()
 
 
+def test_cells_without_a_dataset_digest_keep_the_ids_grids_had_before():
+    # ids computed by the code before datasets were identified by their digest (commit 0a474d4):
+    # committed runs.jsonl files are keyed by them
+    folder = CellSpec(dataset="../shared/data/gtsrb32.npz", model="wrn16_1", attack="badnet", method="finetune", seed=0,
+                      method_options={"epochs": 30}, teacher_sha256="ab" * 32, teacher_dir="x")
+    trained = CellSpec(dataset="signs", model="small_cnn", attack="sig", method="medic", seed=1)
+    assert (folder.cell_id, folder.teacher_id) == ("badnet-finetune-s0-5743189f14", "badnet-wrn16_1-a3b3a7355a")
+    assert (trained.cell_id, trained.teacher_id) == ("sig-medic-s1-3884fdf790", "sig-small_cnn-s1-f79ec7823b")
+    digested = CellSpec(**{**trained.to_dict(), "dataset_sha256": "cd" * 32})
+    assert digested.cell_id != trained.cell_id and digested.legacy() == trained
+
+
+def test_the_same_dataset_file_under_another_path_is_the_same_grid(npz, tmp_path, monkeypatch):
+    import shutil
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    copy = shutil.copy(npz, elsewhere / "renamed.npz")
+    cells, moved = _grid(npz), _grid(str(copy))
+    assert cells[0].dataset != moved[0].dataset
+    assert [c.cell_id for c in moved] == [c.cell_id for c in cells]
+    assert [c.teacher_id for c in moved] == [c.teacher_id for c in cells]
+    # a different file is different data
+    rng = np.random.default_rng(1)
+    other = tmp_path / "other.npz"
+    np.savez(other, x_train=rng.integers(0, 256, (160, 32, 32, 3), dtype=np.uint8), y_train=np.arange(160) % 4,
+             x_test=rng.integers(0, 256, (48, 32, 32, 3), dtype=np.uint8), y_test=np.arange(48) % 4)
+    assert _grid(str(other))[0].cell_id != cells[0].cell_id
+
+    # runs and teachers stored under the ids of path-keyed grids (made before the digest) are
+    # reused, not recomputed — under the same path, and under another path to the same file
+    out = tmp_path / "run"
+    old = run_grid([c.legacy() for c in cells], out, log=None)
+    assert old.ok and old.computed == 2
+    assert {r["cell_id"] for r in read_runs(out / "runs.jsonl")} == {c.legacy().cell_id for c in cells}
+    calls = {"cell": 0, "teacher": 0}
+    real_cell, real_teacher = ex.run_cell, ex.train_teacher
+
+    def counted_cell(*a):
+        calls["cell"] += 1
+        return real_cell(*a)
+
+    def counted_teacher(*a):
+        calls["teacher"] += 1
+        return real_teacher(*a)
+
+    monkeypatch.setattr(runner, "run_cell", counted_cell)
+    monkeypatch.setattr(runner, "train_teacher", counted_teacher)
+    for same_data in (cells, moved):
+        again = run_grid(same_data, out, log=None)
+        assert calls == {"cell": 0, "teacher": 0} and again.skipped == 2 and len(again.rows) == 2
+    # the same ids of a different file are not taken for it
+    (tmp_path / "elsewhere" / "renamed.npz").write_bytes(other.read_bytes())
+    assert not any(f.cell_id in {c.legacy().cell_id for c in cells}
+                   for f in runner._earlier_forms(_grid(str(copy)), {npz})[_grid(str(copy))[0].cell_id][1:])
+    shutil.copy(npz, elsewhere / "renamed.npz")
+    # one more method: only its cell runs, on the teacher stored under the legacy id
+    more = run_grid(_grid(str(copy), methods=("finetune", "medic", "scratch")), out, log=None)
+    assert calls == {"cell": 1, "teacher": 0} and more.computed == 1 and len(more.rows) == 3
+
+
 def test_an_interrupted_line_is_recomputed_and_failures_are_retried(npz, tmp_path, monkeypatch):
     cells = _grid(npz, methods=("finetune", "scratch"))
     out = tmp_path / "run"

@@ -12,7 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import numbers
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 __all__ = [
@@ -67,7 +68,10 @@ class CellSpec:
     this cell varies; ``variant``: its column label; ``x``/``series``: where it goes in an
     ablation plot. ``device``, ``data_root`` (the folder of a torchvision dataset),
     ``teacher_dir`` (where the folder is: its weights' digest is what counts) and
-    ``trust_arch_code`` do not change the cell's identity.
+    ``trust_arch_code`` do not change the cell's identity. ``dataset_sha256``, the digest of a
+    dataset file (:func:`build_grid` fills it in), identifies the data in place of the path, so
+    the same file named by another path (``../data/x.npz``, ``/abs/data/x.npz``) keeps the ids;
+    without it the path string identifies it (the ids grids had before; see :meth:`legacy`).
     """
 
     dataset: str
@@ -95,6 +99,16 @@ class CellSpec:
     teacher_dir: str | None = None
     teacher_sha256: str | None = None
     trust_arch_code: bool = False
+    dataset_sha256: str | None = None
+
+    def legacy(self) -> "CellSpec":
+        """This cell as grids made before datasets were identified by content: the path string
+        identifies the data. A resumed grid counts a run stored under a legacy id as done
+        (:func:`~medic_viz.experiments.runner.run_grid`)."""
+        return replace(self, dataset_sha256=None)
+
+    def _data_key(self) -> dict:
+        return {"dataset": self.dataset} if self.dataset_sha256 is None else {"dataset_sha256": self.dataset_sha256}
 
     @property
     def attack_seed(self) -> int:
@@ -106,10 +120,10 @@ class CellSpec:
         """Everything the trojaned teacher depends on (a folder's: its weights, and the test
         set its clean accuracy and ASR are measured on)."""
         if self.teacher_dir is not None:
-            return {"dataset": self.dataset, "model": self.model, "teacher_sha256": self.teacher_sha256,
+            return {**self._data_key(), "model": self.model, "teacher_sha256": self.teacher_sha256,
                     "max_test": self.max_test}
         return {
-            "dataset": self.dataset, "model": self.model, "attack": self.attack,
+            **self._data_key(), "model": self.model, "attack": self.attack,
             "attack_options": self.attack_options, "target": self.target, "rate": self.rate,
             "attack_epochs": self.attack_epochs, "seed": self.attack_seed, "max_train": self.max_train,
         }
@@ -128,6 +142,10 @@ class CellSpec:
             d.pop(name)
         if d["teacher_sha256"] is None:  # a grid-trained teacher: the identity it had before folders existed
             d.pop("teacher_sha256")
+        if d["dataset_sha256"] is None:  # the data named by its path: the identity it had before digests
+            d.pop("dataset_sha256")
+        else:
+            d.pop("dataset")
         d["method_options"] = {k: v for k, v in d["method_options"].items() if k != "device"}
         return d
 
@@ -366,6 +384,10 @@ def build_grid(
                   attack_epochs=int(attack_epochs), max_train=max_train, max_test=max_test, device=device,
                   teacher_seed=None if teacher_seed is None else int(teacher_seed),
                   data_root=None if data_root is None else str(data_root))
+    if dataset is not None and Path(dataset).is_file():
+        from medic_viz.experiments.folders import file_sha256
+
+        base["dataset_sha256"] = file_sha256(dataset)
 
     def options_for(method: str, seed: int, extra: Mapping[str, Any] | None = None) -> dict:
         opts = method_options(method, epochs=epochs, seed=seed, device=device)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -154,6 +154,31 @@ def _save_teacher(directory: Path, payload: Mapping[str, Any], key: Mapping[str,
     _write_atomic(directory / "teacher.json", json.dumps(meta, indent=2, default=str))
 
 
+def _earlier_forms(cells: Sequence[CellSpec], paths: set[str]) -> dict[str, list[CellSpec]]:
+    """Per cell id, the cell as stored now (first) and as earlier grids may have stored it: keyed
+    by its dataset's path string (:meth:`CellSpec.legacy`), also under each of ``paths`` (the paths
+    finished rows named the data by) that is a file with the same digest — the same data named
+    another way, e.g. an absolute path where this grid has a relative one."""
+    same: dict[str, str | None] = {}
+
+    def digest(path: str) -> str | None:
+        if path not in same:
+            from medic_viz.experiments.folders import file_sha256
+
+            same[path] = file_sha256(path) if Path(path).is_file() else None
+        return same[path]
+
+    forms: dict[str, list[CellSpec]] = {}
+    for c in cells:
+        found = [c]
+        if c.dataset_sha256 is not None:
+            found.append(c.legacy())
+            found += [replace(c, dataset=p, dataset_sha256=None) for p in sorted(paths)
+                      if p != c.dataset and digest(p) == c.dataset_sha256]
+        forms[c.cell_id] = found
+    return forms
+
+
 def _load_teacher(directory: Path, trust_arch_code: bool = False) -> dict:
     from medic_viz.importer import load_model_folder
 
@@ -203,8 +228,10 @@ def run_grid(
     errors_path = out / "errors.jsonl"
     _write_atomic(out / "grid.json", json.dumps([c.to_dict() for c in cells], indent=1, default=str))
 
-    done = {r["cell_id"] for r in read_runs(runs_path)}
-    todo = [c for c in cells if c.cell_id not in done]
+    earlier_rows = read_runs(runs_path)
+    done = {r["cell_id"] for r in earlier_rows}
+    forms = _earlier_forms(cells, {str(r["dataset"]) for r in earlier_rows if r.get("dataset")})
+    todo = [c for c in cells if not any(f.cell_id in done for f in forms[c.cell_id])]
     skipped = len(cells) - len(todo)
     if skipped:
         say(f"resume: {skipped} of {len(cells)} cells already in {runs_path}")
@@ -212,9 +239,17 @@ def run_grid(
     gpu = any(c.device != "cpu" for c in cells)
 
     # phase 1: teachers
+    def teacher_folder(c: CellSpec) -> Path:
+        """Where the cell's measured teacher is (or goes): under its id, or under its legacy id
+        if an earlier grid stored it there."""
+        for f in forms[c.cell_id]:
+            if (teachers_dir / f.teacher_id / "teacher.json").exists():
+                return teachers_dir / f.teacher_id
+        return teachers_dir / c.teacher_id
+
     needed: dict[str, CellSpec] = {}
     for c in todo:
-        if not (teachers_dir / c.teacher_id / "teacher.json").exists():
+        if not (teacher_folder(c) / "teacher.json").exists():
             needed.setdefault(c.teacher_id, c)
     given = sum(1 for c in needed.values() if c.teacher_dir is not None)
     if len(needed) > given:
@@ -257,11 +292,12 @@ def run_grid(
         payloads: dict[str, dict] = {}
         tasks: list[Task] = []
         for c in todo:
-            if not (teachers_dir / c.teacher_id / "teacher.json").exists():
+            folder = teacher_folder(c)
+            if not (folder / "teacher.json").exists():
                 cell_failed(c.cell_id, RuntimeError(f"its teacher {c.teacher_id} could not be trained"), "")
                 continue
             if c.teacher_id not in payloads:
-                payloads[c.teacher_id] = _load_teacher(teachers_dir / c.teacher_id, c.trust_arch_code)
+                payloads[c.teacher_id] = _load_teacher(folder, c.trust_arch_code)
             tasks.append((c.cell_id, run_cell, (c.to_dict(), payloads[c.teacher_id])))
         return tasks
 
@@ -269,7 +305,10 @@ def run_grid(
         with Executor(executor, workers, address, gpu) as pool:
             pool.run([(tid, train_teacher, (c.to_dict(),)) for tid, c in needed.items()], teacher_done, teacher_failed)
             pool.run(cell_tasks(), cell_done, cell_failed)
-    order = {c.cell_id: i for i, c in enumerate(cells)}
+    order: dict[str, int] = {}
+    for i, c in enumerate(cells):
+        for f in forms[c.cell_id]:
+            order.setdefault(f.cell_id, i)
     rows = sorted((r for r in read_runs(runs_path) if r["cell_id"] in order), key=lambda r: order[r["cell_id"]])
     paths = report(rows, out) if (report is not None and rows) else {}
     say(f"{len(rows_new)} cell(s) computed, {skipped} reused, {len(errors)} failed "
