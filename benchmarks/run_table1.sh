@@ -16,7 +16,7 @@
 #             set (12,630) for clean accuracy, every non-target test image for the ASR
 #   teachers  WRN-16-1, 30 epochs (Adam 2e-3, cosine), target class 1, one per attack (seed 0),
 #             trained and cached by bench_medic_default.py in benchmarks/results/gtsrb_teachers/
-#             (~50-80 min each on one core; Clean-Label first trains a clean surrogate)
+#             (~50-80 min each on one core; Clean-Label first trains its surrogate, a WRN-16-1 adversarially trained at ε 4/255, 21 min, cached)
 #   defences  each method's paper epochs (docs/baselines.md): Fine-tuning 30, Fine-pruning 30,
 #             NAD 10 + 20, MCR 30 + 100, ANP 2000 iterations, KD / Scratch / MEDIC 60; MEDIC with
 #             the library's defaults (per-layer τ calibrated to a 1 % share, λ = 3, layers "auto")
