@@ -106,6 +106,24 @@ def test_epoch_budget_maps_onto_each_method():
 # ------------------------------------------------------------------------------- run and resume
 
 
+def _count_computations(monkeypatch) -> dict:
+    """Patch the runner to count the cells it computes and the teachers it trains."""
+    calls = {"cell": 0, "teacher": 0}
+    real_cell, real_teacher = ex.run_cell, ex.train_teacher
+
+    def counted_cell(*a):
+        calls["cell"] += 1
+        return real_cell(*a)
+
+    def counted_teacher(*a):
+        calls["teacher"] += 1
+        return real_teacher(*a)
+
+    monkeypatch.setattr(runner, "run_cell", counted_cell)
+    monkeypatch.setattr(runner, "train_teacher", counted_teacher)
+    return calls
+
+
 def test_tiny_grid_runs_writes_outputs_and_resumes(npz, tmp_path, monkeypatch):
     cells = _grid(npz)
     out = tmp_path / "run"
@@ -129,19 +147,7 @@ def test_tiny_grid_runs_writes_outputs_and_resumes(npz, tmp_path, monkeypatch):
     assert "plotly" in (out / "comparison.html").read_text()[:5000].lower()
     assert (out / "teachers" / cells[0].teacher_id / "model.safetensors").exists()
 
-    calls = {"cell": 0, "teacher": 0}
-    real_cell, real_teacher = ex.run_cell, ex.train_teacher
-
-    def counted_cell(*a):
-        calls["cell"] += 1
-        return real_cell(*a)
-
-    def counted_teacher(*a):
-        calls["teacher"] += 1
-        return real_teacher(*a)
-
-    monkeypatch.setattr(runner, "run_cell", counted_cell)
-    monkeypatch.setattr(runner, "train_teacher", counted_teacher)
+    calls = _count_computations(monkeypatch)
     second = run_grid(cells, out, log=None)
     assert calls == {"cell": 0, "teacher": 0} and second.skipped == 2 and len(second.rows) == 2
     # a grid with one more method computes only the new cell, reusing the cached teacher
@@ -185,19 +191,7 @@ def test_the_same_dataset_file_under_another_path_is_the_same_grid(npz, tmp_path
     old = run_grid([c.legacy() for c in cells], out, log=None)
     assert old.ok and old.computed == 2
     assert {r["cell_id"] for r in read_runs(out / "runs.jsonl")} == {c.legacy().cell_id for c in cells}
-    calls = {"cell": 0, "teacher": 0}
-    real_cell, real_teacher = ex.run_cell, ex.train_teacher
-
-    def counted_cell(*a):
-        calls["cell"] += 1
-        return real_cell(*a)
-
-    def counted_teacher(*a):
-        calls["teacher"] += 1
-        return real_teacher(*a)
-
-    monkeypatch.setattr(runner, "run_cell", counted_cell)
-    monkeypatch.setattr(runner, "train_teacher", counted_teacher)
+    calls = _count_computations(monkeypatch)
     for same_data in (cells, moved):
         again = run_grid(same_data, out, log=None)
         assert calls == {"cell": 0, "teacher": 0} and again.skipped == 2 and len(again.rows) == 2
