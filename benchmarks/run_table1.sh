@@ -24,7 +24,7 @@
 # Resumable: finished cells are skipped (runs.jsonl in $OUT). WORKERS=N runs N cells at once
 # (threads split between them); EXECUTOR=ray ADDRESS=host:port spreads them on a Ray cluster.
 #
-# `medic-viz compare ...` takes exactly the same arguments as `python -m medic_viz.cli_compare compare ...` below.
+# `medic-viz compare ...` takes exactly the same arguments as `python -m medic_viz.cli compare ...` below.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,6 +34,8 @@ OUT=${OUT:-runs/table1_gtsrb}
 DEVICE=${DEVICE:-auto}
 WORKERS=${WORKERS:-1}
 EXECUTOR=${EXECUTOR:-local}
+# one invocation for every budget below (tests/test_benchmark_scripts.py runs it)
+COMPARE=("$PY" -m medic_viz.cli compare)
 ADDRESS_ARGS=()
 if [[ -n "${ADDRESS:-}" ]]; then ADDRESS_ARGS=(--address "$ADDRESS"); fi
 
@@ -44,7 +46,7 @@ fi
 
 if [[ "${QUICK:-0}" == "1" ]]; then
   # Same pipeline, tiny budget: 2,000 training images, 2 epochs everywhere, 1 seed.
-  exec "$PY" -m medic_viz.cli_compare compare --dataset "$DATA" --model small_cnn \
+  exec "${COMPARE[@]}" --dataset "$DATA" --model small_cnn \
     --attacks badnet,filter --methods finetune,anp,medic --seeds 1 --target 2 \
     --max-train 2000 --max-test 2000 --epochs 2 --attack-epochs 2 \
     --device "$DEVICE" --executor "$EXECUTOR" "${ADDRESS_ARGS[@]}" --workers "$WORKERS" --out "${OUT}_quick"
@@ -55,7 +57,7 @@ if [[ "${BUDGET:-paper}" == "cpu" ]]; then
   # 15,000 training images (seeded subset), one teacher per attack (seed 0, 20 epochs) shared
   # by the 3 seeds, every defence 20 epochs on 5% of those 15,000 (750 images), metrics on
   # 3,000 test images.
-  exec "$PY" -m medic_viz.cli_compare compare --dataset "$DATA" --model small_cnn \
+  exec "${COMPARE[@]}" --dataset "$DATA" --model small_cnn \
     --attacks cleanlabel,sig,badnet,composite,reflection,polygon,filter \
     --methods finetune,fineprune,nad,mcr,anp,kd,scratch,medic \
     --seeds 3 --teacher-seed 0 --target 2 --fraction 0.05 --max-train 15000 --max-test 3000 --attack-epochs 20 --epochs 20 \
@@ -71,6 +73,6 @@ TEACHER_ARGS=()
 for a in badnet sig polygon wanet cleanlabel composite reflection filter; do
   TEACHER_ARGS+=(--teacher "$TEACHERS/${a}_wrn16_1_e30_s0")
 done
-exec "$PY" -m medic_viz.cli_compare compare --dataset "$DATA" "${TEACHER_ARGS[@]}" \
+exec "${COMPARE[@]}" --dataset "$DATA" "${TEACHER_ARGS[@]}" \
   --methods finetune,fineprune,nad,mcr,anp,kd,scratch,medic --seeds 2 --fraction 0.05 \
   --device "$DEVICE" --executor "$EXECUTOR" "${ADDRESS_ARGS[@]}" --workers "$WORKERS" --out "$OUT"
