@@ -50,16 +50,30 @@ def test_results_md_block_matches_the_committed_runs():
 
 
 def test_aligned_tau_on_the_committed_badnet_sweep_by_hand():
-    """The BadNet sweep: trojaned model 99.49 % on 390 hold-out images; one standard error is
-    sqrt(0.9949 * 0.0051 / 390) = 0.36 points, so with a zero target τ = 2 (0.26 points below)
-    qualifies and τ = 3 (0.77 below) does not; with a 2-point target τ = 5 (1.79 below) does."""
+    """The BadNet sweep: trojaned model 99.49 % (388 of 390 hold-out images); one standard error
+    (plus four: p = 390 / 394) is sqrt(0.98985 * 0.01015 / 394) = 0.51 points, so with a zero
+    target τ = 2 (0.26 points below) qualifies and τ = 3 (0.77 below) does not; with a 2-point
+    target τ = 5 (1.79 below) does and τ = 8 (2.56 below) does not."""
     from table1_aligned_tau import aligned_tau
     sweep = {"reference_acc": 388 / 390, "n_holdout": 390,
              "rows": [{"tau": t, "clean_acc": k / 390} for t, k in ((0, 388), (1, 386), (2, 387), (3, 385), (5, 381), (8, 378))]}
     tau, allowed = aligned_tau(sweep, 0.0)
-    assert tau == 2.0 and allowed == pytest.approx(0.00361, abs=1e-5)
+    assert tau == 2.0 and allowed == pytest.approx(0.00505, abs=1e-5)
     assert aligned_tau(sweep, 0.02)[0] == 5.0
-    assert aligned_tau(dict(sweep, reference_acc=1.0), 0.0)[0] == 0.0  # no margin at 100 % and no clone there: the smallest τ
+
+
+def test_aligned_tau_on_the_committed_polygon_sweep_by_hand():
+    """The Polygon sweep: the trojaned model gets all 390 hold-out images right and every clone
+    misses at least one. Before, the margin was the plain binomial error, 0 at 100 %, so no τ
+    qualified and the rule fell back to τ = 0 (plain cloning). With plus four (p = 392 / 394) the
+    margin is sqrt(0.99492 * 0.00508 / 394) = 0.36 points: τ = 2 (389 of 390, 0.26 below)
+    qualifies, τ = 3 (387, 0.77 below) does not."""
+    from table1_aligned_tau import aligned_tau
+    sweep = {"reference_acc": 1.0, "n_holdout": 390,
+             "rows": [{"tau": t, "clean_acc": k / 390} for t, k in ((0, 389), (1, 389), (2, 389), (3, 387), (5, 385), (8, 382), (12, 383))]}
+    tau, allowed = aligned_tau(sweep, 0.0)
+    assert allowed == pytest.approx(0.00358, abs=1e-5)
+    assert tau == 2.0
 
 
 def test_aligned_script_sweeps_once_then_reuses_the_cache(tmp_path, monkeypatch, capsys):

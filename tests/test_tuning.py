@@ -68,8 +68,11 @@ def test_choose_tau_by_hand():
 
 
 def test_holdout_stderr_by_hand():
-    assert tuning.holdout_stderr(0.9, 100) == pytest.approx(0.03)  # sqrt(0.9 * 0.1 / 100)
-    assert tuning.holdout_stderr(1.0, 50) == 0.0
+    # plus four: p = (90 + 2) / 104 = 0.884615, sqrt(p * (1 - p) / 104) = 0.031329
+    assert tuning.holdout_stderr(0.9, 100) == pytest.approx(0.031329, abs=1e-6)
+    # all 50 right: p = 52 / 54, sqrt(p * (1 - p) / 54) = 0.025700 — not zero (the plain rule's 0 was the bug)
+    assert tuning.holdout_stderr(1.0, 50) == pytest.approx(0.025700, abs=1e-6)
+    assert tuning.holdout_stderr(0.0, 50) == pytest.approx(tuning.holdout_stderr(1.0, 50))
     with pytest.raises(ValueError, match="positive"):
         tuning.holdout_stderr(0.9, 0)
     with pytest.raises(ValueError, match="fraction"):

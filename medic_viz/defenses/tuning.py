@@ -93,13 +93,19 @@ class TauSelection:
 
 
 def holdout_stderr(accuracy: float, n: int) -> float:
-    """Binomial standard error (a fraction) of an accuracy measured on ``n`` hold-out images:
-    ``sqrt(accuracy * (1 - accuracy) / n)``; one image more or less moves the accuracy by 1/n."""
+    """Standard error (a fraction) of an accuracy measured on ``n`` hold-out images, by the
+    Agresti–Coull "plus four" rule: with ``p = (accuracy * n + 2) / (n + 4)``, ``sqrt(p * (1 - p) / (n + 4))``.
+
+    Unlike the plain binomial ``sqrt(a * (1 - a) / n)`` it is not zero at 100 % (or 0 %): a model
+    that got all 390 hold-out images right is not known to be exactly right, and a zero margin
+    would reject any clone that misses one image. Elsewhere it is a little wider than the plain
+    rule (90 of 100: 3.13 against 3.00 points; 388 of 390: 0.51 against 0.36)."""
     if n < 1:
         raise ValueError(f"n must be a positive image count, got {n}")
     if not (0.0 <= accuracy <= 1.0):
         raise ValueError(f"accuracy must be a fraction in [0, 1], got {accuracy}")
-    return (accuracy * (1.0 - accuracy) / n) ** 0.5
+    adjusted = (accuracy * n + 2.0) / (n + 4.0)
+    return (adjusted * (1.0 - adjusted) / (n + 4.0)) ** 0.5
 
 
 def choose_tau(rows: Sequence[dict], reference_acc: float, budget: float) -> float:
