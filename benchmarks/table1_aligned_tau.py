@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from dataclasses import replace
@@ -65,8 +66,12 @@ def aligned_tau(sweep: dict, target_drop: float) -> tuple[float, float]:
     return choose_tau(sweep["rows"], sweep["reference_acc"], allowed), allowed
 
 
-def _save(selections: dict) -> None:
-    tmp = SELECTION.with_suffix(".tmp")
+def _save(attack: str, entry: dict) -> None:
+    """Write one attack's sweep into ``SELECTION``, re-reading the file first so that entries
+    another run of this script saved meanwhile (say, on the other core) are kept."""
+    selections = json.loads(SELECTION.read_text()) if SELECTION.is_file() else {}
+    selections[attack] = entry
+    tmp = SELECTION.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(selections, indent=1) + "\n")
     tmp.replace(SELECTION)
 
@@ -88,9 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     from medic_viz.io import load_model
 
     grid, _ = load_rows()
-    selections = json.loads(SELECTION.read_text()) if SELECTION.is_file() else {}
     splits = None
     for attack in args.attacks:
+        selections = json.loads(SELECTION.read_text()) if SELECTION.is_file() else {}  # another run may have added one
         target = alignment_budget(grid, attack)
         if target is None:
             print(f"{attack}: the five baselines have not all run on both seeds yet; skipped")
@@ -109,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         sweep = selections[attack]
         tau, allowed = aligned_tau(sweep, target)
         sweep.update(target_drop=target, allowed_holdout_drop=allowed, tau=tau)
-        _save(selections)
+        _save(attack, sweep)
         print(f"{attack}: τ = {tau:g} (baselines' mean test drop {100 * target:.2f} points; hold-out drop allowed "
               f"{100 * allowed:.2f} points from the trojaned model's {100 * sweep['reference_acc']:.2f} %)", flush=True)
         if args.select_only:

@@ -90,6 +90,8 @@ def test_aligned_script_sweeps_once_then_reuses_the_cache(tmp_path, monkeypatch,
 
     def fake_select(teacher, clean, *, candidates, budget, **kw):
         calls.append(budget)
+        # another run of the script (the other core) saves its attack meanwhile: it must survive
+        (tmp_path / "aligned_selection.json").write_text(json.dumps({"polygon": {"tau": 2.0}}))
         rows = [{"tau": 0.0, "clean_acc": 0.99, "n_clean": 400, "seconds": 1.0},
                 {"tau": 3.0, "clean_acc": 0.976, "n_clean": 400, "seconds": 1.0},
                 {"tau": 8.0, "clean_acc": 0.95, "n_clean": 400, "seconds": 1.0}]
@@ -99,9 +101,11 @@ def test_aligned_script_sweeps_once_then_reuses_the_cache(tmp_path, monkeypatch,
     assert al.main(["--attacks", "badnet", "sig", "--select-only"]) == 0
     out = capsys.readouterr().out
     assert "sig: the five baselines have not all run" in out
-    assert "badnet: τ = 3" in out  # target 1 point + sqrt(.99 * .01 / 400) = 0.497 → 1.497 ≥ 1.4
+    # target 1 point + plus-four error (p = 398 / 404: 0.60 points) = 1.60 ≥ 1.4 (τ = 3), < 4 (τ = 8)
+    assert "badnet: τ = 3" in out
     assert calls == [0.0]
     saved = json.loads((tmp_path / "aligned_selection.json").read_text())
     assert saved["badnet"]["tau"] == 3.0 and saved["badnet"]["target_drop"] == pytest.approx(0.01)
+    assert saved["polygon"] == {"tau": 2.0}
     assert al.main(["--attacks", "badnet", "--select-only"]) == 0  # the sweep comes from the cache
     assert calls == [0.0]
