@@ -17,7 +17,9 @@ seeds) are in the grid's ``runs.jsonl``:
    (:func:`holdout_stderr`, plus four: 0.51 points on 388 of 390 images, 0.36 on 390 of 390)
    keeps a zero target from meaning "no image may differ": on BadNet the baselines *gain*
    accuracy, and a zero budget picked τ = 0, plain cloning, on a one-image difference (the first
-   rule, see RESULTS.md); the plain binomial error did the same on Polygon, where it is 0 at 100 %;
+   rule, see RESULTS.md); the plain binomial error did the same on Polygon, where it is 0 at 100 %.
+   If no τ is within, the most accurate one (on WaNet every clone is 2+ images below a trojaned
+   model at 390 of 390; τ = 3 is nearest — the old fallback, the smallest τ, was plain cloning);
 4. MEDIC with that τ runs the grid's cells for seeds 0 and 1 (60 epochs, the same cells as the
    MEDIC column except τ), as variant "MEDIC, τ aligned".
 

@@ -62,7 +62,17 @@ def test_choose_tau_by_hand():
     assert tuning.choose_tau(rows, 0.995, 0.0) == 0.0
     assert tuning.choose_tau(rows, 0.995, 0.003) == 2.0  # 0.995 - 0.992 = 0.003, exactly on the budget
     assert tuning.choose_tau(rows, 0.995, 0.02) == 5.0
-    assert tuning.choose_tau(rows, 1.0, 0.0) == 0.0  # none within: the smallest τ
+    assert tuning.choose_tau(rows, 1.0, 0.0) == 0.0  # none within: the most accurate τ (here 0)
+    # none within and τ = 0 not the most accurate (the WaNet sweep: 386, 386, 387, 388, 386 of 390
+    # against the trojaned model's 390): the nearest, τ = 3 — not plain cloning
+    wanet = [{"tau": t, "clean_acc": k / 390} for t, k in ((0, 386), (1, 386), (2, 387), (3, 388), (5, 386), (8, 380))]
+    assert tuning.choose_tau(wanet, 1.0, 0.0036) == 3.0
+    # what it prints says which rule chose
+    rows390 = [dict(r, n_clean=390) for r in wanet]
+    assert "no τ within the 0.4-point budget: the most accurate" in str(tuning.TauSelection(3.0, 0.0036, 1.0, rows390))
+    assert "largest τ with hold-out accuracy drop ≤ 1.0 points" in str(tuning.TauSelection(3.0, 0.01, 1.0, rows390))
+    # a tie for the most accurate: the larger τ
+    assert tuning.choose_tau([{"tau": 0.0, "clean_acc": 0.9}, {"tau": 2.0, "clean_acc": 0.9}, {"tau": 5.0, "clean_acc": 0.8}], 1.0, 0.0) == 2.0
     with pytest.raises(ValueError, match="no sweep rows"):
         tuning.choose_tau([], 0.9, 0.01)
 

@@ -84,8 +84,12 @@ class TauSelection:
     rows: list[dict] = field(default_factory=list)
 
     def __str__(self) -> str:
-        lines = [f"τ chosen from clean data: {self.tau:g} (largest τ with hold-out accuracy drop ≤ {100 * self.budget:.1f} "
-                 f"points; trojaned model's hold-out accuracy {100 * self.reference_acc:.1f}%)"]
+        chosen = [r for r in self.rows if r["tau"] == self.tau]
+        within = not chosen or self.reference_acc - chosen[0]["clean_acc"] <= self.budget + 1e-12
+        rule = (f"largest τ with hold-out accuracy drop ≤ {100 * self.budget:.1f} points" if within else
+                f"no τ within the {100 * self.budget:.1f}-point budget: the most accurate")
+        lines = [f"τ chosen from clean data: {self.tau:g} ({rule}; trojaned model's hold-out accuracy "
+                 f"{100 * self.reference_acc:.1f}%)"]
         for r in self.rows:
             lines.append(f"  τ={r['tau']:<5g} hold-out acc {100 * r['clean_acc']:.1f}% (n={r['n_clean']})"
                          f"{'  <- chosen' if r['tau'] == self.tau else ''}")
@@ -110,11 +114,16 @@ def holdout_stderr(accuracy: float, n: int) -> float:
 
 def choose_tau(rows: Sequence[dict], reference_acc: float, budget: float) -> float:
     """The largest ``rows[i]["tau"]`` whose ``clean_acc`` is at most ``budget`` below
-    ``reference_acc`` (fractions); the smallest τ if none is. ``rows`` as :func:`sweep_tau` returns."""
+    ``reference_acc`` (fractions). If none is, the τ whose ``clean_acc`` is highest (the nearest
+    to the budget; the largest such τ on a tie) — not simply the smallest τ, whose clone is not
+    always the most accurate. ``rows`` as :func:`sweep_tau` returns."""
     if not rows:
         raise ValueError("no sweep rows to choose τ from")
     ok = [float(r["tau"]) for r in rows if reference_acc - r["clean_acc"] <= budget + 1e-12]
-    return max(ok) if ok else min(float(r["tau"]) for r in rows)
+    if ok:
+        return max(ok)
+    best = max(r["clean_acc"] for r in rows)
+    return max(float(r["tau"]) for r in rows if r["clean_acc"] >= best - 1e-12)
 
 
 def select_tau(
