@@ -140,7 +140,8 @@ def write_figures(rows: list[dict], docs: Path) -> list[str]:
     written = []
     figs = {"comparison": comparison_figure(rows, title="GTSRB, WRN-16-1: after each defence<br>"
                                                         "<sup>mean ± sample std over 2 seeds; grey: the trojaned model</sup>")}
-    medic = [r for r in rows if r["method"] == "medic" and r.get("curve")]
+    # the defaults' runs only: the aligned row's MEDIC runs (other τ) have curves and seeds 0/1 too
+    medic = [r for r in rows if r["method"] == "medic" and r.get("variant") != ALIGNED and r.get("curve")]
     if medic:
         figs["medic_curves"] = grid_curves_figure(
             medic, facet="attack", series="seed",

@@ -109,3 +109,25 @@ def test_aligned_script_sweeps_once_then_reuses_the_cache(tmp_path, monkeypatch,
     assert saved["polygon"] == {"tau": 2.0}
     assert al.main(["--attacks", "badnet", "--select-only"]) == 0  # the sweep comes from the cache
     assert calls == [0.0]
+
+
+def test_medic_curves_figure_shows_the_defaults_runs_only(tmp_path, monkeypatch):
+    """The aligned row's MEDIC runs have curves and seeds 0/1 too; drawn into the "MEDIC
+    (defaults)" panels they were indistinguishable from the default's runs (before the fix)."""
+    import medic_viz.viz as viz
+    drawn = []
+
+    class Fig:
+        def write_html(self, path, **kw):
+            pass
+
+        def write_image(self, path, **kw):
+            pass
+
+    monkeypatch.setattr(viz, "grid_curves_figure", lambda rows, **kw: drawn.extend(rows) or Fig())
+    monkeypatch.setattr("medic_viz.experiments.report.comparison_figure", lambda rows, **kw: Fig())
+    curve = [{"epoch": 1, "clean_acc": 0.9, "asr": 0.1}]
+    default = dict(_row("polygon", "medic", 0), variant="MEDIC", curve=curve)
+    aligned = dict(_row("polygon", "medic", 0), variant=rep.ALIGNED, curve=curve)
+    rep.write_figures([default, aligned], tmp_path)
+    assert drawn == [default]
