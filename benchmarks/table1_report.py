@@ -158,7 +158,27 @@ def write_figures(rows: list[dict], docs: Path) -> list[str]:
     return written
 
 
-def block(grid: list[dict], aligned: list[dict], *, figures: bool = True) -> str:
+def aligned_choice_table(selections: dict) -> str:
+    """The aligned row's τ choices (``aligned_selection.json``): hold-out accuracy per τ, the margin, the choice."""
+    chosen = [a for a in ATTACKS if "tau" in selections.get(a, {})]
+    if not chosen:
+        return ""
+    taus = [float(t) for t in selections[chosen[0]]["candidates"]]
+    lines = ["| attack | baselines' mean test drop | allowed hold-out drop | trojaned model | "
+             + " | ".join(f"τ = {t:g}" for t in taus) + " | τ chosen |",
+             "|---|---|---|---|" + "---|" * len(taus) + "---|"]
+    for a in chosen:
+        sel = selections[a]
+        acc = {float(r["tau"]): r["clean_acc"] for r in sel["rows"]}
+        cells = [f"**{100 * acc[t]:.2f}**" if t == sel["tau"] else f"{100 * acc[t]:.2f}" for t in taus]
+        within = sel["reference_acc"] - acc[sel["tau"]] <= sel["allowed_holdout_drop"] + 1e-12
+        lines.append(f"| {a} | {100 * sel['target_drop']:.2f} | {100 * sel['allowed_holdout_drop']:.2f} | "
+                     f"{100 * sel['reference_acc']:.2f} | " + " | ".join(cells)
+                     + f" | {sel['tau']:g}{'' if within else ' (none within: the most accurate)'} |")
+    return "\n".join(lines)
+
+
+def block(grid: list[dict], aligned: list[dict], *, figures: bool = True, selections: dict | None = None) -> str:
     whole, status = status_line(grid, aligned)
     full = complete_attacks(grid)
     in_table = [r for r in grid + aligned if r["attack"] in full]
@@ -169,6 +189,11 @@ def block(grid: list[dict], aligned: list[dict], *, figures: bool = True) -> str
                   "same definition: mean over attacks of original − after, in points):", "", paper_comparison(_sorted(in_table)), ""]
     else:
         parts += ["No attack has all its cells yet: no table.", ""]
+    choices = aligned_choice_table(selections or {})
+    if choices:
+        parts += ["**The aligned row's τ** (clean data only: hold-out accuracy, %, of each 20-epoch clone on "
+                  "390 clean images of seed 0's subset that it did not train on; allowed drop = the baselines' "
+                  "mean test drop + one standard error; `aligned_selection.json`):", "", choices, ""]
     if grid:
         parts += ["**Cost** (every finished run, including attacks not yet in the table):", "", cost_table(grid + aligned), ""]
         if figures:
@@ -184,7 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-figures", action="store_true")
     args = p.parse_args(argv)
     grid, aligned = load_rows()
-    text = block(grid, aligned, figures=not (args.no_figures or args.check))
+    selection = OUT / "aligned_selection.json"
+    selections = json.loads(selection.read_text()) if selection.is_file() else {}
+    text = block(grid, aligned, figures=not (args.no_figures or args.check), selections=selections)
     md = RESULTS_MD.read_text()
     if BEGIN not in md or END not in md:
         raise SystemExit(f"RESULTS.md has no {BEGIN!r} … {END!r} block: add the two markers where the table goes")

@@ -131,3 +131,17 @@ def test_medic_curves_figure_shows_the_defaults_runs_only(tmp_path, monkeypatch)
     aligned = dict(_row("polygon", "medic", 0), variant=rep.ALIGNED, curve=curve)
     rep.write_figures([default, aligned], tmp_path)
     assert drawn == [default]
+
+
+def test_aligned_choice_table_by_hand():
+    rows = [{"tau": t, "clean_acc": k / 390} for t, k in ((0, 386), (3, 388), (8, 380))]
+    sel = {"wanet": {"candidates": [0, 3, 8], "rows": rows, "reference_acc": 1.0, "target_drop": 0.0,
+                     "allowed_holdout_drop": 0.00358, "tau": 3.0},
+           "badnet": {"candidates": [0, 3, 8], "rows": rows, "reference_acc": 388 / 390, "target_drop": 0.0,
+                      "allowed_holdout_drop": 0.00505, "tau": 3.0}}
+    text = rep.aligned_choice_table(sel)
+    lines = text.splitlines()
+    assert lines[0].endswith("| τ = 0 | τ = 3 | τ = 8 | τ chosen |")
+    assert lines[2] == "| badnet | 0.00 | 0.51 | 99.49 | 98.97 | **99.49** | 97.44 | 3 |"  # attacks in the paper's order
+    assert lines[3] == "| wanet | 0.00 | 0.36 | 100.00 | 98.97 | **99.49** | 97.44 | 3 (none within: the most accurate) |"
+    assert rep.aligned_choice_table({}) == "" and rep.aligned_choice_table({"sig": {"rows": []}}) == ""
