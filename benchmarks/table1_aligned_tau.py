@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from table1_report import ALIGNED, ATTACKS, OUT, SEEDS, load_rows  # noqa: E402
+from table1_report import ALIGNED, ATTACKS, OUT, SEEDS, load_rows, load_selections  # noqa: E402
 
 from medic_viz.defenses.tuning import choose_tau, holdout_stderr  # noqa: E402
 
@@ -71,7 +71,7 @@ def aligned_tau(sweep: dict, target_drop: float) -> tuple[float, float]:
 def _save(attack: str, entry: dict) -> None:
     """Write one attack's sweep into ``SELECTION``, re-reading the file first so that entries
     another run of this script saved meanwhile (say, on the other core) are kept."""
-    selections = json.loads(SELECTION.read_text()) if SELECTION.is_file() else {}
+    selections = load_selections(SELECTION)
     selections[attack] = entry
     tmp = SELECTION.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(selections, indent=1) + "\n")
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     grid, _ = load_rows()
     splits = None
     for attack in args.attacks:
-        selections = json.loads(SELECTION.read_text()) if SELECTION.is_file() else {}  # another run may have added one
+        selections = load_selections(SELECTION)  # another run may have added one
         target = alignment_budget(grid, attack)
         if target is None:
             print(f"{attack}: the five baselines have not all run on both seeds yet; skipped")

@@ -158,8 +158,15 @@ def write_figures(rows: list[dict], docs: Path) -> list[str]:
     return written
 
 
+def load_selections(path: Path) -> dict:
+    """The aligned row's cached sweeps and choices (``aligned_selection.json``), ``{}`` if none yet."""
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def aligned_choice_table(selections: dict) -> str:
     """The aligned row's τ choices (``aligned_selection.json``): hold-out accuracy per τ, the margin, the choice."""
+    from medic_viz.defenses.tuning import within_budget
+
     chosen = [a for a in ATTACKS if "tau" in selections.get(a, {})]
     if not chosen:
         return ""
@@ -171,7 +178,7 @@ def aligned_choice_table(selections: dict) -> str:
         sel = selections[a]
         acc = {float(r["tau"]): r["clean_acc"] for r in sel["rows"]}
         cells = [f"**{100 * acc[t]:.2f}**" if t == sel["tau"] else f"{100 * acc[t]:.2f}" for t in taus]
-        within = sel["reference_acc"] - acc[sel["tau"]] <= sel["allowed_holdout_drop"] + 1e-12
+        within = within_budget(acc[sel["tau"]], sel["reference_acc"], sel["allowed_holdout_drop"])
         lines.append(f"| {a} | {100 * sel['target_drop']:.2f} | {100 * sel['allowed_holdout_drop']:.2f} | "
                      f"{100 * sel['reference_acc']:.2f} | " + " | ".join(cells)
                      + f" | {sel['tau']:g}{'' if within else ' (none within: the most accurate)'} |")
@@ -209,9 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-figures", action="store_true")
     args = p.parse_args(argv)
     grid, aligned = load_rows()
-    selection = OUT / "aligned_selection.json"
-    selections = json.loads(selection.read_text()) if selection.is_file() else {}
-    text = block(grid, aligned, figures=not (args.no_figures or args.check), selections=selections)
+    text = block(grid, aligned, figures=not (args.no_figures or args.check),
+                 selections=load_selections(OUT / "aligned_selection.json"))
     md = RESULTS_MD.read_text()
     if BEGIN not in md or END not in md:
         raise SystemExit(f"RESULTS.md has no {BEGIN!r} … {END!r} block: add the two markers where the table goes")

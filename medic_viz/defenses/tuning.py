@@ -22,7 +22,7 @@ from medic_viz.importance import validate_tau
 from medic_viz.metrics import Evaluator
 from medic_viz.training import Callback
 
-__all__ = ["TauSelection", "split_holdout", "sweep_tau", "choose_tau", "holdout_stderr", "select_tau",
+__all__ = ["TauSelection", "split_holdout", "sweep_tau", "choose_tau", "within_budget", "holdout_stderr", "select_tau",
            "DEFAULT_TAU_CANDIDATES"]
 
 DEFAULT_TAU_CANDIDATES: tuple[float, ...] = (0.0, 1.0, 2.0, 3.0, 5.0, 8.0, 12.0)
@@ -85,7 +85,7 @@ class TauSelection:
 
     def __str__(self) -> str:
         chosen = [r for r in self.rows if r["tau"] == self.tau]
-        within = not chosen or self.reference_acc - chosen[0]["clean_acc"] <= self.budget + 1e-12
+        within = not chosen or within_budget(chosen[0]["clean_acc"], self.reference_acc, self.budget)
         rule = (f"largest τ with hold-out accuracy drop ≤ {100 * self.budget:.1f} points" if within else
                 f"no τ within the {100 * self.budget:.1f}-point budget: the most accurate")
         lines = [f"τ chosen from clean data: {self.tau:g} ({rule}; trojaned model's hold-out accuracy "
@@ -112,6 +112,11 @@ def holdout_stderr(accuracy: float, n: int) -> float:
     return (adjusted * (1.0 - adjusted) / (n + 4.0)) ** 0.5
 
 
+def within_budget(clean_acc: float, reference_acc: float, budget: float) -> bool:
+    """Whether ``clean_acc`` is at most ``budget`` below ``reference_acc`` (fractions; equality counts)."""
+    return reference_acc - clean_acc <= budget + 1e-12
+
+
 def choose_tau(rows: Sequence[dict], reference_acc: float, budget: float) -> float:
     """The largest ``rows[i]["tau"]`` whose ``clean_acc`` is at most ``budget`` below
     ``reference_acc`` (fractions). If none is, the τ whose ``clean_acc`` is highest (the nearest
@@ -119,7 +124,7 @@ def choose_tau(rows: Sequence[dict], reference_acc: float, budget: float) -> flo
     always the most accurate. ``rows`` as :func:`sweep_tau` returns."""
     if not rows:
         raise ValueError("no sweep rows to choose τ from")
-    ok = [float(r["tau"]) for r in rows if reference_acc - r["clean_acc"] <= budget + 1e-12]
+    ok = [float(r["tau"]) for r in rows if within_budget(r["clean_acc"], reference_acc, budget)]
     if ok:
         return max(ok)
     best = max(r["clean_acc"] for r in rows)
