@@ -9,7 +9,8 @@ Reads ``runs.jsonl`` of the grid (``bash benchmarks/run_table1.sh``) and, when p
 to the baselines' accuracy"). Only attacks whose every planned cell is done enter the table
 and its average drops (so every method is averaged over the same attacks); the status line
 says what is missing. Figures: ``docs/table1/comparison.{html,png}`` (bars, mean ± std) and
-``docs/table1/medic_curves.{html,png}`` (per-epoch curves of every MEDIC run).
+``docs/table1/medic_curves.{html,png}`` (per-epoch curves of the default MEDIC runs) and
+``docs/table1/medic_aligned_curves.{html,png}`` (those of the aligned row).
 """
 
 from __future__ import annotations
@@ -147,6 +148,14 @@ def write_figures(rows: list[dict], docs: Path) -> list[str]:
             medic, facet="attack", series="seed",
             title="MEDIC (defaults), GTSRB WRN-16-1: per-epoch curves<br><sup>clean accuracy solid, ASR dashed "
                   "(1,000 test images); dotted: 10 %</sup>")
+    # the aligned row's runs in a figure of their own, each panel titled with its attack's τ
+    aligned = [dict(r, panel=f"{r['attack']} (τ {r['method_options']['tau']:g})") for r in rows
+               if r["method"] == "medic" and r.get("variant") == ALIGNED and r.get("curve")]
+    if aligned:
+        figs["medic_aligned_curves"] = grid_curves_figure(
+            aligned, facet="panel", series="seed",
+            title="MEDIC, τ aligned (per attack, clean hold-out only), GTSRB WRN-16-1: per-epoch curves<br>"
+                  "<sup>clean accuracy solid, ASR dashed (1,000 test images); dotted: 10 %</sup>")
     for name, fig in figs.items():
         fig.write_html(str(docs / f"{name}.html"), include_plotlyjs="cdn")
         try:
@@ -227,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         def strip(text: str) -> str:  # figure links and blank lines aside (figures are written only without --check)
             return "\n".join(line for line in text.splitlines()
-                             if line.strip() and not line.startswith(("![", "[comparison]", "[medic_curves]")))
+                             if line.strip() and not line.startswith(("![", "[comparison]", "[medic_curves]", "[medic_aligned_curves]")))
 
         ok = strip(new) == strip(md)
         print("RESULTS.md is up to date" if ok else "RESULTS.md is out of date: run python benchmarks/table1_report.py")

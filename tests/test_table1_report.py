@@ -111,9 +111,10 @@ def test_aligned_script_sweeps_once_then_reuses_the_cache(tmp_path, monkeypatch,
     assert calls == [0.0]
 
 
-def test_medic_curves_figure_shows_the_defaults_runs_only(tmp_path, monkeypatch):
+def test_medic_curves_figures_keep_defaults_and_aligned_runs_apart(tmp_path, monkeypatch):
     """The aligned row's MEDIC runs have curves and seeds 0/1 too; drawn into the "MEDIC
-    (defaults)" panels they were indistinguishable from the default's runs (before the fix)."""
+    (defaults)" panels they were indistinguishable from the default's runs (before the fix); they
+    get a figure of their own."""
     import medic_viz.viz as viz
     drawn = []
 
@@ -124,13 +125,19 @@ def test_medic_curves_figure_shows_the_defaults_runs_only(tmp_path, monkeypatch)
         def write_image(self, path, **kw):
             pass
 
-    monkeypatch.setattr(viz, "grid_curves_figure", lambda rows, **kw: drawn.extend(rows) or Fig())
+    monkeypatch.setattr(viz, "grid_curves_figure", lambda rows, **kw: drawn.append((list(rows), kw)) or Fig())
     monkeypatch.setattr("medic_viz.experiments.report.comparison_figure", lambda rows, **kw: Fig())
     curve = [{"epoch": 1, "clean_acc": 0.9, "asr": 0.1}]
-    default = dict(_row("polygon", "medic", 0), variant="MEDIC", curve=curve)
-    aligned = dict(_row("polygon", "medic", 0), variant=rep.ALIGNED, curve=curve)
-    rep.write_figures([default, aligned], tmp_path)
-    assert drawn == [default]
+    default = dict(_row("polygon", "medic", 0), variant="MEDIC", curve=curve, method_options={"tau": 8.0})
+    aligned = dict(_row("polygon", "medic", 0), variant=rep.ALIGNED, curve=curve, method_options={"tau": 2.0})
+    written = rep.write_figures([default, aligned], tmp_path)
+    assert written == ["docs/table1/comparison.png", "docs/table1/medic_curves.png",
+                       "docs/table1/medic_aligned_curves.png"]
+    (defaults, kw_d), (aligned_drawn, kw_a) = drawn
+    assert defaults == [default] and kw_d["facet"] == "attack"
+    # the aligned runs get their own figure, one panel per attack titled with its τ
+    assert [r["variant"] for r in aligned_drawn] == [rep.ALIGNED] and kw_a["facet"] == "panel"
+    assert aligned_drawn[0]["panel"] == "polygon (τ 2)"
 
 
 def test_aligned_choice_table_by_hand():
