@@ -86,6 +86,9 @@ def _import(args: argparse.Namespace, out) -> int:
         raise FileNotFoundError(f"--checkpoint {checkpoint}: file not found")
     if args.trigger is not None and args.target is None:
         raise ValueError("--trigger needs --target (the class the trigger leads to) to measure ASR")
+    if args.target is not None and args.trigger is None:
+        raise ValueError("--target needs --trigger (the trigger that leads to it); give both trigger and target "
+                         "(or neither)")
     # the spec first: a typo should not cost a dataset load
     trigger = parse_trigger_spec(args.trigger, image_size=args.input_size) if args.trigger is not None else None
 

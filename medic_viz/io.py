@@ -137,6 +137,8 @@ class ModelCard:
     ``architecture``/``num_classes``/``in_channels``/``input_size``/``normalize``/``arch_kwargs``
     are passed to ``medic_viz.models.zoo.build_model``; the rest is documentation that tools
     display (dataset, attack config, target class, poison rate, metrics, history, notes).
+    ``dataset`` is a named dataset (``signs``, ``cifar10`` …) or an ``.npz`` file's resolved path,
+    with the file's ``dataset_sha256``; ``attack`` and ``target_class`` are given together or not at all.
     ``normalize`` is ``{"mean": [...], "std": [...]}`` (one value per input channel) when the
     model normalises its ``[0, 1]`` inputs itself. Keys this version does not know, read from a
     newer card, are kept in ``extra`` and written back by :meth:`to_dict`.
@@ -150,6 +152,7 @@ class ModelCard:
     classes: list[str] | None = None
     normalize: dict | None = None
     dataset: str | None = None
+    dataset_sha256: str | None = None
     attack: dict | None = None
     target_class: int | None = None
     poison_rate: float | None = None
@@ -192,10 +195,17 @@ class ModelCard:
 
         self.normalize = self._checked_normalize(self.normalize)
         self.dataset = _check_optional_str(self.dataset, "dataset")
+        self.dataset_sha256 = _check_optional_str(self.dataset_sha256, "dataset_sha256")
+        if self.dataset_sha256 is not None and (len(self.dataset_sha256) != 64 or self.dataset_sha256.strip(
+                "0123456789abcdef")):
+            raise ValueError(f"model card: dataset_sha256 must be 64 hex digits (a SHA-256), got {self.dataset_sha256!r}")
         if self.attack is not None and not isinstance(self.attack, Mapping):
             raise ValueError(f"model card: attack must be a dict (Trigger.to_config()) or None, got {type(self.attack).__name__}")
         if self.attack is not None:
             self.attack = dict(self.attack)
+        if bool(self.attack) != (self.target_class is not None):
+            given, missing = ("an attack", "target_class") if self.attack else ("a target_class", "attack")
+            raise ValueError(f"card.json: gives {given} but no {missing}; give both trigger and target (or neither)")
         if self.target_class is not None:
             self.target_class = _check_int(self.target_class, "target_class", 0)
             if self.target_class >= self.num_classes:

@@ -345,7 +345,7 @@ def test_load_model_with_card_for_wrong_architecture_reports_card(tmp_path):
     save_model(trained_tiny(num_classes=3), tmp_path, tiny_card())
     card_path = tmp_path / CARD_FILENAME
     data = json.loads(card_path.read_text())
-    data.update(num_classes=4, classes=None, target_class=None)
+    data.update(num_classes=4, classes=None, attack=None, target_class=None)
     card_path.write_text(json.dumps(data))
     with pytest.raises(CheckpointMismatchError) as info:
         load_model(tmp_path, builder=tiny_builder)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import numbers
 import operator
 from typing import Callable, Sequence
 
@@ -535,6 +536,22 @@ def _positive_int(value: object, what: str, minimum: int = 1) -> int:
     return value
 
 
+def _check_options(key: str, options: dict) -> None:
+    """Refuse a zoo option of the wrong type (from a model card's ``arch_kwargs``, say) with one
+    line naming it, before anything is built: ``widths`` (small_cnn), ``drop_rate`` (wrn16_1)."""
+    where = f"model {key!r}: option"
+    if "widths" in options:
+        widths = options["widths"]
+        if (isinstance(widths, (str, bytes)) or not isinstance(widths, Sequence) or len(widths) != 4
+                or any(isinstance(w, bool) or not isinstance(w, numbers.Integral) or w < 1 for w in widths)):
+            raise TypeError(f"{where} widths (a card's arch_kwargs) must be a list of 4 whole numbers >= 1, "
+                            f"e.g. [16, 32, 64, 64]; got {widths!r}")
+    if "drop_rate" in options:
+        rate = options["drop_rate"]
+        if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0 <= rate < 1:
+            raise TypeError(f"{where} drop_rate (a card's arch_kwargs) must be a number in [0, 1), got {rate!r}")
+
+
 def build_model(
     name: str,
     num_classes: int = 10,
@@ -568,6 +585,8 @@ def build_model(
     if unknown:
         options = ", ".join(accepted) if accepted else "none"
         raise TypeError(f"model {key!r} got unexpected option(s) {unknown}; its extra options are: {options}")
+
+    _check_options(key, kwargs)
 
     norm_layer = None
     normalize_cfg = None
