@@ -21,7 +21,8 @@ from typing import Sequence
 
 from medic_viz.cli_args import MAX_SEED, Parser as _Parser, number as _number, whole as _whole
 
-__all__ = ["main", "build_parser", "report_error", "DEMO_SETTINGS", "EXPECTED_ERRORS"]
+__all__ = ["main", "build_parser", "report_error", "add_trust_arch_code", "trusted_code", "DEMO_SETTINGS",
+           "EXPECTED_ERRORS"]
 
 #: Smallest image side the zoo's models take (five stride-2 stages in VGG-11).
 MIN_IMAGE_SIZE = 32
@@ -52,6 +53,26 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 def _add_out(p: argparse.ArgumentParser, help_text: str, required: bool = True, default: str | None = None) -> None:
     p.add_argument("--out", required=required, default=default, help=help_text + "; must not exist or be empty")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder (only once the run is complete)")
+
+
+def add_trust_arch_code(p: argparse.ArgumentParser, whose: str) -> None:
+    """``--trust-arch-code MODULE[:CALLABLE]``: the code of your own a model card may name."""
+    p.add_argument("--trust-arch-code", nargs="?", const=True, default=None, metavar="MODULE[:CALLABLE]",
+                   help=f"{whose} architecture is your own code (package.module:callable, from `import`): name that "
+                        "code (mynets.wrn:build, or the module mynets.wrn) to import and run it to rebuild the model; "
+                        "a card naming any other code is refused. Only for code you trust")
+
+
+def trusted_code(args: argparse.Namespace) -> str | None:
+    """``--trust-arch-code`` checked (:func:`medic_viz.importer.check_trusted_code`): the code the
+    user names, or None; a bare ``--trust-arch-code`` is refused in one line."""
+    value = getattr(args, "trust_arch_code", None)
+    if value is True:
+        raise ValueError("--trust-arch-code needs the code you trust: name it, e.g. --trust-arch-code mynets.wrn:build "
+                         "(the architecture in the card.json) or --trust-arch-code mynets.wrn (that module)")
+    from medic_viz.importer import check_trusted_code
+
+    return check_trusted_code(value)
 
 
 def _add_dataset(p: argparse.ArgumentParser, *, from_card: bool = False) -> None:
@@ -97,9 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     dfd.add_argument("--method", default="medic", help="defence: medic (default), finetune, fineprune, nad, mcr, anp, kd, scratch")
     dfd.add_argument("--teacher", required=True,
                      help="folder with model.safetensors + card.json (from `attack` or `import`)")
-    dfd.add_argument("--trust-arch-code", action="store_true",
-                     help="the teacher's architecture is your own code (package.module:callable, from `import`): "
-                          "import and run that code to rebuild the model. Only for code you trust")
+    add_trust_arch_code(dfd, "the teacher's")
     _add_dataset(dfd, from_card=True)
     dfd.add_argument("--tau", default=None, help="MEDIC only: one global temperature τ >= 0 for every layer, as in the paper "
                      "(0 = plain cloning), or 'auto' to choose it from clean data alone (largest τ within --tau-budget of the "
@@ -330,8 +349,8 @@ def _parse_tau(text: str) -> float | str:
 _MEDIC_ONLY = ("tau", "share", "layers", "lam", "tau_budget", "tau_search_epochs")
 
 
-def _load_teacher(folder: str, trust_arch_code: bool):
-    """A model folder, rebuilding an architecture of the user's own only when they allow it."""
+def _load_teacher(folder: str, trust_arch_code: str | None):
+    """A model folder, rebuilding an architecture of the user's own only when they name it."""
     from medic_viz.importer import load_model_folder
 
     return load_model_folder(folder, trust_arch_code=trust_arch_code)
@@ -343,6 +362,7 @@ def cmd_defend(args: argparse.Namespace) -> int:
     from medic_viz.defenses.registry import defense_class
 
     method = defense_class(args.method).name  # canonical name; unknown methods fail here, before any work
+    trust = trusted_code(args)
     if method != "medic":
         given = [f"--{k.replace('_', '-')} {getattr(args, k)}" for k in _MEDIC_ONLY if getattr(args, k) is not None]
         if given:
@@ -359,7 +379,7 @@ def cmd_defend(args: argparse.Namespace) -> int:
         raise ValueError("--tau-budget and --tau-search-epochs apply to --tau auto only")
     signals, out = _prepare(args, args.teacher)
     with signals, out:
-        teacher, card = _load_teacher(args.teacher, args.trust_arch_code)
+        teacher, card = _load_teacher(args.teacher, trust)
         if args.dataset is None:
             args.dataset = card.dataset or "signs"
         splits = _dataset_for(args)

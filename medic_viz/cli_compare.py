@@ -55,9 +55,9 @@ def add_compare_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
                    help="a trojaned model given as a folder (from `medic-viz import` or `attack`), instead of "
                         "--attacks; repeat for several. Its card gives the architecture, the dataset, the trigger "
                         "and the target (no trigger: ASR is not measured)")
-    p.add_argument("--trust-arch-code", action="store_true",
-                   help="a --teacher's architecture is your own code (package.module:callable, from `import`): "
-                        "import and run that code to rebuild the model. Only for code you trust")
+    from medic_viz.cli import add_trust_arch_code
+
+    add_trust_arch_code(p, "a --teacher's")
     p.add_argument("--model", default=None, help="zoo architecture of the trojaned models (default small_cnn)")
     p.add_argument("--attacks", default=None,
                    help=f"comma-separated attacks (default: the paper's seven). Available: {', '.join(ATTACKS)}")
@@ -130,6 +130,7 @@ def _compare(args: argparse.Namespace) -> int:
     from medic_viz.experiments import build_grid, run_grid
     from medic_viz.experiments.runner import check_grid
     from medic_viz.interrupts import SignalStop
+    from medic_viz.cli import trusted_code
     from medic_viz.outdir import prepare_resumable_folder
 
     from medic_viz.attacks.registry import PAPER_ATTACKS
@@ -162,7 +163,7 @@ def _compare(args: argparse.Namespace) -> int:
         attack_epochs=20 if args.attack_epochs is None else args.attack_epochs, max_train=args.max_train,
         max_test=args.max_test, ablation=args.ablation, values=values, medic=medic, device=args.device,
         teacher_seed=args.teacher_seed, data_root=args.data_root, teachers=teachers,
-        trust_arch_code=bool(getattr(args, "trust_arch_code", False)),
+        trust_arch_code=trusted_code(args),
     )
     if args.ablation in ("tau", "lambda_tau", "criteria", "arch", "layers") and methods and set(methods) != {"medic"}:
         print(f"note: the {args.ablation} ablation sweeps MEDIC only; --methods is ignored", file=sys.stderr)

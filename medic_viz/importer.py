@@ -26,9 +26,9 @@ from torch import nn
 
 from medic_viz.io import CheckpointMismatchError, ModelCard, load_state_dict_file, model_from_state_dict
 
-__all__ = ["NORMALIZE_PRESETS", "parse_normalize", "is_code_architecture", "code_builder", "NormalizedModel",
-           "import_model", "arch_builder", "check_model_folder", "load_model_folder", "ModelFolder",
-           "open_model_folder"]
+__all__ = ["NORMALIZE_PRESETS", "DENIED_MODULES", "parse_normalize", "is_code_architecture", "code_builder",
+           "NormalizedModel", "import_model", "check_trusted_code", "check_trusted_architecture", "arch_builder",
+           "code_location", "check_model_folder", "load_model_folder", "ModelFolder", "open_model_folder"]
 
 #: Named normalisations for ``--normalize`` (mean, std per channel, for inputs in [0, 1]).
 NORMALIZE_PRESETS: dict[str, tuple[list[float], list[float]]] = {
@@ -39,6 +39,23 @@ NORMALIZE_PRESETS: dict[str, tuple[list[float], list[float]]] = {
 }
 
 _CODE_SPEC = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
+_MODULE_SPEC = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
+
+#: Modules (and their submodules) whose callables are never builders, even when the user names
+#: them: loaders that run other code or read files, and the standard library's doors to the system.
+DENIED_MODULES: frozenset[str] = frozenset({
+    "torch", "torchvision.io", "torchvision.datasets", "numpy", "scipy.io", "pandas", "yaml", "safetensors",
+    "h5py", "requests", "urllib", "http", "importlib", "pkgutil", "zipimport", "os", "posix", "nt", "posixpath",
+    "ntpath", "subprocess", "builtins", "sys", "shutil", "runpy", "pickle", "_pickle", "copyreg", "shelve",
+    "marshal", "dill", "cloudpickle", "joblib", "ctypes", "cffi", "code", "codeop", "pty", "socket", "ssl",
+    "multiprocessing", "concurrent", "asyncio", "threading", "signal", "pathlib", "io", "_io", "tempfile", "glob",
+    "fileinput", "zipfile", "tarfile", "gzip", "webbrowser", "inspect", "gc", "types", "functools", "operator",
+    "medic_viz", "__main__",
+})
+#: Longest string a code architecture's card may pass to its builder (a name such as "wide").
+MAX_ARCH_TEXT = 64
+#: Longest list of numbers a code architecture's card may pass to its builder.
+MAX_ARCH_LIST = 64
 
 
 def parse_normalize(text: str | None, in_channels: int = 3) -> dict | None:
@@ -99,17 +116,47 @@ class NormalizedModel(nn.Module):
         return self.net(self.normalize(x))
 
 
-def code_builder(spec: str) -> Callable[..., nn.Module]:
-    """A builder (as :func:`medic_viz.io.load_model` takes) for ``package.module:callable``.
+def _denied(module_name: str) -> str | None:
+    """The entry of :data:`DENIED_MODULES` that ``module_name`` falls under, or None."""
+    for name in DENIED_MODULES:
+        if module_name == name or module_name.startswith(name + "."):
+            return name
+    return None
 
-    **This imports and runs your code** (the module, then ``callable(num_classes=…)``, with
-    ``in_channels``/``input_size`` too when it accepts them). The current directory is put on
-    ``sys.path`` so a module next to you is found. Use it only with code you trust.
-    """
-    if not isinstance(spec, str) or not _CODE_SPEC.match(spec.strip()):
-        raise ValueError(f"--arch {spec!r}: expected a zoo model name or package.module:callable "
-                         "(e.g. mynets.wrn:build), a function or class that returns the nn.Module")
-    module_name, _, attr = spec.strip().partition(":")
+
+def _check_code_kwargs(spec: str, kwargs: Mapping[str, Any]) -> None:
+    """Refuse card arguments to a code builder that could reach the file system: only numbers,
+    booleans, None, short names (no path separator, not an existing path) and lists of numbers."""
+    seps = {"/", "\\", os.sep, os.altsep} - {None}
+
+    def bad(key: str, why: str) -> ValueError:
+        return ValueError(f"model card of {spec}: arch_kwargs[{key!r}] {why}; a card may pass an architecture of your "
+                          f"own only numbers, booleans, null, names of up to {MAX_ARCH_TEXT} characters and lists of "
+                          "numbers: fix the card (set file paths in your builder)")
+
+    for key, value in kwargs.items():
+        if not isinstance(key, str) or not key.isidentifier():
+            raise bad(str(key), "is not a parameter name")
+        if value is None or isinstance(value, (bool, int)):
+            continue
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                raise bad(key, f"is {value}, not a finite number")
+        elif isinstance(value, str):
+            if len(value) > MAX_ARCH_TEXT or not value.isprintable():
+                raise bad(key, f"is text of {len(value)} characters (or not printable)")
+            if any(sep in value for sep in seps) or value.startswith("~") or value in (".", "..") or os.path.lexists(value):
+                raise bad(key, f"= {value!r} names a path")
+        elif isinstance(value, (list, tuple)):
+            if len(value) > MAX_ARCH_LIST or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in value):
+                raise bad(key, f"is a list that is not up to {MAX_ARCH_LIST} finite numbers")
+        else:
+            raise bad(key, f"is a {type(value).__name__}")
+
+
+def _resolve_builder(spec: str, module_name: str, attr: str) -> Callable[..., nn.Module]:
+    """Import ``module_name`` and return ``attr`` if it may build a model: a Python function
+    defined in that module, or a class deriving from ``torch.nn.Module``. Nothing is called."""
     cwd = os.getcwd()
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
@@ -118,16 +165,49 @@ def code_builder(spec: str) -> Callable[..., nn.Module]:
     except ImportError as exc:
         raise ValueError(f"--arch {spec}: could not import module {module_name!r} ({exc}); run from the folder "
                          "that holds it or put it on PYTHONPATH") from None
+    except Exception as exc:  # noqa: BLE001 - the user's module failed while being imported
+        raise ValueError(f"--arch {spec}: importing {module_name!r} raised {type(exc).__name__}: {exc}; "
+                         "fix your module") from exc
     for part in attr.split("."):
         if not hasattr(obj, part):
             raise ValueError(f"--arch {spec}: module {module_name!r} has no attribute {attr!r}")
         obj = getattr(obj, part)
-    if not callable(obj):
-        raise ValueError(f"--arch {spec}: {attr!r} is not callable; point at a function or class that builds the model")
-    fn = obj
+    if inspect.isclass(obj):
+        if not issubclass(obj, nn.Module):
+            raise ValueError(f"--arch {spec}: {attr!r} is a class that does not derive from torch.nn.Module; "
+                             "point at a function or an nn.Module class that builds the model")
+    elif not inspect.isfunction(obj) or getattr(obj, "__module__", None) != module_name:
+        where = getattr(obj, "__module__", None)
+        raise ValueError(f"--arch {spec}: {attr!r} is not a Python function defined in {module_name} "
+                         f"({type(obj).__name__}{f' from {where}' if where else ''}); medic-viz calls only a "
+                         f"function written in {module_name} or an nn.Module class: point at your own builder")
+    return obj
+
+
+def code_builder(spec: str, *, option: str = "--arch") -> Callable[..., nn.Module]:
+    """A builder (as :func:`medic_viz.io.load_model` takes) for ``package.module:callable``.
+
+    **This imports and runs your code** (the module, then ``callable(num_classes=…)``, with
+    ``in_channels``/``input_size`` too when it accepts them). The current directory is put on
+    ``sys.path`` so a module next to you is found. Use it only with code you trust. Refused
+    before anything is called: a module of :data:`DENIED_MODULES`, a callable that is not a
+    Python function defined in that module nor an ``nn.Module`` class, card arguments
+    (``arch_kwargs``) that could name files. An error raised by the callable is reported as a
+    ValueError naming it (``option``: how the message names the spec)."""
+    if not isinstance(spec, str) or not _CODE_SPEC.match(spec.strip()):
+        raise ValueError(f"--arch {spec!r}: expected a zoo model name or package.module:callable "
+                         "(e.g. mynets.wrn:build), a function or class that returns the nn.Module")
+    spec = spec.strip()
+    module_name, _, attr = spec.partition(":")
+    denied = _denied(module_name)
+    if denied:
+        raise ValueError(f"{option} {spec}: medic-viz never runs code from {denied} (a loader or a door to the "
+                         "system, not a model builder); refused: point at a builder in a module of your own")
+    fn = _resolve_builder(spec, module_name, attr)
 
     def build(architecture: str, num_classes: int, *, in_channels: int = 3, input_size: int = 32,
               normalize: tuple | None = None, **kwargs: Any) -> nn.Module:
+        _check_code_kwargs(spec, kwargs)
         try:
             accepted = set(inspect.signature(fn).parameters)
         except (TypeError, ValueError):
@@ -136,9 +216,14 @@ def code_builder(spec: str) -> Callable[..., nn.Module]:
         for name, value in (("in_channels", in_channels), ("input_size", input_size)):
             if name in accepted:
                 call[name] = value
-        net = fn(**call)
+        try:
+            net = fn(**call)
+        except Exception as exc:  # noqa: BLE001 - the user's builder failed: their error, reported as theirs
+            text = " ".join(str(exc).split())
+            raise ValueError(f"{option} {spec} raised {type(exc).__name__}"
+                             f"{': ' + text if text else ''}; fix your builder") from exc
         if not isinstance(net, nn.Module):
-            raise TypeError(f"--arch {spec}: returned a {type(net).__name__}, not a torch.nn.Module")
+            raise TypeError(f"{option} {spec}: returned a {type(net).__name__}, not a torch.nn.Module")
         if normalize is None:
             return net
         from medic_viz.models.zoo import Normalize
@@ -199,12 +284,83 @@ def import_model(
     return model, card
 
 
-def arch_builder(architecture: str, trust_arch_code: bool = False) -> Callable[..., nn.Module] | None:
+def check_trusted_code(trust: str | None) -> str | None:
+    """The code a user trusts (``--trust-arch-code``): ``package.module:callable`` or
+    ``package.module`` (any builder defined in that module), checked; None (or False): none.
+
+    ``True`` is refused (TypeError): trust names what it trusts. A module of
+    :data:`DENIED_MODULES` is refused even when named (ValueError)."""
+    if trust is None or trust is False:
+        return None
+    if not isinstance(trust, str):
+        raise TypeError(f"trust_arch_code must name the code you trust, e.g. 'mynets.wrn:build' or 'mynets.wrn' "
+                        f"(the module), not {trust!r}: name the module of the architecture in the model card")
+    text = trust.strip()
+    if not (_CODE_SPEC.match(text) or _MODULE_SPEC.match(text)):
+        raise ValueError(f"--trust-arch-code {trust!r}: name the code you trust as package.module:callable or "
+                         "package.module (e.g. mynets.wrn:build), the architecture in the model card")
+    denied = _denied(text.partition(":")[0])
+    if denied:
+        raise ValueError(f"--trust-arch-code {text}: medic-viz never runs code from {denied} (a loader or a door to "
+                         "the system, not a model builder); refused: name a module of your own")
+    return text
+
+
+def check_trusted_architecture(architecture: str, trust: str | None, *, where: str = "the model card") -> str | None:
+    """Whether ``architecture`` may be rebuilt under ``trust`` (see :func:`check_trusted_code`),
+    without importing anything: None for a zoo model, ``architecture`` for code the user named;
+    ValueError (one line) for code of a denied module, code not named, or no trust given."""
+    trust = check_trusted_code(trust)
+    if not is_code_architecture(architecture):
+        return None
+    module_name = architecture.strip().partition(":")[0]
+    denied = _denied(module_name)
+    if denied:
+        raise ValueError(f"{where} names the architecture {architecture}, code from {denied} that medic-viz never "
+                         "runs; the card was not written by `medic-viz import`: do not use this model")
+    if trust is None:
+        raise ValueError(f"{where}: its architecture is code of your own ({architecture}); add --trust-arch-code "
+                         f"{architecture} to import and run that code (only for code you trust)")
+    if architecture.strip() != trust and (":" in trust or module_name != trust):
+        raise ValueError(f"{where} names the architecture {architecture}, not the code you trusted "
+                         f"(--trust-arch-code {trust}); medic-viz runs only code you name: check the folder, or "
+                         f"pass --trust-arch-code {architecture} if you trust that code")
+    return architecture.strip()
+
+
+def arch_builder(architecture: str, trust_arch_code: str | None = None, *,
+                 where: str = "the model card") -> Callable[..., nn.Module] | None:
     """The builder that rebuilds ``architecture`` (as :func:`medic_viz.io.load_model` takes it):
-    None for a zoo model, and for code of your own unless ``trust_arch_code`` (then
-    :func:`~medic_viz.io.load_model` refuses it, naming ``--trust-arch-code``); else
-    :func:`code_builder`, which imports and runs that code."""
-    return code_builder(architecture) if trust_arch_code and is_code_architecture(architecture) else None
+    None for a zoo model, and for code of your own when ``trust_arch_code`` is None (then
+    :func:`~medic_viz.io.load_model` refuses it, naming ``--trust-arch-code``); else, when
+    ``trust_arch_code`` names that code (:func:`check_trusted_architecture`),
+    :func:`code_builder`, which imports and runs it."""
+    trust = check_trusted_code(trust_arch_code)
+    if trust is None or not is_code_architecture(architecture):
+        return None
+    return code_builder(check_trusted_architecture(architecture, trust, where=where), option="architecture")
+
+
+def code_location(architecture: str) -> Path | None:
+    """The file (a module) or folder (a package) that holds the top-level package of a code
+    architecture (``package.module:callable``), found as ``import`` would find it from the
+    current folder, WITHOUT importing or running anything; None for a zoo model or code not found."""
+    from importlib.machinery import PathFinder
+
+    if not is_code_architecture(architecture):
+        return None
+    top = architecture.strip().partition(":")[0].split(".")[0]
+    if top in sys.builtin_module_names:
+        return None
+    try:
+        spec = PathFinder.find_spec(top, [os.getcwd(), *sys.path])
+    except (ImportError, ValueError, OSError):
+        return None
+    if spec is None:
+        return None
+    if spec.submodule_search_locations:
+        return Path(list(spec.submodule_search_locations)[0])
+    return Path(spec.origin) if spec.origin and os.path.isabs(spec.origin) else None
 
 
 def check_model_folder(folder: str | Path | None) -> Path:
@@ -227,18 +383,20 @@ def check_model_folder(folder: str | Path | None) -> Path:
     return path
 
 
-def load_model_folder(folder: str | Path, *, trust_arch_code: bool = False,
+def load_model_folder(folder: str | Path, *, trust_arch_code: str | None = None,
                       device: str | torch.device = "cpu") -> tuple[nn.Module, ModelCard]:
     """:func:`medic_viz.io.load_model` on a model folder (or its ``card.json``), rebuilding an
-    architecture of your own (``package.module:callable``) only with ``trust_arch_code=True``."""
+    architecture of your own (``package.module:callable``) only when ``trust_arch_code`` names
+    it (:func:`arch_builder`)."""
     from medic_viz.io import CARD_FILENAME, _read_card, load_model
 
     folder = Path(folder)
+    trust = check_trusted_code(trust_arch_code)
     builder = None
-    if trust_arch_code:
+    if trust is not None:
         card_path = folder / CARD_FILENAME if folder.is_dir() else folder
         if card_path.is_file():
-            builder = arch_builder(_read_card(card_path).architecture, True)  # bounded read
+            builder = arch_builder(_read_card(card_path).architecture, trust, where=f"{folder}: the card")
     return load_model(folder, device=device, builder=builder)
 
 
@@ -261,15 +419,15 @@ def open_model_folder(
     dataset: str | Path | None = None,
     data_root: str | Path | None = None,
     download: bool = False,
-    trust_arch_code: bool = False,
+    trust_arch_code: str | None = None,
     device: str | torch.device = "cpu",
 ) -> ModelFolder:
     """Open a model folder (from ``medic-viz attack``/``import`` or :func:`~medic_viz.io.save_model`)
     with its dataset (``dataset``, else the card's, else the embedded signs) at the card's
     input size, and the trigger and target its card records.
 
-    An architecture of your own (``package.module:callable``) is rebuilt only with
-    ``trust_arch_code=True`` (that imports and runs the code)."""
+    An architecture of your own (``package.module:callable``) is rebuilt only when
+    ``trust_arch_code`` names it (that imports and runs the code)."""
     from medic_viz.data import load_dataset
     from medic_viz.pipeline import trigger_of
 

@@ -795,7 +795,7 @@ def _build(card: ModelCard, builder: Callable[..., nn.Module] | None) -> nn.Modu
                 f"the model's architecture {card.architecture!r} is code of your own (package.module:callable); "
                 "medic_viz never imports code named in a model card by itself: pass "
                 f"builder=medic_viz.importer.code_builder({card.architecture!r}) in Python, or --trust-arch-code "
-                "on the command line, if you trust that code"
+                f"{card.architecture} on the command line (it names the code you trust), if you trust that code"
             )
         if card.architecture.strip().lower() not in names:
             raise ValueError(

@@ -164,6 +164,10 @@ def test_an_architecture_of_your_own_needs_trust(data, tmp_path, monkeypatch, ca
     capsys.readouterr()
     assert _compare(tmp_path / "refused", "--teacher", "mine") == 2
     assert "add --trust-arch-code" in capsys.readouterr().err and not (tmp_path / "refused").exists()
-    assert _compare(tmp_path / "cmp", "--teacher", "mine", "--trust-arch-code") == 0
+    assert _compare(tmp_path / "refused", "--teacher", "mine", "--trust-arch-code") == 2  # trust names the code
+    assert "--trust-arch-code needs the code you trust" in capsys.readouterr().err
+    assert _compare(tmp_path / "refused", "--teacher", "mine", "--trust-arch-code", "other_nets") == 2
+    assert "not the code you trusted" in capsys.readouterr().err and not (tmp_path / "refused").exists()
+    assert _compare(tmp_path / "cmp", "--teacher", "mine", "--trust-arch-code", "tiny_nets:build") == 0
     rows = read_runs(tmp_path / "cmp" / "runs.jsonl")
     assert [r["model"] for r in rows] == ["tiny_nets:build"] * 2 and all(r["asr"] is None for r in rows)

@@ -156,7 +156,7 @@ def test_an_architecture_of_your_own(tmp_path, npz, monkeypatch, capsys):
         load_model(tmp_path / "m")  # a card never imports code by itself
     from medic_viz.cli import _load_teacher
 
-    model, card = _load_teacher(str(tmp_path / "m"), trust_arch_code=True)
+    model, card = _load_teacher(str(tmp_path / "m"), trust_arch_code="my_nets:build")
     x = torch.rand(2, 3, 32, 32)
     assert card.architecture == "my_nets:build" and torch.allclose(model(x), net((x - 0.5) / 0.5), atol=1e-5)
 

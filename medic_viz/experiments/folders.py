@@ -111,5 +111,5 @@ def folder_teacher(cell: Any) -> dict:
         "rate": None,
         "seconds": time.perf_counter() - start,
         "torch": torch.__version__,
-        "trust_arch_code": bool(cell.trust_arch_code),
+        "trust_arch_code": cell.trust_arch_code,
     }

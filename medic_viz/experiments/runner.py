@@ -179,7 +179,7 @@ def _earlier_forms(cells: Sequence[CellSpec], paths: set[str]) -> dict[str, list
     return forms
 
 
-def _load_teacher(directory: Path, trust_arch_code: bool = False) -> dict:
+def _load_teacher(directory: Path, trust_arch_code: str | None = None) -> dict:
     from medic_viz.importer import load_model_folder
 
     model, card = load_model_folder(directory, trust_arch_code=trust_arch_code)
@@ -191,7 +191,7 @@ def _load_teacher(directory: Path, trust_arch_code: bool = False) -> dict:
         "attack_config": meta["attack_config"],
         "target": meta["target"],
         "rate": meta.get("rate"),
-        "trust_arch_code": bool(trust_arch_code),
+        "trust_arch_code": trust_arch_code,
     }
 
 

@@ -112,7 +112,7 @@ class ExplorerState(Parameterized):
 
     @classmethod
     def from_folder(cls, folder: str | Path, index: int = 0, *, dataset: str | Path | None = None,
-                    data_root: str | Path | None = None, trust_arch_code: bool = False, stats_images: int = 500,
+                    data_root: str | Path | None = None, trust_arch_code: str | None = None, stats_images: int = 500,
                     layers: Iterable[str] | None = None, **params: Any) -> "ExplorerState":
         """Explore test image ``index`` of a model folder's dataset (``dataset``, else the card's)
         with the trigger its card records; layer statistics from ``stats_images`` training images.

@@ -222,7 +222,7 @@ class LauncherState(Parameterized):
 
     @classmethod
     def from_folder(cls, folder: str | Path, *, dataset: str | Path | None = None, data_root: str | Path | None = None,
-                    trust_arch_code: bool = False, **settings: Any) -> "LauncherState":
+                    trust_arch_code: str | None = None, **settings: Any) -> "LauncherState":
         """A launcher on a model folder (from ``medic-viz import`` or ``attack``): its dataset
         (``dataset``, else the card's), and its trigger and target when the card records them —
         without them the runs show clean accuracy only (ASR cannot be measured). See

@@ -166,7 +166,7 @@ class PickerState(Parameterized):
     # -- setup --------------------------------------------------------------------------------
     @classmethod
     def from_folder(cls, folder: str | Path, *, dataset: str | Path | None = None, data_root: str | Path | None = None,
-                    trust_arch_code: bool = False, **settings: Any) -> "PickerState":
+                    trust_arch_code: str | None = None, **settings: Any) -> "PickerState":
         """A picker on a model folder (from ``medic-viz import`` or ``attack``) and the test split
         of its dataset (``dataset``, else the card's); the card's trigger, if any, is offered
         first. See :func:`medic_viz.importer.open_model_folder`."""

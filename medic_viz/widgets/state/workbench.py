@@ -177,7 +177,7 @@ class WorkbenchState(Parameterized):
         return cls(model, splits, card=card, **settings)
 
     @classmethod
-    def from_folder(cls, folder: Any, *, dataset: Any = None, data_root: Any = None, trust_arch_code: bool = False,
+    def from_folder(cls, folder: Any, *, dataset: Any = None, data_root: Any = None, trust_arch_code: str | None = None,
                     **settings: Any) -> "WorkbenchState":
         """The workbench on a model folder (from ``medic-viz import`` or ``attack``), its card and
         dataset (``dataset``, else the card's); without a trigger in the card the picker offers
@@ -191,7 +191,7 @@ class WorkbenchState(Parameterized):
         return state
 
     def open_folder(self, folder: Any, *, dataset: Any = None, data_root: Any = None,
-                    trust_arch_code: bool = False) -> "WorkbenchState":
+                    trust_arch_code: str | None = None) -> "WorkbenchState":
         """A new workbench on the model folder ``folder`` (:meth:`from_folder`) with this one's τ,
         λ, seed, gallery and launcher settings; this one is left as it is (its runs included).
         Raises ``ValueError`` with one line — before anything is loaded — while a run is running,
