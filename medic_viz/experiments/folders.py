@@ -12,32 +12,36 @@ the weights that keys the teacher: a folder whose weights change is a new teache
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TeacherFolder", "read_teacher_folder", "check_teacher_folder", "folder_teacher", "file_sha256"]
+from medic_viz.data_identity import file_sha256
+
+__all__ = ["TeacherFolder", "read_teacher_folder", "check_teacher_folder", "folder_teacher", "file_sha256",
+           "card_digest"]
 
 
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def card_digest(card_path: str | Path) -> str:
+    """Hex SHA-256 of a ``card.json``'s canonical JSON (keys sorted, no spaces): the same for any
+    layout of the same card, new for any edit of its content. Read after the card was checked."""
+    data = json.loads(Path(card_path).read_text())
+    return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
 class TeacherFolder:
     """A model folder as a grid's teacher: ``path`` (absolute), ``label`` (its name, the grid's
-    "attack" column), ``card`` (:class:`~medic_viz.io.ModelCard`) and ``sha256`` of its weights."""
+    "attack" column), ``card`` (:class:`~medic_viz.io.ModelCard`), ``sha256`` of its weights and
+    ``card_sha256`` of its card (:func:`card_digest`)."""
 
     path: str
     label: str
     card: Any
     sha256: str
+    card_sha256: str
 
 
 def read_teacher_folder(folder: str | Path) -> TeacherFolder:
@@ -56,14 +60,17 @@ def read_teacher_folder(folder: str | Path) -> TeacherFolder:
     except ValueError as exc:
         raise ValueError(f"{where}: {exc}") from None
     resolved = path.resolve()
-    return TeacherFolder(str(resolved), resolved.name, card, file_sha256(resolved / MODEL_FILENAME))
+    return TeacherFolder(str(resolved), resolved.name, card, file_sha256(resolved / MODEL_FILENAME),
+                         card_digest(resolved / CARD_FILENAME))
 
 
 def check_teacher_folder(cell: Any, splits: Any) -> None:
     """Refuse a folder cell (:class:`~medic_viz.experiments.grid.CellSpec` with ``teacher_dir``)
     whose model does not fit its data: classes, channels and image size against the card,
-    the card's target class, and the weights (loaded, strictly). Raises ValueError."""
+    the card's target class, its trigger (applied to two test images), and the weights (loaded,
+    strictly). Raises ValueError naming the folder."""
     from medic_viz.importer import load_model_folder
+    from medic_viz.pipeline import trigger_of
 
     where = f"--teacher {cell.teacher_dir}"
     _model, card = load_model_folder(cell.teacher_dir, trust_arch_code=cell.trust_arch_code)
@@ -77,6 +84,15 @@ def check_teacher_folder(cell: Any, splits: Any) -> None:
                          f"{height}x{width}; compare it on data of its size")
     if card.target_class is not None and not 0 <= card.target_class < splits.num_classes:
         raise ValueError(f"{where}: its card's target class {card.target_class} is not a class of {cell.dataset}")
+    try:
+        trigger, _target = trigger_of(card)
+        if trigger is not None:
+            import torch
+
+            trigger(splits.test.floats(torch.arange(min(2, len(splits.test)))))
+    except (ValueError, TypeError, KeyError, RuntimeError) as exc:
+        raise ValueError(f"{where}: its card's attack cannot be applied to {cell.dataset}'s images "
+                         f"({' '.join(str(exc).split())}); fix card.json's attack") from None
 
 
 def folder_teacher(cell: Any) -> dict:
@@ -90,13 +106,15 @@ def folder_teacher(cell: Any) -> dict:
     from medic_viz.device import resolve_device
     from medic_viz.experiments.cells import cell_splits
     from medic_viz.importer import load_model_folder
-    from medic_viz.io import MODEL_FILENAME
+    from medic_viz.io import CARD_FILENAME, MODEL_FILENAME
     from medic_viz.pipeline import trigger_of
 
     start = time.perf_counter()
     folder = Path(cell.teacher_dir)
     if cell.teacher_sha256 is not None and file_sha256(folder / MODEL_FILENAME) != cell.teacher_sha256:
         raise ValueError(f"--teacher {folder}: its weights changed after the grid was built; run compare again")
+    if cell.teacher_card_sha256 is not None and card_digest(folder / CARD_FILENAME) != cell.teacher_card_sha256:
+        raise ValueError(f"--teacher {folder}: its card.json changed after the grid was built; run compare again")
     model, card = load_model_folder(folder, trust_arch_code=cell.trust_arch_code)
     splits = cell_splits(cell.dataset, cell.max_train, cell.max_test, cell.data_root)
     trigger, target = trigger_of(card)

@@ -59,8 +59,9 @@ class CellSpec:
     """One run of the grid: a defence ``method`` (with ``method_options``) on the model trojaned
     by ``attack`` (``attack_options``, ``target``, ``rate``) for ``seed``, or on the model in
     the folder ``teacher_dir`` (then ``attack`` is the folder's name, ``model``, ``target`` and
-    ``dataset`` come from its card, and ``teacher_sha256``, the digest of its weights, keys the
-    teacher; ``trust_arch_code`` lets an architecture of your own be rebuilt).
+    ``dataset`` come from its card, and ``teacher_sha256``, the digest of its weights, with
+    ``teacher_card_sha256``, the digest of its card, keys the teacher: an edited card or new
+    weights are a new teacher; ``trust_arch_code``, the code the user trusts, lets an architecture of your own be rebuilt).
 
     ``epochs``: defence budget (None = each method's paper default, see
     :func:`method_options`); ``attack_epochs``: teacher training. ``max_train``/``max_test``:
@@ -98,8 +99,9 @@ class CellSpec:
     data_root: str | None = None
     teacher_dir: str | None = None
     teacher_sha256: str | None = None
-    trust_arch_code: bool = False
+    trust_arch_code: str | None = None
     dataset_sha256: str | None = None
+    teacher_card_sha256: str | None = None
 
     def legacy(self) -> "CellSpec":
         """This cell as grids made before datasets were identified by content: the path string
@@ -120,8 +122,11 @@ class CellSpec:
         """Everything the trojaned teacher depends on (a folder's: its weights, and the test
         set its clean accuracy and ASR are measured on)."""
         if self.teacher_dir is not None:
-            return {**self._data_key(), "model": self.model, "teacher_sha256": self.teacher_sha256,
-                    "max_test": self.max_test}
+            key = {**self._data_key(), "model": self.model, "teacher_sha256": self.teacher_sha256,
+                   "max_test": self.max_test}
+            if self.teacher_card_sha256 is not None:  # grids made before cards counted: the ids they had
+                key["teacher_card_sha256"] = self.teacher_card_sha256
+            return key
         return {
             **self._data_key(), "model": self.model, "attack": self.attack,
             "attack_options": self.attack_options, "target": self.target, "rate": self.rate,
@@ -142,6 +147,8 @@ class CellSpec:
             d.pop(name)
         if d["teacher_sha256"] is None:  # a grid-trained teacher: the identity it had before folders existed
             d.pop("teacher_sha256")
+        if d["teacher_card_sha256"] is None:  # likewise, before a folder's card counted
+            d.pop("teacher_card_sha256")
         if d["dataset_sha256"] is None:  # the data named by its path: the identity it had before digests
             d.pop("dataset_sha256")
         else:
@@ -280,13 +287,19 @@ def _split_values(values: Mapping[str, Sequence] | None, ablation: str) -> dict[
     return base
 
 
-def _folder_sources(teachers: Sequence[Any], dataset: str | None, trust_arch_code: bool) -> list[tuple]:
+def _folder_sources(teachers: Sequence[Any], dataset: str | None, trust_arch_code: str | None) -> list[tuple]:
     """``(label, architecture, attack options, own cell fields)`` of each teacher folder, refused
-    up front (one line) when a folder is not a model folder, is given twice, shares its name with
-    another, or holds an architecture of your own without ``trust_arch_code``."""
+    up front (one line naming the folder) when a folder is not a model folder, is given twice,
+    shares its name with another, holds an architecture of your own that ``trust_arch_code`` does not name,
+    has a card whose attack cannot be built, or names a dataset file (when ``dataset`` is None)
+    that is missing or changed. The cells are keyed by the data's, the weights' and the card's
+    digests."""
+    from medic_viz.attacks.registry import trigger_from_config
+    from medic_viz.data_identity import card_dataset, dataset_record
     from medic_viz.experiments.folders import read_teacher_folder
-    from medic_viz.importer import is_code_architecture
+    from medic_viz.importer import check_trusted_architecture, check_trusted_code
 
+    trust_arch_code = check_trusted_code(trust_arch_code)
     folders = [read_teacher_folder(t) for t in teachers]
     seen: dict[str, str] = {}
     for f in folders:
@@ -296,13 +309,21 @@ def _folder_sources(teachers: Sequence[Any], dataset: str | None, trust_arch_cod
                              f"--teacher: two folders are named {f.label!r} ({seen[f.label]}, {f.path}); the name is "
                              "the teacher's column in the table, rename one")
         seen[f.label] = f.path
-        if is_code_architecture(f.card.architecture) and not trust_arch_code:
-            raise ValueError(f"--teacher {f.path}: its architecture is code of your own ({f.card.architecture}); "
-                             "add --trust-arch-code to import and run that code (only for code you trust)")
-    return [(f.label, f.card.architecture, {},
-             dict(dataset=str(dataset or f.card.dataset or "signs"), target=f.card.target_class, teacher_dir=f.path,
-                  teacher_sha256=f.sha256, trust_arch_code=bool(trust_arch_code)))
-            for f in folders]
+        check_trusted_architecture(f.card.architecture, trust_arch_code, where=f"--teacher {f.path}")
+        if f.card.attack:
+            try:
+                trigger_from_config(f.card.attack)
+            except (ValueError, TypeError, KeyError) as exc:
+                raise ValueError(f"--teacher {f.path}: its card's attack cannot be built ({exc}); fix card.json's "
+                                 "attack (or import the model again with --trigger)") from None
+    sources = []
+    for f in folders:
+        data = str(dataset) if dataset is not None else (card_dataset(f.card, f.path, f"--teacher {f.path}: ") or "signs")
+        sources.append((f.label, f.card.architecture, {},
+                        dict(dataset=data, dataset_sha256=dataset_record(data)["dataset_sha256"],
+                             target=f.card.target_class, teacher_dir=f.path, teacher_sha256=f.sha256,
+                             teacher_card_sha256=f.card_sha256, trust_arch_code=trust_arch_code)))
+    return sources
 
 
 def build_grid(
@@ -327,7 +348,7 @@ def build_grid(
     teacher_seed: int | None = None,
     data_root: str | None = None,
     teachers: Sequence[Any] = (),
-    trust_arch_code: bool = False,
+    trust_arch_code: str | None = None,
 ) -> list[CellSpec]:
     """The cells of a comparison (``ablation="none"``) or of one of the paper's ablations.
 
@@ -343,7 +364,7 @@ def build_grid(
     architecture and target, on ``dataset`` or else its card's dataset. ``model``, ``rate``,
     ``attack_options``, ``attack_epochs`` and ``teacher_seed`` do not apply to them; the
     ``arch`` ablation (which trains teachers) is refused. An architecture of your own
-    (``package.module:callable``) needs ``trust_arch_code=True``, which imports and runs it.
+    (``package.module:callable``) needs ``trust_arch_code`` naming it, which imports and runs it.
     """
     from medic_viz.attacks.registry import ATTACKS
     from medic_viz.defenses.registry import DISPLAY_NAMES, _canonical

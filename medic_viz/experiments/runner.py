@@ -98,26 +98,37 @@ def check_grid(cells: Sequence[CellSpec], *, executor: str = "local") -> None:
     cell's device and data: the dataset loads, neither split is empty, the target is one of
     its classes, a clean-label attack has target-class images to poison, and each attack can
     be built for the data (e.g. a composite attack's classes); a teacher folder's model loads
-    and fits the data (:func:`~medic_viz.experiments.folders.check_teacher_folder`). Raises
-    ValueError."""
+    and fits the data (:func:`~medic_viz.experiments.folders.check_teacher_folder`; with any
+    executor, since a folder is read here anyway). Raises ValueError; a teacher folder's error
+    names the folder."""
     from medic_viz.attacks.registry import attack_spec, build_attack
     from medic_viz.device import resolve_device
     from medic_viz.experiments.cells import cell_splits
 
     validate_cells(cells)
-    if executor != "local":
-        return  # the devices and the data are the cluster workers'
-    for device in sorted({c.device for c in cells}):
-        resolve_device(device)
+    local = executor == "local"  # else the devices and the data are the cluster workers', a folder's aside
+    if local:
+        for device in sorted({c.device for c in cells}):
+            resolve_device(device)
     checked: set[str] = set()
     for cell in cells:
+        if not local and cell.teacher_dir is None:
+            continue
         key = json.dumps([cell.dataset, cell.max_train, cell.max_test, cell.data_root, cell.attack,
                           cell.attack_options, cell.target, cell.teacher_dir], sort_keys=True, default=str)
         if key in checked:
             continue
         checked.add(key)
-        splits = cell_splits(cell.dataset, cell.max_train, cell.max_test, cell.data_root)
         where = f"grid cell {cell.attack} × {cell.method} seed {cell.seed}"
+        try:
+            splits = cell_splits(cell.dataset, cell.max_train, cell.max_test, cell.data_root)
+        except (ValueError, TypeError, OSError) as exc:
+            if cell.teacher_dir is None:
+                raise
+            raise ValueError(f"--teacher {cell.teacher_dir}: its dataset {cell.dataset} cannot be read "
+                             f"({' '.join(str(exc).split())}); give --dataset PATH to the data it was made on") from None
+        if cell.teacher_dir is not None:
+            where = f"--teacher {cell.teacher_dir}"
         for part in (splits.train, splits.test):
             if len(part) == 0:
                 raise ValueError(f"{where}: {part.name} is empty (max_train/max_test or the data)")
