@@ -21,9 +21,18 @@ __all__ = [
     "MAX_PICKLE_BYTES",
     "MAX_CARD_BYTES",
     "MAX_JSON_DEPTH",
+    "MAX_TENSOR_BYTES",
+    "MAX_CHECKPOINT_BYTES",
+    "MAX_DATASET_BYTES",
+    "MAX_TRIGGER_SIZE",
+    "MAX_QUOTED_CHARS",
     "check_classes",
     "check_image_side",
     "check_array_bytes",
+    "check_tensor_bytes",
+    "check_dataset_bytes",
+    "check_trigger_size",
+    "quoted",
 ]
 
 #: Most classes a dataset or model may have (labels, ``num_classes``, class-name lists).
@@ -40,6 +49,20 @@ MAX_PICKLE_BYTES: int = 1024 * 2**20
 MAX_CARD_BYTES: int = 16 * 2**20
 #: Deepest nesting of lists/dicts in a ``card.json``.
 MAX_JSON_DEPTH: int = 32
+#: Largest single tensor in a checkpoint, by logical size (elements x element size): 2 GiB
+#: (ImageNet-21k's classifier of a ViT-H is 42 MB).
+MAX_TENSOR_BYTES: int = 2 * 2**30
+#: Largest sum of the logical sizes of a checkpoint's tensors (8 GiB: 2 G float32 weights).
+MAX_CHECKPOINT_BYTES: int = 8 * 2**30
+#: Largest dataset generated or resized in memory (images, and the synthetic signs' masks), in
+#: bytes, computed before anything is allocated (8 GiB; CIFAR-10's training set is 150 MB).
+MAX_DATASET_BYTES: int = 8 * 2**30
+#: Largest trigger parameter that sizes an allocation, in pixels or grid cells (WaNet's control
+#: grid ``k``, a blend pattern's or reflection scene's ``grid``/``cells``, a BadNet ``size``,
+#: a blur ``sigma``): a trigger never needs more than the largest image side.
+MAX_TRIGGER_SIZE: int = MAX_IMAGE_SIDE
+#: Longest name or value quoted in an error message, in characters (longer ones are cut, "…").
+MAX_QUOTED_CHARS: int = 80
 
 
 def check_classes(n: int, where: str) -> int:
@@ -71,3 +94,51 @@ def check_array_bytes(n: int, where: str, limit: int | None = None) -> int:
             "file; the file is corrupted or hostile (raise medic_viz.limits if it is genuine)"
         )
     return n
+
+
+def check_tensor_bytes(nbytes: int, total: int, where: str, name: str) -> int:
+    """``nbytes`` if one tensor of that many bytes, bringing a checkpoint to ``total`` bytes, is
+    within :data:`MAX_TENSOR_BYTES` and :data:`MAX_CHECKPOINT_BYTES`, else ValueError."""
+    if nbytes > MAX_TENSOR_BYTES:
+        raise ValueError(
+            f"{where}: tensor {quoted(name)} declares {nbytes:,} bytes, more than the {MAX_TENSOR_BYTES:,} "
+            "medic_viz accepts for one tensor (limits.MAX_TENSOR_BYTES); the file is corrupted or hostile "
+            "(raise medic_viz.limits if it is genuine)"
+        )
+    if total > MAX_CHECKPOINT_BYTES:
+        raise ValueError(
+            f"{where}: the tensors declare {total:,} bytes or more, more than the {MAX_CHECKPOINT_BYTES:,} "
+            "medic_viz accepts for one checkpoint (limits.MAX_CHECKPOINT_BYTES); the file is corrupted or "
+            "hostile (raise medic_viz.limits if it is genuine)"
+        )
+    return nbytes
+
+
+def check_dataset_bytes(nbytes: int, where: str) -> int:
+    """``nbytes`` if a dataset of that many bytes is within :data:`MAX_DATASET_BYTES`, else ValueError."""
+    if nbytes > MAX_DATASET_BYTES:
+        raise ValueError(
+            f"{where}: the images would take {nbytes:,} bytes of memory, more than the {MAX_DATASET_BYTES:,} "
+            "medic_viz holds for one dataset (limits.MAX_DATASET_BYTES); use a smaller image size or fewer "
+            "images (or raise medic_viz.limits if the machine has the memory)"
+        )
+    return nbytes
+
+
+def check_trigger_size(value: float, what: str) -> float:
+    """``value`` if a trigger parameter that sizes an allocation is within :data:`MAX_TRIGGER_SIZE`."""
+    if value > MAX_TRIGGER_SIZE:
+        raise ValueError(
+            f"{what} must be at most {MAX_TRIGGER_SIZE} (the largest image side medic_viz handles), got "
+            f"{quoted(value)}; a trigger this large would only allocate memory"
+        )
+    return value
+
+
+def quoted(value: object, limit: int | None = None) -> str:
+    """``repr(value)`` for an error message, cut to ``limit`` (default :data:`MAX_QUOTED_CHARS`) characters."""
+    limit = MAX_QUOTED_CHARS if limit is None else limit
+    if isinstance(value, str):
+        return repr(value) if len(value) <= limit else repr(value[:limit]) + "…"
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"

@@ -7,6 +7,7 @@ from typing import Any, ClassVar, Sequence, Union
 import torch
 import torch.nn.functional as F
 
+from medic_viz import limits
 from medic_viz.attacks.base import Trigger, _check_unit_interval, _fit_channels, _image_param, _resize
 
 __all__ = ["BlendTrigger"]
@@ -32,7 +33,7 @@ class BlendTrigger(Trigger):
         self.seed = int(seed)
         if int(cells) < 0:
             raise ValueError(f"cells must be >= 0 (0 = per-pixel noise), got {cells}")
-        self.cells = int(cells)
+        self.cells = int(limits.check_trigger_size(int(cells), "cells (blend pattern grid)"))
         self.pattern_image: torch.Tensor | None = None
         if isinstance(pattern, str):
             if pattern != "noise":

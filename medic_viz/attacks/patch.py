@@ -8,6 +8,7 @@ from typing import Any, ClassVar, Sequence, Union
 import numpy as np
 import torch
 
+from medic_viz import limits
 from medic_viz.attacks.base import (_CORNERS, Colour, Trigger, _colour_for_channels, _fit_channels, _image_param,
                                     _parse_colour)
 
@@ -38,6 +39,7 @@ class BadNetTrigger(Trigger):
         super().__init__()
         if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
             raise ValueError(f"size must be a positive integer number of pixels, got {size!r}")
+        limits.check_trigger_size(int(size), "size (patch side, pixels)")
         if isinstance(margin, bool) or not isinstance(margin, (int, np.integer)) or margin < 0:
             raise ValueError(f"margin must be a non-negative integer number of pixels, got {margin!r}")
         if isinstance(position, str):

@@ -8,6 +8,7 @@ from typing import Any, ClassVar, Sequence
 import torch
 import torch.nn.functional as F
 
+from medic_viz import limits
 from medic_viz.attacks.base import Trigger, _check_unit_interval, _fit_channels, _image_param, _resize
 
 __all__ = ["ReflectionTrigger"]
@@ -78,11 +79,11 @@ class ReflectionTrigger(Trigger):
         self.ghost = _check_unit_interval(ghost, "ghost", allow_zero=True)
         if not (float(sigma) > 0 and math.isfinite(float(sigma))):
             raise ValueError(f"sigma must be a positive number of pixels, got {sigma!r}")
-        self.sigma = float(sigma)
+        self.sigma = float(limits.check_trigger_size(float(sigma), "sigma (blur, pixels)"))
         self.seed = int(seed)
         if isinstance(grid, bool) or int(grid) < 2:
             raise ValueError(f"grid must be an integer >= 2, got {grid!r}")
-        self.grid = int(grid)
+        self.grid = int(limits.check_trigger_size(int(grid), "grid (reflection scene cells)"))
         self.image = None if image is None else _image_param(image, "image")
 
     def reflection_image(self, channels: int, height: int, width: int) -> torch.Tensor:

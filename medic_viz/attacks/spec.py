@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from medic_viz import limits
 from medic_viz.attacks.base import Trigger
 from medic_viz.attacks.patch import MAX_PATCH_SIDE
 
@@ -161,6 +162,8 @@ def _patch(params: dict[str, str]) -> Trigger:
 def _blend_image(params: dict[str, str], image_size: int | None) -> Trigger:
     from medic_viz.attacks.blend import BlendTrigger
 
+    if image_size is not None:
+        limits.check_image_side(int(image_size), "trigger spec blend-image: image_size")
     if "file" not in params:
         raise ValueError("trigger spec blend-image needs file=IMAGE (and alpha=, e.g. 0.1)")
     image = read_image_file(params.pop("file"))

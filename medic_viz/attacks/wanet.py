@@ -10,6 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from medic_viz import limits
 from medic_viz.attacks.base import Trigger, _check_unit_interval
 from medic_viz.attacks.poison import PoisonedData, poison_dataset
 from medic_viz.data.arrays import ImageArrays
@@ -37,7 +38,7 @@ class WaNetTrigger(Trigger):
         super().__init__()
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 2:
             raise ValueError(f"k (control-grid size) must be an integer >= 2, got {k!r}")
-        self.k = int(k)
+        self.k = int(limits.check_trigger_size(int(k), "k (control-grid size)"))
         self.s = float(s)
         if not (self.s >= 0 and math.isfinite(self.s)):
             raise ValueError(f"s (warping strength) must be >= 0, got {s!r}")

@@ -325,6 +325,8 @@ def _resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
     """Antialiased bilinear resize of uint8 ``(N, C, H, W)`` to ``(N, C, size, size)``."""
     if tuple(images.shape[-2:]) == (size, size):
         return images.contiguous()
+    n, c = images.shape[0], images.shape[1]
+    limits.check_dataset_bytes(n * c * size * size, f"{n:,} images resized to {size}x{size} pixels")
     out = torch.empty((images.shape[0], images.shape[1], size, size), dtype=torch.uint8)
     for start in range(0, images.shape[0], _RESIZE_CHUNK):
         chunk = images[start : start + _RESIZE_CHUNK].float()
@@ -441,6 +443,7 @@ def _load_gtsrb(root: Path, download: bool, size: int) -> DatasetSplits:
                     f"missing {absent[:5]}{'...' if len(absent) > 5 else ''}, unexpected {extra[:5]}. "
                     "The copy is incomplete: download it again (download=True into an empty root)"
                 )
+        limits.check_dataset_bytes(len(ds) * 3 * size * size, f"GTSRB {split}: {len(ds):,} images of {size}x{size} pixels")
         images = np.empty((len(ds), 3, size, size), dtype=np.uint8)
         labels = np.empty(len(ds), dtype=np.int64)
         for i in range(len(ds)):

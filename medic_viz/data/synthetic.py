@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
+from medic_viz import limits
 from medic_viz.data.arrays import Augmentation, DatasetSplits, ImageArrays
 
 __all__ = [
@@ -519,6 +520,8 @@ def _single_torch_thread() -> Iterator[None]:
 
 def _synthesize(labels: np.ndarray, size: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     n = len(labels)
+    # uint8 RGB images and float32 coverage masks: 7 bytes a pixel, checked before allocating
+    limits.check_dataset_bytes(n * size * size * (3 + 4), f"{n:,} synthetic signs of {size}x{size} pixels")
     images = torch.empty(n, 3, size, size, dtype=torch.uint8)
     masks = torch.empty(n, size, size, dtype=torch.float32)
     chunk = max(8, (1 << 18) // (size * size))  # ~256 kpixel chunks: cache-friendly, bounded memory
