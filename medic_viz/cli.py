@@ -172,15 +172,27 @@ def _dataset_for(args: argparse.Namespace):
     return splits
 
 
-def _inputs(args: argparse.Namespace, *paths: object) -> list:
-    """Paths a command reads, which its --out may not be or contain."""
-    found = [p for p in paths if p]
-    dataset = getattr(args, "dataset", None)
-    if dataset and Path(str(dataset)).exists():
-        found.append(dataset)
-    if getattr(args, "data_root", None):
-        found.append(args.data_root)
-    return found
+def _inputs(args: argparse.Namespace, *paths: object, datasets: Sequence[object] = (), code: str | None = None,
+            trigger: str | None = None) -> list:
+    """Paths a command reads, which its --out may not be, hold or lie inside
+    (:func:`medic_viz.outdir.command_inputs`): ``paths``, ``--dataset`` and ``datasets``,
+    ``--data-root``, the file of ``code`` and the images of ``trigger``."""
+    from medic_viz.outdir import command_inputs
+
+    return command_inputs(*paths, datasets=[getattr(args, "dataset", None), *datasets],
+                          data_root=getattr(args, "data_root", None), code=code, trigger=trigger)
+
+
+def _card_dataset(folder: str) -> str | None:
+    """The dataset a model folder's card names (a bounded read, nothing built); None when the
+    card cannot be read (loading the folder says why, later)."""
+    from medic_viz.io import CARD_FILENAME, _read_card
+
+    path = Path(folder) / CARD_FILENAME if Path(folder).is_dir() else Path(folder)
+    try:
+        return _read_card(path).dataset
+    except (ValueError, OSError):
+        return None
 
 
 def _print(msg: str) -> None:
@@ -214,7 +226,12 @@ def _run_removal(teacher, card, splits, args, signals, out, *, fraction, method=
                               callbacks=[lambda ev: pause_for_tests("train") if ev.kind == "epoch" and ev.epoch == 1 else None])
     signals.phase = "write"
     stopped = outcome.result.stopped
-    write_outputs(outcome, out.path, teacher_card=card)
+    from dataclasses import replace
+
+    from medic_viz.data_identity import dataset_record
+
+    data = dataset_record(getattr(args, "dataset", None) or "signs")  # the data this run used
+    write_outputs(outcome, out.path, teacher_card=replace(card, **data), extra=data)
     done = [e.epoch for e in outcome.result.history if e.kind == "epoch"]
     target_dir = out.publish(stopped=stopped, note=(
         f"stopped by a signal after {done[-1] if done else 0} of {cfg.epochs} epochs; model/ is the model as it was "
@@ -231,15 +248,16 @@ def _run_removal(teacher, card, splits, args, signals, out, *, fraction, method=
     return 0
 
 
-def _prepare(args: argparse.Namespace, *inputs: object):
-    """What every writing command does first: check the device and --out, install the signal
-    handlers. Returns ``(signals, out)`` to be entered as context managers."""
+def _prepare(args: argparse.Namespace, *inputs: object, **more: object):
+    """What every writing command does first: check the device and --out (against ``inputs``
+    and ``more``, see :func:`_inputs`), install the signal handlers. Returns ``(signals, out)``
+    to be entered as context managers."""
     from medic_viz.device import resolve_device
     from medic_viz.interrupts import SignalStop
     from medic_viz.outdir import OutputFolder
 
     resolve_device(args.device)
-    out = OutputFolder(args.out, overwrite=args.overwrite, inputs=_inputs(args, *inputs))
+    out = OutputFolder(args.out, overwrite=args.overwrite, inputs=_inputs(args, *inputs, **more))
     return SignalStop(), out
 
 
@@ -299,7 +317,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
         result = {"clean_acc": trojan.metrics.clean_acc, "asr": trojan.metrics.asr, "n_clean": trojan.metrics.n_clean,
                   "n_asr": trojan.metrics.n_asr, "seconds": round(time.perf_counter() - start, 2),
                   "attack": card.attack, "target": args.target, "rate": rate, "model": args.model,
-                  "dataset": str(args.dataset), "peak_memory": memory.as_dict()}
+                  "dataset": card.dataset, "dataset_sha256": card.dataset_sha256, "peak_memory": memory.as_dict()}
         (out.path / "result.json").write_text(json.dumps(result, indent=2))
         target_dir = out.publish()
     _print(f"clean accuracy {100 * trojan.metrics.clean_acc:.2f}% (n={trojan.metrics.n_clean}), "
@@ -377,11 +395,14 @@ def cmd_defend(args: argparse.Namespace) -> int:
     lam = validate_lambda(DEFAULT_LAM if args.lam is None else args.lam)
     if tau != "auto" and (args.tau_budget is not None or args.tau_search_epochs is not None):
         raise ValueError("--tau-budget and --tau-search-epochs apply to --tau auto only")
-    signals, out = _prepare(args, args.teacher)
+    # the dataset the teacher's card names is an input too, known before --out is checked
+    signals, out = _prepare(args, args.teacher, datasets=[_card_dataset(args.teacher)], code=trust)
     with signals, out:
         teacher, card = _load_teacher(args.teacher, trust)
-        if args.dataset is None:
-            args.dataset = card.dataset or "signs"
+        if args.dataset is None:  # the card's, resolved against its folder and checked against its SHA-256
+            from medic_viz.data_identity import card_dataset
+
+            args.dataset = card_dataset(card, args.teacher, f"--teacher {args.teacher}: ") or "signs"
         splits = _dataset_for(args)
         from medic_viz.pipeline import check_image_size
 

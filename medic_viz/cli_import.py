@@ -67,7 +67,10 @@ def _sha256(path: Path) -> str:
 def cmd_import(args: argparse.Namespace) -> int:
     from medic_viz.cli import _prepare
 
-    signals, out = _prepare(args, args.checkpoint)  # --out checked before any work
+    from medic_viz.importer import is_code_architecture
+
+    code = args.arch if is_code_architecture(args.arch) else None  # its file, found without importing it
+    signals, out = _prepare(args, args.checkpoint, code=code, trigger=args.trigger)  # --out checked before any work
     with signals, out:
         return _import(args, out)
 
@@ -76,6 +79,7 @@ def _import(args: argparse.Namespace, out) -> int:
     from medic_viz.attacks.registry import attack_evaluator
     from medic_viz.attacks.spec import parse_trigger_spec
     from medic_viz.data import load_dataset
+    from medic_viz.data_identity import dataset_record
     from medic_viz.device import resolve_device
     from medic_viz.importer import import_model, parse_normalize
     from medic_viz.io import ModelCard, save_model
@@ -113,7 +117,8 @@ def _import(args: argparse.Namespace, out) -> int:
     model = model.cpu()
 
     card.classes = list(splits.classes)
-    card.dataset = str(args.dataset)
+    data = dataset_record(args.dataset)  # a file by its resolved path and SHA-256, never a relative path
+    card.dataset, card.dataset_sha256 = data["dataset"], data["dataset_sha256"]
     card.attack = trigger.to_config() if trigger is not None else None
     card.target_class = args.target
     card.metrics = {k: v for k, v in metrics.as_dict().items() if v is not None}
@@ -125,7 +130,7 @@ def _import(args: argparse.Namespace, out) -> int:
     save_model(model, out.path, card)
     result = {"clean_acc": metrics.clean_acc, "n_clean": metrics.n_clean, "asr": metrics.asr, "n_asr": metrics.n_asr,
               "architecture": args.arch, "num_classes": card.num_classes, "input_size": args.input_size,
-              "normalize": card.normalize, "dataset": str(args.dataset), "target": args.target,
+              "normalize": card.normalize, **data, "target": args.target,
               "trigger": args.trigger, "checkpoint": str(checkpoint), "seconds": round(time.perf_counter() - start, 2)}
     (out.path / "result.json").write_text(json.dumps(result, indent=2))
     target_dir = out.publish()

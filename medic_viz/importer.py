@@ -341,15 +341,17 @@ def arch_builder(architecture: str, trust_arch_code: str | None = None, *,
     return code_builder(check_trusted_architecture(architecture, trust, where=where), option="architecture")
 
 
-def code_location(architecture: str) -> Path | None:
-    """The file (a module) or folder (a package) that holds the top-level package of a code
-    architecture (``package.module:callable``), found as ``import`` would find it from the
-    current folder, WITHOUT importing or running anything; None for a zoo model or code not found."""
+def code_location(code: str) -> Path | None:
+    """The file (a module) or folder (a package) holding the top-level package of ``code``
+    (``package.module:callable`` or ``package.module``), found as ``import`` would find it from
+    the current folder, WITHOUT importing or running anything; None when it is not found (or
+    ``code`` is no such name)."""
     from importlib.machinery import PathFinder
 
-    if not is_code_architecture(architecture):
+    text = code.strip() if isinstance(code, str) else ""
+    if not (_CODE_SPEC.match(text) or _MODULE_SPEC.match(text)):
         return None
-    top = architecture.strip().partition(":")[0].split(".")[0]
+    top = text.partition(":")[0].split(".")[0]
     if top in sys.builtin_module_names:
         return None
     try:
@@ -360,7 +362,7 @@ def code_location(architecture: str) -> Path | None:
         return None
     if spec.submodule_search_locations:
         return Path(list(spec.submodule_search_locations)[0])
-    return Path(spec.origin) if spec.origin and os.path.isabs(spec.origin) else None
+    return Path(spec.origin) if spec.origin and spec.has_location else None
 
 
 def check_model_folder(folder: str | Path | None) -> Path:
@@ -433,7 +435,11 @@ def open_model_folder(
 
     folder = Path(folder)
     model, card = load_model_folder(folder, trust_arch_code=trust_arch_code, device=device)
-    name = dataset if dataset is not None else (card.dataset or "signs")
+    if dataset is None:  # the card's, resolved against its folder and checked against its SHA-256
+        from medic_viz.data_identity import card_dataset
+
+        dataset = card_dataset(card, folder if folder.is_dir() else folder.parent, f"{folder}: ")
+    name = dataset or "signs"
     splits = load_dataset(name, root=data_root, download=download, size=card.input_size, seed=0)
     if splits.num_classes != card.num_classes or splits.image_shape[0] != card.in_channels:
         raise ValueError(f"{folder}: the model has {card.num_classes} classes and {card.in_channels}-channel inputs, "

@@ -152,3 +152,73 @@ def test_a_teacher_whose_dataset_is_missing_is_refused_naming_it(data, tmp_path,
     err = _one_line_error(capsys, "compare")
     assert "lost" in err and "gone.npz" in err and "--dataset" in err
     assert not out.exists()
+
+
+# --------------------------------------------------------------- the data a card names
+
+
+def _sha(path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _defend(teacher, out, *extra):
+    return main(["defend", "--method", "finetune", "--teacher", str(teacher), "--out", str(out), "--epochs", "1",
+                 "--fraction", "0.5", "--device", "cpu", "--no-progress", *extra])
+
+
+def test_import_records_the_resolved_dataset_and_defend_finds_it_from_elsewhere(data, tmp_path, monkeypatch, capsys):
+    npz, _, ckpt = data
+    work, other = tmp_path / "work", tmp_path / "other"
+    (work / "data").mkdir(parents=True)
+    (other / "data").mkdir(parents=True)
+    shutil.copy(npz, work / "data" / "x.npz")
+    rng = np.random.default_rng(5)  # another file under the same relative name, elsewhere
+    np.savez(other / "data" / "x.npz", x_train=rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8),
+             y_train=np.arange(40) % 4, x_test=rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8),
+             y_test=np.arange(20) % 4)
+    right = (work / "data" / "x.npz").resolve()
+    monkeypatch.chdir(work)
+    assert main(["import", "--checkpoint", str(ckpt), "--arch", "small_cnn", "--dataset", "data/x.npz",
+                 "--out", "m", "--device", "cpu"]) == 0
+    card = json.loads((work / "m" / "card.json").read_text())
+    assert card["dataset"] == str(right) and card["dataset_sha256"] == _sha(right)
+    result = json.loads((work / "m" / "result.json").read_text())
+    assert result["dataset"] == str(right) and result["dataset_sha256"] == _sha(right)
+
+    monkeypatch.chdir(other)  # data/x.npz here is another file: the card's is used
+    assert _defend(work / "m", "r") == 0
+    result = json.loads((other / "r" / "result.json").read_text())
+    assert result["dataset"] == str(right) and result["dataset_sha256"] == _sha(right)
+    assert result["after"]["n_clean"] == 24
+
+    shutil.copy(other / "data" / "x.npz", right)  # the card's file changed since
+    capsys.readouterr()
+    assert _defend(work / "m", "r2") == 2
+    err = _one_line_error(capsys, "defend")
+    assert "SHA-256" in err and str(right) in err and "--dataset" in err and not (other / "r2").exists()
+    assert _defend(work / "m", "r3", "--dataset", "data/x.npz") == 0  # --dataset points at the data to use
+
+
+def test_an_old_card_with_a_relative_dataset_resolves_against_its_folder(data, tmp_path, capsys):
+    npz, folder, _ = data
+    old = tmp_path / "old"
+    shutil.copytree(folder, old)
+    _edit_card(old, dataset="data/tiny.npz", dataset_sha256=None)
+    assert _defend(old, tmp_path / "r") == 2
+    err = _one_line_error(capsys, "defend")
+    assert "data/tiny.npz" in err and str(old / "data" / "tiny.npz") in err and "--dataset" in err
+    (old / "data").mkdir()
+    shutil.copy(npz, old / "data" / "tiny.npz")
+    assert _defend(old, tmp_path / "r") == 0
+    assert json.loads((tmp_path / "r" / "result.json").read_text())["dataset"] == str((old / "data" / "tiny.npz").resolve())
+
+
+def test_attack_records_its_dataset(data, tmp_path):
+    npz, _, _ = data
+    assert main(["attack", "--attack", "badnet", "--dataset", str(npz), "--epochs", "1", "--out", str(tmp_path / "a"),
+                 "--device", "cpu", "--no-progress"]) == 0
+    for name in ("card.json", "result.json"):
+        saved = json.loads((tmp_path / "a" / name).read_text())
+        assert saved["dataset"] == str(npz.resolve()) and saved["dataset_sha256"] == _sha(npz), name

@@ -434,7 +434,8 @@ def test_import_checkpoint_then_save_and_load(tmp_path):
     path = tmp_path / "third_party.ckpt"
     torch.save({"model_state_dict": source.state_dict(), "epoch": 60}, path)
     model, card = import_checkpoint(
-        path, "tiny", 3, builder=tiny_builder, input_size=8, arch_kwargs={"width": 4}, target_class=1
+        path, "tiny", 3, builder=tiny_builder, input_size=8, arch_kwargs={"width": 4}, target_class=1,
+        attack={"name": "badnet", "size": 3},
     )
     assert card.target_class == 1 and not model.training
     assert_same_state(model, source.state_dict())

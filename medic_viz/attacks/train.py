@@ -56,8 +56,12 @@ class TrojanedModel:
     seconds: float
 
     def card(self, splits: DatasetSplits, dataset: str, notes: str = ""):
-        """A :class:`medic_viz.io.ModelCard` describing this model."""
+        """A :class:`medic_viz.io.ModelCard` describing this model (``dataset``: a name, or a file
+        recorded by its resolved path and SHA-256)."""
+        from medic_viz.data_identity import dataset_record
         from medic_viz.io import ModelCard
+
+        data = dataset_record(dataset)
 
         cfg = getattr(self.model, "zoo_config", {})
         return ModelCard(
@@ -68,7 +72,8 @@ class TrojanedModel:
             arch_kwargs=dict(self.arch_kwargs),
             classes=list(splits.classes),
             normalize=None if not cfg.get("normalize") else {"mean": cfg["normalize"][0], "std": cfg["normalize"][1]},
-            dataset=dataset,
+            dataset=data["dataset"],
+            dataset_sha256=data["dataset_sha256"],
             attack=None if self.trigger is None else self.trigger.to_config(),
             target_class=self.target,
             poison_rate=self.rate,
