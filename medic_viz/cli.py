@@ -183,16 +183,21 @@ def _inputs(args: argparse.Namespace, *paths: object, datasets: Sequence[object]
                           data_root=getattr(args, "data_root", None), code=code, trigger=trigger)
 
 
-def _card_dataset(folder: str) -> str | None:
-    """The dataset a model folder's card names (a bounded read, nothing built); None when the
-    card cannot be read (loading the folder says why, later)."""
+def _card_datasets(folder: str) -> list[Path]:
+    """Where the dataset a model folder's card names may be (as given, and a relative path
+    against the folder), read without building anything; none when the card names no file or
+    cannot be read (loading the folder says why, later)."""
     from medic_viz.io import CARD_FILENAME, _read_card
 
     path = Path(folder) / CARD_FILENAME if Path(folder).is_dir() else Path(folder)
     try:
-        return _read_card(path).dataset
+        name = _read_card(path).dataset
     except (ValueError, OSError):
-        return None
+        return []
+    if not name:
+        return []
+    given = Path(name).expanduser()
+    return [given] if given.is_absolute() else [given, path.parent / given]
 
 
 def _print(msg: str) -> None:
@@ -396,7 +401,7 @@ def cmd_defend(args: argparse.Namespace) -> int:
     if tau != "auto" and (args.tau_budget is not None or args.tau_search_epochs is not None):
         raise ValueError("--tau-budget and --tau-search-epochs apply to --tau auto only")
     # the dataset the teacher's card names is an input too, known before --out is checked
-    signals, out = _prepare(args, args.teacher, datasets=[_card_dataset(args.teacher)], code=trust)
+    signals, out = _prepare(args, args.teacher, datasets=_card_datasets(args.teacher), code=trust)
     with signals, out:
         teacher, card = _load_teacher(args.teacher, trust)
         if args.dataset is None:  # the card's, resolved against its folder and checked against its SHA-256

@@ -125,13 +125,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from medic_viz.experiments import build_grid, run_grid
     from medic_viz.experiments.runner import check_grid
     from medic_viz.interrupts import SignalStop
     from medic_viz.cli import trusted_code
-    from medic_viz.outdir import prepare_resumable_folder
+    from medic_viz.outdir import command_inputs, prepare_resumable_folder
 
     from medic_viz.attacks.registry import PAPER_ATTACKS
 
@@ -167,8 +165,9 @@ def _compare(args: argparse.Namespace) -> int:
     )
     if args.ablation in ("tau", "lambda_tau", "criteria", "arch", "layers") and methods and set(methods) != {"medic"}:
         print(f"note: the {args.ablation} ablation sweeps MEDIC only; --methods is ignored", file=sys.stderr)
-    read = {args.data_root, *(c.dataset for c in cells), *(c.teacher_dir for c in cells)}
-    inputs = [p for p in read if p and Path(str(p)).exists()]
+    inputs = command_inputs(*sorted({c.teacher_dir for c in cells if c.teacher_dir}),
+                            datasets=sorted({c.dataset for c in cells}), data_root=args.data_root,
+                            code=trusted_code(args))  # what --out may not be, hold or lie inside
     with SignalStop():  # SIGTERM/SIGINT unwind (workers are terminated on the way out), never just kill
         check_grid(cells, executor=args.executor)
         prepare_resumable_folder(args.out, own=COMPARE_FILES, inputs=inputs, what="a compare run")

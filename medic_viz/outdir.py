@@ -4,8 +4,10 @@ Every command that writes (``attack``, ``defend``, ``demo``) goes through
 :class:`OutputFolder`:
 
 1. *before any work*, :func:`check_output_folder` refuses an ``--out`` that is a file, a
-   symbolic link, an existing folder with files in it (unless ``overwrite``), or the same as
-   (or a folder holding) one of the command's inputs — e.g. the teacher being repaired;
+   symbolic link, an existing folder with files in it (unless ``overwrite``), or that is,
+   holds or lies inside one of the command's inputs (:func:`command_inputs`: the teacher
+   being repaired, the checkpoint, the dataset, the code of the architecture …), with or
+   without ``overwrite``;
 2. a temporary folder is created beside the target (``.NAME.partial-XXXX``, made by this
    module, so nothing written into it can follow a link planted by someone else); its
    creation is also the check that the target's parent is writable;
@@ -41,6 +43,7 @@ __all__ = [
     "OutputFolderError",
     "STOPPED_MARKER",
     "check_output_folder",
+    "command_inputs",
     "OutputFolder",
     "prepare_resumable_folder",
     "replace_file",
@@ -67,6 +70,46 @@ def _contains(outer: Path, inner: Path) -> bool:
     return outer == inner or outer in inner.parents
 
 
+def _trigger_files(spec: object) -> list[str]:
+    """The image files a trigger spec names (``patch:file=…``, ``blend-image:file=…``), read
+    from the text alone; none for a spec that does not parse (its own error comes later)."""
+    from medic_viz.attacks.spec import _split_params
+
+    if not isinstance(spec, str) or ":" not in spec:
+        return []
+    name, _, body = spec.strip().partition(":")
+    try:
+        params = _split_params(name.strip().lower(), body)
+    except ValueError:
+        return []
+    return [params["file"]] if params.get("file", "").strip() else []
+
+
+def command_inputs(
+    *paths: str | Path | None,
+    datasets: Iterable[str | Path | None] = (),
+    data_root: str | Path | None = None,
+    code: str | None = None,
+    trigger: str | None = None,
+) -> list[Path]:
+    """Everything a command reads, which its ``--out`` may not be, hold, or lie inside: ``paths``
+    (checkpoint, card, teacher folders), the ``datasets`` that are files or folders (a name
+    such as ``signs`` is not), the ``data_root``, the file or package folder of ``code``
+    (``package.module:callable`` or a trusted ``package.module``, found without importing it),
+    and the image files of a ``trigger`` spec. None entries are skipped."""
+    from medic_viz.importer import code_location
+
+    found = [Path(str(p)).expanduser() for p in paths if p is not None and str(p) != ""]
+    found += [Path(str(d)).expanduser() for d in datasets if d and Path(str(d)).expanduser().exists()]
+    if data_root:
+        found.append(Path(str(data_root)).expanduser())
+    location = code_location(code) if code else None
+    if location is not None:
+        found.append(location)
+    found += [Path(f.strip()).expanduser() for f in _trigger_files(trigger)]
+    return found
+
+
 def check_output_folder(
     target: str | Path,
     *,
@@ -76,8 +119,9 @@ def check_output_folder(
     """Refuse an unusable output folder before any work is done; returns ``target`` as a Path.
 
     Raises :class:`OutputFolderError` when ``target`` is a symbolic link, a file, an existing
-    folder holding files (unless ``overwrite``), or is — or contains — one of ``inputs``
-    (paths the command reads; None entries are skipped).
+    folder holding files (unless ``overwrite``), or is, contains or lies inside one of
+    ``inputs`` (paths the command reads, :func:`command_inputs`; None entries are skipped),
+    with or without ``overwrite``.
     """
     target = Path(target).expanduser()
     if str(target).strip() in ("", "."):
@@ -93,11 +137,11 @@ def check_output_folder(
         if item is None or str(item) == "":
             continue
         source = Path(os.path.realpath(Path(item).expanduser()))
-        if _contains(real, source):
-            what = "is" if real == source else "contains"
+        if _contains(real, source) or _contains(source, real):
+            what = "is" if real == source else "contains" if _contains(real, source) else "lies inside"
             raise OutputFolderError(
-                f"--out {target} {what} the input {item}; the results would replace what is being read: "
-                "choose another folder"
+                f"--out {target} {what} the input {item}; the results would replace or mix with what is being "
+                "read: choose another folder"
             )
     if target.is_dir() and any(target.iterdir()) and not overwrite:
         raise OutputFolderError(
