@@ -249,6 +249,9 @@ def _run_removal(teacher, card, splits, args, signals, out, *, fraction, method=
     if stopped:
         _print(f"stopped after {done[-1] if done else 0} of {cfg.epochs} epochs: {target_dir} holds the model as it was "
                f"at the stop and is marked {target_dir / 'STOPPED'}")
+        if target_dir != out.target:
+            _print(f"{out.target} still holds the complete result it held (--overwrite replaces it only with a "
+                   f"complete run); the stopped run went beside it, to {target_dir}")
         return 128 + (signals.signum or 2)
     return 0
 

@@ -22,7 +22,9 @@ holding a previous ``compare`` run is accepted; every file in it is written by a
 appended line by line.
 
 A run stopped early (SIGINT/SIGTERM during training, like the launcher's Stop) is published
-with a ``STOPPED`` file saying so, beside ``result.json``'s ``"stopped": true``.
+with a ``STOPPED`` file saying so, beside ``result.json``'s ``"stopped": true``. It never
+replaces a folder that holds files (``overwrite`` replaces only once the run is complete): it
+then goes beside it, to ``<out>.stopped`` (or ``<out>.stopped-2``, … — never a name in use).
 
 :func:`pause_for_tests` is a test hook: with ``MEDIC_VIZ_TEST_PAUSE=<point>:<seconds>`` in
 the environment, the named point (``train``, ``write``) announces itself on stderr and
@@ -54,6 +56,7 @@ __all__ = [
 STOPPED_MARKER = "STOPPED"
 _PARTIAL = ".partial-"
 _OLD = ".replaced-"
+_STOPPED_SUFFIX = ".stopped"
 
 
 class OutputFolderError(ValueError):
@@ -203,17 +206,40 @@ class OutputFolder:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
 
-    def publish(self, *, stopped: bool = False, note: str = "") -> Path:
-        """Rename the finished temporary folder to the target; returns the target.
+    def _publish_beside(self, tmp: Path) -> Path:
+        """Rename ``tmp`` to the first free ``<target>.stopped[-N]`` beside the target: the name
+        is claimed by creating it (``mkdir`` fails on any existing entry, link included), so
+        nothing is ever replaced but that empty folder of ours."""
+        for n in range(1, 10_000):
+            place = self.target.with_name(f"{self.target.name}{_STOPPED_SUFFIX}{'' if n == 1 else f'-{n}'}")
+            try:
+                place.mkdir()
+            except FileExistsError:
+                continue
+            os.replace(tmp, place)
+            return place
+        raise OutputFolderError(f"--out {self.target}: no free name for the stopped run beside it; remove old "
+                                f"{self.target.name}{_STOPPED_SUFFIX}-N folders")
 
-        ``stopped``: the run ended early; a :data:`STOPPED_MARKER` file (with ``note``) says so.
-        The checks are repeated first (the target may have appeared while the command ran).
+    def publish(self, *, stopped: bool = False, note: str = "") -> Path:
+        """Rename the finished temporary folder to the target; returns where it went.
+
+        ``stopped``: the run ended early; a :data:`STOPPED_MARKER` file (with ``note``) says so,
+        and a target that holds files is never replaced by it: the stopped run goes beside it
+        (``<target>.stopped``, ``<target>.stopped-2`` …; never a name in use). The checks are
+        repeated first (the target may have appeared while the command ran).
         """
         tmp = self.open()
         if stopped:
             (tmp / STOPPED_MARKER).write_text(
                 (note or "this run was stopped before its end; the model is kept as it was at the stop") + "\n"
             )
+            check_output_folder(self.target, overwrite=True, inputs=self.inputs)
+            if self.target.is_dir() and any(self.target.iterdir()):
+                place = self._publish_beside(tmp)
+                self.published = True
+                self._tmp = None
+                return place
         check_output_folder(self.target, overwrite=self.overwrite, inputs=self.inputs)
         old: Path | None = None
         if self.target.is_dir() and any(self.target.iterdir()):

@@ -73,6 +73,30 @@ def test_publish_is_whole_or_nothing(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
+def test_a_stopped_run_never_replaces_a_result(tmp_path: Path) -> None:
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "result.json").write_text("complete")
+    (tmp_path / "out.stopped").mkdir()  # an earlier stopped run (even empty) is never overwritten either
+    before = _tree(tmp_path)
+    places = []
+    for n in range(2):
+        with OutputFolder(target, overwrite=True) as out:
+            (out.path / "result.json").write_text(f"stopped {n}")
+            places.append(out.publish(stopped=True, note="stopped"))
+    assert places == [tmp_path / "out.stopped-2", tmp_path / "out.stopped-3"]
+    assert {k: v for k, v in _tree(tmp_path).items() if not k.startswith("out.stopped-")} == before
+    for n, place in enumerate(places):
+        assert (place / "result.json").read_text() == f"stopped {n}" and (place / STOPPED_MARKER).is_file()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with OutputFolder(empty, overwrite=True) as out:  # nothing to keep: the stopped run goes to the target
+        assert out.publish(stopped=True) == empty and (empty / STOPPED_MARKER).is_file()
+    with OutputFolder(target, overwrite=True) as out:  # a complete run replaces the result
+        (out.path / "result.json").write_text("new")
+        assert out.publish() == target and (target / "result.json").read_text() == "new"
+
+
 def test_overwrite_replaces_the_folder_and_never_follows_its_links(tmp_path: Path) -> None:
     # A result.json that is a link to a file elsewhere: the old `--out` wrote through it.
     outside = tmp_path / "precious.txt"
@@ -209,6 +233,29 @@ def test_sigterm_during_training_keeps_the_model_marked_stopped(tmp_path, teache
     model, _ = load_model(out / "model")  # a whole, loadable model
     assert sorted(p.name for p in tmp_path.iterdir()) == ["chain", "out"]
     assert np.isfinite(result["after"]["clean_acc"])
+
+
+@pytest.mark.slow
+def test_sigterm_during_an_overwrite_keeps_the_complete_result(tmp_path, teacher, tiny_npz) -> None:
+    # SIGTERM while an --overwrite rerun trains: the old code replaced the complete result by a
+    # 1-epoch model marked STOPPED. Now the result stays; the stopped run is published beside it.
+    out = tmp_path / "out"
+    (out / "model").mkdir(parents=True)
+    for name, text in {"result.json": '{"run": "complete"}', "report.html": "complete",
+                       "model/card.json": "{}"}.items():
+        (out / name).write_text(text)
+    before = _tree(out)
+    proc = _run_until(["defend", "--teacher", str(teacher), "--dataset", str(tiny_npz), "--out", str(out),
+                       "--overwrite", "--epochs", "40", "--device", "cpu", "--no-progress"], "train:1", tmp_path)
+    proc.send_signal(signal.SIGTERM)
+    stdout, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM and "Traceback" not in err, err
+    assert _tree(out) == before, "the stopped rerun replaced the complete result"
+    beside = tmp_path / "out.stopped"
+    assert sorted(p.name for p in beside.iterdir()) == [STOPPED_MARKER, "model", "report.html", "result.json"]
+    assert json.loads((beside / "result.json").read_text())["stopped"] is True
+    assert str(beside) in stdout and f"{out} still holds the complete result" in stdout, stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chain", "out", "out.stopped"]
 
 
 def test_demo_replaces_only_a_previous_demo_result_in_its_default_folder(tmp_path, monkeypatch, capsys) -> None:
