@@ -52,7 +52,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 def _add_out(p: argparse.ArgumentParser, help_text: str, required: bool = True, default: str | None = None) -> None:
     p.add_argument("--out", required=required, default=default, help=help_text + "; must not exist or be empty")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder (only once the run is complete)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out folder (only once the run is complete: a run stopped early goes "
+                        "beside it, to OUT.stopped); never a folder that is, holds or lies inside an input")
 
 
 def add_trust_arch_code(p: argparse.ArgumentParser, whose: str) -> None:
@@ -324,10 +326,14 @@ def cmd_attack(args: argparse.Namespace) -> int:
         pause_for_tests("write")
         result = {"clean_acc": trojan.metrics.clean_acc, "asr": trojan.metrics.asr, "n_clean": trojan.metrics.n_clean,
                   "n_asr": trojan.metrics.n_asr, "seconds": round(time.perf_counter() - start, 2),
-                  "attack": card.attack, "target": args.target, "rate": rate, "model": args.model,
+                  "attack": card.attack, "target": args.target, "rate": trojan.rate, "rate_requested": rate,
+                  "model": args.model,
                   "dataset": card.dataset, "dataset_sha256": card.dataset_sha256, "peak_memory": memory.as_dict()}
         (out.path / "result.json").write_text(json.dumps(result, indent=2))
         target_dir = out.publish()
+    n_train = len(splits.train)
+    if spec.poison_pool(splits.train, args.target) is not None:  # existing images stamped: the real share
+        _print(f"poisoned {int(round(trojan.rate * n_train))} of {n_train} training images ({100 * trojan.rate:.2f} %)")
     _print(f"clean accuracy {100 * trojan.metrics.clean_acc:.2f}% (n={trojan.metrics.n_clean}), "
            f"ASR {100 * trojan.metrics.asr:.2f}% (n={trojan.metrics.n_asr})")
     _print(f"wrote {target_dir / 'model.safetensors'}, {target_dir / 'card.json'}, {target_dir / 'result.json'}")

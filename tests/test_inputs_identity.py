@@ -222,3 +222,51 @@ def test_attack_records_its_dataset(data, tmp_path):
     for name in ("card.json", "result.json"):
         saved = json.loads((tmp_path / "a" / name).read_text())
         assert saved["dataset"] == str(npz.resolve()) and saved["dataset_sha256"] == _sha(npz), name
+
+
+# ------------------------------------------------------------------------ poison rates
+
+
+@pytest.mark.parametrize(("attack", "rate", "message"), [
+    ("cleanlabel", "0.99", r"poison rate 0\.99 cannot be met: cleanlabel poisons only images of the target class 1, "
+                           r"12 of 48 training images \(25\.0 %\); give a rate of at most 0\.25"),
+    ("sig", "0.5", r"sig poisons only images of the target class 1, 12 of 48 .* at most 0\.25"),
+    ("badnet", "0.9", r"badnet poisons only images of classes other than the target 1, 36 of 48 .* at most 0\.75"),
+])
+def test_a_rate_that_cannot_be_met_is_refused_before_training(data, tmp_path, capsys, monkeypatch, attack, rate,
+                                                               message):
+    npz, _, _ = data
+    from medic_viz.attacks import train as train_module
+
+    def forbidden(*a, **k):
+        raise AssertionError("a model was trained for a rate that cannot be met")
+
+    monkeypatch.setattr(train_module, "train_on_poisoned", forbidden)
+    out = tmp_path / "a"
+    assert main(["attack", "--attack", attack, "--dataset", str(npz), "--target", "1", "--rate", rate,
+                 "--epochs", "1", "--out", str(out), "--device", "cpu", "--no-progress"]) == 2
+    import re
+
+    assert re.search(message, _one_line_error(capsys, "attack"))
+    assert not out.exists()
+
+
+def test_the_recorded_rate_is_the_real_poisoned_share(data, tmp_path, capsys):
+    npz, _, _ = data
+    out = tmp_path / "a"
+    assert main(["attack", "--attack", "sig", "--dataset", str(npz), "--target", "1", "--rate", "0.2",
+                 "--epochs", "1", "--out", str(out), "--device", "cpu", "--no-progress"]) == 0
+    real = 10 / 48  # round(0.2 · 48) images of class 1
+    assert "poisoned 10 of 48 training images (20.83 %)" in capsys.readouterr().out
+    result = json.loads((out / "result.json").read_text())
+    assert result["rate"] == pytest.approx(real) and result["rate_requested"] == 0.2
+    assert json.loads((out / "card.json").read_text())["poison_rate"] == pytest.approx(real)
+
+
+def test_compare_refuses_a_rate_no_teacher_can_meet_before_training(data, tmp_path, capsys, no_training):
+    npz, _, _ = data
+    out = tmp_path / "out"
+    assert main(["compare", "--dataset", str(npz), "--attacks", "badnet,sig", "--target", "1", "--rate", "0.5",
+                 "--methods", "finetune", "--seeds", "1", "--device", "cpu", "--out", str(out)]) == 2
+    assert "sig poisons only images of the target class 1" in _one_line_error(capsys, "compare")
+    assert not out.exists()

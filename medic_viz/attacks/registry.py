@@ -70,6 +70,7 @@ __all__ = [
     "any_trigger_from_config",
     "build_attack",
     "default_rate",
+    "check_rate",
     "image_trigger",
     "attack_evaluator",
 ]
@@ -101,6 +102,10 @@ def _poison_clean_label(data: ImageArrays, attack: CleanLabelTrigger, target: in
     if surrogate is None:
         raise ValueError("the clean-label attack perturbs images against a clean surrogate model; pass surrogate=")
     return poison_clean_label(data, attack, target, rate, surrogate=surrogate, seed=seed, device=device)
+
+
+#: Poisoners that stamp existing images drawn from a pool (the target class, or the others).
+_POOL_POISONERS = (_poison_trigger, _poison_wanet, _poison_clean_label)
 
 
 def _poison_composite(data: ImageArrays, attack: CompositeAttack, target: int, rate: float, *, seed: int = 0,
@@ -173,6 +178,15 @@ class AttackSpec:
         """The keyword parameters :func:`make_trigger` accepts for this attack."""
         return [p for p in inspect.signature(self.build).parameters if p != "self"]
 
+    def poison_pool(self, data: ImageArrays, target: int, clean_label: bool | None = None) -> int | None:
+        """How many images of ``data`` this attack's poisoning can stamp: it draws existing images
+        from the target class (``clean_label``, default the spec's) or from the other classes.
+        None: no such limit (composite adds new mixes; adaptive poisons each batch)."""
+        if self.poison not in _POOL_POISONERS:
+            return None
+        clean = self.clean_label if clean_label is None else bool(clean_label)
+        return int(((data.labels == int(target)) if clean else (data.labels != int(target))).sum())
+
     def default_rate(self, data: ImageArrays, target: int) -> float:
         """``rate``; for clean-label attacks at most ``CLEAN_LABEL_CAP`` of the target class's
         share of ``data`` (and at least one image)."""
@@ -180,6 +194,21 @@ class AttackSpec:
             return self.rate
         share = float((data.labels == int(target)).float().mean())
         return max(min(self.rate, CLEAN_LABEL_CAP * share), 1.0 / max(len(data), 1))
+
+
+def check_rate(spec: AttackSpec, data: ImageArrays, target: int, rate: float, clean_label: bool | None = None) -> None:
+    """Refuse a poison ``rate`` that ``spec``'s poisoning cannot meet on ``data`` (it would
+    poison fewer images than asked and record the wrong share), one line saying the most that
+    is possible. ``clean_label``: the attack object's flag, when it differs from the spec's."""
+    pool = spec.poison_pool(data, target, clean_label)
+    n = len(data)
+    if pool is None or n == 0 or max(1, int(round(rate * n))) <= pool:
+        return
+    clean = spec.clean_label if clean_label is None else bool(clean_label)
+    which = f"the target class {target}" if clean else f"classes other than the target {target}"
+    most = int(pool / n * 1000) / 1000
+    raise ValueError(f"poison rate {rate:g} cannot be met: {spec.name} poisons only images of {which}, {pool} of {n} "
+                     f"training images ({100 * pool / n:.1f} %); give a rate of at most {most:g}")
 
 
 def _trigger_spec(cls: type[Trigger], summary: str, **kw: Any) -> AttackSpec:

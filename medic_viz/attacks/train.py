@@ -20,7 +20,8 @@ import torch.nn as nn
 
 from medic_viz.attacks.base import Trigger
 from medic_viz.attacks.patch import BadNetTrigger
-from medic_viz.attacks.registry import Attack, AttackSpec, attack_evaluator, attack_spec, build_attack, spec_of
+from medic_viz.attacks.registry import (Attack, AttackSpec, attack_evaluator, attack_spec, build_attack, check_rate,
+                                        spec_of)
 from medic_viz.data.arrays import DatasetSplits, ImageArrays
 from medic_viz.metrics import BackdoorMetrics, resolve_device
 from medic_viz.training import Callback, SupervisedObjective, TrainConfig, TrainEvent, train
@@ -43,7 +44,9 @@ class TrojanedModel:
     """A model trained on poisoned data, with its card-ready description and test metrics.
 
     ``trigger``: the attack object (a :class:`CompositeAttack` for "composite"; the inner
-    trigger for "adaptive"), None for a clean model."""
+    trigger for "adaptive"), None for a clean model. ``rate``: the share of the training images
+    that were poisoned (the real one where existing images are stamped; the rate asked for
+    otherwise)."""
 
     model: nn.Module
     architecture: str
@@ -151,7 +154,9 @@ def train_attack(
     "composite", ``penalty``/``layers`` for "adaptive"), an attack object, or None for a clean
     model.
 
-    ``rate`` None: the attack's default (:func:`~medic_viz.attacks.registry.default_rate`). The
+    ``rate`` None: the attack's default (:func:`~medic_viz.attacks.registry.default_rate`); a rate
+    the attack cannot meet (a clean-label attack stamps only target-class images) is refused with
+    ValueError before any training (:func:`~medic_viz.attacks.registry.check_rate`). The
     clean-label attack perturbs against ``surrogate``, or against a clean model trained here
     first with the same ``config``. The result's ``trigger`` is the attack object and its
     metrics come from :func:`~medic_viz.attacks.registry.attack_evaluator`.
@@ -187,21 +192,25 @@ def _train(spec: AttackSpec, attack: Attack, splits: DatasetSplits, *, target: i
            eval_max_images: int | None) -> TrojanedModel:
     """Poison as ``spec`` says, then :func:`train_on_poisoned`."""
     rate = spec.default_rate(splits.train, target) if rate is None else float(rate)
+    check_rate(spec, splits.train, target, rate, getattr(attack, "clean_label", None))  # before any training
     common = dict(architecture=architecture, arch_kwargs=arch_kwargs, config=config, stop_event=stop_event,
                   eval_max_images=eval_max_images)
     if spec.needs_model and surrogate is None:
         surrogate = train_on_poisoned(splits, splits.train, None, target=None, rate=None, seed=seed + 7919,
                                       **common).model  # type: ignore[arg-type]
-    train_data = splits.train
+    train_data, share = splits.train, rate
     if spec.poison is not None:
         device = resolve_device(config.device if config is not None else "auto")
-        train_data = spec.poison(splits.train, attack, target, rate, seed=seed, surrogate=surrogate, device=device,
-                                 **train_options).data
+        poisoned = spec.poison(splits.train, attack, target, rate, seed=seed, surrogate=surrogate, device=device,
+                               **train_options)
+        train_data = poisoned.data
+        if spec.poison_pool(splits.train, target) is not None:  # the real share of images stamped
+            share = poisoned.n_poisoned / len(splits.train)
     factory = None
     if spec.objective is not None:
         def factory(model: nn.Module) -> Any:
             return spec.objective(model, attack, target, rate=rate, **train_options)  # type: ignore[misc]
-    return train_on_poisoned(splits, train_data, attack, target=target, rate=rate, seed=seed, objective_factory=factory,
+    return train_on_poisoned(splits, train_data, attack, target=target, rate=share, seed=seed, objective_factory=factory,
                              callbacks=callbacks, **common)  # type: ignore[arg-type]
 
 

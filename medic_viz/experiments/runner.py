@@ -97,11 +97,11 @@ def check_grid(cells: Sequence[CellSpec], *, executor: str = "local") -> None:
     (:func:`~medic_viz.experiments.grid.validate_cells`); with the local executor also each
     cell's device and data: the dataset loads, neither split is empty, the target is one of
     its classes, a clean-label attack has target-class images to poison, and each attack can
-    be built for the data (e.g. a composite attack's classes); a teacher folder's model loads
+    be built for the data (e.g. a composite attack's classes) at its poison rate; a teacher folder's model loads
     and fits the data (:func:`~medic_viz.experiments.folders.check_teacher_folder`; with any
     executor, since a folder is read here anyway). Raises ValueError; a teacher folder's error
     names the folder."""
-    from medic_viz.attacks.registry import attack_spec, build_attack
+    from medic_viz.attacks.registry import attack_spec, build_attack, check_rate
     from medic_viz.device import resolve_device
     from medic_viz.experiments.cells import cell_splits
 
@@ -146,7 +146,9 @@ def check_grid(cells: Sequence[CellSpec], *, executor: str = "local") -> None:
                              f"attack {cell.attack} cannot poison it")
         params = {k: v for k, v in cell.attack_options.items() if k not in spec.train_options}
         try:
-            build_attack(cell.attack, splits.train, cell.target, **params)
+            attack = build_attack(cell.attack, splits.train, cell.target, **params)
+            rate = spec.default_rate(splits.train, cell.target) if cell.rate is None else float(cell.rate)
+            check_rate(spec, splits.train, cell.target, rate, getattr(attack, "clean_label", None))
         except (ValueError, TypeError) as exc:
             raise ValueError(f"{where}: {exc}") from None
 
