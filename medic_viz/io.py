@@ -24,7 +24,6 @@ import io
 import json
 import math
 import numbers
-import os
 import pickle
 import pickletools
 import warnings
@@ -36,7 +35,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import torch
 from torch import nn
 
-from medic_viz import limits
+from medic_viz import checkpoints, limits
 from medic_viz.finite import NonFiniteModelError, nonfinite_entries
 
 __all__ = [
@@ -56,7 +55,6 @@ __all__ = [
 MODEL_FILENAME = "model.safetensors"
 CARD_FILENAME = "card.json"
 
-_TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle", ".tar")
 # Keys under which training scripts commonly nest the state_dict, tried in this order.
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "network")
 # Prefixes added by nn.DataParallel / DistributedDataParallel and torch.compile.
@@ -451,8 +449,16 @@ def _unsafe_error(path: Path, cause: BaseException) -> UnsafeCheckpointError:
             f"`model = torch.load({str(path)!r}, weights_only=False)`, then "
             "`torch.save(model.state_dict(), 'weights.pt')`, and import weights.pt."
         )
+    if foreign and all(g.startswith(("numpy.", "_codecs.")) for g in foreign):
+        kinds = ", ".join([limits.quoted(g) for g in foreign if g.startswith("numpy.")][:_MAX_LISTED_KEYS])
+        return UnsafeCheckpointError(
+            f"{path}: the file holds numpy objects ({kinds}) that torch's safe loader "
+            "(torch.load(weights_only=True)) does not accept, beside or instead of the weights; medic_viz reads "
+            "plain tensors (and numpy scalars) only: re-save the state dict alone with "
+            "`torch.save(model.state_dict(), path)`, or convert numpy arrays to tensors first"
+        )
     if foreign:
-        listed = ", ".join(foreign[:_MAX_LISTED_KEYS]) + (" …" if len(foreign) > _MAX_LISTED_KEYS else "")
+        listed = ", ".join(limits.quoted(g) for g in foreign[:_MAX_LISTED_KEYS]) + (" …" if len(foreign) > _MAX_LISTED_KEYS else "")
         return UnsafeCheckpointError(
             f"{path}: the file contains Python objects that would execute code when loaded "
             f"(it references {listed}). medic_viz only loads plain tensors and refuses it. "
@@ -473,37 +479,29 @@ def _torch_load_restricted(path: Path) -> Any:
             # torch warns about pickle protocols its restricted loader may not read; the
             # failure, if any, is reported below with a clearer message.
             warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
-            return torch.load(path, map_location="cpu", weights_only=True)
+            warnings.filterwarnings("ignore", message=".*(TorchScript|sparse tensor invariants)")
+            # an open file, not the path: torch would pick its loader from a .safetensors name
+            with torch.serialization.safe_globals(checkpoints.numpy_scalar_globals()), open(path, "rb") as fh:
+                return torch.load(fh, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise _unsafe_error(path, exc) from exc
     except RuntimeError as exc:
         if "weights only" in str(exc).lower() or "weights_only" in str(exc):
             raise _unsafe_error(path, exc) from exc
-        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({exc})") from exc
+        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({limits.shortened(str(exc), 300)})") from exc
     except (OSError, EOFError) as exc:
         if isinstance(exc, FileNotFoundError):
             raise
-        raise ValueError(f"{path}: could not read the checkpoint ({exc})") from exc
+        raise ValueError(f"{path}: could not read the checkpoint ({type(exc).__name__}: {exc}); it is "
+                         "truncated or damaged: download or save it again") from exc
     except Exception as exc:  # noqa: BLE001 - torch raises KeyError/ValueError/... on junk files
         globals_found, _ = _pickle_contents(path)
         if any(not _is_plain_tensor_global(g) for g in globals_found):
             raise _unsafe_error(path, exc) from exc
         raise ValueError(
             f"{path}: not a PyTorch checkpoint or safetensors file "
-            f"({type(exc).__name__}: {exc}); expected a state_dict saved with torch.save or safetensors"
+            f"({type(exc).__name__}: {limits.shortened(str(exc), 300)}); expected a state_dict saved with torch.save or safetensors"
         ) from exc
-
-
-def _looks_like_safetensors(path: Path) -> bool:
-    """A safetensors file starts with an 8-byte little-endian header length, then ``{``."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(9)
-    except OSError:
-        return False
-    if len(head) < 9 or head[8:9] != b"{":
-        return False
-    return int.from_bytes(head[:8], "little") <= os.path.getsize(path) - 8
 
 
 def _strip_prefixes(state_dict: dict[str, Any], model_keys: Iterable[str] | None = None) -> dict[str, Any]:
@@ -537,24 +535,29 @@ def _unwrap_state_dict(obj: Any, path: Path | str) -> dict[str, torch.Tensor]:
             if not all(isinstance(k, str) for k in obj):
                 raise ValueError(f"{path}: state_dict keys must be strings")
             return dict(obj)
-        wrapper = next((k for k in _WRAPPER_KEYS if k in obj and isinstance(obj[k], (Mapping, nn.Module))), None)
+        wrappers = [k for k in _WRAPPER_KEYS if k in obj and isinstance(obj[k], (Mapping, nn.Module))]
+        # {"state_dict": {}, "net": weights}: take the first entry that holds something
+        wrapper = next((k for k in wrappers if isinstance(obj[k], nn.Module) or obj[k]), None)
         if wrapper is None:
             break
         obj = obj[wrapper]
-    described = ", ".join(f"{k!r}: {type(v).__name__}" for k, v in list(obj.items())[:_MAX_LISTED_KEYS])
+    described = ", ".join(f"{limits.quoted(k)}: {type(v).__name__}" for k, v in list(obj.items())[:_MAX_LISTED_KEYS])
     raise ValueError(
-        f"{path}: could not find a state_dict (a dict of tensors) in the checkpoint; top-level entries "
-        f"are {{{described}}}. medic_viz looks for a plain dict of tensors or one nested under "
-        f"{list(_WRAPPER_KEYS)}; extract the model weights and save them with "
-        "`torch.save(model.state_dict(), path)`."
+        f"{path}: could not find a state_dict (a dict of tensors) in the checkpoint: no tensors found among its "
+        f"entries {{{described}}}, bare or under one of {list(_WRAPPER_KEYS)}; extract the model weights and "
+        "save them with `torch.save(model.state_dict(), path)`."
     )
 
 
 def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a state_dict from ``.safetensors`` or a torch checkpoint, safely, onto the CPU.
 
-    ``.safetensors`` is read with ``safetensors.torch.load_file``; ``.pt``/``.pth``/``.bin``/
-    ``.ckpt`` with ``torch.load(path, map_location="cpu", weights_only=True)`` only. Common
+    The format is told from the content, not the name (:mod:`medic_viz.checkpoints`): safetensors
+    is read with ``safetensors.torch.load_file``, anything else with ``torch.load(...,
+    map_location="cpu", weights_only=True)`` only (numpy scalars in its metadata become plain
+    numbers). Declared sizes are checked against :data:`~medic_viz.limits.MAX_TENSOR_BYTES` and
+    :data:`~medic_viz.limits.MAX_CHECKPOINT_BYTES` before tensors are read; sparse tensors,
+    stride-0/overlapping views and TorchScript archives are refused. Common
     wrappers (``{"state_dict": ...}``, ``{"model": ...}``, ``{"net": ...}``) are unwrapped and a
     ``module.`` (DataParallel) or ``_orig_mod.`` (torch.compile) prefix on every key is removed.
 
@@ -569,18 +572,26 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
         raise ValueError(
             f"{path} is a directory; pass a weights file, or use load_model() for a medic_viz model directory"
         )
-    suffix = path.suffix.lower()
-    use_safetensors = suffix == ".safetensors" or (suffix not in _TORCH_SUFFIXES and _looks_like_safetensors(path))
-    if use_safetensors:
+    kind = checkpoints.sniff_format(path)  # from the content: a .pth.tar may well be safetensors
+    if kind == "empty":
+        raise ValueError(f"{path} is empty (0 bytes); download or save the checkpoint again")
+    if kind == "safetensors" or (kind == "unknown" and path.suffix.lower() == ".safetensors"):
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
+        if kind == "safetensors":
+            checkpoints.check_safetensors_header(path)
         try:
             state_dict = load_file(str(path), device="cpu")
         except SafetensorError as exc:
-            raise ValueError(f"{path}: not a valid safetensors file ({exc})") from exc
-        return _strip_prefixes(dict(state_dict))
-    return _strip_prefixes(_unwrap_state_dict(_torch_load_restricted(path), path))
+            raise ValueError(f"{path}: not a valid safetensors file ({limits.shortened(str(exc), 300)})") from exc
+        state_dict = dict(state_dict)
+    else:
+        if kind == "zip":
+            checkpoints.check_torch_zip(path)
+        state_dict = _unwrap_state_dict(_torch_load_restricted(path), path)
+    checkpoints.check_loaded_tensors(state_dict, path)
+    return _strip_prefixes(state_dict)
 
 
 # --------------------------------------------------------------------------------------------
@@ -589,7 +600,7 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def _listed(keys: Sequence[str]) -> str:
-    shown = ", ".join(keys[:_MAX_LISTED_KEYS])
+    shown = ", ".join(limits.shortened(k) for k in keys[:_MAX_LISTED_KEYS])
     more = len(keys) - _MAX_LISTED_KEYS
     return shown + (f", … and {more} more" if more > 0 else "")
 

@@ -33,6 +33,7 @@ __all__ = [
     "check_dataset_bytes",
     "check_trigger_size",
     "quoted",
+    "shortened",
 ]
 
 #: Most classes a dataset or model may have (labels, ``num_classes``, class-name lists).
@@ -141,4 +142,10 @@ def quoted(value: object, limit: int | None = None) -> str:
     if isinstance(value, str):
         return repr(value) if len(value) <= limit else repr(value[:limit]) + "…"
     text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def shortened(text: str, limit: int | None = None) -> str:
+    """``text`` cut to ``limit`` (default :data:`MAX_QUOTED_CHARS`) characters, "…" marking a cut."""
+    limit = MAX_QUOTED_CHARS if limit is None else limit
     return text if len(text) <= limit else text[:limit] + "…"
