@@ -45,7 +45,8 @@ def test_refusals(tmp_path: Path) -> None:
     check_output_folder(tmp_path / "new")  # absent: fine
     (tmp_path / "empty").mkdir()
     check_output_folder(tmp_path / "empty")  # empty: fine
-    check_output_folder(teacher / "repaired", inputs=[teacher])  # inside the input: adds, never replaces
+    with pytest.raises(OutputFolderError, match="lies inside the input"):  # results mixed into what is read
+        check_output_folder(teacher / "repaired", inputs=[teacher])
 
 
 def test_unwritable_parent_is_found_before_any_work(tmp_path: Path) -> None:
@@ -109,11 +110,10 @@ def test_overwrite_replaces_the_folder_and_never_follows_its_links(tmp_path: Pat
         OutputFolder(target)
     with OutputFolder(target, overwrite=True) as out:
         (out.path / "result.json").write_text("new")
-        out.publish(stopped=True, note="stopped at epoch 1")
+        out.publish()  # complete: replaces (a stopped run would go beside, see below)
     assert outside.read_text() == "do not touch"
     assert not (target / "result.json").is_symlink() and (target / "result.json").read_text() == "new"
     assert not (target / "stale.html").exists()
-    assert (target / STOPPED_MARKER).read_text() == "stopped at epoch 1\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "precious.txt"]
 
 
