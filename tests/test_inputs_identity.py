@@ -270,3 +270,40 @@ def test_compare_refuses_a_rate_no_teacher_can_meet_before_training(data, tmp_pa
                  "--methods", "finetune", "--seeds", "1", "--device", "cpu", "--out", str(out)]) == 2
     assert "sig poisons only images of the target class 1" in _one_line_error(capsys, "compare")
     assert not out.exists()
+
+
+# ---------------------------------------------------------------------- trigger images
+
+
+def _png_with_text_chunk(path, megabytes: int) -> None:
+    """A 3x3 PNG with a zTXt chunk that inflates to ``megabytes`` MB (a small file)."""
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((3, 3), np.uint8)).save(buf, "PNG")
+    png = buf.getvalue()
+    body = b"Comment\x00\x00" + zlib.compress(b"a" * (megabytes << 20), 9)
+    chunk = struct.pack(">I", len(body)) + b"zTXt" + body + struct.pack(">I", zlib.crc32(b"zTXt" + body) & 0xFFFFFFFF)
+    path.write_bytes(png[:33] + chunk + png[33:])
+
+
+def test_16_bit_and_float_trigger_images_keep_their_range(tmp_path):
+    from medic_viz.attacks.spec import read_image_file
+
+    Image.fromarray(np.array([[0, 32768, 65535]], np.uint16)).save(tmp_path / "t16.png")
+    torch.testing.assert_close(read_image_file(tmp_path / "t16.png"),
+                               torch.tensor([[[0.0, 32768 / 65535, 1.0]]], dtype=torch.float64))
+    Image.fromarray(np.array([[0.0, 0.25, 1.0]], np.float32)).save(tmp_path / "f.tif")
+    torch.testing.assert_close(read_image_file(tmp_path / "f.tif"),
+                               torch.tensor([[[0.0, 0.25, 1.0]]], dtype=torch.float64))
+    Image.fromarray(np.array([[0.0, 128.0, 255.0]], np.float32)).save(tmp_path / "f255.tif")
+    with pytest.raises(ValueError, match=r"f255\.tif: .*\[0, 1\].*0 \.\. 255"):
+        read_image_file(tmp_path / "f255.tif")
+
+
+def test_a_trigger_png_with_a_huge_text_chunk_is_refused_naming_the_file(tmp_path, capsys):
+    from medic_viz.attacks.spec import parse_trigger_spec
+
+    _png_with_text_chunk(tmp_path / "bomb.png", 100)
+    with pytest.raises(ValueError, match=r"bomb\.png"):
+        parse_trigger_spec(f"patch:file={tmp_path / 'bomb.png'}")

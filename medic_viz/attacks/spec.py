@@ -110,10 +110,12 @@ def _pixel_rows(text: str) -> list[list[float]]:
 
 
 def read_image_file(path: str | Path, *, max_side: int = MAX_FILE_SIDE) -> torch.Tensor:
-    """An image file (PNG, JPEG, …) as floats in [0, 1], ``(C, H, W)`` with C = 1 (grey) or 3 (RGB),
-    float64 on the CPU. Files larger than :data:`MAX_FILE_BYTES` or ``max_side`` pixels a side
-    are refused before their pixels are decoded; transparency is dropped."""
-    from PIL import Image, UnidentifiedImageError
+    """An image file (PNG, JPEG, TIFF, …) as floats in [0, 1], ``(C, H, W)`` with C = 1 (grey) or
+    3 (RGB), float64 on the CPU, at its real range: 8-bit / 255, 16-bit / 65535, a float image
+    as it is (refused unless in [0, 1]). Files larger than :data:`MAX_FILE_BYTES` or ``max_side``
+    pixels a side are refused before their pixels are decoded; transparency is dropped. Every
+    error is a ValueError (FileNotFoundError when missing) naming the file."""
+    from PIL import Image
 
     path = Path(path).expanduser()
     if not path.is_file():
@@ -127,14 +129,37 @@ def read_image_file(path: str | Path, *, max_side: int = MAX_FILE_SIDE) -> torch
             if max(width, height) > max_side:
                 raise ValueError(f"{path}: {width}x{height} pixels is larger than a trigger image may be "
                                  f"({max_side} a side); shrink it first")
-            grey = img.mode in ("1", "L", "LA", "I", "I;16", "F")
-            array = np.asarray(img.convert("L" if grey else "RGB"), dtype=np.float64) / 255.0
-    except UnidentifiedImageError:
-        raise ValueError(f"{path}: not an image file PIL can read (PNG, JPEG, BMP, …)") from None
-    except OSError as exc:
-        raise ValueError(f"{path}: could not read the image ({exc})") from None
+            array = _pixels(img, path)
+    except ValueError as exc:
+        text = " ".join(str(exc).split())
+        raise ValueError(text if text.startswith(str(path)) else f"{path}: could not read the image ({text})") from None
+    except Exception as exc:  # noqa: BLE001 - PIL's many decoder errors (UnidentifiedImageError, bombs, OSError …)
+        raise ValueError(f"{path}: not an image file PIL can read (PNG, JPEG, BMP, TIFF, …): "
+                         f"{' '.join(str(exc).split()) or type(exc).__name__}") from None
     tensor = torch.from_numpy(np.ascontiguousarray(array))
     return tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1).contiguous()
+
+
+def _pixels(img: Any, path: Path) -> np.ndarray:
+    """The decoded pixels of an open PIL image as float64 in [0, 1], ``(H, W)`` or ``(H, W, 3)``."""
+    mode = img.mode
+    if mode.startswith("I;16") or (mode == "I" and img.format == "PNG"):  # 16-bit grey (PIL may say "I")
+        values = np.asarray(img, dtype=np.float64)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise ValueError(f"{path}: a {mode} image holds values outside 0 .. 65535; save it as an 8- or 16-bit PNG")
+        return values / 65535.0
+    if mode == "I":
+        raise ValueError(f"{path}: a 32-bit integer image has no known range; save it as an 8- or 16-bit PNG")
+    if mode == "F":
+        values = np.asarray(img, dtype=np.float64)
+        if not np.isfinite(values).all() or (values.size and (values.min() < 0 or values.max() > 1)):
+            low, high = float(np.nanmin(values)), float(np.nanmax(values))
+            raise ValueError(f"{path}: a float image must hold values in [0, 1]; this one holds {low:g} .. {high:g}"
+                             f"{' and NaN/inf' if not np.isfinite(values).all() else ''}: scale it to [0, 1] or save "
+                             "it as an 8- or 16-bit PNG")
+        return values
+    grey = mode in ("1", "L", "LA")
+    return np.asarray(img.convert("L" if grey else "RGB"), dtype=np.float64) / 255.0
 
 
 def _resize_to(image: torch.Tensor, side: int) -> torch.Tensor:
