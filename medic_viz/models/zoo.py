@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import inspect
 import math
-import numbers
 import operator
 from typing import Callable, Sequence
 
 import torch
 from torch import nn
+
+from medic_viz.models.options import check_options
 
 __all__ = [
     "available_models",
@@ -496,15 +497,12 @@ def _resnet34(num_classes: int, in_channels: int, normalize: Normalize | None) -
     return ResNet((3, 4, 6, 3), num_classes, in_channels, BasicBlock, normalize)
 
 
-def _wrn16_1(
-    num_classes: int, in_channels: int, normalize: Normalize | None, drop_rate: float = 0.0
-) -> nn.Module:
+def _wrn16_1(num_classes: int, in_channels: int, normalize: Normalize | None, drop_rate: float = 0.0) -> nn.Module:
     return WideResNet(16, 1, num_classes, in_channels, drop_rate, normalize)
 
 
-def _small_cnn(
-    num_classes: int, in_channels: int, normalize: Normalize | None, widths: Sequence[int] = (16, 32, 64, 64)
-) -> nn.Module:
+def _small_cnn(num_classes: int, in_channels: int, normalize: Normalize | None,
+               widths: Sequence[int] = (16, 32, 64, 64)) -> nn.Module:
     return SmallCNN(num_classes, in_channels, widths, normalize)
 
 
@@ -536,22 +534,6 @@ def _positive_int(value: object, what: str, minimum: int = 1) -> int:
     return value
 
 
-def _check_options(key: str, options: dict) -> None:
-    """Refuse a zoo option of the wrong type (from a model card's ``arch_kwargs``, say) with one
-    line naming it, before anything is built: ``widths`` (small_cnn), ``drop_rate`` (wrn16_1)."""
-    where = f"model {key!r}: option"
-    if "widths" in options:
-        widths = options["widths"]
-        if (isinstance(widths, (str, bytes)) or not isinstance(widths, Sequence) or len(widths) != 4
-                or any(isinstance(w, bool) or not isinstance(w, numbers.Integral) or w < 1 for w in widths)):
-            raise TypeError(f"{where} widths (a card's arch_kwargs) must be a list of 4 whole numbers >= 1, "
-                            f"e.g. [16, 32, 64, 64]; got {widths!r}")
-    if "drop_rate" in options:
-        rate = options["drop_rate"]
-        if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0 <= rate < 1:
-            raise TypeError(f"{where} drop_rate (a card's arch_kwargs) must be a number in [0, 1), got {rate!r}")
-
-
 def build_model(
     name: str,
     num_classes: int = 10,
@@ -566,9 +548,9 @@ def build_model(
     ``input_size`` (>= 32) is the height = width the model will see; any size >= 32 works
     because of global average pooling. ``normalize=(mean, std)`` (one value per input
     channel, for inputs in [0, 1]) makes :class:`Normalize` the model's first module.
-    Extra keyword options: ``wrn16_1`` takes ``drop_rate`` (default 0), ``small_cnn`` takes
-    ``widths`` (4 ints). The returned model has a ``zoo_config`` dict attribute holding the
-    arguments needed to rebuild it. Initialisation uses torch's global RNG only.
+    Extra keyword options (:mod:`medic_viz.models.options`): ``wrn16_1`` takes ``drop_rate``
+    (default 0), ``small_cnn`` takes ``widths`` (4 ints). The model's ``zoo_config`` dict holds
+    the arguments that rebuild it. Initialisation uses torch's global RNG only.
     """
     if not isinstance(name, str):
         raise TypeError(f"model name must be a str, got {type(name).__name__}")
@@ -586,8 +568,7 @@ def build_model(
         options = ", ".join(accepted) if accepted else "none"
         raise TypeError(f"model {key!r} got unexpected option(s) {unknown}; its extra options are: {options}")
 
-    _check_options(key, kwargs)
-
+    check_options(key, kwargs)  # types, before anything is built
     norm_layer = None
     normalize_cfg = None
     if normalize is not None:
