@@ -14,9 +14,11 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
+import pickletools
 import zipfile
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -30,6 +32,7 @@ __all__ = [
     "sniff_format",
     "check_safetensors_header",
     "check_torch_zip",
+    "check_legacy_torch",
     "check_loaded_tensors",
     "numpy_scalar_globals",
 ]
@@ -38,6 +41,8 @@ __all__ = [
 _MAX_HEADER_BYTES = 100 * 2**20
 _SAFETENSORS_ITEMSIZE = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2,
                          "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8, "C64": 8}
+_STORAGE_ITEMSIZE = {"Double": 8, "Float": 4, "Half": 2, "BFloat16": 2, "Long": 8, "Int": 4, "Short": 2,
+                     "Char": 1, "Byte": 1, "Bool": 1, "ComplexFloat": 8, "ComplexDouble": 16}
 #: numpy type codes a checkpoint's scalar metadata may use (numbers and booleans only).
 _NUMPY_CODES = frozenset({"b1", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "f2", "f4", "f8"})
 _RESAVE = "re-save the weights alone with `torch.save(model.state_dict(), path)`"
@@ -104,6 +109,38 @@ def check_torch_zip(path: Path) -> None:
     for info in infos:
         total += info.file_size if "/data/" in info.filename else 0
         limits.check_tensor_bytes(info.file_size, total, str(path), info.filename)
+
+
+def check_legacy_torch(path: Path) -> None:
+    """Bound the storages a legacy (pre-zip) torch.save file declares, read statically from its
+    pickles without executing anything: torch allocates each declared storage before reading it,
+    and all their bytes must be in the file."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as fh:
+        stream = io.BytesIO(fh.read(min(size, 64 * 2**20)))
+    storages: list[tuple[str, int]] = []
+    total, pending, args = 0, None, []  # pending: a storage type seen; args: its key, location, numel
+    for _ in range(5):  # magic, protocol, sys info, the objects, the storage keys
+        try:
+            for op, arg, _pos in pickletools.genops(stream):
+                if op.name == "GLOBAL" and str(arg).startswith("torch ") and str(arg).endswith("Storage"):
+                    pending, args = str(arg)[6:-7], []
+                elif pending is not None and arg is not None and op.name not in ("BINPUT", "LONG_BINPUT", "PUT"):
+                    args.append(arg)
+                    if len(args) == 3:
+                        numel = args[2] if isinstance(args[2], int) else 0
+                        storages.append((str(args[0]), numel * _STORAGE_ITEMSIZE.get(pending, 1)))
+                        pending = None
+        except Exception:  # noqa: BLE001 - undecodable: torch.load reports it
+            break
+        if stream.tell() >= len(stream.getbuffer()):
+            break
+    for name, nbytes in storages:
+        total += nbytes
+        limits.check_tensor_bytes(nbytes, total, str(path), name)
+    if total > size:
+        raise ValueError(f"{path}: the checkpoint declares {total:,} bytes of tensors but the file holds {size:,}; "
+                         "it is truncated, corrupted or hostile: download or save it again")
 
 
 def check_loaded_tensors(state_dict: Mapping[str, torch.Tensor], path: Path | str) -> None:

@@ -589,6 +589,8 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     else:
         if kind == "zip":
             checkpoints.check_torch_zip(path)
+        elif kind == "pickle":
+            checkpoints.check_legacy_torch(path)
         state_dict = _unwrap_state_dict(_torch_load_restricted(path), path)
     checkpoints.check_loaded_tensors(state_dict, path)
     return _strip_prefixes(state_dict)

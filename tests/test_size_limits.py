@@ -124,6 +124,31 @@ def test_a_torch_zip_records_uncompressed_size_is_checked_before_loading(tmp_pat
         load_state_dict_file(tmp_path / "m.pt")
 
 
+def _legacy_declaring(tmp_path: Path, numel: int) -> Path:
+    """A legacy (pre-zip) torch.save file of 70000 floats whose pickle declares ``numel`` of them."""
+    torch.save({"w": torch.zeros(70000)}, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    data = bytearray((tmp_path / "legacy.pt").read_bytes())
+    old = b"J" + struct.pack("<i", 70000)
+    i = data.index(old)
+    data[i : i + 5] = b"J" + struct.pack("<i", numel)
+    (tmp_path / "bomb.pt").write_bytes(bytes(data))
+    return tmp_path / "bomb.pt"
+
+
+@pytest.mark.parametrize("numel, limit", [(2_000_000_000, "MAX_TENSOR_BYTES"), (100_000_000, "the file holds")])
+def test_a_legacy_checkpoints_declared_storages_are_checked_before_torch_allocates_them(tmp_path, monkeypatch,
+                                                                                          numel, limit):
+    path = _legacy_declaring(tmp_path, numel)
+    assert set(load_state_dict_file(tmp_path / "legacy.pt")) == {"w"}  # the genuine file still loads
+
+    def never(*args, **kwargs):
+        raise AssertionError("torch.load (which allocates each declared storage) ran before the check")
+
+    monkeypatch.setattr(torch, "load", never)
+    with pytest.raises(ValueError, match=limit):
+        load_state_dict_file(path)
+
+
 # ------------------------------------------------------------------------------------- triggers
 @pytest.mark.parametrize("build", [
     lambda: make_trigger("wanet", k=100000),
