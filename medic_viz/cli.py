@@ -152,9 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from medic_viz.cli_compare import add_compare_parser
     from medic_viz.cli_import import add_import_parser
+    from medic_viz.cli_serve import add_serve_parser
 
     add_compare_parser(sub)
     add_import_parser(sub)
+    add_serve_parser(sub)
     return parser
 
 
@@ -484,13 +486,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0) if not isinstance(exc.code, str) else 2
     from medic_viz.cli_compare import cmd_compare
     from medic_viz.cli_import import cmd_import
+    from medic_viz.cli_serve import cmd_serve
     from medic_viz.interrupts import Interrupted
     from medic_viz.resources import use_available_cpus
 
     use_available_cpus()  # torch threads = the cores this process may use (OMP_NUM_THREADS wins)
 
     handlers = {"demo": cmd_demo, "attack": cmd_attack, "defend": cmd_defend, "compare": cmd_compare,
-                "import": cmd_import}
+                "import": cmd_import, "serve": cmd_serve}
     prefix = f"medic-viz {args.command}"
     try:
         return handlers[args.command](args)

@@ -260,7 +260,7 @@ class LauncherApp(widgets.VBox):
                 self.progress.value = min(step, self.progress.max)
                 self.progress.bar_style = {"running": "info", "done": "success", "stopped": "warning",
                                            "error": "danger"}.get(shown.status, "")
-                self.progress.description = shown.status
+                self.progress.description = "waiting" if shown.waiting else shown.status
                 text = shown.summary().removeprefix(shown.label + ": ")
                 self.status.value = f"<b>{html.escape(shown.label)}</b>: {html.escape(text)}"
             if state.asr_note:

@@ -41,7 +41,11 @@ def _rgb255(image_hwc: np.ndarray) -> np.ndarray:
 
 
 class PickerApp(widgets.VBox):
-    """The input picker over a :class:`PickerState` (see :func:`picker_app`)."""
+    """The input picker over a :class:`PickerState` (see :func:`picker_app`).
+
+    ``host_files=False`` (a served app, ``medic-viz serve``): no model path field and no Load
+    model button — a participant cannot make the kernel open a path on the host's disk (their
+    own image upload stays)."""
 
     MAP_PANELS: tuple[tuple[str, str], ...] = (
         ("clean", "activation, clean"), ("triggered_act", "activation, triggered"),
@@ -49,7 +53,8 @@ class PickerApp(widgets.VBox):
         ("impact", "importance: impact (eq.3)"), ("combined", "importance: both (eq.4)"),
     )
 
-    def __init__(self, state: PickerState, *, height: int = 480, thumbnail_px: int = 64) -> None:
+    def __init__(self, state: PickerState, *, height: int = 480, thumbnail_px: int = 64,
+                 host_files: bool = True) -> None:
         if not isinstance(state, PickerState):
             raise TypeError(f"picker_app needs a PickerState, got {type(state).__name__}")
         self.state = state
@@ -78,7 +83,12 @@ class PickerApp(widgets.VBox):
         self.model_path = widgets.Text(placeholder="folder saved by medic_viz.save_model", description="model",
                                        style=style)
         self.load_model_button = widgets.Button(description="Load model", icon="upload")
-        self.load_model_button.on_click(lambda _b: self._guarded(lambda: self.state.load_model(self.model_path.value)))
+        self.host_files = bool(host_files)
+        if self.host_files:
+            self.load_model_button.on_click(
+                lambda _b: self._guarded(lambda: self.state.load_model(self.model_path.value)))
+        else:
+            self.model_path.disabled = self.load_model_button.disabled = True
         self.error = widgets.HTML()
         self.caption = widgets.HTML()
         fig = make_subplots(rows=2, cols=4, horizontal_spacing=0.03, vertical_spacing=0.12,
@@ -94,7 +104,7 @@ class PickerApp(widgets.VBox):
         super().__init__([
             self.gallery,
             widgets.HBox([self.trigger_name, self.layer, self.tau]),
-            widgets.HBox([self.upload, self.model_path, self.load_model_button]),
+            widgets.HBox([self.upload, self.model_path, self.load_model_button] if self.host_files else [self.upload]),
             self.error, self.caption, self.figure,
         ])
         state.add_listener(self._on_state)

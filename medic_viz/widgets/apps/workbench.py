@@ -59,9 +59,14 @@ class WorkbenchApp(widgets.VBox):
     ``compare_button``, ``compare_status`` and ``compare_figure`` (before / after), and
     ``folder_path``, ``open_button``, ``folder_status`` (open another model folder:
     :meth:`WorkbenchState.open_folder`, then every part is rebuilt on the new state).
+
+    ``host_files=False`` (a served app, ``medic-viz serve``): no model folder field, no Open
+    button and no model path in the picker — a participant cannot make the kernel open a path
+    on the host's disk.
     """
 
-    def __init__(self, state: WorkbenchState, *, max_redraws_per_second: float = 4.0, width: int = 1100) -> None:
+    def __init__(self, state: WorkbenchState, *, max_redraws_per_second: float = 4.0, width: int = 1100,
+                 host_files: bool = True) -> None:
         if not isinstance(state, WorkbenchState):
             raise TypeError(f"workbench_app needs a WorkbenchState, got {type(state).__name__}")
         self._max_redraws_per_second = float(max_redraws_per_second)
@@ -72,7 +77,11 @@ class WorkbenchApp(widgets.VBox):
                                         layout=widgets.Layout(width="520px"))
         self.open_button = widgets.Button(description="Open", icon="folder-open",
                                           tooltip="open this model folder (its card's dataset and trigger) here")
-        self.open_button.on_click(self._on_open)
+        self.host_files = bool(host_files)
+        if self.host_files:
+            self.open_button.on_click(self._on_open)
+        else:
+            self.folder_path.disabled = self.open_button.disabled = True
         self.folder_status = widgets.HTML()
         self.opener = self._classed(widgets.HBox([self.folder_path, self.open_button, self.folder_status]),
                                     "medic-open-folder")
@@ -86,7 +95,7 @@ class WorkbenchApp(widgets.VBox):
         self.state = state
         self._guard: dict = {}
         curves_width = max(500, width - 380)
-        self.picker_view = PickerApp(state.picker, height=400)
+        self.picker_view = PickerApp(state.picker, height=400, host_files=self.host_files)
         self.explorer_view = ExplorerApp(state.explorer, height=260)
         self.launcher_view = LauncherApp(state.launcher, max_redraws_per_second=max_redraws_per_second, height=380,
                                          width=curves_width)
@@ -146,7 +155,7 @@ class WorkbenchApp(widgets.VBox):
                                  widgets.VBox([lv.layers, lv.epochs, lv.device, lv.eval_every_steps, lv.tau_note])])
         buttons = widgets.HBox([lv.launch_button, lv.stop_button, lv.clear_button, lv.progress])
         self.children = [
-            self.header, self.opener,
+            self.header, *([self.opener] if self.host_files else []),
             _section("1 · Pick an input"),
             self._classed(pv.gallery, "medic-gallery"), widgets.HBox([pv.trigger_name, pv.upload]), pv.error,
             _section("2 · Look inside it"),
@@ -182,6 +191,8 @@ class WorkbenchApp(widgets.VBox):
         current settings (:meth:`WorkbenchState.open_folder`) and show it; returns whether it
         opened. A folder that does not open is reported in one line in ``folder_status`` and
         the current model stays."""
+        if not self.host_files:
+            raise PermissionError("this workbench does not open model folders (served with host_files=False)")
         path = self.folder_path.value if folder is None else str(folder)
         self.folder_status.value = "<i>opening …</i>"
         try:
@@ -415,7 +426,9 @@ class WorkbenchApp(widgets.VBox):
                     text=f"layer {s.picker.layer}, τ = {s.tau:g}", x=0.99, xanchor="right", font=dict(size=12))
 
 
-def workbench_app(state: WorkbenchState, *, max_redraws_per_second: float = 4.0, width: int = 1100) -> WorkbenchApp:
+def workbench_app(state: WorkbenchState, *, max_redraws_per_second: float = 4.0, width: int = 1100,
+                  host_files: bool = True) -> WorkbenchApp:
     """The workbench for ``state``: pick an input, look inside it at τ, launch runs with that τ
-    and λ, follow the input live, and see it under the repaired model (``width`` in pixels)."""
-    return WorkbenchApp(state, max_redraws_per_second=max_redraws_per_second, width=width)
+    and λ, follow the input live, and see it under the repaired model (``width`` in pixels;
+    ``host_files=False``: no field that opens a path on the host, for ``medic-viz serve``)."""
+    return WorkbenchApp(state, max_redraws_per_second=max_redraws_per_second, width=width, host_files=host_files)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import threading
+import time
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -28,6 +29,7 @@ from medic_viz.device import resolve_device
 from medic_viz.metrics import BackdoorMetrics, Evaluator, evaluate_backdoor
 from medic_viz.probe import InputProbe, ProbeReading
 from medic_viz.resources import PeakMemory
+from medic_viz.run_queue import RunQueue
 from medic_viz.training import TrainEvent
 from medic_viz.widgets.state.observable import Param, Parameterized, StateChange, number, one_of, tau_check
 from medic_viz.widgets.state.run_settings import (
@@ -104,7 +106,12 @@ class LauncherState(Parameterized):
     MEDIC runs), ``baseline_options`` (``{method: {config field: value}}`` for baseline runs,
     e.g. ``{"anp": {"iterations": 2000}}``), ``probe`` (an :class:`~medic_viz.probe.InputProbe`:
     the input each new run follows; its student's predictions on it are recorded with every
-    evaluation in :attr:`RunRecord.readings`; None = none; may be changed between runs).
+    evaluation in :attr:`RunRecord.readings`; None = none; may be changed between runs),
+    ``queue`` (a :class:`~medic_viz.run_queue.RunQueue` shared with other processes, as
+    ``medic-viz serve`` gives each participant's kernel: a launched run first waits there for a
+    place — :attr:`RunRecord.queue_position` says where it stands, and listeners are told
+    ``"queue"`` with the position, 0 when it starts — and Stop while it waits withdraws it;
+    None = train at once, as in a notebook).
 
     :meth:`launch` never raises for bad settings: the run is recorded with status ``"error"``
     and the message, so a view shows it. Only one run at a time (launching while one runs
@@ -152,8 +159,12 @@ class LauncherState(Parameterized):
         options: Mapping[str, Any] | None = None,
         baseline_options: Mapping[str, Mapping[str, Any]] | None = None,
         probe: InputProbe | None = None,
+        queue: RunQueue | None = None,
     ) -> None:
         super().__init__()
+        if queue is not None and not isinstance(queue, RunQueue):
+            raise TypeError(f"queue must be a medic_viz.run_queue.RunQueue or None, got {type(queue).__name__}")
+        self.queue = queue
         if not isinstance(teacher, nn.Module):
             raise TypeError(f"teacher must be a torch.nn.Module, got {type(teacher).__name__}")
         if not isinstance(splits, DatasetSplits):
@@ -444,9 +455,29 @@ class LauncherState(Parameterized):
         record._append(event, reading)
         self._notify(StateChange("event", run=record, event=event))
 
+    def _queued(self, record: RunRecord, position: int) -> None:
+        record.queue_position = position or None
+        self._notify(StateChange("queue", run=record, value=position))
+
+    def _wait_in_queue(self, record: RunRecord):
+        """A place in :attr:`queue` for ``record`` (None when it was stopped while waiting)."""
+        record.queue_position = 1  # shown as waiting until the queue says otherwise
+        waited = time.perf_counter()
+        slot = self.queue.wait(record._stop_event, on_position=lambda n: self._queued(record, n))
+        record.queued_seconds = time.perf_counter() - waited
+        record.queue_position = None
+        record.started_at = time.perf_counter()  # a run's time is its training time
+        return slot
+
     def _run(self, record: RunRecord, defense: Defense, fraction: float) -> None:
         status = "error"
+        slot = None
         try:
+            if self.queue is not None:
+                slot = self._wait_in_queue(record)
+                if slot is None:
+                    status = "stopped"
+                    return
             device = resolve_device(defense.config.device)
             with PeakMemory(device) as memory:
                 clean = self._clean(fraction)
@@ -468,6 +499,8 @@ class LauncherState(Parameterized):
             record._record_error(exc)
             status = "error"
         finally:
+            if slot is not None:
+                slot.release()
             self._finish(record, status)
 
     def _finish(self, record: RunRecord, status: str) -> None:

@@ -59,7 +59,8 @@ class StateChange:
 
     ``kind``: ``"param"`` (``name`` set to ``value``), ``"launch"`` (a run was added),
     ``"event"`` (``event`` appended to ``run``), ``"status"`` (``run`` ended: done, stopped or
-    error), ``"clear"`` (finished runs removed), ``"analysis"`` (a new input was analysed).
+    error), ``"clear"`` (finished runs removed), ``"analysis"`` (a new input was analysed),
+    ``"queue"`` (``run`` moved to position ``value`` in a shared run queue; 0 = it starts).
     """
 
     kind: str

@@ -45,6 +45,10 @@ class RunRecord:
     ``probe``: the input the run follows (:class:`~medic_viz.probe.InputProbe`, fixed at launch),
     or None; ``readings``: ``(epoch position, ProbeReading)`` of the student on it, one per event
     that carries metrics (the points of :meth:`curve`), in order.
+
+    ``queue_position``: while the run waits for a place in a shared run queue
+    (:class:`~medic_viz.run_queue.RunQueue`, ``medic-viz serve``), its position (1 = next); None
+    once it trains (and always without a queue). ``queued_seconds``: how long it waited.
     """
 
     index: int
@@ -63,6 +67,8 @@ class RunRecord:
     stop_requested_at: float | None = None
     probe: InputProbe | None = None
     readings: list[tuple[float, ProbeReading]] = field(default_factory=list)
+    queue_position: int | None = None
+    queued_seconds: float | None = None
     _stop_event: threading.Event = field(default_factory=threading.Event, repr=False)
     _done: threading.Event = field(default_factory=threading.Event, repr=False)
     _new_event: threading.Condition = field(default_factory=threading.Condition, repr=False)
@@ -71,6 +77,11 @@ class RunRecord:
     @property
     def running(self) -> bool:
         return self.status == "running"
+
+    @property
+    def waiting(self) -> bool:
+        """True while the run waits in a shared run queue (it has not started training)."""
+        return self.running and self.queue_position is not None
 
     @property
     def model(self) -> nn.Module | None:
@@ -246,6 +257,8 @@ class RunRecord:
 
     def summary(self) -> str:
         """One line: label, status, latest metrics, time, the note and the error if any."""
+        if self.waiting:
+            return f"{self.label}: waiting: position {self.queue_position} in the queue (Stop leaves it)"
         parts = [f"{self.label}: {self.status}"]
         last = self.latest_metrics
         if last is not None:
