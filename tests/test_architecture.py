@@ -20,6 +20,7 @@ VIEWS = (
     "medic_viz.cli_args",
     "medic_viz.cli_compare",
     "medic_viz.cli_import",
+    "medic_viz.cli_serve",
     "medic_viz.interrupts",
     "medic_viz.experiments.report",
 )
