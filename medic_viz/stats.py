@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 
 from medic_viz.capture import LayerRecorder, eval_mode, resolve_layers
+from medic_viz.checks import check_number, check_whole
 from medic_viz.data.arrays import ImageArrays, iterate_batches
 from medic_viz.device import resolve_device
 
@@ -49,7 +50,7 @@ class RunningStats:
     variance (``n − 1``) plus ``eps`` under the square root."""
 
     def __init__(self, eps: float = DEFAULT_EPS) -> None:
-        self.eps = eps
+        self.eps = check_number("eps", eps, 0.0, low_open=True, advice=f"σ = sqrt(var + eps), the default eps is {DEFAULT_EPS:g}")
         self.n = 0
         self.s: torch.Tensor | None = None
         self.ss: torch.Tensor | None = None
@@ -87,6 +88,8 @@ def compute_layer_stats(
     augmentation; its previous mode is restored). ``layers``: names as
     :func:`medic_viz.capture.resolve_layers` takes them (None = every conv/norm/linear).
     The model is moved to ``device``. Returns ``{layer name: LayerStats}`` on ``device``."""
+    check_whole("batch_size", batch_size, 1)
+    RunningStats(eps)  # checks eps before the model is moved or run
     dev = resolve_device(device)
     names = resolve_layers(model, layers)
     model.to(dev)

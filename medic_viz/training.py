@@ -10,7 +10,6 @@ and reports what happens as :class:`TrainEvent` objects to any number of callbac
 from __future__ import annotations
 
 import math
-import numbers
 import threading
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -19,6 +18,7 @@ from typing import Callable, Iterable, Protocol, Sequence
 import torch
 import torch.nn as nn
 
+from medic_viz.checks import MAX_SEED, check_number, check_whole
 from medic_viz.data.arrays import ImageArrays, iterate_batches
 from medic_viz.finite import check_finite_model
 from medic_viz.metrics import BackdoorMetrics, Evaluator, resolve_device
@@ -38,25 +38,6 @@ __all__ = [
 
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or infinite; training stopped instead of going on with garbage."""
-
-
-#: Seeds go to torch.manual_seed and numpy; both take at most 64 bits.
-_MAX_SEED = 2**63 - 1
-
-
-def _whole(name: str, value: object, minimum: int, maximum: int | None = None) -> None:
-    """``value`` must be an integer (not a bool, not 1.5) in ``[minimum, maximum]``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{name} must be a whole number >= {minimum}, got {value!r} ({type(value).__name__})")
-    if value < minimum or (maximum is not None and value > maximum):
-        bound = f"in {minimum}..{maximum}" if maximum is not None else f">= {minimum}"
-        raise ValueError(f"{name} must be a whole number {bound}, got {value}")
-
-
-def _number(name: str, value: object) -> None:
-    """``value`` must be a real number (not a string, not a bool)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
 
 
 @dataclass
@@ -96,21 +77,15 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Check types and ranges (ValueError naming the setting); called on construction."""
-        _whole("epochs", self.epochs, 1)
-        _whole("batch_size", self.batch_size, 1)
-        _whole("seed", self.seed, 0, _MAX_SEED)
-        _whole("eval_every", self.eval_every, 0)
+        check_whole("epochs", self.epochs, 1)
+        check_whole("batch_size", self.batch_size, 1)
+        check_whole("seed", self.seed, 0, MAX_SEED)
+        check_whole("eval_every", self.eval_every, 0)
         if self.eval_every_steps is not None:
-            _whole("eval_every_steps", self.eval_every_steps, 0)
-        _number("lr", self.lr)
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be a positive number, got {self.lr}")
-        _number("weight_decay", self.weight_decay)
-        if not (self.weight_decay >= 0) or not math.isfinite(self.weight_decay):
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
-        _number("momentum", self.momentum)
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+            check_whole("eval_every_steps", self.eval_every_steps, 0)
+        check_number("lr", self.lr, 0, low_open=True)
+        check_number("weight_decay", self.weight_decay, 0)
+        check_number("momentum", self.momentum, 0, 1, high_open=True)
         if self.optimizer not in ("adam", "sgd"):
             raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
         if self.schedule not in ("cosine", "constant"):

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from medic_viz.checks import MAX_SEED, check_number, check_whole
+
 __all__ = [
     "Augmentation",
     "ImageArrays",
@@ -251,9 +253,9 @@ def clean_subset(data: ImageArrays, fraction: float, seed: int = 0) -> ImageArra
     Each class contributes ``round(fraction * n_class)`` images (at least one where the class
     has any), chosen by ``seed``; the result is the same for the same seed.
     """
-    if not (0.0 < fraction <= 1.0):
-        raise ValueError(f"fraction must be in (0, 1], got {fraction}; MEDIC's default is 0.05 (5%)")
-    g = torch.Generator().manual_seed(int(seed))
+    fraction = check_number("fraction", fraction, 0.0, 1.0, low_open=True, advice="MEDIC's default is 0.05 (5%)")
+    seed = check_whole("seed", seed, 0, MAX_SEED)
+    g = torch.Generator().manual_seed(seed)
     picked: list[torch.Tensor] = []
     for c in range(data.num_classes):
         members = torch.nonzero(data.labels == c).flatten()

@@ -25,6 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from medic_viz.checks import MAX_SEED, check_number, check_whole
 from medic_viz.defenses.base import ConfiguredDefense, check_fraction, frozen_copy, trainable_copy
 from medic_viz.defenses.phases import EventStream, phase_config, phase_steps
 from medic_viz.training import TrainConfig
@@ -184,14 +185,13 @@ class ANPConfig(TrainConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.iterations is not None and int(self.iterations) < 1:
-            raise ValueError(f"iterations must be >= 1 or None (use epochs), got {self.iterations}")
-        if not (float(self.eps) >= 0):
-            raise ValueError(f"eps must be >= 0, got {self.eps}")
-        if int(self.steps) < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.iterations is not None:
+            check_whole("iterations", self.iterations, 1)  # or None: use epochs
+        check_number("eps", self.eps, 0)
+        check_whole("steps", self.steps, 1)
         check_fraction(self.alpha, "alpha")
         check_fraction(self.threshold, "threshold")
+        check_whole("noise_seed", self.noise_seed, 0, MAX_SEED)
 
     def mask_epochs(self, n: int) -> int:
         """Epochs of mask optimisation for a clean set of ``n`` images."""

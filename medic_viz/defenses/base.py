@@ -9,7 +9,6 @@ methods), a *fresh* copy of the same structure (MEDIC, KD, scratch training), an
 from __future__ import annotations
 
 import copy
-import math
 import threading
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar, Protocol, Sequence
@@ -18,6 +17,7 @@ import torch
 import torch.nn as nn
 
 from medic_viz.capture import eval_mode
+from medic_viz.checks import check_number
 from medic_viz.data.arrays import ImageArrays, iterate_batches
 from medic_viz.device import resolve_device
 from medic_viz.metrics import Evaluator
@@ -244,8 +244,6 @@ def clean_set_accuracy(model: nn.Module, data: ImageArrays, device: torch.device
 
 
 def check_fraction(value: float, what: str) -> float:
-    """``value`` as a float in [0, 1], or ``ValueError`` naming ``what``."""
-    v = float(value)
-    if not (0.0 <= v <= 1.0) or math.isnan(v):
-        raise ValueError(f"{what} must lie in [0, 1], got {value!r}")
-    return v
+    """``value`` as a float in [0, 1] (a number, not a string or bool), or ``ValueError``
+    naming ``what`` (:func:`medic_viz.checks.check_number`)."""
+    return check_number(what, value, 0.0, 1.0)

@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from medic_viz.checks import MAX_SEED, check_number, check_whole
 from medic_viz.defenses.base import ConfiguredDefense, fresh_copy, frozen_copy
 from medic_viz.defenses.phases import run_single_phase
 from medic_viz.training import SupervisedObjective, TrainConfig
@@ -64,10 +65,10 @@ class KDConfig(TrainConfig):
 
     def validate(self) -> None:
         super().validate()
-        if not (float(self.temperature) > 0):
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        if not (float(self.kd_weight) >= 0 and float(self.ce_weight) >= 0):
-            raise ValueError("kd_weight and ce_weight must be >= 0")
+        check_number("temperature", self.temperature, 0.0, low_open=True)
+        check_number("kd_weight", self.kd_weight, 0.0)
+        check_number("ce_weight", self.ce_weight, 0.0)
+        check_whole("student_seed", self.student_seed, 0, MAX_SEED)
 
 
 class _FreshStudentDefense(ConfiguredDefense):
@@ -104,6 +105,10 @@ class ScratchConfig(TrainConfig):
     """Train a fresh model of the same structure on the clean set only (MEDIC's settings)."""
 
     student_seed: int = 0
+
+    def validate(self) -> None:
+        super().validate()
+        check_whole("student_seed", self.student_seed, 0, MAX_SEED)
 
 
 class ScratchTraining(_FreshStudentDefense):

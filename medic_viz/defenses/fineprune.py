@@ -19,6 +19,7 @@ import torch.nn as nn
 
 from medic_viz.capture import LayerRecorder, eval_mode
 from medic_viz.data.arrays import ImageArrays, iterate_batches
+from medic_viz.checks import check_whole
 from medic_viz.defenses.base import ConfiguredDefense, check_fraction, clean_set_accuracy, trainable_copy
 from medic_viz.defenses.finetune import FineTuningConfig
 from medic_viz.defenses.phases import run_single_phase
@@ -125,8 +126,8 @@ class FinePruningConfig(FineTuningConfig):
         super().validate()
         check_fraction(self.max_acc_drop, "max_acc_drop")
         check_fraction(self.max_prune_ratio, "max_prune_ratio")
-        if int(self.prune_step) < 1:
-            raise ValueError(f"prune_step must be >= 1, got {self.prune_step}")
+        check_whole("prune_step", self.prune_step, 1)
+        check_whole("eval_batch_size", self.eval_batch_size, 1)
 
 
 class FinePruning(ConfiguredDefense):

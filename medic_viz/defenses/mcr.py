@@ -25,6 +25,7 @@ from torch.func import functional_call
 
 from medic_viz.capture import train_mode
 from medic_viz.data.arrays import ImageArrays, iterate_batches
+from medic_viz.checks import MAX_SEED, check_numbers, check_whole
 from medic_viz.defenses.base import ConfiguredDefense, check_fraction, clean_set_accuracy, frozen_copy
 from medic_viz.defenses.phases import fine_tune_phase, phase_config
 from medic_viz.device import model_device
@@ -154,15 +155,12 @@ class MCRConfig(TrainConfig):
 
     def validate(self) -> None:
         super().validate()
-        if int(self.endpoint_epochs) < 1:
-            raise ValueError(f"endpoint_epochs must be >= 1, got {self.endpoint_epochs}")
+        check_whole("endpoint_epochs", self.endpoint_epochs, 1)
         if self.t is not None:
             check_fraction(self.t, "t")
-        if not self.t_grid:
-            raise ValueError("t_grid must hold at least one value in [0, 1]")
-        for v in self.t_grid:
-            check_fraction(v, "every t_grid value")
+        check_numbers("t_grid", self.t_grid, 0.0, 1.0)
         check_fraction(self.max_acc_drop, "max_acc_drop")
+        check_whole("curve_seed", self.curve_seed, 0, MAX_SEED)
 
 
 def choose_t(accuracies: dict[float, float], start_acc: float, end_acc: float, max_acc_drop: float) -> float:

@@ -26,7 +26,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from medic_viz.calibration import calibrate_taus, validate_share
-from medic_viz.capture import LAYER_PRESETS, LayerRecorder, check_same_structure, resolve_layers
+from medic_viz.capture import LAYER_PRESETS, LayerRecorder, StructureMismatchError, check_same_structure, resolve_layers
+from medic_viz.checks import MAX_SEED, check_number, check_whole
 from medic_viz.data.arrays import ImageArrays, iterate_batches
 from medic_viz.device import resolve_device
 from medic_viz.defenses.base import ConfiguredDefense, DefenseResult, fresh_copy, frozen_copy
@@ -161,8 +162,10 @@ class MedicConfig(TrainConfig):
             self.layers = tuple(self.layers)
         if isinstance(self.layers, str) and "+" in self.layers and self.layers not in LAYER_PRESETS:
             raise ValueError(f"unknown layer preset {self.layers!r}; presets are {', '.join(map(repr, LAYER_PRESETS))}, or give module names")
-        if int(self.calibration_images) < 1:
-            raise ValueError(f"calibration_images must be >= 1, got {self.calibration_images!r}")
+        check_whole("calibration_images", self.calibration_images, 1)
+        check_whole("stats_batch_size", self.stats_batch_size, 1)
+        check_whole("student_seed", self.student_seed, 0, MAX_SEED)
+        check_number("eps", self.eps, 0.0, low_open=True, advice=f"σ = sqrt(var + eps), the default eps is {DEFAULT_EPS:g}")
         self._importance_options()  # checks τ and the option names
         validate_lambda(self.lam)
         validate_fused_mode(self.fused)
@@ -376,6 +379,8 @@ class Medic(ConfiguredDefense):
 
     def _run(self, teacher, clean, device, evaluator, callbacks, stop_event, label, student=None):
         cfg = self.config
+        if student is not None:
+            _check_student_fits(teacher, student)  # before anything runs: every weight and buffer, by name
         layers = resolve_layers(teacher, cfg.layers)
         if student is None:
             student = fresh_copy(teacher, seed=cfg.student_seed)
@@ -471,6 +476,36 @@ def preview_layer_taus(
     objective = MedicObjective(reference, reference, stats, cfg.importance, cfg.lam, fused="eager")
     return calibrate_layer_taus(objective, clean, share, images=cfg.calibration_images, batch_size=cfg.batch_size,
                                 seed=cfg.seed, augment=cfg.augment)
+
+
+def _check_student_fits(teacher: nn.Module, student: object) -> None:
+    """A ``student=`` must be an ``nn.Module`` with the teacher's parameters and buffers — the
+    same qualified names, shapes and dtypes (other widths, class or input-channel counts, module
+    names or precision would fail deep inside training); TypeError or :class:`StructureMismatchError`
+    (a ValueError), one line, naming the first difference. Shapes only: nothing is run."""
+    if not isinstance(student, nn.Module):
+        raise TypeError(f"student must be a torch.nn.Module, got {type(student).__name__}; omit student= to clone "
+                        "into a fresh copy of the teacher's structure")
+    hint = ("MEDIC clones into a model of the same structure as the teacher: build the student with the teacher's "
+            "architecture, or omit student= (a fresh copy is made)")
+    t_state = {**dict(teacher.named_parameters()), **dict(teacher.named_buffers())}
+    s_state = {**dict(student.named_parameters()), **dict(student.named_buffers())}
+    for name, t in t_state.items():
+        s = s_state.get(name)
+        module = name.rpartition(".")[0] or "(the model)"
+        if s is None:
+            raise StructureMismatchError(f"student has no {name!r} (the teacher's module {module!r} has it); {hint}")
+        if tuple(s.shape) != tuple(t.shape):
+            raise StructureMismatchError(f"student.{name}: the student's shape {tuple(s.shape)} differs from the teacher's "
+                             f"{tuple(t.shape)} (module {module!r}); {hint}")
+        if s.dtype != t.dtype:
+            raise StructureMismatchError(f"student.{name}: the student's dtype {str(s.dtype).removeprefix('torch.')} differs from "
+                             f"the teacher's {str(t.dtype).removeprefix('torch.')}; convert it (e.g. student.float()) "
+                             "or omit student=")
+    extra = [n for n in s_state if n not in t_state]
+    if extra:
+        raise StructureMismatchError(f"student has {extra[0]!r}, which the teacher does not"
+                         f"{f' (and {len(extra) - 1} more)' if len(extra) > 1 else ''}; {hint}")
 
 
 def _check_student_is_not_teacher(teacher: nn.Module, student: nn.Module) -> None:

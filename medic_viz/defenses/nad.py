@@ -19,6 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from medic_viz.capture import LayerRecorder, eval_mode
+from medic_viz.checks import check_number, check_numbers, check_whole
 from medic_viz.defenses.base import ConfiguredDefense, freeze, trainable_copy
 from medic_viz.defenses.phases import fine_tune_phase, phase_config
 from medic_viz.training import TrainConfig
@@ -142,12 +143,9 @@ class NADConfig(TrainConfig):
 
     def validate(self) -> None:
         super().validate()
-        if int(self.teacher_epochs) < 1:
-            raise ValueError(f"teacher_epochs must be >= 1 (NAD fine-tunes its teacher first), got {self.teacher_epochs}")
-        if not self.betas or any(not (float(b) >= 0) for b in self.betas):
-            raise ValueError(f"betas must be a non-empty sequence of numbers >= 0, got {self.betas!r}")
-        if not (float(self.p) > 0):
-            raise ValueError(f"p must be > 0, got {self.p}")
+        check_whole("teacher_epochs", self.teacher_epochs, 1)  # NAD fine-tunes its teacher first
+        check_numbers("betas", self.betas, 0.0)
+        check_number("p", self.p, 0.0, low_open=True)
         if self.layers is not None and len(self.layers) != len(self.betas):
             raise ValueError(f"give one beta per layer: {len(self.layers)} layers, {len(self.betas)} betas")
 

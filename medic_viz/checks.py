@@ -1,0 +1,86 @@
+"""The one place public settings are checked: whole numbers and real numbers, by type (not a
+string, not a bool), finiteness and range. Every config dataclass (:class:`~medic_viz.training.TrainConfig`
+and each defence's) and the public functions that take counts, seeds or fractions use these, so a
+bad value is refused with one line naming the setting — ``ValueError`` — instead of failing deep
+inside (or being silently accepted, as ``int("2")`` or ``float(True)`` would be).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Iterable
+
+__all__ = ["check_whole", "check_number", "check_numbers", "MAX_SEED"]
+
+#: Seeds go to torch.manual_seed and numpy; both take at most 64 bits.
+MAX_SEED = 2**63 - 1
+
+
+def _a(value: object) -> str:
+    name = type(value).__name__
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
+
+
+def check_whole(name: str, value: object, minimum: int = 0, maximum: int | None = None) -> int:
+    """``value`` as an int; ``ValueError`` unless it is an integer (not a bool, not 1.5, not
+    ``"2"``) in ``[minimum, maximum]``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be a whole number >= {minimum}, got {value!r} ({type(value).__name__})")
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f"in {minimum}..{maximum}" if maximum is not None else f">= {minimum}"
+        raise ValueError(f"{name} must be a whole number {bound}, got {value}")
+    return int(value)
+
+
+def _range(low: float | None, high: float | None, low_open: bool, high_open: bool) -> str:
+    if low is not None and high is not None:
+        return f" in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    if low is not None:
+        return f" {'>' if low_open else '>='} {low:g}"
+    if high is not None:
+        return f" {'<' if high_open else '<='} {high:g}"
+    return ""
+
+
+def check_number(
+    name: str,
+    value: object,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+    advice: str = "",
+) -> float:
+    """``value`` as a float; ``ValueError`` unless it is a real number (not a string, not a
+    bool), finite, and within ``[low, high]`` (``low_open``/``high_open``: that end excluded).
+    ``advice`` (e.g. ``"MEDIC's default is 0.05"``) ends the message, after a semicolon."""
+    span = _range(low, high, low_open, high_open)
+    tail = f"; {advice}" if advice else ""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a number{span}, got {value!r} ({_a(value)}){tail}")
+    v = float(value)
+    ok = math.isfinite(v)
+    if ok and low is not None:
+        ok = v > low if low_open else v >= low
+    if ok and high is not None:
+        ok = v < high if high_open else v <= high
+    if not ok:
+        raise ValueError(f"{name} must be a finite number{span}, got {value!r}{tail}")
+    return v
+
+
+def check_numbers(name: str, values: object, low: float | None = None, high: float | None = None, *,
+                  low_open: bool = False, high_open: bool = False, nonempty: bool = True) -> tuple[float, ...]:
+    """Every item of the sequence ``values`` checked by :func:`check_number`; ``ValueError`` if
+    ``values`` is not a list or tuple (a string is not a sequence of numbers here) or, with
+    ``nonempty``, is empty. Returns the items as a tuple of floats."""
+    span = _range(low, high, low_open, high_open)
+    if not isinstance(values, (list, tuple)):
+        raise ValueError(f"{name} must be a sequence of numbers{span}, got {values!r} ({_a(values)})")
+    if nonempty and not values:
+        raise ValueError(f"{name} must hold at least one number{span}")
+    items: Iterable[object] = values
+    return tuple(check_number(f"{name} (every value)", v, low, high, low_open=low_open, high_open=high_open)
+                 for v in items)
