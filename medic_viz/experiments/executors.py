@@ -10,22 +10,44 @@
 
 A task is ``(key, function, args)``; its outcome reaches ``on_result(key, value)`` or
 ``on_error(key, exception, traceback text)`` as it arrives. A failing task never stops the others.
+
+Starting a local Ray instance is checked: under an address-space limit (``ulimit -v``) below
+:data:`MIN_RAY_ADDRESS_SPACE` it is refused before anything starts, under a larger one its
+object store is kept small (Ray's default maps 30 % of the RAM into every Ray process, past such
+a limit); a failed ``ray.init`` is :class:`ExecutorStartError` (one line) and every process it
+spawned — orphans included — is killed, as is anything a finished Ray instance left behind.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import traceback
 from typing import Any, Callable, Sequence
 
 from medic_viz.resources import threads_per_worker
 
-__all__ = ["Task", "EXECUTORS", "Executor", "import_ray"]
+__all__ = ["Task", "EXECUTORS", "Executor", "ExecutorStartError", "MIN_RAY_ADDRESS_SPACE", "import_ray"]
 
 #: The executors :class:`Executor` knows.
 EXECUTORS: tuple[str, ...] = ("local", "ray")
 
 Task = tuple[str, Callable[..., Any], tuple]
+
+#: Smallest address-space limit (``ulimit -v``) under which a local Ray instance is started.
+#: Measured (Ray 2.60, torch 2.x, Linux x86-64): a Ray worker that imports torch needs about
+#: 5 GB of address space; at 4 GB workers fail to import torch, below that Ray's servers cannot
+#: create their threads. A tighter limit is refused with one line instead of a hang or a crash.
+MIN_RAY_ADDRESS_SPACE = 6 * 2**30
+
+#: Object store of a local Ray instance started under an address-space limit (every Ray
+#: process maps the whole store; a grid's task arguments are models of a few MB).
+LIMITED_OBJECT_STORE = 256 * 2**20
+
+
+class ExecutorStartError(OSError):
+    """The executor could not start (Ray under a memory limit, a cluster that did not answer…);
+    an environment error, reported as one line saying what to do."""
 
 
 def _exit_when_orphaned(parent: int) -> None:
@@ -62,6 +84,7 @@ class Executor:
         self._pool = None
         self._ray = None
         self._started_ray = False
+        self._reaper: _Descendants | None = None
         #: torch threads of each pool worker (None: no pool): cores we may use ÷ workers
         self.threads: int | None = None
 
@@ -76,7 +99,13 @@ class Executor:
         elif self.executor == "ray":
             ray = import_ray()
             if not ray.is_initialized():
-                ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
+                reaper = _Descendants()
+                try:
+                    _start_ray(ray, self.address)
+                except BaseException:
+                    reaper.kill_new()  # what a half-started instance spawned, orphans included
+                    raise
+                self._reaper = reaper
                 self._started_ray = True
             self._ray = ray
         elif self.executor not in EXECUTORS:
@@ -90,9 +119,14 @@ class Executor:
             else:
                 self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
-        if self._started_ray and self._ray is not None:
-            self._ray.shutdown()
-        self._ray = None
+        try:
+            if self._started_ray and self._ray is not None:
+                self._ray.shutdown()
+        finally:
+            self._ray = None
+            if self._reaper is not None:  # whatever the instance left behind (an orphaned agent…)
+                self._reaper.kill_new()
+                self._reaper = None
 
     def _terminate_workers(self) -> None:
         """Terminate (then kill) every worker process of the pool and wait for them."""
@@ -153,6 +187,101 @@ class Executor:
                 on_error(key, exc, traceback.format_exc())
             else:
                 on_result(key, value)
+
+
+def _address_space_limit() -> int | None:
+    """This process's address-space limit (``ulimit -v``) in bytes, or None when unlimited."""
+    try:
+        import resource
+    except ImportError:  # not on POSIX
+        return None
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    return None if soft == resource.RLIM_INFINITY or soft < 0 else int(soft)
+
+
+def _start_ray(ray: Any, address: str | None) -> None:
+    """``ray.init`` on ``address`` (None: ``RAY_ADDRESS`` or a new local instance), checked:
+    :class:`ExecutorStartError` (one line) when it cannot start; the caller kills what it spawned."""
+    options: dict[str, Any] = dict(address=address, include_dashboard=False, log_to_driver=False,
+                                   logging_level=logging.WARNING)
+    if address is None and not os.environ.get("RAY_ADDRESS"):  # a local instance: its processes share our limits
+        limit = _address_space_limit()
+        if limit is not None:
+            if limit < MIN_RAY_ADDRESS_SPACE:
+                raise ExecutorStartError(
+                    f"could not start Ray: the address-space limit (ulimit -v {limit // 1024}) is below the "
+                    f"{MIN_RAY_ADDRESS_SPACE // 2**30} GiB a Ray worker needs; run with --executor local, or raise "
+                    f"the limit (ulimit -v {MIN_RAY_ADDRESS_SPACE // 1024} or more)"
+                )
+            options["object_store_memory"] = LIMITED_OBJECT_STORE
+    try:
+        ray.init(**options)
+    except BaseException as exc:
+        try:
+            ray.shutdown()
+        except Exception:  # noqa: BLE001 - a half-started instance; the caller kills its processes
+            pass
+        if not isinstance(exc, Exception):  # Ctrl-C, SIGTERM: unwinds as it is
+            raise
+        text = " ".join(str(exc).split())[:300] or type(exc).__name__
+        raise ExecutorStartError(
+            f"could not start Ray ({text}); run with --executor local, or raise the memory limit (ulimit -v) "
+            "if one is set"
+        ) from exc
+
+
+class _Descendants:
+    """The processes this process starts from now on, even those orphaned on the way (Linux:
+    this process becomes their subreaper); :meth:`kill_new` terminates (then kills) and reaps
+    every descendant that was not there at construction, and restores the subreaper setting."""
+
+    _SET, _GET = 36, 37  # prctl(PR_SET_CHILD_SUBREAPER / PR_GET_CHILD_SUBREAPER)
+
+    def __init__(self) -> None:
+        try:
+            import psutil
+        except ImportError:  # cannot list processes: Ray's own shutdown is all there is
+            self._psutil = None
+            return
+        self._psutil = psutil
+        self._subreaper = self._prctl_subreaper()
+        self._before = {p.pid for p in psutil.Process().children(recursive=True)}
+
+    def _prctl_subreaper(self) -> int | None:
+        """Make this process the subreaper of its descendants; returns the previous setting."""
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            old = ctypes.c_int(0)
+            if libc.prctl(self._GET, ctypes.byref(old), 0, 0, 0) != 0 or libc.prctl(self._SET, 1, 0, 0, 0) != 0:
+                return None
+            return old.value
+        except (OSError, AttributeError):  # not Linux
+            return None
+
+    def kill_new(self) -> None:
+        psutil = self._psutil
+        if psutil is None:
+            return
+        new = [p for p in psutil.Process().children(recursive=True) if p.pid not in self._before]
+        for proc in new:
+            try:
+                proc.terminate()
+            except psutil.Error:
+                pass
+        _, alive = psutil.wait_procs(new, timeout=3)
+        for proc in alive:
+            try:
+                proc.kill()
+            except psutil.Error:
+                pass
+        psutil.wait_procs(alive, timeout=3)
+        if self._subreaper is not None:
+            import ctypes
+
+            ctypes.CDLL(None).prctl(self._SET, self._subreaper, 0, 0, 0)
+            self._subreaper = None
 
 
 def import_ray():
