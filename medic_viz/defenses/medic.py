@@ -372,7 +372,8 @@ class Medic(ConfiguredDefense):
         label: str = "",
     ) -> DefenseResult:
         """Clone ``teacher`` (unchanged) into ``student`` — by default a fresh copy of its
-        structure (``config.student_seed``) — using the clean set ``clean``."""
+        structure (``config.student_seed``) — using the clean set ``clean``. A given ``student``
+        must hold the teacher's parameters and buffers (names, shapes, dtypes): checked first."""
         return self._checked_run(
             teacher, clean, evaluator=evaluator, callbacks=callbacks, stop_event=stop_event, label=label, student=student
         )
