@@ -26,6 +26,7 @@ __all__ = [
     "MAX_DATASET_BYTES",
     "MAX_TRIGGER_SIZE",
     "MAX_QUOTED_CHARS",
+    "MAX_IMAGE_FILE_BYTES",
     "check_classes",
     "check_image_side",
     "check_array_bytes",
@@ -64,6 +65,9 @@ MAX_DATASET_BYTES: int = 8 * 2**30
 MAX_TRIGGER_SIZE: int = MAX_IMAGE_SIDE
 #: Longest name or value quoted in an error message, in characters (longer ones are cut, "…").
 MAX_QUOTED_CHARS: int = 80
+#: Largest single image file (or image bytes) decoded for a user: a trigger image, a picked
+#: input (32 MiB; a 4096 x 4096 RGB PNG is at most 48 MiB raw but compresses well below this).
+MAX_IMAGE_FILE_BYTES: int = 32 * 2**20
 
 
 def check_classes(n: int, where: str) -> int:

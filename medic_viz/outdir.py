@@ -76,13 +76,13 @@ def _contains(outer: Path, inner: Path) -> bool:
 def _trigger_files(spec: object) -> list[str]:
     """The image files a trigger spec names (``patch:file=…``, ``blend-image:file=…``), read
     from the text alone; none for a spec that does not parse (its own error comes later)."""
-    from medic_viz.attacks.spec import _split_params
+    from medic_viz.attacks.spec import split_params
 
     if not isinstance(spec, str) or ":" not in spec:
         return []
     name, _, body = spec.strip().partition(":")
     try:
-        params = _split_params(name.strip().lower(), body)
+        params = split_params(name.strip().lower(), body)
     except ValueError:
         return []
     return [params["file"]] if params.get("file", "").strip() else []

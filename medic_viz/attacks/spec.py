@@ -31,16 +31,17 @@ import torch
 from medic_viz import limits
 from medic_viz.attacks.base import Trigger
 from medic_viz.attacks.patch import MAX_PATCH_SIDE
+from medic_viz.data.images import read_image_pixels
 
-__all__ = ["parse_trigger_spec", "read_image_file", "SPEC_HELP", "MAX_SPEC_CHARS", "MAX_FILE_SIDE",
+__all__ = ["parse_trigger_spec", "split_params", "read_image_file", "SPEC_HELP", "MAX_SPEC_CHARS", "MAX_FILE_SIDE",
            "MAX_FILE_BYTES", "MAX_BLEND_SIDE"]
 
 #: Longest spec text accepted.
 MAX_SPEC_CHARS = 20_000
 #: Largest side of an image file read for a trigger, in pixels.
 MAX_FILE_SIDE = 4096
-#: Largest image file read for a trigger, in bytes.
-MAX_FILE_BYTES = 32 * 2**20
+#: Largest image file read for a trigger, in bytes (:data:`medic_viz.limits.MAX_IMAGE_FILE_BYTES`).
+MAX_FILE_BYTES = limits.MAX_IMAGE_FILE_BYTES
 #: Largest side of a blend pattern kept from a file when no image size is given.
 MAX_BLEND_SIDE = 256
 
@@ -68,7 +69,7 @@ def _value(text: str) -> Any:
     return text
 
 
-def _split_params(name: str, body: str) -> dict[str, str]:
+def split_params(name: str, body: str) -> dict[str, str]:
     """``key=value,key=value`` into raw strings; a piece without ``=`` continues the last value."""
     params: dict[str, str] = {}
     last: str | None = None
@@ -111,55 +112,14 @@ def _pixel_rows(text: str) -> list[list[float]]:
 
 def read_image_file(path: str | Path, *, max_side: int = MAX_FILE_SIDE) -> torch.Tensor:
     """An image file (PNG, JPEG, TIFF, …) as floats in [0, 1], ``(C, H, W)`` with C = 1 (grey) or
-    3 (RGB), float64 on the CPU, at its real range: 8-bit / 255, 16-bit / 65535, a float image
-    as it is (refused unless in [0, 1]). Files larger than :data:`MAX_FILE_BYTES` or ``max_side``
-    pixels a side are refused before their pixels are decoded; transparency is dropped. Every
-    error is a ValueError (FileNotFoundError when missing) naming the file."""
-    from PIL import Image
-
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"image file not found: {path}")
-    if path.stat().st_size > MAX_FILE_BYTES:
-        raise ValueError(f"{path}: {path.stat().st_size:,} bytes is larger than a trigger image may be "
-                         f"({MAX_FILE_BYTES:,})")
-    try:
-        with Image.open(path) as img:
-            width, height = img.size  # read from the header, nothing decoded yet
-            if max(width, height) > max_side:
-                raise ValueError(f"{path}: {width}x{height} pixels is larger than a trigger image may be "
-                                 f"({max_side} a side); shrink it first")
-            array = _pixels(img, path)
-    except ValueError as exc:
-        text = " ".join(str(exc).split())
-        raise ValueError(text if text.startswith(str(path)) else f"{path}: could not read the image ({text})") from None
-    except Exception as exc:  # noqa: BLE001 - PIL's many decoder errors (UnidentifiedImageError, bombs, OSError …)
-        raise ValueError(f"{path}: not an image file PIL can read (PNG, JPEG, BMP, TIFF, …): "
-                         f"{' '.join(str(exc).split()) or type(exc).__name__}") from None
+    3 (RGB), float64 on the CPU, at its real range (8-bit / 255, 16-bit / 65535, a float image as
+    it is, refused unless in [0, 1]), read by the one bounded decoder
+    :func:`medic_viz.data.images.read_image_pixels` (at most :data:`MAX_FILE_BYTES` bytes and
+    ``max_side`` pixels a side, checked before decoding). Every error is a ValueError
+    (FileNotFoundError when missing) naming the file."""
+    array = read_image_pixels(path, max_side=max_side, what="a trigger image")
     tensor = torch.from_numpy(np.ascontiguousarray(array))
     return tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1).contiguous()
-
-
-def _pixels(img: Any, path: Path) -> np.ndarray:
-    """The decoded pixels of an open PIL image as float64 in [0, 1], ``(H, W)`` or ``(H, W, 3)``."""
-    mode = img.mode
-    if mode.startswith("I;16") or (mode == "I" and img.format == "PNG"):  # 16-bit grey (PIL may say "I")
-        values = np.asarray(img, dtype=np.float64)
-        if values.size and (values.min() < 0 or values.max() > 65535):
-            raise ValueError(f"{path}: a {mode} image holds values outside 0 .. 65535; save it as an 8- or 16-bit PNG")
-        return values / 65535.0
-    if mode == "I":
-        raise ValueError(f"{path}: a 32-bit integer image has no known range; save it as an 8- or 16-bit PNG")
-    if mode == "F":
-        values = np.asarray(img, dtype=np.float64)
-        if not np.isfinite(values).all() or (values.size and (values.min() < 0 or values.max() > 1)):
-            low, high = float(np.nanmin(values)), float(np.nanmax(values))
-            raise ValueError(f"{path}: a float image must hold values in [0, 1]; this one holds {low:g} .. {high:g}"
-                             f"{' and NaN/inf' if not np.isfinite(values).all() else ''}: scale it to [0, 1] or save "
-                             "it as an 8- or 16-bit PNG")
-        return values
-    grey = mode in ("1", "L", "LA")
-    return np.asarray(img.convert("L" if grey else "RGB"), dtype=np.float64) / 255.0
 
 
 def _resize_to(image: torch.Tensor, side: int) -> torch.Tensor:
@@ -217,7 +177,7 @@ def parse_trigger_spec(spec: str, *, image_size: int | None = None) -> Trigger:
         raise ValueError(f"a trigger spec may be at most {MAX_SPEC_CHARS:,} characters, got {len(spec):,}")
     name, _, body = spec.strip().partition(":")
     name = name.strip().lower()
-    params = _split_params(name, body) if body.strip() else {}
+    params = split_params(name, body) if body.strip() else {}
     if name == "patch":
         return _patch(params)
     if name in ("blend-image", "blend_image"):

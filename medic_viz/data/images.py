@@ -1,5 +1,12 @@
 """Decode one image of one's own into the tensor layout of a dataset.
 
+:func:`read_image_pixels` is the one bounded decoder of image files and bytes from elsewhere
+(trigger images, picked inputs): at most :data:`medic_viz.limits.MAX_IMAGE_FILE_BYTES` bytes
+and ``max_side`` pixels a side, checked from the header before any pixel is decoded; pixels at
+their real range (8-bit / 255, 16-bit / 65535, float images kept in [0, 1], 32-bit integer
+refused); every decoder error (a decompression bomb, a huge text chunk) is one ``ValueError``
+naming the file.
+
 :func:`to_image_tensor` accepts a file path, PNG/JPEG bytes, a PIL image, a uint8 or float
 array, or a float tensor, and returns float ``(C, H, W)`` in [0, 1] with the channels and size
 of the data it will be compared with (converted and resized). Used by the input picker.
@@ -14,7 +21,78 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["to_image_tensor"]
+from medic_viz import limits
+
+__all__ = ["read_image_pixels", "to_image_tensor"]
+
+
+def read_image_pixels(source: str | Path | bytes | bytearray | memoryview, *, max_side: int | None = None,
+                      what: str = "an image") -> np.ndarray:
+    """An image file or encoded image bytes as float64 pixels in [0, 1] at their real range,
+    ``(H, W)`` (grey) or ``(H, W, 3)`` (RGB; transparency dropped).
+
+    Refused before decoding: more than :data:`~medic_viz.limits.MAX_IMAGE_FILE_BYTES` bytes, more
+    than ``max_side`` (default :data:`~medic_viz.limits.MAX_IMAGE_SIDE`) pixels a side. Every error
+    is a ``ValueError`` naming the file (``FileNotFoundError`` when it is missing); ``what`` names
+    the kind of image in messages ("a trigger image", "an image")."""
+    from PIL import Image
+
+    max_side = limits.MAX_IMAGE_SIDE if max_side is None else max_side
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data, label = bytes(source), "the image bytes"
+        size = len(data)
+    else:
+        path = Path(source).expanduser()
+        if not path.is_file():
+            noun = what.split(" ", 1)[-1]  # "a trigger image" → "trigger image"
+            raise FileNotFoundError(f"{noun} file not found: {path}")
+        data, label, size = None, str(path), path.stat().st_size
+    if size == 0:
+        raise ValueError(f"{label}: is empty (0 bytes); give a PNG or JPEG file")
+    if size > limits.MAX_IMAGE_FILE_BYTES:
+        raise ValueError(f"{label}: {size:,} bytes is larger than {what} may be ({limits.MAX_IMAGE_FILE_BYTES:,}, "
+                         "limits.MAX_IMAGE_FILE_BYTES); shrink it first")
+    try:
+        with Image.open(io.BytesIO(data) if data is not None else path) as img:
+            width, height = img.size  # read from the header, nothing decoded yet
+            if max(width, height) > max_side:
+                raise ValueError(f"{label}: {width}x{height} pixels is larger than {what} may be "
+                                 f"({max_side} a side); shrink it first")
+            return _pixels(img, label)
+    except ValueError as exc:
+        text = " ".join(str(exc).split())
+        if text.startswith(label):  # one of the checks above
+            raise ValueError(text) from None
+        if data is not None:
+            raise ValueError(f"could not read the image bytes ({limits.shortened(text)}); give a PNG or JPEG file") from None
+        raise ValueError(f"{label}: could not read {what} ({limits.shortened(text)})") from None
+    except Exception as exc:  # noqa: BLE001 - PIL's many decoder errors (UnidentifiedImageError, bombs, OSError …)
+        reason = limits.shortened(" ".join(str(exc).split())) or type(exc).__name__
+        if data is not None:
+            raise ValueError(f"could not read the image bytes ({reason}); give a PNG or JPEG file") from None
+        raise ValueError(f"{label}: not an image file PIL can read (PNG, JPEG, BMP, TIFF, …): {reason}") from None
+
+
+def _pixels(img: Any, label: str) -> np.ndarray:
+    """The decoded pixels of an open PIL image as float64 in [0, 1], ``(H, W)`` or ``(H, W, 3)``."""
+    mode = img.mode
+    if mode.startswith("I;16") or (mode == "I" and img.format == "PNG"):  # 16-bit grey (PIL may say "I")
+        values = np.asarray(img, dtype=np.float64)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise ValueError(f"{label}: a {mode} image holds values outside 0 .. 65535; save it as an 8- or 16-bit PNG")
+        return values / 65535.0
+    if mode == "I":
+        raise ValueError(f"{label}: a 32-bit integer image has no known range; save it as an 8- or 16-bit PNG")
+    if mode == "F":
+        values = np.asarray(img, dtype=np.float64)
+        if not np.isfinite(values).all() or (values.size and (values.min() < 0 or values.max() > 1)):
+            low, high = float(np.nanmin(values)), float(np.nanmax(values))
+            raise ValueError(f"{label}: a float image must hold values in [0, 1]; this one holds {low:g} .. {high:g}"
+                             f"{' and NaN/inf' if not np.isfinite(values).all() else ''}: scale it to [0, 1] or save "
+                             "it as an 8- or 16-bit PNG")
+        return values
+    grey = mode in ("1", "L", "LA")
+    return np.asarray(img.convert("L" if grey else "RGB"), dtype=np.float64) / 255.0
 
 
 def to_image_tensor(source: Any, shape: tuple[int, int, int]) -> torch.Tensor:
@@ -29,16 +107,12 @@ def to_image_tensor(source: Any, shape: tuple[int, int, int]) -> torch.Tensor:
     from PIL import Image
 
     c, h, w = shape
-    if isinstance(source, (str, Path)):
-        path = Path(source)
-        if not path.is_file():
-            raise ValueError(f"image file not found: {path}")
-        pil = Image.open(path)
-    elif isinstance(source, (bytes, bytearray, memoryview)):
+    if isinstance(source, (str, Path, bytes, bytearray, memoryview)):
         try:
-            pil = Image.open(io.BytesIO(bytes(source)))
-        except Exception as exc:
-            raise ValueError(f"could not read the image bytes ({exc}); give a PNG or JPEG file") from None
+            pixels = read_image_pixels(source)
+        except FileNotFoundError as exc:
+            raise ValueError(str(exc)) from None
+        pil = _array_to_pil(pixels)
     elif isinstance(source, Image.Image):
         pil = source
     elif isinstance(source, torch.Tensor):
