@@ -336,7 +336,11 @@ def arch_builder(architecture: str, trust_arch_code: str | None = None, *,
     ``trust_arch_code`` names that code (:func:`check_trusted_architecture`),
     :func:`code_builder`, which imports and runs it."""
     trust = check_trusted_code(trust_arch_code)
-    if trust is None or not is_code_architecture(architecture):
+    if not is_code_architecture(architecture):
+        return None
+    if trust is None:
+        if _denied(architecture.strip().partition(":")[0]):
+            check_trusted_architecture(architecture, trust, where=where)  # raises: code that never runs
         return None
     return code_builder(check_trusted_architecture(architecture, trust, where=where), option="architecture")
 
@@ -395,10 +399,12 @@ def load_model_folder(folder: str | Path, *, trust_arch_code: str | None = None,
     folder = Path(folder)
     trust = check_trusted_code(trust_arch_code)
     builder = None
-    if trust is not None:
-        card_path = folder / CARD_FILENAME if folder.is_dir() else folder
-        if card_path.is_file():
-            builder = arch_builder(_read_card(card_path).architecture, trust, where=f"{folder}: the card")
+    card_path = folder / CARD_FILENAME if folder.is_dir() else folder
+    if card_path.is_file():
+        architecture = _read_card(card_path).architecture  # bounded read
+        module_name = architecture.strip().partition(":")[0] if is_code_architecture(architecture) else ""
+        if trust is not None or (module_name and _denied(module_name)):  # a denied module: said so, trust or not
+            builder = arch_builder(architecture, trust, where=f"{folder}: the card")
     return load_model(folder, device=device, builder=builder)
 
 

@@ -76,6 +76,18 @@ def test_the_card_cannot_choose_the_code(hub_card):
     assert not Path("CALLED").exists()
 
 
+def test_a_card_naming_a_denied_loader_is_called_unusable_even_without_trust(hub_card, capsys):
+    # Before: the error suggested "--trust-arch-code torch.hub:load", which is refused anyway.
+    folder, marker = hub_card
+    with pytest.raises(ValueError, match="torch.hub:load, code from torch that medic-viz never runs") as info:
+        load_model_folder(folder)
+    assert "--trust-arch-code" not in str(info.value)
+    rc = main(["defend", "--teacher", str(folder), "--out", "out", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "never runs" in err, err
+    assert not marker.exists() and not Path("out").exists()
+
+
 def test_trust_must_name_the_code(hub_card, capsys):
     folder, marker = hub_card
     with pytest.raises((TypeError, ValueError), match="name"):
