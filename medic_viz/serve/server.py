@@ -8,7 +8,8 @@ notebook per page into ``<run dir>/pages`` (one cell that calls
 - bound to ``127.0.0.1`` unless the host gives another ``ip`` (then a token is required —
   generated when none is given);
 - each visitor gets a fresh kernel (Voilà's default), with ``OMP_NUM_THREADS`` and torch threads
-  set for fair sharing; Voilà shuts a kernel down when its tab closes, and jupyter_server culls
+  set for fair sharing; Voilà shuts a kernel down when its tab closes (``config/voila.py`` in the
+  run directory sets the cookie that request needs), and jupyter_server culls
   kernels idle for ``idle_timeout`` seconds — either way the kernel's seat and run-queue place,
   held with ``flock``, are freed by the operating system;
 - no tracebacks in pages (``show_tracebacks=False``), no code cells (``strip_sources``), and the
@@ -52,6 +53,19 @@ def check_port(ip: str, port: int) -> None:
             if exc.errno == errno.EADDRINUSE:
                 raise ValueError(f"port {port} is in use on {ip}: choose another with --port") from None
             raise ValueError(f"cannot listen on {ip}:{port} ({exc.strerror or exc}): check --ip and --port") from None
+
+
+#: Voilà's page sends "shut my kernel down" when its tab closes, with the ``_xsrf`` cookie as the
+#: form's token; Voilà's page handler never sets that cookie, so the request is refused (403) and the
+#: kernel would live on until culled. Reading ``xsrf_token`` before the kernel starts sets it.
+_VOILA_CONFIG = """# Written by medic-viz serve.
+def _set_xsrf_cookie(handler, notebook=None, cwd=None):
+    handler.xsrf_token  # sets the _xsrf cookie: a closed tab's shutdown request is then accepted
+    return None
+
+
+c.VoilaConfiguration.prelaunch_hook = _set_xsrf_cookie
+"""
 
 
 def page_notebook(page: str) -> dict[str, Any]:
@@ -98,6 +112,8 @@ class WorkshopServer:
         self.pages.mkdir(exist_ok=True)
         for page in PAGES:
             (self.pages / f"{page}.ipynb").write_text(json.dumps(page_notebook(page), indent=1))
+        (self.run_dir / "config").mkdir(exist_ok=True)
+        (self.run_dir / "config" / "voila.py").write_text(_VOILA_CONFIG)  # Voilà reads only this config
         self._log = log
         self._env = dict(env or {})
         self.proc: subprocess.Popen | None = None
@@ -125,7 +141,8 @@ class WorkshopServer:
         return [sys.executable, "-m", "voila", str(self.pages), "--no-browser", f"--Voila.ip={self.ip}",
                 f"--Voila.port={self.port}", "--Voila.port_retries=0", f"--Voila.token={self.token}",
                 "--VoilaConfiguration.show_tracebacks=False", "--VoilaConfiguration.strip_sources=True",
-                "--VoilaConfiguration.file_allowlist=^$", *cull]  # ^$: no file is served
+                "--VoilaConfiguration.file_allowlist=^$",
+                f"--Voila.config_file_paths={self.run_dir / 'config'}", *cull]  # ^$: no file is served
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
