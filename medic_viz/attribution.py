@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from medic_viz.attacks.triggers import Trigger
+from medic_viz.attacks.base import Trigger
 from medic_viz.capture import eval_mode
 from medic_viz.device import model_device
 

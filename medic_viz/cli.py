@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import pickle
 import sys
 import traceback
 import time
@@ -20,12 +19,20 @@ from pathlib import Path
 from typing import Sequence
 
 from medic_viz.cli_args import MAX_SEED, Parser as _Parser, number as _number, whole as _whole
+from medic_viz.cli_common import (
+    EXPECTED_ERRORS,
+    MIN_IMAGE_SIZE,
+    add_out as _add_out,
+    add_trust_arch_code,
+    one_line as _one_line,
+    prepare as _prepare,
+    report_error,
+    trusted_code,
+)
 
 __all__ = ["main", "build_parser", "report_error", "add_trust_arch_code", "trusted_code", "DEMO_SETTINGS",
            "EXPECTED_ERRORS"]
 
-#: Smallest image side the zoo's models take (five stride-2 stages in VGG-11).
-MIN_IMAGE_SIZE = 32
 #: The demo's default --out, and what a previous demo left there (replaced without --overwrite).
 DEMO_OUT = "runs/demo"
 _RESULT_NAMES = frozenset({"result.json", "report.html", "model", "STOPPED"})
@@ -48,33 +55,6 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=_whole(0, MAX_SEED), default=0, help="seed for the clean subset, student init and batches")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
-
-
-def _add_out(p: argparse.ArgumentParser, help_text: str, required: bool = True, default: str | None = None) -> None:
-    p.add_argument("--out", required=required, default=default, help=help_text + "; must not exist or be empty")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing --out folder (only once the run is complete: a run stopped early goes "
-                        "beside it, to OUT.stopped); never a folder that is, holds or lies inside an input")
-
-
-def add_trust_arch_code(p: argparse.ArgumentParser, whose: str) -> None:
-    """``--trust-arch-code MODULE[:CALLABLE]``: the code of your own a model card may name."""
-    p.add_argument("--trust-arch-code", nargs="?", const=True, default=None, metavar="MODULE[:CALLABLE]",
-                   help=f"{whose} architecture is your own code (package.module:callable, from `import`): name that "
-                        "code (mynets.wrn:build, or the module mynets.wrn) to import and run it to rebuild the model; "
-                        "a card naming any other code is refused. Only for code you trust")
-
-
-def trusted_code(args: argparse.Namespace) -> str | None:
-    """``--trust-arch-code`` checked (:func:`medic_viz.importer.check_trusted_code`): the code the
-    user names, or None; a bare ``--trust-arch-code`` is refused in one line."""
-    value = getattr(args, "trust_arch_code", None)
-    if value is True:
-        raise ValueError("--trust-arch-code needs the code you trust: name it, e.g. --trust-arch-code mynets.wrn:build "
-                         "(the architecture in the card.json) or --trust-arch-code mynets.wrn (that module)")
-    from medic_viz.importer import check_trusted_code
-
-    return check_trusted_code(value)
 
 
 def _add_dataset(p: argparse.ArgumentParser, *, from_card: bool = False) -> None:
@@ -176,17 +156,6 @@ def _dataset_for(args: argparse.Namespace):
     return splits
 
 
-def _inputs(args: argparse.Namespace, *paths: object, datasets: Sequence[object] = (), code: str | None = None,
-            trigger: str | None = None) -> list:
-    """Paths a command reads, which its --out may not be, hold or lie inside
-    (:func:`medic_viz.outdir.command_inputs`): ``paths``, ``--dataset`` and ``datasets``,
-    ``--data-root``, the file of ``code`` and the images of ``trigger``."""
-    from medic_viz.outdir import command_inputs
-
-    return command_inputs(*paths, datasets=[getattr(args, "dataset", None), *datasets],
-                          data_root=getattr(args, "data_root", None), code=code, trigger=trigger)
-
-
 def _card_datasets(folder: str) -> list[Path]:
     """Where the dataset a model folder's card names may be (as given, and a relative path
     against the folder), read without building anything; none when the card names no file or
@@ -258,19 +227,6 @@ def _run_removal(teacher, card, splits, args, signals, out, *, fraction, method=
                    f"complete run); the stopped run went beside it, to {target_dir}")
         return 128 + (signals.signum or 2)
     return 0
-
-
-def _prepare(args: argparse.Namespace, *inputs: object, **more: object):
-    """What every writing command does first: check the device and --out (against ``inputs``
-    and ``more``, see :func:`_inputs`), install the signal handlers. Returns ``(signals, out)``
-    to be entered as context managers."""
-    from medic_viz.device import resolve_device
-    from medic_viz.interrupts import SignalStop
-    from medic_viz.outdir import OutputFolder
-
-    resolve_device(args.device)
-    out = OutputFolder(args.out, overwrite=args.overwrite, inputs=_inputs(args, *inputs, **more))
-    return SignalStop(), out
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -440,36 +396,6 @@ def cmd_defend(args: argparse.Namespace) -> int:
         return _run_removal(teacher, card, splits, args, signals, out, method=method, epochs=args.epochs,
                             fraction=args.fraction, batch_size=args.batch_size, lr=args.lr,
                             cpu_bf16=True if args.cpu_bf16 else None, **extra)
-
-
-#: What a user's input or environment can cause: one line on stderr, exit status 2.
-EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
-    ValueError,  # bad values, files that are not what they claim (incl. unsafe pickles, mismatched weights)
-    TypeError,
-    OSError,  # missing, unreadable or unwritable files and folders
-    pickle.UnpicklingError,
-    FloatingPointError,  # a diverged run (NaN loss, non-finite model)
-    ImportError,  # an optional extra (ray, plotly…) not installed
-    MemoryError,
-)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in text:
-        text += f": {exc.filename}"
-    if isinstance(exc, MemoryError):
-        text = f"out of memory{': ' + text if text != 'MemoryError' else ''}; use less data (--max-train, a smaller --fraction) or a smaller model"
-    return text
-
-
-def report_error(prefix: str, exc: BaseException, *, debug: bool = False) -> int:
-    """Print an expected error as one line on stderr (after its traceback with ``debug``);
-    returns the exit status 2."""
-    if debug:
-        traceback.print_exception(exc)
-    print(f"{prefix}: error: {_one_line(exc)}", file=sys.stderr)
-    return 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:

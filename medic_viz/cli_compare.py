@@ -55,7 +55,7 @@ def add_compare_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
                    help="a trojaned model given as a folder (from `medic-viz import` or `attack`), instead of "
                         "--attacks; repeat for several. Its card gives the architecture, the dataset, the trigger "
                         "and the target (no trigger: ASR is not measured)")
-    from medic_viz.cli import add_trust_arch_code
+    from medic_viz.cli_common import add_trust_arch_code
 
     add_trust_arch_code(p, "a --teacher's")
     p.add_argument("--model", default=None, help="zoo architecture of the trojaned models (default small_cnn)")
@@ -116,7 +116,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     are printed as one line with exit status 2 (``--debug``: with the traceback). SIGINT or
     SIGTERM stops the grid and its worker processes at once; finished cells stay in
     ``runs.jsonl`` and the same command resumes."""
-    from medic_viz.cli import EXPECTED_ERRORS, report_error
+    from medic_viz.cli_common import EXPECTED_ERRORS, report_error
 
     try:
         return _compare(args)
@@ -128,8 +128,9 @@ def _compare(args: argparse.Namespace) -> int:
     from medic_viz.experiments import build_grid, run_grid
     from medic_viz.experiments.runner import check_grid
     from medic_viz.interrupts import SignalStop
-    from medic_viz.cli import trusted_code
-    from medic_viz.outdir import command_inputs, prepare_resumable_folder
+    from medic_viz.cli_common import trusted_code
+    from medic_viz.inputs import command_inputs
+    from medic_viz.outdir import prepare_resumable_folder
 
     from medic_viz.attacks.registry import PAPER_ATTACKS
 
@@ -186,12 +187,7 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry (``python -m medic_viz.cli_compare ...``): ``medic-viz compare ...``."""
-    from medic_viz.cli import main as cli_main
+if __name__ == "__main__":  # pragma: no cover - `python -m medic_viz.cli_compare ...` is `medic-viz compare ...`
+    from medic_viz.cli import main  # only when run as a program: not an import of this module
 
-    return cli_main(["compare", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
+    raise SystemExit(main(["compare", *sys.argv[1:]]))

@@ -27,7 +27,7 @@ _ARCH_HELP = ("zoo model (small_cnn, wrn16_1, preact_resnet18, resnet18, resnet3
 
 def add_import_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     from medic_viz.attacks.spec import SPEC_HELP
-    from medic_viz.cli import MIN_IMAGE_SIZE, _add_out
+    from medic_viz.cli_common import MIN_IMAGE_SIZE, add_out as _add_out
     from medic_viz.cli_args import whole as _whole
     from medic_viz.limits import MAX_CLASSES
 
@@ -65,7 +65,7 @@ def _sha256(path: Path) -> str:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from medic_viz.cli import _prepare
+    from medic_viz.cli_common import prepare as _prepare
 
     from medic_viz.importer import is_code_architecture
 

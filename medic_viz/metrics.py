@@ -16,15 +16,15 @@ import torch.nn as nn
 
 from medic_viz.capture import eval_mode
 from medic_viz.data.arrays import ImageArrays
-from medic_viz.device import resolve_device  # re-exported: its historical home
+from medic_viz.deprecation import moved_names
+from medic_viz.device import resolve_device as _resolve_device
 from medic_viz.finite import check_finite_outputs
 
 if TYPE_CHECKING:  # pragma: no cover
-    from medic_viz.attacks.triggers import Trigger
+    from medic_viz.attacks.base import Trigger
 
 __all__ = [
     "BackdoorMetrics",
-    "resolve_device",
     "predict",
     "evaluate_backdoor",
     "Evaluator",
@@ -64,7 +64,7 @@ def predict(
 ) -> torch.Tensor:
     """Predicted class ids ``(N,)`` (on CPU) for float images ``x`` ``(N, C, H, W)`` in [0, 1].
     The model is evaluated in eval mode and its mode restored afterwards."""
-    dev = resolve_device(device)
+    dev = _resolve_device(device)
     with eval_mode(model):
         out = []
         for start in range(0, len(x), batch_size):
@@ -102,7 +102,7 @@ class Evaluator:
             raise ValueError(f"target class {target} is out of range for {data.num_classes} classes")
         if len(data) == 0 or max_images == 0:
             raise ValueError(f"{data.name}: the test set is empty, so nothing can be measured; use data with test images")
-        self.device = resolve_device(device)
+        self.device = _resolve_device(device)
         self.batch_size = batch_size
         idx = torch.arange(len(data))
         if max_images is not None and max_images < len(data):
@@ -147,7 +147,7 @@ def evaluate_backdoor(
     max_images: int | None = None,
 ) -> BackdoorMetrics:
     """Clean accuracy on ``data`` and, given a trigger and target, ASR on its non-target images."""
-    dev = resolve_device(device)
+    dev = _resolve_device(device)
     model.to(dev)
     return Evaluator(data, trigger, target, max_images=max_images, batch_size=batch_size, device=dev)(model)
 
@@ -191,3 +191,7 @@ def format_before_after(before: BackdoorMetrics, after: BackdoorMetrics, method:
         f"{'after (' + method + ')':24s}{cell(after.clean_acc, after.n_clean):>22s}{cell(after.asr, after.n_asr):>26s}",
     ]
     return "\n".join(lines)
+
+
+#: ``resolve_device`` was imported from here; it lives in :mod:`medic_viz.device` (:mod:`medic_viz.deprecation`).
+__getattr__ = moved_names(__name__)

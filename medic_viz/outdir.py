@@ -5,7 +5,7 @@ Every command that writes (``attack``, ``defend``, ``demo``) goes through
 
 1. *before any work*, :func:`check_output_folder` refuses an ``--out`` that is a file, a
    symbolic link, an existing folder with files in it (unless ``overwrite``), or that is,
-   holds or lies inside one of the command's inputs (:func:`command_inputs`: the teacher
+   holds or lies inside one of the command's inputs (:func:`medic_viz.inputs.command_inputs`: the teacher
    being repaired, the checkpoint, the dataset, the code of the architecture …), with or
    without ``overwrite``;
 2. a temporary folder is created beside the target (``.NAME.partial-XXXX``, made by this
@@ -41,11 +41,12 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable
 
+from medic_viz.deprecation import moved_names
+
 __all__ = [
     "OutputFolderError",
     "STOPPED_MARKER",
     "check_output_folder",
-    "command_inputs",
     "OutputFolder",
     "prepare_resumable_folder",
     "replace_file",
@@ -73,46 +74,6 @@ def _contains(outer: Path, inner: Path) -> bool:
     return outer == inner or outer in inner.parents
 
 
-def _trigger_files(spec: object) -> list[str]:
-    """The image files a trigger spec names (``patch:file=…``, ``blend-image:file=…``), read
-    from the text alone; none for a spec that does not parse (its own error comes later)."""
-    from medic_viz.attacks.spec import split_params
-
-    if not isinstance(spec, str) or ":" not in spec:
-        return []
-    name, _, body = spec.strip().partition(":")
-    try:
-        params = split_params(name.strip().lower(), body)
-    except ValueError:
-        return []
-    return [params["file"]] if params.get("file", "").strip() else []
-
-
-def command_inputs(
-    *paths: str | Path | None,
-    datasets: Iterable[str | Path | None] = (),
-    data_root: str | Path | None = None,
-    code: str | None = None,
-    trigger: str | None = None,
-) -> list[Path]:
-    """Everything a command reads, which its ``--out`` may not be, hold, or lie inside: ``paths``
-    (checkpoint, card, teacher folders), the ``datasets`` that are files or folders (a name
-    such as ``signs`` is not), the ``data_root``, the file or package folder of ``code``
-    (``package.module:callable`` or a trusted ``package.module``, found without importing it),
-    and the image files of a ``trigger`` spec. None entries are skipped."""
-    from medic_viz.importer import code_location
-
-    found = [Path(str(p)).expanduser() for p in paths if p is not None and str(p) != ""]
-    found += [Path(str(d)).expanduser() for d in datasets if d and Path(str(d)).expanduser().exists()]
-    if data_root:
-        found.append(Path(str(data_root)).expanduser())
-    location = code_location(code) if code else None
-    if location is not None:
-        found.append(location)
-    found += [Path(f.strip()).expanduser() for f in _trigger_files(trigger)]
-    return found
-
-
 def check_output_folder(
     target: str | Path,
     *,
@@ -123,7 +84,7 @@ def check_output_folder(
 
     Raises :class:`OutputFolderError` when ``target`` is a symbolic link, a file, an existing
     folder holding files (unless ``overwrite``), or is, contains or lies inside one of
-    ``inputs`` (paths the command reads, :func:`command_inputs`; None entries are skipped),
+    ``inputs`` (paths the command reads, :func:`medic_viz.inputs.command_inputs`; None entries are skipped),
     with or without ``overwrite``.
     """
     target = Path(target).expanduser()
@@ -317,3 +278,7 @@ def pause_for_tests(point: str) -> None:
     deadline = time.monotonic() + float(seconds or 30)
     while time.monotonic() < deadline:
         time.sleep(0.05)
+
+
+#: ``command_inputs`` moved to :mod:`medic_viz.inputs` (it reads trigger specs and code names).
+__getattr__ = moved_names(__name__)

@@ -12,17 +12,19 @@ from typing import Sequence
 
 import torch.nn as nn
 
-from medic_viz.attacks.triggers import Trigger
+from medic_viz.attacks.base import Trigger
 from medic_viz.capture import eval_mode
 from medic_viz.data.arrays import DatasetSplits, clean_subset
 from medic_viz.defenses.base import Defense, DefenseResult
 from medic_viz.finite import check_finite_model
 from medic_viz.io import ModelCard, save_model
-from medic_viz.metrics import BackdoorMetrics, format_before_after, resolve_device
+from medic_viz.deprecation import moved_names
+from medic_viz.device import resolve_device
+from medic_viz.metrics import BackdoorMetrics
 from medic_viz.resources import PeakMemory
 from medic_viz.training import Callback
 
-__all__ = ["RemovalOutcome", "remove_backdoor", "format_table", "save_outcome", "trigger_of", "check_image_size"]
+__all__ = ["RemovalOutcome", "remove_backdoor", "save_outcome", "trigger_of", "check_image_size"]
 
 
 @dataclass
@@ -161,10 +163,6 @@ def _num_outputs(model: nn.Module, splits: DatasetSplits, device) -> int:
         ) from exc
 
 
-#: The old name of :func:`medic_viz.metrics.format_before_after`, kept for existing code.
-format_table = format_before_after
-
-
 def save_outcome(
     outcome: RemovalOutcome,
     out_dir: str | Path,
@@ -201,14 +199,7 @@ def save_outcome(
     return paths
 
 
-def __getattr__(name: str):
-    # ``write_outputs`` (result.json + report.html + model/) moved to the view layer, which
-    # draws the report; the name keeps working from here. Nothing in the core calls this.
-    if name == "write_outputs":
-        import importlib
-        import warnings
-
-        warnings.warn("medic_viz.pipeline.write_outputs moved to medic_viz.viz.report.write_outputs",
-                      DeprecationWarning, stacklevel=2)
-        return importlib.import_module("medic_viz.viz.report").write_outputs
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+#: Old names (:mod:`medic_viz.deprecation`): ``format_table`` is :func:`medic_viz.metrics.format_before_after`;
+#: ``write_outputs`` (result.json + report.html + model/) is the view
+#: :func:`medic_viz.viz.report.write_outputs`, loaded only when the old name is looked up.
+__getattr__ = moved_names(__name__)

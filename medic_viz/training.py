@@ -21,7 +21,8 @@ import torch.nn as nn
 from medic_viz.checks import MAX_SEED, check_number, check_whole
 from medic_viz.data.arrays import ImageArrays, iterate_batches
 from medic_viz.finite import check_finite_model
-from medic_viz.metrics import BackdoorMetrics, Evaluator, resolve_device
+from medic_viz.device import resolve_device
+from medic_viz.metrics import BackdoorMetrics, Evaluator
 
 __all__ = [
     "TrainConfig",

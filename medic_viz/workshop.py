@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from medic_viz.attacks.triggers import Trigger
+from medic_viz.attacks.base import Trigger
 from medic_viz.data.arrays import DatasetSplits, clean_subset
 
 __all__ = ["CORNERS", "TAUS", "Verdict", "WorkshopExercises", "EXERCISES"]

@@ -34,12 +34,13 @@ from medic_viz.analysis import (
     find_flipping_image,
     rank_compromised_neurons,
 )
-from medic_viz.attacks.triggers import make_trigger, trigger_from_config
+from medic_viz.attacks.registry import make_trigger, trigger_from_config
 from medic_viz.data import load_dataset
 from medic_viz.data.arrays import clean_subset
 from medic_viz.pretrained import DEMO_MODELS, load_demo_model
 from medic_viz.stats import compute_layer_stats
-from medic_viz.viz.figures import export_figure, figure2_grid, neuron_ranking_figure
+from medic_viz.viz.analysis_figures import figure2_grid, neuron_ranking_figure
+from medic_viz.viz.export import export_figure
 
 ROOT = Path(__file__).resolve().parents[1]
 FIGURE2_LAYERS = ("bn1", "bn2", "bn3", "bn4", "fc")

@@ -7,27 +7,22 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from medic_viz.attacks.advanced import (
+from medic_viz.attacks.adaptive import AdaptiveObjective
+from medic_viz.attacks.clean_label import CleanLabelTrigger, pgd_perturb, poison_clean_label
+from medic_viz.attacks.composite import CompositeAttack, CompositeEvaluator, poison_composite
+from medic_viz.attacks.filter import FilterTrigger, INSTAGRAM_FILTERS
+from medic_viz.attacks.reflection import ReflectionTrigger
+from medic_viz.attacks.registry import (
     ADVANCED_TRIGGERS,
-    ATTACKS,
-    INSTAGRAM_FILTERS,
-    PAPER_ATTACKS,
-    AdaptiveObjective,
-    CleanLabelTrigger,
-    CompositeAttack,
-    CompositeEvaluator,
-    FilterTrigger,
-    ReflectionTrigger,
-    WaNetTrigger,
     any_trigger_from_config,
+    ATTACKS,
     make_any_trigger,
-    pgd_perturb,
-    poison_clean_label,
-    poison_composite,
-    poison_wanet,
-    train_attack,
+    PAPER_ATTACKS,
 )
-from medic_viz.attacks.triggers import BadNetTrigger, Trigger
+from medic_viz.attacks.train import train_attack
+from medic_viz.attacks.wanet import poison_wanet, WaNetTrigger
+from medic_viz.attacks.base import Trigger
+from medic_viz.attacks.patch import BadNetTrigger
 from medic_viz.data.arrays import DatasetSplits, ImageArrays
 from medic_viz.training import TrainConfig
 

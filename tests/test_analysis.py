@@ -21,7 +21,8 @@ from medic_viz.analysis import (
 )
 from medic_viz.analysis.claim import _sign_test
 from medic_viz.analysis.ranking import _image_percentiles
-from medic_viz.attacks.triggers import BadNetTrigger, Trigger
+from medic_viz.attacks.base import Trigger
+from medic_viz.attacks.patch import BadNetTrigger
 from medic_viz.capture import run_with_cache
 from medic_viz.data.arrays import ImageArrays
 from medic_viz.importance import ImportanceOptions, RunningStats, layer_importance
@@ -481,7 +482,7 @@ def test_find_flipping_image_skips_target_unflipped_and_misclassified_images():
 
 
 def test_find_flipping_image_on_the_badnet_demo_model():
-    from medic_viz.attacks.triggers import trigger_from_config
+    from medic_viz.attacks.registry import trigger_from_config
     from medic_viz.data import load_dataset
     from medic_viz.pretrained import load_demo_model
 

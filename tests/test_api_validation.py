@@ -5,7 +5,6 @@ naming what is wrong instead of an IndexError / RuntimeError / AttributeError de
 
 from __future__ import annotations
 
-import importlib
 from collections import OrderedDict
 
 import pytest
@@ -23,7 +22,7 @@ from medic_viz.defenses.medic import Medic, MedicConfig
 from medic_viz.defenses.nad import NADConfig
 from medic_viz.training import TrainConfig
 
-medic_module = importlib.import_module("medic_viz.defenses.medic")  # the package re-exports a function `medic`
+import medic_viz.defenses.medic as medic_module  # noqa: E402
 
 NAN, INF = float("nan"), float("inf")
 

@@ -18,6 +18,7 @@ VIEWS = (
     "medic_viz.widgets",
     "medic_viz.cli",
     "medic_viz.cli_args",
+    "medic_viz.cli_common",
     "medic_viz.cli_compare",
     "medic_viz.cli_import",
     "medic_viz.cli_serve",

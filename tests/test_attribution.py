@@ -9,7 +9,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from medic_viz.attacks.triggers import BadNetTrigger, trigger_from_config
+from medic_viz.attacks.patch import BadNetTrigger
+from medic_viz.attacks.registry import trigger_from_config
 from medic_viz.attribution import (
     ATTRIBUTION_METHODS,
     attribute,
@@ -98,7 +99,7 @@ def test_compare_attributions_structure():
 
 
 def test_captum_is_imported_only_by_the_attribution_module():
-    code = ("import sys, medic_viz.analysis, medic_viz.viz.figures; "
+    code = ("import sys, medic_viz.analysis, medic_viz.viz; "
             "print('captum' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr

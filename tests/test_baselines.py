@@ -8,31 +8,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from medic_viz.attacks.triggers import BadNetTrigger
+from medic_viz.attacks.patch import BadNetTrigger
 from medic_viz.data.arrays import ImageArrays
-from medic_viz.defenses.baselines import (
-    ANP,
-    DEFENSES,
-    NAD,
-    AttentionDistillationObjective,
-    ANPConfig,
-    BezierCurve,
-    DistillationObjective,
-    FinePruning,
-    FineTuningConfig,
-    MCRConfig,
-    NADConfig,
-    _MaskedNetwork,
-    attention_layers,
-    attention_map,
-    choose_t,
-    defense_class,
-    last_conv_block,
-    make_defense,
-    prune_by_masks,
-    prune_channels,
-    update_bn,
-)
+from medic_viz.defenses.anp import _MaskedNetwork, ANP, ANPConfig, prune_by_masks
+from medic_viz.defenses.distill import DistillationObjective
+from medic_viz.defenses.fineprune import FinePruning, last_conv_block, prune_channels
+from medic_viz.defenses.finetune import FineTuningConfig
+from medic_viz.defenses.mcr import BezierCurve, choose_t, MCRConfig, update_bn
+from medic_viz.defenses.nad import attention_layers, attention_map, AttentionDistillationObjective, NAD, NADConfig
+from medic_viz.defenses.registry import defense_class, DEFENSES, make_defense
 from medic_viz.defenses.medic import Medic
 from medic_viz.metrics import Evaluator
 

@@ -14,22 +14,24 @@ from medic_viz.analysis import (
     rank_compromised_neurons,
     top_activating_images,
 )
-from medic_viz.attacks.triggers import BadNetTrigger
+from medic_viz.attacks.patch import BadNetTrigger
 from medic_viz.attribution import compare_attributions
 from medic_viz.capture import run_with_cache
 from medic_viz.importance import RunningStats
-from medic_viz.viz.figures import (
-    FIGURE2_COLUMNS,
-    aggregate_rows,
+from medic_viz.viz.analysis_figures import (
     attribution_figure,
-    defense_comparison_figure,
-    export_figure,
+    FIGURE2_COLUMNS,
     figure2_grid,
-    lambda_tau_figure,
     layer_strip,
     neuron_ranking_figure,
-    tau_sweep_figure,
     top_activating_figure,
+)
+from medic_viz.viz.export import export_figure
+from medic_viz.viz.summary_figures import (
+    aggregate_rows,
+    defense_comparison_figure,
+    lambda_tau_figure,
+    tau_sweep_figure,
     tradeoff_figure,
 )
 

@@ -9,9 +9,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-import importlib
-
-medic_mod = importlib.import_module("medic_viz.defenses.medic")
+import medic_viz.defenses.medic as medic_mod
 from medic_viz.calibration import matched_share
 from medic_viz.capture import LAYER_PRESETS, hookable_layers, resolve_layers
 from medic_viz.data.arrays import ImageArrays

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from medic_viz.cli import main
-from medic_viz.outdir import OutputFolderError, check_output_folder, command_inputs
+from medic_viz.inputs import command_inputs
+from medic_viz.outdir import OutputFolderError, check_output_folder
 from medic_viz.pretrained import demo_model_dir
 
 MY_NET = ("import torch.nn as nn\n"

@@ -8,7 +8,7 @@ import torch
 
 from medic_viz.data import load_dataset
 from medic_viz.data.arrays import DatasetSplits, ImageArrays
-from medic_viz.defenses.baselines import make_defense
+from medic_viz.defenses.registry import make_defense
 from medic_viz.finite import NonFiniteModelError
 from medic_viz.pipeline import remove_backdoor, trigger_of
 from medic_viz.pretrained import load_demo_model

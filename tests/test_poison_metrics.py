@@ -6,8 +6,8 @@ import torch.nn as nn
 
 from medic_viz.attacks import BadNetTrigger, SIGTrigger, poison_dataset
 from medic_viz.data.arrays import ImageArrays
-from medic_viz.metrics import BackdoorMetrics, Evaluator, evaluate_backdoor, format_before_after, resolve_device
-from medic_viz.pipeline import format_table
+from medic_viz.device import resolve_device
+from medic_viz.metrics import BackdoorMetrics, Evaluator, evaluate_backdoor, format_before_after
 
 
 def _arrays(n=100, classes=5):
@@ -89,12 +89,14 @@ def test_resolve_device():
 
 
 def test_format_table_shows_percentages_and_counts():
-    t = format_table(BackdoorMetrics(0.981, 3000, 0.955, 2750), BackdoorMetrics(0.95, 3000, 0.02, 2750))
+    t = format_before_after(BackdoorMetrics(0.981, 3000, 0.955, 2750), BackdoorMetrics(0.95, 3000, 0.02, 2750))
     assert "98.10%  (n=3000)" in t and "95.50%  (n=2750)" in t and "2.00%  (n=2750)" in t
 
 
 def test_one_before_after_table_under_its_old_name_too():
     # pipeline.format_table is the old name of metrics.format_before_after, not a second copy
+    with pytest.warns(DeprecationWarning, match="medic_viz.metrics.format_before_after"):
+        from medic_viz.pipeline import format_table
     assert format_table is format_before_after
     t = format_before_after(BackdoorMetrics(0.5, 10), BackdoorMetrics(0.25, 10), "KD").splitlines()
     assert t[1].split()[:4] == ["before", "(trojaned)", "50.00%", "(n=10)"] and t[1].endswith("n/a")

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from medic_viz.attacks.triggers import BadNetTrigger
+from medic_viz.attacks.patch import BadNetTrigger
 from medic_viz.probe import InputProbe, ProbeReading, predict_input
 
 

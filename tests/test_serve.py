@@ -15,7 +15,7 @@ import torch.nn as nn
 
 from medic_viz.cli import main
 from medic_viz.data.arrays import DatasetSplits, ImageArrays
-from medic_viz.attacks.triggers import BadNetTrigger
+from medic_viz.attacks.patch import BadNetTrigger
 from medic_viz.pretrained import demo_model_dir
 from medic_viz.run_queue import RunQueue
 from medic_viz.serve.config import ServeConfig, resolve_models, runs_at_once

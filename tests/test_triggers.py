@@ -9,16 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from medic_viz.attacks.triggers import (
-    AVAILABLE_TRIGGERS,
-    BadNetTrigger,
-    BlendTrigger,
-    PolygonTrigger,
-    SIGTrigger,
-    Trigger,
-    make_trigger,
-    trigger_from_config,
-)
+from medic_viz.attacks.base import Trigger
+from medic_viz.attacks.blend import BlendTrigger
+from medic_viz.attacks.patch import BadNetTrigger
+from medic_viz.attacks.polygon import PolygonTrigger
+from medic_viz.attacks.registry import make_trigger, trigger_from_config
+from medic_viz.attacks.sig import SIGTrigger
+from medic_viz.pretrained import DEMO_ATTACKS as AVAILABLE_TRIGGERS
 
 # 3x3 checkerboard, white (1) at the patch's top-left.
 CHECKER_3x3 = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 1.0]])
@@ -391,7 +388,8 @@ def test_preview_and_bad_inputs() -> None:
 
 
 def test_blend_cells_gives_a_smooth_deterministic_pattern():
-    from medic_viz.attacks.triggers import BlendTrigger, trigger_from_config
+    from medic_viz.attacks.blend import BlendTrigger
+    from medic_viz.attacks.registry import trigger_from_config
 
     smooth = BlendTrigger(alpha=0.2, seed=3, cells=4).blend_pattern(3, 32, 32)
     rough = BlendTrigger(alpha=0.2, seed=3).blend_pattern(3, 32, 32)

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 
 from medic_viz.analysis._common import _check_trigger
-from medic_viz.attacks.triggers import Trigger
+from medic_viz.attacks.base import Trigger
 from medic_viz.capture import eval_mode
 from medic_viz.data.arrays import ImageArrays
 from medic_viz.device import model_device

@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 
 from medic_viz.analysis._common import _as_images, _check_trigger, _options, _resolve_stats
-from medic_viz.attacks.triggers import Trigger
+from medic_viz.attacks.base import Trigger
 from medic_viz.capture import eval_mode, resolve_layers, run_with_cache
 from medic_viz.data.arrays import ImageArrays
 from medic_viz.device import model_device

@@ -24,7 +24,6 @@ from medic_viz.attacks.registry import (
     ATTACK_NAMES,
     ATTACK_SPECS,
     ATTACKS,
-    AVAILABLE_TRIGGERS,
     PAPER_ATTACKS,
     AttackSpec,
     any_trigger_from_config,
@@ -46,6 +45,7 @@ from medic_viz.attacks.train import (
     train_trojaned_model,
 )
 from medic_viz.attacks.wanet import WaNetTrigger, poison_wanet
+from medic_viz.deprecation import moved_names
 
 __all__ = [
     "Trigger",
@@ -68,7 +68,6 @@ __all__ = [
     "ATTACK_NAMES",
     "ATTACKS",
     "PAPER_ATTACKS",
-    "AVAILABLE_TRIGGERS",
     "ALL_TRIGGERS",
     "ADVANCED_TRIGGERS",
     "attack_spec",
@@ -92,3 +91,6 @@ __all__ = [
     "TrojanedModel",
     "ATTACK_TRAIN_DEFAULTS",
 ]
+
+#: ``AVAILABLE_TRIGGERS`` (the demo models' attacks) is :data:`medic_viz.pretrained.DEMO_ATTACKS`.
+__getattr__ = moved_names(__name__)

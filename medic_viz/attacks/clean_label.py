@@ -15,7 +15,7 @@ from medic_viz.attacks.patch import BadNetTrigger
 from medic_viz.attacks.poison import PoisonedData
 from medic_viz.capture import eval_mode
 from medic_viz.data.arrays import ImageArrays
-from medic_viz.metrics import resolve_device
+from medic_viz.device import resolve_device
 
 __all__ = ["CleanLabelTrigger", "pgd_perturb", "poison_clean_label", "AdversarialObjective"]
 

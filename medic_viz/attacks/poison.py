@@ -11,25 +11,17 @@ functions next to their trigger (``poison_clean_label``, ``poison_wanet``,
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
 
 import torch
 
 from medic_viz.attacks.base import Trigger
 from medic_viz.data.arrays import ImageArrays
+from medic_viz.deprecation import moved_names
 
 __all__ = ["PoisonedData", "poison_dataset"]
 
-#: Names that moved to :mod:`medic_viz.attacks.train`; still importable from here.
-_MOVED_TO_TRAIN = ("ATTACK_TRAIN_DEFAULTS", "TrojanedModel", "train_trojaned_model")
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED_TO_TRAIN:
-        from medic_viz.attacks import train
-
-        return getattr(train, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+#: Names that moved to :mod:`medic_viz.attacks.train`; still importable from here, with a warning.
+__getattr__ = moved_names(__name__)
 
 
 

@@ -46,6 +46,7 @@ from medic_viz.attacks.reflection import ReflectionTrigger
 from medic_viz.attacks.sig import SIGTrigger
 from medic_viz.attacks.wanet import WaNetTrigger, poison_wanet
 from medic_viz.data.arrays import ImageArrays
+from medic_viz.deprecation import moved_names
 from medic_viz.metrics import Evaluator
 
 __all__ = [
@@ -56,7 +57,6 @@ __all__ = [
     "DATA_TRIGGER_SPECS",
     "ATTACKS",
     "PAPER_ATTACKS",
-    "AVAILABLE_TRIGGERS",
     "ALL_TRIGGERS",
     "ADVANCED_TRIGGERS",
     "DEFAULT_RATE",
@@ -242,14 +242,14 @@ ATTACK_NAMES: tuple[str, ...] = tuple(ATTACK_SPECS)
 ATTACKS: tuple[str, ...] = ATTACK_NAMES
 #: The seven attacks of the paper's Table 1, in its order.
 PAPER_ATTACKS: tuple[str, ...] = ("cleanlabel", "sig", "badnet", "composite", "reflection", "polygon", "filter")
-#: The four triggers of the shipped demo models (the first trigger module's set).
-AVAILABLE_TRIGGERS: tuple[str, ...] = ("badnet", "blend", "sig", "polygon")
 #: The later trigger classes, by name.
 ADVANCED_TRIGGERS: dict[str, type[Trigger]] = {
     cls.name: cls for cls in (CleanLabelTrigger, ReflectionTrigger, FilterTrigger, WaNetTrigger)
 }
-#: Every attack whose object is a one-image :class:`Trigger` class of its own.
-ALL_TRIGGERS: tuple[str, ...] = AVAILABLE_TRIGGERS + tuple(ADVANCED_TRIGGERS)
+#: Every attack whose object is a one-image :class:`Trigger` class of its own, in registry order.
+ALL_TRIGGERS: tuple[str, ...] = tuple(
+    name for name, spec in ATTACK_SPECS.items() if isinstance(spec.cls, type) and issubclass(spec.cls, Trigger)
+)
 
 
 #: Triggers described by data rather than by an attack recipe (a third-party trigger: a patch
@@ -363,3 +363,7 @@ def attack_evaluator(attack: Attack | None, test: ImageArrays, target: int | Non
     if isinstance(attack, CompositeAttack):
         return CompositeEvaluator(test, attack, int(target), max_images=max_images, seed=seed, device=device)  # type: ignore[arg-type]
     return Evaluator(test, attack, None if attack is None else target, max_images=max_images, seed=seed, device=device)
+
+
+#: ``AVAILABLE_TRIGGERS`` (the demo models' attacks) is :data:`medic_viz.pretrained.DEMO_ATTACKS`.
+__getattr__ = moved_names(__name__)

@@ -23,7 +23,8 @@ from medic_viz.attacks.patch import BadNetTrigger
 from medic_viz.attacks.registry import (Attack, AttackSpec, attack_evaluator, attack_spec, build_attack, check_rate,
                                         spec_of)
 from medic_viz.data.arrays import DatasetSplits, ImageArrays
-from medic_viz.metrics import BackdoorMetrics, resolve_device
+from medic_viz.device import resolve_device
+from medic_viz.metrics import BackdoorMetrics
 from medic_viz.training import Callback, SupervisedObjective, TrainConfig, TrainEvent, train
 
 __all__ = [

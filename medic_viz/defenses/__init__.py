@@ -12,7 +12,8 @@ from medic_viz.defenses.distill import KDConfig, KnowledgeDistillation, ScratchC
 from medic_viz.defenses.fineprune import FinePruning, FinePruningConfig
 from medic_viz.defenses.finetune import FineTuning, FineTuningConfig
 from medic_viz.defenses.mcr import MCR, MCRConfig
-from medic_viz.defenses.medic import Medic, MedicConfig, MedicObjective, compute_layer_stats, medic
+# not the function ``medic`` (medic_viz.medic): ``medic_viz.defenses.medic`` stays the module
+from medic_viz.defenses.medic import Medic, MedicConfig, MedicObjective, compute_layer_stats
 from medic_viz.defenses.nad import NAD, NADConfig
 from medic_viz.defenses.registry import (
     DEFENSES,
@@ -35,7 +36,7 @@ __all__ = [
     "MedicConfig",
     "MedicObjective",
     "compute_layer_stats",
-    "medic",
+    "medic",  # the engine module (calling it runs the function medic_viz.medic, with a DeprecationWarning)
     "FineTuning",
     "FineTuningConfig",
     "FinePruning",

@@ -221,6 +221,12 @@ class ANP(ConfiguredDefense):
     name = "anp"
     display_name = "ANP"
     config_class = ANPConfig
+    seed_options = ("noise_seed",)
+
+    @classmethod
+    def epoch_options(cls, epochs: int) -> dict[str, object]:
+        """``epochs`` of mask optimisation instead of the fixed number of iterations."""
+        return {"epochs": int(epochs), "iterations": None}
 
     def _run(self, teacher, clean, device, evaluator, callbacks, stop_event, label):
         cfg = self.config

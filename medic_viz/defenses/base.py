@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import threading
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, ClassVar, Protocol, Sequence
+from typing import Any, ClassVar, Mapping, Protocol, Sequence
 
 import torch
 import torch.nn as nn
@@ -104,6 +104,22 @@ class ConfiguredDefense(Defense):
     """
 
     config_class: ClassVar[type[TrainConfig]] = TrainConfig
+    #: Options besides ``seed`` that take a run's seed where one seed drives the whole run (a
+    #: grid cell: :func:`medic_viz.experiments.method_options`), e.g. a fresh student's init.
+    seed_options: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def epoch_options(cls, epochs: int) -> dict[str, object]:
+        """One training budget of ``epochs`` mapped onto this method's phases (the main phase
+        gets ``epochs``; a method with more phases says what the others get)."""
+        return {"epochs": int(epochs)}
+
+    @classmethod
+    def pinned_options(cls, options: Mapping[str, object]) -> dict[str, object]:
+        """``options`` with the defaults a result depends on written out, so that a grid cell's
+        id changes when such a default does (a resumed grid never reuses a run made under other
+        defaults). A method whose defaults are fixed returns ``options`` as they are."""
+        return dict(options)
 
     def __init__(self, config: TrainConfig | None = None, **overrides: object) -> None:
         cls = self.config_class

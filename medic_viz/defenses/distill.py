@@ -75,6 +75,8 @@ class _FreshStudentDefense(ConfiguredDefense):
     """Train a freshly initialised copy of the teacher (``config.student_seed``) on the clean
     set with the objective :meth:`objective` builds, in one phase."""
 
+    seed_options = ("student_seed",)
+
     def objective(self, student: nn.Module, teacher: nn.Module, device: torch.device):  # pragma: no cover - interface
         """The training objective of ``student``; ``teacher`` is the user's (unchanged) model."""
         raise NotImplementedError

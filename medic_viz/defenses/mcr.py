@@ -181,6 +181,12 @@ class MCR(ConfiguredDefense):
     name = "mcr"
     display_name = "MCR"
     config_class = MCRConfig
+    seed_options = ("curve_seed",)
+
+    @classmethod
+    def epoch_options(cls, epochs: int) -> dict[str, object]:
+        """The endpoint's fine-tuning and the curve get ``epochs`` each."""
+        return {"epochs": int(epochs), "endpoint_epochs": int(epochs)}
 
     def _run(self, teacher, clean, device, evaluator, callbacks, stop_event, label):
         cfg = self.config

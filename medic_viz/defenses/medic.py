@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import math
 import numbers
+import sys
 import threading
+import types
+import warnings
 from dataclasses import dataclass, fields, replace
 from typing import Iterable, Sequence
 
@@ -356,6 +359,18 @@ class Medic(ConfiguredDefense):
     name = "medic"
     display_name = "MEDIC"
     config_class = MedicConfig
+    seed_options = ("student_seed",)
+
+    @classmethod
+    def pinned_options(cls, options):
+        """``options`` with the engine's current defaults written out — λ, the layer set and,
+        without ``tau``, the share τ is calibrated to."""
+        opts = {k: v for k, v in options.items() if not (k in ("tau", "share") and v is None)}
+        opts.setdefault("lam", float(MedicConfig.lam))
+        opts.setdefault("layers", DEFAULT_LAYERS)
+        if "tau" not in opts:
+            opts.setdefault("share", DEFAULT_SHARE)
+        return opts
 
     def default_label(self) -> str:
         return f"MEDIC {self.config.describe()}"
@@ -382,7 +397,7 @@ class Medic(ConfiguredDefense):
         cfg = self.config
         if student is not None:
             _check_student_fits(teacher, student)  # before anything runs: every weight and buffer, by name
-        layers = resolve_layers(teacher, cfg.layers)
+        layers = resolve_layers(teacher, cfg.layers, input_shape=getattr(clean, "image_shape", None))
         if student is None:
             student = fresh_copy(teacher, seed=cfg.student_seed)
         else:
@@ -469,7 +484,7 @@ def preview_layer_taus(
     if len(clean) == 0:
         raise ValueError("the clean set is empty; the defender needs some clean training images")
     device = resolve_device(cfg.device)
-    names = resolve_layers(teacher, cfg.layers if layers is None else layers)
+    names = resolve_layers(teacher, cfg.layers if layers is None else layers, input_shape=getattr(clean, "image_shape", None))
     reference = frozen_copy(teacher, device)
     if resolve_channels_last(cfg.channels_last, reference, device):  # as Medic.run runs it
         reference.to(memory_format=torch.channels_last)
@@ -536,3 +551,17 @@ def medic(
 ) -> DefenseResult:
     """Run MEDIC with keyword options of :class:`MedicConfig` (e.g. ``tau=5, lam=10, epochs=60``)."""
     return Medic(**options).run(teacher, clean, evaluator=evaluator, callbacks=callbacks, stop_event=stop_event)
+
+
+class _EngineModule(types.ModuleType):
+    """This module's type: ``medic_viz.defenses.medic`` is the module (the package used to bind
+    the name to the function :func:`medic`, so the module was reachable only via importlib).
+    Calling the module still runs :func:`medic`, with a DeprecationWarning."""
+
+    def __call__(self, *args: object, **kwargs: object) -> DefenseResult:
+        warnings.warn("calling the module medic_viz.defenses.medic is deprecated; call medic_viz.medic "
+                      "(the function medic_viz.defenses.medic.medic)", DeprecationWarning, stacklevel=2)
+        return medic(*args, **kwargs)  # type: ignore[arg-type]
+
+
+sys.modules[__name__].__class__ = _EngineModule

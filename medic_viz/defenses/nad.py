@@ -157,6 +157,12 @@ class NAD(ConfiguredDefense):
     display_name = "NAD"
     config_class = NADConfig
 
+    @classmethod
+    def epoch_options(cls, epochs: int) -> dict[str, object]:
+        """The attention distillation gets ``epochs``, the teacher's fine-tuning half of them (10
+        vs 20 in the paper), at least one."""
+        return {"epochs": int(epochs), "teacher_epochs": max(1, int(epochs) // 2)}
+
     def _run(self, teacher, clean, device, evaluator, callbacks, stop_event, label):
         cfg = self.config
         n = len(clean)

@@ -35,10 +35,12 @@ from medic_viz.defenses.finetune import FineTuning
 from medic_viz.defenses.mcr import MCR
 from medic_viz.defenses.medic import Medic
 from medic_viz.defenses.nad import NAD
+from medic_viz.deprecation import moved_names
 
 __all__ = [
     "DEFENSES",
     "DISPLAY_NAMES",
+    "MAIN_METHOD",
     "available_defenses",
     "canonical_name",
     "defense_class",
@@ -59,6 +61,9 @@ _METHODS: tuple[type[ConfiguredDefense], ...] = (
 
 #: Method name → Defense class (MEDIC included). Names are those of the ``--methods`` option.
 DEFENSES: dict[str, type[ConfiguredDefense]] = {cls.name: cls for cls in _METHODS}
+
+#: The method this toolkit is about: the one the grid's ablations sweep and its ``medic=`` options configure.
+MAIN_METHOD: str = Medic.name
 
 
 class _DisplayNames(Mapping[str, str]):
@@ -109,9 +114,6 @@ def canonical_name(name: object) -> str:
     return key
 
 
-_canonical = canonical_name  # the name other modules used before it was public
-
-
 def defense_class(name: str) -> type[ConfiguredDefense]:
     """The Defense class for a method name (aliases such as "fine-tuning", "fp" accepted)."""
     return DEFENSES[canonical_name(name)]
@@ -126,3 +128,7 @@ def make_defense(name: str, **options: object) -> ConfiguredDefense:
     """Build a defence by name with keyword options of its config (e.g.
     ``make_defense("nad", epochs=5)``, ``make_defense("medic", tau=3)``)."""
     return defense_class(name)(**options)
+
+
+#: ``_canonical`` (private, used before :func:`canonical_name` was public) still resolves, with a warning.
+__getattr__ = moved_names(__name__)

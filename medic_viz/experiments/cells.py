@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import functools
 import time
+from pathlib import Path
 from typing import Any, Mapping
 
 from medic_viz.experiments.grid import CellSpec
 
-__all__ = ["cell_splits", "teacher_model", "train_teacher", "run_cell"]
+__all__ = ["cell_splits", "teacher_model", "train_teacher", "folder_teacher", "run_cell"]
 
 #: Seed of the fixed random train/test subsets of ``max_train``/``max_test`` (independent of
 #: the cells' seeds, so every cell of a grid sees the same subsets).
@@ -54,7 +55,7 @@ def train_teacher(spec: Mapping[str, Any]) -> dict:
     ``{"state_dict", "card", "metrics", "attack_config", "target", "rate", "seconds", "torch"}``
     (metrics: clean accuracy and ASR on the cell's test set). A cell whose teacher is a model
     folder gets the folder's model instead, measured the same way
-    (:func:`medic_viz.experiments.folders.folder_teacher`)."""
+    (:func:`folder_teacher`)."""
     import torch
 
     from medic_viz.attacks.train import ATTACK_TRAIN_DEFAULTS, train_attack
@@ -65,8 +66,6 @@ def train_teacher(spec: Mapping[str, Any]) -> dict:
     cell = CellSpec.from_dict(spec)
     pause_for_tests("teacher")  # a test hook: lets a test signal the grid while a worker is busy
     if cell.teacher_dir is not None:
-        from medic_viz.experiments.folders import folder_teacher
-
         return folder_teacher(cell)
     start = time.perf_counter()
     splits = cell_splits(cell.dataset, cell.max_train, cell.max_test, cell.data_root)
@@ -84,6 +83,43 @@ def train_teacher(spec: Mapping[str, Any]) -> dict:
         "rate": trojan.rate,
         "seconds": time.perf_counter() - start,
         "torch": torch.__version__,
+    }
+
+
+def folder_teacher(cell: Any) -> dict:
+    """The teacher payload of a folder cell (as :func:`train_teacher` returns it): the folder's weights and card, and its clean accuracy and ASR (None without a
+    trigger in the card) measured on the cell's test set. Refuses a folder whose weights
+    changed since the grid was built."""
+    import torch
+
+    from medic_viz.attacks.registry import attack_evaluator
+    from medic_viz.device import resolve_device
+    from medic_viz.experiments.folders import card_digest, file_sha256
+    from medic_viz.importer import load_model_folder
+    from medic_viz.io import CARD_FILENAME, MODEL_FILENAME
+    from medic_viz.pipeline import trigger_of
+
+    start = time.perf_counter()
+    folder = Path(cell.teacher_dir)
+    if cell.teacher_sha256 is not None and file_sha256(folder / MODEL_FILENAME) != cell.teacher_sha256:
+        raise ValueError(f"--teacher {folder}: its weights changed after the grid was built; run compare again")
+    if cell.teacher_card_sha256 is not None and card_digest(folder / CARD_FILENAME) != cell.teacher_card_sha256:
+        raise ValueError(f"--teacher {folder}: its card.json changed after the grid was built; run compare again")
+    model, card = load_model_folder(folder, trust_arch_code=cell.trust_arch_code)
+    splits = cell_splits(cell.dataset, cell.max_train, cell.max_test, cell.data_root)
+    trigger, target = trigger_of(card)
+    device = resolve_device(cell.device)
+    metrics = attack_evaluator(trigger, splits.test, target, device=device)(model.to(device))
+    return {
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "card": card.to_dict(),
+        "metrics": metrics.as_dict(),
+        "attack_config": card.attack or None,
+        "target": target,
+        "rate": None,
+        "seconds": time.perf_counter() - start,
+        "torch": torch.__version__,
+        "trust_arch_code": cell.trust_arch_code,
     }
 
 

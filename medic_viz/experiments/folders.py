@@ -5,22 +5,21 @@ defences as the grid's own teachers (``medic-viz compare --teacher DIR``).
 :func:`read_teacher_folder` reads what a grid needs to know up front (the card, and a digest of
 the weights that keys the teacher: a folder whose weights change is a new teacher);
 :func:`check_teacher_folder` checks one against the cell's data before anything runs;
-:func:`folder_teacher` is the folder's counterpart of :func:`~medic_viz.experiments.cells.train_teacher`
-(it measures the model on the cell's test set instead of training it).
+:func:`medic_viz.experiments.cells.folder_teacher` measures such a model on a cell's test set.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from medic_viz.data_identity import file_sha256
+from medic_viz.deprecation import moved_names
 
-__all__ = ["TeacherFolder", "read_teacher_folder", "check_teacher_folder", "folder_teacher", "file_sha256",
+__all__ = ["TeacherFolder", "read_teacher_folder", "check_teacher_folder", "file_sha256",
            "card_digest"]
 
 
@@ -95,39 +94,5 @@ def check_teacher_folder(cell: Any, splits: Any) -> None:
                          f"({' '.join(str(exc).split())}); fix card.json's attack") from None
 
 
-def folder_teacher(cell: Any) -> dict:
-    """The teacher payload of a folder cell (as :func:`~medic_viz.experiments.cells.train_teacher`
-    returns it): the folder's weights and card, and its clean accuracy and ASR (None without a
-    trigger in the card) measured on the cell's test set. Refuses a folder whose weights
-    changed since the grid was built."""
-    import torch
-
-    from medic_viz.attacks.registry import attack_evaluator
-    from medic_viz.device import resolve_device
-    from medic_viz.experiments.cells import cell_splits
-    from medic_viz.importer import load_model_folder
-    from medic_viz.io import CARD_FILENAME, MODEL_FILENAME
-    from medic_viz.pipeline import trigger_of
-
-    start = time.perf_counter()
-    folder = Path(cell.teacher_dir)
-    if cell.teacher_sha256 is not None and file_sha256(folder / MODEL_FILENAME) != cell.teacher_sha256:
-        raise ValueError(f"--teacher {folder}: its weights changed after the grid was built; run compare again")
-    if cell.teacher_card_sha256 is not None and card_digest(folder / CARD_FILENAME) != cell.teacher_card_sha256:
-        raise ValueError(f"--teacher {folder}: its card.json changed after the grid was built; run compare again")
-    model, card = load_model_folder(folder, trust_arch_code=cell.trust_arch_code)
-    splits = cell_splits(cell.dataset, cell.max_train, cell.max_test, cell.data_root)
-    trigger, target = trigger_of(card)
-    device = resolve_device(cell.device)
-    metrics = attack_evaluator(trigger, splits.test, target, device=device)(model.to(device))
-    return {
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "card": card.to_dict(),
-        "metrics": metrics.as_dict(),
-        "attack_config": card.attack or None,
-        "target": target,
-        "rate": None,
-        "seconds": time.perf_counter() - start,
-        "torch": torch.__version__,
-        "trust_arch_code": cell.trust_arch_code,
-    }
+#: ``folder_teacher`` moved to :mod:`medic_viz.experiments.cells` (it computes a cell's teacher).
+__getattr__ = moved_names(__name__)

@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from medic_viz.defenses.registry import DEFENSES, DISPLAY_NAMES, MAIN_METHOD, canonical_name, defense_class
+
 __all__ = [
     "CellSpec",
     "ABLATIONS",
@@ -42,7 +44,7 @@ DEFAULT_ABLATION_VALUES: dict[str, dict[str, tuple]] = {
 
 #: The methods of the paper's Table 1, and every method the toolkit has.
 TABLE1_METHODS: tuple[str, ...] = ("finetune", "fineprune", "nad", "mcr", "anp", "medic")
-ALL_METHODS: tuple[str, ...] = ("finetune", "fineprune", "nad", "mcr", "anp", "kd", "scratch", "medic")
+ALL_METHODS: tuple[str, ...] = tuple(DEFENSES)
 
 
 def _digest(payload: Any, n: int = 12) -> str:
@@ -230,47 +232,28 @@ def validate_cells(cells: Sequence[CellSpec]) -> None:
 
 
 def method_options(method: str, *, epochs: int | None, seed: int, device: str = "auto") -> dict:
-    """Options of ``method`` for a cell: the run's seed and device, no live evaluation, and —
-    when ``epochs`` is given — one budget mapped onto each method's phases: the main phase
-    gets ``epochs``; NAD's teacher fine-tuning ``max(1, epochs // 2)`` (10 vs 20 in the paper);
-    MCR's endpoint and curve ``epochs`` each; ANP ``epochs`` of mask optimisation instead of
-    2000 iterations. ``epochs=None`` keeps the paper defaults of each method."""
-    from medic_viz.defenses.registry import _canonical
-
-    key = _canonical(method)
+    """Options of ``method`` for a cell: the run's seed (also in the method's
+    :attr:`~medic_viz.defenses.base.ConfiguredDefense.seed_options`, e.g. a fresh student's
+    init) and device, no live evaluation, and — when ``epochs`` is given — one budget mapped
+    onto the method's phases by its :meth:`~medic_viz.defenses.base.ConfiguredDefense.epoch_options`
+    (NAD's teacher fine-tuning ``max(1, epochs // 2)``, MCR's endpoint and curve ``epochs``
+    each, ANP ``epochs`` of mask optimisation instead of 2000 iterations). ``epochs=None``
+    keeps the paper defaults of each method."""
+    cls = defense_class(method)
     opts: dict[str, Any] = {"device": device, "seed": int(seed), "progress": False, "eval_every": 0}
-    if key in ("medic", "kd", "scratch"):
-        opts["student_seed"] = int(seed)
-    if key == "mcr":
-        opts["curve_seed"] = int(seed)
-    if key == "anp":
-        opts["noise_seed"] = int(seed)
+    opts.update({name: int(seed) for name in cls.seed_options})
     if epochs is not None:
-        e = int(epochs)
-        if e < 1:
+        if int(epochs) < 1:
             raise ValueError(f"epochs must be >= 1, got {epochs}")
-        opts["epochs"] = e
-        if key == "nad":
-            opts["teacher_epochs"] = max(1, e // 2)
-        elif key == "mcr":
-            opts["endpoint_epochs"] = e
-        elif key == "anp":
-            opts["iterations"] = None
+        opts.update(cls.epoch_options(int(epochs)))
     return opts
 
 
 def with_medic_defaults(options: Mapping[str, Any]) -> dict:
-    """MEDIC ``options`` with the engine's current defaults written out — λ, the layer set and,
-    without ``tau``, the share τ is calibrated to — so that a cell's id changes when a default
-    does: a resumed grid never reuses a MEDIC run made under other defaults."""
-    from medic_viz.defenses.medic import DEFAULT_LAYERS, DEFAULT_SHARE, MedicConfig
-
-    opts = {k: v for k, v in options.items() if not (k in ("tau", "share") and v is None)}
-    opts.setdefault("lam", float(MedicConfig.lam))
-    opts.setdefault("layers", DEFAULT_LAYERS)
-    if "tau" not in opts:
-        opts.setdefault("share", DEFAULT_SHARE)
-    return opts
+    """MEDIC ``options`` with the engine's current defaults written out (λ, the layer set and,
+    without ``tau``, the share τ is calibrated to), so that a cell's id changes when a default
+    does: :meth:`Medic.pinned_options <medic_viz.defenses.medic.Medic.pinned_options>`."""
+    return defense_class(MAIN_METHOD).pinned_options(options)
 
 
 def _split_values(values: Mapping[str, Sequence] | None, ablation: str) -> dict[str, tuple]:
@@ -367,7 +350,6 @@ def build_grid(
     (``package.module:callable``) needs ``trust_arch_code`` naming it, which imports and runs it.
     """
     from medic_viz.attacks.registry import ATTACKS
-    from medic_viz.defenses.registry import DISPLAY_NAMES, _canonical
     from medic_viz.models.zoo import available_models
 
     if ablation not in ABLATIONS:
@@ -380,7 +362,7 @@ def build_grid(
     for a in attacks:
         if a not in ATTACKS:
             raise ValueError(f"unknown attack {a!r}; available attacks: {', '.join(ATTACKS)}")
-    methods = [_canonical(m) for m in methods]
+    methods = [canonical_name(m) for m in methods]
     if not methods:
         raise ValueError("give at least one method")
     sources = [(a, model, dict((attack_options or {}).get(a, {})), {}) for a in attacks]
@@ -412,10 +394,12 @@ def build_grid(
 
     def options_for(method: str, seed: int, extra: Mapping[str, Any] | None = None) -> dict:
         opts = method_options(method, epochs=epochs, seed=seed, device=device)
-        if method == "medic":
+        if method == MAIN_METHOD:  # the grid's ``medic=`` options
             opts.update(medic_opts)
         opts.update(extra or {})
-        return with_medic_defaults(opts) if method == "medic" else opts
+        return defense_class(method).pinned_options(opts)
+
+    main, shown = MAIN_METHOD, DISPLAY_NAMES[MAIN_METHOD]  # the method the ablations sweep
 
     cells: list[CellSpec] = []
     for attack, model, a_opts, own in sources:
@@ -435,31 +419,31 @@ def build_grid(
                                               series=f"{attack} · {DISPLAY_NAMES[m]}", x=float(frac), **spec))
             elif ablation == "layers":
                 for i, layer_set in enumerate(sweep["layers"]):
-                    cells.append(CellSpec(model=model, attack=attack, method="medic", seed=seed, attack_options=a_opts,
-                                          method_options=options_for("medic", seed, {"layers": layer_set}),
-                                          ablation="layers", ablation_value=layer_set, variant=f"MEDIC layers={layer_set}",
+                    cells.append(CellSpec(model=model, attack=attack, method=main, seed=seed, attack_options=a_opts,
+                                          method_options=options_for(main, seed, {"layers": layer_set}),
+                                          ablation="layers", ablation_value=layer_set, variant=f"{shown} layers={layer_set}",
                                           series=attack, x=float(i), **common))
             elif ablation == "tau":
                 for tau in sweep["tau"]:
-                    cells.append(CellSpec(model=model, attack=attack, method="medic", seed=seed, attack_options=a_opts,
-                                          method_options=options_for("medic", seed, {"tau": float(tau)}),
-                                          ablation="tau", ablation_value=float(tau), variant=f"MEDIC τ={tau:g}",
+                    cells.append(CellSpec(model=model, attack=attack, method=main, seed=seed, attack_options=a_opts,
+                                          method_options=options_for(main, seed, {"tau": float(tau)}),
+                                          ablation="tau", ablation_value=float(tau), variant=f"{shown} τ={tau:g}",
                                           series=attack, x=float(tau), **common))
             elif ablation == "lambda_tau":
                 for lam in sweep["lam"]:
                     for tau in sweep["tau"]:
-                        cells.append(CellSpec(model=model, attack=attack, method="medic", seed=seed, attack_options=a_opts,
-                                              method_options=options_for("medic", seed, {"tau": float(tau), "lam": float(lam)}),
+                        cells.append(CellSpec(model=model, attack=attack, method=main, seed=seed, attack_options=a_opts,
+                                              method_options=options_for(main, seed, {"tau": float(tau), "lam": float(lam)}),
                                               ablation="lambda_tau", ablation_value={"lam": float(lam), "tau": float(tau)},
-                                              variant=f"MEDIC λ={lam:g} τ={tau:g}", series=f"{attack} λ={lam:g}",
+                                              variant=f"{shown} λ={lam:g} τ={tau:g}", series=f"{attack} λ={lam:g}",
                                               x=float(tau), **common))
             elif ablation == "criteria":
                 for crit in sweep["criteria"]:
                     for tau in sweep["tau"]:
-                        cells.append(CellSpec(model=model, attack=attack, method="medic", seed=seed, attack_options=a_opts,
-                                              method_options=options_for("medic", seed, {"tau": float(tau), "criteria": crit}),
+                        cells.append(CellSpec(model=model, attack=attack, method=main, seed=seed, attack_options=a_opts,
+                                              method_options=options_for(main, seed, {"tau": float(tau), "criteria": crit}),
                                               ablation="criteria", ablation_value={"criteria": crit, "tau": float(tau)},
-                                              variant=f"MEDIC {crit} τ={tau:g}", series=f"{attack} {crit}",
+                                              variant=f"{shown} {crit} τ={tau:g}", series=f"{attack} {crit}",
                                               x=float(tau), **common))
             elif ablation == "arch":
                 for arch in sweep["arch"]:
@@ -467,10 +451,10 @@ def build_grid(
                         raise ValueError(f"unknown model {arch!r}; available: {', '.join(available_models())}")
                     for tau in sweep["tau"]:
                         # App. E.7: lr 1e-3 for every architecture
-                        cells.append(CellSpec(model=arch, attack=attack, method="medic", seed=seed, attack_options=a_opts,
-                                              method_options=options_for("medic", seed, {"tau": float(tau), "lr": 1e-3}),
+                        cells.append(CellSpec(model=arch, attack=attack, method=main, seed=seed, attack_options=a_opts,
+                                              method_options=options_for(main, seed, {"tau": float(tau), "lr": 1e-3}),
                                               ablation="arch", ablation_value={"arch": arch, "tau": float(tau)},
-                                              variant=f"MEDIC {arch} τ={tau:g}", series=f"{attack} {arch}",
+                                              variant=f"{shown} {arch} τ={tau:g}", series=f"{attack} {arch}",
                                               x=float(tau), **common))
     ids = [c.cell_id for c in cells]
     if len(set(ids)) != len(ids):

@@ -27,7 +27,7 @@ def comparison_figure(rows: Sequence[Mapping[str, Any]], *, title: str | None = 
     bar per method, the trojaned models as "Original"); for an ablation, clean accuracy and
     ASR against the swept value, one pair of curves per series
     (:func:`medic_viz.viz.tau_sweep_figure`)."""
-    from medic_viz.viz.figures import defense_comparison_figure, tau_sweep_figure
+    from medic_viz.viz.summary_figures import defense_comparison_figure, tau_sweep_figure
 
     if not rows:
         raise ValueError("comparison_figure: no finished rows to draw")

@@ -14,7 +14,7 @@ from medic_viz.experiments.grid import method_options
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch.nn as nn
 
-    from medic_viz.attacks.triggers import Trigger
+    from medic_viz.attacks.base import Trigger
     from medic_viz.data.arrays import DatasetSplits
     from medic_viz.pipeline import RemovalOutcome
     from medic_viz.training import Callback

@@ -3,18 +3,20 @@ series colours every figure and widget shares."""
 
 from medic_viz.viz.curves import event_rows, grid_curves_figure, training_curves_figure
 from medic_viz.viz.report import removal_figure
-from medic_viz.viz.figures import (
+from medic_viz.viz.analysis_figures import (
     FIGURE2_COLUMNS,
-    aggregate_rows,
     attribution_figure,
-    defense_comparison_figure,
-    export_figure,
     figure2_grid,
-    lambda_tau_figure,
     layer_strip,
     neuron_ranking_figure,
-    tau_sweep_figure,
     top_activating_figure,
+)
+from medic_viz.viz.export import export_figure
+from medic_viz.viz.summary_figures import (
+    aggregate_rows,
+    defense_comparison_figure,
+    lambda_tau_figure,
+    tau_sweep_figure,
     tradeoff_figure,
 )
 from medic_viz.viz.style import PALETTE

@@ -68,7 +68,7 @@ class WorkshopApp(widgets.VBox):
             self._answer_row(1, lambda: ex.check_asr(self.answers[1].value))]
 
         # 2 · the corner, from Figure 2
-        from medic_viz.viz.figures import figure2_grid
+        from medic_viz.viz.analysis_figures import figure2_grid
 
         fig2 = figure2_grid(ex.analysis, layers=["conv1", "conv2", "conv4"], tau=5.0)
         self.figure2 = go.FigureWidget(fig2)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from medic_viz.attacks.triggers import Trigger
+from medic_viz.attacks.base import Trigger
 from medic_viz.data.arrays import ImageArrays
 from medic_viz.importance import CRITERIA, effective_neurons
 from medic_viz.stats import LayerStats

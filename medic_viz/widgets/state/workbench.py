@@ -34,7 +34,7 @@ from typing import Any, Iterable, Mapping
 import torch
 import torch.nn as nn
 
-from medic_viz.attacks.triggers import Trigger
+from medic_viz.attacks.base import Trigger
 from medic_viz.data.arrays import DatasetSplits
 from medic_viz.capture import resolve_layers
 from medic_viz.defenses.medic import DEFAULT_LAM, DEFAULT_LAYERS, validate_lambda
@@ -334,7 +334,7 @@ class WorkbenchState(Parameterized):
     def run_layer_names(self) -> list[str]:
         """The module names :attr:`run_layers` selects on the model (``ValueError`` if invalid)."""
         self.launcher.check_params(["layers"])
-        return resolve_layers(self.launcher.teacher, self.run_layers)
+        return resolve_layers(self.launcher.teacher, self.run_layers, input_shape=self.launcher.splits.train.image_shape)
 
     def calibrated_tau(self, layer: str | None = None) -> float:
         """The τ a run in ``"share"`` mode calibrates on ``layer`` (default: the picked layer) at
