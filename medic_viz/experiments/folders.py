@@ -33,7 +33,7 @@ def card_digest(card_path: str | Path) -> str:
 @dataclass(frozen=True)
 class TeacherFolder:
     """A model folder as a grid's teacher: ``path`` (absolute), ``label`` (its name, the grid's
-    "attack" column), ``card`` (:class:`~medic_viz.io.ModelCard`), ``sha256`` of its weights and
+    "attack" column), ``card`` (:class:`~medic_viz.cards.ModelCard`), ``sha256`` of its weights and
     ``card_sha256`` of its card (:func:`card_digest`)."""
 
     path: str

@@ -63,7 +63,7 @@ def _lam_check(_state: Any, value: Any) -> float:
 class WorkbenchState(Parameterized):
     """Picker, explorer and launcher of one trojaned ``model`` on ``splits``, sharing τ and λ.
 
-    ``card``: the model's :class:`~medic_viz.io.ModelCard`; its attack gives ``trigger`` and
+    ``card``: the model's :class:`~medic_viz.cards.ModelCard`; its attack gives ``trigger`` and
     ``target`` when they are not passed (they are used to measure ASR and offered first in the
     picker). ``choice``: the gallery image shown first (default: the first one the model gets
     right and the trigger flips to ``target``, if any). ``triggers``, ``stats``,
