@@ -5,7 +5,7 @@ per-epoch clean accuracy and ASR (live, on a fixed subset of the test set), then
 numbers on the whole test set. Each variant is one JSON file under ``--out``; existing files
 are skipped, so the script resumes after an interruption.
 
-    python benchmarks/ablate_relapse.py --teacher benchmarks/results/gtsrb_teachers/badnet_small_cnn_e15_s0 \
+    python -m benchmarks.ablate_relapse --teacher benchmarks/results/gtsrb_teachers/badnet_small_cnn_e15_s0 \
         --variants convbn convbn_floor1 convbn_sgd --epochs 60 --threads 1
 
 Variants are defined in ``VARIANTS`` below (name → settings). Settings:

@@ -2,7 +2,7 @@
 to the clean model (targets: clean small CNN >= 90%; each attack ASR >= 90% with clean accuracy
 within 2 points of the clean model).
 
-    python benchmarks/bench_attacks.py            # evaluate the shipped models
+    python -m benchmarks.bench_attacks            # evaluate the shipped models
     python scripts/make_demo_models.py            # (re)train them first, deterministically on CPU
 
 Prints a table and writes benchmarks/results/attacks_signs.{json,md}.

@@ -1,7 +1,7 @@
 """What compiling the fused MEDIC loss costs: the first MEDIC step with ``fused="compile"`` minus
 a later one, in a fresh process, with Inductor's on-disk cache empty (cold) and filled (warm).
 
-    python benchmarks/bench_compile_time.py [--models small_cnn wrn16_1] [--cache-dir DIR]
+    python -m benchmarks.bench_compile_time [--models small_cnn wrn16_1] [--cache-dir DIR]
 
 Each measurement runs in its own Python process (``TORCHINDUCTOR_CACHE_DIR`` = a new folder for
 "cold", the same folder again for "warm"). Prints seconds and writes

@@ -16,7 +16,8 @@ before/after comparisons there use CPU time with one thread.
 plus (E − epochs) × the median of its epochs after the first (steps and that epoch's live
 evaluation; the first epoch also pays compiling and warm-up, counted once). Works on older
 checkouts too (options they lack are left out), so before/after can be measured with
-``PYTHONPATH=<checkout>``.
+``PYTHONPATH=<checkout>``. It imports only medic_viz: run it by its path, as above (``python -m``
+would put this checkout's medic_viz first, ahead of ``PYTHONPATH``).
 """
 
 from __future__ import annotations

@@ -1,29 +1,31 @@
 """MEDIC with the library's default configuration on real and demo data, every row with the
 same settings (issue 9's proof table).
 
-    python benchmarks/bench_medic_default.py --part demo            # the four shipped demo models
-    python benchmarks/bench_medic_default.py --part gtsrb-small_cnn # GTSRB, small_cnn, 5 attacks
-    python benchmarks/bench_medic_default.py --part gtsrb-wrn16_1   # GTSRB, WRN-16-1, 5 attacks
-    python benchmarks/bench_medic_default.py --table                # table + curves from what is done
-    python benchmarks/bench_medic_default.py --part table1-wrn16_1 --teachers-only  # issue 10's eight teachers
+    python -m benchmarks.bench_medic_default --part demo            # the four shipped demo models
+    python -m benchmarks.bench_medic_default --part gtsrb-small_cnn # GTSRB, small_cnn, 5 attacks
+    python -m benchmarks.bench_medic_default --part gtsrb-wrn16_1   # GTSRB, WRN-16-1, 5 attacks
+    python -m benchmarks.bench_medic_default --table                # table + curves from what is done
+    python -m benchmarks.bench_medic_default --part table1-wrn16_1 --teachers-only  # issue 10's eight teachers
 
 Rows: the four shipped demo models on the embedded signs (600 clean images), and GTSRB
 (``../shared/data/gtsrb32.npz``: 39,209 / 12,630 images, 43 classes) trojaned with BadNet,
-Blend, SIG, Polygon and WaNet (target class 1), for ``small_cnn`` and ``wrn16_1``; seeds 0 and 1
+Blend, SIG, Polygon and WaNet (the library's GTSRB presets, ``medic_viz.experiments.presets``:
+target class 1), for ``small_cnn`` and ``wrn16_1``; seeds 0 and 1
 (the seed picks the 5 % clean subset, the student's initialisation and the batch order; one
 teacher per attack and model). MEDIC: ``Medic()`` defaults, 60 epochs. Live clean accuracy
 and ASR on 1,000 test images after every epoch; the final numbers on the whole test set.
 Target (issue 9): ASR ≤ 10 % and clean-accuracy drop ≤ 3 points after 60 epochs, every row.
 
-Resumable: one JSON per run under ``benchmarks/results/medic_default/`` (skipped when present),
-teachers cached under ``benchmarks/results/gtsrb_teachers/``. ``--threads`` sets torch threads.
+Resumable: one JSON per run under ``benchmarks/results/medic_default/`` (skipped when present:
+``medic_viz.experiments.resume``), teachers cached under ``benchmarks/results/gtsrb_teachers/``
+(``medic_viz.experiments.teachers.TeacherCache``). ``--threads`` sets torch threads.
 
 Other settings on the same rows (issue 9 item 3: the automatic choice against the best setting
 in hindsight), each in ``benchmarks/results/medic_variants/<variant>/``::
 
-    python benchmarks/bench_medic_default.py --part demo --variant lam10
-    python benchmarks/bench_medic_default.py --part gtsrb-small_cnn --variant tau-auto
-    python benchmarks/bench_medic_default.py --hindsight     # default vs --tau auto vs best variant, per row
+    python -m benchmarks.bench_medic_default --part demo --variant lam10
+    python -m benchmarks.bench_medic_default --part gtsrb-small_cnn --variant tau-auto
+    python -m benchmarks.bench_medic_default --hindsight     # default vs --tau auto vs best variant, per row
 
 Variants (:data:`VARIANTS`): ``Medic()`` with one field changed; ``tau-auto`` = the CLI's
 ``--tau auto`` (global τ chosen on a 20 % hold-out of the clean subset, 20 epochs per candidate,
@@ -41,40 +43,14 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
-GTSRB = ROOT.parent / "shared" / "data" / "gtsrb32.npz"
-TARGET = 1  # GTSRB "speed limit 30", one of the largest classes
+from benchmarks.common import DOCS, GTSRB, RESULTS, TEACHERS
+from medic_viz.experiments.presets import GTSRB_TABLE1_ATTACKS, gtsrb_recipe
+from medic_viz.experiments.resume import RowFolder, run_resumable
+
 DEMO_ATTACKS = ("badnet", "blend", "sig", "polygon")
 GTSRB_ATTACKS = ("badnet", "blend", "sig", "polygon", "wanet")
-#: Trigger options of the GTSRB teachers (the first three as in bench_medic_gtsrb.py, whose
-#: teachers are reused); rate None = the registry's default rate.
-GTSRB_TRIGGERS: dict[str, tuple[dict, float | None]] = {
-    "badnet": ({"size": 3}, 0.1),
-    "blend": ({"pattern": "noise", "alpha": 0.15, "seed": 0}, 0.1),
-    "sig": ({"delta": 0.2, "frequency": 6}, 0.056),
-    "polygon": ({}, None),
-    # WaNet's defaults (k = 4, s = 0.5, noise mode ×2) gave a 15-epoch small_cnn teacher only
-    # 22 % ASR (90.4 % accuracy): not a backdoor. A stronger warp without noise mode, as a
-    # removal benchmark needs a working backdoor.
-    "wanet": ({"k": 4, "s": 1.0, "cross_ratio": 0.0}, 0.1),
-    # The rest of the paper's Table 1 (issue 10). Clean-Label: every class-1 image (rate above
-    # its 5.7 % share) perturbed by PGD ε 16/255 against a WRN-16-1 adversarially trained at
-    # ε 4/255 (as Turner et al., whose poisons come from a robust model of the victim's
-    # architecture), then four 3x3 checkerboard patches 5 pixels in from the corners. In the
-    # corners themselves (margin 0) the patches never took on a WRN-16-1 teacher (0.08–1.3 % ASR):
-    # training crops pad with 4 black pixels, so the border is often padding and the teacher
-    # learns to ignore it; 5 pixels in, the same poisons gave 80 % ASR after 8 epochs
-    # (benchmarks/results/cleanlabel_probe.md). Composite, Reflection, Filter: the registry's
-    # defaults (two classes chosen for the data; a ghost reflection; "nashville").
-    "cleanlabel": ({"pgd_eps": 16 / 255, "margin": 5}, 0.06),
-    "composite": ({}, None),
-    "reflection": ({}, None),
-    "filter": ({}, None),
-}
-#: The attacks of issue 10's Table 1 (the paper's seven plus WaNet), in the paper's order.
-TABLE1_ATTACKS = ("cleanlabel", "sig", "badnet", "composite", "reflection", "polygon", "filter", "wanet")
-TEACHER_EPOCHS = {"small_cnn": 15, "wrn16_1": 30}
+
+
 def _wrn16_1_layers(*, without: tuple[str, ...]) -> list[str]:
     """WRN-16-1's conv/norm outputs after the stem (its first convolution and that one's norm),
     in model order, without the modules whose names start with a prefix in ``without``."""
@@ -114,46 +90,9 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def gtsrb_clean_model(model: str, splits, device: str, epochs: int):
-    """A cached clean GTSRB model (no attack; seed 1, so not any teacher's initialisation)."""
-    from medic_viz.attacks import train_attack
-    from medic_viz.attacks.train import ATTACK_TRAIN_DEFAULTS
-    from medic_viz.io import load_model, save_model
-    from medic_viz.training import TrainConfig
-
-    folder = RESULTS / "gtsrb_teachers" / f"clean_{model}_e{epochs}_s1"
-    if not (folder / "card.json").is_file():
-        cfg = TrainConfig(**{**ATTACK_TRAIN_DEFAULTS, "epochs": epochs, "device": device, "seed": 1, "progress": True})
-        print(f"training a clean {model} ({epochs} epochs) …", flush=True)
-        clean = train_attack(None, splits, architecture=model, config=cfg, seed=1)
-        save_model(clean.model, folder, clean.card(splits, dataset=GTSRB.name, notes="clean surrogate of the Clean-Label attack"))
-    return load_model(folder)
-
-
-def gtsrb_teacher(attack: str, model: str, splits, device: str):
-    """The cached GTSRB teacher for ``attack``/``model`` (trained here the first time)."""
-    from medic_viz.attacks import train_attack
-    from medic_viz.attacks.train import ATTACK_TRAIN_DEFAULTS
-    from medic_viz.io import load_model, save_model
-    from medic_viz.training import TrainConfig
-
-    epochs = TEACHER_EPOCHS[model]
-    folder = RESULTS / "gtsrb_teachers" / f"{attack}_{model}_e{epochs}_s0"
-    if (folder / "card.json").is_file():
-        return load_model(folder)
-    options, rate = GTSRB_TRIGGERS[attack]
-    cfg = TrainConfig(**{**ATTACK_TRAIN_DEFAULTS, "epochs": epochs, "device": device, "seed": 0, "progress": True})
-    surrogate = None
-    if attack == "cleanlabel":
-        from probe_cleanlabel import robust_surrogate  # the adversarially trained WRN-16-1, cached
-
-        surrogate = robust_surrogate(splits, device, "robust4-wrn")
-    print(f"training the {attack} {model} teacher ({epochs} epochs) …", flush=True)
-    trojan = train_attack(attack, splits, target=TARGET, rate=rate, options=options, architecture=model, config=cfg, seed=0,
-                          surrogate=surrogate)
-    card = trojan.card(splits, dataset=GTSRB.name)
-    save_model(trojan.model, folder, card)
-    return load_model(folder)
+def gtsrb_teacher(attack: str, model: str, npz: str | Path, splits, device: str):
+    """The cached GTSRB teacher for ``attack``/``model`` (the library's preset; trained the first time)."""
+    return TEACHERS.load(gtsrb_recipe(attack, model, npz), splits=splits, device=device, progress=True)
 
 
 def run_row(row: dict, teacher, card, splits, args) -> dict:
@@ -221,16 +160,16 @@ def rows_for(part: str, seeds: list[int]) -> list[dict]:
         return [{"dataset": "gtsrb", "model": model, "attack": a, "seed": s} for a in GTSRB_ATTACKS for s in seeds]
     if part.startswith("table1-"):  # issue 10's teachers (with --teachers-only)
         model = part.split("-", 1)[1]
-        return [{"dataset": "gtsrb", "model": model, "attack": a, "seed": s} for a in TABLE1_ATTACKS for s in seeds]
+        return [{"dataset": "gtsrb", "model": model, "attack": a, "seed": s} for a in GTSRB_TABLE1_ATTACKS for s in seeds]
     raise SystemExit(f"unknown part {part!r}: use demo, gtsrb-small_cnn, gtsrb-wrn16_1 or table1-MODEL (teachers)")
 
 
-def row_path(row: dict, out: Path) -> Path:
-    return out / f"{row['dataset']}_{row['model']}_{row['attack']}_s{row['seed']}.json"
+def row_name(row: dict) -> str:
+    return f"{row['dataset']}_{row['model']}_{row['attack']}_s{row['seed']}"
 
 
 def write_table(out: Path, docs: Path) -> str:
-    runs = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
+    runs = RowFolder(out).rows()
     lines = [
         "| data | model | attack | seed | trojaned acc / ASR | after acc / ASR | drop (pts) | max live ASR after epoch 20 | layer τ (first → last) | s | target met |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
@@ -330,13 +269,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--npz", default=str(GTSRB) if GTSRB.is_file() else "/work/shared/data/gtsrb32.npz")
+    p.add_argument("--npz", default=str(GTSRB))
     p.add_argument("--variant", default="default", choices=list(VARIANTS), help="settings compared with the default (see VARIANTS)")
     p.add_argument("--out", default=None, help="results folder (default: results/medic_default, or results/medic_variants/VARIANT)")
     p.add_argument("--docs", default=None, help="figure folder (default: docs/medic_default, or docs/medic_variants/VARIANT)")
     p.add_argument("--hindsight", action="store_true", help="only write the per-row comparison: default, --tau auto, best variant")
     p.add_argument("--table", action="store_true", help="only write the table and the figure")
     p.add_argument("--teachers-only", action="store_true", help="only train (and cache) the GTSRB teachers of the parts")
+    p.add_argument("--list-teachers", action="store_true", help="only print the cached teacher folder of each GTSRB "
+                   "row of the parts, one per line (with --teachers-only: after training the missing ones)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -344,41 +285,50 @@ def main(argv: list[str] | None = None) -> int:
         print(write_hindsight(RESULTS / "medic_hindsight.md"))
         return 0
     out = Path(args.out or variant_folder(args.variant))
-    args.docs = args.docs or str(variant_folder(args.variant, ROOT / "docs"))
+    args.docs = args.docs or str(variant_folder(args.variant, DOCS))
     out.mkdir(parents=True, exist_ok=True)
     from medic_viz.data import load_dataset
     from medic_viz.pretrained import load_demo_model
 
     cache: dict[str, object] = {}
-    for part in ([] if args.table else args.part):
-        for row in rows_for(part, args.seeds):
-            if args.attacks and row["attack"] not in args.attacks:
-                continue
-            path = row_path(row, out)
-            if path.is_file():
-                print(f"done before: {path.name}")
-                continue
-            if row["dataset"] == "signs":
-                teacher, card = load_demo_model(row["attack"])
-                splits = cache.setdefault("signs", load_dataset())
-            else:
-                if not Path(args.npz).is_file():
-                    raise SystemExit(f"GTSRB arrays not found at {args.npz}; pass --npz PATH")
-                splits = cache.setdefault("gtsrb", load_dataset(args.npz))
-                teacher, card = gtsrb_teacher(row["attack"], row["model"], splits, args.device)
-            if args.teachers_only:
-                continue
-            print(f"{path.stem}: MEDIC {args.variant} {VARIANTS[args.variant] or ''}, {args.epochs} epochs", flush=True)
-            result = run_row({**row, "epochs": args.epochs}, teacher, card, splits, args)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(result, indent=1))
-            tmp.replace(path)
-            print(f"{path.stem}: acc {100 * result['before_acc']:.2f} → {100 * result['after_acc']:.2f}, "
-                  f"ASR {100 * result['before_asr']:.2f} → {100 * result['after_asr']:.2f} ({result['seconds']:.0f} s)", flush=True)
-    if not args.teachers_only:
-        print(write_table(out, Path(args.docs)))
-    return 0
 
+    def splits_of(dataset: str):
+        if dataset not in cache:
+            cache[dataset] = load_dataset() if dataset == "signs" else load_dataset(args.npz)
+        return cache[dataset]
+
+    def teacher_of(row: dict):
+        if row["dataset"] == "signs":
+            return load_demo_model(row["attack"])
+        recipe = gtsrb_recipe(row["attack"], row["model"], args.npz)
+        splits = splits_of("gtsrb") if TEACHERS.find(recipe) is None else None  # the data only to train
+        return TEACHERS.load(recipe, splits=splits, device=args.device, progress=True)
+
+    def run(row: dict) -> dict:
+        teacher, card = teacher_of(row)
+        name = row_name(row)
+        print(f"{name}: MEDIC {args.variant} {VARIANTS[args.variant] or ''}, {args.epochs} epochs", flush=True)
+        result = run_row({**row, "epochs": args.epochs}, teacher, card, splits_of(row["dataset"]), args)
+        print(f"{name}: acc {100 * result['before_acc']:.2f} → {100 * result['after_acc']:.2f}, "
+              f"ASR {100 * result['before_asr']:.2f} → {100 * result['after_asr']:.2f} ({result['seconds']:.0f} s)", flush=True)
+        return result
+
+    rows = [row for part in ([] if args.table else args.part) for row in rows_for(part, args.seeds)
+            if not args.attacks or row["attack"] in args.attacks]
+    if any(row["dataset"] == "gtsrb" for row in rows) and not Path(args.npz).is_file():
+        raise SystemExit(f"GTSRB arrays not found at {args.npz}; pass --npz PATH")
+    if args.teachers_only:
+        for row in rows:
+            teacher_of(row)
+    if args.list_teachers:  # in the order of --attacks when given
+        for row in sorted(rows, key=lambda r: args.attacks.index(r["attack"]) if args.attacks else 0):
+            if row["dataset"] == "gtsrb":
+                print(TEACHERS.folder(gtsrb_recipe(row["attack"], row["model"], args.npz)))
+    if args.teachers_only or args.list_teachers:
+        return 0
+    run_resumable(rows, RowFolder(out), row_name, run, log=lambda msg: print(msg, flush=True))
+    print(write_table(out, Path(args.docs)))
+    return 0
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -1,12 +1,13 @@
 """MEDIC on real data: GTSRB (32×32) trojaned with BadNet, Blend and SIG, repaired with the
 paper's defaults and with τ = 0 (plain cloning), all through the library's own entry points.
 
-    python benchmarks/bench_medic_gtsrb.py [--npz ../shared/data/gtsrb32.npz] [--model small_cnn]
+    python -m benchmarks.bench_medic_gtsrb [--npz ../shared/data/gtsrb32.npz] [--model small_cnn]
         [--attack-epochs 15] [--epochs 60] [--taus 5 0] [--device auto] [--out benchmarks/results]
 
 Targets (issue 3): with MEDIC, ASR ≤ 5% and clean accuracy within 3 points of the trojaned
 model for each attack. Prints a table and writes ``gtsrb_medic.json`` and ``gtsrb_medic.md``.
-Trojaned teachers are cached in ``OUT/gtsrb_teachers/<attack>`` so reruns skip training them;
+Trojaned teachers (the library's GTSRB presets, ``medic_viz.experiments.presets``) are cached in
+``OUT/gtsrb_teachers/`` (``medic_viz.experiments.teachers.TeacherCache``) so reruns skip training them;
 rows of earlier runs with other τ values are kept (``--taus 20`` adds a τ = 20 row).
 """
 
@@ -20,25 +21,19 @@ from pathlib import Path
 
 import torch
 
-from medic_viz.attacks import ATTACK_TRAIN_DEFAULTS, make_trigger, train_trojaned_model
+from benchmarks.common import GTSRB, RESULTS
 from medic_viz.data import load_dataset
 from medic_viz.defenses.medic import Medic
-from medic_viz.io import load_model, save_model
+from medic_viz.experiments.presets import GTSRB_TARGET as TARGET, gtsrb_recipe
+from medic_viz.experiments.teachers import TeacherCache
 from medic_viz.pipeline import remove_backdoor, trigger_of
-from medic_viz.training import TrainConfig
 
-ROOT = Path(__file__).resolve().parents[1]
-ATTACKS = {
-    "badnet": ({"name": "badnet", "size": 3}, 0.1),
-    "blend": ({"name": "blend", "pattern": "noise", "alpha": 0.15, "seed": 0}, 0.1),
-    "sig": ({"name": "sig", "delta": 0.2, "frequency": 6}, 0.056),  # clean-label: ~all of class 1
-}
-TARGET = 1  # "speed limit 30": one of the largest GTSRB classes (2,220 training images)
+ATTACKS = ("badnet", "blend", "sig")
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--npz", default=str(ROOT.parent / "shared" / "data" / "gtsrb32.npz"))
+    p.add_argument("--npz", default=str(GTSRB))
     p.add_argument("--model", default="small_cnn")
     p.add_argument("--attacks", nargs="+", default=list(ATTACKS))
     p.add_argument("--attack-epochs", type=int, default=15)
@@ -48,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fraction", type=float, default=0.05)
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    p.add_argument("--out", default=str(RESULTS))
     args = p.parse_args(argv)
 
     npz = Path(args.npz)
@@ -63,18 +58,10 @@ def main(argv: list[str] | None = None) -> int:
           f"model {args.model}; target class {TARGET} ({splits.classes[TARGET]})", flush=True)
     rows = []
     for attack in args.attacks:
-        cfg_dict, rate = ATTACKS[attack]
-        tdir = out / "gtsrb_teachers" / f"{attack}_{args.model}_e{args.attack_epochs}_s{args.seed}"
-        if (tdir / "card.json").is_file():
-            teacher, card = load_model(tdir)
-            attack_seconds = card.metrics.get("train_seconds")
-        else:
-            trigger = make_trigger(cfg_dict["name"], **{k: v for k, v in cfg_dict.items() if k != "name"})
-            cfg = TrainConfig(**{**ATTACK_TRAIN_DEFAULTS, "epochs": args.attack_epochs, "device": args.device, "seed": args.seed, "progress": False})
-            trojan = train_trojaned_model(splits, trigger, target=TARGET, rate=rate, architecture=args.model, config=cfg, seed=args.seed)
-            card = trojan.card(splits, dataset=str(npz.name))
-            save_model(trojan.model, tdir, card)
-            teacher, attack_seconds = trojan.model, trojan.seconds
+        teacher, card = TeacherCache(out / "gtsrb_teachers").load(
+            gtsrb_recipe(attack, args.model, npz, epochs=args.attack_epochs, seed=args.seed), splits=splits,
+            device=args.device)
+        attack_seconds = card.metrics.get("train_seconds")
         trigger, target = trigger_of(card)
         for tau in args.taus:
             t0 = time.perf_counter()

@@ -2,7 +2,7 @@
 the same batch (target ≤ 1.8), for the reference (unfused) loss and the fused one — eager and
 compiled — measured in one run, with a breakdown of where a MEDIC step's time goes.
 
-    python benchmarks/bench_step_ratio.py [--models small_cnn wrn16_1] [--threads 1 2]
+    python -m benchmarks.bench_step_ratio [--models small_cnn wrn16_1] [--threads 1 2]
         [--device cpu] [--repeats 10] [--rounds 5] [--engines reference eager compile]
 
 Every round times each variant for ``--repeats`` steps, one variant after the other

@@ -1,7 +1,7 @@
 """Time of one τ update of every importance map of one input, from cache (target ≤ 50 ms on CPU,
 so that a τ slider feels instant).
 
-    python benchmarks/bench_tau_update.py [--models small_cnn wrn16_1] [--repeats 50] [--threads 1]
+    python -m benchmarks.bench_tau_update [--models small_cnn wrn16_1] [--repeats 50] [--threads 1]
 
 For each model: statistics from 512 clean images of the embedded signs data, then
 :func:`medic_viz.analysis.analyze_input` on one test image with the BadNet trigger (the only

@@ -1,10 +1,10 @@
 """Per layer: how far a teacher's trigger moves its neurons, and the MEDIC importance those
-neurons get on clean images — for the cached GTSRB teachers of ``bench_medic_default.py``.
+neurons get on clean images — for the cached GTSRB teachers (``benchmarks.common.TEACHERS``).
 
 Research script for issue 9 (why SIG on wrn16_1 is not removed while BadNet, Blend, Polygon and
 WaNet are). Uses the trigger (a diagnostic, not a defence).
 
-    python benchmarks/diag_compromised_layers.py --model wrn16_1 --attacks badnet sig wanet
+    python -m benchmarks.diag_compromised_layers --model wrn16_1 --attacks badnet sig wanet
 
 Prints, per teacher and layer: the 10 % most trigger-shifted neurons' mean relative clean
 importance (1 = the layer's average) and their mean clean-importance percentile within the layer (50 = no relation; the paper's
@@ -14,29 +14,26 @@ claim predicts < 50). Writes benchmarks/results/compromised_layers_<model>.md.
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_medic_default as bench  # noqa: E402
-
-from medic_viz.analysis import compromised_importance_statistic, rank_compromised_neurons  # noqa: E402
-from medic_viz.data import clean_subset, load_dataset  # noqa: E402
-from medic_viz.pipeline import trigger_of  # noqa: E402
+from benchmarks.common import GTSRB, RESULTS, TEACHERS
+from medic_viz.analysis import compromised_importance_statistic, rank_compromised_neurons
+from medic_viz.data import clean_subset, load_dataset
+from medic_viz.experiments.presets import gtsrb_recipe
+from medic_viz.pipeline import trigger_of
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="wrn16_1")
-    p.add_argument("--attacks", nargs="+", default=list(bench.GTSRB_ATTACKS))
+    p.add_argument("--attacks", nargs="+", default=["badnet", "blend", "sig", "polygon", "wanet"])
     p.add_argument("--images", type=int, default=256)
     p.add_argument("--tau", type=float, default=5.0)
     p.add_argument("--layers", default="conv+bn")
     args = p.parse_args(argv)
     torch.manual_seed(0)
-    splits = load_dataset(str(bench.GTSRB))
+    splits = load_dataset(str(GTSRB))
     clean = clean_subset(splits.train, 0.05, 0)
     lines = [f"Model {args.model}, {args.images} clean test images (non-target), τ = {args.tau:g}, layers {args.layers}. "
              "Cells: the 10 % most trigger-shifted neurons' mean relative clean importance (1 = the layer's average) / "
@@ -44,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     table: dict[str, dict[str, str]] = {}
     order: list[str] = []
     for attack in args.attacks:
-        teacher, card = bench.gtsrb_teacher(attack, args.model, splits, "cpu")
+        teacher, card = TEACHERS.load(gtsrb_recipe(attack, args.model, GTSRB), splits=splits, progress=True)
         trigger, target = trigger_of(card)
         test = splits.test.subset(torch.nonzero(splits.test.labels != target).flatten()[: args.images])
         ranking = rank_compromised_neurons(teacher, test, trigger, stats=clean, layers=args.layers, tau=args.tau)
@@ -62,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {name} | " + " | ".join(table.get(name, {}).get(a, "") for a in args.attacks) + " |")
     text = "\n".join(lines) + "\n"
     print(text)
-    out = bench.RESULTS / f"compromised_layers_{args.model}.md"
+    out = RESULTS / f"compromised_layers_{args.model}.md"
     out.write_text(text)
     print(f"wrote {out}")
     return 0

@@ -1,8 +1,8 @@
 """How sharp MEDIC's weights are on a teacher: effective number of neurons matched per image
 (exp-entropy of eq.(4) weights), per layer, at several τ — the diagnostic behind BENCHMARKS.md §3.
 
-    python benchmarks/diag_effective_neurons.py MODEL_DIR DATASET [--taus 5 20]
-    e.g. python benchmarks/diag_effective_neurons.py medic_viz/demo_models/badnet signs
+    python -m benchmarks.diag_effective_neurons MODEL_DIR DATASET [--taus 5 20]
+    e.g. python -m benchmarks.diag_effective_neurons medic_viz/demo_models/badnet signs
 """
 
 from __future__ import annotations

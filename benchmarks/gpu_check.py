@@ -1,7 +1,7 @@
 """The GPU check of issue 15, in one process: the MEDIC/plain step ratio and the paper's setting
 (WRN-16-1, 2,500 clean images of 32×32, 60 epochs, batch 64) in bf16 and fp32, with a table.
 
-    python benchmarks/gpu_check.py [--device cuda] [--epochs 60] [--images 2500]
+    python -m benchmarks.gpu_check [--device cuda] [--epochs 60] [--images 2500]
         [--teacher-epochs 10] [--teacher-images N] [--precisions bf16 fp32] [--fused auto eager compile]
         [--skip-step-ratio] [--out benchmarks/results/gpu_check]
 
@@ -19,14 +19,15 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-GTSRB = ROOT.parent / "shared" / "data" / "gtsrb32.npz"
+from benchmarks.common import GTSRB, RESULTS
 
 
 def _dataset():
@@ -84,6 +85,17 @@ def paper_setting(device: str, epochs: int, images: int, teacher_epochs: int, pr
     return rows
 
 
+def step_ratio(model: str, device: str, threads: int, engines: list[str]) -> dict:
+    """One row of ``python -m benchmarks.bench_step_ratio`` (20 steps a round, 3 rounds), run in a
+    process of its own."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "step_ratio.json"
+        subprocess.run([sys.executable, "-m", "benchmarks.bench_step_ratio", "--models", model, "--device", device,
+                        "--threads", str(threads), "--repeats", "20", "--rounds", "3", "--engines", *engines,
+                        "--out", str(out)], check=True, cwd=Path(__file__).resolve().parents[1])
+        return json.loads(out.read_text())["rows"][0]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda")
@@ -95,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fused", nargs="+", default=["auto"], choices=["auto", "eager", "compile"])
     p.add_argument("--skip-step-ratio", action="store_true")
     p.add_argument("--step-engines", nargs="+", default=["reference", "eager", "compile"])
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "gpu_check"))
+    p.add_argument("--out", default=str(RESULTS / "gpu_check"))
     args = p.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("gpu_check: no CUDA device visible to this Python (torch.cuda.is_available() is False)", file=sys.stderr)
@@ -117,11 +129,8 @@ def main(argv: list[str] | None = None) -> int:
                          args.teacher_images, on_row=lambda rows: (saved.update(paper_setting=list(rows)), save()))
     step_rows = []
     if not args.skip_step_ratio:
-        sys.path.insert(0, str(ROOT / "benchmarks"))
-        from bench_step_ratio import measure
-
         for m in ("small_cnn", "wrn16_1"):
-            step_rows.append(measure(m, args.device, torch.get_num_threads(), repeats=20, rounds=3, engines=args.step_engines))
+            step_rows.append(step_ratio(m, args.device, torch.get_num_threads(), args.step_engines))
             saved["step_ratio"] = step_rows
             save()
             r = step_rows[-1]

@@ -4,7 +4,7 @@
 # print a table and save it to benchmarks/results/gpu_check.{json,md}. Meant to finish within
 # 5 minutes end to end on an H100/H200-class GPU.
 #
-#   bash benchmarks/gpu_check.sh [extra options of benchmarks/gpu_check.py]
+#   bash benchmarks/gpu_check.sh [extra options of python -m benchmarks.gpu_check]
 #
 # Python: `python` from PATH when it imports torch with CUDA and medic_viz's dependencies, else
 # the repository's .venv/bin/python (carried there with the working tree). Nothing is installed.
@@ -37,5 +37,5 @@ if [ -z "$PY" ]; then
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || true
 start=$(date +%s)
-timeout "${GPU_CHECK_TIMEOUT:-290}" "$PY" benchmarks/gpu_check.py "$@"
+timeout "${GPU_CHECK_TIMEOUT:-290}" "$PY" -m benchmarks.gpu_check "$@"
 echo "gpu_check: $(( $(date +%s) - start )) s end to end"

@@ -1,7 +1,7 @@
 """Plot the per-epoch ASR and clean-accuracy curves of the relapse ablation
-(``benchmarks/ablate_relapse.py``) and print its table.
+(``python -m benchmarks.ablate_relapse``) and print its table.
 
-    python benchmarks/plot_relapse.py [--results benchmarks/results/relapse] [--out docs/relapse]
+    python -m benchmarks.plot_relapse [--results benchmarks/results/relapse] [--out docs/relapse]
 
 Writes ``OUT.html`` always and ``OUT.png`` where a Chromium for kaleido is available, plus
 ``benchmarks/results/relapse/table.md``.

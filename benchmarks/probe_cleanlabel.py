@@ -1,7 +1,7 @@
 """Why the Clean-Label attack fails on GTSRB, and what makes it work (issue 10: "a Clean-Label
 teacher at 15 % ASR is not a backdoor — make the attack work, as its paper does").
 
-    python benchmarks/probe_cleanlabel.py --threads 1     # resumable; table in results/cleanlabel_probe.md
+    python -m benchmarks.probe_cleanlabel --threads 1     # resumable; table in results/cleanlabel_probe.md
 
 Each probe poisons 80 % of class 1's training images (PGD against a surrogate, then the four
 3×3 corner patches, labels kept) and trains a fast ``small_cnn`` teacher on all of GTSRB for
@@ -28,19 +28,16 @@ surrogate the PGD runs against and its ε:
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+from benchmarks.common import GTSRB, RESULTS, TEACHERS
+from medic_viz.experiments.presets import CLEAN_LABEL_SURROGATES, GTSRB_TARGET as TARGET, clean_recipe, surrogate_recipe
+from medic_viz.experiments.resume import RowFolder, run_resumable
 
-OUT = ROOT / "benchmarks" / "results" / "cleanlabel_probe"
-TARGET = 1
+OUT = RESULTS / "cleanlabel_probe"
 PROBES = {
     "standard-wrn": {"surrogate": "standard-wrn", "pgd_eps": 16 / 255},
     "robust-small": {"surrogate": "robust-small", "pgd_eps": 16 / 255},
@@ -71,46 +68,20 @@ PROBES = {
 }
 #: Epochs of a probe's teacher, by architecture.
 TEACHER_EPOCHS = {"small_cnn": 10, "wrn16_1": 8}
-ROBUST = {"eps": 8 / 255, "steps": 5, "step_size": 2 / 255, "epochs": 6}
-#: Surrogates by name: "robust-small" (ε 8/255, clean accuracy 47.7 %: GTSRB at ε 8 is hard for
-#: small_cnn) and "robust4-small" (ε 4/255, a more accurate robust model).
-SURROGATES = {"robust-small": ROBUST, "robust4-small": {**ROBUST, "eps": 4 / 255, "step_size": 1 / 255},
-              "robust4-wrn": {"model": "wrn16_1", "eps": 4 / 255, "steps": 2, "step_size": 2 / 255, "epochs": 6}}
 
 
-def robust_surrogate(splits, device: str, name: str = "robust-small"):
-    """The cached adversarially trained small_cnn ``name`` of :data:`SURROGATES`
-    (benchmarks/results/gtsrb_teachers/robust[4]_small_cnn_…)."""
-    from medic_viz.attacks.clean_label import AdversarialObjective
-    from medic_viz.attacks.train import ATTACK_TRAIN_DEFAULTS
-    from medic_viz.io import ModelCard, load_model, save_model
-    from medic_viz.metrics import Evaluator
-    from medic_viz.models.zoo import build_model
-    from medic_viz.training import TrainConfig, train
-
-    robust = SURROGATES[name]
-    arch = robust.get("model", "small_cnn")
-    prefix = "robust" if robust["eps"] == 8 / 255 else f"robust{round(255 * robust['eps'])}"
-    folder = ROOT / "benchmarks" / "results" / "gtsrb_teachers" / f"{prefix}_{arch}_e{robust['epochs']}_s2"
-    if not (folder / "card.json").is_file():
-        torch.manual_seed(2)
-        model = build_model(arch, splits.num_classes, in_channels=3, input_size=32)
-        cfg = TrainConfig(**{**ATTACK_TRAIN_DEFAULTS, "epochs": robust["epochs"], "device": device, "seed": 2, "progress": True})
-        result = train(AdversarialObjective(model, eps=robust["eps"], steps=robust["steps"], step_size=robust["step_size"], seed=2),
-                       splits.train, cfg, label=f"{arch}, PGD adversarial training")
-        m = Evaluator(splits.test, device=device)(result.model)
-        card = ModelCard(architecture=arch, num_classes=splits.num_classes, input_size=32, in_channels=3, arch_kwargs={},
-                         classes=list(splits.classes), normalize=None, dataset="gtsrb32.npz", attack=None, target_class=None,
-                         poison_rate=None, metrics={**m.as_dict(), "train_seconds": round(result.seconds, 2)},
-                         history=[e.as_dict() for e in result.history if e.kind in ("start", "epoch")],
-                         notes=f"PGD adversarial training {robust} (surrogate of the Clean-Label attack)")
-        save_model(result.model, folder, card)
-    return load_model(folder)[0]
+def robust_surrogate(splits, device: str, name: str, npz: str | Path):
+    """The cached adversarially trained surrogate ``name`` of the library's
+    :data:`~medic_viz.experiments.presets.CLEAN_LABEL_SURROGATES`."""
+    return TEACHERS.load(surrogate_recipe(name, npz), splits=splits, device=device, progress=True)[0]
 
 
-def run_probe(name: str, splits, device: str) -> dict:
-    from bench_medic_default import gtsrb_clean_model
+def clean_wrn(splits, device: str, npz: str | Path):
+    """The cached clean WRN-16-1 (10 epochs), the "standard-wrn" surrogate."""
+    return TEACHERS.load(clean_recipe("wrn16_1", npz, 10), splits=splits, device=device, progress=True)[0]
 
+
+def run_probe(name: str, splits, device: str, npz: str | Path) -> dict:
     from medic_viz.attacks import train_attack
     from medic_viz.attacks.train import ATTACK_TRAIN_DEFAULTS
     from medic_viz.training import TrainConfig
@@ -118,8 +89,8 @@ def run_probe(name: str, splits, device: str) -> dict:
     spec = dict(PROBES[name])
     which = spec.pop("surrogate")
     rate = spec.pop("rate", None)
-    surrogate = (robust_surrogate(splits, device, which) if which in SURROGATES
-                 else gtsrb_clean_model("wrn16_1", splits, device, 10)[0])
+    surrogate = (robust_surrogate(splits, device, which, npz) if which in CLEAN_LABEL_SURROGATES
+                 else clean_wrn(splits, device, npz))
     teacher = spec.pop("teacher", "small_cnn")
     epochs = TEACHER_EPOCHS[teacher]
     cfg = TrainConfig(**{**ATTACK_TRAIN_DEFAULTS, "epochs": epochs, "device": device, "seed": 0, "progress": False})
@@ -133,7 +104,7 @@ def run_probe(name: str, splits, device: str) -> dict:
 
 
 def write_table() -> str:
-    rows = [json.loads(p.read_text()) for p in sorted(OUT.glob("*.json"))]
+    rows = RowFolder(OUT).rows()
     lines = ["| probe | surrogate | PGD ε | patches | poisoned | teacher | teacher clean acc (%) | ASR (%) | ASR by epoch (2,000 images) | s |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -147,27 +118,25 @@ def write_table() -> str:
     return md
 
 
-def transfer_table(splits, device: str, n: int = 512) -> str:
+def transfer_table(splits, device: str, npz: str | Path, n: int = 512) -> str:
     """How much the poisons' content still says "class 1": accuracy on ``n`` PGD-perturbed class-1
     training images (no patches) of the surrogate itself and of a clean WRN-16-1 (a stand-in for
     the teacher, which trains on them), per surrogate and ε. Turner et al.'s premise is that a
     teacher cannot fit the poisons from their content; a high clean-WRN accuracy means it can."""
-    from bench_medic_default import gtsrb_clean_model
-
     from medic_viz.attacks.clean_label import pgd_perturb
 
-    clean_wrn = gtsrb_clean_model("wrn16_1", splits, device, 10)[0].to(device)
+    standard = clean_wrn(splits, device, npz).to(device)
     idx = torch.nonzero(splits.train.labels == TARGET).flatten()[:n]
     x, y = splits.train.floats(idx, device), splits.train.labels[idx].to(device)
     lines = ["| surrogate | PGD ε | surrogate's accuracy on the poisons (%) | clean WRN-16-1's accuracy on the poisons (%) |",
              "|---|---|---|---|"]
     for name in ("standard-wrn", "robust4-small", "robust4-wrn"):
-        surrogate = (clean_wrn if name == "standard-wrn" else robust_surrogate(splits, device, name)).to(device)
+        surrogate = (standard if name == "standard-wrn" else robust_surrogate(splits, device, name, npz)).to(device)
         for eps in (0, 8, 16, 32):
             adv = pgd_perturb(surrogate, x, y, eps=eps / 255, steps=10, step_size=max(1, eps // 8) / 255, seed=0)
             with torch.no_grad():
                 acc_s = (surrogate(adv).argmax(1) == y).float().mean().item()
-                acc_c = (clean_wrn(adv).argmax(1) == y).float().mean().item()
+                acc_c = (standard(adv).argmax(1) == y).float().mean().item()
             lines.append(f"| {name} | {eps}/255 | {100 * acc_s:.1f} | {100 * acc_c:.1f} |")
             print(lines[-1], flush=True)
     md = "\n".join(lines) + "\n"
@@ -181,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--transfer", action="store_true", help="only the transfer table (results/cleanlabel_transfer.md)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--npz", default=str(ROOT.parent / "shared" / "data" / "gtsrb32.npz"))
+    p.add_argument("--npz", default=str(GTSRB))
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -190,16 +159,16 @@ def main(argv: list[str] | None = None) -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     splits = load_dataset(args.npz)
     if args.transfer:
-        print(transfer_table(splits, args.device))
+        print(transfer_table(splits, args.device, args.npz))
         return 0
-    for name in args.probes:
-        path = OUT / f"{name}.json"
-        if path.is_file():
-            continue
+
+    def probe(name: str) -> dict:
         print(f"probe {name} …", flush=True)
-        row = run_probe(name, splits, args.device)
-        path.write_text(json.dumps(row, indent=1))
+        row = run_probe(name, splits, args.device, args.npz)
         print(f"  {name}: acc {100 * row['clean_acc']:.2f}, ASR {100 * row['asr']:.2f} ({row['seconds']:.0f} s)", flush=True)
+        return row
+
+    run_resumable(args.probes, RowFolder(OUT), str, probe, log=None)
     print(write_table())
     return 0
 

@@ -7,15 +7,16 @@
 #   QUICK=1 bash benchmarks/run_table1.sh      # a 1-2 minute smoke run of the same pipeline (small_cnn)
 #   BUDGET=cpu bash benchmarks/run_table1.sh   # the earlier reduced budget (small_cnn; RESULTS.md's appendix)
 # then
-#   python benchmarks/table1_aligned_tau.py    # the row "MEDIC, τ aligned to the baselines' accuracy"
-#   python benchmarks/table1_report.py         # RESULTS.md's table, figures, cost and status
+#   python -m benchmarks.table1_aligned_tau    # the row "MEDIC, τ aligned to the baselines' accuracy"
+#   python -m benchmarks.table1_report         # RESULTS.md's table, figures, cost and status
 #
 # Budget (the paper's; RESULTS.md states it next to the numbers):
 #   data      ../shared/data/gtsrb32.npz: all 39,209 training images for the teachers, 5 % of them
 #             (class-balanced, chosen by the seed: 1,960 images) for every defence, the whole test
 #             set (12,630) for clean accuracy, every non-target test image for the ASR
 #   teachers  WRN-16-1, 30 epochs (Adam 2e-3, cosine), target class 1, one per attack (seed 0),
-#             trained and cached by bench_medic_default.py in benchmarks/results/gtsrb_teachers/
+#             trained and cached by benchmarks.bench_medic_default in benchmarks/results/gtsrb_teachers/
+#             (medic_viz.experiments.teachers; attack settings: medic_viz.experiments.presets)
 #             (~50-80 min each on one core; Clean-Label first trains its surrogate, a WRN-16-1 adversarially trained at ε 4/255, 21 min, cached)
 #   defences  each method's paper epochs (docs/baselines.md): Fine-tuning 30, Fine-pruning 30,
 #             NAD 10 + 20, MCR 30 + 100, ANP 2000 iterations, KD / Scratch / MEDIC 60; MEDIC with
@@ -65,14 +66,18 @@ if [[ "${BUDGET:-paper}" == "cpu" ]]; then
 fi
 
 OUT=${OUT_PAPER:-benchmarks/results/table1_gtsrb_wrn16_1}
-TEACHERS=benchmarks/results/gtsrb_teachers
-# the eight teachers (skipped when cached)
-"$PY" benchmarks/bench_medic_default.py --part table1-wrn16_1 --teachers-only --seeds 0 --npz "$DATA" \
+# the eight teachers (skipped when cached), then their folders (as the cache names them)
+"$PY" -m benchmarks.bench_medic_default --part table1-wrn16_1 --teachers-only --seeds 0 --npz "$DATA" \
   --device "$DEVICE"
 TEACHER_ARGS=()
-for a in badnet sig polygon wanet cleanlabel composite reflection filter; do
-  TEACHER_ARGS+=(--teacher "$TEACHERS/${a}_wrn16_1_e30_s0")
-done
+while IFS= read -r folder; do
+  TEACHER_ARGS+=(--teacher "${folder#"$PWD/"}")
+done < <("$PY" -m benchmarks.bench_medic_default --part table1-wrn16_1 --list-teachers --seeds 0 --npz "$DATA" \
+           --attacks badnet sig polygon wanet cleanlabel composite reflection filter)
+if (( ${#TEACHER_ARGS[@]} != 16 )); then
+  echo "could not list the eight teacher folders (python -m benchmarks.bench_medic_default --list-teachers)" >&2
+  exit 2
+fi
 exec "${COMPARE[@]}" --dataset "$DATA" "${TEACHER_ARGS[@]}" \
   --methods finetune,fineprune,nad,mcr,anp,kd,scratch,medic --seeds 2 --fraction 0.05 \
   --device "$DEVICE" --executor "$EXECUTOR" "${ADDRESS_ARGS[@]}" --workers "$WORKERS" --out "$OUT"

@@ -2,7 +2,7 @@
 does ("we also adjust the temperature of MEDIC so that the test accuracies of our repaired
 models are comparable to others").
 
-    python benchmarks/table1_aligned_tau.py [--attacks badnet sig] [--threads 1] [--device cpu]
+    python -m benchmarks.table1_aligned_tau [--attacks badnet sig] [--threads 1] [--device cpu]
 
 For each attack whose five paper baselines (Fine-tuning, Fine-pruning, NAD, MCR, ANP; both
 seeds) are in the grid's ``runs.jsonl``:
@@ -24,7 +24,7 @@ seeds) are in the grid's ``runs.jsonl``:
    MEDIC column except τ), as variant "MEDIC, τ aligned".
 
 Resumable: sweeps in ``aligned_selection.json``, runs in ``aligned/runs.jsonl`` of
-``benchmarks/results/table1_gtsrb_wrn16_1/``; ``table1_report.py`` puts them in the table.
+``benchmarks/results/table1_gtsrb_wrn16_1/``; ``python -m benchmarks.table1_report`` puts them in the table.
 """
 
 from __future__ import annotations
@@ -32,20 +32,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from table1_report import ALIGNED, ATTACKS, OUT, SEEDS, load_rows, load_selections  # noqa: E402
-
-from medic_viz.defenses.tuning import choose_tau, holdout_stderr  # noqa: E402
+from benchmarks.common import ALIGNED, GTSRB, ROOT, TABLE1_ATTACKS as ATTACKS, TABLE1_OUT as OUT
+from benchmarks.common import TABLE1_SEEDS as SEEDS, load_selections, load_table1_rows as load_rows
+from medic_viz.defenses.tuning import choose_tau, holdout_stderr
 
 BASELINES = ("finetune", "fineprune", "nad", "mcr", "anp")
 CANDIDATES = (0.0, 1.0, 2.0, 3.0, 5.0, 8.0, 12.0)
@@ -84,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--select-only", action="store_true", help="run the sweeps and print the choice; no MEDIC cells")
-    p.add_argument("--dataset", default=str(ROOT.parent / "shared" / "data" / "gtsrb32.npz"))
+    p.add_argument("--dataset", default=str(GTSRB))
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

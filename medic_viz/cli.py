@@ -160,11 +160,11 @@ def _card_datasets(folder: str) -> list[Path]:
     """Where the dataset a model folder's card names may be (as given, and a relative path
     against the folder), read without building anything; none when the card names no file or
     cannot be read (loading the folder says why, later)."""
-    from medic_viz.io import CARD_FILENAME, _read_card
+    from medic_viz.io import CARD_FILENAME, read_card
 
     path = Path(folder) / CARD_FILENAME if Path(folder).is_dir() else Path(folder)
     try:
-        name = _read_card(path).dataset
+        name = read_card(path).dataset
     except (ValueError, OSError):
         return []
     if not name:

@@ -82,7 +82,8 @@ def _import(args: argparse.Namespace, out) -> int:
     from medic_viz.data_identity import dataset_record
     from medic_viz.device import resolve_device
     from medic_viz.importer import import_model, parse_normalize
-    from medic_viz.io import ModelCard, save_model
+    from medic_viz.cards import ModelCard
+    from medic_viz.io import save_model
 
     start = time.perf_counter()
     checkpoint = Path(args.checkpoint)

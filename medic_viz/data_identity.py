@@ -43,7 +43,7 @@ def dataset_record(name: str | Path) -> dict[str, Any]:
 
 
 def card_dataset(card: Any, folder: str | Path, where: str = "") -> str | None:
-    """The dataset a model card (:class:`~medic_viz.io.ModelCard`) in ``folder`` names, ready to
+    """The dataset a model card (:class:`~medic_viz.cards.ModelCard`) in ``folder`` names, ready to
     load: a name as it is; a file path resolved (a relative one, from cards that stored one,
     against ``folder``). Raises ValueError (one line, prefixed with ``where``) when the file is
     not there or its SHA-256 is not the card's ``dataset_sha256``. None: the card names none."""

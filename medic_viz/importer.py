@@ -1,12 +1,14 @@
 """Import a trojaned model made elsewhere: a checkpoint file → a medic_viz model (and card).
 
-:func:`import_model` reads a third-party checkpoint safely (:func:`medic_viz.io.load_state_dict_file`:
+:func:`import_model` reads a third-party checkpoint safely (:func:`medic_viz.checkpoints.load_state_dict_file`:
 safetensors, or ``torch.load(weights_only=True)``; a bare state dict, ``{"state_dict": …}``
 with extra entries, ``{"model": …}``, ``module.``-prefixed keys), loads it strictly into a
 zoo architecture or into one built by your own code (:func:`code_builder`, which *imports
-that code*), and returns the model with a :class:`~medic_viz.io.ModelCard`. In-model
+that code*), and returns the model with a :class:`~medic_viz.cards.ModelCard`. In-model
 normalisation (:func:`parse_normalize`) adds ``normalize.mean``/``normalize.std`` buffers that
-third-party checkpoints do not have; they are filled from the card.
+third-party checkpoints do not have; they are filled from the card. :func:`import_checkpoint`
+is the lower-level form: a zoo architecture or a ``builder`` you pass, the checkpoint's keys taken
+as they are.
 """
 
 from __future__ import annotations
@@ -17,18 +19,22 @@ import math
 import os
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
 
-from medic_viz.io import CheckpointMismatchError, ModelCard, load_state_dict_file, model_from_state_dict
+from medic_viz.cards import ModelCard
+from medic_viz.checkpoints import load_state_dict_file
+from medic_viz.io import model_from_state_dict
+from medic_viz.weights import CheckpointMismatchError
 
 __all__ = ["NORMALIZE_PRESETS", "DENIED_MODULES", "parse_normalize", "is_code_architecture", "code_builder",
-           "NormalizedModel", "import_model", "check_trusted_code", "check_trusted_architecture", "arch_builder",
-           "code_location", "check_model_folder", "load_model_folder", "ModelFolder", "open_model_folder"]
+           "NormalizedModel", "import_model", "import_checkpoint", "check_trusted_code", "check_trusted_architecture",
+           "arch_builder", "code_location", "check_model_folder", "load_model_folder", "ModelFolder",
+           "open_model_folder"]
 
 #: Named normalisations for ``--normalize`` (mean, std per channel, for inputs in [0, 1]).
 NORMALIZE_PRESETS: dict[str, tuple[list[float], list[float]]] = {
@@ -263,8 +269,8 @@ def import_model(
     :func:`code_builder`). ``normalize``: ``{"mean", "std"}`` the model applies to its [0, 1]
     inputs (None: the checkpoint was trained on raw [0, 1] images). ``card_fields``: more
     :class:`ModelCard` fields (dataset, classes, attack, target_class, notes, extra …).
-    Raises :class:`~medic_viz.io.CheckpointMismatchError` listing missing, unexpected and
-    mis-shaped keys, :class:`~medic_viz.io.UnsafeCheckpointError` for pickled objects.
+    Raises :class:`~medic_viz.weights.CheckpointMismatchError` listing missing, unexpected and
+    mis-shaped keys, :class:`~medic_viz.checkpoints.UnsafeCheckpointError` for pickled objects.
     """
     card = ModelCard(architecture=architecture, num_classes=num_classes, input_size=input_size,
                      in_channels=in_channels, normalize=dict(normalize) if normalize else None, **card_fields)
@@ -282,6 +288,34 @@ def import_model(
     except CheckpointMismatchError as exc:
         raise CheckpointMismatchError(str(exc).replace("the given state_dict", str(checkpoint), 1)) from None
     return model, card
+
+
+def import_checkpoint(
+    path: str | Path,
+    architecture: str,
+    num_classes: int,
+    *,
+    device: str | torch.device = "cpu",
+    builder: Callable[..., nn.Module] | None = None,
+    **card_fields: Any,
+) -> tuple[nn.Module, ModelCard]:
+    """Load a third-party weights file into a zoo architecture; returns ``(model, card)``.
+
+    ``card_fields`` are further :class:`ModelCard` fields (``input_size``, ``normalize``,
+    ``dataset``, ``target_class`` …). The file is read with
+    :func:`~medic_viz.checkpoints.load_state_dict_file` (safe loaders only) and loaded strictly
+    (:func:`medic_viz.io.model_from_state_dict`); save the result with
+    :func:`medic_viz.io.save_model`. Unlike :func:`import_model`, ``builder`` builds the
+    architecture when given, and ``normalize.*`` buffers must be in the checkpoint.
+    """
+    known = {f.name for f in fields(ModelCard)} - {"extra", "architecture", "num_classes", "medic_viz_version"}
+    unknown = sorted(set(card_fields) - known)
+    if unknown:
+        raise TypeError(f"import_checkpoint got unknown card field(s) {unknown}; known fields: {sorted(known)}")
+    card = ModelCard(architecture=architecture, num_classes=num_classes, **card_fields)
+    path = Path(path)
+    state_dict = load_state_dict_file(path)
+    return model_from_state_dict(card, state_dict, device=device, builder=builder, source=path), card
 
 
 def check_trusted_code(trust: str | None) -> str | None:
@@ -394,14 +428,14 @@ def load_model_folder(folder: str | Path, *, trust_arch_code: str | None = None,
     """:func:`medic_viz.io.load_model` on a model folder (or its ``card.json``), rebuilding an
     architecture of your own (``package.module:callable``) only when ``trust_arch_code`` names
     it (:func:`arch_builder`)."""
-    from medic_viz.io import CARD_FILENAME, _read_card, load_model
+    from medic_viz.io import CARD_FILENAME, load_model, read_card
 
     folder = Path(folder)
     trust = check_trusted_code(trust_arch_code)
     builder = None
     card_path = folder / CARD_FILENAME if folder.is_dir() else folder
     if card_path.is_file():
-        architecture = _read_card(card_path).architecture  # bounded read
+        architecture = read_card(card_path).architecture  # bounded read
         module_name = architecture.strip().partition(":")[0] if is_code_architecture(architecture) else ""
         if trust is not None or (module_name and _denied(module_name)):  # a denied module: said so, trust or not
             builder = arch_builder(architecture, trust, where=f"{folder}: the card")

@@ -13,6 +13,8 @@ by assigning to the module attributes (e.g. ``medic_viz.limits.MAX_ARRAY_BYTES =
 
 from __future__ import annotations
 
+from typing import Sequence
+
 __all__ = [
     "MAX_CLASSES",
     "MAX_IMAGE_SIDE",
@@ -27,6 +29,7 @@ __all__ = [
     "MAX_TRIGGER_SIZE",
     "MAX_QUOTED_CHARS",
     "MAX_IMAGE_FILE_BYTES",
+    "MAX_LISTED_NAMES",
     "check_classes",
     "check_image_side",
     "check_array_bytes",
@@ -35,6 +38,7 @@ __all__ = [
     "check_trigger_size",
     "quoted",
     "shortened",
+    "listed",
 ]
 
 #: Most classes a dataset or model may have (labels, ``num_classes``, class-name lists).
@@ -65,6 +69,8 @@ MAX_DATASET_BYTES: int = 8 * 2**30
 MAX_TRIGGER_SIZE: int = MAX_IMAGE_SIDE
 #: Longest name or value quoted in an error message, in characters (longer ones are cut, "…").
 MAX_QUOTED_CHARS: int = 80
+#: Most names (keys, classes) one error message lists; "… and N more" stands for the rest.
+MAX_LISTED_NAMES: int = 10
 #: Largest single image file (or image bytes) decoded for a user: a trigger image, a picked
 #: input (32 MiB; a 4096 x 4096 RGB PNG is at most 48 MiB raw but compresses well below this).
 MAX_IMAGE_FILE_BYTES: int = 32 * 2**20
@@ -153,3 +159,11 @@ def shortened(text: str, limit: int | None = None) -> str:
     """``text`` cut to ``limit`` (default :data:`MAX_QUOTED_CHARS`) characters, "…" marking a cut."""
     limit = MAX_QUOTED_CHARS if limit is None else limit
     return text if len(text) <= limit else text[:limit] + "…"
+
+
+def listed(names: Sequence[str]) -> str:
+    """The first :data:`MAX_LISTED_NAMES` of ``names``, each :func:`shortened`, comma-separated,
+    then "… and N more" for the rest."""
+    shown = ", ".join(shortened(k) for k in names[:MAX_LISTED_NAMES])
+    more = len(names) - MAX_LISTED_NAMES
+    return shown + (f", … and {more} more" if more > 0 else "")

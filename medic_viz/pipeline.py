@@ -17,7 +17,8 @@ from medic_viz.capture import eval_mode
 from medic_viz.data.arrays import DatasetSplits, clean_subset
 from medic_viz.defenses.base import Defense, DefenseResult
 from medic_viz.finite import check_finite_model
-from medic_viz.io import ModelCard, save_model
+from medic_viz.cards import ModelCard
+from medic_viz.io import save_model
 from medic_viz.deprecation import moved_names
 from medic_viz.device import resolve_device
 from medic_viz.metrics import BackdoorMetrics

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import torch.nn as nn
 
-from medic_viz.io import ModelCard, load_model
+from medic_viz.cards import ModelCard
+from medic_viz.io import load_model
 
 __all__ = ["DEMO_ATTACKS", "DEMO_MODELS", "DEMO_DIR", "demo_model_dir", "load_demo_model"]
 

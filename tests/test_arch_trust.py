@@ -14,7 +14,8 @@ from torch import nn
 
 from medic_viz.cli import main
 from medic_viz.importer import code_builder, load_model_folder
-from medic_viz.io import ModelCard, save_model
+from medic_viz.cards import ModelCard
+from medic_viz.io import save_model
 
 MY_NETS = (
     "import torch.nn as nn\n"

@@ -34,14 +34,13 @@ FACADE_IMPORTS = {
 }
 
 MAX_LINES = 600
-#: Modules allowed over MAX_LINES, and why.
-LONG_MODULES: dict[str, str] = {
-    "medic_viz.data.synthetic": "one concept, the procedural traffic-sign renderer (templates, scenes, "
-    "warps, photometry share their random streams); a few lines over",
-    "medic_viz.data.real": "four dataset loaders sharing resize/download helpers; its restricted CIFAR "
-    "unpickler (~170 lines) is the piece to move out next",
-    "medic_viz.io": "safe model I/O under active hardening by other work; to split into model card, "
-    "safe checkpoint reading and mismatch reports once that has landed",
+#: Modules allowed over MAX_LINES: (ceiling, why). The ceiling is the module's size when it was
+#: listed: a listed module may shrink, never grow; splitting it is the way to add to it.
+LONG_MODULES: dict[str, tuple[int, str]] = {
+    "medic_viz.data.synthetic": (611, "one concept, the procedural traffic-sign renderer (templates, scenes, "
+                                      "warps, photometry share their random streams); a few lines over"),
+    "medic_viz.data.real": (805, "four dataset loaders sharing resize/download helpers; its restricted CIFAR "
+                                 "unpickler (~170 lines) is the piece to move out next"),
 }
 
 
@@ -136,13 +135,33 @@ def test_importing_the_core_loads_no_view_and_no_plotting_library():
     assert [m for m in loaded if m != "medic_viz.experiments.report"] == []
 
 
+def _size_problem(name: str, n: int) -> str | None:
+    """Why a module ``name`` of ``n`` lines breaks the size rule, or None."""
+    if name in LONG_MODULES:
+        ceiling, _why = LONG_MODULES[name]
+        if n <= MAX_LINES:
+            return f"{name} has {n} lines now: remove it from LONG_MODULES"
+        if n > ceiling:
+            return (f"{name} has {n} lines, over its ceiling of {ceiling} in LONG_MODULES: a listed module may not "
+                    "grow; split it by concept (or move something out) instead of raising the ceiling")
+        return None
+    if n > MAX_LINES:
+        return f"{name} has {n} lines (> {MAX_LINES}): split it by concept, or add it to LONG_MODULES with the reason"
+    return None
+
+
 @pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_modules_stay_under_the_line_limit(path):
-    name = _module_name(path)
-    n = len(path.read_text().splitlines())
-    if name in LONG_MODULES:
-        assert n > MAX_LINES, f"{name} has {n} lines now: remove it from LONG_MODULES"
-        return
-    assert n <= MAX_LINES, (
-        f"{name} has {n} lines (> {MAX_LINES}): split it by concept, or add it to LONG_MODULES with the reason"
-    )
+    problem = _size_problem(_module_name(path), len(path.read_text().splitlines()))
+    assert problem is None, problem
+
+
+def test_long_modules_name_real_modules_and_may_not_grow():
+    names = {_module_name(p) for p in _modules()}
+    assert not set(LONG_MODULES) - names, f"LONG_MODULES names no such module: {sorted(set(LONG_MODULES) - names)}"
+    name, (ceiling, _why) = next(iter(LONG_MODULES.items()))
+    assert _size_problem(name, ceiling) is None
+    assert "over its ceiling" in _size_problem(name, ceiling + 1)
+    assert "remove it from LONG_MODULES" in _size_problem(name, MAX_LINES)
+    assert _size_problem("medic_viz.not_listed", MAX_LINES) is None
+    assert "split it by concept" in _size_problem("medic_viz.not_listed", MAX_LINES + 1)

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import save_file
 
 from medic_viz.cli import main
-from medic_viz.io import load_state_dict_file
+from medic_viz.checkpoints import load_state_dict_file
 from medic_viz.models.zoo import build_model
 
 

@@ -17,7 +17,8 @@ from PIL import Image
 
 from medic_viz.cli import main
 from medic_viz.experiments import build_grid, runner
-from medic_viz.io import ModelCard, load_model, save_model
+from medic_viz.cards import ModelCard
+from medic_viz.io import load_model, save_model
 from medic_viz.models.zoo import build_model
 
 TRIGGER = "patch:pixels=0,0,1;0,1,0;1,0,1,position=bottom-right,margin=0"

@@ -1,4 +1,5 @@
-"""Tests for medic_viz.io: safe save/load, model cards, refusal of code-running checkpoints."""
+"""Tests for safe model I/O (medic_viz.io, cards, checkpoints, weights, importer.import_checkpoint):
+safe save/load, model cards, refusal of code-running checkpoints."""
 
 from __future__ import annotations
 
@@ -11,18 +12,11 @@ import pytest
 import torch
 from torch import nn
 
-from medic_viz.io import (
-    CARD_FILENAME,
-    MODEL_FILENAME,
-    CheckpointMismatchError,
-    ModelCard,
-    UnsafeCheckpointError,
-    import_checkpoint,
-    load_model,
-    load_state_dict_file,
-    load_weights_into,
-    save_model,
-)
+from medic_viz.cards import ModelCard
+from medic_viz.checkpoints import UnsafeCheckpointError, load_state_dict_file
+from medic_viz.importer import import_checkpoint
+from medic_viz.io import CARD_FILENAME, MODEL_FILENAME, load_model, save_model
+from medic_viz.weights import CheckpointMismatchError, load_weights_into
 
 torch.set_num_threads(1)
 
@@ -566,3 +560,36 @@ def test_oversized_card_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(medic_viz.limits, "MAX_CARD_BYTES", 100)
     with pytest.raises(ValueError, match="larger than a card may be"):
         load_model(folder)
+
+
+@pytest.mark.parametrize("name, home", [
+    ("ModelCard", "medic_viz.cards"),
+    ("UnsafeCheckpointError", "medic_viz.checkpoints"),
+    ("load_state_dict_file", "medic_viz.checkpoints"),
+    ("CheckpointMismatchError", "medic_viz.weights"),
+    ("load_weights_into", "medic_viz.weights"),
+    ("import_checkpoint", "medic_viz.importer"),
+])
+def test_names_that_left_io_still_import_from_it_with_a_deprecation_warning(name, home):
+    import importlib
+
+    import medic_viz.io
+
+    with pytest.warns(DeprecationWarning, match=rf"medic_viz\.io\.{name} is deprecated; use {home}\.{name}"):
+        old = getattr(medic_viz.io, name)
+    assert old is getattr(importlib.import_module(home), name)
+    assert name not in vars(medic_viz.io)  # answered by the module __getattr__, not imported into io
+
+
+def test_what_io_owns_imports_without_a_warning():
+    import warnings
+
+    import medic_viz.io
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for name in medic_viz.io.__all__:
+            getattr(medic_viz.io, name)
+    assert {"save_model", "load_model", "read_card", "model_from_state_dict"} <= set(medic_viz.io.__all__)
+    with pytest.raises(AttributeError, match="has no attribute 'no_such_name'"):
+        medic_viz.io.no_such_name  # noqa: B018

@@ -22,7 +22,7 @@ import torch
 from medic_viz import limits
 from medic_viz.attacks.registry import make_trigger, trigger_from_config
 from medic_viz.attacks.spec import parse_trigger_spec
-from medic_viz.io import load_state_dict_file
+from medic_viz.checkpoints import load_state_dict_file
 
 ROOT = Path(__file__).resolve().parents[1]
 

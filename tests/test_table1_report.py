@@ -2,16 +2,11 @@
 target of the aligned-τ row, and RESULTS.md in step with the committed runs."""
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-import table1_report as rep  # noqa: E402
-from table1_aligned_tau import BASELINES, alignment_budget  # noqa: E402
+from benchmarks import table1_report as rep
+from benchmarks.table1_aligned_tau import BASELINES, alignment_budget
 
 
 def _row(attack, method, seed, before=0.97, acc=0.95):
@@ -46,7 +41,7 @@ def test_alignment_budget_is_the_baselines_mean_drop_by_hand():
 
 
 def test_results_md_block_matches_the_committed_runs():
-    assert rep.main(["--check"]) == 0, "RESULTS.md is out of date: run python benchmarks/table1_report.py"
+    assert rep.main(["--check"]) == 0, "RESULTS.md is out of date: run python -m benchmarks.table1_report"
 
 
 def test_aligned_tau_on_the_committed_badnet_sweep_by_hand():
@@ -54,7 +49,7 @@ def test_aligned_tau_on_the_committed_badnet_sweep_by_hand():
     (plus four: p = 390 / 394) is sqrt(0.98985 * 0.01015 / 394) = 0.51 points, so with a zero
     target τ = 2 (0.26 points below) qualifies and τ = 3 (0.77 below) does not; with a 2-point
     target τ = 5 (1.79 below) does and τ = 8 (2.56 below) does not."""
-    from table1_aligned_tau import aligned_tau
+    from benchmarks.table1_aligned_tau import aligned_tau
     sweep = {"reference_acc": 388 / 390, "n_holdout": 390,
              "rows": [{"tau": t, "clean_acc": k / 390} for t, k in ((0, 388), (1, 386), (2, 387), (3, 385), (5, 381), (8, 378))]}
     tau, allowed = aligned_tau(sweep, 0.0)
@@ -68,7 +63,7 @@ def test_aligned_tau_on_the_committed_polygon_sweep_by_hand():
     qualified and the rule fell back to τ = 0 (plain cloning). With plus four (p = 392 / 394) the
     margin is sqrt(0.99492 * 0.00508 / 394) = 0.36 points: τ = 2 (389 of 390, 0.26 below)
     qualifies, τ = 3 (387, 0.77 below) does not."""
-    from table1_aligned_tau import aligned_tau
+    from benchmarks.table1_aligned_tau import aligned_tau
     sweep = {"reference_acc": 1.0, "n_holdout": 390,
              "rows": [{"tau": t, "clean_acc": k / 390} for t, k in ((0, 389), (1, 389), (2, 389), (3, 387), (5, 385), (8, 382), (12, 383))]}
     tau, allowed = aligned_tau(sweep, 0.0)
@@ -78,7 +73,7 @@ def test_aligned_tau_on_the_committed_polygon_sweep_by_hand():
 
 def test_aligned_script_sweeps_once_then_reuses_the_cache(tmp_path, monkeypatch, capsys):
     import medic_viz.defenses.tuning as tuning
-    import table1_aligned_tau as al
+    from benchmarks import table1_aligned_tau as al
     grid = [dict(_row("badnet", m, s, before=0.97, acc=0.96), teacher_folder="t/badnet") for m in BASELINES for s in rep.SEEDS]
     grid += [dict(_row("sig", "finetune", 0), teacher_folder="t/sig")]  # sig's baselines incomplete
     monkeypatch.setattr(al, "load_rows", lambda: (grid, []))

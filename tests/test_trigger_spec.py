@@ -9,7 +9,7 @@ from medic_viz.attacks import PatchTrigger
 from medic_viz.attacks.patch import MAX_PATCH_SIDE
 from medic_viz.attacks.registry import ATTACK_NAMES, make_trigger, trigger_from_config
 from medic_viz.attacks.spec import parse_trigger_spec
-from medic_viz.io import ModelCard
+from medic_viz.cards import ModelCard
 
 
 def _via_card(trigger):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from medic_viz.data.arrays import DatasetSplits
-from medic_viz.io import ModelCard
+from medic_viz.cards import ModelCard
 from medic_viz.probe import InputProbe, predict_input
 from medic_viz.widgets.state import StateChange, WorkbenchState
 

@@ -60,10 +60,10 @@ class TrojanedModel:
     seconds: float
 
     def card(self, splits: DatasetSplits, dataset: str, notes: str = ""):
-        """A :class:`medic_viz.io.ModelCard` describing this model (``dataset``: a name, or a file
+        """A :class:`medic_viz.cards.ModelCard` describing this model (``dataset``: a name, or a file
         recorded by its resolved path and SHA-256)."""
         from medic_viz.data_identity import dataset_record
-        from medic_viz.io import ModelCard
+        from medic_viz.cards import ModelCard
 
         data = dataset_record(dataset)
 

@@ -397,7 +397,7 @@ class Medic(ConfiguredDefense):
         cfg = self.config
         if student is not None:
             _check_student_fits(teacher, student)  # before anything runs: every weight and buffer, by name
-        layers = resolve_layers(teacher, cfg.layers)
+        layers = resolve_layers(teacher, cfg.layers, input_shape=getattr(clean, "image_shape", None))
         if student is None:
             student = fresh_copy(teacher, seed=cfg.student_seed)
         else:
@@ -484,7 +484,7 @@ def preview_layer_taus(
     if len(clean) == 0:
         raise ValueError("the clean set is empty; the defender needs some clean training images")
     device = resolve_device(cfg.device)
-    names = resolve_layers(teacher, cfg.layers if layers is None else layers)
+    names = resolve_layers(teacher, cfg.layers if layers is None else layers, input_shape=getattr(clean, "image_shape", None))
     reference = frozen_copy(teacher, device)
     if resolve_channels_last(cfg.channels_last, reference, device):  # as Medic.run runs it
         reference.to(memory_format=torch.channels_last)

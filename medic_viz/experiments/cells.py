@@ -127,7 +127,8 @@ def teacher_model(payload: Mapping[str, Any]):
     """The trojaned model of a teacher payload (from :func:`train_teacher`), on the CPU, in eval
     mode (an architecture of your own only when the payload's ``trust_arch_code`` names it)."""
     from medic_viz.importer import arch_builder
-    from medic_viz.io import ModelCard, model_from_state_dict
+    from medic_viz.cards import ModelCard
+    from medic_viz.io import model_from_state_dict
 
     card = ModelCard.from_dict(payload["card"])
     builder = arch_builder(card.architecture, payload.get("trust_arch_code"))

@@ -33,7 +33,7 @@ def card_digest(card_path: str | Path) -> str:
 @dataclass(frozen=True)
 class TeacherFolder:
     """A model folder as a grid's teacher: ``path`` (absolute), ``label`` (its name, the grid's
-    "attack" column), ``card`` (:class:`~medic_viz.io.ModelCard`), ``sha256`` of its weights and
+    "attack" column), ``card`` (:class:`~medic_viz.cards.ModelCard`), ``sha256`` of its weights and
     ``card_sha256`` of its card (:func:`card_digest`)."""
 
     path: str
@@ -47,7 +47,7 @@ def read_teacher_folder(folder: str | Path) -> TeacherFolder:
     """Read a model folder (``model.safetensors`` + ``card.json``) for a grid. Raises ValueError
     with one line saying what is missing; nothing is imported or built here."""
     from medic_viz.importer import check_model_folder
-    from medic_viz.io import CARD_FILENAME, MODEL_FILENAME, _read_card
+    from medic_viz.io import CARD_FILENAME, MODEL_FILENAME, read_card
 
     where = f"--teacher {folder}"
     try:
@@ -55,7 +55,7 @@ def read_teacher_folder(folder: str | Path) -> TeacherFolder:
     except ValueError as exc:
         raise ValueError(f"--teacher {exc}") from None
     try:
-        card = _read_card(path / CARD_FILENAME)
+        card = read_card(path / CARD_FILENAME)
     except ValueError as exc:
         raise ValueError(f"{where}: {exc}") from None
     resolved = path.resolve()

@@ -156,7 +156,8 @@ def check_grid(cells: Sequence[CellSpec], *, executor: str = "local") -> None:
 def _save_teacher(directory: Path, payload: Mapping[str, Any], key: Mapping[str, Any]) -> None:
     import torch
 
-    from medic_viz.io import ModelCard, save_model
+    from medic_viz.cards import ModelCard
+    from medic_viz.io import save_model
 
     model = teacher_model(payload)
     save_model(model, directory, ModelCard.from_dict(payload["card"]))

@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 from medic_viz.viz.curves import training_curves_figure
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
-    from medic_viz.io import ModelCard
+    from medic_viz.cards import ModelCard
     from medic_viz.pipeline import RemovalOutcome
 
 __all__ = ["removal_figure", "write_outputs"]

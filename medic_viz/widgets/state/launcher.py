@@ -363,7 +363,8 @@ class LauncherState(Parameterized):
         self.check_params(n for n in ("share", "layers", "fraction", "device") if n != "share" or share is None)
         self._check_options()
         share = validate_share(params["share"] if share is None else share)
-        names = tuple(resolve_layers(self.teacher, params["layers"] if layers is None else layers))
+        names = tuple(resolve_layers(self.teacher, params["layers"] if layers is None else layers,
+                                     input_shape=self.splits.train.image_shape))
         settings: dict[str, Any] = {"share": share, "layers": list(names), "seed": self.seed, "device": params["device"],
                                     "progress": False, **self.options}
         if self.batch_size is not None:

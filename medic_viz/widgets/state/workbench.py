@@ -63,7 +63,7 @@ def _lam_check(_state: Any, value: Any) -> float:
 class WorkbenchState(Parameterized):
     """Picker, explorer and launcher of one trojaned ``model`` on ``splits``, sharing τ and λ.
 
-    ``card``: the model's :class:`~medic_viz.io.ModelCard`; its attack gives ``trigger`` and
+    ``card``: the model's :class:`~medic_viz.cards.ModelCard`; its attack gives ``trigger`` and
     ``target`` when they are not passed (they are used to measure ASR and offered first in the
     picker). ``choice``: the gallery image shown first (default: the first one the model gets
     right and the trigger flips to ``target``, if any). ``triggers``, ``stats``,
@@ -334,7 +334,7 @@ class WorkbenchState(Parameterized):
     def run_layer_names(self) -> list[str]:
         """The module names :attr:`run_layers` selects on the model (``ValueError`` if invalid)."""
         self.launcher.check_params(["layers"])
-        return resolve_layers(self.launcher.teacher, self.run_layers)
+        return resolve_layers(self.launcher.teacher, self.run_layers, input_shape=self.launcher.splits.train.image_shape)
 
     def calibrated_tau(self, layer: str | None = None) -> float:
         """The τ a run in ``"share"`` mode calibrates on ``layer`` (default: the picked layer) at

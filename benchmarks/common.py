@@ -1,0 +1,58 @@
+"""What several benchmarks share: where results, figures and the GTSRB arrays are, the cache of
+GTSRB teachers, and the Table-1 declarations read by both ``table1_report`` and
+``table1_aligned_tau``. The models and their settings are the library's
+(:mod:`medic_viz.experiments.teachers`, :mod:`medic_viz.experiments.presets`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from medic_viz.experiments.presets import GTSRB_TABLE1_ATTACKS
+from medic_viz.experiments.runner import read_runs
+from medic_viz.experiments.teachers import TeacherCache
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+DOCS = ROOT / "docs"
+#: The GTSRB arrays (``../shared/data/gtsrb32.npz`` beside the checkout).
+GTSRB = ROOT.parent / "shared" / "data" / "gtsrb32.npz"
+if not GTSRB.is_file() and Path("/work/shared/data/gtsrb32.npz").is_file():
+    GTSRB = Path("/work/shared/data/gtsrb32.npz")
+#: The cached GTSRB teachers, clean models and Clean-Label surrogates.
+TEACHERS = TeacherCache(RESULTS / "gtsrb_teachers")
+
+# --- Table 1 on GTSRB (WRN-16-1): the grid of run_table1.sh, its report and its aligned-τ row ---
+TABLE1_OUT = RESULTS / "table1_gtsrb_wrn16_1"
+#: The paper's attacks in its Table 1 order, then WaNet.
+TABLE1_ATTACKS = GTSRB_TABLE1_ATTACKS
+TABLE1_METHODS = ("finetune", "fineprune", "nad", "mcr", "anp", "kd", "scratch", "medic")
+TABLE1_SEEDS = (0, 1)
+#: The variant name of the row "MEDIC, τ aligned to the baselines' accuracy".
+ALIGNED = "MEDIC, τ aligned"
+
+
+def _sorted(rows: list[dict]) -> list[dict]:
+    """Table-1 rows in the paper's attack order, then method (the aligned row after MEDIC), then seed."""
+    def key(r: dict) -> tuple:
+        m = TABLE1_METHODS.index(r["method"]) if r["method"] in TABLE1_METHODS else len(TABLE1_METHODS)
+        aligned = r["variant"] == ALIGNED
+        return (TABLE1_ATTACKS.index(r["attack"]) if r["attack"] in TABLE1_ATTACKS else 99, m + aligned, r["seed"])
+    return sorted(rows, key=key)
+
+
+def load_table1_rows(out: Path = TABLE1_OUT) -> tuple[list[dict], list[dict]]:
+    """(grid rows, aligned-τ rows) as committed, each with ``attack`` the attack's name and
+    ``teacher_name`` the teacher folder's."""
+    grid = read_runs(out / "runs.jsonl") if (out / "runs.jsonl").is_file() else []
+    aligned = read_runs(out / "aligned" / "runs.jsonl") if (out / "aligned" / "runs.jsonl").is_file() else []
+    for r in grid + aligned:  # a teacher folder's cells are named after it: "badnet_wrn16_1_e30_s0" → "badnet"
+        r["teacher_name"] = r["attack"]
+        r["attack"] = r["attack"].split("_", 1)[0]
+    return _sorted(grid), _sorted(aligned)
+
+
+def load_selections(path: Path) -> dict:
+    """The aligned row's cached sweeps and choices (``aligned_selection.json``), ``{}`` if none yet."""
+    import json
+
+    return json.loads(path.read_text()) if path.is_file() else {}
