@@ -32,7 +32,7 @@ from medic_viz.defenses.base import fresh_copy
 from medic_viz.defenses.medic import MedicObjective, compute_layer_stats, weighted_squared_error
 from medic_viz.fused import compile_available
 from medic_viz.importance import ImportanceOptions
-from medic_viz.metrics import resolve_device
+from medic_viz.device import resolve_device
 from medic_viz.models import build_model
 from medic_viz.training import SupervisedObjective
 

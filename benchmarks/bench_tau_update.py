@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 from medic_viz.analysis import analyze_input
-from medic_viz.attacks.triggers import make_trigger
+from medic_viz.attacks.registry import make_trigger
 from medic_viz.data import load_dataset
 from medic_viz.models import build_model
 from medic_viz.stats import compute_layer_stats

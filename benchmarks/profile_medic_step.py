@@ -54,9 +54,7 @@ def _objective(teacher, stats, fused: str | None):
 
 def _instrument(objective) -> None:
     """Mark the engine's phases for the profiler (wrapping what exists in this engine)."""
-    import importlib
-
-    engine = importlib.import_module("medic_viz.defenses.medic")  # (the package exports a function `medic`)
+    import medic_viz.defenses.medic as engine
 
     def wrap(owner, attr, label):
         fn = getattr(owner, attr, None)
