@@ -39,7 +39,7 @@ from medic_viz.metrics import Evaluator
 from medic_viz.pipeline import trigger_of
 from medic_viz.training import TrainConfig, train
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.common import GTSRB, RESULTS
 
 VARIANTS: dict[str, dict] = {
     "all": {"layers": "all"},
@@ -229,7 +229,7 @@ def run_variant(name: str, settings: dict, args, splits, teacher, card, trigger,
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--teacher", required=True)
-    p.add_argument("--dataset", default=str(ROOT.parent / "shared" / "data" / "gtsrb32.npz") if (ROOT.parent / "shared").is_dir() else "/work/shared/data/gtsrb32.npz")
+    p.add_argument("--dataset", default=str(GTSRB))
     p.add_argument("--variants", nargs="+", default=["convbn", "convbn_floor1"])
     p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--tau", type=float, default=5.0)
@@ -238,7 +238,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--live-images", type=int, default=1000)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "relapse"))
+    p.add_argument("--out", default=str(RESULTS / "relapse"))
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     teacher, card = load_model(args.teacher)

@@ -16,7 +16,7 @@ from pathlib import Path
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.common import DOCS, RESULTS
 
 
 def load_runs(folder: Path) -> list[dict]:
@@ -62,8 +62,8 @@ def figure(runs: list[dict]) -> go.Figure:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--results", default=str(ROOT / "benchmarks" / "results" / "relapse"))
-    p.add_argument("--out", default=str(ROOT / "docs" / "relapse" / "relapse_ablation"))
+    p.add_argument("--results", default=str(RESULTS / "relapse"))
+    p.add_argument("--out", default=str(DOCS / "relapse" / "relapse_ablation"))
     args = p.parse_args(argv)
     runs = load_runs(Path(args.results))
     if not runs:
