@@ -19,7 +19,7 @@ def _card(recipe: TeacherRecipe, **fields):
     try:
         from medic_viz.cards import ModelCard
     except ImportError:  # a checkout before the io split (cards.py)
-        from medic_viz.io import ModelCard
+        from medic_viz.cards import ModelCard
 
     attack = None if recipe.attack is None else {"name": recipe.attack, **recipe.options}
     base = dict(architecture=recipe.architecture, num_classes=3, input_size=32, in_channels=3, arch_kwargs={},

@@ -174,7 +174,7 @@ def train_recipe(recipe: TeacherRecipe, splits: Any, *, surrogate: Any = None, d
     try:
         from medic_viz.cards import ModelCard
     except ImportError:  # a checkout before the io split (cards.py)
-        from medic_viz.io import ModelCard
+        from medic_viz.cards import ModelCard
     from medic_viz.metrics import Evaluator
     from medic_viz.models.zoo import build_model
     from medic_viz.training import train
