@@ -53,3 +53,13 @@ def test_each_attack_works_and_keeps_clean_accuracy(name, splits, clean_acc):
 def test_unknown_demo_name_lists_the_shipped_ones():
     with pytest.raises(ValueError, match="badnet"):
         load_demo_model("trojan-horse")
+
+
+def test_the_demo_attacks_are_registry_attacks_named_by_their_cards():
+    # one list of attack names (the registry); the demo list names shipped folders, each card says which attack
+    from medic_viz.attacks.registry import ATTACK_NAMES
+
+    assert set(DEMO_ATTACKS) <= set(ATTACK_NAMES) and "clean" not in ATTACK_NAMES
+    for name in DEMO_ATTACKS:
+        card = json.loads((demo_model_dir(name) / "card.json").read_text())
+        assert card["attack"]["name"] == name
