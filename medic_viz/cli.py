@@ -180,7 +180,7 @@ def _print(msg: str) -> None:
 def _run_removal(teacher, card, splits, args, signals, out, *, fraction, method="medic", **options):
     """Run one defence (``options``: its config fields; None values mean the method's default)
     and publish its folder; returns the exit status (0, or 128 + signal when stopped)."""
-    from medic_viz.defenses.registry import DISPLAY_NAMES, make_defense
+    from medic_viz.defenses.registry import DISPLAY_NAMES, MAIN_METHOD, make_defense
     from medic_viz.metrics import format_before_after
     from medic_viz.outdir import pause_for_tests
     from medic_viz.pipeline import remove_backdoor, trigger_of
@@ -188,14 +188,14 @@ def _run_removal(teacher, card, splits, args, signals, out, *, fraction, method=
 
     trigger, target = trigger_of(card)
     options = {k: v for k, v in options.items() if v is not None}
-    if method == "medic":
+    if method == MAIN_METHOD:  # MEDIC's student init follows --seed
         options["student_seed"] = args.seed
     defense = make_defense(method, device=args.device, seed=args.seed, progress=not args.no_progress, **options)
     name = DISPLAY_NAMES.get(defense.name, defense.name)
     if trigger is None:
         _print("note: the model card records no attack, so ASR cannot be measured; clean accuracy only")
     cfg = defense.config
-    extra = f"{cfg.describe()}, {_layers_text(cfg.layers)}, " if defense.name == "medic" else ""
+    extra = f"{cfg.describe()}, {_layers_text(cfg.layers)}, " if defense.name == MAIN_METHOD else ""
     _print(f"{name}: {extra}{cfg.epochs} epochs on {100 * fraction:g}% of {splits.train.name} "
            f"({len(splits.train)} images), device {args.device}")
     signals.phase = "train"
@@ -349,11 +349,11 @@ def _load_teacher(folder: str, trust_arch_code: str | None):
 def cmd_defend(args: argparse.Namespace) -> int:
     from medic_viz.data.arrays import clean_subset
     from medic_viz.defenses.medic import DEFAULT_LAM, validate_lambda
-    from medic_viz.defenses.registry import defense_class
+    from medic_viz.defenses.registry import MAIN_METHOD, defense_class
 
     method = defense_class(args.method).name  # canonical name; unknown methods fail here, before any work
     trust = trusted_code(args)
-    if method != "medic":
+    if method != MAIN_METHOD:  # --tau, --share, --lam, --layers … are MEDIC's options
         given = [f"--{k.replace('_', '-')} {getattr(args, k)}" for k in _MEDIC_ONLY if getattr(args, k) is not None]
         if given:
             one = len(given) == 1
@@ -392,7 +392,7 @@ def cmd_defend(args: argparse.Namespace) -> int:
                                    progress=not args.no_progress, **search)
             _print(str(selection))
             tau = selection.tau
-        extra = {"tau": None if tau is None else float(tau), "share": args.share, "lam": lam, "layers": layers} if method == "medic" else {}
+        extra = {"tau": None if tau is None else float(tau), "share": args.share, "lam": lam, "layers": layers} if method == MAIN_METHOD else {}
         return _run_removal(teacher, card, splits, args, signals, out, method=method, epochs=args.epochs,
                             fraction=args.fraction, batch_size=args.batch_size, lr=args.lr,
                             cpu_bf16=True if args.cpu_bf16 else None, **extra)
