@@ -191,6 +191,11 @@ def test_the_served_workbench_offers_no_host_path(served, monkeypatch):
     module, config = served
     monkeypatch.delenv("QUERY_STRING", raising=False)
     page = module.serve_page("workbench")
+    assert page.app is None and "opening badnet" in page.body.children[0].value  # built once the browser drew
+    page._build_pending()  # what the first drawn figure (or the fallback timer) does
+    deadline = time.monotonic() + 120
+    while page.app is None and time.monotonic() < deadline:
+        time.sleep(0.2)
     app = page.app
     assert app is not None and app.state.launcher.queue.directory == Path(config.run_dir) / "queue"
     assert not app.host_files and app.opener not in app.children

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import html
 import os
+import threading
 from typing import Any
 
 import ipywidgets as widgets
@@ -46,9 +47,12 @@ def full_page(config: ServeConfig) -> widgets.HTML:
 
 class ServedPage(widgets.VBox):
     """A served page (``page``: ``"workbench"`` or ``"workshop"``) on ``config``'s models: a menu
-    of the offered model names above the app; ``body`` holds the app (``app``) or a message."""
+    of the offered model names above the app; ``body`` holds the app (``app``) or a message.
+    ``defer``: build the app only once the browser drew a first figure (or after ``wait`` s), see
+    :meth:`_defer`; else at once."""
 
-    def __init__(self, page: str, config: ServeConfig, model: str | None = None, notice: str = "") -> None:
+    def __init__(self, page: str, config: ServeConfig, model: str | None = None, notice: str = "", *,
+                 defer: bool = False, wait: float = 20.0) -> None:
         if page not in PAGES:
             raise ValueError(f"unknown page {page!r}: one of {', '.join(PAGES)}")
         self.page, self.config = page, config
@@ -65,8 +69,37 @@ class ServedPage(widgets.VBox):
         super().__init__([header, self.body])
         self.add_class("medic-served")
         self.models.observe(self._on_model, names="value")
-        if model is not None:
+        self._first = threading.Lock()
+        self._pending = model
+        if model is not None and not defer:
             self.show(model)
+        elif model is not None:
+            self._defer(wait)
+
+    def _defer(self, wait: float) -> None:
+        """Build the app once this page's browser has drawn a first plot (else after ``wait`` s).
+
+        Voilà runs the page's cell before the browser connects; the browser then creates every
+        widget at once, and anywidget (plotly's FigureWidget) gives each figure 2 s to load its
+        code — on a busy machine the first load of plotly.js takes longer and those figures never
+        draw. A tiny figure shown first loads that code; the app's figures come after it."""
+        import plotly.graph_objects as go
+
+        warm = go.FigureWidget(layout=dict(width=40, height=40, margin=dict(l=0, r=0, t=0, b=0),
+                                           xaxis=dict(visible=False), yaxis=dict(visible=False)))
+        warm._view_count = 0  # count the views the browser makes of it
+        self._warm = warm
+        self.body.children = [widgets.HTML(f"<i>opening {html.escape(str(self._pending))} …</i>"), warm]
+        warm.observe(lambda change: self._build_pending() if (change["new"] or 0) >= 1 else None,
+                     names="_view_count")
+        timer = threading.Timer(wait, self._build_pending)
+        timer.daemon = True
+        timer.start()
+
+    def _build_pending(self) -> None:
+        if not self._first.acquire(blocking=False):
+            return  # built (or building) already
+        threading.Thread(target=self.show, args=(self._pending,), name="medic-viz-serve-build", daemon=True).start()
 
     def _on_model(self, change: dict) -> None:
         if change["new"] is not None and change["new"] != change["old"]:
@@ -159,7 +192,7 @@ def serve_page(page: str, run_dir: str | None = None) -> widgets.Widget:
             model = config.model_name(os.environ.get("QUERY_STRING"))
         except ValueError as exc:
             notice = error_html(f"{exc}; choose one in the menu")
-        return ServedPage(page, config, model, notice)
+        return ServedPage(page, config, model, notice, defer=True)
     except Exception as exc:  # noqa: BLE001 - never a traceback in a participant's page
         return _message("Something went wrong", f"<p>{html.escape(f'{type(exc).__name__}: {exc}')}</p>"
                         "<p>Reload the page; if it happens again, tell the host.</p>", "#c62828")
