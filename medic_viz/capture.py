@@ -16,22 +16,19 @@ network a copy.
 
 from __future__ import annotations
 
-import copy
-import math
 import weakref
 from contextlib import contextmanager
-from typing import Callable, Iterable, Iterator, Literal, Mapping, NamedTuple, Sequence, Union
+from typing import Callable, Iterable, Iterator, Literal, Mapping, Sequence, Union
 
 import torch
 import torch.nn as nn
-from torch.overrides import TorchFunctionMode
+
+from medic_viz.stages import forward_trace, last_stage_start
 
 __all__ = [
     "HOOKABLE_TYPES",
     "hookable_layers",
     "resolve_layers",
-    "forward_trace",
-    "LayerTrace",
     "LAYER_PRESETS",
     "AUTO_ORDER",
     "LayerSpec",
@@ -99,8 +96,8 @@ def _kind(module: nn.Module) -> str | None:
 #: convolution and normalisation outputs, not the dense layers — in particular not the logits.
 #: ``"conv+bn+linear"`` (alias ``"all"``) is the paper's text: every conv, norm and dense output.
 #: ``"conv+bn-last"``: ``"conv+bn"`` without the model's last stage, found by running one dummy
-#: input (see :func:`forward_trace`), not from module names: in a network with skip connections
-#: everything computed after its last merge (residual add, concatenation …) at a coarser
+#: input (:func:`medic_viz.stages.forward_trace`), not from module names: in a network with skip
+#: connections everything computed after its last merge (residual add, concatenation …) at a coarser
 #: resolution than the last convolution's output (WRN's ``block3``, a ResNet's ``layer4``); in a
 #: network without one (small_cnn, VGG, MobileNet-V1) the last convolution and what follows: the
 #: features the classifier reads. ``"conv+bn-inner"``: also without the first convolution and
@@ -127,153 +124,6 @@ _PRESET_CUTS: dict[str, tuple[bool, bool]] = {"conv+bn-last": (False, True), "co
 #: with fewer than three convolutions still gets a layer set (the result records which).
 AUTO_ORDER: tuple[str, ...] = ("conv+bn-inner", "conv+bn-last", "conv+bn", "conv+bn+linear")
 
-#: Side of the dummy input when neither the caller nor the model (a zoo model's ``zoo_config``)
-#: says what the model is run at: the zoo's smallest size.
-DEFAULT_TRACE_SIZE = 32
-
-
-class LayerTrace(NamedTuple):
-    """What one dummy forward pass shows of a model (see :func:`forward_trace`).
-
-    ``order``: the hookable modules that ran, in the order of their first call, each with the
-    spatial size of its output (``()`` for a dense output). ``merges``: the positions in that
-    order (``i`` = after ``i`` modules had returned) and spatial sizes of the operations that
-    combined two or more different tensors computed from the input (a residual add,
-    ``torch.cat``, a gate's product); operations with parameters, buffers or constants do not
-    count."""
-
-    order: tuple[tuple[str, tuple[int, ...]], ...]
-    merges: tuple[tuple[int, tuple[int, ...]], ...]
-
-
-def _flat_tensors(obj: object, out: list) -> list:
-    if isinstance(obj, torch.Tensor):
-        out.append(obj)
-    elif isinstance(obj, (list, tuple)):
-        for o in obj:
-            _flat_tensors(o, out)
-    elif isinstance(obj, dict):
-        for o in obj.values():
-            _flat_tensors(o, out)
-    return out
-
-
-class _MergeWatch(TorchFunctionMode):
-    """Marks every tensor computed from the dummy input and notes the operations that take two
-    or more different such tensors (weak references only: nothing is kept alive)."""
-
-    def __init__(self, x: torch.Tensor, clock: list[int], merges: list) -> None:
-        super().__init__()
-        self.derived: "weakref.WeakValueDictionary[int, torch.Tensor]" = weakref.WeakValueDictionary({id(x): x})
-        self.clock = clock
-        self.merges = merges
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        seen = {id(t) for t in _flat_tensors((args, kwargs), []) if self.derived.get(id(t)) is t}
-        if seen:
-            outs = _flat_tensors(out, [])
-            for t in outs:
-                self.derived[id(t)] = t
-            if len(seen) >= 2 and outs:
-                self.merges.append((self.clock[0], tuple(outs[0].shape[2:])))
-        return out
-
-
-#: Per model: {(input shape, device, dtype, module structure): LayerTrace}.
-_TRACES: "weakref.WeakKeyDictionary[nn.Module, dict[tuple, LayerTrace]]" = weakref.WeakKeyDictionary()
-
-
-def _trace_input_shapes(model: nn.Module, input_shape: Sequence[int] | None) -> list[tuple[int, ...]]:
-    """The input shapes to try, best guess first."""
-    if input_shape is not None:
-        shape = tuple(int(s) for s in input_shape)
-        if len(shape) < 2 or min(shape) < 1:
-            raise ValueError(f"input_shape must be one input's (channels, *spatial), e.g. (3, 32, 32); got {tuple(input_shape)}")
-        return [shape]
-    for m in model.modules():  # a zoo model, wrapped or not, says what it is run at
-        cfg = getattr(m, "zoo_config", None)
-        if isinstance(cfg, dict) and isinstance(cfg.get("in_channels"), int) and isinstance(cfg.get("input_size"), int):
-            return [(cfg["in_channels"], cfg["input_size"], cfg["input_size"])]
-    # else a convolution's input channels (fewest first: an image has fewer than the features)
-    convs = [m for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd)
-             and not isinstance(m, nn.modules.lazy.LazyModuleMixin)]
-    shapes = sorted({(m.in_channels,) + (DEFAULT_TRACE_SIZE,) * len(m.kernel_size) for m in convs})[:3]
-    if not shapes:
-        raise ValueError(f"cannot tell which input {type(model).__name__} takes; pass input_shape=(channels, height, width)")
-    return shapes
-
-
-def forward_trace(model: nn.Module, input_shape: Sequence[int] | None = None) -> LayerTrace:
-    """Run one dummy input through ``model`` (batch 1, eval mode, no grad, a fixed-seed uniform
-    image of ``input_shape`` = ``(channels, *spatial)``; default: a zoo model's ``zoo_config``,
-    else the fewest input channels of any convolution, then the next fewest, at
-    :data:`DEFAULT_TRACE_SIZE` px) and return its
-    :class:`LayerTrace`. Hooks are removed and every module's train/eval mode restored also when
-    the forward raises (then ``ValueError`` naming the input shape). The global RNG is not
-    touched; a model with uninitialised lazy modules is traced on a copy. Cached per model,
-    input shape and module structure."""
-    first: ValueError | None = None
-    for shape in _trace_input_shapes(model, input_shape):
-        try:
-            return _forward_trace(model, shape)
-        except ValueError as exc:
-            first = first or exc
-    assert first is not None
-    raise first
-
-
-def _forward_trace(model: nn.Module, shape: tuple[int, ...]) -> LayerTrace:
-    tensors = list(model.parameters()) + list(model.buffers())
-    device = tensors[0].device if tensors else torch.device("cpu")
-    dtype = next((t.dtype for t in tensors if t.is_floating_point()), torch.float32)
-    key = (shape, str(device), dtype, tuple((n, type(m)) for n, m in model.named_modules()))
-    cached = _TRACES.get(model, {}).get(key)
-    if cached is not None:
-        return cached
-    target = model
-    if any(isinstance(m, nn.modules.lazy.LazyModuleMixin) and m.has_uninitialized_params() for m in model.modules()):
-        target = copy.deepcopy(model)  # a forward would initialise them
-    names = {m: n for n, m in reversed(list(target.named_modules())) if n and isinstance(m, HOOKABLE_TYPES)}
-    clock = [0]
-    order: list[tuple[str, tuple[int, ...]]] = []
-    merges: list[tuple[int, tuple[int, ...]]] = []
-    done: set[str] = set()
-
-    def hook(module: nn.Module, inputs: tuple, output: object) -> None:
-        name = names[module]
-        if name in done:  # a module called twice counts where it first ran
-            return
-        done.add(name)
-        outs = _flat_tensors(output, [])
-        order.append((name, tuple(outs[0].shape[2:]) if outs else ()))
-        clock[0] = len(order)
-
-    modes = [(m, m.training) for m in target.modules()]
-    handles = []
-    try:
-        for m in names:
-            handles.append(m.register_forward_hook(hook))
-        target.eval()
-        x = torch.rand((1,) + shape, generator=torch.Generator().manual_seed(0)).to(device=device, dtype=dtype)
-        try:
-            with torch.no_grad(), _MergeWatch(x, clock, merges):
-                target(x)
-        except Exception as exc:
-            raise ValueError(
-                f"could not run a {shape} input through {type(model).__name__} to find its layers' order "
-                f"({type(exc).__name__}: {exc}); pass input_shape=(channels, height, width) of the images it takes"
-            ) from exc
-    finally:
-        for h in handles:
-            h.remove()
-        for m, training in modes:
-            m.training = training
-    trace = LayerTrace(tuple(order), tuple(merges))
-    _TRACES.setdefault(model, {})[key] = trace
-    return trace
-
 
 def _preset_layers(model: nn.Module, preset: str, input_shape: Sequence[int] | None = None) -> list[str]:
     if preset == "auto":
@@ -290,28 +140,15 @@ def _preset_layers(model: nn.Module, preset: str, input_shape: Sequence[int] | N
     modules = dict(model.named_modules())
     if sum(_kind(modules[n]) == "conv" for n in names) < need:
         return []  # too few convolutions: no need to run the model
-    trace = forward_trace(model, input_shape)
+    trace = forward_trace(model, input_shape, types=HOOKABLE_TYPES)
     position = {n: i for i, (n, _) in enumerate(trace.order)}
     convs = [i for i, (n, _) in enumerate(trace.order) if _kind(modules[n]) == "conv"]
     if len(convs) < need:
         return []
     lo = convs[1] if drop_first else 0
-    hi = _last_stage_start(trace, convs) if drop_last else len(trace.order)
+    hi = last_stage_start(trace, convs) if drop_last else len(trace.order)
     return [n for n in names if n in position and lo <= position[n] < hi]  # in definition order
 
-
-def _last_stage_start(trace: LayerTrace, convs: list[int]) -> int:
-    """Position (in ``trace.order``) where the model's last stage begins: the first module after
-    the last merge that ran before the last convolution at a coarser resolution than the last
-    convolution's output — WRN's ``block3``, a ResNet's ``layer4`` — unless no such merge comes
-    after the second convolution (a network without skip connections: small_cnn, VGG,
-    MobileNet-V1); then the last convolution itself."""
-    last = convs[-1]
-    final = math.prod(trace.order[last][1])
-    coarser = [pos for pos, size in trace.merges if pos <= last and len(size) and math.prod(size) > final]
-    start = coarser[-1] if coarser else -1
-    # the stage must leave the first two convolutions before it (else it is the whole body)
-    return start if start > convs[1] else last
 
 #: A layer selection: None (every hookable layer), a preset name, one module name, a sequence
 #: of module names, or a predicate ``(name, module) -> bool`` over the hookable layers.
@@ -327,7 +164,7 @@ def resolve_layers(model: nn.Module, layers: LayerSpec, *, input_shape: Sequence
     Unknown names raise ``ValueError`` listing the presets and every hookable layer.
     ``input_shape``: one input's ``(channels, height, width)``, for the presets that cut at the
     model's stages (``"auto"``, ``"conv+bn-last"``, ``"conv+bn-inner"``: they run one dummy input,
-    see :func:`forward_trace`); default: what a zoo model says, else 32 px.
+    :func:`medic_viz.stages.forward_trace`); default: what a zoo model says, else 32 px.
     """
     if layers is None:
         names = hookable_layers(model)

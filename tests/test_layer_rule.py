@@ -12,7 +12,8 @@ import torch
 import torch.fx
 import torch.nn as nn
 
-from medic_viz.capture import forward_trace, resolve_layers
+from medic_viz.capture import resolve_layers
+from medic_viz.stages import forward_trace
 from medic_viz.importer import NormalizedModel
 from medic_viz.models import available_models, build_model
 from medic_viz.models.zoo import Normalize
