@@ -164,7 +164,9 @@ def _compare(args: argparse.Namespace) -> int:
         teacher_seed=args.teacher_seed, data_root=args.data_root, teachers=teachers,
         trust_arch_code=trusted_code(args),
     )
-    if args.ablation in ("tau", "lambda_tau", "criteria", "arch", "layers") and methods and set(methods) != {"medic"}:
+    from medic_viz.defenses.registry import MAIN_METHOD
+
+    if args.ablation in ("tau", "lambda_tau", "criteria", "arch", "layers") and methods and set(methods) != {MAIN_METHOD}:
         print(f"note: the {args.ablation} ablation sweeps MEDIC only; --methods is ignored", file=sys.stderr)
     inputs = command_inputs(*sorted({c.teacher_dir for c in cells if c.teacher_dir}),
                             datasets=sorted({c.dataset for c in cells}), data_root=args.data_root,

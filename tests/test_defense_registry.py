@@ -212,3 +212,45 @@ def test_medic_config_errors_keep_their_messages(kwargs, message):
         setattr(cfg, k, v)
     with pytest.raises(ValueError, match=message):
         defenses.Medic(cfg)  # a config changed after it was built is checked by the defence
+
+
+# ----------------------------------------------------------------------------- one place per method
+
+
+def _method_name_comparisons(source: str) -> list[str]:
+    """``x == "nad"``, ``x in ("kd", "scratch")`` … : comparisons against a method's name."""
+    import ast
+
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Compare):
+            continue
+        for side in [node.left, *node.comparators]:
+            values = side.elts if isinstance(side, (ast.Tuple, ast.List, ast.Set)) else [side]
+            found += [f"line {node.lineno}: {v.value!r}" for v in values
+                      if isinstance(v, ast.Constant) and v.value in DEFENSES]
+    return found
+
+
+def test_the_core_asks_a_method_not_its_name():
+    # what a method needs (seed options, epoch budget, pinned defaults) lives in its class; the
+    # core outside defenses/ does not branch on method names (views: see docs/architecture.md)
+    from pathlib import Path
+
+    from test_architecture import _is_view, _module_name, _modules
+
+    bad = []
+    for path in _modules():
+        name = _module_name(path)
+        if _is_view(name) or name.startswith("medic_viz.defenses"):
+            continue
+        bad += [f"{name} {hit}" for hit in _method_name_comparisons(Path(path).read_text())]
+    assert not bad, "method names compared outside medic_viz/defenses/:\n" + "\n".join(bad)
+    assert _method_name_comparisons('if key in ("medic", "kd"):\n    pass\nif m == "nad":\n    pass\n') == [
+        "line 1: 'medic'", "line 1: 'kd'", "line 3: 'nad'"]
+
+
+def test_all_methods_is_the_registry():
+    from medic_viz.experiments import ALL_METHODS, TABLE1_METHODS
+
+    assert ALL_METHODS == tuple(DEFENSES) and set(TABLE1_METHODS) <= set(DEFENSES)
