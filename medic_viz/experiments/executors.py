@@ -6,7 +6,9 @@
 * ``"ray"``: each task is a Ray task (``num_gpus=1`` when the cluster has GPUs and the cells
   do not ask for the CPU) on the cluster of ``ray.init(address=...)``; needs
   ``pip install 'medic-viz[ray]'``. Workers must see the dataset path and have medic_viz
-  installed.
+  installed. A task whose worker process or node dies (a lost machine, a kill) runs again
+  elsewhere, up to :data:`RAY_TASK_RETRIES` times; an exception raised by the task is not
+  retried: it is the task's outcome.
 
 A task is ``(key, function, args)``; its outcome reaches ``on_result(key, value)`` or
 ``on_error(key, exception, traceback text)`` as it arrives. A failing task never stops the others.
@@ -27,7 +29,8 @@ from typing import Any, Callable, Sequence
 
 from medic_viz.resources import threads_per_worker
 
-__all__ = ["Task", "EXECUTORS", "Executor", "ExecutorStartError", "MIN_RAY_ADDRESS_SPACE", "import_ray"]
+__all__ = ["Task", "EXECUTORS", "Executor", "ExecutorStartError", "MIN_RAY_ADDRESS_SPACE", "RAY_TASK_RETRIES",
+           "import_ray"]
 
 #: The executors :class:`Executor` knows.
 EXECUTORS: tuple[str, ...] = ("local", "ray")
@@ -39,6 +42,13 @@ Task = tuple[str, Callable[..., Any], tuple]
 #: 5 GB of address space; at 4 GB workers fail to import torch, below that Ray's servers cannot
 #: create their threads. A tighter limit is refused with one line instead of a hang or a crash.
 MIN_RAY_ADDRESS_SPACE = 6 * 2**30
+
+#: How many times Ray runs a task again when its worker process or its node dies (Ray's
+#: ``max_retries``: system failures only; an exception the task raises is never retried). A
+#: task is a pure function of its arguments that returns its result to this process, so a rerun
+#: gives the same row and nothing is written twice; a task that kills its worker every time
+#: (a crash, the kernel's OOM killer) is given up after 1 + this many tries and reported.
+RAY_TASK_RETRIES = 2
 
 #: Object store of a local Ray instance started under an address-space limit (every Ray
 #: process maps the whole store; a grid's task arguments are models of a few MB).
@@ -167,7 +177,7 @@ class Executor:
             refs = {}
             for key, fn, args in tasks:
                 if fn not in remote_fns:
-                    remote_fns[fn] = ray.remote(num_gpus=num_gpus, num_cpus=1, max_retries=0)(fn)
+                    remote_fns[fn] = ray.remote(num_gpus=num_gpus, num_cpus=1, max_retries=RAY_TASK_RETRIES)(fn)
                 refs[remote_fns[fn].remote(*args)] = key
             while refs:
                 done, _ = ray.wait(list(refs), num_returns=1)
