@@ -5,6 +5,7 @@ system; a builder's own error is the user's, reported in one line."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,8 @@ def code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (tmp_path / "helper_mod.py").write_text(HELPER)
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
+    for name in ("my_nets", "helper_mod"):  # another test file's module of the same name must not be reused
+        monkeypatch.delitem(sys.modules, name, raising=False)
     return tmp_path
 
 
