@@ -2,6 +2,7 @@
 what is wrong, and import → defend end to end (tiny data, seconds)."""
 
 import json
+import sys
 import pickle
 
 import numpy as np
@@ -146,6 +147,7 @@ def test_an_architecture_of_your_own(tmp_path, npz, monkeypatch, capsys):
         "                         nn.Linear(4, num_classes))\n")
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "my_nets", raising=False)  # not another test's module of that name
     import my_nets
 
     net = my_nets.build(4).eval()
