@@ -8,9 +8,10 @@ or duplicated.
 Loopback only. ``ray start --node-ip-address 127.0.0.1`` is not enough: Ray replaces a loopback
 address by the host's routable one (``services.resolve_ip_for_localhost``) and its servers
 listen on every interface. So the cluster runs in a private network namespace
-(``unshare --user --map-root-user --net --pid --mount``) whose only interface is ``lo``: Ray
-finds no other address there, every server listens on 127.0.0.1, and nothing outside can
-reach it; it also has its own ports, so no other Ray on the machine is in the way. The
+(``unshare --user --map-root-user --net --uts --pid --mount``) whose only interface is ``lo``
+and whose host name is ``localhost``: Ray finds no other address there, every server listens
+on 127.0.0.1, and nothing outside can reach it; it also has its own ports, so no other Ray on
+the machine is in the way. The
 namespace has its own PID space, so killing its first process (a small reaper that holds it)
 makes the kernel kill every process of the cluster; the test skips where such a namespace
 cannot be made. Each node has its own short ``--temp-dir`` under /tmp (Ray's Unix socket paths
@@ -63,15 +64,17 @@ def _namespace_tools() -> str | None:
             return f"needs {tool} (util-linux / iproute2)"
     if not RAY_CLI.exists():
         return f"no ray CLI next to {sys.executable}"
-    probe = subprocess.run(["unshare", "--user", "--map-root-user", "--net", "--pid", "--fork", "--mount",
-                            "--mount-proc", "sh", "-c", "ip link set lo up"], capture_output=True, text=True, timeout=30)
+    probe = subprocess.run(["unshare", "--user", "--map-root-user", "--net", "--uts", "--pid", "--fork", "--mount",
+                            "--mount-proc", "sh", "-c", "hostname localhost && ip link set lo up"],
+                           capture_output=True, text=True, timeout=30)
     if probe.returncode != 0:
         return f"cannot make a private network namespace: {probe.stderr.strip()[:200]}"
     return None
 
 
-#: PID 1 of the namespace: brings ``lo`` up, then reaps orphans (a killed raylet's workers…) until killed.
-_INIT = ("import os, subprocess, time\n"
+#: PID 1 of the namespace: names the host ``localhost``, brings ``lo`` up, then reaps orphans (a killed raylet's workers…) until killed.
+_INIT = ("import os, socket, subprocess, time\n"
+         "socket.sethostname('localhost')\n"  # where Ray finds no route out, it resolves the host name
          "subprocess.run(['ip', 'link', 'set', 'lo', 'up'], check=True)\n"
          "print(os.getpid(), flush=True)\n"
          "while True:\n"
@@ -86,7 +89,7 @@ class _Namespace:
 
     def __init__(self, env: dict[str, str]) -> None:
         self.holder = subprocess.Popen(
-            ["unshare", "--user", "--map-root-user", "--net", "--pid", "--fork", "--mount", "--mount-proc",
+            ["unshare", "--user", "--map-root-user", "--net", "--uts", "--pid", "--fork", "--mount", "--mount-proc",
              "--kill-child", sys.executable, "-c", _INIT],
             env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         self.init: psutil.Process | None = None
@@ -99,7 +102,7 @@ class _Namespace:
 
     def cmd(self, *argv: str) -> list[str]:
         assert self.init is not None
-        return ["nsenter", f"--target={self.init.pid}", "--user", "--net", "--pid", "--mount", "--", *argv]
+        return ["nsenter", f"--target={self.init.pid}", "--user", "--net", "--uts", "--pid", "--mount", "--", *argv]
 
     def kill(self) -> None:
         """Kill PID 1 of the namespace: the kernel kills every process in it."""
