@@ -218,3 +218,16 @@ def test_workshop_checks_accept_the_reference_answers():
     assert ex.check_channel(best["layer"], str(best["channel"])).ok is True
     assert ex.check_channel("conv1", "x").ok is False
     assert ex.check_removal([]).ok is None and ex.check_plain_cloning(True, []).ok is None
+
+
+def test_the_served_workshop_page_checks_answers_without_code(served):
+    module, config = served
+    page = module.ServedPage("workshop", config, "badnet")  # built at once (no browser to wait for)
+    app = page.app
+    assert app is not None and app.launcher.queue is not None
+    assert list(app.launcher_view.device.options) == ["cpu"]
+    assert "⏳" in app.check(2)
+    app.answers[2].value = "bottom-right"
+    assert "✅" in app.check(2)
+    app.answers[1].value = "not a number"
+    assert "❌" in app.check(1) and "Traceback" not in app.verdicts[1].value
