@@ -89,7 +89,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         stopping["signal"] = signum
         raise KeyboardInterrupt
 
-    old = signal.signal(signal.SIGTERM, on_signal)
+    old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}  # Ctrl-C, kill
     try:
         server.start()
         c = server.config
@@ -109,4 +109,5 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 0
     finally:
         server.stop()
-        signal.signal(signal.SIGTERM, old)
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
