@@ -11,6 +11,8 @@ import math
 import numbers
 from typing import Iterable
 
+from medic_viz.limits import quoted
+
 __all__ = ["check_whole", "check_number", "check_numbers", "MAX_SEED"]
 
 #: Seeds go to torch.manual_seed and numpy; both take at most 64 bits.
@@ -26,7 +28,7 @@ def check_whole(name: str, value: object, minimum: int = 0, maximum: int | None 
     """``value`` as an int; ``ValueError`` unless it is an integer (not a bool, not 1.5, not
     ``"2"``) in ``[minimum, maximum]``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{name} must be a whole number >= {minimum}, got {value!r} ({type(value).__name__})")
+        raise ValueError(f"{name} must be a whole number >= {minimum}, got {quoted(value)} ({type(value).__name__})")
     if value < minimum or (maximum is not None and value > maximum):
         bound = f"in {minimum}..{maximum}" if maximum is not None else f">= {minimum}"
         raise ValueError(f"{name} must be a whole number {bound}, got {value}")
@@ -59,7 +61,7 @@ def check_number(
     span = _range(low, high, low_open, high_open)
     tail = f"; {advice}" if advice else ""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be a number{span}, got {value!r} ({_a(value)}){tail}")
+        raise ValueError(f"{name} must be a number{span}, got {quoted(value)} ({_a(value)}){tail}")
     v = float(value)
     ok = math.isfinite(v)
     if ok and low is not None:
@@ -67,7 +69,7 @@ def check_number(
     if ok and high is not None:
         ok = v < high if high_open else v <= high
     if not ok:
-        raise ValueError(f"{name} must be a finite number{span}, got {value!r}{tail}")
+        raise ValueError(f"{name} must be a finite number{span}, got {quoted(value)}{tail}")
     return v
 
 
@@ -78,7 +80,7 @@ def check_numbers(name: str, values: object, low: float | None = None, high: flo
     ``nonempty``, is empty. Returns the items as a tuple of floats."""
     span = _range(low, high, low_open, high_open)
     if not isinstance(values, (list, tuple)):
-        raise ValueError(f"{name} must be a sequence of numbers{span}, got {values!r} ({_a(values)})")
+        raise ValueError(f"{name} must be a sequence of numbers{span}, got {quoted(values)} ({_a(values)})")
     if nonempty and not values:
         raise ValueError(f"{name} must hold at least one number{span}")
     items: Iterable[object] = values

@@ -174,3 +174,12 @@ def test_a_matching_student_is_still_accepted():
     result = Medic(epochs=1, batch_size=16, progress=False, device="cpu").run(
         teacher, _data(), student=fresh_copy(teacher, seed=1))
     assert result.model(torch.zeros(1, 3, 8, 8)).shape == (1, 3)
+
+
+def test_a_huge_bad_value_is_quoted_short():
+    from medic_viz.checks import check_number, check_whole
+
+    for check in (check_whole, check_number):
+        with pytest.raises(ValueError) as info:
+            check("epochs", "9" * 1_000_000)
+        assert len(str(info.value)) < 300
