@@ -214,11 +214,12 @@ class RunQueue:
         return live
 
     def wait(self, stop: threading.Event | None = None, on_position: Callable[[int], None] | None = None,
-             poll: float = 0.2, timeout: float | None = None) -> Slot | None:
+             poll: float = 0.2, timeout: float | None = None, heartbeat: float = 60.0) -> Slot | None:
         """Wait in line for a slot; returns it (the caller must :meth:`Slot.release` it), or None
         when ``stop`` was set (or ``timeout`` seconds passed) first — the ticket is then withdrawn.
         ``on_position(n)`` is called with the position (1 = next) whenever it changes, and
-        ``on_position(0)`` once the slot is taken."""
+        ``on_position(0)`` once the slot is taken; and again every ``heartbeat`` seconds while it
+        does not change (a page redraws, so its kernel is not culled as idle while it waits)."""
         slot = self.try_slot() if self.waiting() == 0 else None
         if slot is not None:
             if on_position is not None:
@@ -226,7 +227,7 @@ class RunQueue:
             return slot
         ticket = self.enqueue()
         deadline = None if timeout is None else time.monotonic() + timeout
-        shown = None
+        shown, told = None, time.monotonic()
         try:
             while True:
                 slot = ticket.try_take()
@@ -235,8 +236,9 @@ class RunQueue:
                         on_position(0)
                     return slot
                 position = ticket.position()
-                if position != shown and on_position is not None:
+                if on_position is not None and (position != shown or time.monotonic() - told >= heartbeat):
                     on_position(position)
+                    told = time.monotonic()
                 shown = position
                 if deadline is not None and time.monotonic() >= deadline:
                     return None

@@ -144,3 +144,12 @@ def test_bad_queue_directories_say_so(tmp_path):
         RunQueue(tmp_path)
     with pytest.raises(ValueError, match="slots must be"):
         RunQueue.create(tmp_path, slots=0)
+
+
+def test_a_long_wait_is_announced_again_every_heartbeat(tmp_path):
+    q = RunQueue.create(tmp_path, slots=1)
+    held = q.try_slot()
+    positions: list[int] = []
+    assert q.wait(on_position=positions.append, poll=0.05, timeout=0.6, heartbeat=0.2) is None
+    held.release()
+    assert positions[0] == 1 and len(positions) >= 3 and set(positions) == {1}

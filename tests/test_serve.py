@@ -63,6 +63,10 @@ def test_server_binds_localhost_by_default_and_a_room_gets_a_token(tmp_path):
     local = WorkshopServer({"badnet": {"demo": "badnet"}}, port=18001, run_dir=tmp_path / "a")
     assert "--Voila.ip=127.0.0.1" in local.command() and local.token == ""
     assert "--VoilaConfiguration.show_tracebacks=False" in local.command()
+    assert "--MappingKernelManager.cull_idle_timeout=1800" in local.command()  # idle kernels are shut down
+    assert not any("cull" in c for c in WorkshopServer({"badnet": {"demo": "badnet"}}, port=18003, idle_timeout=0,
+                                                       run_dir=tmp_path / "c").command())
+    assert (tmp_path / "a" / "config" / "voila.py").read_text().count("xsrf_token") == 1
     room = WorkshopServer({"badnet": {"demo": "badnet"}}, ip="0.0.0.0", port=18002, run_dir=tmp_path / "b")
     assert len(room.token) >= 16 and f"token={room.token}" in room.url("workshop")
     env = room.environment()
@@ -161,7 +165,11 @@ def served(tmp_path, monkeypatch):
                                 threads=1, runs=1, epochs=1, fast=True)
     monkeypatch.setenv("MEDIC_VIZ_SERVE_DIR", config.run_dir)
     monkeypatch.setattr(served_module, "_SEAT", None)
+    import torch
+
+    threads = torch.get_num_threads()
     yield served_module, config
+    torch.set_num_threads(threads)  # a served page sets the kernel's (here: this process's) threads
     if served_module._SEAT is not None:
         served_module._SEAT.release()
     monkeypatch.setattr(served_module, "_SEAT", None)

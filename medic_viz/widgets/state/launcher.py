@@ -463,7 +463,7 @@ class LauncherState(Parameterized):
     def _wait_in_queue(self, record: RunRecord):
         """A place in :attr:`queue` for ``record`` (None when it was stopped while waiting)."""
         record.queue_position = 1  # shown as waiting until the queue says otherwise
-        waited = time.perf_counter()
+        waited = record.queued_since = time.perf_counter()
         slot = self.queue.wait(record._stop_event, on_position=lambda n: self._queued(record, n))
         record.queued_seconds = time.perf_counter() - waited
         record.queue_position = None

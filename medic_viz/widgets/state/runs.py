@@ -69,6 +69,7 @@ class RunRecord:
     readings: list[tuple[float, ProbeReading]] = field(default_factory=list)
     queue_position: int | None = None
     queued_seconds: float | None = None
+    queued_since: float | None = None
     _stop_event: threading.Event = field(default_factory=threading.Event, repr=False)
     _done: threading.Event = field(default_factory=threading.Event, repr=False)
     _new_event: threading.Condition = field(default_factory=threading.Condition, repr=False)
@@ -258,7 +259,9 @@ class RunRecord:
     def summary(self) -> str:
         """One line: label, status, latest metrics, time, the note and the error if any."""
         if self.waiting:
-            return f"{self.label}: waiting: position {self.queue_position} in the queue (Stop leaves it)"
+            waited = 0.0 if self.queued_since is None else time.perf_counter() - self.queued_since
+            since = f", {waited / 60:.0f} min so far" if waited >= 60 else ""  # changes: the page stays active
+            return f"{self.label}: waiting: position {self.queue_position} in the queue{since} (Stop leaves it)"
         parts = [f"{self.label}: {self.status}"]
         last = self.latest_metrics
         if last is not None:
