@@ -26,14 +26,14 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-from medic_viz.capture import LayerRecorder, hookable_layers
+from medic_viz.capture import hookable_layers
 from medic_viz.data import clean_subset, load_dataset
 from medic_viz.data.arrays import iterate_batches
 from medic_viz.defenses.base import fresh_copy
-from medic_viz.defenses.medic import MedicObjective, compute_layer_stats, weighted_squared_error
-from medic_viz.importance import ImportanceOptions, effective_neurons, layer_importance
+from medic_viz.defenses.medic import MedicObjective, compute_layer_stats
+from medic_viz.fused import FusedCloneLoss
+from medic_viz.importance import ImportanceOptions, effective_neurons, layer_importance, weighted_squared_error
 from medic_viz.io import load_model
 from medic_viz.metrics import Evaluator
 from medic_viz.pipeline import trigger_of
@@ -87,49 +87,50 @@ def layer_set(model: torch.nn.Module, preset) -> list[str]:
 
 
 class VariantObjective(MedicObjective):
-    """MEDIC loss with per-layer τ, a weight floor and a λ scale (set from a callback)."""
+    """MEDIC's loss as the library defines it (``fused="reference"``:
+    :func:`medic_viz.importance.layer_clone_loss`, τ per layer by ``set_layer_taus``), with one
+    research variant: a weight floor (weights below ``floor`` × uniform are zeroed)."""
 
-    def __init__(self, *args, taus: dict[str, float] | None = None, floor: float = 0.0, **kw) -> None:
-        super().__init__(*args, **kw)
-        self.taus = taus or {}
+    def __init__(self, *args, floor: float = 0.0, **kw) -> None:
+        super().__init__(*args, fused="reference", **kw)
         self.floor = floor
-        self.lam_scale = 1.0
         self.kept: dict[str, list[float]] = {n: [] for n in self.layers}
+        if floor > 0:
+            taus = self.clone_loss.taus
+            self.clone_loss = _FlooredCloneLoss(self)
+            self.set_layer_taus(taus)
+
+    def floored(self, name: str, w: torch.Tensor) -> torch.Tensor:
+        """``w`` with the weights below ``floor`` × uniform (share of the layer's sum) zeroed."""
+        if self.floor <= 0:
+            return w
+        m = w[0].numel()
+        norm = w.reshape(w.shape[0], -1)
+        norm = norm / norm.sum(1, keepdim=True)
+        keep = (norm * m >= self.floor).reshape(w.shape)
+        self.kept[name].append(float(keep.float().mean()))
+        return w * keep
 
     def teacher_pass(self, x, y, *, divide_by_variance=False):
-        opts = self.options
-        acts, grads = self.teacher_activations(x, y)  # the engine's teacher pass
-        weights = []
-        for n, a, g in zip(self.layers, acts, grads):
-            o = opts if n not in self.taus else ImportanceOptions(self.taus[n], opts.criteria, opts.zscore, opts.impact, opts.loss_reduction)
-            w = layer_importance(a, g, self.stats[n], o, divide_by_variance=False, grad_is_scratch=True)
-            if self.floor > 0:
-                m = w[0].numel()
-                norm = w.reshape(w.shape[0], -1)
-                norm = norm / norm.sum(1, keepdim=True)
-                keep = (norm * m >= self.floor).reshape(w.shape)
-                self.kept[n].append(float(keep.float().mean()))
-                w = w * keep
-            if divide_by_variance:
-                std = self.stats[n].std.float()
-                w = w / (std ** 2).reshape((1, -1) + (1,) * (w.ndim - 2))
-            weights.append(w)
+        acts, weights = super().teacher_pass(x, y)  # the library's weights, τ per layer
+        weights = [self.floored(n, w) for n, w in zip(self.layers, weights)]
+        if divide_by_variance:
+            weights = [w / (self.stats[n].std.float() ** 2).reshape((1, -1) + (1,) * (w.ndim - 2)) for n, w in zip(self.layers, weights)]
         return acts, weights
 
-    def loss(self, x, y):
-        t_acts, weights = self.teacher_pass(x, y, divide_by_variance=True)
-        with LayerRecorder(self.model, self.layers) as rec:
-            logits = self.model(x)
-            s_acts = rec.tensors()
-        ce = F.cross_entropy(logits.float(), y)
-        per_layer = {}
-        clone = torch.zeros((), device=x.device)
-        for n, ta, sa, w in zip(self.layers, t_acts, s_acts, weights):
-            term = weighted_squared_error(sa, ta, w)
-            per_layer[n] = term
-            clone = clone + term
-        total = ce + self.lam * self.lam_scale * clone
-        return total, {"total": total, "ce": ce, "clone": clone}, per_layer
+
+class _FlooredCloneLoss(FusedCloneLoss):
+    """The per-layer term of :func:`medic_viz.importance.layer_clone_loss` with floored weights."""
+
+    def __init__(self, objective: VariantObjective) -> None:
+        super().__init__(objective.stats, objective.options, "reference")
+        self.objective = objective
+
+    def term(self, name, student, teacher, grad):
+        opts = self.objective.layer_options[name]
+        w = self.objective.floored(name, layer_importance(teacher, grad if opts.needs_gradients else None, self.stats[name], opts))
+        w = w / (self.stats[name].std.float() ** 2).reshape((1, -1) + (1,) * (w.ndim - 2))
+        return weighted_squared_error(student, teacher, w)
 
 
 def calibrate_taus(objective: VariantObjective, clean, share: float, *, batches: int = 4, batch_size: int = 64) -> dict[str, float]:
@@ -147,7 +148,7 @@ def calibrate_taus(objective: VariantObjective, clean, share: float, *, batches:
         lo, hi = math.log(0.05), math.log(500.0)
         for _ in range(20):
             mid = (lo + hi) / 2
-            objective.taus = {k: (math.exp(mid) if k == n else 1.0) for k in objective.layers}
+            objective.set_layer_taus({k: (math.exp(mid) if k == n else 1.0) for k in objective.layers})
             _, w = objective.teacher_pass(x, y)
             idx = objective.layers.index(n)
             frac = float(effective_neurons(w[idx]).mean()) / w[idx][0].numel()
@@ -156,7 +157,7 @@ def calibrate_taus(objective: VariantObjective, clean, share: float, *, batches:
             else:
                 hi = mid
         taus[n] = math.exp((lo + hi) / 2)
-    objective.taus = taus
+    objective.set_layer_taus(taus)
     return taus
 
 
@@ -173,7 +174,8 @@ def run_variant(name: str, settings: dict, args, splits, teacher, card, trigger,
     stats = compute_layer_stats(teacher_frozen, clean, layers, device="cpu")
     tau = float(settings.get("tau", args.tau))
     opts = ImportanceOptions(tau=tau)
-    obj = VariantObjective(teacher_frozen, student, stats, opts, float(settings.get("lam", args.lam)), floor=float(settings.get("floor", 0.0)))
+    lam = float(settings.get("lam", args.lam))
+    obj = VariantObjective(teacher_frozen, student, stats, opts, lam, floor=float(settings.get("floor", 0.0)))
     taus = None
     if "share" in settings:
         taus = calibrate_taus(obj, clean, float(settings["share"]))
@@ -199,7 +201,7 @@ def run_variant(name: str, settings: dict, args, splits, teacher, card, trigger,
                 print(f"  [{name}] epoch {ev.epoch}: acc {ev.clean_acc:.3f} asr {ev.asr:.3f} ce {ev.losses.get('ce', 0):.3f} clone {ev.losses.get('clone', 0):.3f} ({ev.seconds:.0f}s)", flush=True)
             if settings.get("lam_decay") and ev.kind == "epoch":
                 half = args.epochs / 2
-                obj.lam_scale = 1.0 if ev.epoch < half else max(0.0, (args.epochs - ev.epoch) / half)
+                obj.lam = lam * (1.0 if ev.epoch < half else max(0.0, (args.epochs - ev.epoch) / half))
 
     t0 = time.perf_counter()
     res = train(obj, clean, cfg, evaluator=evaluator, callbacks=[on_event], label=name)

@@ -1,5 +1,5 @@
 """Time of one MEDIC training step divided by one plain supervised step of the same student on
-the same batch (target ≤ 1.8), for the reference (unfused) loss and the fused one — eager and
+the same batch (target ≤ 1.8), for the unfused definition (``fused="reference"``) and the fused one — eager and
 compiled — measured in one run, with a breakdown of where a MEDIC step's time goes.
 
     python -m benchmarks.bench_step_ratio [--models small_cnn wrn16_1] [--threads 1 2]
@@ -24,12 +24,11 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from medic_viz.capture import LayerRecorder, resolve_layers
 from medic_viz.data import load_dataset
 from medic_viz.defenses.base import fresh_copy
-from medic_viz.defenses.medic import MedicObjective, compute_layer_stats, weighted_squared_error
+from medic_viz.defenses.medic import MedicObjective, compute_layer_stats
 from medic_viz.fused import compile_available
 from medic_viz.importance import ImportanceOptions
 from medic_viz.device import resolve_device
@@ -37,22 +36,6 @@ from medic_viz.models import build_model
 from medic_viz.training import SupervisedObjective
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-class ReferenceObjective(MedicObjective):
-    """The unfused loss as it was before the fused engine (for comparison): importance weights
-    from ``teacher_pass`` (layer_importance), then ``weighted_squared_error`` per layer."""
-
-    def loss(self, x, y):
-        t_acts, weights = self.teacher_pass(x, y, divide_by_variance=True)
-        with LayerRecorder(self.model, self.layers) as rec:
-            logits = self.model(x)
-            s_acts = rec.tensors()
-        ce = F.cross_entropy(logits.float(), y)
-        per_layer = {n: weighted_squared_error(s, t, w) for n, t, s, w in zip(self.layers, t_acts, s_acts, weights)}
-        clone = sum(per_layer.values())
-        total = ce + self.lam * clone
-        return total, {"total": total, "ce": ce, "clone": clone}, per_layer
 
 
 def _sync(dev: torch.device) -> None:
@@ -115,9 +98,7 @@ def measure(model_name: str, device: str, threads: int, repeats: int, rounds: in
     for eng in engines:
         base, cl = eng.removesuffix("+cl"), eng.endswith("+cl")
         t = teacher_cl if cl else teacher
-        if base == "reference":
-            objectives[eng] = ReferenceObjective(t, student(cl), stats, opts, lam=10.0)
-        elif base == "compile" and not compile_available(dev):
+        if base == "compile" and not compile_available(dev):
             print(f"  (no compiler for {dev}: skipping {eng})")
             continue
         else:

@@ -46,15 +46,13 @@ def _setup(model_name: str, batch: int = 64, layers: str = "auto"):
 
 def _objective(teacher, stats, fused: str | None):
     student = fresh_copy(teacher, seed=1)
-    if fused == "reference":  # the unfused loss, as before the fused engine
-        return _reference_type()(teacher, student, stats, ImportanceOptions(tau=5.0), lam=10.0)
-    kwargs = {} if fused is None else {"fused": fused}
+    kwargs = {} if fused is None else {"fused": fused}  # "reference": the unfused definition
     return MedicObjective(teacher, student, stats, ImportanceOptions(tau=5.0), lam=10.0, **kwargs)
 
 
 def _instrument(objective) -> None:
     """Mark the engine's phases for the profiler (wrapping what exists in this engine)."""
-    import medic_viz.defenses.medic as engine
+    import medic_viz.importance as definition
 
     def wrap(owner, attr, label):
         fn = getattr(owner, attr, None)
@@ -69,20 +67,13 @@ def _instrument(objective) -> None:
         setattr(owner, attr, wrapped)
 
     wrap(objective, "teacher_pass", "## teacher pass (fwd+bwd+importance)")
-    for attr in ("layer_importance", "weighted_squared_error"):
-        wrap(engine, attr, f"## {attr}")
+    for attr in ("layer_importance", "weighted_squared_error"):  # what fused="reference" runs per layer
+        wrap(definition, attr, f"## {attr}")
     if hasattr(objective, "teacher_activations"):
         wrap(objective, "teacher_activations", "## teacher activations + gradients")
     clone_loss = getattr(objective, "clone_loss", None)
-    if clone_loss is not None and not isinstance(objective, _reference_type()):
-        wrap(clone_loss, "term", "## fused per-layer terms (forward)")
-
-
-def _reference_type():
-    # the unfused loss lives in bench_step_ratio until the library offers it (fused="reference")
-    from benchmarks.bench_step_ratio import ReferenceObjective
-
-    return ReferenceObjective
+    if clone_loss is not None:
+        wrap(clone_loss, "term", "## per-layer terms (forward)")
 
 
 def _step_fn(objective):
@@ -137,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--fused", nargs="+", default=["reference", "compile"],
-                   help="losses to profile: reference (unfused) and/or MedicConfig.fused values (auto, eager, compile)")
+                   help="MedicConfig.fused values to profile: reference (the unfused definition), auto, eager, compile")
     p.add_argument("--layers", default="auto", help="hooked layers (default: MEDIC's default 'auto'; 'all' = as before)")
     p.add_argument("--out", default=str(RESULTS / "profile_medic_step.txt"))
     args = p.parse_args(argv)

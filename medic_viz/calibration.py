@@ -14,9 +14,18 @@ The share of a layer's neurons that the weights ``w`` match, for one sample, is
 uniform weights (τ = 0), ``1/m`` for a one-hot. Normalised, MEDIC's weights are a softmax of
 τ times a fixed per-neuron score (:func:`importance_scores`), so the share decreases
 monotonically with τ and has a closed-form derivative: τ_l is found by Newton's method on
-``log τ`` inside a bisection bracket, a few passes over the scores. The weights depend on the teacher and the input only (never on
-the student), so a calibration from a few clean batches holds for the whole run. No trigger,
-no test data.
+``log τ`` inside a bisection bracket, a few passes over the scores. The weights depend on the
+teacher and the input only (never on the student), so a calibration from a few clean batches
+holds for the whole run. No trigger, no test data.
+
+This closed form is a shortcut, not a second definition: the scores are the one definition's
+(:func:`medic_viz.importance.activation_score`, :func:`medic_viz.importance.impact_score`), and
+for eq.(4) their mean — which is exact only because eq.(4) is the geometric mean ``sqrt(A·G)`` of
+two τ-softmaxes of those scores, ``sqrt(softmax(τa)·softmax(τg)) ∝ exp(τ·(a + g)/2)``. It holds
+for every ``zscore``/``impact``/``loss_reduction`` option and any τ > 0 (τ = 0 is uniform by
+definition). tests/test_calibration.py checks ``softmax(τ·importance_scores)`` against
+:func:`medic_viz.importance.layer_importance` normalised, for every option; a different
+combination rule in :mod:`medic_viz.importance` fails that test until this function is changed.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ from typing import Mapping, Sequence
 
 import torch
 
+from medic_viz import importance
 from medic_viz.importance import ImportanceOptions, LayerStats
 
 __all__ = ["importance_scores", "matched_share", "calibrate_tau", "calibrate_taus", "validate_share", "TAU_RANGE"]
@@ -50,22 +60,20 @@ def validate_share(share: float) -> float:
 
 
 def importance_scores(act: torch.Tensor, grad: torch.Tensor | None, stats: LayerStats, options: ImportanceOptions) -> torch.Tensor:
-    """Per-neuron scores ``s``, ``(B, m)`` float32, such that MEDIC's weights for one sample,
-    normalised to sum to 1, are ``softmax(τ·s)`` — for every τ. Activation criterion:
-    ``s = |f − μ|/σ`` (or signed); impact: ``s = σ·∂ℓ/∂f`` (or its magnitude); both (eq.4):
-    ``s`` = the mean of the two, because ``sqrt(softmax(τa)·softmax(τg)) ∝ exp(τ·(a + g)/2)``."""
+    """Per-neuron scores ``s``, ``(B, m)`` float32, such that MEDIC's weights for one sample
+    (:func:`medic_viz.importance.layer_importance`, τ > 0), normalised to sum to 1, are
+    ``softmax(τ·s)`` — for every τ. Activation criterion: ``s`` =
+    :func:`medic_viz.importance.activation_score` (``|f − μ|/σ`` or signed); impact: ``s`` =
+    :func:`medic_viz.importance.impact_score` (``σ·∂ℓ/∂f`` or its magnitude); both (eq.4): the
+    mean of the two — valid because eq.(4) is ``sqrt(A·G)`` (see the module doc)."""
     b = act.shape[0]
-    shape = (1, -1) + (1,) * (act.ndim - 2)
     scores = None
     if options.criteria in ("both", "activation"):
-        z = (act.float() - stats.mean.float().reshape(shape)) / stats.std.float().reshape(shape)
-        scores = z.abs() if options.zscore == "abs" else z
+        scores = importance.activation_score(act.float(), stats, options.zscore)
     if options.criteria in ("both", "impact"):
         if grad is None:
             raise ValueError(f"criteria={options.criteria!r} needs the teacher's gradient")
-        g = grad.float() * stats.std.float().reshape(shape)
-        if options.impact == "abs":
-            g = g.abs()
+        g = importance.impact_score(grad.float(), stats, options.impact)
         scores = g if scores is None else (scores + g) / 2
     return scores.reshape(b, -1)
 

@@ -7,10 +7,14 @@ student's activations ``s`` (all ``(B, C, ...)``) and per-channel statistics ``�
     L = (1/B) Σ_b Σ_i w_bi · (t_bi − s_bi)² / σ_i²,     w = sqrt(A · G)   (eq. 4)
 
 with ``A = softmax_i(τ·|t − μ|/σ)`` (eq. 2) and ``G = softmax_i(τ·σ·g)`` (eq. 3), softmaxes per
-sample over all neurons of the layer. It equals
-``weighted_squared_error(s, t, layer_importance(t, g, stats, options, divide_by_variance=True))``
-of :mod:`medic_viz.defenses.medic` / :mod:`medic_viz.importance` to float rounding, with the
-gradient ``∂L/∂s = −2/B · w·(t − s)/σ²`` kept from the forward pass.
+sample over all neurons of the layer. Its definition is
+:func:`medic_viz.importance.layer_clone_loss` (``fused="reference"`` runs it); the two faster forms
+here compute the same value and student gradient ``∂L/∂s = −2/B · w·(t − s)/σ²`` to float rounding
+— tests/test_fused.py holds them equal to the definition for every importance option (criteria,
+signed/absolute z-score and impact, sum/mean reduction, τ = 0, τ per layer and from a share
+calibration, channels-last, bf16 autocast). A change of the formula in
+:mod:`medic_viz.importance` must be made in :func:`_eager_forward` and
+:func:`_compiled_forward_source` too; that test fails until it is.
 
 Why fused: on a CPU a MEDIC step's overhead over a plain step is the teacher's pass plus this
 elementwise work over every hooked activation, and the latter is dominated by the ``exp`` per
@@ -28,11 +32,14 @@ neuron and the passes over memory. Two implementations, the same numbers:
 - ``"eager"``: plain PyTorch ops on the same rows (``torch.softmax`` kernels, in-place
   products), no compiler.
 
+and ``"reference"``: the definition itself (:func:`medic_viz.importance.layer_clone_loss`,
+unfused, several more passes over memory), for checks and benchmarks.
+
 ``"auto"`` compiles when a compiler for the device is present and the run is long enough for
 compilation (tens of seconds in a fresh process, a few with Inductor's on-disk cache warm) to
 pay off (:data:`AUTO_COMPILE_MIN_WORK`), else eager; any failure while compiling falls back to
 eager with a warning. The environment variable ``MEDIC_VIZ_FUSED``
-(``auto``/``compile``/``eager``) overrides ``"auto"`` for a whole process.
+(``auto``/``compile``/``eager``/``reference``) overrides ``"auto"`` for a whole process.
 """
 
 from __future__ import annotations
@@ -43,11 +50,12 @@ import shutil
 import sys
 import types
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Literal
 
 import torch
 
+from medic_viz import importance
 from medic_viz.importance import ImportanceOptions
 from medic_viz.stats import LayerStats
 
@@ -62,8 +70,9 @@ __all__ = [
     "AUTO_COMPILE_MIN_WORK",
 ]
 
-FusedMode = Literal["auto", "compile", "eager"]
-FUSED_MODES: tuple[str, ...] = ("auto", "compile", "eager")
+FusedMode = Literal["auto", "compile", "eager", "reference"]
+#: ``"reference"`` is the unfused definition (:func:`medic_viz.importance.layer_clone_loss`).
+FUSED_MODES: tuple[str, ...] = ("auto", "compile", "eager", "reference")
 
 #: ``"auto"`` compiles only when a run touches at least this many neurons in all (steps × batch ×
 #: hooked neurons per image), per device type. CPU: the compiled kernels save ≈ 3 ns per neuron
@@ -77,7 +86,7 @@ AUTO_COMPILE_MIN_WORK: dict[str, float] = {"cpu": 1e10, "cuda": 1e12}
 def validate_fused_mode(mode: str) -> str:
     """``mode`` must be one of :data:`FUSED_MODES`."""
     if mode not in FUSED_MODES:
-        raise ValueError(f"fused must be 'auto', 'compile' or 'eager', got {mode!r}")
+        raise ValueError(f"fused must be 'auto', 'compile', 'eager' or 'reference', got {mode!r}")
     return mode
 
 
@@ -103,7 +112,7 @@ def compile_available(device: torch.device | str) -> bool:
 
 
 def resolve_fused_mode(mode: str, device: torch.device | str, work: float | None = None) -> str:
-    """The implementation ``mode`` stands for: ``"compile"`` or ``"eager"``.
+    """The implementation ``mode`` stands for: ``"compile"``, ``"eager"`` or ``"reference"``.
 
     ``"auto"`` (or the ``MEDIC_VIZ_FUSED`` environment variable, when set) becomes
     ``"compile"`` when :func:`compile_available` and ``work`` — neurons touched over the whole
@@ -115,7 +124,7 @@ def resolve_fused_mode(mode: str, device: torch.device | str, work: float | None
         env = os.environ.get("MEDIC_VIZ_FUSED", "").strip().lower()
         if env:
             if env not in FUSED_MODES:
-                raise ValueError(f"MEDIC_VIZ_FUSED must be 'auto', 'compile' or 'eager', got {env!r}")
+                raise ValueError(f"MEDIC_VIZ_FUSED must be 'auto', 'compile', 'eager' or 'reference', got {env!r}")
             mode = env
     if mode != "auto":
         return mode
@@ -276,13 +285,13 @@ class FusedCloneLoss:
     """The fused per-layer cloning term for one teacher's statistics and importance options.
 
     ``term(name, student, teacher, grad)`` returns ``mean_b Σ_neurons w·((t − s)/σ)²`` for layer
-    ``name``, differentiable in ``student`` only — the same value and gradient as the reference
-    path (:func:`medic_viz.importance.layer_importance` with ``divide_by_variance=True`` then
-    :func:`medic_viz.defenses.medic.weighted_squared_error`), to float rounding.
+    ``name``, differentiable in ``student`` only — the value and gradient of the definition,
+    :func:`medic_viz.importance.layer_clone_loss` with this layer's options (τ per layer
+    included), to float rounding.
 
-    ``mode``: ``"auto"``, ``"compile"`` or ``"eager"`` (see the module doc); ``work``: neurons the
-    run will touch, for ``"auto"``. ``grad`` is overwritten (pass a tensor you no longer need, as
-    the gradients of the teacher's pass are).
+    ``mode``: ``"auto"``, ``"compile"``, ``"eager"`` or ``"reference"`` (see the module doc);
+    ``work``: neurons the run will touch, for ``"auto"``. ``grad`` may be overwritten (pass a
+    tensor you no longer need, as the gradients of the teacher's pass are).
     """
 
     def __init__(self, stats: dict[str, LayerStats], options: ImportanceOptions, mode: str = "auto", *, work: float | None = None) -> None:
@@ -294,6 +303,7 @@ class FusedCloneLoss:
         self.mode: str | None = None  # resolved on the first call (needs the device)
         self.fallback_reason: str | None = None
         self._consts: dict[tuple, LayerConstants] = {}
+        self._layer_opts: dict[str, ImportanceOptions] = {}
         self.taus: dict[str, float] = {}
 
     def set_layer_taus(self, taus: dict[str, float] | None) -> None:
@@ -301,6 +311,7 @@ class FusedCloneLoss:
         constants, so no kernel is recompiled."""
         self.taus = {n: float(t) for n, t in (taus or {}).items()}
         self._consts.clear()
+        self._layer_opts.clear()
 
     def _constants(self, name: str, ndim: int, device: torch.device) -> LayerConstants:
         key = (name, ndim, device)
@@ -310,8 +321,17 @@ class FusedCloneLoss:
             self._consts[key] = kc
         return kc
 
+    def layer_options(self, name: str) -> ImportanceOptions:
+        """The importance options of layer ``name``: ``options`` with the layer's τ, if one is set."""
+        opts = self._layer_opts.get(name)
+        if opts is None:
+            tau = self.taus.get(name)
+            opts = self._layer_opts[name] = self.options if tau is None else replace(self.options, tau=tau)
+        return opts
+
     def resolve(self, device: torch.device | str) -> str:
-        """Fix and return the implementation used from now on (``"compile"`` or ``"eager"``)."""
+        """Fix and return the implementation used from now on (``"compile"``, ``"eager"`` or
+        ``"reference"``)."""
         if self.mode is None:
             self.mode = resolve_fused_mode(self.requested, device, self.work)
         return self.mode
@@ -319,11 +339,15 @@ class FusedCloneLoss:
     def term(self, name: str, student: torch.Tensor, teacher: torch.Tensor, grad: torch.Tensor | None) -> torch.Tensor:
         if student.shape != teacher.shape:
             raise ValueError(f"layer {name!r}: student shape {tuple(student.shape)} differs from the teacher's {tuple(teacher.shape)}")
-        opts = self.options
+        opts = self.layer_options(name)
         if opts.needs_gradients and grad is None:
-            raise ValueError(f"criteria={opts.criteria!r} with tau={opts.tau} needs the teacher's gradient for layer {name!r}")
+            raise ValueError(f"criteria={opts.criteria!r} with tau={opts.tau:g} needs the teacher's gradient for layer {name!r}")
         dev = teacher.device
         mode = self.resolve(dev)
+        if mode == "reference":
+            with torch.autocast(device_type=dev.type, enabled=False):  # always float32, as the fused forms
+                g = grad if opts.needs_gradients else None
+                return importance.layer_clone_loss(student, teacher, g, self.stats[name], opts)
         kc = self._constants(name, teacher.ndim, dev)
         with torch.autocast(device_type=dev.type, enabled=False):  # always float32
             t = teacher.detach().float()
@@ -401,6 +425,7 @@ def fused_layer_loss(
 ) -> torch.Tensor:
     """One layer's cloning term ``mean_b Σ w·((t − s)/σ)²`` in one call (differentiable in
     ``student``; ``grad`` — the teacher's ∂ℓ/∂t — is not modified). For many calls use
-    :class:`FusedCloneLoss`, which caches the per-layer constants and the compiled kernels."""
+    :class:`FusedCloneLoss`, which caches the per-layer constants and the compiled kernels;
+    ``mode="reference"`` is :func:`medic_viz.importance.layer_clone_loss`."""
     loss = FusedCloneLoss({"layer": stats}, options, mode)
     return loss.term("layer", student, teacher, None if grad is None else grad.clone())

@@ -1,4 +1,15 @@
-"""MEDIC importance, eqs.(2)–(4) of the paper, as pure tensor functions.
+"""MEDIC importance, eqs.(2)–(4) of the paper, and the per-layer cloning term of eq.(1): the one
+definition, as pure tensor functions.
+
+Everything that uses MEDIC's weights derives them from here: the heatmaps and rankings of
+:mod:`medic_viz.analysis` (:func:`layer_importance`, or eq.(4) composed from memoised eq.(2)/(3)
+maps with :func:`combine_importance`), the training loss (:func:`layer_clone_loss`, which the
+engine runs with ``fused="reference"``), and the per-layer τ calibration
+(:func:`medic_viz.calibration.importance_scores` builds its scores with :func:`activation_score`
+and :func:`impact_score`). Two faster forms are kept on purpose and held equal to this one by
+tests for every option: the fused eager and compiled loss kernels of :mod:`medic_viz.fused`
+(tests/test_fused.py) and the calibration's closed form for eq.(4) (tests/test_calibration.py);
+tests/test_one_definition.py checks that a change made here reaches, or is caught in, each of them.
 
 For one hooked layer with activations ``f`` of shape ``(B, C, ...)`` (``(B, C, H, W)`` for a
 conv, ``(B, F)`` for a linear layer), per-channel statistics ``μ_c, σ_c`` of the teacher over the
@@ -41,10 +52,14 @@ __all__ = [
     "LayerStats",
     "RunningStats",
     "zscore",
+    "activation_score",
+    "impact_score",
     "activation_importance",
     "impact_importance",
     "combine_importance",
     "layer_importance",
+    "weighted_squared_error",
+    "layer_clone_loss",
     "validate_tau",
     "MAX_TAU",
     "effective_neurons",
@@ -124,6 +139,29 @@ def zscore(act: torch.Tensor, stats: LayerStats) -> torch.Tensor:
     return (act - _bshape(stats.mean, act)) / _bshape(stats.std, act)
 
 
+def activation_score(act: torch.Tensor, stats: LayerStats, zscore_mode: str = "abs") -> torch.Tensor:
+    """The per-neuron score inside eq.(2)'s softmax: ``|f − μ|/σ`` (``zscore_mode="abs"``, the
+    paper) or ``(f − μ)/σ`` (``"signed"``, the reference code). Same shape as ``act``."""
+    z = zscore(act, stats)
+    if zscore_mode == "abs":
+        return z.abs()
+    if zscore_mode != "signed":
+        raise ValueError(f"zscore_mode must be 'abs' or 'signed', got {zscore_mode!r}")
+    return z
+
+
+def impact_score(grad: torch.Tensor, stats: LayerStats, impact_mode: str = "signed") -> torch.Tensor:
+    """The per-neuron score inside eq.(3)'s softmax: ``g = σ·∂ℓ/∂f`` (the gradient with respect to
+    the normalised "proxy" activation ``h = f/σ``; ``impact_mode="signed"``, eq.(3) and the
+    reference code) or ``|g|`` (``"abs"``). ``grad``: ``(B, C, ...)`` = ∂ℓ/∂f."""
+    g = grad * _bshape(stats.std, grad)
+    if impact_mode == "abs":
+        return g.abs()
+    if impact_mode != "signed":
+        raise ValueError(f"impact_mode must be 'signed' or 'abs', got {impact_mode!r}")
+    return g
+
+
 def _per_sample_softmax(scores: torch.Tensor, tau: float) -> torch.Tensor:
     flat = scores.reshape(scores.shape[0], -1).float()
     return torch.softmax(tau * flat, dim=1).reshape(scores.shape)
@@ -137,12 +175,7 @@ def activation_importance(
     ``act``: ``(B, C, ...)``; returns float32 weights of the same shape, each sample summing to 1.
     ``zscore_mode="signed"`` drops the absolute value (reference code).
     """
-    z = zscore(act, stats)
-    if zscore_mode == "abs":
-        z = z.abs()
-    elif zscore_mode != "signed":
-        raise ValueError(f"zscore_mode must be 'abs' or 'signed', got {zscore_mode!r}")
-    return _per_sample_softmax(z, tau)
+    return _per_sample_softmax(activation_score(act, stats, zscore_mode), tau)
 
 
 def impact_importance(
@@ -150,23 +183,12 @@ def impact_importance(
 ) -> torch.Tensor:
     """Eq.(3): ``softmax(τ·g)`` with ``g = σ·∂ℓ/∂f`` (the gradient w.r.t. the normalised
     "proxy" activation ``h = f/σ``). ``grad``: ``(B, C, ...)`` = ∂ℓ/∂f."""
-    g = grad * _bshape(stats.std, grad)
-    if impact_mode == "abs":
-        g = g.abs()
-    elif impact_mode != "signed":
-        raise ValueError(f"impact_mode must be 'signed' or 'abs', got {impact_mode!r}")
-    return _per_sample_softmax(g, tau)
+    return _per_sample_softmax(impact_score(grad, stats, impact_mode), tau)
 
 
 def combine_importance(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """Eq.(4): the soft conjunction ``sqrt(A·G)``."""
     return torch.sqrt(a * g)
-
-
-def _softmax_rows_(v: torch.Tensor) -> torch.Tensor:
-    """Softmax over dim 1 of a 2-D tensor, in place (no new full-size tensor)."""
-    v.sub_(v.amax(dim=1, keepdim=True)).exp_()
-    return v.div_(v.sum(dim=1, keepdim=True))
 
 
 def layer_importance(
@@ -178,49 +200,87 @@ def layer_importance(
     divide_by_variance: bool = False,
     grad_is_scratch: bool = False,
 ) -> torch.Tensor:
-    """MEDIC weights ``w`` for one layer, detached, float32, same shape as ``act``.
+    """MEDIC weights ``w`` for one layer, detached, float32, same shape as ``act`` — *the*
+    definition: eq.(2) (:func:`activation_importance`), eq.(3) (:func:`impact_importance`) and
+    eq.(4) (:func:`combine_importance`), or one criterion alone (``options.criteria``).
 
-    ``τ = 0`` returns ``1/m`` everywhere (m = neurons in the layer). ``grad`` may be None only
-    when the options do not need it (``options.needs_gradients`` is False).
-    ``divide_by_variance=True`` returns ``w / σ²`` instead (per channel), the factor the
-    cloning loss multiplies ``(f* − f^c)²`` by — folded in here to save a pass over the data.
-    ``grad_is_scratch=True`` lets the function overwrite ``grad`` (saves a copy).
-
-    Same values as composing :func:`activation_importance`, :func:`impact_importance` and
-    :func:`combine_importance`, computed with fewer passes over memory (the MEDIC training
-    step's overhead is dominated by such passes on CPU).
+    ``τ = 0`` returns ``1/m`` everywhere (m = neurons in the layer: plain cloning). ``grad`` may
+    be None only when the options do not need it (``options.needs_gradients`` is False).
+    ``divide_by_variance=True`` returns ``w / σ²`` instead (per channel), the factor the cloning
+    loss multiplies ``(f* − f^c)²`` by (:func:`layer_clone_loss`). ``grad_is_scratch`` is
+    accepted for older callers and ignored (``grad`` is never modified).
     """
+    del grad_is_scratch
     with torch.no_grad():
         tau = options.tau
-        b = act.shape[0]
         if tau == 0:
             m = act[0].numel()
             w = torch.full(act.shape, 1.0 / m, device=act.device, dtype=torch.float32)
-            return w.mul_(_bshape(1.0 / stats.std.float() ** 2, w)) if divide_by_variance else w
-        a_w = g_w = None
-        if options.criteria in ("both", "activation"):
-            # τ·|f − μ|/σ as one fused multiply-add and an in-place abs
-            k = _bshape(tau / stats.std.float(), act)
-            z = torch.addcmul(-_bshape(stats.mean.float(), act) * k, act.float(), k)
-            if options.zscore == "abs":
-                z.abs_()
-            a_w = _softmax_rows_(z.reshape(b, -1))  # reshape: channels-last activations give a channels-last z
-        if options.criteria in ("both", "impact"):
-            if grad is None:
-                raise ValueError(f"criteria={options.criteria!r} with tau={tau} needs the teacher's gradient")
-            scale = _bshape(tau * stats.std.float(), grad)
-            q = grad.mul_(scale) if grad_is_scratch and grad.dtype == torch.float32 else grad.float() * scale
-            if options.impact == "abs":
-                q.abs_()
-            g_w = _softmax_rows_(q.reshape(b, -1))
-        if a_w is not None and g_w is not None:
-            w = a_w.mul_(g_w).sqrt_()
         else:
-            w = a_w if a_w is not None else g_w
-        w = w.view(act.shape)
+            a_w = g_w = None
+            if options.criteria in ("both", "activation"):
+                a_w = activation_importance(act, stats, tau, zscore_mode=options.zscore)
+            if options.criteria in ("both", "impact"):
+                if grad is None:
+                    raise ValueError(f"criteria={options.criteria!r} with tau={tau} needs the teacher's gradient")
+                g_w = impact_importance(grad, stats, tau, impact_mode=options.impact)
+            if a_w is not None and g_w is not None:
+                w = combine_importance(a_w, g_w)
+            else:
+                w = a_w if a_w is not None else g_w
         if divide_by_variance:
-            w.mul_(_bshape(1.0 / stats.std.float() ** 2, w))
+            w = w * _bshape(1.0 / stats.std.float() ** 2, w)
         return w
+
+
+class _WeightedSquaredError(torch.autograd.Function):
+    """``Σ weight · (teacher − student)² / B`` for one layer (B = batch size), with the gradient
+    ``−2·weight·(teacher − student)/B`` kept from the forward pass (two passes over the data
+    forward and one backward instead of autograd's elementwise chain; same values)."""
+
+    @staticmethod
+    def forward(ctx, student: torch.Tensor, teacher: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        with torch.autocast(device_type=student.device.type, enabled=False):  # always in float32
+            diff = teacher.float() - student.float()
+            weighted = weight.float() * diff
+            batch = student.shape[0]
+            ctx.save_for_backward(weighted)
+            ctx.batch, ctx.dtype = batch, student.dtype
+            return torch.dot(weighted.reshape(-1), diff.reshape(-1)) / batch
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
+        (weighted,) = ctx.saved_tensors
+        grad = weighted * (-2.0 / ctx.batch * grad_out)
+        return grad.to(ctx.dtype), None, None
+
+
+def weighted_squared_error(student: torch.Tensor, teacher: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of ``Σ_neurons weight · (teacher − student)²`` (differentiable in
+    ``student`` only)."""
+    if student.shape != teacher.shape or weight.shape != teacher.shape:
+        raise ValueError(f"shapes differ: student {tuple(student.shape)}, teacher {tuple(teacher.shape)}, weight {tuple(weight.shape)}")
+    return _WeightedSquaredError.apply(student, teacher.detach(), weight.detach())
+
+
+def layer_clone_loss(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    grad: torch.Tensor | None,
+    stats: LayerStats,
+    options: ImportanceOptions,
+) -> torch.Tensor:
+    """One hooked layer's term of the MEDIC loss (eq.1, Algorithm 1) — *the* definition:
+    ``mean_b Σ_neurons w · ((f* − f^c)/σ)²`` with ``w`` = :func:`layer_importance` of the teacher's
+    activations ``teacher`` and gradient ``grad`` (``∂ℓ/∂f*``, not modified), differentiable in
+    ``student`` only. The engine sums these over layers, times λ, plus the student's
+    cross-entropy; ``fused="reference"`` runs exactly this, the other modes of
+    :mod:`medic_viz.fused` are faster forms held equal to it by tests."""
+    if student.shape != teacher.shape:
+        raise ValueError(f"student shape {tuple(student.shape)} differs from the teacher's {tuple(teacher.shape)}")
+    teacher = teacher.detach()
+    weight = layer_importance(teacher, None if grad is None else grad.detach(), stats, options, divide_by_variance=True)
+    return weighted_squared_error(student, teacher, weight)
 
 
 def effective_neurons(weights: torch.Tensor) -> torch.Tensor:

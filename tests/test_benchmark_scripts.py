@@ -58,9 +58,7 @@ def test_list_teachers_names_the_committed_teacher_folders(tmp_path: Path) -> No
 
 
 #: Imports of one benchmark by another still allowed, with the reason.
-SCRIPT_IMPORTS_PENDING = {
-    ("profile_medic_step", "benchmarks.bench_step_ratio"): "ReferenceObjective, until the library's fused='reference'",
-}
+SCRIPT_IMPORTS_PENDING: dict[tuple[str, str], str] = {}
 
 
 #: Benchmarks still editing sys.path, with the reason.

@@ -82,21 +82,57 @@ def test_calibrate_taus_per_layer_and_errors():
             validate_share(bad)
 
 
+def check_calibration_shortcut(act, grad, stats, opts: ImportanceOptions) -> None:
+    """The calibration's closed form (softmax(τ·importance_scores)) against the one definition
+    (medic_viz.importance.layer_importance, normalised per sample), and the matched share against
+    the exp-entropy of the definition's weights. Raises AssertionError if they differ — e.g. when
+    eq.(4)'s combination rule changes in medic_viz.importance and not in medic_viz.calibration."""
+    from medic_viz.calibration import importance_scores
+    from medic_viz.importance import effective_neurons, layer_importance
+
+    b, m = act.shape[0], act[0].numel()
+    w = layer_importance(act, None if grad is None else grad.clone(), stats, opts).reshape(b, -1).double()
+    w = w / w.sum(1, keepdim=True)
+    p = torch.softmax(opts.tau * importance_scores(act, grad, stats, opts).double(), dim=1)
+    torch.testing.assert_close(p, w, rtol=1e-4, atol=1e-9)
+    assert matched_share(act, grad, stats, opts) == pytest.approx(
+        float(effective_neurons(layer_importance(act, None if grad is None else grad.clone(), stats, opts)).mean()) / m, rel=1e-4)
+
+
 @pytest.mark.parametrize("criteria", ["both", "activation", "impact"])
 @pytest.mark.parametrize("zscore", ["abs", "signed"])
 @pytest.mark.parametrize("impact", ["signed", "abs"])
 def test_scores_softmax_equals_normalised_medic_weights(criteria, zscore, impact):
-    from medic_viz.calibration import importance_scores
-    from medic_viz.importance import effective_neurons, layer_importance
-
     act, grad, stats = _layer(3, (4, 5, 4, 4), 2.0)
     grad = grad * 50
     for tau in (0.5, 3.0, 12.0):
-        opts = ImportanceOptions(tau=tau, criteria=criteria, zscore=zscore, impact=impact)
-        w = layer_importance(act, grad.clone(), stats, opts).reshape(4, -1).double()
-        w = w / w.sum(1, keepdim=True)
-        p = torch.softmax(tau * importance_scores(act, grad, stats, opts).double(), dim=1)
-        torch.testing.assert_close(p, w, rtol=1e-4, atol=1e-9)
-        m = act[0].numel()
-        assert matched_share(act, grad, stats, opts) == pytest.approx(
-            float(effective_neurons(layer_importance(act, grad.clone(), stats, opts)).mean()) / m, rel=1e-4)
+        check_calibration_shortcut(act, grad, stats, ImportanceOptions(tau=tau, criteria=criteria, zscore=zscore, impact=impact))
+
+
+@pytest.mark.parametrize("criteria", ["both", "activation", "impact"])
+@pytest.mark.parametrize("zscore", ["abs", "signed"])
+@pytest.mark.parametrize("impact", ["signed", "abs"])
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_calibration_shortcut_equals_the_definition_on_an_engine_teacher_pass(criteria, zscore, impact, reduction):
+    """Every option, with activations and gradients from the engine's teacher pass (so the
+    loss reduction of the impact gradient is the real one), on conv, norm and linear layers."""
+    import torch.nn as nn
+
+    from medic_viz.data.arrays import ImageArrays
+    from medic_viz.defenses.medic import MedicObjective
+    from medic_viz.stats import compute_layer_stats
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(inplace=True),
+                        nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(16, 3)).eval()
+    g = torch.Generator().manual_seed(1)
+    data = ImageArrays((torch.rand(24, 3, 6, 6, generator=g) * 255).to(torch.uint8), torch.randint(0, 3, (24,), generator=g),
+                       classes=("a", "b", "c"), name="tiny")
+    stats = compute_layer_stats(net, data, device="cpu")
+    opts = ImportanceOptions(tau=5.0, criteria=criteria, zscore=zscore, impact=impact, loss_reduction=reduction)
+    obj = MedicObjective(net, net, stats, opts, 1.0, fused="reference")
+    acts, grads = obj.teacher_activations(data.floats()[:12], data.labels[:12])
+    for name, a, gr in zip(obj.layers, acts, grads):
+        for tau in (0.7, 5.0, 30.0):
+            check_calibration_shortcut(a, gr, stats[name], ImportanceOptions(tau=tau, criteria=criteria, zscore=zscore,
+                                                                            impact=impact, loss_reduction=reduction))

@@ -145,7 +145,7 @@ def test_options_validation_messages():
 @pytest.mark.parametrize("criteria", ["both", "activation", "impact"])
 @pytest.mark.parametrize("zscore", ["abs", "signed"])
 @pytest.mark.parametrize("impact", ["signed", "abs"])
-def test_fused_layer_importance_equals_the_equations_composed(criteria, zscore, impact):
+def test_layer_importance_is_the_equations_composed(criteria, zscore, impact):
     torch.manual_seed(3)
     act, grad = torch.randn(4, 3, 5, 5), torch.randn(4, 3, 5, 5) * 0.1
     s = _stats([0.2, -0.1, 0.0], [0.5, 1.5, 2.0])
@@ -154,8 +154,10 @@ def test_fused_layer_importance_equals_the_equations_composed(criteria, zscore, 
     g = impact_importance(grad, s, 4.0, impact_mode=impact)
     expected = {"both": combine_importance(a, g), "activation": a, "impact": g}[criteria]
     torch.testing.assert_close(layer_importance(act, grad, s, opts), expected)
-    scaled = layer_importance(act, grad.clone(), s, opts, divide_by_variance=True, grad_is_scratch=True)
+    g0 = grad.clone()
+    scaled = layer_importance(act, grad, s, opts, divide_by_variance=True, grad_is_scratch=True)
     torch.testing.assert_close(scaled, expected / (s.std ** 2)[None, :, None, None])
+    assert torch.equal(grad, g0)  # the definition never overwrites the gradient
 
 
 def test_effective_neurons_by_hand():

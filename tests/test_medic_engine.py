@@ -245,7 +245,7 @@ def test_supervised_objective_learns_a_separable_problem():
 
 
 def test_weighted_squared_error_value_and_gradient_match_autograd():
-    from medic_viz.defenses.medic import weighted_squared_error
+    from medic_viz.importance import weighted_squared_error
 
     torch.manual_seed(0)
     s = torch.randn(3, 2, 4, 4, requires_grad=True)

@@ -201,30 +201,32 @@ def test_all_preset_hooks_the_logits_in_the_engine(monkeypatch):
 
 
 def test_fused_loss_uses_the_per_layer_tau():
-    """The fused per-layer term follows set_layer_taus (τ folded into its constants)."""
-    from medic_viz.defenses.medic import MedicObjective, weighted_squared_error
-    from medic_viz.importance import ImportanceOptions, layer_importance
+    """The fused per-layer term follows set_layer_taus (τ folded into its constants), as the
+    definition (fused="reference") does."""
+    from medic_viz.defenses.medic import MedicObjective
+    from medic_viz.importance import ImportanceOptions
     from medic_viz.stats import compute_layer_stats
 
     data = _tiny_data()
+    torch.manual_seed(1)
     teacher = build_model("small_cnn", num_classes=4, widths=(4, 8, 8, 8)).eval()
-    student = build_model("small_cnn", num_classes=4, widths=(4, 8, 8, 8))
     layers = resolve_layers(teacher, "conv+bn")
     stats = compute_layer_stats(teacher, data, layers, device="cpu")
-    obj = MedicObjective(teacher, student, stats, ImportanceOptions(tau=5.0), 10.0, fused="eager")
     taus = {n: 1.0 + i for i, n in enumerate(layers)}
-    obj.set_layer_taus(taus)
     x, y = data.floats(torch.arange(32)), data.labels[:32]
-    _, _, per_layer = obj.loss(x, y)
-    acts, grads = obj.teacher_activations(x, y)
-    from medic_viz.capture import LayerRecorder
-
-    with LayerRecorder(student, layers) as rec:
-        student(x)
-        s_acts = rec.tensors()
-    for n, a, g, s in zip(layers, acts, grads, s_acts):
-        w = layer_importance(a, g.clone(), stats[n], ImportanceOptions(tau=taus[n]), divide_by_variance=True)
-        torch.testing.assert_close(per_layer[n], weighted_squared_error(s, a, w), rtol=1e-4, atol=1e-7)
+    per_layer = {}
+    for mode in ("eager", "reference"):
+        torch.manual_seed(0)
+        student = build_model("small_cnn", num_classes=4, widths=(4, 8, 8, 8))
+        obj = MedicObjective(teacher, student, stats, ImportanceOptions(tau=5.0), 10.0, fused=mode)
+        obj.set_layer_taus(taus)
+        per_layer[mode] = obj.loss(x, y)[2]
+    untuned = MedicObjective(teacher, student, stats, ImportanceOptions(tau=5.0), 10.0, fused="reference").loss(x, y)[2]
+    for n in layers:
+        torch.testing.assert_close(per_layer["eager"][n], per_layer["reference"][n], rtol=1e-4, atol=1e-7)
+        if taus[n] != 5.0 and float(untuned[n].detach()) > 0:  # the τ per layer reached it
+            assert not torch.allclose(per_layer["reference"][n], untuned[n], rtol=1e-3)
+    assert sum(float(v.detach()) > 0 for v in untuned.values()) >= 2
 
 
 @pytest.mark.parametrize("layers, cloned_tail", [(None, False), ("conv+bn", True)])

@@ -28,7 +28,7 @@ from medic_viz.attacks.base import Trigger
 from medic_viz.capture import eval_mode, run_with_cache
 from medic_viz.data.arrays import ImageArrays
 from medic_viz.device import model_device
-from medic_viz.importance import combine_importance, layer_importance
+from medic_viz import importance
 from medic_viz.stats import LayerStats
 
 __all__ = ["REDUCTIONS", "MAP_KEYS", "Prediction", "InputAnalysis", "analyze_input", "reduce_channels"]
@@ -147,14 +147,14 @@ class InputAnalysis:
             self._memo.move_to_end(key)
             return hit
         if opts.criteria == "both" and opts.tau > 0:
-            # eq.(4) from the memoised eq.(2) and eq.(3) maps: the same ops as layer_importance
+            # eq.(4) from the memoised eq.(2) and eq.(3) maps: the same ops as importance.layer_importance
             a = self.layer_importance(layer, opts.tau, "activation", which=which, zscore=opts.zscore)
             g = self.layer_importance(layer, opts.tau, "impact", which=which, impact=opts.impact)
-            w = combine_importance(a, g)
+            w = importance.combine_importance(a, g)
         else:
             act = self.activations[which][layer].unsqueeze(0)
             grad = self.gradients[which][layer].unsqueeze(0)
-            w = layer_importance(act, grad, self.stats[layer], opts)[0]
+            w = importance.layer_importance(act, grad, self.stats[layer], opts)[0]
         self._memo[key] = w
         if len(self._memo) > self._memo_size:
             self._memo.popitem(last=False)

@@ -35,7 +35,7 @@ from medic_viz.data.arrays import ImageArrays, iterate_batches
 from medic_viz.device import resolve_device
 from medic_viz.defenses.base import ConfiguredDefense, DefenseResult, fresh_copy, frozen_copy
 from medic_viz.fused import FusedCloneLoss, validate_fused_mode
-from medic_viz.importance import ImportanceOptions, layer_importance
+from medic_viz.importance import ImportanceOptions, layer_importance, weighted_squared_error  # re-exported here
 from medic_viz.metrics import Evaluator
 from medic_viz.stats import DEFAULT_EPS, LayerStats, compute_layer_stats  # compute_layer_stats re-exported here
 from medic_viz.training import Callback, TrainConfig, resolve_channels_last, train
@@ -131,8 +131,10 @@ class MedicConfig(TrainConfig):
     predicate ``(name, module) -> bool``. The paper's setting is ``tau=5, lam=10, layers="all"``.
     ``student_seed``: initialisation seed of the fresh student.
     ``fused``: how the per-layer loss is computed — ``"auto"`` (compiled kernels when a compiler
-    is present and the run is long enough to repay compiling, else eager), ``"compile"`` or
-    ``"eager"``; same numbers either way (:mod:`medic_viz.fused`).
+    is present and the run is long enough to repay compiling, else eager), ``"compile"``,
+    ``"eager"`` or ``"reference"`` (the unfused definition,
+    :func:`medic_viz.importance.layer_clone_loss`: slowest, for checks and benchmarks); same
+    numbers every way, to float rounding (:mod:`medic_viz.fused`).
     ``calibration_images``: clean images used to calibrate τ per layer.
     """
 
@@ -228,41 +230,11 @@ class MedicConfig(TrainConfig):
         return TrainConfig(**base)
 
 
-class _WeightedSquaredError(torch.autograd.Function):
-    """``Σ weight · (teacher − student)² / B`` for one layer (B = batch size), with the gradient
-    ``−2·weight·(teacher − student)/B`` kept from the forward pass: two passes over the data
-    forward and one backward, instead of the five or so that autograd's elementwise chain takes.
-    ``weight`` already holds the MEDIC weight divided by σ² (per channel)."""
-
-    @staticmethod
-    def forward(ctx, student: torch.Tensor, teacher: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        with torch.autocast(device_type=student.device.type, enabled=False):  # always in float32
-            diff = teacher.float() - student.float()
-            weighted = weight.float() * diff
-            batch = student.shape[0]
-            ctx.save_for_backward(weighted)
-            ctx.batch, ctx.dtype = batch, student.dtype
-            return torch.dot(weighted.reshape(-1), diff.reshape(-1)) / batch
-
-    @staticmethod
-    def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
-        (weighted,) = ctx.saved_tensors
-        grad = weighted * (-2.0 / ctx.batch * grad_out)
-        return grad.to(ctx.dtype), None, None
-
-
-def weighted_squared_error(student: torch.Tensor, teacher: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Mean over the batch of ``Σ_neurons weight · (teacher − student)²`` (differentiable in
-    ``student`` only)."""
-    if student.shape != teacher.shape or weight.shape != teacher.shape:
-        raise ValueError(f"shapes differ: student {tuple(student.shape)}, teacher {tuple(teacher.shape)}, weight {tuple(weight.shape)}")
-    return _WeightedSquaredError.apply(student, teacher.detach(), weight.detach())
-
-
 class MedicObjective:
     """The MEDIC loss for one batch; ``model`` is the student being trained.
 
     ``fused``, ``work``: how the per-layer terms are computed (:class:`medic_viz.fused.FusedCloneLoss`;
+    ``"reference"``: by their definition, :func:`medic_viz.importance.layer_clone_loss`;
     ``work`` = neurons the run will touch, for ``fused="auto"``).
 
     ``options`` and ``lam`` are used as given: :class:`MedicConfig` checks them (once) on the
@@ -332,7 +304,7 @@ class MedicObjective:
         (``divide_by_variance``: weights divided by σ², as the loss uses them)."""
         acts, grads = self.teacher_activations(x, y)
         weights = [
-            layer_importance(a, g, self.stats[n], self.layer_options[n], divide_by_variance=divide_by_variance, grad_is_scratch=True)
+            layer_importance(a, g, self.stats[n], self.layer_options[n], divide_by_variance=divide_by_variance)
             for n, a, g in zip(self.layers, acts, grads)
         ]
         return acts, weights
@@ -346,7 +318,7 @@ class MedicObjective:
         per_layer: dict[str, torch.Tensor] = {}
         clone = torch.zeros((), device=x.device)
         for n, ta, g, sa in zip(self.layers, t_acts, t_grads, s_acts):
-            term = self.clone_loss.term(n, sa, ta, g)  # = mean_b Σ w·((t − s)/σ)², w from eqs.(2)–(4)
+            term = self.clone_loss.term(n, sa, ta, g)  # = importance.layer_clone_loss(sa, ta, g, …) for this layer
             per_layer[n] = term
             clone = clone + term
         total = ce + self.lam * clone
