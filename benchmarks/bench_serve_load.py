@@ -1,6 +1,6 @@
 """Load on a ``medic-viz serve`` machine: N participants open the workbench and press Launch at once.
 
-    python benchmarks/bench_serve_load.py [--participants 10] [--epochs 3] [--runs-at-once auto]
+    python -m benchmarks.bench_serve_load [--participants 10] [--epochs 3] [--runs-at-once auto]
         [--device cpu] [--timeout 900] [--label NAME]
 
 Each participant is a real Jupyter kernel (an ipykernel process started with jupyter_client, the
@@ -34,10 +34,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
-sys.path.insert(0, str(ROOT))
 
-from medic_viz.resources import available_cpus  # noqa: E402
-from medic_viz.serve.config import SERVE_ENV, ServeConfig, resolve_models  # noqa: E402
+from medic_viz.resources import available_cpus
+from medic_viz.serve.config import SERVE_ENV, ServeConfig, resolve_models
 
 
 def _proc_kib(pid: int, key: str) -> float | None:
@@ -191,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         "rss_mib_after_page_median": statistics.median(r["rss_mib_after_page"] or 0 for r in rows),
         "peak_rss_mib_max": max(r["peak_rss_mib"] or 0 for r in rows),
         "launch_to_last_run_end_s": round(total_s, 1),
-        "command": "python benchmarks/bench_serve_load.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python -m benchmarks.bench_serve_load " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
     RESULTS.mkdir(exist_ok=True)
     name = "serve_load" + (f"_{args.label}" if args.label else "")

@@ -62,7 +62,7 @@ SCRIPT_IMPORTS_PENDING: dict[tuple[str, str], str] = {}
 
 
 #: Benchmarks still editing sys.path, with the reason.
-SYS_PATH_PENDING = {"bench_serve_load": "new with medic-viz serve; run it as python -m benchmarks.bench_serve_load"}
+SYS_PATH_PENDING: dict[str, str] = {}
 
 
 def test_benchmarks_import_only_the_library_and_their_shared_helper() -> None:
