@@ -28,7 +28,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -36,6 +35,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from _support import free_port, poll
 
 pytestmark = pytest.mark.browser
 
@@ -70,12 +70,6 @@ _POINTS = """el => (el.data || []).filter(t => /clean acc|ASR/.test(t.name || ''
                                .reduce((n, t) => n + (t.x ? t.x.length : 0), 0)"""
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _wait_http(url: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while True:
@@ -88,17 +82,6 @@ def _wait_http(url: str, timeout: float) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"JupyterLab did not answer at {url} within {timeout} s")
         time.sleep(0.5)
-
-
-def _poll(fn, timeout: float, what: str, interval: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
 
 
 def _updating_screenshots() -> bool:
@@ -137,7 +120,7 @@ def _jupyterlab(tmp_path: Path, notebook: Path, settings: dict):
     work = tmp_path / "work"
     work.mkdir()
     shutil.copy(notebook, work / notebook.name)
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ)
     env.update(
         TQDM_DISABLE="1", PYTHONHASHSEED="0",
@@ -202,7 +185,7 @@ def _open_and_run_all(page, url: str, name: str, timeout: float) -> None:
             raise AssertionError(f"a notebook cell failed in JupyterLab: {state['errors']}")
         return state and state["done"] == state["n"] and state["status"] == "idle"
 
-    _poll(all_ran, timeout=timeout, what="Run All to finish")
+    poll(all_ran, timeout=timeout, what="Run All to finish")
 
 
 def test_launcher_runs_live_and_stops_in_jupyterlab(jupyterlab, tmp_path):
@@ -237,7 +220,7 @@ def test_launcher_runs_live_and_stops_in_jupyterlab(jupyterlab, tmp_path):
             launch.click()
             expect(stop).to_be_enabled(timeout=10_000)
             # start + a few step evaluations, clean acc and ASR each
-            gained = _poll(lambda: plot.evaluate(_POINTS) >= points_before + 12, timeout=60,
+            gained = poll(lambda: plot.evaluate(_POINTS) >= points_before + 12, timeout=60,
                            what="the live accuracy/ASR figure to gain points")
             assert gained
             expect(launcher).to_contain_text("/200", timeout=10_000)  # the progress bar shows the 200-epoch run
@@ -314,16 +297,16 @@ def test_workbench_follows_the_picked_input_live_in_jupyterlab(workbench_lab, tm
             points_before, probe_before = curves.evaluate(_POINTS), probe_plot.evaluate(_PROBE_POINTS)
             launch.click()
             expect(stop).to_be_enabled(timeout=10_000)
-            _poll(lambda: curves.evaluate(_POINTS) >= points_before + 12, timeout=90,
+            poll(lambda: curves.evaluate(_POINTS) >= points_before + 12, timeout=90,
                   what="the live accuracy/ASR figure to gain points")
-            _poll(lambda: probe_plot.evaluate(_PROBE_POINTS) >= probe_before + 6, timeout=60,
+            poll(lambda: probe_plot.evaluate(_PROBE_POINTS) >= probe_before + 6, timeout=60,
                   what="the picked input's probabilities to gain points")
             def new_row() -> str:  # the new run's line: "<run> | 1.2 (epoch) | <class> 40% | <class> 38%"
                 text = probe.locator("tr").last.inner_text()
                 return text if "#2" in text and "%" in text else ""
 
-            first = _poll(new_row, timeout=30, what="the new run's prediction on the picked input")
-            changed = _poll(lambda: new_row() != first and new_row(), timeout=60,
+            first = poll(new_row, timeout=30, what="the new run's prediction on the picked input")
+            changed = poll(lambda: new_row() != first and new_row(), timeout=60,
                             what="the picked input's prediction to change")
             t_stop = time.monotonic()
             stop.click()

@@ -13,15 +13,12 @@ from safetensors.torch import save_file
 from medic_viz.cli import main
 from medic_viz.checkpoints import load_state_dict_file
 from medic_viz.models.zoo import build_model
+from _support import write_tiny_npz
 
 
 @pytest.fixture(scope="module")
 def npz(tmp_path_factory):
-    rng = np.random.default_rng(0)
-    path = tmp_path_factory.mktemp("data") / "tiny.npz"
-    np.savez(path, x_train=rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8), y_train=np.arange(16) % 4,
-             x_test=rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8), y_test=np.arange(8) % 4)
-    return path
+    return write_tiny_npz(tmp_path_factory.mktemp("data") / "tiny.npz")
 
 
 def _weights() -> dict[str, torch.Tensor]:

@@ -13,19 +13,7 @@ from PIL import Image
 
 from medic_viz import limits
 from medic_viz.data.images import read_image_pixels, to_image_tensor
-
-
-def _png_with_text_chunk(path, megabytes: int) -> None:
-    """A 3x3 PNG whose zTXt chunk inflates to ``megabytes`` MB (the file itself is small)."""
-    import struct
-    import zlib
-
-    buf = io.BytesIO()
-    Image.fromarray(np.zeros((3, 3), np.uint8)).save(buf, "PNG")
-    png = buf.getvalue()
-    body = b"Comment\x00\x00" + zlib.compress(b"a" * (megabytes << 20), 9)
-    chunk = struct.pack(">I", len(body)) + b"zTXt" + body + struct.pack(">I", zlib.crc32(b"zTXt" + body) & 0xFFFFFFFF)
-    path.write_bytes(png[:33] + chunk + png[33:])
+from _support import png_with_text_chunk
 
 
 def test_a_picked_16_bit_image_keeps_its_range(tmp_path):
@@ -36,7 +24,7 @@ def test_a_picked_16_bit_image_keeps_its_range(tmp_path):
 
 
 def test_a_picked_png_with_a_huge_text_chunk_is_one_line_naming_the_file(tmp_path):
-    _png_with_text_chunk(tmp_path / "bomb.png", 100)
+    png_with_text_chunk(tmp_path / "bomb.png", 100)
     with pytest.raises(ValueError, match=r"bomb\.png: could not read an image \(Decompressed data too large") as info:
         to_image_tensor(tmp_path / "bomb.png", (3, 32, 32))
     assert "\n" not in str(info.value) and len(str(info.value)) < 300

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import zlib
-import struct
 
 import numpy as np
 import pytest
@@ -20,6 +18,7 @@ from medic_viz.experiments import build_grid, runner
 from medic_viz.cards import ModelCard
 from medic_viz.io import load_model, save_model
 from medic_viz.models.zoo import build_model
+from _support import png_with_text_chunk
 
 TRIGGER = "patch:pixels=0,0,1;0,1,0;1,0,1,position=bottom-right,margin=0"
 
@@ -276,18 +275,6 @@ def test_compare_refuses_a_rate_no_teacher_can_meet_before_training(data, tmp_pa
 # ---------------------------------------------------------------------- trigger images
 
 
-def _png_with_text_chunk(path, megabytes: int) -> None:
-    """A 3x3 PNG with a zTXt chunk that inflates to ``megabytes`` MB (a small file)."""
-    import io
-
-    buf = io.BytesIO()
-    Image.fromarray(np.zeros((3, 3), np.uint8)).save(buf, "PNG")
-    png = buf.getvalue()
-    body = b"Comment\x00\x00" + zlib.compress(b"a" * (megabytes << 20), 9)
-    chunk = struct.pack(">I", len(body)) + b"zTXt" + body + struct.pack(">I", zlib.crc32(b"zTXt" + body) & 0xFFFFFFFF)
-    path.write_bytes(png[:33] + chunk + png[33:])
-
-
 def test_16_bit_and_float_trigger_images_keep_their_range(tmp_path):
     from medic_viz.attacks.spec import read_image_file
 
@@ -305,6 +292,6 @@ def test_16_bit_and_float_trigger_images_keep_their_range(tmp_path):
 def test_a_trigger_png_with_a_huge_text_chunk_is_refused_naming_the_file(tmp_path, capsys):
     from medic_viz.attacks.spec import parse_trigger_spec
 
-    _png_with_text_chunk(tmp_path / "bomb.png", 100)
+    png_with_text_chunk(tmp_path / "bomb.png", 100)
     with pytest.raises(ValueError, match=r"bomb\.png"):
         parse_trigger_spec(f"patch:file={tmp_path / 'bomb.png'}")

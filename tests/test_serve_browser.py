@@ -18,11 +18,11 @@ Skipped, with the reason, where ``/usr/bin/chromium``, Playwright or Voilà is m
 from __future__ import annotations
 
 import os
-import socket
 import time
 from pathlib import Path
 
 import pytest
+from _support import free_port, poll
 
 pytestmark = pytest.mark.browser
 
@@ -42,23 +42,6 @@ _POINTS = """el => (el.data || []).filter(t => /clean acc|ASR/.test(t.name || ''
 _RUN_TRACES = """el => (el.data || []).filter(t => /clean acc/.test(t.name || '')).map(t => t.name)"""
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _poll(fn, timeout: float, what: str, interval: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
-
-
 @pytest.fixture()
 def server(tmp_path):
     if not CHROMIUM.exists():
@@ -68,7 +51,7 @@ def server(tmp_path):
     from medic_viz.serve import WorkshopServer, resolve_models
 
     log = (tmp_path / "voila.log").open("w")
-    srv = WorkshopServer(resolve_models(["badnet", "polygon"]), port=_free_port(), participants=3, device="cpu",
+    srv = WorkshopServer(resolve_models(["badnet", "polygon"]), port=free_port(), participants=3, device="cpu",
                          threads=1, runs=1, epochs=2, eval_every_steps=2, fast=True, idle_timeout=0,
                          run_dir=tmp_path / "run", log=log,
                          env={"PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)})
@@ -129,7 +112,7 @@ def test_two_visitors_each_see_their_own_run_and_a_closed_tab_frees_its_place(se
             for page in pages.values():
                 assert page.locator(".jp-InputArea, .jp-Cell-inputWrapper").count() == 0, "code is shown"
                 assert page.locator("text=Traceback").count() == 0
-            _poll(lambda: config.occupied() == 2, 20, "two seats taken")
+            poll(lambda: config.occupied() == 2, 20, "two seats taken")
             # Each picks a sign: A the fourth of the gallery, B the sixth.
             for bench, k in ((a, 3), (b, 5)):
                 bench.locator(".medic-gallery button").nth(k).click()
@@ -143,7 +126,7 @@ def test_two_visitors_each_see_their_own_run_and_a_closed_tab_frees_its_place(se
             launch = {k: bench.locator(".medic-run-buttons button", has_text="Launch") for k, bench in (("A", a), ("B", b))}
             # A launches and trains; then B launches and waits for the one place.
             launch["A"].click()
-            _poll(lambda: curves["A"].evaluate(_POINTS) >= 6, 90, "A's curves to gain points")
+            poll(lambda: curves["A"].evaluate(_POINTS) >= 6, 90, "A's curves to gain points")
             launch["B"].click()
             expect(b).to_contain_text("waiting: position 1 in the queue", timeout=30_000)
             pages["B"].wait_for_timeout(2000)
@@ -155,12 +138,12 @@ def test_two_visitors_each_see_their_own_run_and_a_closed_tab_frees_its_place(se
             # A closes the tab: the kernel is shut down, its seat and its run's place are freed …
             t_close = time.monotonic()
             pages["A"].close(run_before_unload=True)
-            _poll(lambda: config.occupied() == 1, 30, "A's seat to be freed")
+            poll(lambda: config.occupied() == 1, 30, "A's seat to be freed")
             # … and B's run starts and keeps going, on B's sign.
-            _poll(lambda: curves["B"].evaluate(_POINTS) >= 6, 90, "B's run to start and gain points")
+            poll(lambda: curves["B"].evaluate(_POINTS) >= 6, 90, "B's run to start and gain points")
             started_after = time.monotonic() - t_close
             first = curves["B"].evaluate(_POINTS)
-            _poll(lambda: curves["B"].evaluate(_POINTS) > first, 60, "B's run to continue")
+            poll(lambda: curves["B"].evaluate(_POINTS) > first, 60, "B's run to continue")
             assert len(curves["B"].evaluate(_RUN_TRACES)) == 1, "B sees another participant's run"
             assert "gallery image 5" in b.locator(".medic-probe").inner_text()
             assert config.queue.running() == 1 and config.queue.waiting() == 0

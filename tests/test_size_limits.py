@@ -7,7 +7,6 @@ there instead of eating the machine, and the test fails."""
 from __future__ import annotations
 
 import gzip
-import json
 import struct
 import subprocess
 import sys
@@ -19,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 
+from _support import write_tiny_npz
 from medic_viz import limits
 from medic_viz.attacks.registry import make_trigger, trigger_from_config
 from medic_viz.attacks.spec import parse_trigger_spec
@@ -45,11 +45,7 @@ def _run_capped(code: str, cwd: Path) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def npz(tmp_path_factory):
-    rng = np.random.default_rng(0)
-    path = tmp_path_factory.mktemp("data") / "tiny.npz"
-    np.savez(path, x_train=rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8), y_train=np.arange(16) % 4,
-             x_test=rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8), y_test=np.arange(8) % 4)
-    return path
+    return write_tiny_npz(tmp_path_factory.mktemp("data") / "tiny.npz")
 
 
 def _small_cnn_state(classes: int = 4) -> dict[str, torch.Tensor]:
