@@ -13,7 +13,7 @@ from typing import Iterable
 
 from medic_viz.limits import quoted
 
-__all__ = ["check_whole", "check_number", "check_numbers", "MAX_SEED"]
+__all__ = ["check_whole", "check_number", "check_numbers", "interval_text", "MAX_SEED"]
 
 #: Seeds go to torch.manual_seed and numpy; both take at most 64 bits.
 MAX_SEED = 2**63 - 1
@@ -35,14 +35,20 @@ def check_whole(name: str, value: object, minimum: int = 0, maximum: int | None 
     return int(value)
 
 
-def _range(low: float | None, high: float | None, low_open: bool, high_open: bool) -> str:
+def interval_text(low: float | None, high: float | None, low_open: bool = False, high_open: bool = False) -> str:
+    """How an allowed range reads in a message: ``"in (0, 1]"``, ``">= 1"``, ``"<= 5"``, or ``""``."""
     if low is not None and high is not None:
-        return f" in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        return f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
     if low is not None:
-        return f" {'>' if low_open else '>='} {low:g}"
+        return f"{'>' if low_open else '>='} {low:g}"
     if high is not None:
-        return f" {'<' if high_open else '<='} {high:g}"
+        return f"{'<' if high_open else '<='} {high:g}"
     return ""
+
+
+def _range(low: float | None, high: float | None, low_open: bool, high_open: bool) -> str:
+    text = interval_text(low, high, low_open, high_open)
+    return f" {text}" if text else ""
 
 
 def check_number(

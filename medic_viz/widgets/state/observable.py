@@ -29,6 +29,7 @@ import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
+from medic_viz.checks import interval_text
 from medic_viz.importance import validate_tau
 from medic_viz.training import TrainEvent
 
@@ -253,16 +254,6 @@ class Parameterized(Observable):
 # ------------------------------------------------------------------------------------------
 
 
-def _interval(minimum: float | None, maximum: float | None, above: bool) -> str:
-    if minimum is not None and maximum is not None:
-        return f"in {'(' if above else '['}{minimum:g}, {maximum:g}]"
-    if minimum is not None:
-        return f"{'>' if above else '>='} {minimum:g}"
-    if maximum is not None:
-        return f"<= {maximum:g}"
-    return ""
-
-
 def number(
     minimum: float | None = None,
     maximum: float | None = None,
@@ -276,7 +267,7 @@ def number(
     ``[minimum, maximum]`` (``above``: ``minimum`` excluded); ``none``: None is accepted too.
     ``meaning`` is appended to the message in parentheses."""
     kind = "a whole number" if whole else "a finite number"
-    allowed = " ".join(p for p in (kind, _interval(minimum, maximum, above)) if p)
+    allowed = " ".join(p for p in (kind, interval_text(minimum, maximum, above)) if p)
     if none:
         allowed = f"None or {allowed}"
     if meaning:
