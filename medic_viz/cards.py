@@ -20,7 +20,11 @@ import torch
 
 from medic_viz import limits
 
-__all__ = ["ModelCard"]
+__all__ = ["ModelCard", "TEACHER_ROLES"]
+
+#: A model's part in an experiment's protocol (:attr:`ModelCard.role`): settings are chosen on
+#: ``development`` models, results are reported on ``evaluation`` models.
+TEACHER_ROLES = ("development", "evaluation")
 
 # Arguments that build_model receives from the card's own fields.
 _RESERVED_ARCH_KWARGS = frozenset({"name", "num_classes", "in_channels", "input_size", "normalize"})
@@ -84,6 +88,9 @@ class ModelCard:
     ``architecture``/``num_classes``/``in_channels``/``input_size``/``normalize``/``arch_kwargs``
     are passed to ``medic_viz.models.zoo.build_model``; the rest is documentation that tools
     display (dataset, attack config, target class, poison rate, metrics, history, notes).
+    ``role`` is the model's part in an experiment's protocol: ``"development"`` (settings
+    may be chosen on it) or ``"evaluation"`` (results are reported on it; nothing is chosen on
+    it), or None (not part of one); see :mod:`medic_viz.experiments.protocol`.
     ``dataset`` is a named dataset (``signs``, ``cifar10`` …) or an ``.npz`` file's resolved path,
     with the file's ``dataset_sha256``; ``attack`` and ``target_class`` are given together or not at all.
     ``normalize`` is ``{"mean": [...], "std": [...]}`` (one value per input channel) when the
@@ -106,6 +113,7 @@ class ModelCard:
     metrics: dict = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
     notes: str = ""
+    role: str | None = None
     medic_viz_version: str = field(default_factory=_package_version)
     extra: dict = field(default_factory=dict)
 
@@ -175,6 +183,9 @@ class ModelCard:
         self.history = [dict(h) for h in self.history]
         if not isinstance(self.notes, str):
             raise ValueError(f"model card: notes must be a string, got {type(self.notes).__name__}")
+        if self.role is not None and self.role not in TEACHER_ROLES:
+            raise ValueError(f"model card: role must be one of {', '.join(TEACHER_ROLES)} or absent, "
+                             f"got {limits.quoted(self.role)}")
         if not isinstance(self.medic_viz_version, str):
             raise ValueError("model card: medic_viz_version must be a string")
         if not isinstance(self.extra, Mapping):

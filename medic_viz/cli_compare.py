@@ -80,6 +80,9 @@ def add_compare_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
                         "(seeds then vary the clean subset and the defence only); default: one teacher per seed")
     p.add_argument("--max-train", type=whole(1), default=None, help="use a fixed random subset of this many training images")
     p.add_argument("--max-test", type=whole(1), default=None, help="use a fixed random subset of this many test images")
+    p.add_argument("--test-part", choices=("development", "evaluation"), default=None,
+                   help="measure on this half of the test set (fixed, class-stratified): choose settings on "
+                        "development, report on evaluation; default: the whole test set")
     p.add_argument("--tau", type=number(0.0, 1000.0), default=None, help="MEDIC's global temperature τ in the comparison "
                    "(default: none — τ calibrated per layer to a 1%% share; the paper's is 5)")
     p.add_argument("--share", type=number(0.0, 1.0, low_open=True), default=None,
@@ -162,7 +165,7 @@ def _compare(args: argparse.Namespace) -> int:
         attack_epochs=20 if args.attack_epochs is None else args.attack_epochs, max_train=args.max_train,
         max_test=args.max_test, ablation=args.ablation, values=values, medic=medic, device=args.device,
         teacher_seed=args.teacher_seed, data_root=args.data_root, teachers=teachers,
-        trust_arch_code=trusted_code(args),
+        trust_arch_code=trusted_code(args), test_part=args.test_part,
     )
     from medic_viz.defenses.registry import MAIN_METHOD
 

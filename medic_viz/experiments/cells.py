@@ -23,8 +23,11 @@ SUBSET_SEED = 12345
 
 
 @functools.lru_cache(maxsize=2)
-def cell_splits(dataset: str, max_train: int | None, max_test: int | None, data_root: str | None = None):
-    """The dataset of a cell (a torchvision one read from ``data_root``), subsampled to fixed
+def cell_splits(dataset: str, max_train: int | None, max_test: int | None, data_root: str | None = None,
+                test_part: str | None = None):
+    """The dataset of a cell (a torchvision one read from ``data_root``): its test set cut to
+    the protocol's ``test_part`` when given
+    (:func:`~medic_viz.experiments.protocol.part_of_test_set`), then subsampled to fixed
     random subsets (seed :data:`SUBSET_SEED`) when ``max_train``/``max_test`` are set. Treat
     the result as read-only.
 
@@ -40,7 +43,9 @@ def cell_splits(dataset: str, max_train: int | None, max_test: int | None, data_
     from medic_viz.data import load_dataset
     from medic_viz.data.arrays import DatasetSplits
 
-    splits = load_dataset(dataset, root=data_root)
+    from medic_viz.experiments.protocol import splits_part
+
+    splits = splits_part(load_dataset(dataset, root=data_root), test_part)
     train_set, test_set = splits.train, splits.test
     g = torch.Generator().manual_seed(SUBSET_SEED)
     if max_train is not None and max_train < len(train_set):
@@ -68,7 +73,7 @@ def train_teacher(spec: Mapping[str, Any]) -> dict:
     if cell.teacher_dir is not None:
         return folder_teacher(cell)
     start = time.perf_counter()
-    splits = cell_splits(cell.dataset, cell.max_train, cell.max_test, cell.data_root)
+    splits = cell_splits(cell.dataset, cell.max_train, cell.max_test, cell.data_root, cell.test_part)
     cfg = TrainConfig(**{**ATTACK_TRAIN_DEFAULTS, "epochs": int(cell.attack_epochs), "seed": cell.attack_seed,
                          "device": cell.device, "progress": False, "eval_every": 0})
     trojan = train_attack(cell.attack, splits, target=cell.target, rate=cell.rate, options=cell.attack_options,
@@ -106,7 +111,7 @@ def folder_teacher(cell: Any) -> dict:
     if cell.teacher_card_sha256 is not None and card_digest(folder / CARD_FILENAME) != cell.teacher_card_sha256:
         raise ValueError(f"--teacher {folder}: its card.json changed after the grid was built; run compare again")
     model, card = load_model_folder(folder, trust_arch_code=cell.trust_arch_code)
-    splits = cell_splits(cell.dataset, cell.max_train, cell.max_test, cell.data_root)
+    splits = cell_splits(cell.dataset, cell.max_train, cell.max_test, cell.data_root, cell.test_part)
     trigger, target = trigger_of(card)
     device = resolve_device(cell.device)
     metrics = attack_evaluator(trigger, splits.test, target, device=device)(model.to(device))
@@ -163,7 +168,7 @@ def run_cell(spec: Mapping[str, Any], teacher: Mapping[str, Any]) -> dict:
     cell = CellSpec.from_dict(spec)
     start = time.perf_counter()
     torch.manual_seed(cell.seed)
-    splits = cell_splits(cell.dataset, cell.max_train, cell.max_test, cell.data_root)
+    splits = cell_splits(cell.dataset, cell.max_train, cell.max_test, cell.data_root, cell.test_part)
     attack = trigger_from_config(teacher["attack_config"]) if teacher.get("attack_config") else None
     target = teacher.get("target")
     # measured on the same test set when the teacher was trained
@@ -197,6 +202,8 @@ def run_cell(spec: Mapping[str, Any], teacher: Mapping[str, Any]) -> dict:
         "epochs": cell.epochs,
         "attack_epochs": None if cell.teacher_dir is not None else cell.attack_epochs,
         "teacher_folder": cell.teacher_dir,
+        "teacher_role": (teacher.get("card") or {}).get("role"),
+        "test_part": cell.test_part,
         "target": target,
         "before_clean_acc": before.clean_acc,
         "before_asr": before.asr,

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from medic_viz.experiments.protocol import ROLES
 from medic_viz.defenses.registry import DEFENSES, DISPLAY_NAMES, MAIN_METHOD, canonical_name, defense_class
 
 __all__ = [
@@ -71,7 +72,9 @@ class CellSpec:
     this cell varies; ``variant``: its column label; ``x``/``series``: where it goes in an
     ablation plot. ``device``, ``data_root`` (the folder of a torchvision dataset),
     ``teacher_dir`` (where the folder is: its weights' digest is what counts) and
-    ``trust_arch_code`` do not change the cell's identity. ``dataset_sha256``, the digest of a
+    ``trust_arch_code`` do not change the cell's identity. ``test_part``: measure on the
+    ``"development"`` or ``"evaluation"`` part of the test set
+    (:func:`medic_viz.experiments.protocol.part_of_test_set`), None the whole test set. ``dataset_sha256``, the digest of a
     dataset file (:func:`build_grid` fills it in), identifies the data in place of the path, so
     the same file named by another path (``../data/x.npz``, ``/abs/data/x.npz``) keeps the ids;
     without it the path string identifies it (the ids grids had before; see :meth:`legacy`).
@@ -104,6 +107,7 @@ class CellSpec:
     trust_arch_code: str | None = None
     dataset_sha256: str | None = None
     teacher_card_sha256: str | None = None
+    test_part: str | None = None
 
     def legacy(self) -> "CellSpec":
         """This cell as grids made before datasets were identified by content: the path string
@@ -112,7 +116,10 @@ class CellSpec:
         return replace(self, dataset_sha256=None)
 
     def _data_key(self) -> dict:
-        return {"dataset": self.dataset} if self.dataset_sha256 is None else {"dataset_sha256": self.dataset_sha256}
+        key = {"dataset": self.dataset} if self.dataset_sha256 is None else {"dataset_sha256": self.dataset_sha256}
+        if self.test_part is not None:  # the teacher's numbers are measured on this part (None: the ids before parts)
+            key["test_part"] = self.test_part
+        return key
 
     @property
     def attack_seed(self) -> int:
@@ -151,6 +158,8 @@ class CellSpec:
             d.pop("teacher_sha256")
         if d["teacher_card_sha256"] is None:  # likewise, before a folder's card counted
             d.pop("teacher_card_sha256")
+        if d["test_part"] is None:  # the whole test set: the identity cells had before the protocol
+            d.pop("test_part")
         if d["dataset_sha256"] is None:  # the data named by its path: the identity it had before digests
             d.pop("dataset_sha256")
         else:
@@ -196,6 +205,9 @@ def validate_cells(cells: Sequence[CellSpec]) -> None:
                 _whole(cell.target, "target", 0)
             _whole(cell.seed, "seed", 0)
             _whole(cell.attack_epochs, "attack_epochs", 1)
+            if cell.test_part is not None and cell.test_part not in ROLES:
+                raise ValueError(f"test_part must be one of {', '.join(ROLES)} or None (the whole test set), "
+                                 f"got {cell.test_part!r}")
             if cell.epochs is not None:
                 _whole(cell.epochs, "epochs", 1)
             for name in ("max_train", "max_test"):
@@ -332,6 +344,7 @@ def build_grid(
     data_root: str | None = None,
     teachers: Sequence[Any] = (),
     trust_arch_code: str | None = None,
+    test_part: str | None = None,
 ) -> list[CellSpec]:
     """The cells of a comparison (``ablation="none"``) or of one of the paper's ablations.
 
@@ -348,6 +361,8 @@ def build_grid(
     ``attack_options``, ``attack_epochs`` and ``teacher_seed`` do not apply to them; the
     ``arch`` ablation (which trains teachers) is refused. An architecture of your own
     (``package.module:callable``) needs ``trust_arch_code`` naming it, which imports and runs it.
+    ``test_part``: measure every cell on the ``"development"`` or ``"evaluation"`` part of the
+    test set (:mod:`medic_viz.experiments.protocol`); None: the whole test set.
     """
     from medic_viz.attacks.registry import ATTACKS
     from medic_viz.models.zoo import available_models
@@ -386,7 +401,7 @@ def build_grid(
     base = dict(dataset=str(dataset or "signs"), target=int(target), rate=rate, fraction=float(fraction), epochs=epochs,
                   attack_epochs=int(attack_epochs), max_train=max_train, max_test=max_test, device=device,
                   teacher_seed=None if teacher_seed is None else int(teacher_seed),
-                  data_root=None if data_root is None else str(data_root))
+                  data_root=None if data_root is None else str(data_root), test_part=test_part)
     if dataset is not None and Path(dataset).is_file():
         from medic_viz.experiments.folders import file_sha256
 

@@ -102,7 +102,11 @@ def gtsrb_recipe(attack: str, architecture: str, dataset: str | Path, *, epochs:
                  seed: int = TEACHER_SEED) -> TeacherRecipe:
     """The GTSRB teacher of ``attack`` (its :data:`GTSRB_ATTACKS` preset, target
     :data:`GTSRB_TARGET`) for ``architecture``, trained ``epochs`` (default
-    :data:`GTSRB_TEACHER_EPOCHS`) on ``dataset`` (the path of the GTSRB arrays)."""
+    :data:`GTSRB_TEACHER_EPOCHS`) on ``dataset`` (the path of the GTSRB arrays). Its card's
+    role is the seed's (:func:`medic_viz.experiments.protocol.role_of_seed`: 0 development,
+    1 evaluation)."""
+    from medic_viz.experiments.protocol import role_of_seed
+
     if attack not in GTSRB_ATTACKS:
         raise ValueError(f"no GTSRB preset for attack {attack!r}: one of {', '.join(GTSRB_ATTACKS)}")
     if epochs is None and architecture not in GTSRB_TEACHER_EPOCHS:
@@ -112,4 +116,5 @@ def gtsrb_recipe(attack: str, architecture: str, dataset: str | Path, *, epochs:
     return TeacherRecipe(dataset=str(dataset), architecture=architecture,
                          epochs=int(GTSRB_TEACHER_EPOCHS[architecture] if epochs is None else epochs), seed=seed,
                          attack=attack, options=dict(preset.options), rate=preset.rate, target=GTSRB_TARGET,
-                         surrogate=None if preset.surrogate is None else surrogate_recipe(preset.surrogate, dataset))
+                         surrogate=None if preset.surrogate is None else surrogate_recipe(preset.surrogate, dataset),
+                         role=role_of_seed(seed))

@@ -121,7 +121,7 @@ def check_grid(cells: Sequence[CellSpec], *, executor: str = "local") -> None:
         checked.add(key)
         where = f"grid cell {cell.attack} × {cell.method} seed {cell.seed}"
         try:
-            splits = cell_splits(cell.dataset, cell.max_train, cell.max_test, cell.data_root)
+            splits = cell_splits(cell.dataset, cell.max_train, cell.max_test, cell.data_root, cell.test_part)
         except (ValueError, TypeError, OSError) as exc:
             if cell.teacher_dir is None:
                 raise

@@ -61,7 +61,8 @@ class TeacherRecipe:
     """What a cached model is. ``attack`` None: a clean model, or with ``adversarial``
     (``{"eps", "steps", "step_size"}``) one trained by PGD adversarial training. ``surrogate``:
     the recipe of the model the attack's poisons are computed against (Clean-Label).
-    ``notes`` goes into the card only (not into the key)."""
+    ``notes`` and ``role`` (``"development"`` / ``"evaluation"``, see
+    :mod:`medic_viz.experiments.protocol`) go into the card only (not into the key)."""
 
     dataset: str
     architecture: str
@@ -74,10 +75,15 @@ class TeacherRecipe:
     surrogate: "TeacherRecipe | None" = None
     adversarial: Mapping[str, float] | None = None
     notes: str = ""
+    role: str | None = None
 
     def __post_init__(self) -> None:
         if self.attack is not None and self.adversarial is not None:
             raise ValueError("a recipe is either an attack or adversarial training, not both")
+        from medic_viz.cards import TEACHER_ROLES
+
+        if self.role is not None and self.role not in TEACHER_ROLES:
+            raise ValueError(f"role must be one of {', '.join(TEACHER_ROLES)} or None, got {self.role!r}")
         if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
             raise ValueError(f"epochs must be a whole number >= 1, got {self.epochs!r}")
 
@@ -168,7 +174,9 @@ def train_recipe(recipe: TeacherRecipe, splits: Any, *, surrogate: Any = None, d
         trojan = train_attack(recipe.attack, splits, target=0 if recipe.target is None else recipe.target,
                               rate=recipe.rate, options=dict(recipe.options), architecture=recipe.architecture,
                               config=cfg, seed=recipe.seed, surrogate=surrogate)
-        return trojan.model, trojan.card(splits, dataset=dataset_name, notes=recipe.notes)
+        card = trojan.card(splits, dataset=dataset_name, notes=recipe.notes)
+        card.role = recipe.role
+        return trojan.model, card
 
     from medic_viz.attacks.clean_label import AdversarialObjective
     try:
@@ -194,7 +202,8 @@ def train_recipe(recipe: TeacherRecipe, splits: Any, *, surrogate: Any = None, d
                      dataset=dataset_name, attack=None, target_class=None, poison_rate=None,
                      metrics={**m.as_dict(), "train_seconds": round(result.seconds, 2)},
                      history=[e.as_dict() for e in result.history if e.kind in ("start", "epoch")],
-                     notes=recipe.notes or f"PGD adversarial training {settings} (surrogate of the Clean-Label attack)")
+                     notes=recipe.notes or f"PGD adversarial training {settings} (surrogate of the Clean-Label attack)",
+                     role=recipe.role)
     return result.model, card
 
 
