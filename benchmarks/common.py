@@ -21,6 +21,21 @@ if not GTSRB.is_file() and Path("/work/shared/data/gtsrb32.npz").is_file():
 #: The cached GTSRB teachers, clean models and Clean-Label surrogates.
 TEACHERS = TeacherCache(RESULTS / "gtsrb_teachers")
 
+
+
+def evaluation_teachers(attacks, arch: str = "wrn16_1") -> tuple[list[str], list[str]]:
+    """(folders of the cached evaluation teachers of ``attacks`` — the GTSRB presets trained
+    with the evaluation seed —, attacks whose evaluation teacher is not trained yet)."""
+    from medic_viz.experiments.presets import gtsrb_recipe
+    from medic_viz.experiments.protocol import EVALUATION, ROLE_SEEDS
+
+    found, missing = [], []
+    for attack in attacks:
+        folder = TEACHERS.find(gtsrb_recipe(attack, arch, GTSRB, seed=ROLE_SEEDS[EVALUATION][0]))
+        (found.append(str(folder)) if folder is not None else missing.append(attack))
+    return found, missing
+
+
 # --- Table 1 on GTSRB (WRN-16-1): the grid of run_table1.sh, its report and its aligned-τ row ---
 TABLE1_OUT = RESULTS / "table1_gtsrb_wrn16_1"
 #: The paper's attacks in its Table 1 order, then WaNet.

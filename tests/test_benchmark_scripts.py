@@ -87,3 +87,35 @@ def test_benchmarks_import_only_the_library_and_their_shared_helper() -> None:
                 if stem in scripts and (path.stem, f"benchmarks.{stem}") not in SCRIPT_IMPORTS_PENDING:
                     found.append(f"{path.name}: imports the script {stem}")
     assert not found, found
+
+
+def _row(attack: str, method: str, seed: int, acc: float, asr: float, **kw) -> dict:
+    return {"attack": attack, "method": method, "seed": seed, "clean_acc": acc, "asr": asr,
+            "before_clean_acc": 0.98, "before_asr": 1.0, **kw}
+
+
+def test_scarce_data_table_averages_seeds_and_checks_the_targets_by_hand() -> None:
+    from benchmarks.scarce_data import table
+
+    t = "badnet_wrn16_1_e30_s1"
+    rows = [_row(t, "medic", 0, 0.96, 0.02, fraction=0.05), _row(t, "medic", 1, 0.94, 0.04, fraction=0.05),
+            _row(t, "kd", 0, 0.90, 0.01, fraction=0.05),
+            _row(t, "medic", 0, 0.92, 0.03, fraction=0.02)]
+    text = table(rows)
+    five = next(line for line in text.splitlines() if "| 5 % |" in line)
+    # MEDIC: acc mean 95.0, sample std 1.414; ASR 3.0 ± 1.4; drop 98 - 95 = 3.0 ≤ 3 → met
+    assert "95.0 ± 1.4 / 3.0 ± 1.4" in five and "90.0 / 1.0" in five and "met (drop 3.0 ≤ 3" in five
+    two = next(line for line in text.splitlines() if "| 2 % |" in line)
+    assert "92.0 / 3.0" in two and "missed (drop 6.0 ≤ 5" in two  # 6 points > 5 allowed at 2 %
+
+
+def test_figure4_table_puts_the_default_beside_each_tau() -> None:
+    from benchmarks.figure4_tau import DEFAULT, table
+
+    t = "sig_wrn16_1_e30_s1"
+    rows = [_row(t, "medic", 0, 0.97, 0.01, ablation="none", x=None),
+            _row(t, "medic", 0, 0.98, 0.80, ablation="tau", x=0.0),
+            _row(t, "medic", 1, 0.96, 0.60, ablation="tau", x=0.0)]
+    header, _, line = table(rows).splitlines()
+    assert header == f"| Attack | Teacher acc / ASR | {DEFAULT} | τ = 0 |"
+    assert "| sig | 98.0 / 100.0 | 97.0 / 1.0 (n=1) | 97.0 ± 1.4 / 70.0 ± 14.1 (n=2) |" == line

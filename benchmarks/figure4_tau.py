@@ -1,0 +1,138 @@
+"""The paper's Figure 4 on GTSRB: MEDIC's clean accuracy and ASR against one global
+temperature τ (τ = 0 is plain cloning: every neuron weighted alike), with the library's
+default (τ calibrated per layer to a 1 % share) as its own point, for Clean-Label, SIG and
+BadNet on *evaluation* teachers (seed 1), measured on the *evaluation* half of the test set.
+
+    python -m benchmarks.train_teachers --role evaluation --attacks badnet sig cleanlabel   # once
+    python -m benchmarks.figure4_tau --attacks badnet --seeds 0 1 --threads 1                # a part
+    python -m benchmarks.figure4_tau --report                                                # figure + table
+
+Resumable (``benchmarks/results/figure4_tau/runs.jsonl``); every row keeps its per-epoch
+curve. 60 epochs, 5 % clean data, λ = 3 (the library's) for every point.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from benchmarks.common import DOCS, GTSRB, RESULTS, evaluation_teachers
+from medic_viz.experiments.grid import DEFAULT_ABLATION_VALUES
+from medic_viz.experiments.protocol import EVALUATION
+from medic_viz.metrics import mean_std
+
+OUT = RESULTS / "figure4_tau"
+FIGURES = DOCS / "figure4_tau"
+ATTACKS = ("cleanlabel", "sig", "badnet")
+TAUS = DEFAULT_ABLATION_VALUES["tau"]["tau"]
+DEFAULT = "default share"
+
+
+def grid(teachers: list[str], seeds, device: str = "auto", taus=TAUS):
+    """The τ sweep (ablation ``tau``) and the default (a plain MEDIC cell) per teacher and seed."""
+    from medic_viz.experiments import build_grid
+
+    common = dict(dataset=str(GTSRB), teachers=teachers, seeds=list(seeds), device=device, test_part=EVALUATION)
+    sweep = build_grid(methods=["medic"], ablation="tau", values={"tau": tuple(taus)}, **common)
+    default = build_grid(methods=["medic"], **common)
+    return default + sweep
+
+
+def _point(row: dict) -> str:
+    return DEFAULT if row.get("ablation", "none") == "none" else f"τ = {float(row['x']):g}"
+
+
+def _text(m) -> str:
+    """``mean ± std`` (%), the std only over more than one seed."""
+    return f"{m.mean:.1f}" + (f" ± {m.std:.1f}" if m.n > 1 else "")
+
+
+def table(rows: list[dict]) -> str:
+    """Markdown: per attack and point, clean accuracy and ASR (%, mean ± sample std over seeds)."""
+    points = [DEFAULT] + [f"τ = {t:g}" for t in sorted({float(r["x"]) for r in rows if r.get("ablation") == "tau"})]
+    lines = ["| Attack | Teacher acc / ASR | " + " | ".join(points) + " |", "|" + "---|" * (len(points) + 2)]
+    for attack in sorted({r["attack"] for r in rows}):
+        mine = [r for r in rows if r["attack"] == attack]
+        cells = []
+        for p in points:
+            pr = [r for r in mine if _point(r) == p]
+            if not pr:
+                cells.append("–")
+                continue
+            cells.append(f"{_text(mean_std([100 * r['clean_acc'] for r in pr]))} / "
+                         f"{_text(mean_std([100 * r['asr'] for r in pr]))} (n={len(pr)})")
+        t = mine[0]
+        lines.append(f"| {attack.split('_', 1)[0]} | {100 * t['before_clean_acc']:.1f} / {100 * t['before_asr']:.1f} | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def figure(rows: list[dict]):
+    """Accuracy and ASR against τ per attack (the sweep), the default as a dotted level line."""
+    from medic_viz.viz.summary_figures import tau_sweep_figure
+
+    sweep = [{"tau": r["x"], "series": r["attack"].split("_", 1)[0], "clean_acc": r["clean_acc"], "asr": r["asr"]}
+             for r in rows if r.get("ablation") == "tau"]
+    fig = tau_sweep_figure(sweep, group_by="series",
+                           title="Figure 4 on GTSRB (evaluation teachers and test images): τ = 0 is plain cloning; "
+                                 "dotted: the default per-layer share")
+    for attack in sorted({r["attack"] for r in rows}):
+        dflt = [r for r in rows if r["attack"] == attack and r.get("ablation", "none") == "none"]
+        if dflt:
+            asr = mean_std([100 * r["asr"] for r in dflt]).mean
+            fig.add_hline(y=asr, line_dash="dot", annotation_text=f"{attack.split('_', 1)[0]} default ASR {asr:.1f} %")
+    return fig
+
+
+def report() -> None:
+    from medic_viz.experiments.runner import read_runs
+
+    rows = read_runs(OUT / "runs.jsonl") if (OUT / "runs.jsonl").is_file() else []
+    if not rows:
+        print(f"no finished cells in {OUT}; run a part first", file=sys.stderr)
+        return
+    text = table(rows)
+    (OUT / "table.md").write_text(text)
+    FIGURES.mkdir(parents=True, exist_ok=True)
+    fig = figure(rows)
+    fig.write_html(str(FIGURES / "figure4_tau.html"), include_plotlyjs="cdn")
+    try:
+        fig.write_image(str(FIGURES / "figure4_tau.png"), scale=1)
+    except Exception as exc:  # kaleido needs Chromium; the HTML is always written
+        print(f"figure4_tau.png not written ({type(exc).__name__}); the HTML is", file=sys.stderr)
+    print(text)
+    print(json.dumps({"rows": len(rows), "table": str(OUT / "table.md")}))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--attacks", nargs="+", default=list(ATTACKS), choices=ATTACKS)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    parser.add_argument("--taus", nargs="+", type=float, default=list(TAUS))
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--report", action="store_true", help="only write the table and figure from finished cells")
+    args = parser.parse_args(argv)
+    if args.report:
+        report()
+        return
+    import torch
+
+    from medic_viz.experiments.runner import run_grid
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    teachers, missing = evaluation_teachers(args.attacks)
+    for attack in missing:
+        print(f"note: no evaluation teacher for {attack} yet (python -m benchmarks.train_teachers "
+              f"--role evaluation --attacks {attack}); skipped", file=sys.stderr)
+    if not teachers:
+        return
+    result = run_grid(grid(teachers, args.seeds, args.device, args.taus), OUT, log=print)
+    print(f"{result.computed} computed, {result.skipped} skipped, {len(result.errors)} failed")
+    report()
+
+
+if __name__ == "__main__":
+    main()
