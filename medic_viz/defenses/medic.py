@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from medic_viz.calibration import calibrate_taus, validate_share
 from medic_viz.capture import LAYER_PRESETS, LayerRecorder, StructureMismatchError, check_same_structure, resolve_layers
 from medic_viz.checks import MAX_SEED, check_number, check_whole
+from medic_viz.coverage import LABEL_ONLY_WARNING_SHARE, cloning_coverage
 from medic_viz.data.arrays import ImageArrays, iterate_batches
 from medic_viz.device import resolve_device
 from medic_viz.defenses.base import ConfiguredDefense, DefenseResult, fresh_copy, frozen_copy
@@ -383,7 +384,7 @@ class Medic(ConfiguredDefense):
         per_image = sum(st.mean.numel() * st.count / max(len(clean), 1) for st in stats.values())
         objective = MedicObjective(reference, student.to(device), stats, cfg.importance, cfg.lam,
                                    fused=cfg.fused, work=steps * cfg.batch_size * per_image)
-        extra: dict = {"layers": list(layers)}
+        extra: dict = {"layers": list(layers), **_coverage_record(teacher, layers, clean)}
         if not cfg.calibrated:
             extra["tau"] = cfg.effective_tau
         if cfg.calibrated:
@@ -393,6 +394,21 @@ class Medic(ConfiguredDefense):
             extra.update(layer_taus=layer_taus, share=cfg.effective_share)
         result = train(objective, clean, cfg.train_config(), evaluator=evaluator, callbacks=callbacks, stop_event=stop_event, label=label)
         return result.model, extra, result
+
+
+def _coverage_record(teacher: nn.Module, layers: list[str], clean: ImageArrays) -> dict:
+    """``label_only_share`` / ``label_only_modules`` / ``coverage_note`` of a run
+    (:mod:`medic_viz.coverage`): how much of the model the hooked layers leave to the clean
+    labels alone, and a one-line note when that is more than
+    :data:`~medic_viz.coverage.LABEL_ONLY_WARNING_SHARE` (shown by the CLI and the run views)."""
+    coverage = cloning_coverage(teacher, layers, clean.image_shape)
+    record: dict = {"label_only_share": round(coverage.share_label_only, 4),
+                    "label_only_modules": list(coverage.label_only_modules)}
+    if coverage.share_label_only > LABEL_ONLY_WARNING_SHARE:
+        record["coverage_note"] = (f"{coverage.summary()}, here {len(clean):,} clean images: with scarce or hard "
+                                   "data that part can cost clean accuracy (layers='conv+bn' clones every "
+                                   "conv/norm output)")
+    return record
 
 
 def calibrate_layer_taus(
