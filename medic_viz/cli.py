@@ -177,30 +177,35 @@ def _print(msg: str) -> None:
     print(msg, flush=True)
 
 
-def _run_removal(teacher, card, splits, args, signals, out, *, fraction, method="medic", **options):
-    """Run one defence (``options``: its config fields; None values mean the method's default)
-    and publish its folder; returns the exit status (0, or 128 + signal when stopped)."""
-    from medic_viz.defenses.registry import DISPLAY_NAMES, MAIN_METHOD, make_defense
+def _run_removal(teacher, card, splits, args, signals, out, settings, *, cpu_bf16=False):
+    """Run the defence ``settings`` (a :class:`~medic_viz.run_settings.RunSettings`) describe —
+    its options from them (``epochs`` for the main phase, the method's own for the others;
+    ``cpu_bf16``: bf16 autocast on the CPU too) — and publish its folder; returns the exit
+    status (0, or 128 + signal when stopped)."""
+    from medic_viz.defenses.registry import DISPLAY_NAMES, make_defense
     from medic_viz.metrics import format_before_after
     from medic_viz.outdir import pause_for_tests
     from medic_viz.pipeline import remove_backdoor, trigger_of
     from medic_viz.viz.report import write_outputs
 
     trigger, target = trigger_of(card)
-    options = {k: v for k, v in options.items() if v is not None}
-    if method == MAIN_METHOD:  # MEDIC's student init follows --seed
-        options["student_seed"] = args.seed
-    defense = make_defense(method, device=args.device, seed=args.seed, progress=not args.no_progress, **options)
+    options = settings.to_defense_options(budget=False)
+    options["progress"] = not args.no_progress
+    if cpu_bf16:
+        options["cpu_bf16"] = True
+    defense = make_defense(settings.method, **options)
     name = DISPLAY_NAMES.get(defense.name, defense.name)
     if trigger is None:
         _print("note: the model card records no attack, so ASR cannot be measured; clean accuracy only")
     cfg = defense.config
-    extra = f"{cfg.describe()}, {_layers_text(cfg.layers)}, " if defense.name == MAIN_METHOD else ""
+    describe = getattr(cfg, "describe", None)  # how the run's sharpness was set (MEDIC's config says)
+    extra = f"{describe()}, {_layers_text(cfg.layers)}, " if describe is not None else ""
+    fraction = settings.fraction
     _print(f"{name}: {extra}{cfg.epochs} epochs on {100 * fraction:g}% of {splits.train.name} "
-           f"({len(splits.train)} images), device {args.device}")
+           f"({len(splits.train)} images), device {settings.device}")
     signals.phase = "train"
     outcome = remove_backdoor(teacher, splits, defense, trigger=trigger, target=target, fraction=fraction,
-                              seed=args.seed, device=args.device, stop_event=signals.stop_event,
+                              seed=settings.seed, device=settings.device, stop_event=signals.stop_event,
                               callbacks=[lambda ev: pause_for_tests("train") if ev.kind == "epoch" and ev.epoch == 1 else None])
     signals.phase = "write"
     stopped = outcome.result.stopped
@@ -218,6 +223,8 @@ def _run_removal(teacher, card, splits, args, signals, out, *, fraction, method=
     _print(format_before_after(outcome.before, outcome.after, name))
     _print("")
     _print(f"{outcome.n_clean_subset} clean images, {outcome.result.seconds:.1f} s training, {outcome.seconds:.1f} s in all")
+    if outcome.result.config.get("coverage_note"):  # MEDIC: how much of the model only the labels train
+        _print(f"note: {outcome.result.config['coverage_note']}")
     _print(f"wrote {target_dir / 'result.json'}, {target_dir / 'report.html'} and {target_dir / 'model'}/")
     if stopped:
         _print(f"stopped after {done[-1] if done else 0} of {cfg.epochs} epochs: {target_dir} holds the model as it was "
@@ -232,11 +239,13 @@ def _run_removal(teacher, card, splits, args, signals, out, *, fraction, method=
 def cmd_demo(args: argparse.Namespace) -> int:
     from medic_viz.data import load_dataset
     from medic_viz.pretrained import DEMO_ATTACKS, demo_model_dir, load_demo_model
+    from medic_viz.run_settings import RunSettings
 
     if str(args.attack).strip().lower() not in DEMO_ATTACKS:
         raise ValueError(f"--attack {args.attack!r}: the demo repairs a shipped trojaned model; choose one of "
                          f"{', '.join(DEMO_ATTACKS)}")
-    settings = DEMO_SETTINGS["quick" if args.quick else "full"]
+    settings = RunSettings.create(**DEMO_SETTINGS["quick" if args.quick else "full"], device=args.device,
+                                  seed=args.seed)
     if args.out is None:  # the default folder belongs to the demo: its previous result is replaced
         args.out = DEMO_OUT
         folder = Path(DEMO_OUT)
@@ -248,7 +257,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         _print(f"demo: shipped {card.architecture} trojaned with {card.attack['name']} (target class "
                f"{card.target_class}: {card.classes[card.target_class]}) on the embedded synthetic traffic signs")
         splits = load_dataset("signs", size=card.input_size, seed=0)
-        return _run_removal(teacher, card, splits, args, signals, out, **settings)
+        return _run_removal(teacher, card, splits, args, signals, out, settings)
 
 
 def cmd_attack(args: argparse.Namespace) -> int:
@@ -309,34 +318,29 @@ def _layers_text(layers: object) -> str:
     return f"layers {','.join(layers)}"
 
 
-def _parse_layers(text: str | None) -> str | tuple[str, ...] | None:
-    """``--layers``: a preset name or comma-separated module names (checked against the model later)."""
-    if text is None:
-        return None
-    from medic_viz.capture import LAYER_PRESETS
-
-    text = text.strip()
-    if text in LAYER_PRESETS:
-        return text
-    names = tuple(n.strip() for n in text.split(",") if n.strip())
-    if not names:
-        raise ValueError(f"--layers {text!r}: give a preset ({', '.join(LAYER_PRESETS)}) or comma-separated module names")
-    return names
+#: Options of ``--tau auto``: they go with ``--tau`` (a method without τ refuses them too).
+_TAU_AUTO = ("tau_budget", "tau_search_epochs")
 
 
-def _parse_tau(text: str) -> float | str:
-    from medic_viz.importance import validate_tau
+def _refuse_unused(args: argparse.Namespace, method: str) -> None:
+    """Refuse the flags of run settings ``method`` does not use (MEDIC's ``--tau``, ``--share``,
+    ``--layers``, ``--lam`` for a baseline): which settings a method uses is its class's
+    (:func:`medic_viz.run_settings.method_settings`), as for the launcher and the grid."""
+    from medic_viz.run_settings import method_settings, unused_settings
 
-    if str(text).strip().lower() == "auto":
-        return "auto"
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"--tau must be a number >= 0 or 'auto', got {text!r}") from None
-    return validate_tau(value)
+    unused = unused_settings(method)
+    names = [n for n in unused if hasattr(args, n)] + [n for n in _TAU_AUTO if "tau" in unused]
+    given = [f"--{k.replace('_', '-')} {getattr(args, k)}" for k in names if getattr(args, k) is not None]
+    if not given:
+        return
+    from medic_viz.defenses.registry import DEFENSES
 
-
-_MEDIC_ONLY = ("tau", "share", "layers", "lam", "tau_budget", "tau_search_epochs")
+    owners = [m for m in DEFENSES if set(method_settings(m)) & set(unused) and m != method]
+    whose = " or ".join(DEFENSES[m].display_name for m in owners)
+    one = len(given) == 1
+    raise ValueError(f"{' and '.join(given)} appl{'ies' if one else 'y'} to {whose}'s τ and λ only "
+                     f"(--method {' or '.join(owners)}); --method {args.method} does not use {'it' if one else 'them'}: "
+                     f"remove {'it' if one else 'them'}")
 
 
 def _load_teacher(folder: str, trust_arch_code: str | None):
@@ -348,24 +352,15 @@ def _load_teacher(folder: str, trust_arch_code: str | None):
 
 def cmd_defend(args: argparse.Namespace) -> int:
     from medic_viz.data.arrays import clean_subset
-    from medic_viz.defenses.medic import DEFAULT_LAM, validate_lambda
-    from medic_viz.defenses.registry import MAIN_METHOD, defense_class
+    from medic_viz.defenses.registry import defense_class
+    from medic_viz.run_settings import RunSettings
 
     method = defense_class(args.method).name  # canonical name; unknown methods fail here, before any work
     trust = trusted_code(args)
-    if method != MAIN_METHOD:  # --tau, --share, --lam, --layers … are MEDIC's options
-        given = [f"--{k.replace('_', '-')} {getattr(args, k)}" for k in _MEDIC_ONLY if getattr(args, k) is not None]
-        if given:
-            one = len(given) == 1
-            raise ValueError(f"{' and '.join(given)} appl{'ies' if one else 'y'} to MEDIC's τ and λ only (--method medic); "
-                             f"--method {args.method} does not use {'it' if one else 'them'}: remove {'it' if one else 'them'}")
-    tau = None if args.tau is None else _parse_tau(args.tau)
-    if tau is not None and args.share is not None:
-        raise ValueError(f"--tau {args.tau} and --share {args.share:g} both set how sharp MEDIC's weights are; give one "
-                         "(--share calibrates τ per layer, --tau is one global τ)")
-    layers = _parse_layers(args.layers)
-    lam = validate_lambda(DEFAULT_LAM if args.lam is None else args.lam)
-    if tau != "auto" and (args.tau_budget is not None or args.tau_search_epochs is not None):
+    _refuse_unused(args, method)
+    settings = RunSettings.from_cli_args(args)  # every setting checked here, before any work
+    auto = args.tau is not None and str(args.tau).strip().lower() == "auto"
+    if not auto and (args.tau_budget is not None or args.tau_search_epochs is not None):
         raise ValueError("--tau-budget and --tau-search-epochs apply to --tau auto only")
     # the dataset the teacher's card names is an input too, known before --out is checked
     signals, out = _prepare(args, args.teacher, datasets=_card_datasets(args.teacher), code=trust)
@@ -379,7 +374,7 @@ def cmd_defend(args: argparse.Namespace) -> int:
         from medic_viz.pipeline import check_image_size
 
         check_image_size((card.in_channels, card.input_size), splits, "the teacher (its card)")
-        if tau == "auto":
+        if auto:
             from medic_viz.defenses.tuning import select_tau
 
             budget = 0.03 if args.tau_budget is None else args.tau_budget
@@ -387,15 +382,12 @@ def cmd_defend(args: argparse.Namespace) -> int:
             _print(f"choosing τ from clean data alone (budget {100 * budget:g} points, "
                    f"{search_epochs} epochs per candidate) …")
             search = {k: v for k, v in {"batch_size": args.batch_size, "lr": args.lr}.items() if v is not None}
-            selection = select_tau(teacher, clean_subset(splits.train, args.fraction, args.seed), budget=budget,
-                                   seed=args.seed, device=args.device, epochs=search_epochs, lam=lam,
-                                   progress=not args.no_progress, **search)
+            selection = select_tau(teacher, clean_subset(splits.train, settings.fraction, settings.seed),
+                                   budget=budget, seed=settings.seed, device=settings.device, epochs=search_epochs,
+                                   lam=settings.lam, progress=not args.no_progress, **search)
             _print(str(selection))
-            tau = selection.tau
-        extra = {"tau": None if tau is None else float(tau), "share": args.share, "lam": lam, "layers": layers} if method == MAIN_METHOD else {}
-        return _run_removal(teacher, card, splits, args, signals, out, method=method, epochs=args.epochs,
-                            fraction=args.fraction, batch_size=args.batch_size, lr=args.lr,
-                            cpu_bf16=True if args.cpu_bf16 else None, **extra)
+            settings = settings.replace(tau_mode="global", tau=float(selection.tau))
+        return _run_removal(teacher, card, splits, args, signals, out, settings, cpu_bf16=args.cpu_bf16)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
