@@ -34,7 +34,16 @@ __all__ = [
     "Callback",
     "train",
     "resolve_channels_last",
+    "SCHEDULES",
+    "STEP_MILESTONES",
+    "lr_factor",
 ]
+
+#: Learning-rate schedules of :class:`TrainConfig` (see :func:`lr_factor`).
+SCHEDULES: tuple[str, ...] = ("cosine", "constant", "step", "piecewise")
+#: Epochs after which the ``"step"`` schedule divides the learning rate by 10 (NAD's code, which
+#: the MEDIC authors' Fine-tuning, Fine-pruning and NAD runs use).
+STEP_MILESTONES: tuple[int, ...] = (2, 20, 30)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -51,6 +60,9 @@ class TrainConfig:
     ``amp``: bf16 autocast on CUDA. ``cpu_bf16``: bf16 autocast on the CPU too — about 1.4×
     faster steps on CPUs with native bf16 (AVX512-BF16, AMX; BENCHMARKS.md §4), with bf16's
     rounding as on CUDA, so off by default; ignored (with a warning) on CPUs without it.
+    ``schedule``: how the learning rate moves over the epochs (:func:`lr_factor`): ``"cosine"`` to
+    0, ``"constant"``, ``"step"`` (÷10 after epochs 2, 20 and 30) or ``"piecewise"`` (flat for the
+    first half, linear down to 1 % at 90 %, then flat: Garipov et al.'s curve schedule).
     ``channels_last``: train in the channels-last memory format (``True``/``False``, or
     ``"auto"``: on CPU and CUDA for models with 2-D convolutions, where it is faster —
     BENCHMARKS.md §4); the returned model is in the usual contiguous format either way.
@@ -89,8 +101,8 @@ class TrainConfig:
         check_number("momentum", self.momentum, 0, 1, high_open=True)
         if self.optimizer not in ("adam", "sgd"):
             raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
-        if self.schedule not in ("cosine", "constant"):
-            raise ValueError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(map(repr, SCHEDULES))}, got {self.schedule!r}")
         if self.channels_last not in (True, False, "auto"):
             raise ValueError(f"channels_last must be True, False or 'auto', got {self.channels_last!r}")
         if self.cpu_bf16 not in (True, False):
@@ -202,6 +214,25 @@ def _make_optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.momentum > 0)
 
 
+def lr_factor(schedule: str, epoch: int, epochs: int) -> float:
+    """The learning rate of 0-based ``epoch`` of ``epochs`` as a multiple of the initial one.
+
+    ``"cosine"``: ``(1 + cos(π·epoch/epochs)) / 2``; ``"constant"``: 1; ``"step"``: ``0.1 ** k``
+    with ``k`` the number of :data:`STEP_MILESTONES` ≤ ``epoch`` (NAD's ``adjust_learning_rate``);
+    ``"piecewise"``: with ``a = (epoch + 1) / epochs``, 1 for ``a ≤ 0.5``, ``1 − 0.99·(a − 0.5)/0.4``
+    up to ``a ≤ 0.9``, then 0.01 (Garipov et al.'s ``learning_rate_schedule``, MCR's curves)."""
+    if schedule == "cosine":
+        return (1.0 + math.cos(math.pi * epoch / epochs)) / 2.0
+    if schedule == "step":
+        return 0.1 ** sum(1 for m in STEP_MILESTONES if epoch >= m)
+    if schedule == "piecewise":
+        a = (epoch + 1) / epochs
+        return 1.0 if a <= 0.5 else (1.0 - (a - 0.5) / 0.4 * 0.99 if a <= 0.9 else 0.01)
+    if schedule == "constant":
+        return 1.0
+    raise ValueError(f"schedule must be one of {', '.join(map(repr, SCHEDULES))}, got {schedule!r}")
+
+
 def _progress_bar(total: int, enabled: bool, label: str):
     if not enabled:
         return None
@@ -243,11 +274,12 @@ def train(
     optimizer = _make_optimizer(params, cfg)
     steps_per_epoch = math.ceil(len(data) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
-    scheduler = (
-        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
-        if cfg.schedule == "cosine"
-        else None
-    )
+    if cfg.schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    elif cfg.schedule in ("step", "piecewise"):
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(cfg.schedule, e, cfg.epochs))
+    else:
+        scheduler = None
     use_amp = bool(cfg.amp) and (device.type == "cuda" or (device.type == "cpu" and cfg.cpu_bf16 and _cpu_has_bf16()))
     generator = torch.Generator().manual_seed(int(cfg.seed))
     torch.manual_seed(int(cfg.seed))

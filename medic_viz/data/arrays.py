@@ -24,7 +24,12 @@ __all__ = [
     "DatasetSplits",
     "iterate_batches",
     "clean_subset",
+    "holdout_subset",
+    "HOLDOUT_SEED_SALT",
 ]
+
+#: Added to the seed of :func:`holdout_subset`'s draw, so it is not the clean subset's stream.
+HOLDOUT_SEED_SALT = 7919
 
 
 @dataclass(frozen=True)
@@ -247,12 +252,7 @@ def iterate_batches(
         yield x, y
 
 
-def clean_subset(data: ImageArrays, fraction: float, seed: int = 0) -> ImageArrays:
-    """A class-balanced random subset holding ``fraction`` of ``data`` (MEDIC uses 0.05).
-
-    Each class contributes ``round(fraction * n_class)`` images (at least one where the class
-    has any), chosen by ``seed``; the result is the same for the same seed.
-    """
+def _clean_subset_indices(data: ImageArrays, fraction: float, seed: int) -> torch.Tensor:
     fraction = check_number("fraction", fraction, 0.0, 1.0, low_open=True, advice="MEDIC's default is 0.05 (5%)")
     seed = check_whole("seed", seed, 0, MAX_SEED)
     g = torch.Generator().manual_seed(seed)
@@ -266,7 +266,45 @@ def clean_subset(data: ImageArrays, fraction: float, seed: int = 0) -> ImageArra
     if not picked:
         raise ValueError(f"{data.name}: dataset is empty, cannot take a subset")
     idx = torch.cat(picked)
-    idx = idx[torch.randperm(len(idx), generator=g)]
-    out = data.subset(idx)
+    return idx[torch.randperm(len(idx), generator=g)]
+
+
+def clean_subset(data: ImageArrays, fraction: float, seed: int = 0) -> ImageArrays:
+    """A class-balanced random subset holding ``fraction`` of ``data`` (MEDIC uses 0.05).
+
+    Each class contributes ``round(fraction * n_class)`` images (at least one where the class
+    has any), chosen by ``seed``; the result is the same for the same seed.
+    """
+    out = data.subset(_clean_subset_indices(data, fraction, seed))
     out.name = f"{data.name}[{fraction:g} seed={seed}]"
+    return out
+
+
+def holdout_subset(data: ImageArrays, fraction: float, seed: int = 0, holdout_fraction: float | None = None) -> ImageArrays:
+    """Clean images of ``data`` that ``clean_subset(data, fraction, seed)`` did not pick: a
+    hold-out for choosing a defence's settings on images it does not train on.
+
+    Rule: per class, the images outside that clean subset in a random order drawn with seed
+    ``seed + HOLDOUT_SEED_SALT``, the first ``round(holdout_fraction · n_class)`` of them (at
+    least one where any remain); ``holdout_fraction`` None: ``fraction`` (as many images as the
+    clean subset). Sorted by index; the same for the same arguments. ``data`` is normally the
+    training set, which a grid's teachers trained on too (the hold-out is new to the defence,
+    not to the trojaned model)."""
+    share = fraction if holdout_fraction is None else holdout_fraction
+    share = check_number("holdout_fraction", share, 0.0, 1.0, low_open=True)
+    taken = torch.zeros(len(data), dtype=torch.bool)
+    taken[_clean_subset_indices(data, fraction, seed)] = True
+    g = torch.Generator().manual_seed(int(seed) + HOLDOUT_SEED_SALT)
+    picked: list[torch.Tensor] = []
+    for c in range(data.num_classes):
+        members = torch.nonzero(data.labels == c).flatten()
+        rest = members[~taken[members]]
+        if len(members) == 0 or len(rest) == 0:
+            continue
+        k = min(len(rest), max(1, int(round(share * len(members)))))
+        picked.append(rest[torch.randperm(len(rest), generator=g)[:k]])
+    if not picked:
+        raise ValueError(f"{data.name}: the clean subset takes every image; no hold-out is left (use a smaller fraction)")
+    out = data.subset(torch.cat(picked).sort().values)
+    out.name = f"{data.name}[holdout of {fraction:g} seed={seed}]"
     return out

@@ -2,10 +2,18 @@
 under adversarial neuron perturbation, then prune every neuron whose mask fell to a fixed
 threshold or below.
 
-Defaults: noise δ, ξ ∈ [−ε, ε] on each BN neuron's weight and bias, ε = 0.4, one
+Defaults — the settings the MEDIC authors ran ANP with (their ``ANP/config.py``), fixed numbers
+that need no trigger: noise δ, ξ ∈ [−ε, ε] on each BN neuron's weight and bias, ε = 0.2, one
 signed-gradient ascent step; mask loss α·CE(masked) + (1−α)·CE(masked and perturbed), α = 0.2;
-mask SGD lr 0.2, momentum 0.9, 2000 iterations of batch 128; prune m ≤ 0.2 (fixed in advance,
-never chosen on test data). Sources: Wu & Wang 2021 (NeurIPS) and csdongxian/ANP_backdoor.
+mask SGD lr 0.1, momentum 0.9, 2000 iterations of batch 128 (100 epochs of the paper's 2,500
+CIFAR-10 images: MEDIC App. E.5); prune m ≤ 0.05. ANP's own repository
+(csdongxian/ANP_backdoor) defaults to ε 0.4, lr 0.2, threshold 0.2: ``eps=0.4, lr=0.2,
+threshold=0.2`` (this library's defaults before issue 28). What it prunes: every BatchNorm
+channel of the model (WRN-16-1: 464 neurons), by zeroing its BN weight (the bias stays, so a
+pruned channel outputs its constant bias, as in ANP's code).
+
+Tuned (:mod:`medic_viz.experiments.selection`, the "ANP, threshold tuned" row): the threshold
+0.05 … 0.7 (read off one set of learned masks, :meth:`ANP.readout`), then ε 0.2 / 0.4.
 
 The masks are optimised with batch statistics in the BatchNorm layers, as in the ANP reference
 code (which trains the masks in train mode): with running statistics instead, perturbations
@@ -26,8 +34,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from medic_viz.checks import MAX_SEED, check_number, check_whole
+from medic_viz.data.arrays import ImageArrays
 from medic_viz.defenses.base import ConfiguredDefense, check_fraction, frozen_copy, trainable_copy
 from medic_viz.defenses.phases import EventStream, phase_config, phase_steps
+from medic_viz.defenses.tunable import Tunable, TuningSpace
+from medic_viz.device import resolve_device
 from medic_viz.training import TrainConfig
 
 __all__ = ["ANPConfig", "ANP", "ANPObjective", "prune_by_masks"]
@@ -172,15 +183,15 @@ class ANPConfig(TrainConfig):
     epochs: int = 100
     batch_size: int = 128
     optimizer: str = "sgd"
-    lr: float = 0.2
+    lr: float = 0.1
     weight_decay: float = 0.0
     momentum: float = 0.9
     schedule: str = "constant"
     iterations: int | None = 2000
-    eps: float = 0.4
+    eps: float = 0.2
     steps: int = 1
     alpha: float = 0.2
-    threshold: float = 0.2
+    threshold: float = 0.05
     noise_seed: int = 0
 
     def validate(self) -> None:
@@ -222,14 +233,29 @@ class ANP(ConfiguredDefense):
     display_name = "ANP"
     config_class = ANPConfig
     seed_options = ("noise_seed",)
+    pinned_defaults = ("eps", "lr", "threshold")  # 0.4, 0.2, 0.2 before issue 28
+    tuning = TuningSpace((Tunable.over("threshold", (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)),
+                          Tunable.over("eps", (0.2, 0.4))))
+    readout_options = ("threshold",)
 
     @classmethod
     def epoch_options(cls, epochs: int) -> dict[str, object]:
         """``epochs`` of mask optimisation instead of the fixed number of iterations."""
         return {"epochs": int(epochs), "iterations": None}
 
+    def readout(self, teacher: nn.Module, clean: ImageArrays, **options) -> nn.Module:
+        """``teacher`` pruned by the last run's masks at ``threshold=``: what a run with that
+        threshold returns (the masks do not depend on it)."""
+        masks = getattr(self, "last_masks", None)
+        self._check_readout(options, masks)
+        threshold = check_fraction(options.get("threshold", self.config.threshold), "threshold")
+        model = trainable_copy(teacher, resolve_device(self.config.device))
+        prune_by_masks(model, list(masks), list(masks.values()), threshold)
+        return model.eval()
+
     def _run(self, teacher, clean, device, evaluator, callbacks, stop_event, label):
         cfg = self.config
+        self.last_masks = None
         epochs = cfg.mask_epochs(len(clean))
         masked = _MaskedNetwork(frozen_copy(teacher, device)).to(device)
         stream = EventStream(label, callbacks, [epochs], [phase_steps(len(clean), cfg.batch_size, epochs)])

@@ -19,6 +19,7 @@ import torch.nn as nn
 from medic_viz.capture import eval_mode
 from medic_viz.checks import check_number
 from medic_viz.data.arrays import ImageArrays, iterate_batches
+from medic_viz.defenses.tunable import TuningSpace
 from medic_viz.device import resolve_device
 from medic_viz.metrics import Evaluator
 from medic_viz.training import Callback, TrainConfig, TrainEvent
@@ -107,6 +108,14 @@ class ConfiguredDefense(Defense):
     #: Options besides ``seed`` that take a run's seed where one seed drives the whole run (a
     #: grid cell: :func:`medic_viz.experiments.method_options`), e.g. a fresh student's init.
     seed_options: ClassVar[tuple[str, ...]] = ()
+    #: Config fields whose defaults :meth:`pinned_options` writes out (defaults that changed since
+    #: results were recorded under the older ones: a grid cell's id then changes with them).
+    pinned_defaults: ClassVar[tuple[str, ...]] = ()
+    #: The method's free settings and their order of strength, for the one tuning rule
+    #: (:mod:`medic_viz.experiments.selection`); empty: the defaults are used as they are.
+    tuning: ClassVar[TuningSpace] = TuningSpace()
+    #: Options a finished run can be read out at again without training (:meth:`readout`).
+    readout_options: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def epoch_options(cls, epochs: int) -> dict[str, object]:
@@ -118,8 +127,28 @@ class ConfiguredDefense(Defense):
     def pinned_options(cls, options: Mapping[str, object]) -> dict[str, object]:
         """``options`` with the defaults a result depends on written out, so that a grid cell's
         id changes when such a default does (a resumed grid never reuses a run made under other
-        defaults). A method whose defaults are fixed returns ``options`` as they are."""
-        return dict(options)
+        defaults). The base class writes out the fields named in :attr:`pinned_defaults` that
+        ``options`` does not give."""
+        opts = dict(options)
+        defaults = cls.config_class()
+        for name in cls.pinned_defaults:
+            opts.setdefault(name, getattr(defaults, name))
+        return opts
+
+    def readout(self, teacher: nn.Module, clean: ImageArrays, **options: Any) -> nn.Module:
+        """The model the last :meth:`run` (of ``teacher`` on ``clean``) would have returned had its
+        :attr:`readout_options` been ``options`` — without training again (MCR's point on its
+        curve, ANP's pruning threshold). ``ValueError`` for another option, or before a run."""
+        raise ValueError(f"{self.display_name or self.name} has no option that a finished run can be read out at; "
+                         "run it again with the other options")
+
+    def _check_readout(self, options: Mapping[str, Any], state: object) -> None:
+        unknown = sorted(set(options) - set(self.readout_options))
+        if unknown:
+            raise ValueError(f"{self.display_name} reads a finished run out only at {list(self.readout_options)}, "
+                             f"not {unknown}; run it again with those options")
+        if state is None:
+            raise ValueError(f"{self.display_name} has not run yet: call run() before readout()")
 
     def __init__(self, config: TrainConfig | None = None, **overrides: object) -> None:
         cls = self.config_class

@@ -1,11 +1,24 @@
 """Fine-pruning (Liu et al. 2018): prune the last convolution's least-active channels, chosen
 and stopped on clean data only, then fine-tune with those channels held at zero.
 
-Defaults: rank the last convolution's channels by mean post-ReLU activation on the clean
-subset; prune them (zero the following norm layer's weight and bias, or the filters if there
-is none) in increasing order while the clean-*subset* accuracy stays within 4 points of the
-unpruned model's (at most 95% of the channels); then fine-tune as :mod:`~medic_viz.defenses.finetune`
-for 30 epochs. Source: Liu et al. 2018 (the 4% drop rule); MEDIC App. E.5 (31 epochs).
+Defaults: rank the last convolution's channels by their mean activation on the clean subset,
+read after the first norm layer that follows it and a ReLU; prune them (zero that norm layer's
+weight and bias, or the filters if there is none) in increasing order while the clean-*subset*
+accuracy stays within 4 points of the unpruned model's (at most 95% of the channels), or
+exactly ``prune_ratio`` of them; then fine-tune as :mod:`~medic_viz.defenses.finetune` for 30
+epochs. Source: Liu et al. 2018 (the 4% drop rule); MEDIC App. E.5 (31 epochs); the MEDIC
+authors' code prunes a fixed 32 of WRN's 64 final channels (``prune_ratio=0.5``).
+
+What it really prunes (:func:`last_conv_block`): in a plain CNN (SmallCNN, VGG) the last
+Conv-BN-ReLU block's channels. In WRN (pre-activation) the first norm after the last
+convolution is the top-level ``bn1``, *after* the last residual sum: the pruned channels are
+whole channels of the final feature map ``relu(bn1(·))``, skip path included — what the MEDIC
+authors' ``prune.py`` masks on the pooled features. In a post-activation ResNet it is the last
+block's ``bn2``, before the sum, and in a pre-activation ResNet (no norm follows) the last
+convolution's filters: the residual branch only, the skip path is kept.
+
+Tuned (:mod:`medic_viz.experiments.selection`): ``prune_ratio`` 0.25 / 0.5 / 0.75 / 0.9, then
+the learning rate (0.01 cosine, 0.1 stepped), weakest first.
 """
 
 from __future__ import annotations
@@ -18,11 +31,12 @@ import torch
 import torch.nn as nn
 
 from medic_viz.capture import LayerRecorder, eval_mode
-from medic_viz.data.arrays import ImageArrays, iterate_batches
 from medic_viz.checks import check_whole
+from medic_viz.data.arrays import ImageArrays, iterate_batches
 from medic_viz.defenses.base import ConfiguredDefense, check_fraction, clean_set_accuracy, trainable_copy
 from medic_viz.defenses.finetune import FineTuningConfig
 from medic_viz.defenses.phases import run_single_phase
+from medic_viz.defenses.tunable import Tunable, TuningSpace, lr_recipes
 from medic_viz.training import SupervisedObjective
 
 __all__ = ["FinePruningConfig", "FinePruning", "last_conv_block", "prune_channels"]
@@ -113,17 +127,22 @@ class FinePruningConfig(FineTuningConfig):
     ``max_acc_drop``: stop pruning before clean-*subset* accuracy falls more than this
     (fraction, 0.04 = 4 points) below the unpruned model's. ``prune_step``: channels removed
     per step. ``max_prune_ratio``: never prune more than this share of the channels.
+    ``prune_ratio``: prune exactly ``floor(prune_ratio · channels)`` of the least-active
+    channels (at most all but one) instead of stopping by accuracy (None: the accuracy rule).
     ``layer``: the convolution to prune (None = the last one).
     """
 
     max_acc_drop: float = 0.04
     prune_step: int = 1
     max_prune_ratio: float = 0.95
+    prune_ratio: float | None = None
     layer: str | None = None
     eval_batch_size: int = 512
 
     def validate(self) -> None:
         super().validate()
+        if self.prune_ratio is not None:
+            check_fraction(self.prune_ratio, "prune_ratio")
         check_fraction(self.max_acc_drop, "max_acc_drop")
         check_fraction(self.max_prune_ratio, "max_prune_ratio")
         check_whole("prune_step", self.prune_step, 1)
@@ -137,11 +156,13 @@ class FinePruning(ConfiguredDefense):
     name = "fineprune"
     display_name = "Fine-pruning"
     config_class = FinePruningConfig
+    tuning = TuningSpace((Tunable.over("prune_ratio", (0.25, 0.5, 0.75, 0.9)), lr_recipes(0.01, 0.1)))
 
     @torch.no_grad()
     def channel_activity(self, model: nn.Module, clean: ImageArrays, device: torch.device) -> tuple[str, str | None, torch.Tensor]:
-        """``(conv, norm, mean activation per channel)`` over the clean set: the block's output
-        after a ReLU, averaged over images and positions (eval mode, no augmentation)."""
+        """``(conv, norm, mean activation per channel)`` over the clean set: the norm layer's
+        output (the conv's without one) after a ReLU, averaged over images and positions (eval
+        mode, no augmentation)."""
         conv_name, norm_name = last_conv_block(model, self.config.layer)
         watched = norm_name or conv_name
         total: torch.Tensor | None = None
@@ -171,8 +192,12 @@ class FinePruning(ConfiguredDefense):
         accs: list[float] = [base_acc]
         masker = _ChannelMask(watched, channels, device)
         try:
+            if cfg.prune_ratio is not None:  # a fixed share of the channels: no stop by accuracy
+                pruned = min(int(math.floor(cfg.prune_ratio * channels)), channels - 1)
+                masker.mask[order[:pruned].to(device)] = 0.0
+                accs.append(clean_set_accuracy(model, clean, device, cfg.eval_batch_size))
             k = 0
-            while k + cfg.prune_step <= min(limit, channels - 1):
+            while cfg.prune_ratio is None and k + cfg.prune_step <= min(limit, channels - 1):
                 if stop_event is not None and stop_event.is_set():
                     break
                 k += cfg.prune_step

@@ -1,15 +1,33 @@
 """MCR, Mode Connectivity Repair (Zhao et al. 2020): fine-tune an endpoint, train a Bezier
-curve of weights to it from the trojaned model, and return the model at a point of the curve
-chosen on clean data.
+curve of weights to it from the trojaned model, and return the model at a point of the curve.
 
-Defaults: endpoints w₀ (trojaned) and w₁ (fine-tuned 30 epochs, as Fine-tuning); quadratic
-Bezier curve φ(t) = (1−t)²w₀ + 2t(1−t)θ + t²w₁, bend θ initialised at (w₀+w₁)/2 and trained
-100 epochs with one t ~ U(0, 1) per batch (SGD lr 0.01, momentum 0.9, weight decay 5e-4,
-cosine, batch 64); BatchNorm statistics re-estimated at each t on the clean subset; t = the
-grid point closest to 0.5 whose clean-subset accuracy is within 2 points of the better
-endpoint's. Sources: Zhao et al. 2020 (ICLR); curves and BN update after Garipov et al. 2018;
-the MEDIC reference ``MCR/train.py``. Known difference, on purpose: a cosine learning-rate
-schedule instead of Garipov's piecewise-linear one.
+Defaults: endpoints w₀ (trojaned, t = 0) and w₁ (fine-tuned 30 epochs as the Fine-tuning
+baseline: SGD lr 0.01, cosine, momentum 0.9, weight decay 5e-4; t = 1); quadratic Bezier curve
+φ(t) = (1−t)²w₀ + 2t(1−t)θ + t²w₁, bend θ initialised at (w₀+w₁)/2 and trained 100 epochs with
+one t ~ U(0, 1) per batch (SGD lr 0.01, momentum 0.99, weight decay 5e-4, Garipov's piecewise
+schedule ``"piecewise"``, batch 64); BatchNorm statistics re-estimated at the chosen t on the
+clean data; t = 0.9, i.e. 0.1 of the way from the fine-tuned end, as the MEDIC authors
+(``fix_t(0.1)`` with the fine-tuned model as their point 0). Sources: Zhao et al. 2020 (ICLR);
+curves and BN update after Garipov et al. 2018; the MEDIC reference ``main.py`` and
+``MCR/train.py`` (t, momentum 0.99, lr 0.01, 100 curve epochs, the schedule).
+
+Epochs: 30 + 100 = 130, not App. E.5's 240: the authors' code trains the curve a fixed 100
+epochs from its Fine-tuning run (30 epochs, E.5's own Fine-tuning budget); no split of 240
+matches that code, so the code's is kept. Their Fine-tuning run is at lr 0.1 stepped
+(``endpoint_lr=0.1, endpoint_schedule="step"``); the endpoint here is this library's
+Fine-tuning baseline, whose default is 0.01 + cosine (:mod:`~medic_viz.defenses.finetune` says why).
+
+``t=None`` chooses t on a real hold-out: ``holdout_fraction`` of the clean set (class-
+stratified, drawn by ``seed``) is kept out of the endpoint's and the curve's training, and t is
+the grid point closest to 0.5 whose hold-out accuracy is within ``max_acc_drop`` of the better
+endpoint's (:func:`choose_t`); ``holdout_fraction=0`` chooses on the training images, which
+every point of the curve fits (the rule before issue 28, which always chose t = 0.5).
+``momentum=0.9, schedule="cosine", t=None, holdout_fraction=0`` gives this library's defaults
+before issue 28.
+
+Tuned (:mod:`medic_viz.experiments.selection`): t 0.9 / 0.8 / 0.7 / 0.6 / 0.5 (the middle of the
+curve, farthest from both backdoored endpoints, is the strongest; read off one trained curve,
+:meth:`MCR.readout`), then the curve's momentum 0.9 / 0.99.
 """
 
 from __future__ import annotations
@@ -24,12 +42,14 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from medic_viz.capture import train_mode
+from medic_viz.checks import MAX_SEED, check_number, check_numbers, check_whole
 from medic_viz.data.arrays import ImageArrays, iterate_batches
-from medic_viz.checks import MAX_SEED, check_numbers, check_whole
 from medic_viz.defenses.base import ConfiguredDefense, check_fraction, clean_set_accuracy, frozen_copy
 from medic_viz.defenses.phases import fine_tune_phase, phase_config
+from medic_viz.defenses.tunable import Tunable, TuningSpace
+from medic_viz.defenses.tuning import split_holdout
 from medic_viz.device import model_device
-from medic_viz.training import TrainConfig
+from medic_viz.training import SCHEDULES, TrainConfig
 
 __all__ = ["MCRConfig", "MCR", "BezierCurve", "CurveObjective", "choose_t", "update_bn"]
 
@@ -135,36 +155,53 @@ class CurveObjective:
 @dataclass
 class MCRConfig(TrainConfig):
     """Mode Connectivity Repair (Zhao et al. 2020). Curve training uses the TrainConfig fields
-    (``epochs`` = curve epochs); ``endpoint_epochs``: fine-tuning of the second endpoint with
-    the same optimiser. ``t``: fixed point on the curve, or None to choose it on the clean set
-    from ``t_grid`` (closest to 0.5 with clean-subset accuracy within ``max_acc_drop`` of the
-    better endpoint)."""
+    (``epochs`` = curve epochs). The second endpoint is fine-tuned ``endpoint_epochs`` with SGD
+    at ``endpoint_lr`` (``endpoint_schedule``, ``endpoint_momentum``; the weight decay and batch
+    size are the curve's). ``t``: the point on the curve (0 = the trojaned model, 1 = the
+    fine-tuned one), or None to choose it from ``t_grid`` on a hold-out of ``holdout_fraction``
+    of the clean set (closest to 0.5 with hold-out accuracy within ``max_acc_drop`` of the better
+    endpoint's; 0 = on the training images themselves)."""
 
     epochs: int = 100
     batch_size: int = 64
     optimizer: str = "sgd"
     lr: float = 0.01
     weight_decay: float = 5e-4
-    momentum: float = 0.9
-    schedule: str = "cosine"
+    momentum: float = 0.99
+    schedule: str = "piecewise"
     endpoint_epochs: int = 30
-    t: float | None = None
+    endpoint_lr: float = 0.01
+    endpoint_schedule: str = "cosine"
+    endpoint_momentum: float = 0.9
+    t: float | None = 0.9
     t_grid: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
     max_acc_drop: float = 0.02
+    holdout_fraction: float = 0.2
     curve_seed: int = 0
 
     def validate(self) -> None:
         super().validate()
         check_whole("endpoint_epochs", self.endpoint_epochs, 1)
+        check_number("endpoint_lr", self.endpoint_lr, 0, low_open=True)
+        check_number("endpoint_momentum", self.endpoint_momentum, 0, 1, high_open=True)
+        if self.endpoint_schedule not in SCHEDULES:
+            raise ValueError(f"endpoint_schedule must be one of {', '.join(map(repr, SCHEDULES))}, "
+                             f"got {self.endpoint_schedule!r}")
         if self.t is not None:
             check_fraction(self.t, "t")
         check_numbers("t_grid", self.t_grid, 0.0, 1.0)
         check_fraction(self.max_acc_drop, "max_acc_drop")
+        check_number("holdout_fraction", self.holdout_fraction, 0.0, 1.0, high_open=True,
+                     advice="0 chooses t on the curve's own training images")
         check_whole("curve_seed", self.curve_seed, 0, MAX_SEED)
+
+    def endpoint_changes(self) -> dict:
+        """The optimiser settings of the endpoint's fine-tuning (over the curve's)."""
+        return {"lr": self.endpoint_lr, "schedule": self.endpoint_schedule, "momentum": self.endpoint_momentum}
 
 
 def choose_t(accuracies: dict[float, float], start_acc: float, end_acc: float, max_acc_drop: float) -> float:
-    """MCR's point on the curve, from clean-set accuracies only: the grid ``t`` closest to 0.5
+    """MCR's point on the curve, from clean hold-out accuracies only: the grid ``t`` closest to 0.5
     (farthest from both backdoored endpoints) whose accuracy is at least
     ``max(start_acc, end_acc) − max_acc_drop``; if none qualifies, the most accurate ``t``."""
     floor = max(start_acc, end_acc) - max_acc_drop
@@ -176,43 +213,59 @@ def choose_t(accuracies: dict[float, float], start_acc: float, end_acc: float, m
 
 class MCR(ConfiguredDefense):
     """Fine-tune an endpoint, train a Bezier curve to it from the trojaned model, and return
-    the model at the curve point chosen on clean data."""
+    the model at the curve point ``t`` (fixed, or chosen on a clean hold-out)."""
 
     name = "mcr"
     display_name = "MCR"
     config_class = MCRConfig
     seed_options = ("curve_seed",)
+    #: before issue 28: momentum 0.9, cosine, t chosen on the curve's training images
+    pinned_defaults = ("momentum", "schedule", "t")
+    tuning = TuningSpace((Tunable.over("t", (0.9, 0.8, 0.7, 0.6, 0.5)), Tunable.over("momentum", (0.9, 0.99))))
+    readout_options = ("t",)
 
     @classmethod
     def epoch_options(cls, epochs: int) -> dict[str, object]:
         """The endpoint's fine-tuning and the curve get ``epochs`` each."""
         return {"epochs": int(epochs), "endpoint_epochs": int(epochs)}
 
+    def readout(self, teacher: nn.Module, clean: ImageArrays, **options) -> nn.Module:
+        """The model at ``t=`` on the last run's curve, BatchNorm statistics re-estimated on the
+        images the curve trained on: what a run with that fixed ``t`` returns."""
+        state = getattr(self, "_curve", None)
+        self._check_readout(options, state)
+        curve, fit = state
+        t = check_fraction(options.get("t", self.config.t), "t")
+        return curve.model_at(float(t), fit).eval()
+
     def _run(self, teacher, clean, device, evaluator, callbacks, stop_event, label):
         cfg = self.config
+        self._curve = None
+        choose = cfg.t is None
+        fit, hold = (split_holdout(clean, cfg.holdout_fraction, cfg.seed) if choose and cfg.holdout_fraction > 0
+                     else (clean, clean))
         start = frozen_copy(teacher, device)
         stream, end = fine_tune_phase(
-            cfg, cfg.endpoint_epochs, teacher, clean, device, evaluator, callbacks, stop_event, label
+            cfg, cfg.endpoint_epochs, teacher, fit, device, evaluator, callbacks, stop_event, label,
+            **cfg.endpoint_changes(),
         )
         if stream.stopped:
             stream.finish(end, evaluator, evaluate=True)
             return end, {"t": 1.0, "stage_stopped": "endpoint"}, stream
         curve = BezierCurve(start, end.eval()).to(device)
-        stream.run(CurveObjective(curve, cfg.curve_seed), clean, phase_config(cfg), evaluator=evaluator, stop_event=stop_event)
-        start_acc = clean_set_accuracy(start, clean, device)
-        end_acc = clean_set_accuracy(end, clean, device)
-        if cfg.t is not None:
-            t = float(cfg.t)
-            accs = {t: clean_set_accuracy(curve.model_at(t, clean), clean, device)}
-        else:
-            accs = {float(t): clean_set_accuracy(curve.model_at(float(t), clean), clean, device) for t in cfg.t_grid}
+        stream.run(CurveObjective(curve, cfg.curve_seed), fit, phase_config(cfg), evaluator=evaluator, stop_event=stop_event)
+        self._curve = (curve, fit)
+        extra: dict = {}
+        if choose:
+            accs = {float(t): clean_set_accuracy(curve.model_at(float(t), fit), hold, device) for t in cfg.t_grid}
+            start_acc, end_acc = clean_set_accuracy(start, hold, device), clean_set_accuracy(end, hold, device)
             t = choose_t(accs, start_acc, end_acc, cfg.max_acc_drop)
-        model = curve.model_at(t, clean)
+            held_out = hold is not clean
+            where = "holdout" if held_out else "clean_subset"
+            extra = {f"{where}_acc_by_t": {f"{k:g}": v for k, v in sorted(accs.items())},
+                     f"{where}_acc_start": start_acc, f"{where}_acc_end": end_acc, "n_holdout": len(hold) if held_out else 0}
+        else:
+            t = float(cfg.t)
+        model = curve.model_at(t, fit)
         stream.finish(model, evaluator, evaluate=True)
-        extra = {
-            "t": t,
-            "clean_subset_acc_by_t": {f"{k:g}": v for k, v in sorted(accs.items())},
-            "clean_subset_acc_start": start_acc,
-            "clean_subset_acc_end": end_acc,
-        }
-        return model, extra, stream
+        return model, {"t": t, **extra}, stream

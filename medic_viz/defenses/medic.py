@@ -35,6 +35,7 @@ from medic_viz.coverage import LABEL_ONLY_WARNING_SHARE, cloning_coverage
 from medic_viz.data.arrays import ImageArrays, iterate_batches
 from medic_viz.device import resolve_device
 from medic_viz.defenses.base import ConfiguredDefense, DefenseResult, fresh_copy, frozen_copy
+from medic_viz.defenses.tunable import Tunable, TuningSpace
 from medic_viz.fused import FusedCloneLoss, validate_fused_mode
 from medic_viz.importance import ImportanceOptions, layer_importance, weighted_squared_error  # re-exported here
 from medic_viz.metrics import Evaluator
@@ -333,6 +334,8 @@ class Medic(ConfiguredDefense):
     display_name = "MEDIC"
     config_class = MedicConfig
     seed_options = ("student_seed",)
+    #: the share τ is calibrated to, 5 % … 0.5 %: a smaller share is a sharper τ, the stronger
+    tuning = TuningSpace((Tunable.over("share", (0.05, 0.02, DEFAULT_SHARE, 0.005)),))
 
     @classmethod
     def pinned_options(cls, options):

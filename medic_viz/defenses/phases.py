@@ -164,10 +164,12 @@ def fine_tune_phase(
     callbacks: Sequence[Callback],
     stop_event: threading.Event | None,
     label: str,
+    **changes: Any,
 ) -> tuple[EventStream, nn.Module]:
     """Phase 1 of the two-phase defences (NAD's teacher, MCR's endpoint): fine-tune a copy of
-    ``teacher`` on ``clean`` for ``first_epochs`` with ``cfg``'s optimiser, on an event stream
-    that also announces phase 2 (``cfg.epochs``). Returns ``(stream, fine-tuned copy)``."""
+    ``teacher`` on ``clean`` for ``first_epochs`` with ``cfg``'s optimiser (``changes``: fields
+    that differ, e.g. MCR's endpoint learning rate), on an event stream that also announces
+    phase 2 (``cfg.epochs``). Returns ``(stream, fine-tuned copy)``."""
     n = len(clean)
     stream = EventStream(
         label,
@@ -177,7 +179,7 @@ def fine_tune_phase(
     )
     tuned = trainable_copy(teacher, device)
     stream.run(
-        SupervisedObjective(tuned), clean, phase_config(cfg, epochs=first_epochs),
+        SupervisedObjective(tuned), clean, phase_config(cfg, epochs=first_epochs, **changes),
         evaluator=evaluator, stop_event=stop_event,
     )
     return stream, tuned

@@ -5,15 +5,17 @@ evaluator=, callbacks=, stop_event=)`` leaves the trojaned ``teacher`` untouched
 on the defender's small clean set through :func:`medic_viz.training.train`, and reports one
 stream of :class:`~medic_viz.training.TrainEvent` objects. The ``evaluator`` (test data) only
 *reports* metrics; where a method needs a choice (Fine-pruning's pruning amount, MCR's point on
-the curve) it makes it on the clean set, and ANP's pruning threshold is fixed in advance.
+the curve when not fixed) it makes it on the clean set, and ANP's pruning threshold is fixed in
+advance. Each class declares its free settings in order of strength (``tuning``), which the one
+tuning rule (:mod:`medic_viz.experiments.selection`) reads through :func:`tuning_space`.
 
 | name | class (module) | epochs by default (MEDIC App. E.5, CIFAR-10) |
 |---|---|---|
 | ``finetune`` | :class:`FineTuning` (``finetune``) | 30 |
 | ``fineprune`` | :class:`FinePruning` (``fineprune``) | 30 after pruning |
-| ``nad`` | :class:`NAD` (``nad``) | 10 + 20 |
+| ``nad`` | :class:`NAD` (``nad``) | 10 + 30 |
 | ``mcr`` | :class:`MCR` (``mcr``) | 30 + 100 |
-| ``anp`` | :class:`ANP` (``anp``) | 2000 mask iterations |
+| ``anp`` | :class:`ANP` (``anp``) | 2000 mask iterations (100 epochs of 2,500 images) |
 | ``kd`` | :class:`KnowledgeDistillation` (``distill``) | 60 |
 | ``scratch`` | :class:`ScratchTraining` (``distill``) | 60 |
 | ``medic`` | :class:`Medic` (``medic``) | 60 |
@@ -35,6 +37,7 @@ from medic_viz.defenses.finetune import FineTuning
 from medic_viz.defenses.mcr import MCR
 from medic_viz.defenses.medic import Medic
 from medic_viz.defenses.nad import NAD
+from medic_viz.defenses.tunable import TuningSpace
 from medic_viz.deprecation import moved_names
 
 __all__ = [
@@ -46,6 +49,7 @@ __all__ = [
     "defense_class",
     "display_name",
     "make_defense",
+    "tuning_space",
 ]
 
 _METHODS: tuple[type[ConfiguredDefense], ...] = (
@@ -128,6 +132,12 @@ def make_defense(name: str, **options: object) -> ConfiguredDefense:
     """Build a defence by name with keyword options of its config (e.g.
     ``make_defense("nad", epochs=5)``, ``make_defense("medic", tau=3)``)."""
     return defense_class(name)(**options)
+
+
+def tuning_space(name: str) -> TuningSpace:
+    """The free settings of a method (aliases accepted) and their order of strength, as its class
+    declares them (``ConfiguredDefense.tuning``); an empty space for a method with none."""
+    return defense_class(name).tuning
 
 
 #: ``_canonical`` (private, used before :func:`canonical_name` was public) still resolves, with a warning.

@@ -18,6 +18,7 @@ import torch.nn as nn
 
 from medic_viz.data.arrays import ImageArrays
 from medic_viz.defenses.medic import Medic
+from medic_viz.defenses.tunable import strongest_within_budget
 from medic_viz.importance import validate_tau
 from medic_viz.metrics import Evaluator
 from medic_viz.training import Callback
@@ -121,14 +122,12 @@ def choose_tau(rows: Sequence[dict], reference_acc: float, budget: float) -> flo
     """The largest ``rows[i]["tau"]`` whose ``clean_acc`` is at most ``budget`` below
     ``reference_acc`` (fractions). If none is, the τ whose ``clean_acc`` is highest (the nearest
     to the budget; the largest such τ on a tie) — not simply the smallest τ, whose clone is not
-    always the most accurate. ``rows`` as :func:`sweep_tau` returns."""
+    always the most accurate. ``rows`` as :func:`sweep_tau` returns. The rule is the library's
+    one (:func:`~medic_viz.defenses.tunable.strongest_within_budget`), a larger τ the stronger."""
     if not rows:
         raise ValueError("no sweep rows to choose τ from")
-    ok = [float(r["tau"]) for r in rows if within_budget(r["clean_acc"], reference_acc, budget)]
-    if ok:
-        return max(ok)
-    best = max(r["clean_acc"] for r in rows)
-    return max(float(r["tau"]) for r in rows if r["clean_acc"] >= best - 1e-12)
+    ordered = sorted(rows, key=lambda r: float(r["tau"]))
+    return float(ordered[strongest_within_budget([reference_acc - r["clean_acc"] for r in ordered], budget)]["tau"])
 
 
 def select_tau(

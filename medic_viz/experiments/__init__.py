@@ -25,7 +25,9 @@ Modules, one concept each:
   :func:`comparison_figure`, :func:`write_reports`, and :func:`run_grid` / :func:`compare`
   (the runner, then the report);
 * :mod:`~medic_viz.experiments.side_by_side`: :func:`compare_defenses`, several defences on one
-  trojaned model in this process (notebook 04).
+  trojaned model in this process (notebook 04);
+* :mod:`~medic_viz.experiments.selection`: the one tuning rule — every method's free settings
+  chosen on development teachers and a clean hold-out, within one accuracy budget.
 
 Ablations of the paper, as options of the same grid (``ablation=``): ``"tau"`` (Figure 4),
 ``"lambda_tau"`` (Figure 6), ``"fraction"`` (Table 4), ``"criteria"`` (Figure 7), ``"arch"``
