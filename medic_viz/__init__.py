@@ -29,9 +29,9 @@ from medic_viz.cards import ModelCard
 from medic_viz.data import DatasetSplits, ImageArrays, clean_subset, load_dataset
 from medic_viz.defenses import Medic, MedicConfig
 from medic_viz.defenses.medic import medic
+from medic_viz.device import resolve_device
 from medic_viz.importance import ImportanceOptions
 from medic_viz.io import load_model, save_model
-from medic_viz.device import resolve_device
 from medic_viz.metrics import BackdoorMetrics, Evaluator, evaluate_backdoor
 from medic_viz.models import available_models, build_model
 from medic_viz.pretrained import DEMO_ATTACKS, load_demo_model

@@ -31,7 +31,7 @@ combination rule in :mod:`medic_viz.importance` fails that test until this funct
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from typing import Mapping, Sequence, cast
 
 import torch
 
@@ -59,7 +59,8 @@ def validate_share(share: float) -> float:
     return s
 
 
-def importance_scores(act: torch.Tensor, grad: torch.Tensor | None, stats: LayerStats, options: ImportanceOptions) -> torch.Tensor:
+def importance_scores(act: torch.Tensor, grad: torch.Tensor | None, stats: LayerStats,
+                      options: ImportanceOptions) -> torch.Tensor:
     """Per-neuron scores ``s``, ``(B, m)`` float32, such that MEDIC's weights for one sample
     (:func:`medic_viz.importance.layer_importance`, τ > 0), normalised to sum to 1, are
     ``softmax(τ·s)`` — for every τ. Activation criterion: ``s`` =
@@ -75,7 +76,7 @@ def importance_scores(act: torch.Tensor, grad: torch.Tensor | None, stats: Layer
             raise ValueError(f"criteria={options.criteria!r} needs the teacher's gradient")
         g = importance.impact_score(grad.float(), stats, options.impact)
         scores = g if scores is None else (scores + g) / 2
-    return scores.reshape(b, -1)
+    return cast(torch.Tensor, scores).reshape(b, -1)  # criteria names at least one of the two
 
 
 def _share_and_slope(scores: torch.Tensor, tau: float) -> tuple[float, float]:

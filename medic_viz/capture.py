@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import weakref
 from contextlib import contextmanager
-from typing import Callable, Iterable, Iterator, Literal, Mapping, Sequence, Union
+from typing import Callable, Iterable, Iterator, Literal, Mapping, Sequence, Union, cast
 
 import torch
 import torch.nn as nn
@@ -159,8 +159,8 @@ def resolve_layers(model: nn.Module, layers: LayerSpec, *, input_shape: Sequence
     """Validate a layer selection against ``model`` and return the module names, in order.
 
     ``None`` means every hookable layer. A string is a preset of :data:`LAYER_PRESETS`
-    (``"conv+bn"``, ``"conv+bn+linear"``, ``"all"``, ``"conv+bn-last"``, ``"conv+bn-inner"``) or a single module name; a sequence gives
-    module names; a callable ``(name, module) -> bool`` picks among the hookable layers.
+    (``"conv+bn"``, ``"conv+bn+linear"``, ``"all"``, ``"conv+bn-last"``, ``"conv+bn-inner"``) or a
+    single module name; a sequence gives module names; a callable ``(name, module) -> bool`` picks among the hookable layers.
     Unknown names raise ``ValueError`` listing the presets and every hookable layer.
     ``input_shape``: one input's ``(channels, height, width)``, for the presets that cut at the
     model's stages (``"auto"``, ``"conv+bn-last"``, ``"conv+bn-inner"``: they run one dummy input,
@@ -184,13 +184,15 @@ def resolve_layers(model: nn.Module, layers: LayerSpec, *, input_shape: Sequence
         if layers in LAYER_PRESETS and layers not in modules:
             names = _preset_layers(model, layers, input_shape)
             if not names:
-                raise ValueError(f"layer preset {layers!r} selects no module of {type(model).__name__}; hookable layers are: {_listing(model)}")
+                raise ValueError(f"layer preset {layers!r} selects no module of {type(model).__name__}; "
+                                 f"hookable layers are: {_listing(model)}")
             return names
         layers = [layers]
     try:
         names = list(layers)
     except TypeError:
-        raise ValueError(f"layers must be None, a preset {sorted(LAYER_PRESETS)}, module names or a predicate; got {layers!r}") from None
+        raise ValueError(f"layers must be None, a preset {sorted(LAYER_PRESETS)}, module names or a predicate; "
+                         f"got {layers!r}") from None
     if not names:
         raise ValueError(f"the layer selection is empty; give a preset {sorted(LAYER_PRESETS)} or module names")
     bad = [n for n in names if not isinstance(n, str)]
@@ -278,7 +280,7 @@ class LayerRecorder:
         self._probes = {}
 
     def _hook(self, name: str) -> Callable:
-        def hook(module: nn.Module, inputs: tuple, output: torch.Tensor):
+        def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor | None:
             if not isinstance(output, torch.Tensor):
                 raise TypeError(f"layer {name!r} returned {type(output).__name__}, expected a tensor")
             if name in self.outputs:
@@ -408,7 +410,7 @@ def run_with_cache(
             with torch.enable_grad():
                 out = model(x)
                 fn = loss_fn or (lambda o, t: nn.functional.cross_entropy(o, t, reduction="sum"))
-                loss = fn(out, target)
+                loss = fn(out, cast(torch.Tensor, target))  # target is given with with_grads (checked above)
                 acts = rec.tensors()
                 grads = torch.autograd.grad(loss, acts, allow_unused=True)
             grad_map = {

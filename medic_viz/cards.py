@@ -10,6 +10,7 @@ the text (:data:`~medic_viz.limits.MAX_CARD_BYTES`) and its nesting
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import math
 import numbers
@@ -33,10 +34,8 @@ _RESERVED_ARCH_KWARGS = frozenset({"name", "num_classes", "in_channels", "input_
 def _package_version() -> str:
     """The installed medic_viz version, or ``"unknown"`` when running from an uninstalled tree."""
     try:
-        from importlib.metadata import PackageNotFoundError, version
-
-        return version("medic-viz")
-    except (ImportError, PackageNotFoundError):
+        return importlib.metadata.version("medic-viz")
+    except (ImportError, importlib.metadata.PackageNotFoundError):
         return "unknown"
 
 

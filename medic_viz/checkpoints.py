@@ -37,6 +37,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
+import safetensors
+import safetensors.torch
 import torch
 from torch import nn
 
@@ -145,7 +147,8 @@ def check_legacy_torch(path: Path) -> None:
     with open(path, "rb") as fh:
         stream = io.BytesIO(fh.read(min(size, 64 * 2**20)))
     storages: list[tuple[str, int]] = []
-    total, pending, args = 0, None, []  # pending: a storage type seen; args: its key, location, numel
+    total, pending = 0, None  # pending: a storage type seen; args: its key, location, numel
+    args: list[Any] = []
     for _ in range(5):  # magic, protocol, sys info, the objects, the storage keys
         try:
             for op, arg, _pos in pickletools.genops(stream):
@@ -211,7 +214,7 @@ def _numpy_scalar(dtype: Any, data: Any = None) -> bool | int | float:
     return np.frombuffer(data, dtype.dtype)[0].item()
 
 
-def numpy_scalar_globals() -> list[tuple[Callable[..., Any], str]]:
+def numpy_scalar_globals() -> list[Callable[..., Any] | tuple[Callable[..., Any], str]]:
     """Entries for ``torch.serialization.safe_globals``: numpy scalars become Python numbers."""
     return [(_NumpyDType, "numpy.dtype"), (_numpy_scalar, "numpy._core.multiarray.scalar"),
             (_numpy_scalar, "numpy.core.multiarray.scalar")]
@@ -254,16 +257,16 @@ def _scan_pickle(data: bytes, globals_found: list[str], strings: set[str], max_p
                     globals_found.append(f"{_PY2_MODULES.get(module, module)}.{qualname}")
                     stack.append(None)
                 elif name == "STACK_GLOBAL":
-                    module, qualname = (stack[-2], stack[-1]) if len(stack) >= 2 else (None, None)
-                    module = _PY2_MODULES.get(module, module) if isinstance(module, str) else "?"
-                    globals_found.append(f"{module}.{qualname if isinstance(qualname, str) else '?'}")
+                    top_module, top_name = (stack[-2], stack[-1]) if len(stack) >= 2 else (None, None)
+                    top_module = _PY2_MODULES.get(top_module, top_module) if isinstance(top_module, str) else "?"
+                    globals_found.append(f"{top_module}.{top_name if isinstance(top_name, str) else '?'}")
                     stack.append(None)
                 elif name == "MEMOIZE":
                     memo[len(memo)] = stack[-1] if stack else None
                 elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
-                    memo[int(arg)] = stack[-1] if stack else None
+                    memo[int(arg)] = stack[-1] if stack else None  # type: ignore[arg-type]  # PUT's arg: an int
                 elif name in ("GET", "BINGET", "LONG_BINGET"):
-                    stack.append(memo.get(int(arg)))
+                    stack.append(memo.get(int(arg)))  # type: ignore[arg-type]  # GET's arg: an int
                 elif name in ("PROTO", "FRAME", "MARK", "STOP"):
                     pass
                 else:
@@ -389,7 +392,8 @@ def _torch_load_restricted(path: Path) -> Any:
             raise _unsafe_error(path, exc) from exc
         raise ValueError(
             f"{path}: not a PyTorch checkpoint or safetensors file "
-            f"({type(exc).__name__}: {limits.shortened(str(exc), 300)}); expected a state_dict saved with torch.save or safetensors"
+            f"({type(exc).__name__}: {limits.shortened(str(exc), 300)}); "
+            "expected a state_dict saved with torch.save or safetensors"
         ) from exc
 
 
@@ -465,14 +469,11 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     if kind == "empty":
         raise ValueError(f"{path} is empty (0 bytes); download or save the checkpoint again")
     if kind == "safetensors" or (kind == "unknown" and path.suffix.lower() == ".safetensors"):
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         if kind == "safetensors":
             check_safetensors_header(path)
         try:
-            state_dict = load_file(str(path), device="cpu")
-        except SafetensorError as exc:
+            state_dict = safetensors.torch.load_file(str(path), device="cpu")
+        except safetensors.SafetensorError as exc:
             raise ValueError(f"{path}: not a valid safetensors file ({limits.shortened(str(exc), 300)})") from exc
         state_dict = dict(state_dict)
     else:

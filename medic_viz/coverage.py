@@ -11,10 +11,12 @@ graph of one dummy forward pass (no module names, so a wrapped model gives the s
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from typing import NamedTuple, Sequence, cast
 
 import torch
 import torch.nn as nn
+
+from medic_viz.capture import eval_mode
 
 __all__ = ["CloningCoverage", "cloning_coverage", "LABEL_ONLY_WARNING_SHARE"]
 
@@ -59,8 +61,6 @@ def cloning_coverage(model: nn.Module, layers: Sequence[str], input_shape: Seque
     (``(C, H, W)``) in eval mode (no running statistics change) and one backward of a random
     projection of the hooked outputs. A parameter is matched when the autograd graph connects
     it to a hooked output. Shared parameters count once."""
-    from medic_viz.capture import eval_mode
-
     modules = dict(model.named_modules())
     missing = [n for n in layers if n not in modules]
     if missing:
@@ -68,7 +68,7 @@ def cloning_coverage(model: nn.Module, layers: Sequence[str], input_shape: Seque
     params = list({id(p): p for p in model.parameters() if p.requires_grad}.values())
     outputs: list[torch.Tensor] = []
 
-    def keep(_module, _inputs, output):
+    def keep(_module: nn.Module, _inputs: tuple, output: object) -> None:
         if isinstance(output, torch.Tensor):
             outputs.append(output)
 
@@ -81,7 +81,8 @@ def cloning_coverage(model: nn.Module, layers: Sequence[str], input_shape: Seque
             model(x)
             if not outputs:
                 raise ValueError("none of the hooked layers ran in a forward pass; check the layer names")
-            loss = sum((o.float() * torch.randn(o.shape, generator=generator).to(o.device)).sum() for o in outputs)
+            loss = cast(torch.Tensor, sum((o.float() * torch.randn(o.shape, generator=generator).to(o.device)).sum()
+                                          for o in outputs))  # outputs is not empty (checked above)
             grads = torch.autograd.grad(loss, params, allow_unused=True)
     finally:
         for h in handles:

@@ -51,7 +51,7 @@ import sys
 import types
 import warnings
 from dataclasses import dataclass, field, replace
-from typing import Callable, Literal
+from typing import Any, Callable, Literal, cast, overload
 
 import torch
 
@@ -165,9 +165,10 @@ class LayerConstants:
         rows = self._rows.get(key)
         if rows is None:
             one = like[:1]
-            rows = tuple(_as_rows(v.expand(one.shape).contiguous(memory_format=_format(one)), one) for v in (self.k, self.neg_kmu, self.kg, self.inv_var))
+            rows = tuple(_as_rows(v.expand(one.shape).contiguous(memory_format=_format(one)), one)
+                         for v in (self.k, self.neg_kmu, self.kg, self.inv_var))
             self._rows[key] = rows
-        return rows  # type: ignore[return-value]
+        return rows
 
 
 # --------------------------------------------------------------------------------------------
@@ -197,18 +198,19 @@ def _eager_forward(
         w = torch.softmax(z, dim=1)  # one kernel per row: max, exp-sum, scale
         del z
     if criteria in ("both", "impact"):
-        q = _as_rows(g, t).mul_(kg)
+        q = _as_rows(cast(torch.Tensor, g), t).mul_(kg)  # g is given when the criteria need it
         if iabs:
             q.abs_()
         gw = torch.softmax(q, dim=1)
         del q
         w = gw if w is None else w.mul_(gw).sqrt_()
-    we = w.mul_(inv_var).mul_(d)
+    we = cast(torch.Tensor, w).mul_(inv_var).mul_(d)  # criteria names at least one of the two
     return torch.dot(we.reshape(-1), d.reshape(-1)) / b, _from_rows(we, t), None
 
 
 def _compiled_forward_source(
-    t: torch.Tensor, g: torch.Tensor | None, s: torch.Tensor, k: torch.Tensor, neg_kmu: torch.Tensor, kg: torch.Tensor, inv_var: torch.Tensor, criteria: str, zabs: bool, iabs: bool
+    t: torch.Tensor, g: torch.Tensor | None, s: torch.Tensor, k: torch.Tensor, neg_kmu: torch.Tensor, kg: torch.Tensor,
+    inv_var: torch.Tensor, criteria: str, zabs: bool, iabs: bool
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """What ``torch.compile`` turns into one loop nest per sample. ``t, g, s``: ``(B, N)`` rows
     (one per sample, all of the layer's neurons); ``k, neg_kmu, kg, inv_var``: ``(1, N)`` rows
@@ -225,7 +227,7 @@ def _compiled_forward_source(
             a = a.abs()
         a = a - a.amax(1, keepdim=True)
     if criteria != "activation":
-        q = g * kg
+        q = g * kg  # type: ignore[operator]  # g is given when the criteria need it
         if iabs:
             q = q.abs()
         q = q - q.amax(1, keepdim=True)
@@ -262,7 +264,7 @@ class _FusedTerm(torch.autograd.Function):
     """Autograd wrapper: forward by either implementation, backward ``−2/B · c · we``."""
 
     @staticmethod
-    def forward(ctx, student: torch.Tensor, impl: Callable, *args):  # type: ignore[override]
+    def forward(ctx: Any, student: torch.Tensor, impl: Callable, *args: Any) -> torch.Tensor:
         term, we, c = impl(student.detach(), *args)
         if c is None:
             ctx.save_for_backward(we)
@@ -272,7 +274,7 @@ class _FusedTerm(torch.autograd.Function):
         return term
 
     @staticmethod
-    def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         we, *c = ctx.saved_tensors
         b = we.shape[0]
         scale = grad_out.float() * (-2.0 / b)
@@ -294,7 +296,8 @@ class FusedCloneLoss:
     tensor you no longer need, as the gradients of the teacher's pass are).
     """
 
-    def __init__(self, stats: dict[str, LayerStats], options: ImportanceOptions, mode: str = "auto", *, work: float | None = None) -> None:
+    def __init__(self, stats: dict[str, LayerStats], options: ImportanceOptions, mode: str = "auto", *,
+                 work: float | None = None) -> None:
         validate_fused_mode(mode)
         self.stats = stats
         self.options = options
@@ -338,7 +341,8 @@ class FusedCloneLoss:
 
     def term(self, name: str, student: torch.Tensor, teacher: torch.Tensor, grad: torch.Tensor | None) -> torch.Tensor:
         if student.shape != teacher.shape:
-            raise ValueError(f"layer {name!r}: student shape {tuple(student.shape)} differs from the teacher's {tuple(teacher.shape)}")
+            raise ValueError(f"layer {name!r}: student shape {tuple(student.shape)} differs from the teacher's "
+                             f"{tuple(teacher.shape)}")
         opts = self.layer_options(name)
         if opts.needs_gradients and grad is None:
             raise ValueError(f"criteria={opts.criteria!r} with tau={opts.tau:g} needs the teacher's gradient for layer {name!r}")
@@ -366,18 +370,21 @@ class FusedCloneLoss:
                         stacklevel=2,
                     )
 
-            def impl(s, t, g, kc, crit, za, ia):
+            def impl(s: torch.Tensor, t: torch.Tensor, g: torch.Tensor | None, kc: LayerConstants, crit: str, za: bool,
+                     ia: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
                 return _eager_forward(t, g, s.float(), kc, crit, za, ia)
 
             return _FusedTerm.apply(student, impl, t, g, kc, opts.criteria, zabs, iabs)
 
-    def _compiled_term(self, student, t, g, kc, criteria, zabs, iabs) -> torch.Tensor:
+    def _compiled_term(self, student: torch.Tensor, t: torch.Tensor, g: torch.Tensor | None, kc: LayerConstants,
+                       criteria: str, zabs: bool, iabs: bool) -> torch.Tensor:
         import torch._dynamo as dynamo
 
         rows = kc.rows(t)
         fn = _compiled_kernel((criteria, zabs, iabs, t.device.type, rows[0].shape[1]))
 
-        def impl(s, t, g, kc, crit, za, ia):
+        def impl(s: torch.Tensor, t: torch.Tensor, g: torch.Tensor | None, kc: LayerConstants, crit: str, za: bool,
+                 ia: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
             flat = [_as_rows(v, t) for v in (t, g, s.float())]
             if t.shape[0] > 1:  # the batch size may change (last batch) without recompiling
                 for v in flat:
@@ -397,6 +404,10 @@ def _format(t: torch.Tensor) -> torch.memory_format:
     return torch.channels_last if _channels_last(t) else torch.contiguous_format
 
 
+@overload
+def _as_rows(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor: ...
+@overload
+def _as_rows(v: None, like: torch.Tensor) -> None: ...
 def _as_rows(v: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
     """``(B, N)`` view of ``v`` in ``like``'s memory order (channels-last kept as such)."""
     if v is None:

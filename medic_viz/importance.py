@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, cast
 
 import torch
 
@@ -226,8 +226,8 @@ def layer_importance(
                 g_w = impact_importance(grad, stats, tau, impact_mode=options.impact)
             if a_w is not None and g_w is not None:
                 w = combine_importance(a_w, g_w)
-            else:
-                w = a_w if a_w is not None else g_w
+            else:  # criteria names at least one of the two
+                w = cast(torch.Tensor, a_w if a_w is not None else g_w)
         if divide_by_variance:
             w = w * _bshape(1.0 / stats.std.float() ** 2, w)
         return w
@@ -239,7 +239,7 @@ class _WeightedSquaredError(torch.autograd.Function):
     forward and one backward instead of autograd's elementwise chain; same values)."""
 
     @staticmethod
-    def forward(ctx, student: torch.Tensor, teacher: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx: Any, student: torch.Tensor, teacher: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=student.device.type, enabled=False):  # always in float32
             diff = teacher.float() - student.float()
             weighted = weight.float() * diff
@@ -249,7 +249,7 @@ class _WeightedSquaredError(torch.autograd.Function):
             return torch.dot(weighted.reshape(-1), diff.reshape(-1)) / batch
 
     @staticmethod
-    def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         (weighted,) = ctx.saved_tensors
         grad = weighted * (-2.0 / ctx.batch * grad_out)
         return grad.to(ctx.dtype), None, None
@@ -259,7 +259,8 @@ def weighted_squared_error(student: torch.Tensor, teacher: torch.Tensor, weight:
     """Mean over the batch of ``Σ_neurons weight · (teacher − student)²`` (differentiable in
     ``student`` only)."""
     if student.shape != teacher.shape or weight.shape != teacher.shape:
-        raise ValueError(f"shapes differ: student {tuple(student.shape)}, teacher {tuple(teacher.shape)}, weight {tuple(weight.shape)}")
+        raise ValueError(f"shapes differ: student {tuple(student.shape)}, teacher {tuple(teacher.shape)}, "
+                         f"weight {tuple(weight.shape)}")
     return _WeightedSquaredError.apply(student, teacher.detach(), weight.detach())
 
 

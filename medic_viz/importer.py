@@ -20,15 +20,20 @@ import os
 import re
 import sys
 from dataclasses import dataclass, fields
+from importlib.machinery import PathFinder
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, cast
 
 import torch
 from torch import nn
 
 from medic_viz.cards import ModelCard
 from medic_viz.checkpoints import load_state_dict_file
-from medic_viz.io import model_from_state_dict
+from medic_viz.data import load_dataset
+from medic_viz.data_identity import card_dataset
+from medic_viz.io import CARD_FILENAME, MODEL_FILENAME, load_model, model_from_state_dict, read_card
+from medic_viz.models.zoo import Normalize, available_models
+from medic_viz.pipeline import trigger_of
 from medic_viz.weights import CheckpointMismatchError
 
 __all__ = ["NORMALIZE_PRESETS", "DENIED_MODULES", "parse_normalize", "is_code_architecture", "code_builder",
@@ -133,7 +138,7 @@ def _denied(module_name: str) -> str | None:
 def _check_code_kwargs(spec: str, kwargs: Mapping[str, Any]) -> None:
     """Refuse card arguments to a code builder that could reach the file system: only numbers,
     booleans, None, short names (no path separator, not an existing path) and lists of numbers."""
-    seps = {"/", "\\", os.sep, os.altsep} - {None}
+    seps = {s for s in ("/", "\\", os.sep, os.altsep) if s is not None}
 
     def bad(key: str, why: str) -> ValueError:
         return ValueError(f"model card of {spec}: arch_kwargs[{key!r}] {why}; a card may pass an architecture of your "
@@ -232,7 +237,6 @@ def code_builder(spec: str, *, option: str = "--arch") -> Callable[..., nn.Modul
             raise TypeError(f"{option} {spec}: returned a {type(net).__name__}, not a torch.nn.Module")
         if normalize is None:
             return net
-        from medic_viz.models.zoo import Normalize
 
         return NormalizedModel(Normalize(*normalize), net)
 
@@ -275,8 +279,6 @@ def import_model(
     card = ModelCard(architecture=architecture, num_classes=num_classes, input_size=input_size,
                      in_channels=in_channels, normalize=dict(normalize) if normalize else None, **card_fields)
     if not is_code_architecture(architecture):
-        from medic_viz.models.zoo import available_models
-
         if architecture.strip().lower() not in available_models():
             raise ValueError(f"--arch {architecture!r}: not a zoo model ({', '.join(available_models())}); for an "
                              "architecture of your own give package.module:callable")
@@ -324,7 +326,7 @@ def check_trusted_code(trust: str | None) -> str | None:
 
     ``True`` is refused (TypeError): trust names what it trusts. A module of
     :data:`DENIED_MODULES` is refused even when named (ValueError)."""
-    if trust is None or trust is False:
+    if trust is None or trust is False:  # type: ignore[comparison-overlap]  # False: older callers
         return None
     if not isinstance(trust, str):
         raise TypeError(f"trust_arch_code must name the code you trust, e.g. 'mynets.wrn:build' or 'mynets.wrn' "
@@ -376,7 +378,8 @@ def arch_builder(architecture: str, trust_arch_code: str | None = None, *,
         if _denied(architecture.strip().partition(":")[0]):
             check_trusted_architecture(architecture, trust, where=where)  # raises: code that never runs
         return None
-    return code_builder(check_trusted_architecture(architecture, trust, where=where), option="architecture")
+    trusted = cast(str, check_trusted_architecture(architecture, trust, where=where))  # code: its name, or raises
+    return code_builder(trusted, option="architecture")
 
 
 def code_location(code: str) -> Path | None:
@@ -384,8 +387,6 @@ def code_location(code: str) -> Path | None:
     (``package.module:callable`` or ``package.module``), found as ``import`` would find it from
     the current folder, WITHOUT importing or running anything; None when it is not found (or
     ``code`` is no such name)."""
-    from importlib.machinery import PathFinder
-
     text = code.strip() if isinstance(code, str) else ""
     if not (_CODE_SPEC.match(text) or _MODULE_SPEC.match(text)):
         return None
@@ -407,8 +408,6 @@ def check_model_folder(folder: str | Path | None) -> Path:
     """``folder`` as a path if it is a model folder (``card.json`` and ``model.safetensors`` in
     it, as ``medic-viz import`` and ``attack`` write them); else ValueError, one line saying
     what is missing. Reads nothing."""
-    from medic_viz.io import CARD_FILENAME, MODEL_FILENAME
-
     text = "" if folder is None else str(folder).strip()
     if not text:
         raise ValueError("give the path of a model folder (written by `medic-viz import` or `attack`)")
@@ -428,8 +427,6 @@ def load_model_folder(folder: str | Path, *, trust_arch_code: str | None = None,
     """:func:`medic_viz.io.load_model` on a model folder (or its ``card.json``), rebuilding an
     architecture of your own (``package.module:callable``) only when ``trust_arch_code`` names
     it (:func:`arch_builder`)."""
-    from medic_viz.io import CARD_FILENAME, load_model, read_card
-
     folder = Path(folder)
     trust = check_trusted_code(trust_arch_code)
     builder = None
@@ -470,13 +467,9 @@ def open_model_folder(
 
     An architecture of your own (``package.module:callable``) is rebuilt only when
     ``trust_arch_code`` names it (that imports and runs the code)."""
-    from medic_viz.data import load_dataset
-    from medic_viz.pipeline import trigger_of
-
     folder = Path(folder)
     model, card = load_model_folder(folder, trust_arch_code=trust_arch_code, device=device)
     if dataset is None:  # the card's, resolved against its folder and checked against its SHA-256
-        from medic_viz.data_identity import card_dataset
 
         dataset = card_dataset(card, folder if folder.is_dir() else folder.parent, f"{folder}: ")
     name = dataset or "signs"

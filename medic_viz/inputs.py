@@ -8,14 +8,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
+from medic_viz.attacks.spec import split_params
+from medic_viz.importer import code_location
+
 __all__ = ["command_inputs"]
 
 
 def _trigger_files(spec: object) -> list[str]:
     """The image files a trigger spec names (``patch:file=…``, ``blend-image:file=…``), read
     from the text alone; none for a spec that does not parse (its own error comes later)."""
-    from medic_viz.attacks.spec import split_params
-
     if not isinstance(spec, str) or ":" not in spec:
         return []
     name, _, body = spec.strip().partition(":")
@@ -38,8 +39,6 @@ def command_inputs(
     such as ``signs`` is not), the ``data_root``, the file or package folder of ``code``
     (``package.module:callable`` or a trusted ``package.module``, found without importing it),
     and the image files of a ``trigger`` spec. None entries are skipped."""
-    from medic_viz.importer import code_location
-
     found = [Path(str(p)).expanduser() for p in paths if p is not None and str(p) != ""]
     found += [Path(str(d)).expanduser() for d in datasets if d and Path(str(d)).expanduser().exists()]
     if data_root:

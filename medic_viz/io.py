@@ -27,11 +27,14 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
 from medic_viz import cards, checkpoints, limits, weights
 from medic_viz.deprecation import moved_names
 from medic_viz.finite import NonFiniteModelError, nonfinite_entries
+from medic_viz.models.zoo import available_models, build_model
+from medic_viz.outdir import replace_file
 
 __all__ = [
     "MODEL_FILENAME",
@@ -46,11 +49,9 @@ MODEL_FILENAME = "model.safetensors"
 CARD_FILENAME = "card.json"
 
 
-def _atomic_write_bytes(target: Path, write: Callable[[Path], None]) -> None:
+def _atomic_write_bytes(target: Path, write: Callable[[Path], object]) -> None:
     """Write via a fresh temporary file in the same directory, then rename over ``target``
     (:func:`medic_viz.outdir.replace_file`: no link is written through)."""
-    from medic_viz.outdir import replace_file
-
     replace_file(target, write)
 
 
@@ -61,8 +62,6 @@ def save_model(model: nn.Module, directory: str | Path, card: cards.ModelCard) -
     contiguous CPU tensors. The directory is created if needed; only those two files are
     (over)written — other files in the directory are never deleted. Returns the directory.
     """
-    from safetensors.torch import save_file
-
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(card, cards.ModelCard):
@@ -133,12 +132,6 @@ def _resolve_model_paths(directory_or_card: str | Path) -> tuple[Path, Path]:
 def _build(card: cards.ModelCard, builder: Callable[..., nn.Module] | None) -> nn.Module:
     """Build the untrained architecture a card describes (zoo by default)."""
     if builder is None:
-        try:
-            from medic_viz.models.zoo import available_models, build_model
-        except ImportError as exc:
-            raise ImportError(
-                "medic_viz.models.zoo could not be imported; pass builder=... to build the architecture"
-            ) from exc
         names = list(available_models())
         if ":" in card.architecture:
             raise ValueError(
@@ -178,8 +171,6 @@ def _check_fits_before_building(card: cards.ModelCard, state_dict: Mapping[str, 
     check the weights fit it, so that a card asking for absurd widths or classes is refused
     before anything the size of the *card's* numbers is allocated: a model that fits is no
     larger than the weights file."""
-    from medic_viz.models.zoo import available_models, build_model
-
     if card.architecture.strip().lower() not in available_models():
         return  # _build says which names exist
     try:

@@ -10,18 +10,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+import torch
 import torch.nn as nn
 
 from medic_viz.attacks.base import Trigger
+from medic_viz.attacks.registry import Attack, attack_evaluator, trigger_from_config
 from medic_viz.capture import eval_mode
+from medic_viz.cards import ModelCard
 from medic_viz.data.arrays import DatasetSplits, clean_subset
 from medic_viz.defenses.base import Defense, DefenseResult
-from medic_viz.finite import check_finite_model
-from medic_viz.cards import ModelCard
-from medic_viz.io import save_model
 from medic_viz.deprecation import moved_names
 from medic_viz.device import resolve_device
+from medic_viz.finite import check_finite_model
+from medic_viz.io import save_model
 from medic_viz.metrics import BackdoorMetrics
+from medic_viz.outdir import pause_for_tests
 from medic_viz.resources import PeakMemory
 from medic_viz.training import Callback
 
@@ -56,11 +59,9 @@ class RemovalOutcome:
         }
 
 
-def trigger_of(card: ModelCard) -> tuple[Trigger | None, int | None]:
+def trigger_of(card: ModelCard) -> tuple[Attack | None, int | None]:
     """The attack (trigger, or composite attack) and target recorded in a model card
     (None, None if the card has none)."""
-    from medic_viz.attacks.registry import trigger_from_config
-
     if not card.attack:
         return None, None
     return trigger_from_config(card.attack), card.target_class
@@ -123,7 +124,6 @@ def remove_backdoor(
                 f"the model outputs {_num_outputs(teacher, splits, dev)} classes but the dataset has "
                 f"{splits.num_classes}; use the dataset the model was trained on"
             )
-        from medic_viz.attacks.registry import attack_evaluator
 
         clean = clean_subset(splits.train, fraction, seed)
         full = attack_evaluator(trigger, splits.test, target, device=dev)
@@ -149,9 +149,7 @@ def remove_backdoor(
     )
 
 
-def _num_outputs(model: nn.Module, splits: DatasetSplits, device) -> int:
-    import torch
-
+def _num_outputs(model: nn.Module, splits: DatasetSplits, device: str | torch.device) -> int:
     x = splits.test.floats(torch.arange(min(2, len(splits.test))), device)
     model.to(device)
     try:
@@ -183,7 +181,6 @@ def save_outcome(
         payload.update(extra)
     paths = {"result": out / "result.json", "model": out / "model"}
     paths["result"].write_text(json.dumps(payload, indent=2, default=str))
-    from medic_viz.outdir import pause_for_tests
 
     pause_for_tests("write")  # a test hook: lets a test signal the process in the middle of writing
     if teacher_card is not None:

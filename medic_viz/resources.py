@@ -17,10 +17,8 @@ import os
 import sys
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    import torch
+import torch
 
 __all__ = ["available_cpus", "threads_per_worker", "use_available_cpus", "PeakMemory"]
 
@@ -34,10 +32,10 @@ def _cgroup_cpu_limit() -> float | None:
     except (OSError, ValueError):
         pass
     try:
-        quota = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
-        period = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
-        if quota > 0 and period > 0:
-            return quota / period
+        quota_us = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
+        period_us = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+        if quota_us > 0 and period_us > 0:
+            return quota_us / period_us
     except (OSError, ValueError):
         pass
     return None
@@ -68,8 +66,6 @@ def threads_per_worker(workers: int, cpus: int | None = None) -> int:
 def use_available_cpus(threads: int | None = None) -> int:
     """Set torch's intra-op threads to ``threads`` (default: :func:`available_cpus`) unless
     ``OMP_NUM_THREADS`` is set (the user's choice wins). Returns the thread count in effect."""
-    import torch
-
     if threads is None and os.environ.get("OMP_NUM_THREADS"):
         return torch.get_num_threads()
     n = available_cpus() if threads is None else max(1, int(threads))
@@ -103,7 +99,7 @@ def _reset_hwm() -> bool:
 
 def _maxrss_mib() -> float | None:
     try:
-        import resource
+        import resource  # noqa: PLC0415 — POSIX only: absent on Windows (the ImportError is handled)
     except ImportError:  # Windows
         return None
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -120,9 +116,7 @@ class PeakMemory:
     the block (reset at the start under the same condition), None off CUDA.
     """
 
-    def __init__(self, device: "torch.device | str | None" = None) -> None:
-        import torch
-
+    def __init__(self, device: torch.device | str | None = None) -> None:
         self.device = torch.device(device) if device is not None else None
         self.peak_rss_mb: float | None = None
         self.rss_scope = "process"
@@ -136,8 +130,6 @@ class PeakMemory:
         if alone and _reset_hwm():
             self.rss_scope = "run"
         if self._cuda and alone:
-            import torch
-
             torch.cuda.reset_peak_memory_stats(self.device)
         return self
 
@@ -152,14 +144,10 @@ class PeakMemory:
             self.peak_rss_mb = _maxrss_mib()
             self.rss_scope = "process"
         if self._cuda:
-            import torch
-
             self.cuda_peak_mb = torch.cuda.max_memory_allocated(self.device) / 2**20
 
     @property
     def _cuda(self) -> bool:
-        import torch
-
         return self.device is not None and self.device.type == "cuda" and torch.cuda.is_available()
 
     def as_dict(self) -> dict:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import math
 import weakref
-from typing import NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import torch
 import torch.nn as nn
@@ -63,7 +63,8 @@ class _MergeWatch(TorchFunctionMode):
         self.clock = clock
         self.merges = merges
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
+    def __torch_function__(self, func: Callable[..., Any], types: Any, args: tuple[Any, ...] = (),
+                           kwargs: dict[str, Any] | None = None) -> Any:
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         seen = {id(t) for t in _flat_tensors((args, kwargs), []) if self.derived.get(id(t)) is t}

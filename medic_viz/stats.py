@@ -60,14 +60,14 @@ class RunningStats:
         dims = [0] + list(range(2, a.ndim))
         s, ss = a.sum(dims), (a * a).sum(dims)
         count = a.numel() // a.shape[1]
-        if self.s is None:
+        if self.s is None or self.ss is None:  # set together
             self.s, self.ss = s, ss
         else:
             self.s, self.ss = self.s + s, self.ss + ss
         self.n += count
 
     def finish(self) -> LayerStats:
-        if self.s is None or self.n < 2:
+        if self.s is None or self.ss is None or self.n < 2:  # s and ss are set together
             raise ValueError("need at least two activation values per channel to estimate statistics")
         mean = self.s / self.n
         var = (self.ss / self.n - mean * mean).clamp_min(0.0) * self.n / (self.n - 1)

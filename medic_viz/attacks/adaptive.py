@@ -39,7 +39,7 @@ class AdaptiveObjective:
     def parameters(self) -> Iterable[nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
 
-    def loss(self, x: torch.Tensor, y: torch.Tensor):
+    def loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         candidates = torch.nonzero(y != self.target).flatten()
         k = min(len(candidates), max(1, int(round(self.rate * len(x))))) if len(candidates) else 0
         chosen = candidates[:k]

@@ -167,10 +167,10 @@ class AdversarialObjective:
         self.step_size = _check_unit_interval(step_size, "step_size", allow_zero=True)
         self._calls = int(seed)
 
-    def parameters(self):
+    def parameters(self) -> list[nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
 
-    def loss(self, x: torch.Tensor, y: torch.Tensor):
+    def loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         self._calls += 1  # a new random start for every batch, reproducible from the seed
         adv = pgd_perturb(self.model, x, y, eps=self.eps, steps=self.steps, step_size=self.step_size, seed=self._calls)
         ce = F.cross_entropy(self.model(adv), y)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import colorsys
 import math
 from typing import Any, ClassVar, Mapping, Sequence, Union
 
@@ -147,8 +148,6 @@ class FilterTrigger(Trigger):
     def preview(self, height: int = 32, width: int = 32, channels: int = 3, background: float = 0.5) -> torch.Tensor:
         """The filter applied to a test card: a hue sweep left to right, dark to bright top to
         bottom (``background`` is unused: a flat image would show only one colour)."""
-        import colorsys
-
         hues = np.linspace(0, 1, width, endpoint=False)
         values = np.linspace(0.15, 1.0, height)
         card = np.array([[colorsys.hsv_to_rgb(h, 0.6, v) for h in hues] for v in values]).transpose(2, 0, 1)

@@ -9,8 +9,7 @@ import numpy as np
 import torch
 
 from medic_viz import limits
-from medic_viz.attacks.base import (_CORNERS, Colour, Trigger, _colour_for_channels, _fit_channels, _image_param,
-                                    _parse_colour)
+from medic_viz.attacks.base import _CORNERS, Colour, Trigger, _colour_for_channels, _fit_channels, _image_param, _parse_colour
 
 __all__ = ["BadNetTrigger", "PatchTrigger", "MAX_PATCH_SIDE"]
 

@@ -55,7 +55,8 @@ def poison_dataset(data: ImageArrays, trigger: Trigger, target: int, rate: float
     else:
         pool = torch.nonzero(data.labels != target).flatten()
     if len(pool) == 0:
-        raise ValueError(f"no images available to poison for target {target} ({'clean' if trigger.clean_label else 'dirty'}-label)")
+        raise ValueError(f"no images available to poison for target {target} "
+                         f"({'clean' if trigger.clean_label else 'dirty'}-label)")
     n = min(n_wanted, len(pool))
     chosen = pool[torch.randperm(len(pool), generator=g)[:n]].sort().values
     images = data.images.clone()

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Mapping, Sequence, Union
+from typing import Any, Callable, Mapping, Sequence, Union, cast
 
 import torch
 import torch.nn as nn
@@ -133,7 +133,7 @@ def _build_adaptive(trigger: str = "badnet", trigger_options: Mapping[str, Any] 
     spec = attack_spec(trigger)
     if spec.cls is None or not issubclass(spec.cls, Trigger):
         raise ValueError(f"the adaptive attack needs a one-image trigger such as 'badnet', got {trigger!r}")
-    return make_trigger(spec.name, **dict(trigger_options or {}))
+    return cast(Trigger, make_trigger(spec.name, **dict(trigger_options or {})))  # a one-image trigger (checked)
 
 
 def _adaptive_objective(model: nn.Module, trigger: Trigger, target: int, *, rate: float,

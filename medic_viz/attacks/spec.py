@@ -29,8 +29,10 @@ import numpy as np
 import torch
 
 from medic_viz import limits
-from medic_viz.attacks.base import Trigger
-from medic_viz.attacks.patch import MAX_PATCH_SIDE
+from medic_viz.attacks.base import Trigger, _resize
+from medic_viz.attacks.blend import BlendTrigger
+from medic_viz.attacks.patch import MAX_PATCH_SIDE, PatchTrigger
+from medic_viz.attacks.registry import ATTACK_NAMES, make_trigger
 from medic_viz.data.images import read_image_pixels
 
 __all__ = ["parse_trigger_spec", "split_params", "read_image_file", "SPEC_HELP", "MAX_SPEC_CHARS", "MAX_FILE_SIDE",
@@ -123,14 +125,10 @@ def read_image_file(path: str | Path, *, max_side: int = MAX_FILE_SIDE) -> torch
 
 
 def _resize_to(image: torch.Tensor, side: int) -> torch.Tensor:
-    from medic_viz.attacks.base import _resize
-
     return _resize(image, side, side).contiguous()
 
 
 def _patch(params: dict[str, str]) -> Trigger:
-    from medic_viz.attacks.patch import PatchTrigger
-
     sources = [k for k in ("pixels", "file") if k in params]
     if len(sources) != 1:
         raise ValueError("trigger spec patch: give the patch as pixels=ROWS (e.g. pixels=0,1,0;1,0,1;0,1,0) or "
@@ -145,8 +143,6 @@ def _patch(params: dict[str, str]) -> Trigger:
 
 
 def _blend_image(params: dict[str, str], image_size: int | None) -> Trigger:
-    from medic_viz.attacks.blend import BlendTrigger
-
     if image_size is not None:
         limits.check_image_side(int(image_size), "trigger spec blend-image: image_size")
     if "file" not in params:
@@ -169,8 +165,6 @@ def parse_trigger_spec(spec: str, *, image_size: int | None = None) -> Trigger:
     Raises ValueError naming what is wrong (unknown name or parameter, bad value, bad pixels)
     and FileNotFoundError for a missing image file.
     """
-    from medic_viz.attacks.registry import ATTACK_NAMES, make_trigger
-
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError(f"a trigger spec must be non-empty text: {SPEC_HELP}")
     if len(spec) > MAX_SPEC_CHARS:

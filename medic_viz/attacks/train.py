@@ -20,11 +20,13 @@ import torch.nn as nn
 
 from medic_viz.attacks.base import Trigger
 from medic_viz.attacks.patch import BadNetTrigger
-from medic_viz.attacks.registry import (Attack, AttackSpec, attack_evaluator, attack_spec, build_attack, check_rate,
-                                        spec_of)
+from medic_viz.attacks.registry import Attack, AttackSpec, attack_evaluator, attack_spec, build_attack, check_rate, spec_of
+from medic_viz.cards import ModelCard
 from medic_viz.data.arrays import DatasetSplits, ImageArrays
+from medic_viz.data_identity import dataset_record
 from medic_viz.device import resolve_device
 from medic_viz.metrics import BackdoorMetrics
+from medic_viz.models.zoo import build_model
 from medic_viz.training import Callback, SupervisedObjective, TrainConfig, TrainEvent, train
 
 __all__ = [
@@ -37,7 +39,8 @@ __all__ = [
 ]
 
 #: Training settings for making trojaned (and clean reference) models on small data.
-ATTACK_TRAIN_DEFAULTS = dict(epochs=20, batch_size=128, optimizer="adam", lr=2e-3, weight_decay=1e-4, schedule="cosine")
+ATTACK_TRAIN_DEFAULTS: dict[str, Any] = dict(epochs=20, batch_size=128, optimizer="adam", lr=2e-3, weight_decay=1e-4,
+                                             schedule="cosine")
 
 
 @dataclass
@@ -59,12 +62,9 @@ class TrojanedModel:
     history: list[TrainEvent]
     seconds: float
 
-    def card(self, splits: DatasetSplits, dataset: str, notes: str = ""):
+    def card(self, splits: DatasetSplits, dataset: str, notes: str = "") -> ModelCard:
         """A :class:`medic_viz.cards.ModelCard` describing this model (``dataset``: a name, or a file
         recorded by its resolved path and SHA-256)."""
-        from medic_viz.data_identity import dataset_record
-        from medic_viz.cards import ModelCard
-
         data = dataset_record(dataset)
 
         cfg = getattr(self.model, "zoo_config", {})
@@ -107,8 +107,6 @@ def train_on_poisoned(
     ``splits.test`` (clean accuracy and the attack's ASR). ``objective_factory(model)`` may
     replace plain cross-entropy (the adaptive attack does). Live curves use at most
     ``eval_max_images`` test images; the final metrics use all of them."""
-    from medic_viz.models.zoo import build_model
-
     cfg = config or TrainConfig(**{**ATTACK_TRAIN_DEFAULTS, "seed": seed})
     arch_kwargs = dict(arch_kwargs or {})
     torch.manual_seed(seed)

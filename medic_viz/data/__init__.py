@@ -7,6 +7,7 @@ import functools
 import numbers
 from pathlib import Path
 
+from medic_viz import limits
 from medic_viz.data.arrays import (
     NO_AUGMENTATION,
     Augmentation,
@@ -15,6 +16,8 @@ from medic_viz.data.arrays import (
     clean_subset,
     iterate_batches,
 )
+from medic_viz.data.real import REAL_DATASETS, load_npz, load_torchvision
+from medic_viz.data.synthetic import make_synthetic_signs
 
 __all__ = [
     "Augmentation",
@@ -34,15 +37,11 @@ DEFAULT_DATASET = "signs"
 
 def dataset_names() -> list[str]:
     """Names :func:`load_dataset` accepts (besides a path to an ``.npz`` file)."""
-    from medic_viz.data.real import REAL_DATASETS
-
     return [DEFAULT_DATASET, *REAL_DATASETS]
 
 
 @functools.lru_cache(maxsize=4)
 def _signs(size: int, seed: int, n_train: int, n_test: int) -> DatasetSplits:
-    from medic_viz.data.synthetic import make_synthetic_signs
-
     return make_synthetic_signs(n_train, n_test, size=size, seed=seed)
 
 
@@ -65,19 +64,16 @@ def load_dataset(
     - a path to an ``.npz`` file with ``x_train``, ``y_train``, ``x_test``, ``y_test``
       (NHWC uint8), e.g. ``../shared/data/gtsrb32.npz``.
     """
-    from medic_viz.data.real import REAL_DATASETS, load_npz, load_torchvision
-
     text = str(name)
     key = text.strip().lower()
     if key == DEFAULT_DATASET:
-        from medic_viz import limits
-
         for what, value in (("size", size), ("seed", seed), ("n_train", n_train), ("n_test", n_test)):
             if isinstance(value, bool) or not isinstance(value, numbers.Integral):
                 raise TypeError(f"{what} must be an int, got {type(value).__name__}")
         limits.check_image_side(int(size), "signs")
         if n_train + n_test > 10_000_000:
-            raise ValueError(f"n_train + n_test = {n_train + n_test:,} synthetic images is more than this generator makes (10,000,000)")
+            raise ValueError(f"n_train + n_test = {n_train + n_test:,} synthetic images is more than this generator "
+                             "makes (10,000,000)")
         return _signs(int(size), int(seed), int(n_train), int(n_test))
     if key in REAL_DATASETS:
         if root is None:

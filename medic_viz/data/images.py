@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from medic_viz import limits
 
@@ -35,8 +36,6 @@ def read_image_pixels(source: str | Path | bytes | bytearray | memoryview, *, ma
     than ``max_side`` (default :data:`~medic_viz.limits.MAX_IMAGE_SIDE`) pixels a side. Every error
     is a ``ValueError`` naming the file (``FileNotFoundError`` when it is missing); ``what`` names
     the kind of image in messages ("a trigger image", "an image")."""
-    from PIL import Image
-
     max_side = limits.MAX_IMAGE_SIDE if max_side is None else max_side
     if isinstance(source, (bytes, bytearray, memoryview)):
         data, label = bytes(source), "the image bytes"
@@ -104,8 +103,6 @@ def to_image_tensor(source: Any, shape: tuple[int, int, int]) -> torch.Tensor:
     Raises ``ValueError`` (unreadable file or bytes, wrong shape, values outside [0, 1]) or
     ``TypeError`` (another kind of object), each with one line saying what to give.
     """
-    from PIL import Image
-
     c, h, w = shape
     if isinstance(source, (str, Path, bytes, bytearray, memoryview)):
         try:
@@ -130,7 +127,7 @@ def to_image_tensor(source: Any, shape: tuple[int, int, int]) -> torch.Tensor:
         )
     pil = pil.convert("RGB" if c == 3 else "L")
     if pil.size != (w, h):
-        pil = pil.resize((w, h), Image.BILINEAR)
+        pil = pil.resize((w, h), Image.Resampling.BILINEAR)
     arr = np.asarray(pil, dtype=np.float32) / 255.0
     if arr.ndim == 2:
         arr = arr[:, :, None]
@@ -139,8 +136,6 @@ def to_image_tensor(source: Any, shape: tuple[int, int, int]) -> torch.Tensor:
 
 def _array_to_pil(arr: np.ndarray) -> Any:
     """A uint8 array, or a float one in [0, 1], ``(H, W)``, ``(H, W, 1|3)`` or ``(1|3, H, W)``, as a PIL image."""
-    from PIL import Image
-
     a = np.asarray(arr)
     if a.ndim == 3 and a.shape[0] in (1, 3) and a.shape[2] not in (1, 3):
         a = np.transpose(a, (1, 2, 0))

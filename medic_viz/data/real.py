@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import codecs
 import gzip
+import importlib
 import os
 import pickle
 import struct
@@ -51,6 +52,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from numpy.lib import format as npy_format
 from PIL import Image
 
 from medic_viz import limits
@@ -184,8 +186,6 @@ def _safe_dtype(*args: Any) -> np.dtype:
 
 def _numpy_core_attr(module: str, name: str) -> Any:
     """``numpy._core.<module>.<name>`` (numpy 2) or ``numpy.core.<module>.<name>`` (numpy 1)."""
-    import importlib
-
     try:
         mod = importlib.import_module(f"numpy._core.{module}")
     except ImportError:  # numpy < 2
@@ -635,8 +635,6 @@ def _npz_headers(path: Path, keys: Sequence[str]) -> dict[str, tuple[tuple[int, 
       integers, class names strings;
     * every array at most :data:`~medic_viz.limits.MAX_ARRAY_BYTES`.
     """
-    from numpy.lib import format as npy_format
-
     found: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
     try:
         with zipfile.ZipFile(path) as archive:

@@ -147,7 +147,7 @@ class _Pen:
     def _len(self, v: float) -> float:
         return v * self.res / 2
 
-    def _targets(self, outline: bool) -> list[tuple[ImageDraw.ImageDraw, object]]:
+    def _targets(self, outline: bool) -> list[tuple[ImageDraw.ImageDraw, int | None]]:
         return [(self._draw, None)] + ([(self._mask_draw, 255)] if outline else [])
 
     def disc(self, cx: float, cy: float, r: float, fill: tuple[int, int, int], outline: bool = False) -> None:
@@ -185,12 +185,12 @@ class _Pen:
         stroke = max(0, round(bold * font_px))
         probe = ImageDraw.Draw(Image.new("L", (1, 1)))
         x0, y0, x1, y1 = probe.textbbox((0, 0), s, font=font, stroke_width=stroke)
-        glyphs = Image.new("L", (x1 - x0 + 2, y1 - y0 + 2), 0)
+        glyphs = Image.new("L", (x1 - x0 + 2, y1 - y0 + 2), 0)  # type: ignore[arg-type]  # ints from (0, 0)
         ImageDraw.Draw(glyphs).text((1 - x0, 1 - y0), s, fill=255, font=font, stroke_width=stroke,
                                     stroke_fill=255)
         glyphs = glyphs.crop(glyphs.getbbox())
         bw, bh = max(1, round(self._len(w))), max(1, round(self._len(h)))
-        glyphs = glyphs.resize((bw, bh), Image.LANCZOS)
+        glyphs = glyphs.resize((bw, bh), Image.Resampling.LANCZOS)
         px, py = self._xy(cx, cy)
         self.rgb.paste(fill, (round(px - bw / 2), round(py - bh / 2)), glyphs)
 
@@ -410,13 +410,13 @@ def _backgrounds(rng: np.random.Generator, gen: torch.Generator, b: int, size: i
     idx = np.flatnonzero(kind == 3)  # textured noise at two scales
     if len(idx):
         n = len(idx)
-        base = _t(_random_colours(rng, n, (0.2, 0.8), (0.0, 0.7)))[:, :, None, None]
+        tint = _t(_random_colours(rng, n, (0.2, 0.8), (0.0, 0.7)))[:, :, None, None]
         amp = _t(rng.uniform(0.05, 0.2, n))[:, None, None, None]
         grain = torch.rand(n, 1, size, size, generator=gen) * 2 - 1
         blobs = _smooth_noise(gen, n, 3, 4, size)
         blobs = blobs.mean(1, keepdim=True) + 0.4 * (blobs - blobs.mean(1, keepdim=True))  # mostly luminance
         texture = blobs + 0.6 * _smooth_noise(gen, n, 1, max(4, size // 4), size)
-        out[idx] = base + amp * (texture + 0.5 * grain)
+        out[idx] = tint + amp * (texture + 0.5 * grain)
 
     return out + 0.05 * _smooth_noise(gen, b, 3, 3, size)
 
@@ -581,7 +581,7 @@ def make_synthetic_signs(n_train: int = ..., n_test: int = ..., *, size: int = .
 def make_synthetic_signs(n_train: int = ..., n_test: int = ..., *, size: int = ..., seed: int = ...,
                          return_masks: Literal[True]) -> tuple[DatasetSplits, torch.Tensor, torch.Tensor]: ...
 def make_synthetic_signs(n_train: int = 12000, n_test: int = 3000, *, size: int = 32, seed: int = 0,
-                         return_masks: bool = False):
+                         return_masks: bool = False) -> DatasetSplits | tuple[DatasetSplits, torch.Tensor, torch.Tensor]:
     """The default medic_viz dataset: class-balanced synthetic traffic signs, RGB uint8.
 
     ``n_train``/``n_test`` images of ``size x size`` pixels (``size >= 16``), in shuffled

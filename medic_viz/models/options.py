@@ -21,5 +21,5 @@ def check_options(key: str, options: Mapping[str, Any]) -> None:
                             f"e.g. [16, 32, 64, 64]; got {widths!r}")
     if "drop_rate" in options:
         rate = options["drop_rate"]
-        if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0 <= rate < 1:
+        if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0 <= rate < 1:  # type: ignore[operator]
             raise TypeError(f"{where} drop_rate (a card's arch_kwargs) must be a number in [0, 1), got {rate!r}")

@@ -27,7 +27,7 @@ from __future__ import annotations
 import inspect
 import math
 import operator
-from typing import Callable, Sequence
+from typing import Callable, Sequence, cast
 
 import torch
 from torch import nn
@@ -87,7 +87,7 @@ class Normalize(nn.Module):
 
 
 def _apply_normalize(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    norm = module.normalize
+    norm = cast("nn.Module | None", module.normalize)
     return x if norm is None else norm(x)
 
 
@@ -526,7 +526,7 @@ def _positive_int(value: object, what: str, minimum: int = 1) -> int:
     if isinstance(value, bool):
         raise TypeError(f"{what} must be an int, got bool")
     try:
-        value = operator.index(value)  # accepts numpy integers too
+        value = operator.index(value)  # type: ignore[arg-type]  # accepts numpy integers too; TypeError below
     except TypeError:
         raise TypeError(f"{what} must be an int, got {type(value).__name__}") from None
     if value < minimum:
@@ -584,7 +584,7 @@ def build_model(
         normalize_cfg = ([float(m) for m in mean], [float(s) for s in std])
 
     model = builder(num_classes, in_channels, norm_layer, **kwargs)
-    model.zoo_config = {
+    model.zoo_config = {  # type: ignore[assignment]  # a plain attribute (nn.Module's stub allows tensors and modules)
         "name": key,
         "num_classes": num_classes,
         "in_channels": in_channels,

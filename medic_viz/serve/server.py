@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -129,7 +130,7 @@ class WorkshopServer:
         params = dict(query)
         if self.token:
             params["token"] = self.token
-        qs = "&".join(f"{k}={urllib.request.quote(str(v))}" for k, v in params.items())
+        qs = "&".join(f"{k}={urllib.parse.quote(str(v))}" for k, v in params.items())
         return f"{self.base_url}/voila/render/{page}.ipynb" + (f"?{qs}" if qs else "")
 
     def command(self) -> list[str]:

@@ -1,8 +1,6 @@
 """Plotly figures: pure functions that read results and return ``go.Figure``; :data:`PALETTE`, the
 series colours every figure and widget shares."""
 
-from medic_viz.viz.curves import event_rows, grid_curves_figure, training_curves_figure
-from medic_viz.viz.report import removal_figure
 from medic_viz.viz.analysis_figures import (
     FIGURE2_COLUMNS,
     attribution_figure,
@@ -11,7 +9,10 @@ from medic_viz.viz.analysis_figures import (
     neuron_ranking_figure,
     top_activating_figure,
 )
+from medic_viz.viz.curves import event_rows, grid_curves_figure, training_curves_figure
 from medic_viz.viz.export import export_figure
+from medic_viz.viz.report import removal_figure
+from medic_viz.viz.style import PALETTE
 from medic_viz.viz.summary_figures import (
     aggregate_rows,
     defense_comparison_figure,
@@ -19,7 +20,6 @@ from medic_viz.viz.summary_figures import (
     tau_sweep_figure,
     tradeoff_figure,
 )
-from medic_viz.viz.style import PALETTE
 
 __all__ = [
     "PALETTE",

@@ -196,8 +196,8 @@ def layer_strip(
                         vertical_spacing=0.08)
     for c, n in enumerate(names, start=1):
         m = analysis.maps(n, tau, reduction)
-        fig.add_trace(_heatmap(m["difference"], f"{n}: difference", colorscale=_DIFF_SCALE if reduction.endswith("abs") else _DIV_SCALE,
-                               showscale=False), row=1, col=c)
+        scale = _DIFF_SCALE if reduction.endswith("abs") else _DIV_SCALE
+        fig.add_trace(_heatmap(m["difference"], f"{n}: difference", colorscale=scale, showscale=False), row=1, col=c)
         fig.add_trace(_heatmap(m[importance], f"{n}: importance", colorscale=_IMP_SCALE, showscale=False), row=2, col=c)
     _square_axes(fig, 2, len(names))
     fig.update_layout(
@@ -232,7 +232,7 @@ def neuron_ranking_figure(
     if len(ranking) == 0:
         raise ValueError("the ranking is empty")
     top = ranking.top(min(int(top_n), len(ranking)))
-    labels = [f"{_short(str(l), 18)} · ch {c}" for l, c in zip(top.layer, top.channel)]
+    labels = [f"{_short(str(layer), 18)} · ch {c}" for layer, c in zip(top.layer, top.channel)]
     cols = 3 if statistic is not None else 2
     titles = [f"Top {len(top)} shifted channels", "All channels: shift vs clean importance"]
     if statistic is not None:
@@ -248,7 +248,8 @@ def neuron_ranking_figure(
                     colorbar=dict(title=dict(text="clean importance<br>(× layer avg)", side="right"), x=bar_x,
                                   thickness=10, len=0.9)),
         customdata=np.stack([top.importance, top.rank], axis=1),
-        hovertemplate="%{y}<br>shift %{x:.3g} σ<br>clean importance %{customdata[0]:.3g}× avg<br>rank %{customdata[1]}<extra></extra>",
+        hovertemplate=("%{y}<br>shift %{x:.3g} σ<br>clean importance %{customdata[0]:.3g}× avg"
+                       "<br>rank %{customdata[1]}<extra></extra>"),
     ), row=1, col=1)
     fig.update_yaxes(autorange="reversed", tickfont=dict(size=9), row=1, col=1)
     fig.update_xaxes(title_text=f"shift ({ranking.shift_reduction}, σ units)", row=1, col=1)
@@ -260,7 +261,7 @@ def neuron_ranking_figure(
         fig.add_trace(go.Scatter(
             x=np.abs(ranking.shift[mask]), y=imp_all[mask], mode="markers", name=name,
             marker=dict(color=color, size=6 if color == "#d62728" else 4),
-            text=[f"{l} · ch {c}" for l, c in zip(ranking.layer[mask], ranking.channel[mask])],
+            text=[f"{layer} · ch {c}" for layer, c in zip(ranking.layer[mask], ranking.channel[mask])],
             customdata=ranking.importance[mask],
             hovertemplate="%{text}<br>|shift| %{x:.3g} σ<br>clean importance %{customdata:.3g}× avg<extra></extra>",
         ), row=1, col=2)

@@ -33,7 +33,7 @@ def training_curves_figure(
     runs: Mapping[str, Sequence[object]] | Sequence[object],
     *,
     title: str = "Backdoor removal: clean accuracy and attack success rate",
-    baseline: Mapping[str, float] | None = None,
+    baseline: Mapping[str, float | None] | None = None,
 ) -> go.Figure:
     """Two panels over epochs: (left) clean accuracy and ASR in %, (right) loss terms (log y).
 
@@ -73,8 +73,9 @@ def training_curves_figure(
             )
     if baseline:
         for key, dash, name in (("clean_acc", "dot", "trojaned model: clean acc"), ("asr", "dot", "trojaned model: ASR")):
-            if baseline.get(key) is not None:
-                fig.add_hline(y=100 * baseline[key], line=dict(color="grey", dash=dash), row=1, col=1,
+            value = baseline.get(key)
+            if value is not None:
+                fig.add_hline(y=100 * value, line=dict(color="grey", dash=dash), row=1, col=1,
                               annotation_text=name, annotation_position="top left")
     fig.update_yaxes(range=[-2, 102], row=1, col=1)
     fig.update_yaxes(type="log", row=1, col=2)

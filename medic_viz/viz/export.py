@@ -50,7 +50,8 @@ def export_figure(
             written.append(out)
         except Exception as exc:  # noqa: BLE001 - any renderer failure means "no PNG here"
             warnings.warn(
-                f"PNG export of {base.name} skipped ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}); "
+                f"PNG export of {base.name} skipped "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}); "
                 "install kaleido and a Chrome/Chromium (e.g. `apt-get install chromium`, or `plotly_get_chrome`) to get PNGs",
                 RuntimeWarning,
                 stacklevel=2,

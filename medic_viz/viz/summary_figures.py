@@ -161,7 +161,8 @@ def lambda_tau_figure(
             for r in agg:
                 z[lams.index(float(r["lam"])), taus.index(float(r["tau"]))] = 100 * r[metric]
             fig.add_trace(go.Heatmap(
-                z=z, x=[f"{t:g}" for t in taus], y=[f"{l:g}" for l in lams], coloraxis="coloraxis" if col == 1 else "coloraxis2",
+                z=z, x=[f"{t:g}" for t in taus], y=[f"{lam:g}" for lam in lams],
+                coloraxis="coloraxis" if col == 1 else "coloraxis2",
                 text=np.vectorize(lambda v: "" if math.isnan(v) else f"{v:.1f}")(z), texttemplate="%{text}",
                 name=metric, hovertemplate=f"λ=%{{y}}, τ=%{{x}}<br>{metric} %{{z:.1f}}%<extra></extra>"), row=1, col=col)
             fig.update_xaxes(title_text="temperature τ", type="category", row=1, col=col)
@@ -178,8 +179,9 @@ def lambda_tau_figure(
             fig.update_xaxes(title_text="temperature τ", row=1, col=col)
             fig.update_yaxes(range=[0, 101], row=1, col=col)
     if kind == "heatmap":
-        fig.update_layout(coloraxis=dict(colorscale="Reds", cmin=0, cmax=100, colorbar=dict(x=0.43, title="ASR %", thickness=10)),
-                          coloraxis2=dict(colorscale="Blues", cmin=0, cmax=100, colorbar=dict(x=1.0, title="acc %", thickness=10)))
+        fig.update_layout(
+            coloraxis=dict(colorscale="Reds", cmin=0, cmax=100, colorbar=dict(x=0.43, title="ASR %", thickness=10)),
+            coloraxis2=dict(colorscale="Blues", cmin=0, cmax=100, colorbar=dict(x=1.0, title="acc %", thickness=10)))
     fig.update_layout(title=title or "Effect of λ and τ", width=960, height=420)
     return fig
 
