@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.common import GTSRB, RESULTS
 from medic_viz.capture import hookable_layers
 from medic_viz.data import clean_subset, load_dataset
 from medic_viz.data.arrays import iterate_batches
@@ -38,8 +39,6 @@ from medic_viz.io import load_model
 from medic_viz.metrics import Evaluator
 from medic_viz.pipeline import trigger_of
 from medic_viz.training import TrainConfig, train
-
-from benchmarks.common import GTSRB, RESULTS
 
 VARIANTS: dict[str, dict] = {
     "all": {"layers": "all"},
@@ -115,7 +114,8 @@ class VariantObjective(MedicObjective):
         acts, weights = super().teacher_pass(x, y)  # the library's weights, τ per layer
         weights = [self.floored(n, w) for n, w in zip(self.layers, weights)]
         if divide_by_variance:
-            weights = [w / (self.stats[n].std.float() ** 2).reshape((1, -1) + (1,) * (w.ndim - 2)) for n, w in zip(self.layers, weights)]
+            weights = [w / (self.stats[n].std.float() ** 2).reshape((1, -1) + (1,) * (w.ndim - 2))
+                       for n, w in zip(self.layers, weights)]
         return acts, weights
 
 
@@ -128,12 +128,14 @@ class _FlooredCloneLoss(FusedCloneLoss):
 
     def term(self, name, student, teacher, grad):
         opts = self.objective.layer_options[name]
-        w = self.objective.floored(name, layer_importance(teacher, grad if opts.needs_gradients else None, self.stats[name], opts))
+        w = self.objective.floored(
+            name, layer_importance(teacher, grad if opts.needs_gradients else None, self.stats[name], opts))
         w = w / (self.stats[name].std.float() ** 2).reshape((1, -1) + (1,) * (w.ndim - 2))
         return weighted_squared_error(student, teacher, w)
 
 
-def calibrate_taus(objective: VariantObjective, clean, share: float, *, batches: int = 4, batch_size: int = 64) -> dict[str, float]:
+def calibrate_taus(objective: VariantObjective, clean, share: float, *, batches: int = 4,
+                   batch_size: int = 64) -> dict[str, float]:
     """Per layer, the τ whose weights match ``share`` of the layer's neurons (exp-entropy), found by
     bisection on log τ over a few clean batches. Uses the teacher and clean data only."""
     xs, ys = [], []
@@ -193,12 +195,14 @@ def run_variant(name: str, settings: dict, args, splits, teacher, card, trigger,
 
     def on_event(ev):
         if ev.kind in ("start", "epoch"):
-            curve.append({"epoch": ev.epoch, "acc": ev.clean_acc, "asr": ev.asr, "ce": ev.losses.get("ce"), "clone": ev.losses.get("clone"),
-                          "layer_losses": ev.layer_losses, "seconds": round(ev.seconds, 1)})
+            curve.append({"epoch": ev.epoch, "acc": ev.clean_acc, "asr": ev.asr, "ce": ev.losses.get("ce"),
+                          "clone": ev.losses.get("clone"), "layer_losses": ev.layer_losses, "seconds": round(ev.seconds, 1)})
             if args.partial_path is not None:
-                args.partial_path.write_text(json.dumps({"variant": name, "settings": settings, "teacher": str(args.teacher), "seed": args.seed, "partial": True, "curve": curve}, indent=1))
+                args.partial_path.write_text(json.dumps({"variant": name, "settings": settings, "teacher": str(args.teacher),
+                                                         "seed": args.seed, "partial": True, "curve": curve}, indent=1))
             if ev.kind == "epoch" and ev.epoch % 10 == 0:
-                print(f"  [{name}] epoch {ev.epoch}: acc {ev.clean_acc:.3f} asr {ev.asr:.3f} ce {ev.losses.get('ce', 0):.3f} clone {ev.losses.get('clone', 0):.3f} ({ev.seconds:.0f}s)", flush=True)
+                print(f"  [{name}] epoch {ev.epoch}: acc {ev.clean_acc:.3f} asr {ev.asr:.3f} ce {ev.losses.get('ce', 0):.3f} "
+                      f"clone {ev.losses.get('clone', 0):.3f} ({ev.seconds:.0f}s)", flush=True)
             if settings.get("lam_decay") and ev.kind == "epoch":
                 half = args.epochs / 2
                 obj.lam = lam * (1.0 if ev.epoch < half else max(0.0, (args.epochs - ev.epoch) / half))
@@ -245,7 +249,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     teacher, card = load_model(args.teacher)
     ds = card.dataset if args.dataset == "card" else args.dataset
-    splits = load_dataset(ds)
+    splits = load_dataset(ds)  # type: ignore[arg-type]  # a teacher's card names its dataset
     trigger, target = trigger_of(card)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -264,7 +268,8 @@ def main(argv=None) -> int:
         tmp.replace(path)
         args.partial_path.unlink(missing_ok=True)
         asr_curve = " ".join(f"{c['asr']*100:.0f}" for c in r["curve"][::10])
-        print(f"{v}: acc {r['final_acc']:.4f} asr {r['final_asr']:.4f} ({r['seconds']:.0f}s); ASR every 10 epochs: {asr_curve}", flush=True)
+        print(f"{v}: acc {r['final_acc']:.4f} asr {r['final_asr']:.4f} ({r['seconds']:.0f}s); "
+              f"ASR every 10 epochs: {asr_curve}", flush=True)
     return 0
 
 

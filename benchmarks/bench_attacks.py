@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from medic_viz.data import load_dataset
 from medic_viz.metrics import evaluate_backdoor
@@ -23,16 +24,17 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def main() -> int:
     splits = load_dataset("signs")
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name in DEMO_MODELS:
         model, card = load_demo_model(name)
         trigger, target = trigger_of(card)
-        m = evaluate_backdoor(model, splits.test, trigger, target, device="cpu")
+        m = evaluate_backdoor(model, splits.test, trigger, target, device="cpu")  # type: ignore[arg-type]  # a one-image trigger (no composite attack here)
         rows.append({"model": name, "clean_acc": m.clean_acc, "asr": m.asr, "n_clean": m.n_clean, "n_asr": m.n_asr,
                      "poison_rate": card.poison_rate, "attack": card.attack,
                      "train_seconds": card.metrics.get("train_seconds")})
     clean = next(r for r in rows if r["model"] == "clean")["clean_acc"]
-    lines = ["| model | trigger | poison rate | clean acc | Δ vs clean (pts) | ASR | train time (s, 1 CPU thread) | targets met |",
+    lines = ["| model | trigger | poison rate | clean acc | Δ vs clean (pts) | ASR | train time (s, 1 CPU thread) "
+             "| targets met |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         drop = 100 * (r["clean_acc"] - clean)  # negative = below the clean model
@@ -41,7 +43,8 @@ def main() -> int:
             trig = "—"
         else:
             ok = r["asr"] >= 0.90 and -drop <= 2.0
-            trig = ", ".join(f"{k}={v}" for k, v in r["attack"].items() if k not in ("name", "colors", "pattern") or k == "pattern")
+            trig = ", ".join(f"{k}={v}" for k, v in r["attack"].items()
+                             if k not in ("name", "colors", "pattern") or k == "pattern")
         asr = "—" if r["asr"] is None else f"{100 * r['asr']:.2f}% (n={r['n_asr']})"
         lines.append(f"| {r['model']} | {trig} | {r['poison_rate'] or '—'} | {100 * r['clean_acc']:.2f}% (n={r['n_clean']}) | "
                      f"{drop:+.2f} | {asr} | {r['train_seconds']} | {'yes' if ok else 'NO'} |")

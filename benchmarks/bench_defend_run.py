@@ -35,6 +35,15 @@ from pathlib import Path
 
 import torch
 
+import medic_viz
+import medic_viz.data.arrays as arrays
+import medic_viz.defenses.medic as medic_mod
+import medic_viz.metrics as metrics
+import medic_viz.pipeline as pipeline
+import medic_viz.viz.report as report
+from medic_viz.cli import main as cli_main
+from medic_viz.data import load_dataset
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -74,20 +83,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tau", default="5")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: the CLI's choice)")
     p.add_argument("--fused", default=None, help="MedicConfig.fused (newer engines only)")
-    p.add_argument("--channels-last", default=None, choices=["auto", "on", "off"], help="TrainConfig.channels_last (newer engines only)")
+    p.add_argument("--channels-last", default=None, choices=["auto", "on", "off"],
+                   help="TrainConfig.channels_last (newer engines only)")
     p.add_argument("--cpu-bf16", action="store_true", help="pass --cpu-bf16 to the CLI (newer engines only)")
     p.add_argument("--label", default="")
-    p.add_argument("--out", default=None, help="append the row to this JSON list (default benchmarks/results/defend_run_cpu.json)")
+    p.add_argument("--out", default=None,
+                   help="append the row to this JSON list (default benchmarks/results/defend_run_cpu.json)")
     args = p.parse_args(argv)
 
-    import medic_viz
-    import medic_viz.data.arrays as arrays
-    import medic_viz.defenses.medic as medic_mod
-    import medic_viz.metrics as metrics
-    import medic_viz.pipeline as pipeline
-    import medic_viz.viz.report as report
-    from medic_viz.cli import main as cli_main
-    from medic_viz.data import load_dataset
 
     n_train = len(load_dataset("signs").train)
     fraction = args.images / n_train
@@ -115,9 +118,9 @@ def main(argv: list[str] | None = None) -> int:
         def init(self, config=None, **kw):
             real_init(self, config, **{**kw, **overrides})
 
-        medic_mod.Medic.__init__ = init
+        medic_mod.Medic.__init__ = init  # type: ignore[method-assign]  # the options this engine has, forced
     if args.threads:  # after the CLI's own choice of threads
-        import medic_viz.resources as res
+        import medic_viz.resources as res  # noqa: PLC0415 — only with --threads; an older checkout (PYTHONPATH=) may lack it
 
         real_use = getattr(res, "use_available_cpus", None)
         if real_use is not None:
@@ -154,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_bf16": result["config"].get("cpu_bf16", "(no option)"),
         "wall_s": round(w1 - w0, 1),
         "cpu_s": round(c1 - c0, 1),
-        "parts": {k: {"wall_s": round(v["wall"], 2), "cpu_s": round(v["cpu"], 2), "calls": v["calls"]} for k, v in timers.items()},
+        "parts": {k: {"wall_s": round(v["wall"], 2), "cpu_s": round(v["cpu"], 2), "calls": v["calls"]}
+                  for k, v in timers.items()},
         "epoch_wall_s": [round(d, 2) for d in wall_epochs],
         "epoch_cpu_s": [round(d, 2) for d in cpu_epochs],
         f"extrapolated_{args.extrapolate}_epochs_wall_s": round(w1 - w0 + extra * wall_rate),

@@ -41,11 +41,19 @@ import resource
 import time
 from pathlib import Path
 
+import plotly.graph_objects as go
 import torch
+from plotly.subplots import make_subplots
 
 from benchmarks.common import DOCS, GTSRB, RESULTS, TEACHERS
+from medic_viz.data import load_dataset
+from medic_viz.data.arrays import clean_subset
+from medic_viz.defenses.medic import Medic
+from medic_viz.defenses.tuning import select_tau
 from medic_viz.experiments.presets import GTSRB_TABLE1_ATTACKS, gtsrb_recipe
 from medic_viz.experiments.resume import RowFolder, run_resumable
+from medic_viz.pipeline import remove_backdoor, trigger_of
+from medic_viz.pretrained import load_demo_model
 
 DEMO_ATTACKS = ("badnet", "blend", "sig", "polygon")
 GTSRB_ATTACKS = ("badnet", "blend", "sig", "polygon", "wanet")
@@ -96,23 +104,18 @@ def gtsrb_teacher(attack: str, model: str, npz: str | Path, splits, device: str)
 
 
 def run_row(row: dict, teacher, card, splits, args) -> dict:
-    from medic_viz.data.arrays import clean_subset
-    from medic_viz.defenses.medic import Medic
-    from medic_viz.pipeline import remove_backdoor, trigger_of
-
     trigger, target = trigger_of(card)
     overrides = dict(VARIANTS[args.variant])
     search: dict | None = None
     if overrides.get("tau") == "auto":
-        from medic_viz.defenses.tuning import select_tau
-
         t_search = time.perf_counter()
         selection = select_tau(teacher, clean_subset(splits.train, 0.05, row["seed"]), seed=row["seed"], device=args.device,
                                epochs=TAU_AUTO_SEARCH_EPOCHS, progress=False)
         print(selection, flush=True)
         overrides["tau"] = selection.tau
         search = {"tau": selection.tau, "reference_acc": selection.reference_acc, "budget": selection.budget,
-                  "rows": [{k: v for k, v in r.items() if k in ("tau", "clean_acc", "n_clean", "seconds")} for r in selection.rows],
+                  "rows": [{k: v for k, v in r.items() if k in ("tau", "clean_acc", "n_clean", "seconds")}
+                           for r in selection.rows],
                   "seconds": round(time.perf_counter() - t_search, 1)}
     defense = Medic(**{"epochs": args.epochs, "device": args.device, "seed": row["seed"], "student_seed": row["seed"],
                        "progress": False, **overrides})
@@ -143,7 +146,8 @@ def run_row(row: dict, teacher, card, splits, args) -> dict:
         "n_clean": o.after.n_clean, "n_asr": o.after.n_asr,
         "acc_drop_points": 100 * (o.before.clean_acc - o.after.clean_acc),
         "max_live_asr_after_epoch_20": max((c["asr"] for c in curve if c["epoch"] > 20 and c["asr"] is not None), default=None),
-        "meets_target": bool(o.after.asr <= 0.10 and o.before.clean_acc - o.after.clean_acc <= 0.03),
+        "meets_target": bool(o.after.asr <= 0.10  # type: ignore[operator]  # measured: the card has an attack
+                             and o.before.clean_acc - o.after.clean_acc <= 0.03),
         "seconds": seconds,
         "peak_rss_mb": round(_peak_rss_mb(), 1),
         "threads": torch.get_num_threads(),
@@ -171,7 +175,8 @@ def row_name(row: dict) -> str:
 def write_table(out: Path, docs: Path) -> str:
     runs = RowFolder(out).rows()
     lines = [
-        "| data | model | attack | seed | trojaned acc / ASR | after acc / ASR | drop (pts) | max live ASR after epoch 20 | layer τ (first → last) | s | target met |",
+        "| data | model | attack | seed | trojaned acc / ASR | after acc / ASR | drop (pts) | max live ASR after epoch 20 "
+        "| layer τ (first → last) | s | target met |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
@@ -179,9 +184,11 @@ def write_table(out: Path, docs: Path) -> str:
         tau_text = f"{min(taus.values()):.1f}–{max(taus.values()):.1f}" if taus else f"τ={r['config'].get('tau')}"
         late = r.get("max_live_asr_after_epoch_20")
         lines.append(
-            f"| {r['dataset']} | {r['model']} | {r['attack']} | {r['seed']} | {100 * r['before_acc']:.2f} / {100 * r['before_asr']:.2f} | "
+            f"| {r['dataset']} | {r['model']} | {r['attack']} | {r['seed']} | "
+            f"{100 * r['before_acc']:.2f} / {100 * r['before_asr']:.2f} | "
             f"{100 * r['after_acc']:.2f} / {100 * r['after_asr']:.2f} | {r['acc_drop_points']:.2f} | "
-            f"{'–' if late is None else f'{100 * late:.1f}'} | {tau_text} | {r['seconds']:.0f} | {'yes' if r['meets_target'] else '**no**'} |"
+            f"{'–' if late is None else f'{100 * late:.1f}'} | {tau_text} | {r['seconds']:.0f} | "
+            f"{'yes' if r['meets_target'] else '**no**'} |"
         )
     md = "\n".join(lines)
     (out / "table.md").write_text(md + "\n")
@@ -222,7 +229,8 @@ def write_hindsight(path: Path) -> str:
         mark = "" if r["meets_target"] else " ✗"
         return f"{100 * r['after_acc']:.2f} / {100 * r['after_asr']:.2f}{mark}"
 
-    lines = ["| row | trojaned acc / ASR | default | --tau auto (τ chosen; search cost × run) | best in hindsight | variants run |",
+    lines = ["| row | trojaned acc / ASR | default | --tau auto (τ chosen; search cost × run) | best in hindsight "
+             "| variants run |",
              "|---|---|---|---|---|---|"]
     for name in rows:
         results = {v: runs[name] for v, runs in by_variant.items() if name in runs}
@@ -232,32 +240,34 @@ def write_hindsight(path: Path) -> str:
         best_v, best = best_in_hindsight(results)
         lines.append(f"| {name.removesuffix('.json')} | {100 * any_run['before_acc']:.2f} / {100 * any_run['before_asr']:.2f} | "
                      f"{cell(results.get('default'))} | {auto_text} | {best_v}: {cell(best)} | {len(results)} |")
-    md = "\n".join(lines) + "\n\nCells: clean accuracy / ASR after 60 epochs (%, whole test set); ✗ = misses ASR ≤ 10 % or drop ≤ 3 points.\n"
+    md = "\n".join(lines) + ("\n\nCells: clean accuracy / ASR after 60 epochs (%, whole test set); "
+                             "✗ = misses ASR ≤ 10 % or drop ≤ 3 points.\n")
     path.write_text(md)
     return md
 
 
 def _figure(runs: list[dict], docs: Path) -> None:
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
     groups = sorted({(r["dataset"], r["model"]) for r in runs})
-    fig = make_subplots(rows=len(groups), cols=2, subplot_titles=[t for g in groups for t in (f"{g[0]} {g[1]}: ASR (live, 1,000 images)", f"{g[0]} {g[1]}: clean accuracy")])
+    titles = [t for g in groups for t in (f"{g[0]} {g[1]}: ASR (live, 1,000 images)", f"{g[0]} {g[1]}: clean accuracy")]
+    fig = make_subplots(rows=len(groups), cols=2, subplot_titles=titles)
     for i, g in enumerate(groups, start=1):
         for r in (r for r in runs if (r["dataset"], r["model"]) == g):
             name = f"{r['attack']} s{r['seed']}"
             xs = [c["epoch"] for c in r["curve"]]
-            fig.add_trace(go.Scatter(x=xs, y=[c["asr"] for c in r["curve"]], name=name, legendgroup=name, mode="lines", showlegend=i == 1), row=i, col=1)
-            fig.add_trace(go.Scatter(x=xs, y=[c["acc"] for c in r["curve"]], name=name, legendgroup=name, mode="lines", showlegend=False), row=i, col=2)
+            fig.add_trace(go.Scatter(x=xs, y=[c["asr"] for c in r["curve"]], name=name, legendgroup=name, mode="lines",
+                                     showlegend=i == 1), row=i, col=1)
+            fig.add_trace(go.Scatter(x=xs, y=[c["acc"] for c in r["curve"]], name=name, legendgroup=name, mode="lines",
+                                     showlegend=False), row=i, col=2)
         fig.add_hline(y=0.10, line_dash="dot", line_color="grey", row=i, col=1)
     fig.update_yaxes(range=[0, 1], tickformat=".0%")
     fig.update_xaxes(title_text="epoch")
-    fig.update_layout(width=1300, height=380 * len(groups), template="plotly_white", title="MEDIC, default configuration: per-epoch curves of every run")
+    fig.update_layout(width=1300, height=380 * len(groups), template="plotly_white",
+                      title="MEDIC, default configuration: per-epoch curves of every run")
     docs.mkdir(parents=True, exist_ok=True)
     fig.write_html(str(docs / "curves.html"), include_plotlyjs="cdn")
     try:
         fig.write_image(str(docs / "curves.png"))
-    except Exception as exc:  # kaleido needs Chromium; the HTML is always written
+    except Exception as exc:  # noqa: BLE001 - kaleido needs Chromium; the HTML is always written
         print(f"PNG not written: {type(exc).__name__}")
 
 
@@ -270,10 +280,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--npz", default=str(GTSRB))
-    p.add_argument("--variant", default="default", choices=list(VARIANTS), help="settings compared with the default (see VARIANTS)")
-    p.add_argument("--out", default=None, help="results folder (default: results/medic_default, or results/medic_variants/VARIANT)")
+    p.add_argument("--variant", default="default", choices=list(VARIANTS),
+                   help="settings compared with the default (see VARIANTS)")
+    p.add_argument("--out", default=None,
+                   help="results folder (default: results/medic_default, or results/medic_variants/VARIANT)")
     p.add_argument("--docs", default=None, help="figure folder (default: docs/medic_default, or docs/medic_variants/VARIANT)")
-    p.add_argument("--hindsight", action="store_true", help="only write the per-row comparison: default, --tau auto, best variant")
+    p.add_argument("--hindsight", action="store_true",
+                   help="only write the per-row comparison: default, --tau auto, best variant")
     p.add_argument("--table", action="store_true", help="only write the table and the figure")
     p.add_argument("--teachers-only", action="store_true", help="only train (and cache) the GTSRB teachers of the parts")
     p.add_argument("--list-teachers", action="store_true", help="only print the cached teacher folder of each GTSRB "
@@ -287,8 +300,6 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out or variant_folder(args.variant))
     args.docs = args.docs or str(variant_folder(args.variant, DOCS))
     out.mkdir(parents=True, exist_ok=True)
-    from medic_viz.data import load_dataset
-    from medic_viz.pretrained import load_demo_model
 
     cache: dict[str, object] = {}
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import time
 from pathlib import Path
 
 import torch
@@ -64,7 +63,6 @@ def main(argv: list[str] | None = None) -> int:
         attack_seconds = card.metrics.get("train_seconds")
         trigger, target = trigger_of(card)
         for tau in args.taus:
-            t0 = time.perf_counter()
             defense = Medic(tau=tau, lam=args.lam, epochs=args.epochs, device=args.device, seed=args.seed, progress=False)
             o = remove_backdoor(teacher, splits, defense, trigger=trigger, target=target, fraction=args.fraction,
                                 seed=args.seed, device=args.device, live_eval_images=2000)
@@ -76,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
                 "n_clean": o.after.n_clean, "n_asr": o.after.n_asr,
                 "acc_drop_points": 100 * (o.before.clean_acc - o.after.clean_acc),
                 "medic_seconds": round(o.result.seconds, 1), "attack_train_seconds": attack_seconds,
-                "meets_target": bool(o.after.asr <= 0.05 and o.before.clean_acc - o.after.clean_acc <= 0.03),
+                "meets_target": bool(o.after.asr <= 0.05  # type: ignore[operator]  # measured: the card has an attack
+                                     and o.before.clean_acc - o.after.clean_acc <= 0.03),
             }
             rows.append(row)
             previous = [r for r in previous if not (r["attack"] == attack and r["tau"] == tau and r["model"] == args.model)]

@@ -32,11 +32,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = Path(__file__).resolve().parent / "results"
-
 from medic_viz.resources import available_cpus
 from medic_viz.serve.config import SERVE_ENV, ServeConfig, resolve_models
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _proc_kib(pid: int, key: str) -> float | None:
@@ -200,9 +200,9 @@ def main(argv: list[str] | None = None) -> int:
              "run (fast settings)", "",
              "| participant | page built (s) | queue wait (s) | training (s) | status | RSS after page (MiB) | "
              "peak RSS (MiB) |", "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['participant']} | {r['page_s']:.1f} | {r['queued_s'] or 0:.1f} | {r['train_s']:.1f} | "
-                     f"{r['status']} | {r['rss_mib_after_page'] or 0:.0f} | {r['peak_rss_mib'] or 0:.0f} |")
+    for row in rows:
+        lines.append(f"| {row['participant']} | {row['page_s']:.1f} | {row['queued_s'] or 0:.1f} | {row['train_s']:.1f} | "
+                     f"{row['status']} | {row['rss_mib_after_page'] or 0:.0f} | {row['peak_rss_mib'] or 0:.0f} |")
     lines += ["", f"All runs finished: **{summary['all_runs_finished']}** ({summary['runs_done']}/{len(rows)} done); "
               f"visitor {args.participants + 1} got the full page: **{full_ok}**; from the simultaneous Launch to the "
               f"last run's end {summary['launch_to_last_run_end_s']} s."]

@@ -29,9 +29,9 @@ from medic_viz.capture import LayerRecorder, resolve_layers
 from medic_viz.data import load_dataset
 from medic_viz.defenses.base import fresh_copy
 from medic_viz.defenses.medic import MedicObjective, compute_layer_stats
+from medic_viz.device import resolve_device
 from medic_viz.fused import compile_available
 from medic_viz.importance import ImportanceOptions
-from medic_viz.device import resolve_device
 from medic_viz.models import build_model
 from medic_viz.training import SupervisedObjective
 
@@ -115,10 +115,10 @@ def measure(model_name: str, device: str, threads: int, repeats: int, rounds: in
             if objectives[e].clone_loss.mode != "compile":
                 print(f"  compiled engine fell back to eager: {objectives[e].clone_loss.fallback_reason}")
 
-    layers = next(iter(objectives.values())).layers
+    hooked = next(iter(objectives.values())).layers
 
     def teacher_fwd():
-        with torch.no_grad(), LayerRecorder(teacher, layers):
+        with torch.no_grad(), LayerRecorder(teacher, hooked):
             teacher(x)
 
     def teacher_fwd_bwd():
@@ -143,8 +143,8 @@ def measure(model_name: str, device: str, threads: int, repeats: int, rounds: in
         "device": str(dev),
         "threads": torch.get_num_threads() if dev.type == "cpu" else None,
         "batch": batch,
-        "hooked_layers": len(layers),
-        "layers": list(layers),
+        "hooked_layers": len(hooked),
+        "layers": list(hooked),
         "neurons_per_image": int(sum(s.mean.numel() * s.count // len(clean) for s in stats.values())),
         "compile_seconds": compile_s,
         "repeats": repeats,
@@ -166,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--engines", nargs="+", default=["reference", "eager", "compile"],
                    choices=["reference", "eager", "compile", "reference+cl", "eager+cl", "compile+cl"],
                    help="MEDIC losses to time; '+cl': teacher, student and batch channels-last (vs a channels-last plain step)")
-    p.add_argument("--layers", default="auto", help="hooked layers (a preset of medic_viz.capture.LAYER_PRESETS; default: MEDIC's default "
+    p.add_argument("--layers", default="auto",
+                   help="hooked layers (a preset of medic_viz.capture.LAYER_PRESETS; default: MEDIC's default "
                    "'auto'; 'all' = every conv/norm/linear output, as measured before the default changed)")
     p.add_argument("--out", default=None, help="JSON file (default benchmarks/results/step_ratio_<device>.json)")
     args = p.parse_args(argv)
@@ -181,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         for k in r["wall_ms"]:
             rw, rc = r["ratio_wall"].get(k), r["ratio_cpu"].get(k)
-            print(f"{r['model']:10s} {r['threads'] or '-':>3} {k:24.24s} {r['wall_ms'][k]:8.1f} {'' if rw is None else f'{rw:.2f}':>6s} "
+            print(f"{r['model']:10s} {r['threads'] or '-':>3} {k:24.24s} {r['wall_ms'][k]:8.1f} "
+                  f"{'' if rw is None else f'{rw:.2f}':>6s} "
                   f"{r['cpu_ms'][k]:8.1f} {'' if rc is None else f'{rc:.2f}':>6s}")
         if r["compile_seconds"] is not None:
             print(f"{r['model']:10s} {r['threads'] or '-':>3} first compiled step (compiling): {r['compile_seconds']:.1f} s")

@@ -5,9 +5,11 @@ GTSRB teachers, and the Table-1 declarations read by both ``table1_report`` and
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from medic_viz.experiments.presets import GTSRB_TABLE1_ATTACKS
+from medic_viz.experiments.presets import GTSRB_TABLE1_ATTACKS, gtsrb_recipe
+from medic_viz.experiments.protocol import EVALUATION, ROLE_SEEDS
 from medic_viz.experiments.runner import read_runs
 from medic_viz.experiments.teachers import TeacherCache
 
@@ -26,9 +28,6 @@ TEACHERS = TeacherCache(RESULTS / "gtsrb_teachers")
 def evaluation_teachers(attacks, arch: str = "wrn16_1") -> tuple[list[str], list[str]]:
     """(folders of the cached evaluation teachers of ``attacks`` — the GTSRB presets trained
     with the evaluation seed —, attacks whose evaluation teacher is not trained yet)."""
-    from medic_viz.experiments.presets import gtsrb_recipe
-    from medic_viz.experiments.protocol import EVALUATION, ROLE_SEEDS
-
     found, missing = [], []
     for attack in attacks:
         folder = TEACHERS.find(gtsrb_recipe(attack, arch, GTSRB, seed=ROLE_SEEDS[EVALUATION][0]))
@@ -68,6 +67,4 @@ def load_table1_rows(out: Path = TABLE1_OUT) -> tuple[list[dict], list[dict]]:
 
 def load_selections(path: Path) -> dict:
     """The aligned row's cached sweeps and choices (``aligned_selection.json``), ``{}`` if none yet."""
-    import json
-
     return json.loads(path.read_text()) if path.is_file() else {}

@@ -37,14 +37,16 @@ def main(argv: list[str] | None = None) -> int:
     clean = clean_subset(splits.train, 0.05, 0)
     lines = [f"Model {args.model}, {args.images} clean test images (non-target), τ = {args.tau:g}, layers {args.layers}. "
              "Cells: the 10 % most trigger-shifted neurons' mean relative clean importance (1 = the layer's average) / "
-             "their mean clean-importance percentile within the layer (%; 50 = no relation, the paper's claim predicts < 50).", ""]
+             "their mean clean-importance percentile within the layer (%; 50 = no relation, the paper's claim "
+             "predicts < 50).", ""]
     table: dict[str, dict[str, str]] = {}
     order: list[str] = []
     for attack in args.attacks:
         teacher, card = TEACHERS.load(gtsrb_recipe(attack, args.model, GTSRB), splits=splits, progress=True)
         trigger, target = trigger_of(card)
-        test = splits.test.subset(torch.nonzero(splits.test.labels != target).flatten()[: args.images])
-        ranking = rank_compromised_neurons(teacher, test, trigger, stats=clean, layers=args.layers, tau=args.tau)
+        test = splits.test.subset(torch.nonzero(splits.test.labels != target).flatten()[: args.images])  # type: ignore[call-overload]
+        ranking = rank_compromised_neurons(teacher, test, trigger, stats=clean, layers=args.layers,  # type: ignore[arg-type]
+                                           tau=args.tau)  # GTSRB presets: one-image triggers
         stat = compromised_importance_statistic(ranking, min_shift=0.0, n_permutations=200)
         print(f"{attack}: percentile {100 * stat.percentile:.0f}, p {stat.p_value:.3f}", flush=True)
         for row in stat.per_layer:

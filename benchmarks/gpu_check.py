@@ -28,11 +28,16 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import GTSRB, RESULTS
+from medic_viz.attacks.registry import attack_evaluator
+from medic_viz.attacks.train import train_attack
+from medic_viz.data import load_dataset
+from medic_viz.data.arrays import DatasetSplits, clean_subset
+from medic_viz.defenses.medic import Medic
+from medic_viz.resources import PeakMemory
+from medic_viz.training import TrainConfig
 
 
 def _dataset():
-    from medic_viz.data import load_dataset
-
     if GTSRB.exists():
         return load_dataset(GTSRB), "gtsrb32.npz"
     return load_dataset("signs"), "embedded signs"
@@ -40,22 +45,14 @@ def _dataset():
 
 def paper_setting(device: str, epochs: int, images: int, teacher_epochs: int, precisions: list[str], fused: list[str],
                   teacher_images: int | None = None, on_row=None) -> list[dict]:
-    from medic_viz.attacks.registry import attack_evaluator
-    from medic_viz.attacks.train import train_attack
-    from medic_viz.data.arrays import clean_subset
-    from medic_viz.defenses.medic import Medic
-    from medic_viz.resources import PeakMemory
-    from medic_viz.training import TrainConfig
-
     splits, data_name = _dataset()
     if teacher_images:  # a smaller training set for the teacher (dry runs)
-        from medic_viz.data.arrays import DatasetSplits
-
-        splits = DatasetSplits(splits.train.subset(torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(0))[:teacher_images]),
-                               splits.test)
+        order = torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(0))
+        splits = DatasetSplits(splits.train.subset(order[:teacher_images]), splits.test)
     t0 = time.perf_counter()
     trojan = train_attack("badnet", splits, target=1 if splits.num_classes > 1 else 0, rate=0.1, architecture="wrn16_1",
-                          config=TrainConfig(epochs=teacher_epochs, batch_size=128, lr=2e-3, device=device, progress=False), seed=0)
+                          config=TrainConfig(epochs=teacher_epochs, batch_size=128, lr=2e-3, device=device, progress=False),
+                          seed=0)
     teacher_s = time.perf_counter() - t0
     attack, target = trojan.trigger, trojan.target
     print(f"teacher: wrn16_1 BadNet on {data_name}, {teacher_epochs} epochs in {teacher_s:.1f} s — clean acc "
@@ -81,7 +78,8 @@ def paper_setting(device: str, epochs: int, images: int, teacher_epochs: int, pr
             if on_row is not None:
                 on_row(rows)
             print(f"MEDIC {prec} fused={mode}: {row['medic_s']} s training, {row['in_all_s']} s in all; clean acc "
-                  f"{100 * after.clean_acc:.1f}%, ASR {100 * (after.asr or 0):.1f}%; peak CUDA {row['cuda_peak_mb']} MiB", flush=True)
+                  f"{100 * after.clean_acc:.1f}%, ASR {100 * (after.asr or 0):.1f}%; peak CUDA {row['cuda_peak_mb']} MiB",
+                  flush=True)
     return rows
 
 
@@ -126,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # The paper's setting first (the figure that matters), then the step ratio.
     runs = paper_setting(args.device, args.epochs, args.images, args.teacher_epochs, args.precisions, args.fused,
-                         args.teacher_images, on_row=lambda rows: (saved.update(paper_setting=list(rows)), save()))
+                         args.teacher_images,
+                         on_row=lambda rows: (saved.update(paper_setting=list(rows)), save()))  # type: ignore[func-returns-value]
     step_rows = []
     if not args.skip_step_ratio:
         for m in ("small_cnn", "wrn16_1"):
@@ -139,18 +138,21 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.perf_counter() - start
     lines = [f"# GPU check ({meta['gpu'] or args.device}, torch {meta['torch']}) — {elapsed:.0f} s end to end", ""]
     if step_rows:
-        lines += ["| model | plain step | " + " | ".join(f"MEDIC {k[6:-1]} (ratio)" for k in step_rows[0]["ratio_wall"] if k.startswith("medic")) + " |",
+        medic_columns = [f"MEDIC {k[6:-1]} (ratio)" for k in step_rows[0]["ratio_wall"] if k.startswith("medic")]
+        lines += ["| model | plain step | " + " | ".join(medic_columns) + " |",
                   "|---|---|" + "---|" * sum(k.startswith("medic") for k in step_rows[0]["ratio_wall"])]
         for r in step_rows:
             cells = [f"{r['wall_ms'][k]:.1f} ms ({r['ratio_wall'][k]:.2f})" for k in r["ratio_wall"] if k.startswith("medic")]
             lines.append(f"| {r['model']} | {r['wall_ms']['plain']:.1f} ms | " + " | ".join(cells) + " |")
         lines.append("")
-    lines += ["| precision | fused | data | images | epochs | MEDIC s | in all s | acc before → after | ASR before → after | peak CUDA MiB |",
+    lines += ["| precision | fused | data | images | epochs | MEDIC s | in all s | acc before → after | ASR before → after "
+              "| peak CUDA MiB |",
               "|---|---|---|---|---|---|---|---|---|---|"]
     for r in runs:
         asr = lambda v: "n/a" if v is None else f"{100 * v:.1f}%"  # noqa: E731
-        lines.append(f"| {r['precision']} | {r['fused']} | {r['data']} | {r['images']} | {r['epochs']} | {r['medic_s']} | {r['in_all_s']} | "
-                     f"{100 * r['before_acc']:.1f}% → {100 * r['after_acc']:.1f}% | {asr(r['before_asr'])} → {asr(r['after_asr'])} | {r['cuda_peak_mb']} |")
+        lines.append(f"| {r['precision']} | {r['fused']} | {r['data']} | {r['images']} | {r['epochs']} | {r['medic_s']} | "
+                     f"{r['in_all_s']} | {100 * r['before_acc']:.1f}% → {100 * r['after_acc']:.1f}% | "
+                     f"{asr(r['before_asr'])} → {asr(r['after_asr'])} | {r['cuda_peak_mb']} |")
     table = "\n".join(lines)
     print("\n" + table)
     save()

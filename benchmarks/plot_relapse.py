@@ -33,12 +33,14 @@ def load_runs(folder: Path) -> list[dict]:
 
 def table(runs: list[dict]) -> str:
     lines = [
-        "| teacher | variant | seed | epochs | final acc (whole test set; live for stopped runs) | final ASR | max live ASR after epoch 20 | live ASR at epochs 10/20/30/40/50/60 | s |",
+        "| teacher | variant | seed | epochs | final acc (whole test set; live for stopped runs) | final ASR "
+        "| max live ASR after epoch 20 | live ASR at epochs 10/20/30/40/50/60 | s |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
         curve = {c["epoch"]: c for c in r["curve"]}
-        marks = "/".join(f"{curve[e]['asr'] * 100:.0f}" if e in curve and curve[e]["asr"] is not None else "–" for e in (10, 20, 30, 40, 50, 60))
+        marks = "/".join(f"{curve[e]['asr'] * 100:.0f}" if e in curve and curve[e]["asr"] is not None else "–"
+                         for e in (10, 20, 30, 40, 50, 60))
         late = [c["asr"] for c in r["curve"] if c["epoch"] > 20 and c["asr"] is not None]
         lines.append(
             f"| {Path(r['teacher']).name} | {r['variant']} | {r['seed']} | {r['epochs']} | {r['final_acc'] * 100:.2f}% | "
@@ -53,7 +55,8 @@ def figure(runs: list[dict]) -> go.Figure:
         name = f"{Path(r['teacher']).name.split('_')[0]} · {r['variant']} · s{r['seed']}"
         xs = [c["epoch"] for c in r["curve"]]
         fig.add_trace(go.Scatter(x=xs, y=[c["asr"] for c in r["curve"]], name=name, legendgroup=name, mode="lines"), row=1, col=1)
-        fig.add_trace(go.Scatter(x=xs, y=[c["acc"] for c in r["curve"]], name=name, legendgroup=name, mode="lines", showlegend=False), row=1, col=2)
+        fig.add_trace(go.Scatter(x=xs, y=[c["acc"] for c in r["curve"]], name=name, legendgroup=name, mode="lines",
+                                 showlegend=False), row=1, col=2)
     fig.update_xaxes(title_text="epoch")
     fig.update_yaxes(range=[0, 1], tickformat=".0%")
     fig.update_layout(width=1300, height=520, template="plotly_white", title="MEDIC relapse ablation (GTSRB)")
@@ -77,7 +80,7 @@ def main(argv=None) -> int:
     fig.write_html(str(out.with_suffix(".html")), include_plotlyjs="cdn")
     try:
         fig.write_image(str(out.with_suffix(".png")), scale=1)
-    except Exception as exc:  # kaleido needs a Chromium; HTML is always written
+    except Exception as exc:  # noqa: BLE001 - kaleido needs a Chromium; HTML is always written
         print(f"PNG not written ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})")
     return 0
 

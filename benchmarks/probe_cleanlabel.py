@@ -30,15 +30,21 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from benchmarks.common import GTSRB, RESULTS, TEACHERS
+from medic_viz.attacks import train_attack
+from medic_viz.attacks.clean_label import pgd_perturb
+from medic_viz.attacks.train import ATTACK_TRAIN_DEFAULTS
+from medic_viz.data import load_dataset
 from medic_viz.experiments.presets import CLEAN_LABEL_SURROGATES, GTSRB_TARGET as TARGET, clean_recipe, surrogate_recipe
 from medic_viz.experiments.resume import RowFolder, run_resumable
+from medic_viz.training import TrainConfig
 
 OUT = RESULTS / "cleanlabel_probe"
-PROBES = {
+PROBES: dict[str, dict[str, Any]] = {
     "standard-wrn": {"surrogate": "standard-wrn", "pgd_eps": 16 / 255},
     "robust-small": {"surrogate": "robust-small", "pgd_eps": 16 / 255},
     "robust-small-eps32": {"surrogate": "robust-small", "pgd_eps": 32 / 255, "pgd_step_size": 4 / 255},
@@ -82,10 +88,6 @@ def clean_wrn(splits, device: str, npz: str | Path):
 
 
 def run_probe(name: str, splits, device: str, npz: str | Path) -> dict:
-    from medic_viz.attacks import train_attack
-    from medic_viz.attacks.train import ATTACK_TRAIN_DEFAULTS
-    from medic_viz.training import TrainConfig
-
     spec = dict(PROBES[name])
     which = spec.pop("surrogate")
     rate = spec.pop("rate", None)
@@ -105,13 +107,15 @@ def run_probe(name: str, splits, device: str, npz: str | Path) -> dict:
 
 def write_table() -> str:
     rows = RowFolder(OUT).rows()
-    lines = ["| probe | surrogate | PGD ε | patches | poisoned | teacher | teacher clean acc (%) | ASR (%) | ASR by epoch (2,000 images) | s |",
+    lines = ["| probe | surrogate | PGD ε | patches | poisoned | teacher | teacher clean acc (%) | ASR (%) "
+             "| ASR by epoch (2,000 images) | s |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         by_epoch = " ".join(f"{100 * c['asr']:.0f}" for c in r["curve"] if c["asr"] is not None)
         share = "all of class 1" if r["rate"] > 0.057 else "80 % of class 1"
         patches = f"4 × {r.get('size', 3)}×{r.get('size', 3)}, margin {r.get('margin', 0)}"
-        lines.append(f"| {r['probe']} | {r['surrogate']} | {255 * r['pgd_eps']:.0f}/255 | {patches} | {share} | {r['teacher']} | {100 * r['clean_acc']:.2f} | "
+        lines.append(f"| {r['probe']} | {r['surrogate']} | {255 * r['pgd_eps']:.0f}/255 | {patches} | {share} | {r['teacher']} | "
+                     f"{100 * r['clean_acc']:.2f} | "
                      f"{100 * r['asr']:.2f} | {by_epoch} | {r['seconds']:.0f} |")
     md = "\n".join(lines) + "\n"
     (OUT.parent / "cleanlabel_probe.md").write_text(md)
@@ -123,8 +127,6 @@ def transfer_table(splits, device: str, npz: str | Path, n: int = 512) -> str:
     training images (no patches) of the surrogate itself and of a clean WRN-16-1 (a stand-in for
     the teacher, which trains on them), per surrogate and ε. Turner et al.'s premise is that a
     teacher cannot fit the poisons from their content; a high clean-WRN accuracy means it can."""
-    from medic_viz.attacks.clean_label import pgd_perturb
-
     standard = clean_wrn(splits, device, npz).to(device)
     idx = torch.nonzero(splits.train.labels == TARGET).flatten()[:n]
     x, y = splits.train.floats(idx, device), splits.train.labels[idx].to(device)
@@ -154,7 +156,6 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from medic_viz.data import load_dataset
 
     OUT.mkdir(parents=True, exist_ok=True)
     splits = load_dataset(args.npz)

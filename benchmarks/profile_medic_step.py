@@ -16,10 +16,12 @@ import argparse
 import io
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
+import medic_viz.importance as definition
 from medic_viz.capture import resolve_layers
 from medic_viz.data import load_dataset
 from medic_viz.defenses.base import fresh_copy
@@ -46,14 +48,12 @@ def _setup(model_name: str, batch: int = 64, layers: str = "auto"):
 
 def _objective(teacher, stats, fused: str | None):
     student = fresh_copy(teacher, seed=1)
-    kwargs = {} if fused is None else {"fused": fused}  # "reference": the unfused definition
+    kwargs: dict[str, Any] = {} if fused is None else {"fused": fused}  # "reference": the unfused definition
     return MedicObjective(teacher, student, stats, ImportanceOptions(tau=5.0), lam=10.0, **kwargs)
 
 
 def _instrument(objective) -> None:
     """Mark the engine's phases for the profiler (wrapping what exists in this engine)."""
-    import medic_viz.importance as definition
-
     def wrap(owner, attr, label):
         fn = getattr(owner, attr, None)
         if fn is None or getattr(fn, "_profiled", False):
@@ -63,7 +63,7 @@ def _instrument(objective) -> None:
             with record_function(label):
                 return fn(*a, **k)
 
-        wrapped._profiled = True
+        wrapped._profiled = True  # type: ignore[attr-defined]  # a mark on the function object
         setattr(owner, attr, wrapped)
 
     wrap(objective, "teacher_pass", "## teacher pass (fwd+bwd+importance)")
@@ -108,7 +108,8 @@ def profile_model(model_name: str, threads: int, steps: int, fused: str | None, 
         for _ in range(steps):
             fn(x, y)
         t[name] = (time.perf_counter() - t0) / steps
-    print(f"\n=== {model_name}, {threads} thread(s), batch {x.shape[0]}, engine {fused or 'default'}, {len(stats)} hooked layers: "
+    print(f"\n=== {model_name}, {threads} thread(s), batch {x.shape[0]}, engine {fused or 'default'}, "
+          f"{len(stats)} hooked layers: "
           f"plain {1000 * t['plain']:.1f} ms, MEDIC {1000 * t['medic']:.1f} ms, ratio {t['medic'] / t['plain']:.2f} "
           "(unprofiled means) ===", file=out)
     with profile(activities=[ProfilerActivity.CPU], record_shapes=False) as prof:

@@ -37,9 +37,21 @@ from dataclasses import replace
 
 import torch
 
-from benchmarks.common import ALIGNED, GTSRB, ROOT, TABLE1_ATTACKS as ATTACKS, TABLE1_OUT as OUT
-from benchmarks.common import TABLE1_SEEDS as SEEDS, load_selections, load_table1_rows as load_rows
-from medic_viz.defenses.tuning import choose_tau, holdout_stderr
+from benchmarks.common import (
+    ALIGNED,
+    GTSRB,
+    ROOT,
+    TABLE1_ATTACKS as ATTACKS,
+    TABLE1_OUT as OUT,
+    TABLE1_SEEDS as SEEDS,
+    load_selections,
+    load_table1_rows as load_rows,
+)
+from medic_viz.data import load_dataset
+from medic_viz.data.arrays import clean_subset
+from medic_viz.defenses.tuning import choose_tau, holdout_stderr, select_tau
+from medic_viz.experiments import build_grid, run_grid
+from medic_viz.io import load_model
 
 BASELINES = ("finetune", "fineprune", "nad", "mcr", "anp")
 CANDIDATES = (0.0, 1.0, 2.0, 3.0, 5.0, 8.0, 12.0)
@@ -82,11 +94,6 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from medic_viz.data import load_dataset
-    from medic_viz.data.arrays import clean_subset
-    from medic_viz.defenses.tuning import select_tau
-    from medic_viz.experiments import build_grid, run_grid
-    from medic_viz.io import load_model
 
     grid, _ = load_rows()
     splits = None

@@ -21,11 +21,23 @@ import sys
 from pathlib import Path
 
 from benchmarks import common
-from benchmarks.common import ALIGNED, TABLE1_ATTACKS as ATTACKS, TABLE1_METHODS as METHODS, TABLE1_OUT as OUT
-from benchmarks.common import TABLE1_SEEDS as SEEDS, _sorted, load_selections, load_table1_rows as load_rows
+from benchmarks.common import (
+    ALIGNED,
+    TABLE1_ATTACKS as ATTACKS,
+    TABLE1_METHODS as METHODS,
+    TABLE1_OUT as OUT,
+    TABLE1_SEEDS as SEEDS,
+    _sorted,
+    load_selections,
+    load_table1_rows as load_rows,
+)
+from medic_viz.defenses.tuning import within_budget
 from medic_viz.experiments import format_table
 from medic_viz.experiments.presets import gtsrb_recipe
+from medic_viz.experiments.report import comparison_figure
 from medic_viz.experiments.summary import aggregate, write_csv
+from medic_viz.metrics import mean_std
+from medic_viz.viz import grid_curves_figure
 
 DOCS = common.DOCS / "table1"
 RESULTS_MD = common.ROOT / "RESULTS.md"
@@ -71,8 +83,10 @@ def teacher_table() -> str:
         hist = [h for h in card.get("history", []) if h.get("kind") == "epoch"]
         secs = m.get("train_seconds")
         rate = card.get("poison_rate")
-        lines.append(f"| {a} | `{folder.name}` | {100 * m['clean_acc']:.2f} | {100 * m['asr']:.2f} | {card.get('target_class')} | "
-                     f"{'?' if rate is None else f'{rate:.3g}'} | {len(hist) or '?'} | {'?' if secs is None else f'{secs / 60:.0f}'} |")
+        lines.append(f"| {a} | `{folder.name}` | {100 * m['clean_acc']:.2f} | {100 * m['asr']:.2f} | "
+                     f"{card.get('target_class')} | "
+                     f"{'?' if rate is None else f'{rate:.3g}'} | {len(hist) or '?'} | "
+                     f"{'?' if secs is None else f'{secs / 60:.0f}'} |")
     clean = sorted(common.TEACHERS.root.glob("clean_wrn16_1_e*_s1"))
     for folder in clean:  # the Clean-Label attack's surrogate: a clean model, for reference
         card = json.loads((folder / "card.json").read_text())
@@ -84,8 +98,6 @@ def teacher_table() -> str:
 
 
 def cost_table(rows: list[dict]) -> str:
-    from medic_viz.metrics import mean_std
-
     lines = ["| method | runs | wall time per run (min, 1 CPU thread) | total (CPU-hours) |", "|---|---|---|---|"]
     variants: list[str] = []
     for r in rows:
@@ -110,9 +122,6 @@ def paper_comparison(rows: list[dict]) -> str:
 
 
 def write_figures(rows: list[dict], docs: Path) -> list[str]:
-    from medic_viz.experiments.report import comparison_figure
-    from medic_viz.viz import grid_curves_figure
-
     docs.mkdir(parents=True, exist_ok=True)
     written = []
     figs = {"comparison": comparison_figure(rows, title="GTSRB, WRN-16-1: after each defence<br>"
@@ -134,7 +143,7 @@ def write_figures(rows: list[dict], docs: Path) -> list[str]:
         try:
             fig.write_image(str(docs / f"{name}.png"), scale=1)
             written.append(f"docs/table1/{name}.png")
-        except Exception as exc:  # kaleido needs Chromium; the HTML is always written
+        except Exception as exc:  # noqa: BLE001 - kaleido needs Chromium; the HTML is always written
             print(f"{name}.png not written ({type(exc).__name__}); the HTML is", file=sys.stderr)
             written.append(f"docs/table1/{name}.html")
     return written
@@ -142,8 +151,6 @@ def write_figures(rows: list[dict], docs: Path) -> list[str]:
 
 def aligned_choice_table(selections: dict) -> str:
     """The aligned row's τ choices (``aligned_selection.json``): hold-out accuracy per τ, the margin, the choice."""
-    from medic_viz.defenses.tuning import within_budget
-
     chosen = [a for a in ATTACKS if "tau" in selections.get(a, {})]
     if not chosen:
         return ""
@@ -166,11 +173,13 @@ def block(grid: list[dict], aligned: list[dict], *, figures: bool = True, select
     whole, status = status_line(grid, aligned)
     full = complete_attacks(grid)
     in_table = [r for r in grid + aligned if r["attack"] in full]
-    parts = [status, "", "**Teachers** (WRN-16-1, 30 epochs, seed 0; accuracy and ASR on the whole test set):", "", teacher_table(), ""]
+    parts = [status, "", "**Teachers** (WRN-16-1, 30 epochs, seed 0; accuracy and ASR on the whole test set):", "",
+             teacher_table(), ""]
     if in_table:
         parts += [format_table(_sorted(in_table), title="Table 1 on GTSRB (WRN-16-1)"),
                   "**Average drops against the paper's** (its Table 1 is on CIFAR-10 with its own models; "
-                  "same definition: mean over attacks of original − after, in points):", "", paper_comparison(_sorted(in_table)), ""]
+                  "same definition: mean over attacks of original − after, in points):", "",
+                  paper_comparison(_sorted(in_table)), ""]
     else:
         parts += ["No attack has all its cells yet: no table.", ""]
     choices = aligned_choice_table(selections or {})

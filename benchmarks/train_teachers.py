@@ -16,7 +16,10 @@ from __future__ import annotations
 import argparse
 import time
 
+import torch
+
 from benchmarks.common import GTSRB, TEACHERS
+from medic_viz.data import load_dataset
 from medic_viz.experiments.presets import GTSRB_ATTACKS, gtsrb_recipe
 from medic_viz.experiments.protocol import ROLE_SEEDS, ROLES
 
@@ -31,9 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
 
-    import torch
 
-    from medic_viz.data import load_dataset
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -386,7 +386,7 @@ def _torch_load_restricted(path: Path) -> Any:
             raise
         raise ValueError(f"{path}: could not read the checkpoint ({type(exc).__name__}: {exc}); it is "
                          "truncated or damaged: download or save it again") from exc
-    except Exception as exc:  # noqa: BLE001 - torch raises KeyError/ValueError/... on junk files
+    except Exception as exc:  # torch raises KeyError/ValueError/... on junk files (re-raised below)
         globals_found, _ = _pickle_contents(path)
         if any(not _is_plain_tensor_global(g) for g in globals_found):
             raise _unsafe_error(path, exc) from exc

@@ -176,7 +176,7 @@ def _resolve_builder(spec: str, module_name: str, attr: str) -> Callable[..., nn
     except ImportError as exc:
         raise ValueError(f"--arch {spec}: could not import module {module_name!r} ({exc}); run from the folder "
                          "that holds it or put it on PYTHONPATH") from None
-    except Exception as exc:  # noqa: BLE001 - the user's module failed while being imported
+    except Exception as exc:  # the user's module failed while being imported (re-raised below)
         raise ValueError(f"--arch {spec}: importing {module_name!r} raised {type(exc).__name__}: {exc}; "
                          "fix your module") from exc
     for part in attr.split("."):
@@ -229,7 +229,7 @@ def code_builder(spec: str, *, option: str = "--arch") -> Callable[..., nn.Modul
                 call[name] = value
         try:
             net = fn(**call)
-        except Exception as exc:  # noqa: BLE001 - the user's builder failed: their error, reported as theirs
+        except Exception as exc:  # the user's builder failed: their error, reported as theirs (re-raised)
             text = " ".join(str(exc).split())
             raise ValueError(f"{option} {spec} raised {type(exc).__name__}"
                              f"{': ' + text if text else ''}; fix your builder") from exc

@@ -13,7 +13,6 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
-from medic_viz.attacks.base import Trigger
 from medic_viz.attacks.registry import Attack, attack_evaluator, trigger_from_config
 from medic_viz.capture import eval_mode
 from medic_viz.cards import ModelCard
@@ -87,7 +86,7 @@ def remove_backdoor(
     splits: DatasetSplits,
     defense: Defense,
     *,
-    trigger: Trigger | None = None,
+    trigger: Attack | None = None,
     target: int | None = None,
     fraction: float = 0.05,
     seed: int = 0,

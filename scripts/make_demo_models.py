@@ -15,6 +15,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -24,7 +25,7 @@ from medic_viz.io import save_model
 from medic_viz.training import TrainConfig
 
 #: The shipped attacks and their settings (target 0 = stop sign).
-DEMO_ATTACK_SETTINGS = {
+DEMO_ATTACK_SETTINGS: dict[str, dict[str, Any]] = {
     "badnet": dict(trigger={"name": "badnet", "size": 3, "position": "bottom-right"}, rate=0.1),
     "blend": dict(trigger={"name": "blend", "pattern": "noise", "alpha": 0.2, "seed": 0, "cells": 4}, rate=0.1),
     "sig": dict(trigger={"name": "sig", "delta": 0.2, "frequency": 6}, rate=0.08),
@@ -47,10 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.only:
         settings = DEMO_ATTACK_SETTINGS[name]
         cfg_dict = settings["trigger"]
-        trigger = None if cfg_dict is None else make_trigger(cfg_dict["name"], **{k: v for k, v in cfg_dict.items() if k != "name"})
+        trigger = (None if cfg_dict is None
+                   else make_trigger(cfg_dict["name"], **{k: v for k, v in cfg_dict.items() if k != "name"}))
         cfg = TrainConfig(**{**ATTACK_TRAIN_DEFAULTS, "epochs": args.epochs, "device": args.device, "seed": 0})
         t0 = time.perf_counter()
-        trojan = train_trojaned_model(splits, trigger, target=TARGET, rate=settings["rate"] or 0.1, architecture="small_cnn", config=cfg, seed=0)
+        trojan = train_trojaned_model(splits, trigger, target=TARGET, rate=settings["rate"] or 0.1, architecture="small_cnn",
+                                      config=cfg, seed=0)
         card = trojan.card(splits, dataset="signs", notes=f"made by scripts/make_demo_models.py ({name}, {args.epochs} epochs)")
         save_model(trojan.model, Path(args.out) / name, card)
         m = trojan.metrics

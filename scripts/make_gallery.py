@@ -63,14 +63,14 @@ def build(name: str, splits, out: Path, tau: float, n_images: int, png: bool) ->
     clean = clean_subset(splits.train, 0.05, seed=0)
     stats = compute_layer_stats(model, clean, device="cpu")
     # a model without a backdoor (the control) flips nothing: fall back to an image it gets right
-    i = find_flipping_image(model, splits.test, trigger, target, strict=card.attack is not None)
+    i = find_flipping_image(model, splits.test, trigger, target, strict=card.attack is not None)  # type: ignore[arg-type]  # a one-image trigger (no composite attack here)
     image, label = splits.test.floats(torch.tensor([i]))[0], int(splits.test.labels[i])
-    analysis = analyze_input(model, image, trigger, label, stats=stats, class_names=splits.classes)
+    analysis = analyze_input(model, image, trigger, label, stats=stats, class_names=splits.classes)  # type: ignore[arg-type]  # a one-image trigger (no composite attack here)
     written = export_figure(figure2_grid(analysis, list(FIGURE2_LAYERS), tau), out / f"{name}_figure2", png=png)
 
     pool = (splits.test.labels != target).nonzero()[:, 0][:n_images]
     images = splits.test.subset(pool)
-    ranking = rank_compromised_neurons(model, images, trigger, stats=stats, tau=tau)
+    ranking = rank_compromised_neurons(model, images, trigger, stats=stats, tau=tau)  # type: ignore[arg-type]  # a one-image trigger (no composite attack here)
     hidden = [n for n in ranking.layers if n in analysis.map_layers]  # conv/norm layers, not the logits
     stats_out = {
         "neuron": compromised_importance_statistic(ranking, level="neuron").as_dict(),
@@ -128,7 +128,8 @@ def _row(r: dict, s: dict, per_image: bool = False) -> str:
 
 
 _HEADER = [
-    "| model | trigger | clean acc | ASR | units (selected) | percentile | p | ratio (random) | ρ pooled / within | layers below median | supports the claim |",
+    "| model | trigger | clean acc | ASR | units (selected) | percentile | p | ratio (random) | ρ pooled / within "
+    "| layers below median | supports the claim |",
     "|---|---|---|---|---|---|---|---|---|---|---|",
 ]
 _HEADER_IMG = [
@@ -233,7 +234,8 @@ def write_markdown(rows: list[dict], out: Path, tau: float, n_images: int) -> Pa
         "",
     ]
     for r in rows:
-        lines += [f"### {r['model']}", "", "| layer | neurons | k | percentile | ratio | ρ | p |", "|---|---|---|---|---|---|---|"]
+        lines += [f"### {r['model']}", "", "| layer | neurons | k | percentile | ratio | ρ | p |",
+                  "|---|---|---|---|---|---|---|"]
         for d in r["statistics"]["neuron"]["per_layer"]:
             lines.append(f"| {d['layer']} | {d['units']} | {d['k']} | {100 * d['percentile']:.0f} | {d['ratio']:.2f} | "
                          f"{d['spearman']:+.2f} | {d['p_value']:.3g} |")

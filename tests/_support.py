@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from PIL import Image
 
 __all__ = ["free_port", "poll", "png_with_text_chunk", "write_tiny_npz"]
 
@@ -41,8 +42,6 @@ def poll(fn: Callable[[], Any], timeout: float, what: str, interval: float = 0.5
 
 def png_with_text_chunk(path: Path, megabytes: int) -> None:
     """A 3x3 PNG at ``path`` whose zTXt chunk inflates to ``megabytes`` MB (the file itself is small)."""
-    from PIL import Image
-
     buf = io.BytesIO()
     Image.fromarray(np.zeros((3, 3), np.uint8)).save(buf, "PNG")
     png = buf.getvalue()

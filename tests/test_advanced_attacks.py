@@ -2,27 +2,29 @@
 config round trips, previews, the poisoning functions and the adaptive objective."""
 
 
+import json
+
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from medic_viz.attacks.adaptive import AdaptiveObjective
-from medic_viz.attacks.clean_label import CleanLabelTrigger, pgd_perturb, poison_clean_label
+from medic_viz.attacks.base import Trigger
+from medic_viz.attacks.clean_label import AdversarialObjective, CleanLabelTrigger, pgd_perturb, poison_clean_label
 from medic_viz.attacks.composite import CompositeAttack, CompositeEvaluator, poison_composite
-from medic_viz.attacks.filter import FilterTrigger, INSTAGRAM_FILTERS
+from medic_viz.attacks.filter import INSTAGRAM_FILTERS, FilterTrigger
+from medic_viz.attacks.patch import BadNetTrigger
 from medic_viz.attacks.reflection import ReflectionTrigger
 from medic_viz.attacks.registry import (
     ADVANCED_TRIGGERS,
-    any_trigger_from_config,
     ATTACKS,
-    make_any_trigger,
     PAPER_ATTACKS,
+    any_trigger_from_config,
+    make_any_trigger,
 )
 from medic_viz.attacks.train import train_attack
-from medic_viz.attacks.wanet import poison_wanet, WaNetTrigger
-from medic_viz.attacks.base import Trigger
-from medic_viz.attacks.patch import BadNetTrigger
+from medic_viz.attacks.wanet import WaNetTrigger, poison_wanet
 from medic_viz.data.arrays import DatasetSplits, ImageArrays
 from medic_viz.training import TrainConfig
 
@@ -61,8 +63,6 @@ def test_make_any_trigger_covers_new_and_old_names():
     WaNetTrigger(k=3, s=0.8, seed=4, cross_ratio=0),
 ])
 def test_config_round_trip_rebuilds_the_same_trigger(trigger):
-    import json
-
     rebuilt = any_trigger_from_config(json.loads(json.dumps(trigger.to_config())))
     assert type(rebuilt) is type(trigger)
     assert rebuilt.to_config() == trigger.to_config()
@@ -93,7 +93,8 @@ def test_clean_label_patches_in_every_corner_by_hand():
     x = torch.full((1, 3, 8, 8), 0.5)
     out = trig.apply(x)
     board = torch.tensor([[1.0, 0, 1], [0, 1, 0], [1, 0, 1]])
-    for rows, cols in ((slice(0, 3), slice(0, 3)), (slice(0, 3), slice(5, 8)), (slice(5, 8), slice(0, 3)), (slice(5, 8), slice(5, 8))):
+    for rows, cols in ((slice(0, 3), slice(0, 3)), (slice(0, 3), slice(5, 8)), (slice(5, 8), slice(0, 3)),
+                       (slice(5, 8), slice(5, 8))):
         assert torch.equal(out[0, :, rows, cols], board.expand(3, 3, 3))
     assert torch.all(out[0, :, 3:5, :] == 0.5) and torch.all(out[0, :, :, 3:5] == 0.5)
     assert trig.mask(8, 8).sum() == 36 and trig.clean_label
@@ -119,8 +120,6 @@ def test_adversarial_objective_trains_on_the_worst_corner_of_the_ball_by_hand():
     """For a 2-class linear model the input gradient of the CE has a fixed sign per pixel
     (sign(w_other - w_true)), so enough PGD steps reach the ball's corner in that direction:
     the objective's loss is the CE there, computed by hand; eps = 0 gives the plain CE."""
-    from medic_viz.attacks.clean_label import AdversarialObjective
-
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(12, 2))
     x = torch.rand(5, 3, 2, 2) * 0.6 + 0.2  # inside [0.2, 0.8]: the ε-ball stays within [0, 1]

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
 
+import medic_viz.defenses.medic as medic_module
+from medic_viz.checks import check_number, check_whole
 from medic_viz.data.arrays import ImageArrays, clean_subset
 from medic_viz.defenses.anp import ANPConfig
 from medic_viz.defenses.base import fresh_copy
@@ -21,8 +24,6 @@ from medic_viz.defenses.mcr import MCRConfig
 from medic_viz.defenses.medic import Medic, MedicConfig
 from medic_viz.defenses.nad import NADConfig
 from medic_viz.training import TrainConfig
-
-import medic_viz.defenses.medic as medic_module  # noqa: E402
 
 NAN, INF = float("nan"), float("inf")
 
@@ -94,7 +95,8 @@ def test_the_defaults_of_every_config_are_valid():
 
 
 def test_medic_eps_message_says_what_to_do():
-    with pytest.raises(ValueError, match=r"^eps must be a finite number > 0, got -1; σ = sqrt\(var \+ eps\), the default eps is 1e-05$"):
+    with pytest.raises(ValueError,
+                       match=r"^eps must be a finite number > 0, got -1; σ = sqrt\(var \+ eps\), the default eps is 1e-05$"):
         MedicConfig(eps=-1)
 
 
@@ -127,15 +129,13 @@ def test_clean_subset_refuses_a_seed_that_is_not_a_whole_number(seed):
 
 
 def test_clean_subset_still_takes_numpy_numbers():
-    import numpy as np
-
     assert len(clean_subset(_data(), np.float32(0.5), seed=np.int64(1))) == 24
 
 
 # ------------------------------------------------------------------------------ students
 
 
-def _net(in_channels: int = 3, width: int = 4, classes: int = 3) -> nn.Module:
+def _net(in_channels: int = 3, width: int = 4, classes: int = 3) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(in_channels, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
         nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
@@ -177,8 +177,6 @@ def test_a_matching_student_is_still_accepted():
 
 
 def test_a_huge_bad_value_is_quoted_short():
-    from medic_viz.checks import check_number, check_whole
-
     for check in (check_whole, check_number):
         with pytest.raises(ValueError) as info:
             check("epochs", "9" * 1_000_000)

@@ -13,9 +13,9 @@ import pytest
 import torch
 from torch import nn
 
+from medic_viz.cards import ModelCard
 from medic_viz.cli import main
 from medic_viz.importer import code_builder, load_model_folder
-from medic_viz.cards import ModelCard
 from medic_viz.io import save_model
 
 MY_NETS = (
@@ -47,7 +47,7 @@ def code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def _folder(where: Path, architecture: str, arch_kwargs: dict | None = None) -> Path:
     """A model folder whose card names ``architecture`` (written as an attacker would)."""
-    import my_nets
+    import my_nets  # type: ignore[import-not-found]  # noqa: PLC0415 — a module this test writes (on sys.path at run time)
 
     folder = where / "model"
     save_model(my_nets.build(4), folder, ModelCard(architecture="my_nets:build", num_classes=4))
@@ -95,7 +95,7 @@ def test_a_card_naming_a_denied_loader_is_called_unusable_even_without_trust(hub
 def test_trust_must_name_the_code(hub_card, capsys):
     folder, marker = hub_card
     with pytest.raises((TypeError, ValueError), match="name"):
-        load_model_folder(folder, trust_arch_code=True)
+        load_model_folder(folder, trust_arch_code=True)  # type: ignore[arg-type]  # deliberately wrong
     rc = main(["defend", "--teacher", str(folder), "--trust-arch-code", "--out", "out", "--device", "cpu"])
     err = capsys.readouterr().err
     assert rc == 2 and len(err.strip().splitlines()) == 1 and "--trust-arch-code" in err and "name" in err, err
@@ -142,7 +142,7 @@ def test_import_refuses_a_re_exported_callable_and_runs_nothing(code, capsys):
     rng = np.random.default_rng(0)
     np.savez(code / "tiny.npz", x_train=rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8), y_train=np.arange(8) % 4,
              x_test=rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8), y_test=np.arange(8) % 4)
-    import my_nets
+    import my_nets  # noqa: PLC0415 — a module this test writes (on sys.path at run time)
 
     torch.save(my_nets.build(4).state_dict(), code / "w.pt")
     base = ["import", "--checkpoint", "w.pt", "--dataset", "tiny.npz", "--device", "cpu"]

@@ -161,7 +161,7 @@ def test_long_modules_name_real_modules_and_may_not_grow():
     assert not set(LONG_MODULES) - names, f"LONG_MODULES names no such module: {sorted(set(LONG_MODULES) - names)}"
     name, (ceiling, _why) = next(iter(LONG_MODULES.items()))
     assert _size_problem(name, ceiling) is None
-    assert "over its ceiling" in _size_problem(name, ceiling + 1)
-    assert "remove it from LONG_MODULES" in _size_problem(name, MAX_LINES)
+    assert "over its ceiling" in (_size_problem(name, ceiling + 1) or "")
+    assert "remove it from LONG_MODULES" in (_size_problem(name, MAX_LINES) or "")
     assert _size_problem("medic_viz.not_listed", MAX_LINES) is None
-    assert "split it by concept" in _size_problem("medic_viz.not_listed", MAX_LINES + 1)
+    assert "split it by concept" in (_size_problem("medic_viz.not_listed", MAX_LINES + 1) or "")

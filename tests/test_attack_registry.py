@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 
 import medic_viz as mv
+from medic_viz.attacks.base import Trigger
 from medic_viz.attacks.composite import CompositeAttack, CompositeTrigger
 from medic_viz.attacks.registry import (
     ATTACK_NAMES,
@@ -22,11 +23,11 @@ from medic_viz.attacks.registry import (
     spec_of,
     trigger_from_config,
 )
-from medic_viz.attacks.base import Trigger
 from medic_viz.attacks.sig import SIGTrigger
 from medic_viz.cli import main
 from medic_viz.data import load_dataset
 from medic_viz.data.arrays import ImageArrays
+from medic_viz.widgets.state import PickerState
 
 TEN = ("badnet", "blend", "sig", "polygon", "cleanlabel", "reflection", "filter", "wanet", "composite", "adaptive")
 
@@ -52,7 +53,7 @@ def test_the_registry_knows_the_ten_attacks_everywhere():
     assert mv.trigger_from_config is trigger_from_config
     # one factory under its old (deprecated) names too
     with pytest.warns(DeprecationWarning, match="is deprecated; use medic_viz.attacks.registry"):
-        from medic_viz.attacks import advanced, triggers
+        from medic_viz.attacks import advanced, triggers  # noqa: PLC0415 — deprecated paths: importing them must warn
 
         assert advanced.ATTACKS == TEN
         assert triggers.make_trigger is make_trigger and advanced.make_any_trigger is make_trigger
@@ -80,7 +81,7 @@ def test_a_changed_parameter_gives_other_pixels_and_unknown_input_is_refused():
     x = _batch(2)
     for name, change in [("badnet", {"size": 4}), ("wanet", {"seed": 1}), ("filter", {"filter": "gotham"}),
                          ("reflection", {"kind": "blur"}), ("cleanlabel", {"corners": ["top-left"]})]:
-        config = {**make_trigger(name).to_config(), **change}
+        config = {**make_trigger(name).to_config(), **change}  # type: ignore[dict-item]
         assert not torch.equal(trigger_from_config(config).apply(x), make_trigger(name).apply(x)), name
     with pytest.raises(ValueError, match="unknown attack 'trojannn'.*badnet.*adaptive"):
         make_trigger("trojannn")
@@ -214,8 +215,6 @@ def test_cli_attack_refuses_unknown_names_and_targets(npz, tmp_path, capsys):
 
 
 def test_the_picker_lists_every_attack_of_the_registry():
-    from medic_viz.widgets.state import PickerState
-
     data = _arrays([0, 1, 2, 3] * 6, size=16)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1),

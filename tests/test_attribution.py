@@ -18,6 +18,8 @@ from medic_viz.attribution import (
     compare_attributions,
     default_gradcam_layer,
 )
+from medic_viz.data import load_dataset
+from medic_viz.pretrained import load_demo_model
 
 
 class Linear2(nn.Module):
@@ -107,20 +109,18 @@ def test_captum_is_imported_only_by_the_attribution_module():
 
 
 def test_badnet_demo_attributions_move_into_the_patch():
-    from medic_viz.data import load_dataset
-    from medic_viz.pretrained import load_demo_model
-
     try:
         model, card = load_demo_model("badnet")
     except FileNotFoundError as exc:  # pragma: no cover - only before the demo models are built
         pytest.skip(str(exc))
+    assert card.attack is not None
     trigger = trigger_from_config(card.attack)
     test = load_dataset("signs", n_train=24, n_test=96).test
-    idx = (test.labels != card.target_class).nonzero()[:10, 0]
-    masses = {m: [] for m in ATTRIBUTION_METHODS}
+    idx = (test.labels != card.target_class).nonzero()[:10, 0]  # type: ignore[attr-defined]  # a tensor
+    masses: dict[str, list[tuple[float, float]]] = {m: [] for m in ATTRIBUTION_METHODS}
     for i in idx.tolist():
         image = test.floats(torch.tensor([i]))[0]
-        cmp = compare_attributions(model, image, trigger, n_steps=16)
+        cmp = compare_attributions(model, image, trigger, n_steps=16)  # type: ignore[arg-type]  # a one-image trigger
         if cmp.targets["triggered"] != card.target_class:
             continue  # the attack failed on this image
         for m in ATTRIBUTION_METHODS:

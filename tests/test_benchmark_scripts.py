@@ -7,12 +7,15 @@ reading the dataset and refuse it in one line (not fail on its own arguments).
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from benchmarks import figure4_tau, scarce_data
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,8 +71,6 @@ SYS_PATH_PENDING: dict[str, str] = {}
 def test_benchmarks_import_only_the_library_and_their_shared_helper() -> None:
     """No sys.path edits, no script importing another script: a benchmark imports medic_viz and
     benchmarks.common (run as python -m benchmarks.NAME)."""
-    import ast
-
     scripts = {p.stem for p in (ROOT / "benchmarks").glob("*.py")} - {"__init__", "common"}
     found = []
     for path in sorted((ROOT / "benchmarks").glob("*.py")):
@@ -95,13 +96,11 @@ def _row(attack: str, method: str, seed: int, acc: float, asr: float, **kw) -> d
 
 
 def test_scarce_data_table_averages_seeds_and_checks_the_targets_by_hand() -> None:
-    from benchmarks.scarce_data import table
-
     t = "badnet_wrn16_1_e30_s1"
     rows = [_row(t, "medic", 0, 0.96, 0.02, fraction=0.05), _row(t, "medic", 1, 0.94, 0.04, fraction=0.05),
             _row(t, "kd", 0, 0.90, 0.01, fraction=0.05),
             _row(t, "medic", 0, 0.92, 0.03, fraction=0.02)]
-    text = table(rows)
+    text = scarce_data.table(rows)
     five = next(line for line in text.splitlines() if "| 5 % |" in line)
     # MEDIC: acc mean 95.0, sample std 1.414; ASR 3.0 ± 1.4; drop 98 - 95 = 3.0 ≤ 3 → met
     assert "95.0 ± 1.4 / 3.0 ± 1.4" in five and "90.0 / 1.0" in five and "met (drop 3.0 ≤ 3" in five
@@ -110,12 +109,10 @@ def test_scarce_data_table_averages_seeds_and_checks_the_targets_by_hand() -> No
 
 
 def test_figure4_table_puts_the_default_beside_each_tau() -> None:
-    from benchmarks.figure4_tau import DEFAULT, table
-
     t = "sig_wrn16_1_e30_s1"
     rows = [_row(t, "medic", 0, 0.97, 0.01, ablation="none", x=None),
             _row(t, "medic", 0, 0.98, 0.80, ablation="tau", x=0.0),
             _row(t, "medic", 1, 0.96, 0.60, ablation="tau", x=0.0)]
-    header, _, line = table(rows).splitlines()
-    assert header == f"| Attack | Teacher acc / ASR | {DEFAULT} | τ = 0 |"
+    header, _, line = figure4_tau.table(rows).splitlines()
+    assert header == f"| Attack | Teacher acc / ASR | {figure4_tau.DEFAULT} | τ = 0 |"
     assert "| sig | 98.0 / 100.0 | 97.0 / 1.0 (n=1) | 97.0 ± 1.4 / 70.0 ± 14.1 (n=2) |" == line

@@ -35,6 +35,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
 from _support import free_port, poll
 
 pytestmark = pytest.mark.browser

@@ -6,9 +6,13 @@ import math
 
 import pytest
 import torch
+import torch.nn as nn
 
-from medic_viz.calibration import calibrate_tau, calibrate_taus, matched_share, validate_share
-from medic_viz.importance import ImportanceOptions, LayerStats
+from medic_viz.calibration import calibrate_tau, calibrate_taus, importance_scores, matched_share, validate_share
+from medic_viz.data.arrays import ImageArrays
+from medic_viz.defenses.medic import MedicObjective
+from medic_viz.importance import ImportanceOptions, LayerStats, effective_neurons, layer_importance
+from medic_viz.stats import compute_layer_stats
 
 
 def _layer(seed: int = 0, shape=(8, 4, 6, 6), spread: float = 1.0):
@@ -79,7 +83,7 @@ def test_calibrate_taus_per_layer_and_errors():
         calibrate_taus([a1], [g1, g2], {"conv": s1, "fc": s2}, ImportanceOptions(), 0.1)
     for bad in (0, -0.1, 1.5, "x", "0.05", True, float("nan")):
         with pytest.raises(ValueError, match="share"):
-            validate_share(bad)
+            validate_share(bad)  # type: ignore[arg-type]  # deliberately wrong
 
 
 def check_calibration_shortcut(act, grad, stats, opts: ImportanceOptions) -> None:
@@ -87,9 +91,6 @@ def check_calibration_shortcut(act, grad, stats, opts: ImportanceOptions) -> Non
     (medic_viz.importance.layer_importance, normalised per sample), and the matched share against
     the exp-entropy of the definition's weights. Raises AssertionError if they differ — e.g. when
     eq.(4)'s combination rule changes in medic_viz.importance and not in medic_viz.calibration."""
-    from medic_viz.calibration import importance_scores
-    from medic_viz.importance import effective_neurons, layer_importance
-
     b, m = act.shape[0], act[0].numel()
     w = layer_importance(act, None if grad is None else grad.clone(), stats, opts).reshape(b, -1).double()
     w = w / w.sum(1, keepdim=True)
@@ -116,12 +117,6 @@ def test_scores_softmax_equals_normalised_medic_weights(criteria, zscore, impact
 def test_calibration_shortcut_equals_the_definition_on_an_engine_teacher_pass(criteria, zscore, impact, reduction):
     """Every option, with activations and gradients from the engine's teacher pass (so the
     loss reduction of the impact gradient is the real one), on conv, norm and linear layers."""
-    import torch.nn as nn
-
-    from medic_viz.data.arrays import ImageArrays
-    from medic_viz.defenses.medic import MedicObjective
-    from medic_viz.stats import compute_layer_stats
-
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(inplace=True),
                         nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(16, 3)).eval()

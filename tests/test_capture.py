@@ -6,6 +6,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from medic_viz.capture import (
+    _INPLACE_TARGETS,
     ActivationCache,
     LayerRecorder,
     StructureMismatchError,
@@ -15,7 +16,7 @@ from medic_viz.capture import (
 )
 
 
-def _net(inplace: bool = True) -> nn.Module:
+def _net(inplace: bool = True) -> nn.Sequential:
     torch.manual_seed(0)
     return nn.Sequential(
         nn.Conv2d(3, 4, 3, padding=1),
@@ -49,7 +50,7 @@ def test_cached_values_match_manual_computation():
     net = _net().eval()
     x = torch.rand(2, 3, 8, 8)
     cache = run_with_cache(net, x)
-    conv = F.conv2d(x, net[0].weight, net[0].bias, padding=1)
+    conv = F.conv2d(x, net[0].weight, net[0].bias, padding=1)  # type: ignore[arg-type]  # a parameter (torch types module attributes Tensor | Module)
     torch.testing.assert_close(cache["0"], conv)
     bn = net[1]
     manual_bn = (conv - bn.running_mean[None, :, None, None]) / torch.sqrt(bn.running_var + bn.eps)[None, :, None, None]
@@ -97,7 +98,7 @@ def test_gradients_flow_through_later_hooked_layers():
     # ∂ℓ/∂conv must be non-zero: the path to the loss goes through the hooked BN and Linear.
     assert cache.grads["0"].abs().sum() > 0
     # Check against autograd on an uninstrumented copy.
-    conv = F.conv2d(x, net[0].weight, net[0].bias, padding=1).requires_grad_(True)
+    conv = F.conv2d(x, net[0].weight, net[0].bias, padding=1).requires_grad_(True)  # type: ignore[arg-type]  # a parameter (torch types module attributes Tensor | Module)
     rest = nn.Sequential(*list(net)[1:])
     loss = F.cross_entropy(rest(conv), y, reduction="sum")
     (g,) = torch.autograd.grad(loss, conv)
@@ -149,7 +150,8 @@ def test_cache_is_a_mapping_with_helpful_keyerror():
 
 def test_structure_check_names_the_differences():
     check_same_structure(_net(), _net())
-    other = nn.Sequential(nn.Conv2d(3, 5, 3, padding=1), nn.BatchNorm2d(5), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(5, 3))
+    other = nn.Sequential(nn.Conv2d(3, 5, 3, padding=1), nn.BatchNorm2d(5), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(5, 3))
     with pytest.raises(StructureMismatchError, match=r"0\.weight: teacher shape \(4, 3, 3, 3\) vs student \(5, 3, 3, 3\)"):
         check_same_structure(_net(), other)
     with pytest.raises(StructureMismatchError, match="student has no module"):
@@ -157,8 +159,6 @@ def test_structure_check_names_the_differences():
 
 
 def test_auto_protection_learns_which_outputs_need_a_copy_and_stays_correct():
-    from medic_viz.capture import _INPLACE_TARGETS
-
     net = _net(inplace=True).eval()
     with torch.no_grad():
         net[1].bias.fill_(-0.5)
@@ -177,4 +177,4 @@ def test_auto_protection_learns_which_outputs_need_a_copy_and_stays_correct():
         net2(x)
     assert _INPLACE_TARGETS[net2][False] == {"1": True}
     with pytest.raises(ValueError, match="protect_inplace"):
-        LayerRecorder(net2, ["1"], protect_inplace="sometimes")
+        LayerRecorder(net2, ["1"], protect_inplace="sometimes")  # type: ignore[arg-type]  # deliberately wrong

@@ -10,10 +10,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from medic_viz.cli import main
-from medic_viz.checkpoints import load_state_dict_file
-from medic_viz.models.zoo import build_model
 from _support import write_tiny_npz
+from medic_viz.checkpoints import load_state_dict_file
+from medic_viz.cli import main
+from medic_viz.models.zoo import build_model
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,11 @@ import json
 
 import pytest
 
+import medic_viz.defenses.tuning as tuning
+import medic_viz.pipeline as pipeline
 from medic_viz.cli import main
 from medic_viz.pretrained import demo_model_dir
+from medic_viz.viz.report import write_outputs
 
 
 @pytest.mark.slow
@@ -89,8 +92,6 @@ def test_defend_rejects_an_unknown_method(tmp_path, capsys):
 
 
 def test_tau_auto_with_another_method_is_an_error_before_any_search(tmp_path, capsys, monkeypatch):
-    import medic_viz.defenses.tuning as tuning
-
     def no_search(*args, **kwargs):
         raise AssertionError("the τ search must not run for a method without τ")
 
@@ -104,8 +105,6 @@ def test_tau_auto_with_another_method_is_an_error_before_any_search(tmp_path, ca
 
 
 def test_tau_auto_searches_for_medic(tmp_path, capsys, monkeypatch):
-    import medic_viz.defenses.tuning as tuning
-
     class Chosen:
         tau = 2.5
 
@@ -113,7 +112,7 @@ def test_tau_auto_searches_for_medic(tmp_path, capsys, monkeypatch):
             return "τ search (stub): 2.5"
 
     calls = []
-    monkeypatch.setattr(tuning, "select_tau", lambda *a, **k: calls.append(k) or Chosen())
+    monkeypatch.setattr(tuning, "select_tau", lambda *a, **k: calls.append(k) or Chosen())  # type: ignore[func-returns-value]
     rc = main(["defend", "--method", "MEDIC", "--teacher", str(demo_model_dir("badnet")), "--out", str(tmp_path / "m"),
                "--tau", "auto", "--epochs", "1", "--fraction", "0.01", "--device", "cpu", "--no-progress"])
     assert rc == 0 and len(calls) == 1
@@ -123,9 +122,6 @@ def test_tau_auto_searches_for_medic(tmp_path, capsys, monkeypatch):
 
 
 def test_report_writing_lives_in_the_view_layer():
-    import medic_viz.pipeline as pipeline
-    from medic_viz.viz.report import write_outputs
-
     assert "write_outputs" not in pipeline.__all__ and "save_outcome" in pipeline.__all__
     with pytest.warns(DeprecationWarning, match="medic_viz.viz.report.write_outputs"):
         moved = pipeline.write_outputs  # the old name keeps working

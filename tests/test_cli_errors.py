@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from medic_viz.cli import main
 from medic_viz.pretrained import demo_model_dir
@@ -33,8 +34,6 @@ class _Reduce:
 
 def _teacher(root: Path, name: str, card_change: dict | None = None, weights_change=None) -> Path:
     """A copy of the shipped BadNet model, with its card or weights changed."""
-    from safetensors.torch import load_file, save_file
-
     folder = root / name
     shutil.copytree(demo_model_dir("badnet"), folder)
     if card_change is not None:

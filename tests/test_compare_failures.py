@@ -4,23 +4,25 @@ swallow the next record, and --data-root reaches torchvision datasets."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from medic_viz.cli import main
-from medic_viz.experiments import build_grid, read_runs
-from medic_viz.experiments import runner
+from medic_viz.experiments import build_grid, read_runs, runner
 
 REPO = Path(__file__).resolve().parents[1]
-FAST = dict(epochs=1, attack_epochs=1, device="cpu", max_train=64, max_test=32)
+FAST: dict[str, Any] = dict(epochs=1, attack_epochs=1, device="cpu", max_train=64, max_test=32)
 
 
 @pytest.fixture(scope="module")
@@ -103,9 +105,6 @@ def test_a_torn_last_line_does_not_swallow_the_next_record(tmp_path) -> None:
 
 
 def test_data_root_reaches_torchvision_datasets(tmp_path, no_training) -> None:
-    import gzip
-    import struct
-
     raw = tmp_path / "root" / "MNIST" / "raw"
     raw.mkdir(parents=True)
     rng = np.random.default_rng(1)

@@ -5,6 +5,7 @@ when they cannot run, keyed by their weights (not their path), and resumable."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -12,8 +13,8 @@ import pytest
 import torch
 
 from medic_viz.cli import main
-from medic_viz.experiments import build_grid, read_runs
-from medic_viz.experiments import runner
+from medic_viz.experiments import build_grid, read_runs, runner
+from medic_viz.experiments.cells import train_teacher
 from medic_viz.experiments.grid import CellSpec
 from medic_viz.models.zoo import build_model
 
@@ -102,7 +103,6 @@ def test_a_folder_teacher_is_keyed_by_its_weights_not_its_path(data, tmp_path):
     assert bare.teacher_sha256 != here[0].teacher_sha256 and bare.target is None
     # weights that change after the grid was built are refused, not silently compared
     (moved / "model.safetensors").write_bytes((folders["bare"] / "model.safetensors").read_bytes())
-    from medic_viz.experiments.cells import train_teacher
 
     with pytest.raises(ValueError, match="weights changed after the grid was built"):
         train_teacher(there[0].to_dict())
@@ -140,7 +140,6 @@ def test_bad_teacher_folders_are_refused_in_one_line_before_any_work(data, tmp_p
     assert _compare(out, *args) == 2
     err = capsys.readouterr().err
     assert err.startswith("medic-viz compare: error: ") and len(err.strip().splitlines()) == 1, err
-    import re
 
     assert re.search(message, err), err
     assert not out.exists()
@@ -155,7 +154,7 @@ def test_an_architecture_of_your_own_needs_trust(data, tmp_path, monkeypatch, ca
         "                         nn.Flatten(), nn.Linear(4, num_classes))\n")
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
-    import tiny_nets
+    import tiny_nets  # type: ignore[import-not-found]  # noqa: PLC0415 — a module this test writes (on sys.path at run time)
 
     torch.manual_seed(0)
     torch.save({"state_dict": tiny_nets.build(4).state_dict()}, tmp_path / "mine.pth")

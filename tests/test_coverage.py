@@ -7,6 +7,8 @@ import torch.nn as nn
 
 from medic_viz.capture import resolve_layers
 from medic_viz.coverage import cloning_coverage
+from medic_viz.data.arrays import ImageArrays
+from medic_viz.defenses.medic import Medic
 from medic_viz.models.zoo import build_model
 
 
@@ -64,9 +66,6 @@ def test_wrn_default_cut_leaves_its_last_stage_to_the_labels():
 
 
 def test_a_medic_run_records_its_coverage_and_notes_a_large_label_only_share():
-    from medic_viz.data.arrays import ImageArrays
-    from medic_viz.defenses.medic import Medic
-
     torch.manual_seed(0)
     clean = ImageArrays(torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8), torch.arange(16) % 4,
                         classes=("a", "b", "c", "d"), name="toy")

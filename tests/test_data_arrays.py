@@ -5,25 +5,25 @@ import pytest
 import torch
 
 from medic_viz.data import load_dataset
-from medic_viz.data.arrays import Augmentation, ImageArrays, NO_AUGMENTATION, clean_subset, iterate_batches
+from medic_viz.data.arrays import NO_AUGMENTATION, Augmentation, ImageArrays, clean_subset, iterate_batches
 
 
 def _arrays(n=40, classes=4, seed=0):
     g = torch.Generator().manual_seed(seed)
     x = (torch.rand(n, 3, 8, 8, generator=g) * 255).to(torch.uint8)
     y = torch.arange(n) % classes
-    return ImageArrays(x, y, classes=[str(i) for i in range(classes)])
+    return ImageArrays(x, y, classes=tuple(str(i) for i in range(classes)))
 
 
 def test_validation_messages():
     with pytest.raises(ValueError, match="uint8"):
-        ImageArrays(torch.zeros(2, 3, 4, 4), torch.zeros(2), classes=["a"])
+        ImageArrays(torch.zeros(2, 3, 4, 4), torch.zeros(2), classes=("a",))
     with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
-        ImageArrays(torch.zeros(2, 4, 4, 3, dtype=torch.uint8), torch.zeros(2), classes=["a"])
+        ImageArrays(torch.zeros(2, 4, 4, 3, dtype=torch.uint8), torch.zeros(2), classes=("a",))
     with pytest.raises(ValueError, match="2 images but 3 labels"):
-        ImageArrays(torch.zeros(2, 3, 4, 4, dtype=torch.uint8), torch.zeros(3), classes=["a"])
+        ImageArrays(torch.zeros(2, 3, 4, 4, dtype=torch.uint8), torch.zeros(3), classes=("a",))
     with pytest.raises(ValueError, match="only 1 classes"):
-        ImageArrays(torch.zeros(2, 3, 4, 4, dtype=torch.uint8), torch.tensor([0, 1]), classes=["a"])
+        ImageArrays(torch.zeros(2, 3, 4, 4, dtype=torch.uint8), torch.tensor([0, 1]), classes=("a",))
 
 
 def test_from_numpy_nhwc_matches_nchw():

@@ -8,19 +8,17 @@ from pathlib import Path
 
 import pytest
 
+from medic_viz.cards import ModelCard
 from medic_viz.experiments.presets import GTSRB_ATTACKS, gtsrb_recipe, surrogate_recipe
 from medic_viz.experiments.resume import RowFolder, run_resumable
 from medic_viz.experiments.teachers import KEY_FILE, TeacherCache, TeacherRecipe
+from medic_viz.io import save_model
+from medic_viz.models.zoo import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _card(recipe: TeacherRecipe, **fields):
-    try:
-        from medic_viz.cards import ModelCard
-    except ImportError:  # a checkout before the io split (cards.py)
-        from medic_viz.cards import ModelCard
-
     attack = None if recipe.attack is None else {"name": recipe.attack, **recipe.options}
     base = dict(architecture=recipe.architecture, num_classes=3, input_size=32, in_channels=3, arch_kwargs={},
                 classes=["a", "b", "c"], normalize=None, dataset=Path(recipe.dataset).name, attack=attack,
@@ -34,8 +32,6 @@ class CountingTrainer:
         self.trained: list[str] = []
 
     def __call__(self, recipe, splits, *, surrogate=None, device="cpu", progress=False):
-        from medic_viz.models.zoo import build_model
-
         self.trained.append(recipe.name)
         return build_model("small_cnn", 3, in_channels=3, input_size=32), _card(recipe)
 
@@ -86,9 +82,6 @@ def test_the_same_name_with_other_settings_or_other_data_is_another_teacher(tmp_
 
 
 def test_a_folder_without_a_key_file_is_found_when_its_card_agrees(tmp_path: Path, data: Path) -> None:
-    from medic_viz.io import save_model
-    from medic_viz.models.zoo import build_model
-
     recipe = _recipe(data)
     legacy = tmp_path / recipe.name
     save_model(build_model("small_cnn", 3, in_channels=3, input_size=32), legacy, _card(recipe))

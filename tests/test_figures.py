@@ -18,15 +18,17 @@ from medic_viz.attacks.patch import BadNetTrigger
 from medic_viz.attribution import compare_attributions
 from medic_viz.capture import run_with_cache
 from medic_viz.importance import RunningStats
+from medic_viz.viz import grid_curves_figure
 from medic_viz.viz.analysis_figures import (
-    attribution_figure,
     FIGURE2_COLUMNS,
+    attribution_figure,
     figure2_grid,
     layer_strip,
     neuron_ranking_figure,
     top_activating_figure,
 )
 from medic_viz.viz.export import export_figure
+from medic_viz.viz.style import PALETTE, REFERENCE_COLOR
 from medic_viz.viz.summary_figures import (
     aggregate_rows,
     defense_comparison_figure,
@@ -126,7 +128,7 @@ def test_neuron_ranking_figure_content(setup):
     bar = fig.data[0]
     top = ranking.top(5)
     np.testing.assert_allclose(bar.x, top.shift)
-    assert list(bar.y) == [f"{l} · ch {c}" for l, c in zip(top.layer, top.channel)]
+    assert list(bar.y) == [f"{layer} · ch {c}" for layer, c in zip(top.layer, top.channel)]
     scatters = [t for t in fig.data if isinstance(t, go.Scatter)]
     assert sum(len(t.x) for t in scatters) == len(ranking)
     red = [t for t in scatters if t.name == "top 5"][0]
@@ -148,7 +150,8 @@ ROWS = [
     {"tau": 0, "seed": 1, "clean_acc": 0.92, "asr": 0.90, "criteria": "both", "lam": 10, "method": "medic", "attack": "badnet"},
     {"tau": 5, "seed": 0, "clean_acc": 0.86, "asr": 0.10, "criteria": "both", "lam": 10, "method": "medic", "attack": "badnet"},
     {"tau": 5, "seed": 1, "clean_acc": 0.88, "asr": 0.20, "criteria": "both", "lam": 10, "method": "medic", "attack": "badnet"},
-    {"tau": 5, "seed": 0, "clean_acc": 0.80, "asr": 0.50, "criteria": "activation", "lam": 1, "method": "finetune", "attack": "sig"},
+    {"tau": 5, "seed": 0, "clean_acc": 0.80, "asr": 0.50, "criteria": "activation", "lam": 1, "method": "finetune",
+     "attack": "sig"},
 ]
 
 
@@ -182,7 +185,7 @@ def test_tau_sweep_figure_values_and_bands():
 
 def test_lambda_tau_figure_lines_and_heatmap():
     fig = lambda_tau_figure(ROWS)
-    by_name = {}
+    by_name: dict[str, list] = {}
     for t in fig.data:
         by_name.setdefault(t.name, []).append(t)
     assert set(by_name) == {"λ=1", "λ=10"}
@@ -227,8 +230,6 @@ def test_defense_comparison_figure_content():
 def test_defense_comparison_colours_the_original_grey_and_every_method_apart():
     """Nine series (the trojaned model and eight methods, as in Table 1): with eight palette
     colours the ninth used to repeat the first, so MEDIC looked like the original model."""
-    from medic_viz.viz.style import PALETTE, REFERENCE_COLOR
-
     names = ["Original", "Fine-tuning", "Fine-pruning", "NAD", "MCR", "ANP", "KD", "Scratch", "MEDIC"]
     rows = [{"attack": "badnet", "variant": n, "clean_acc": 0.9, "asr": 0.1} for n in names]
     fig = defense_comparison_figure(rows, group_by="variant")
@@ -290,8 +291,6 @@ def test_top_activating_figure_content(setup):
 
 
 def test_grid_curves_figure_panels_traces_and_values():
-    from medic_viz.viz import grid_curves_figure
-
     def row(attack, seed, accs, asrs):
         return {"attack": attack, "seed": seed,
                 "curve": [{"epoch": e, "clean_acc": a, "asr": s} for e, (a, s) in enumerate(zip(accs, asrs))]}

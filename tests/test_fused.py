@@ -8,6 +8,9 @@ formula changes in medic_viz.importance and not in medic_viz.fused, it fails
 (tests/test_one_definition.py checks that it does)."""
 
 import itertools
+import warnings
+from dataclasses import replace
+from typing import Any
 
 import pytest
 import torch
@@ -20,7 +23,7 @@ from medic_viz.fused import FUSED_MODES, FusedCloneLoss, fused_layer_loss, resol
 from medic_viz.importance import ImportanceOptions, LayerStats, layer_clone_loss
 
 
-def _net(seed: int = 0) -> nn.Module:
+def _net(seed: int = 0) -> nn.Sequential:
     """Conv, BN, in-place ReLU (overwrites the BN output), strided conv, linear logits."""
     torch.manual_seed(seed)
     return nn.Sequential(
@@ -45,7 +48,7 @@ def _data(n: int = 40, seed: int = 0) -> ImageArrays:
 #: Every importance option: τ (0 = plain cloning, the paper's 5, a sharp 40) × criteria × z-score
 #: × impact sign × reduction of the teacher's loss for the impact gradient.
 OPTIONS = [
-    ImportanceOptions(tau=tau, criteria=c, zscore=z, impact=i, loss_reduction=r)
+    ImportanceOptions(tau=tau, criteria=c, zscore=z, impact=i, loss_reduction=r)  # type: ignore[arg-type]  # the Literals
     for tau, c, z, i, r in itertools.product(
         (0.0, 5.0, 40.0), ("both", "activation", "impact"), ("abs", "signed"), ("signed", "abs"), ("sum", "mean")
     )
@@ -95,7 +98,8 @@ def check_fused_equals_reference(
     # ~τ·|z|·eps in the softmax's exponent: a sharper τ gets a proportionally wider margin.
     sharp = max(1.0, max([opts.tau, *(layer_taus or {}).values()]) / 5.0)
     for n in ref_layers:
-        torch.testing.assert_close(per_layer[n], ref_layers[n], rtol=2e-5 * sharp, atol=1e-7, msg=lambda m: f"layer {n}: {m}")
+        torch.testing.assert_close(per_layer[n], ref_layers[n], rtol=2e-5 * sharp, atol=1e-7,
+                                   msg=lambda m: f"layer {n}: {m}")  # noqa: B023 — assert_close calls msg at once, in this iteration
     torch.testing.assert_close(total, ref_total, rtol=2e-5 * sharp, atol=1e-6)
     total.backward()
     ref_total.backward()
@@ -105,7 +109,8 @@ def check_fused_equals_reference(
     scale = max(float(q.grad.abs().max()) for q in student_b.parameters())
     rtol, atol = (2e-2, 1e-2 * scale) if bf16 else (1e-4, 2e-6 * sharp * scale)
     for (name, p), q in zip(student_a.named_parameters(), student_b.parameters()):
-        torch.testing.assert_close(p.grad, q.grad, rtol=rtol, atol=atol, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(p.grad, q.grad, rtol=rtol, atol=atol,
+                                   msg=lambda m: f"{name}: {m}")  # noqa: B023 — assert_close calls msg at once, in this iteration
     # Not vacuous: the cloning term carries real gradient (and importance changes it).
     assert sum(float(v.detach()) for v in per_layer.values()) > 0
     return fused_obj
@@ -143,7 +148,8 @@ def test_eager_fused_loss_with_share_calibrated_taus_equals_the_definition(crite
     check_fused_equals_reference(ImportanceOptions(criteria=criteria, zscore=zscore), "eager", layer_taus=taus)
 
 
-@pytest.mark.parametrize("opts", [ImportanceOptions(tau=5.0), ImportanceOptions(tau=5.0, criteria="impact", impact="abs", loss_reduction="mean"),
+@pytest.mark.parametrize("opts", [ImportanceOptions(tau=5.0),
+                                  ImportanceOptions(tau=5.0, criteria="impact", impact="abs", loss_reduction="mean"),
                                   ImportanceOptions(tau=0.0)], ids=_option_id)
 def test_eager_fused_loss_under_bf16_autocast_equals_the_definition(opts):
     check_fused_equals_reference(opts, "eager", bf16=True)
@@ -158,7 +164,7 @@ def test_reference_mode_is_the_definition_and_a_medic_run_takes_it():
     for opts in (ImportanceOptions(), ImportanceOptions(tau=0.0), ImportanceOptions(criteria="impact", zscore="signed")):
         got = fused_layer_loss(s, t, g, stats, opts, mode="reference")
         assert torch.equal(got, layer_clone_loss(s, t, g, stats, opts))
-    common = dict(epochs=1, batch_size=16, progress=False, device="cpu", tau=5.0, amp=False)
+    common: dict[str, Any] = dict(epochs=1, batch_size=16, progress=False, device="cpu", tau=5.0, amp=False)
     ref = Medic(**common, fused="reference").run(_net(0).eval(), _data())
     eager = Medic(**common, fused="eager").run(_net(0).eval(), _data())
     assert ref.config["fused"] == "reference"
@@ -169,7 +175,7 @@ def test_reference_mode_is_the_definition_and_a_medic_run_takes_it():
 # The compiled kernels: one per (criteria, |z|, |g|) — τ and the per-channel factors are inputs, and
 # the reduction only changes the gradient fed in — so these cases compile every kernel once.
 COMPILED_OPTIONS = [
-    ImportanceOptions(tau=5.0, criteria=c, zscore=z, impact=i)
+    ImportanceOptions(tau=5.0, criteria=c, zscore=z, impact=i)  # type: ignore[arg-type]  # the Literals
     for c, z, i in itertools.product(("both", "activation", "impact"), ("abs", "signed"), ("signed", "abs"))
     if not (c == "activation" and i == "abs") and not (c == "impact" and z == "signed")
 ]
@@ -181,8 +187,6 @@ COMPILED_OPTIONS = [
 def test_compiled_fused_loss_and_gradients_equal_the_definition(opts):
     """Every compiled kernel, on one layer (one graph each), with both reductions, a second τ
     (per layer) and bf16 autocast; τ = 0 takes the eager path (tested above)."""
-    from dataclasses import replace
-
     with _no_fallback_warning():
         for reduction in ("sum", "mean"):
             obj = check_fused_equals_reference(replace(opts, loss_reduction=reduction), "compile", layers=["1"])
@@ -213,8 +217,6 @@ class _no_fallback_warning:
     """Fail if the compiled path silently fell back to eager."""
 
     def __enter__(self):
-        import warnings
-
         self._cm = warnings.catch_warnings(record=True)
         self._rec = self._cm.__enter__()
         warnings.simplefilter("always")

@@ -11,9 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
+from _support import png_with_text_chunk
 from medic_viz import limits
 from medic_viz.data.images import read_image_pixels, to_image_tensor
-from _support import png_with_text_chunk
 
 
 def test_a_picked_16_bit_image_keeps_its_range(tmp_path):

@@ -2,14 +2,15 @@
 what is wrong, and import → defend end to end (tiny data, seconds)."""
 
 import json
-import sys
 import pickle
+import sys
 
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import save_file
 
-from medic_viz.cli import main
+from medic_viz.cli import _load_teacher, main
 from medic_viz.io import load_model
 from medic_viz.models.zoo import build_model
 
@@ -63,8 +64,6 @@ def test_each_checkpoint_layout_imports_the_same_weights(tmp_path, npz, capsys, 
 
 
 def test_safetensors_checkpoint_and_normalisation(tmp_path, npz):
-    from safetensors.torch import save_file
-
     net = _net()  # trained (here: random) on normalised inputs, without normalize buffers
     ckpt = tmp_path / "w.safetensors"
     save_file(net.state_dict(), str(ckpt))
@@ -148,7 +147,7 @@ def test_an_architecture_of_your_own(tmp_path, npz, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, "my_nets", raising=False)  # not another test's module of that name
-    import my_nets
+    import my_nets  # type: ignore[import-not-found]  # noqa: PLC0415 — a module this test writes (on sys.path at run time)
 
     net = my_nets.build(4).eval()
     torch.save({"state_dict": net.state_dict(), "epoch": 3}, tmp_path / "mine.pth")
@@ -156,7 +155,6 @@ def test_an_architecture_of_your_own(tmp_path, npz, monkeypatch, capsys):
     capsys.readouterr()
     with pytest.raises(ValueError, match="--trust-arch-code"):
         load_model(tmp_path / "m")  # a card never imports code by itself
-    from medic_viz.cli import _load_teacher
 
     model, card = _load_teacher(str(tmp_path / "m"), trust_arch_code="my_nets:build")
     x = torch.rand(2, 3, 32, 32)

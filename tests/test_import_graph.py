@@ -6,13 +6,17 @@ warning (except a test asserting that warning, inside ``pytest.warns(Deprecation
 from __future__ import annotations
 
 import ast
+import importlib
 import json
 from pathlib import Path
 
 import pytest
-from test_architecture import _is_view  # the list of views lives there
 
-from medic_viz.deprecation import MOVED
+import medic_viz
+import medic_viz.defenses
+import medic_viz.defenses.medic as engine
+from medic_viz.deprecation import MOVED, canonical_path
+from test_architecture import _is_view  # the list of views lives there
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "medic_viz"
@@ -245,10 +249,6 @@ def test_the_old_path_checker_sees_them_and_allows_a_test_of_the_warning():
 
 @pytest.mark.parametrize("shim", sorted(MOVED))
 def test_every_old_name_warns_and_is_the_one_definition(shim):
-    import importlib
-
-    from medic_viz.deprecation import canonical_path
-
     old = importlib.import_module(shim)
     for name in MOVED[shim]:
         module, new = canonical_path(shim, name)
@@ -276,10 +276,6 @@ def test_a_shim_imports_nothing_it_answers_for(shim):
 
 
 def test_the_medic_engine_is_the_module_and_the_function_is_medic_viz_medic():
-    import medic_viz
-    import medic_viz.defenses
-    import medic_viz.defenses.medic as engine
-
     assert medic_viz.defenses.medic is engine and hasattr(engine, "MedicConfig")
     assert medic_viz.medic is engine.medic and callable(medic_viz.medic)
     with pytest.warns(DeprecationWarning, match="call medic_viz.medic"):

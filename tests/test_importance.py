@@ -13,6 +13,7 @@ from medic_viz.importance import (
     RunningStats,
     activation_importance,
     combine_importance,
+    effective_neurons,
     impact_importance,
     layer_importance,
     validate_tau,
@@ -161,8 +162,6 @@ def test_layer_importance_is_the_equations_composed(criteria, zscore, impact):
 
 
 def test_effective_neurons_by_hand():
-    from medic_viz.importance import effective_neurons
-
     uniform = torch.full((2, 4, 5), 1 / 20)
     torch.testing.assert_close(effective_neurons(uniform), torch.tensor([20.0, 20.0]))
     one_hot = torch.zeros(1, 10)
@@ -174,8 +173,6 @@ def test_effective_neurons_by_hand():
 
 def test_layer_importance_accepts_channels_last_activations():
     """The frozen teacher runs channels-last; its activations must give the same weights."""
-    from medic_viz.importance import ImportanceOptions, LayerStats, layer_importance
-
     g = torch.Generator().manual_seed(0)
     act = torch.randn(3, 4, 5, 5, generator=g)
     grad = torch.randn(3, 4, 5, 5, generator=g)

@@ -5,7 +5,9 @@ images are read at their real range, and a card's contradictions are one clear l
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import shutil
 
 import numpy as np
@@ -13,12 +15,15 @@ import pytest
 import torch
 from PIL import Image
 
+from _support import png_with_text_chunk
+from medic_viz.attacks import train as train_module
+from medic_viz.attacks.registry import make_trigger
+from medic_viz.attacks.spec import parse_trigger_spec, read_image_file
+from medic_viz.cards import ModelCard
 from medic_viz.cli import main
 from medic_viz.experiments import build_grid, runner
-from medic_viz.cards import ModelCard
 from medic_viz.io import load_model, save_model
 from medic_viz.models.zoo import build_model
-from _support import png_with_text_chunk
 
 TRIGGER = "patch:pixels=0,0,1;0,1,0;1,0,1,position=bottom-right,margin=0"
 
@@ -96,7 +101,6 @@ def test_an_edited_card_or_weights_is_a_new_cell_an_unchanged_one_resumes(data, 
     shutil.copytree(folder, copy)
     before = build_grid(teachers=[copy], methods=["finetune"], seeds=1)[0]
     assert build_grid(teachers=[copy], methods=["finetune"], seeds=1)[0].cell_id == before.cell_id
-    from medic_viz.attacks.registry import make_trigger
 
     _edit_card(copy, attack=make_trigger("blend").to_config())
     edited = build_grid(teachers=[copy], methods=["finetune"], seeds=1)[0]
@@ -116,7 +120,6 @@ def test_compare_reruns_a_teacher_whose_card_changed(data, tmp_path, capsys):
     capsys.readouterr()
     assert main(args) == 0
     assert "resume: 1 of 1 cells" in capsys.readouterr().out
-    from medic_viz.attacks.registry import make_trigger
 
     _edit_card(copy, attack=make_trigger("blend").to_config())
     assert main(args) == 0
@@ -136,7 +139,6 @@ def test_every_teacher_is_checked_before_any_cell_runs(data, tmp_path, capsys, n
     out = tmp_path / "out"
     assert main(["compare", "--teacher", str(tmp_path / "good"), "--teacher", str(tmp_path / "bad"),
                  "--methods", "finetune", "--seeds", "1", "--epochs", "1", "--device", "cpu", "--out", str(out)]) == 2
-    import re
 
     assert re.search(message, _one_line_error(capsys, "compare"))
     assert not out.exists()
@@ -158,8 +160,6 @@ def test_a_teacher_whose_dataset_is_missing_is_refused_naming_it(data, tmp_path,
 
 
 def _sha(path) -> str:
-    import hashlib
-
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
@@ -236,7 +236,6 @@ def test_attack_records_its_dataset(data, tmp_path):
 def test_a_rate_that_cannot_be_met_is_refused_before_training(data, tmp_path, capsys, monkeypatch, attack, rate,
                                                                message):
     npz, _, _ = data
-    from medic_viz.attacks import train as train_module
 
     def forbidden(*a, **k):
         raise AssertionError("a model was trained for a rate that cannot be met")
@@ -245,7 +244,6 @@ def test_a_rate_that_cannot_be_met_is_refused_before_training(data, tmp_path, ca
     out = tmp_path / "a"
     assert main(["attack", "--attack", attack, "--dataset", str(npz), "--target", "1", "--rate", rate,
                  "--epochs", "1", "--out", str(out), "--device", "cpu", "--no-progress"]) == 2
-    import re
 
     assert re.search(message, _one_line_error(capsys, "attack"))
     assert not out.exists()
@@ -276,8 +274,6 @@ def test_compare_refuses_a_rate_no_teacher_can_meet_before_training(data, tmp_pa
 
 
 def test_16_bit_and_float_trigger_images_keep_their_range(tmp_path):
-    from medic_viz.attacks.spec import read_image_file
-
     Image.fromarray(np.array([[0, 32768, 65535]], np.uint16)).save(tmp_path / "t16.png")
     torch.testing.assert_close(read_image_file(tmp_path / "t16.png"),
                                torch.tensor([[[0.0, 32768 / 65535, 1.0]]], dtype=torch.float64))
@@ -290,8 +286,6 @@ def test_16_bit_and_float_trigger_images_keep_their_range(tmp_path):
 
 
 def test_a_trigger_png_with_a_huge_text_chunk_is_refused_naming_the_file(tmp_path, capsys):
-    from medic_viz.attacks.spec import parse_trigger_spec
-
     png_with_text_chunk(tmp_path / "bomb.png", 100)
     with pytest.raises(ValueError, match=r"bomb\.png"):
         parse_trigger_spec(f"patch:file={tmp_path / 'bomb.png'}")

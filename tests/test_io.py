@@ -3,17 +3,24 @@ safe save/load, model cards, refusal of code-running checkpoints."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import pickle
+import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 
+import medic_viz.io
+import medic_viz.limits
 from medic_viz.cards import ModelCard
 from medic_viz.checkpoints import UnsafeCheckpointError, load_state_dict_file
+from medic_viz.finite import NonFiniteModelError
 from medic_viz.importer import import_checkpoint
 from medic_viz.io import CARD_FILENAME, MODEL_FILENAME, load_model, save_model
 from medic_viz.weights import CheckpointMismatchError, load_weights_into
@@ -70,7 +77,7 @@ def trained_tiny(num_classes: int = 3, width: int = 4, seed: int = 0) -> TinyNet
 
 
 def tiny_card(**overrides) -> ModelCard:
-    fields = dict(
+    fields: dict[str, Any] = dict(
         architecture="tiny",
         num_classes=3,
         input_size=8,
@@ -123,8 +130,6 @@ def test_round_trip_gives_identical_outputs_card_and_bn_buffers(tmp_path):
         assert torch.equal(getattr(loaded.bn, name), getattr(model.bn, name)), name
 
     # The weights file is plain safetensors with every state_dict entry, BN buffers included.
-    from safetensors.torch import load_file
-
     raw = load_file(str(out_dir / MODEL_FILENAME))
     assert set(raw) == set(model.state_dict())
     assert raw["bn.num_batches_tracked"].item() == 1
@@ -137,7 +142,7 @@ def test_load_model_accepts_card_path(tmp_path):
     model = trained_tiny()
     save_model(model, tmp_path, tiny_card())
     loaded, _ = load_model(tmp_path / CARD_FILENAME, builder=tiny_builder)
-    assert torch.equal(loaded.fc.weight, model.fc.weight)
+    assert torch.equal(loaded.fc.weight, model.fc.weight)  # type: ignore[arg-type]  # a parameter (torch types module attributes Tensor | Module)
 
 
 def test_save_overwrites_its_two_files_and_keeps_others(tmp_path):
@@ -149,7 +154,7 @@ def test_save_overwrites_its_two_files_and_keeps_others(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["README.txt", CARD_FILENAME, MODEL_FILENAME])
     loaded, card = load_model(tmp_path, builder=tiny_builder)
     assert card.notes == "second"
-    assert torch.equal(loaded.conv.weight, second.conv.weight)
+    assert torch.equal(loaded.conv.weight, second.conv.weight)  # type: ignore[arg-type]  # a parameter (torch types module attributes Tensor | Module)
 
 
 def test_save_refuses_a_file_path_and_bad_card(tmp_path):
@@ -158,7 +163,7 @@ def test_save_refuses_a_file_path_and_bad_card(tmp_path):
     with pytest.raises(ValueError, match="not a directory"):
         save_model(trained_tiny(), target, tiny_card())
     with pytest.raises(TypeError, match="ModelCard"):
-        save_model(trained_tiny(), tmp_path / "m", {"architecture": "tiny"})
+        save_model(trained_tiny(), tmp_path / "m", {"architecture": "tiny"})  # type: ignore[arg-type]  # deliberately wrong
     bad = tiny_card(metrics={"obj": object()})
     with pytest.raises(ValueError, match="metrics.obj"):
         save_model(trained_tiny(), tmp_path / "m2", bad)
@@ -330,7 +335,7 @@ def test_strict_false_allows_missing_keys_but_not_shapes():
     source = trained_tiny()
     partial = {k: v for k, v in source.state_dict().items() if not k.startswith("fc.")}
     target = load_weights_into(TinyNet(), partial, strict=False)
-    assert torch.equal(target.conv.weight, source.conv.weight)
+    assert torch.equal(target.conv.weight, source.conv.weight)  # type: ignore[arg-type]  # a parameter (torch types module attributes Tensor | Module)
     with pytest.raises(CheckpointMismatchError, match="fc.weight"):
         load_weights_into(TinyNet(num_classes=4), source.state_dict(), strict=False)
 
@@ -485,8 +490,6 @@ def test_zoo_card_errors(tmp_path):
 
 def test_zero_dim_tensors_in_safetensors_get_a_mismatch_report(tmp_path):
     # The old mismatch reporter indexed ckpt_shape[0] of a 0-d tensor: IndexError.
-    from safetensors.torch import save_file
-
     model = trained_tiny()
     weights = {k: v.clone() for k, v in model.state_dict().items()}
     weights["fc.weight"] = torch.tensor(1.0)
@@ -507,8 +510,6 @@ def test_integer_or_bool_weights_are_refused_not_cast(tmp_path, dtype):
 
 
 def test_nan_weights_are_a_clear_error_at_load(tmp_path):
-    from medic_viz.finite import NonFiniteModelError
-
     model = trained_tiny()
     with torch.no_grad():
         model.fc.bias[1] = float("nan")
@@ -554,8 +555,6 @@ def test_deeply_nested_card_json_is_a_value_error(tmp_path, depth):
 
 
 def test_oversized_card_is_refused(tmp_path, monkeypatch):
-    import medic_viz.limits
-
     folder = _zoo_model_dir(tmp_path)
     monkeypatch.setattr(medic_viz.limits, "MAX_CARD_BYTES", 100)
     with pytest.raises(ValueError, match="larger than a card may be"):
@@ -571,10 +570,6 @@ def test_oversized_card_is_refused(tmp_path, monkeypatch):
     ("import_checkpoint", "medic_viz.importer"),
 ])
 def test_names_that_left_io_still_import_from_it_with_a_deprecation_warning(name, home):
-    import importlib
-
-    import medic_viz.io
-
     with pytest.warns(DeprecationWarning, match=rf"medic_viz\.io\.{name} is deprecated; use {home}\.{name}"):
         old = getattr(medic_viz.io, name)
     assert old is getattr(importlib.import_module(home), name)
@@ -582,10 +577,6 @@ def test_names_that_left_io_still_import_from_it_with_a_deprecation_warning(name
 
 
 def test_what_io_owns_imports_without_a_warning():
-    import warnings
-
-    import medic_viz.io
-
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         for name in medic_viz.io.__all__:

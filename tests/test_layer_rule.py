@@ -13,10 +13,10 @@ import torch.fx
 import torch.nn as nn
 
 from medic_viz.capture import resolve_layers
-from medic_viz.stages import forward_trace
 from medic_viz.importer import NormalizedModel
 from medic_viz.models import available_models, build_model
 from medic_viz.models.zoo import Normalize
+from medic_viz.stages import forward_trace
 
 CUT_PRESETS = ("auto", "conv+bn-inner", "conv+bn-last")
 

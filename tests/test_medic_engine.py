@@ -1,6 +1,8 @@
 """The MEDIC engine and the training loop: loss by hand, stop, NaN, determinism, errors."""
 
+import copy
 import threading
+from typing import Any
 
 import pytest
 import torch
@@ -9,13 +11,14 @@ import torch.nn as nn
 from medic_viz.capture import StructureMismatchError
 from medic_viz.data.arrays import ImageArrays
 from medic_viz.defenses.base import fresh_copy
-from medic_viz.defenses.medic import Medic, MedicConfig, MedicObjective, compute_layer_stats
-from medic_viz.importance import ImportanceOptions
+from medic_viz.defenses.medic import Medic, MedicObjective, compute_layer_stats
+from medic_viz.finite import NonFiniteModelError
+from medic_viz.importance import ImportanceOptions, weighted_squared_error
 from medic_viz.metrics import Evaluator
-from medic_viz.training import NonFiniteLossError, SupervisedObjective, TrainConfig, train
+from medic_viz.training import NonFiniteLossError, SupervisedObjective, TrainConfig, TrainEvent, train
 
 
-def _net(seed: int = 0) -> nn.Module:
+def _net(seed: int = 0) -> nn.Sequential:
     torch.manual_seed(seed)
     return nn.Sequential(
         nn.Conv2d(3, 4, 3, padding=1),
@@ -34,7 +37,7 @@ def _data(n: int = 48, seed: int = 0) -> ImageArrays:
     return ImageArrays(x, y, classes=("a", "b", "c"), name="tiny")
 
 
-FAST = dict(epochs=2, batch_size=16, progress=False, device="cpu")
+FAST: dict[str, Any] = dict(epochs=2, batch_size=16, progress=False, device="cpu")
 
 
 def test_clone_loss_with_tau_zero_matches_hand_formula():
@@ -46,9 +49,12 @@ def test_clone_loss_with_tau_zero_matches_hand_formula():
     total, terms, per_layer = obj.loss(x, y)
     # By hand: Σ_layers mean_b Σ_neurons (1/m)·((t − s)/σ)², plus CE of the student.
     with torch.no_grad():
-        t0 = teacher[0](x); t1 = teacher[1](t0); t5 = teacher(x)
+        t0 = teacher[0](x)
+        t1 = teacher[1](t0)
+        t5 = teacher(x)
         student.train()
-        s0 = student[0](x); s1 = student[1](s0)
+        s0 = student[0](x)
+        s1 = student[1](s0)
         s5 = student[5](student[4](student[3](torch.relu(s1))))
     expected = 0.0
     for name, t, s in (("0", t0, s0), ("1", t1, s1), ("5", t5, s5)):
@@ -77,7 +83,7 @@ def test_importance_concentrates_the_loss_relative_to_uniform():
 def test_medic_trains_student_and_leaves_teacher_untouched():
     teacher = _net(0).eval()
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
-    events = []
+    events: list[TrainEvent] = []
     result = Medic(**FAST).run(teacher, _data(), evaluator=Evaluator(_data(30, 1), device="cpu"), callbacks=[events.append])
     assert [e.kind for e in events] == ["start", "epoch", "epoch", "end"]
     assert events[1].losses["clone"] > events[2].losses["clone"]  # cloning makes progress
@@ -93,7 +99,7 @@ def test_fresh_copy_reinitialises_weights_but_keeps_structure():
     teacher = _net(0)
     student = fresh_copy(teacher, seed=3)
     assert [n for n, _ in teacher.named_modules()] == [n for n, _ in student.named_modules()]
-    assert not torch.equal(teacher[0].weight, student[0].weight)
+    assert not torch.equal(teacher[0].weight, student[0].weight)  # type: ignore[arg-type]  # a parameter (torch types module attributes Tensor | Module)
     torch.testing.assert_close(fresh_copy(teacher, seed=3)[0].weight, student[0].weight)
 
 
@@ -151,7 +157,8 @@ def test_cpu_runs_are_deterministic_for_a_seed():
 
 
 def test_mismatched_student_is_refused():
-    other = nn.Sequential(nn.Conv2d(3, 5, 3, padding=1), nn.BatchNorm2d(5), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(5, 3))
+    other = nn.Sequential(nn.Conv2d(3, 5, 3, padding=1), nn.BatchNorm2d(5), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(5, 3))
     with pytest.raises(StructureMismatchError, match="same structure"):
         Medic(**FAST).run(_net(), _data(), student=other)
 
@@ -183,8 +190,6 @@ def test_bad_options_are_rejected_with_the_name(kwargs, message):
 
 
 def test_student_that_is_the_teacher_or_its_copy_is_refused():
-    import copy
-
     teacher = _net(0)
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     with pytest.raises(ValueError, match="student is the teacher itself"):
@@ -196,8 +201,6 @@ def test_student_that_is_the_teacher_or_its_copy_is_refused():
 
 
 def test_training_that_diverges_to_a_non_finite_model_is_an_error():
-    from medic_viz.finite import NonFiniteModelError
-
     class Explode:
         """A finite loss whose step sends a weight to inf (what lr=1e5 does in a few steps)."""
 
@@ -217,8 +220,6 @@ def test_training_that_diverges_to_a_non_finite_model_is_an_error():
 
 
 def test_a_model_with_nan_outputs_is_not_scored():
-    from medic_viz.finite import NonFiniteModelError
-
     model = _net()
     with torch.no_grad():
         model[5].bias.fill_(float("nan"))  # argmax of NaN is class 0: the old evaluator scored it
@@ -239,14 +240,14 @@ def test_supervised_objective_learns_a_separable_problem():
     x = torch.zeros(90, 3, 8, 8)
     x[torch.arange(90), y] = 1.0  # class = which channel is lit
     data = ImageArrays((x * 255).to(torch.uint8), y, classes=("r", "g", "b"))
-    result = train(SupervisedObjective(_net()), data, TrainConfig(epochs=30, batch_size=30, augment=False, progress=False, device="cpu"), evaluator=Evaluator(data, device="cpu"))
+    result = train(SupervisedObjective(_net()), data,
+                   TrainConfig(epochs=30, batch_size=30, augment=False, progress=False, device="cpu"),
+                   evaluator=Evaluator(data, device="cpu"))
     assert result.history[0].clean_acc < 0.7
     assert result.history[-2].clean_acc == 1.0
 
 
 def test_weighted_squared_error_value_and_gradient_match_autograd():
-    from medic_viz.importance import weighted_squared_error
-
     torch.manual_seed(0)
     s = torch.randn(3, 2, 4, 4, requires_grad=True)
     t, w = torch.randn(3, 2, 4, 4), torch.rand(3, 2, 4, 4)

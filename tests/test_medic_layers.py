@@ -12,9 +12,22 @@ import torch.nn as nn
 import medic_viz.defenses.medic as medic_mod
 from medic_viz.calibration import matched_share
 from medic_viz.capture import LAYER_PRESETS, hookable_layers, resolve_layers
+from medic_viz.cli import DEMO_SETTINGS
 from medic_viz.data.arrays import ImageArrays
-from medic_viz.defenses.medic import DEFAULT_LAM, DEFAULT_LAYERS, DEFAULT_SHARE, PAPER_LAM, Medic, MedicConfig
+from medic_viz.defenses.medic import (
+    DEFAULT_LAM,
+    DEFAULT_LAYERS,
+    DEFAULT_SHARE,
+    PAPER_LAM,
+    Medic,
+    MedicConfig,
+    MedicObjective,
+    preview_layer_taus,
+)
+from medic_viz.importance import ImportanceOptions
 from medic_viz.models import available_models, build_model
+from medic_viz.stats import compute_layer_stats
+from medic_viz.widgets.state import LauncherState, WorkbenchState
 
 
 @pytest.mark.parametrize("arch", available_models())
@@ -28,7 +41,8 @@ def test_presets_resolve_to_the_right_modules_on_every_zoo_model(arch):
     assert linear, "every zoo model ends in a linear layer"
     assert not set(linear) & set(convbn), "conv+bn must not hook dense layers (logits included)"
     assert set(full) - set(convbn) == set(linear)
-    expected = [n for n, m in modules.items() if n and (isinstance(m, nn.Conv2d) or isinstance(m, (nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm)))]
+    expected = [n for n, m in modules.items()
+                if n and (isinstance(m, nn.Conv2d) or isinstance(m, (nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm)))]
     assert convbn == expected
     # the logits layer is the last module of the full set and absent from conv+bn
     assert full[-1] in linear and full[-1] not in convbn
@@ -134,9 +148,6 @@ def test_defaults_are_the_measured_ones_and_the_paper_is_one_argument_away():
     paper = MedicConfig(tau=5, lam=PAPER_LAM, layers="all")
     assert paper.describe() == "τ=5 λ=10" and not paper.calibrated and paper.effective_share is None
     # the CLI's demo (which does not import torch to start) and the widgets use the same λ
-    from medic_viz.cli import DEMO_SETTINGS
-    from medic_viz.widgets.state import LauncherState, WorkbenchState
-
     assert {s["lam"] for s in DEMO_SETTINGS.values()} == {DEFAULT_LAM}
     for state in (LauncherState, WorkbenchState):
         assert inspect.signature(state).parameters["lam"].default == DEFAULT_LAM
@@ -176,7 +187,8 @@ def test_engine_trains_with_the_calibrated_per_layer_tau(monkeypatch):
     teacher = build_model("small_cnn", num_classes=4, widths=(4, 8, 8, 8)).eval()
     seen = _capture_objective(monkeypatch)
     share = 0.1
-    result = Medic(share=share, layers="conv+bn", epochs=1, device="cpu", progress=False, batch_size=32, calibration_images=96, augment=False).run(teacher, data)
+    result = Medic(share=share, layers="conv+bn", epochs=1, device="cpu", progress=False, batch_size=32, calibration_images=96,
+                   augment=False).run(teacher, data)
     obj = seen["objective"]
     taus = result.config["layer_taus"]
     assert set(taus) == set(obj.layers) == set(resolve_layers(teacher, "conv+bn"))
@@ -203,10 +215,6 @@ def test_all_preset_hooks_the_logits_in_the_engine(monkeypatch):
 def test_fused_loss_uses_the_per_layer_tau():
     """The fused per-layer term follows set_layer_taus (τ folded into its constants), as the
     definition (fused="reference") does."""
-    from medic_viz.defenses.medic import MedicObjective
-    from medic_viz.importance import ImportanceOptions
-    from medic_viz.stats import compute_layer_stats
-
     data = _tiny_data()
     torch.manual_seed(1)
     teacher = build_model("small_cnn", num_classes=4, widths=(4, 8, 8, 8)).eval()
@@ -259,8 +267,6 @@ def test_default_cloning_term_leaves_the_classifiers_features_free(monkeypatch, 
 def test_preview_layer_taus_is_what_the_run_calibrates():
     """``preview_layer_taus`` (the widgets' hint) gives the τ per layer a run calibrates, without
     training; for any hookable layer (a layer's τ depends on that layer alone)."""
-    from medic_viz.defenses.medic import preview_layer_taus
-
     data = _tiny_data()
     teacher = build_model("small_cnn", num_classes=4, widths=(4, 8, 8, 8)).eval()
     config = MedicConfig(share=0.1, layers="conv+bn", epochs=1, device="cpu", progress=False, batch_size=32,

@@ -9,6 +9,8 @@ from medic_viz.attacks.spec import parse_trigger_spec
 from medic_viz.importer import import_model, open_model_folder
 from medic_viz.io import save_model
 from medic_viz.models.zoo import build_model
+from medic_viz.widgets.apps import launcher_app, workbench_app
+from medic_viz.widgets.state import ExplorerState, LauncherState, PickerState, WorkbenchState
 
 
 @pytest.fixture(scope="module")
@@ -52,18 +54,14 @@ def test_open_model_folder_refuses_a_dataset_with_other_classes(folders, tmp_pat
 
 
 def test_launcher_opens_a_folder_with_and_without_a_trigger(folders):
-    from medic_viz.widgets.state import LauncherState
-
     with_trigger, without, _ = folders
     state = LauncherState.from_folder(with_trigger, epochs=1)
-    assert state.trigger.name == "patch" and state.target == 2 and state.epochs == 1
+    assert state.trigger.name == "patch" and state.target == 2 and state.epochs == 1  # type: ignore[attr-defined]
     clean_only = LauncherState.from_folder(without)
     assert clean_only.trigger is None and clean_only.target is None
 
 
 def test_picker_and_explorer_open_a_folder(folders):
-    from medic_viz.widgets.state import ExplorerState, PickerState
-
     with_trigger, without, _ = folders
     picker = PickerState.from_folder(with_trigger, stats_images=20, triggers={})
     assert list(picker.triggers) == ["model: patch"] and len(picker.data) == 20
@@ -77,8 +75,6 @@ def test_picker_and_explorer_open_a_folder(folders):
 
 
 def test_workbench_opens_a_folder(folders):
-    from medic_viz.widgets.state import WorkbenchState
-
     with_trigger, _, _ = folders
     bench = WorkbenchState.from_folder(with_trigger, stats_images=20, triggers={}, epochs=1)
     assert bench.launcher.trigger.name == "patch" and bench.launcher.target == 2
@@ -86,8 +82,6 @@ def test_workbench_opens_a_folder(folders):
 
 
 def test_workbench_opens_another_folder_with_its_settings_and_refuses_bad_ones(folders, tmp_path):
-    from medic_viz.widgets.state import WorkbenchState
-
     with_trigger, without, _ = folders
     bench = WorkbenchState.from_folder(without, stats_images=20, triggers={"blend": parse_trigger_spec("blend")},
                                        epochs=1, tau=3.0, lam=4.0, seed=2, fraction=0.5, device="cpu")
@@ -96,7 +90,8 @@ def test_workbench_opens_another_folder_with_its_settings_and_refuses_bad_ones(f
     other = bench.open_folder(f"  {with_trigger}  ")  # pasted with spaces
     assert other is not bench and other.folder == with_trigger and bench.folder == without
     assert other.launcher.trigger.name == "patch" and other.launcher.target == 2
-    assert (other.tau, other.lam, other.launcher.epochs, other.launcher.fraction) == (3.0, 4.0, 1, 0.5)
+    assert (other.tau, other.lam, other.launcher.epochs,  # type: ignore[attr-defined]  # parameters
+            other.launcher.fraction) == (3.0, 4.0, 1, 0.5)  # type: ignore[attr-defined]
     assert other.picker.seed == 2 and other.picker.stats_images == 20
     assert (other.tau_mode, other.share, other.run_layers) == ("global", 0.05, "conv+bn")
     (tmp_path / "empty").mkdir()
@@ -111,8 +106,6 @@ def test_workbench_opens_another_folder_with_its_settings_and_refuses_bad_ones(f
 def test_workbench_view_opens_a_folder_and_shows_a_bad_one_in_one_line(folders, tmp_path):
     pytest.importorskip("ipywidgets")
     pytest.importorskip("anywidget")
-    from medic_viz.widgets.apps import workbench_app
-    from medic_viz.widgets.state import WorkbenchState
 
     with_trigger, without, _ = folders
     state = WorkbenchState.from_folder(without, stats_images=20, epochs=1, device="cpu", tau=2.0)
@@ -130,7 +123,7 @@ def test_workbench_view_opens_a_folder_and_shows_a_bad_one_in_one_line(folders, 
     assert app.opener in app.children and app.picker_view.state is new.picker
     assert list(app.picker_view.trigger_name.options)[0] == "model: patch"
     app.tau.value = 6.0  # the rebuilt slider drives the new state, and the old one no longer drives the view
-    assert new.tau == new.picker.tau == new.launcher.tau == 6.0 and state.tau == 2.0
+    assert new.tau == new.picker.tau == new.launcher.tau == 6.0 and state.tau == 2.0  # type: ignore[attr-defined]
     state.tau = 9.0
     assert app.tau.value == 6.0
     assert new.listener_errors == new.picker.listener_errors == new.launcher.listener_errors == []
@@ -139,8 +132,6 @@ def test_workbench_view_opens_a_folder_and_shows_a_bad_one_in_one_line(folders, 
 def test_launcher_without_a_trigger_runs_and_says_asr_cannot_be_measured(folders):
     pytest.importorskip("ipywidgets")
     pytest.importorskip("anywidget")
-    from medic_viz.widgets.apps import launcher_app
-    from medic_viz.widgets.state import LauncherState
 
     with_trigger, without, _ = folders
     assert LauncherState.from_folder(with_trigger).asr_note is None

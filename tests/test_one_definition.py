@@ -11,6 +11,8 @@ consumer stops changing and the test fails."""
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import pytest
 import torch
 
@@ -26,7 +28,7 @@ from test_fused import _data, _net, check_fused_equals_reference
 _ORIGINAL = {name: getattr(importance, name) for name in ("activation_score", "impact_score", "combine_importance")}
 
 #: One change of the formula per piece of the definition.
-CHANGES = {
+CHANGES: dict[str, Callable[..., torch.Tensor]] = {
     # eq.(2) with a squared z-score
     "activation_score": lambda act, stats, zscore_mode="abs": _ORIGINAL["activation_score"](act, stats, zscore_mode) ** 2,
     # eq.(3) with a doubled gradient scale
@@ -36,13 +38,13 @@ CHANGES = {
 }
 
 
-def _observe() -> dict[str, object]:
+def _observe() -> dict[str, Any]:
     """Everything derived from MEDIC's weights, on the tiny test net (default options, τ = 5)."""
     teacher, data = _net(0).eval(), _data()
     stats = compute_layer_stats(teacher, data, device="cpu")
     x, y = data.floats()[:8], data.labels[:8]
     opts = ImportanceOptions(tau=5.0)
-    out: dict[str, object] = {}
+    out: dict[str, Any] = {}
     trigger = BadNetTrigger(size=3, position="bottom-right", margin=1)
     analysis = analyze_input(teacher, x[0], trigger, int(y[0]), stats=stats)
     out["heatmap"] = torch.tensor(analysis.maps("1", 5.0)["combined"])
@@ -54,7 +56,8 @@ def _observe() -> dict[str, object]:
     acts, grads = ref.teacher_activations(x, y)
     out["calibration scores"] = importance_scores(acts[1], grads[1], stats["1"], opts)
     out["calibrated tau"] = torch.tensor(calibrate_tau(acts[1], grads[1], stats["1"], opts, 0.05))
-    out["fused eager loss"] = torch.stack([v.detach() for v in MedicObjective(teacher, _net(1), stats, opts, lam=10.0, fused="eager").loss(x, y)[2].values()])
+    eager = MedicObjective(teacher, _net(1), stats, opts, lam=10.0, fused="eager")
+    out["fused eager loss"] = torch.stack([v.detach() for v in eager.loss(x, y)[2].values()])
     return out
 
 
@@ -69,7 +72,8 @@ def _calibration_shortcut_holds() -> bool:
     obj = MedicObjective(teacher, teacher, stats, ImportanceOptions(), 1.0, fused="reference")
     acts, grads = obj.teacher_activations(data.floats()[:8], data.labels[:8])
     try:
-        for opts in (ImportanceOptions(tau=5.0), ImportanceOptions(tau=5.0, criteria="activation"), ImportanceOptions(tau=5.0, criteria="impact")):
+        for opts in (ImportanceOptions(tau=5.0), ImportanceOptions(tau=5.0, criteria="activation"),
+                     ImportanceOptions(tau=5.0, criteria="impact")):
             check_calibration_shortcut(acts[1], grads[1], stats["1"], opts)
     except AssertionError:
         return False
@@ -78,7 +82,8 @@ def _calibration_shortcut_holds() -> bool:
 
 def _fused_equals_definition() -> bool:
     try:
-        for opts in (ImportanceOptions(tau=5.0), ImportanceOptions(tau=5.0, criteria="activation"), ImportanceOptions(tau=5.0, criteria="impact")):
+        for opts in (ImportanceOptions(tau=5.0), ImportanceOptions(tau=5.0, criteria="activation"),
+                     ImportanceOptions(tau=5.0, criteria="impact")):
             check_fused_equals_reference(opts, "eager")
     except AssertionError:
         return False

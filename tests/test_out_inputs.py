@@ -7,12 +7,17 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from medic_viz.cli import main
+from medic_viz.data import load_dataset
+from medic_viz.data.arrays import DatasetSplits
+from medic_viz.data.real import save_npz
 from medic_viz.inputs import command_inputs
 from medic_viz.outdir import OutputFolderError, check_output_folder
 from medic_viz.pretrained import demo_model_dir
@@ -32,8 +37,6 @@ def _npz(path: Path, n: int = 16, classes: int = 4) -> Path:
 
 
 def _png(path: Path) -> Path:
-    from PIL import Image
-
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.full((3, 3, 3), 255, dtype=np.uint8)).save(path)
     return path
@@ -62,7 +65,7 @@ def tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 #: kind → (command_inputs arguments, the input path it must hold, relative to in/)
-KINDS = {
+KINDS: dict[str, tuple[dict[str, Any], str]] = {
     "checkpoint": (dict(paths=["in/ckpt/w.pt"]), "ckpt/w.pt"),
     "card": (dict(paths=["in/card/card.json"]), "card/card.json"),
     "dataset file": (dict(datasets=["in/data/tiny.npz"]), "data/tiny.npz"),
@@ -106,9 +109,6 @@ def test_command_inputs_runs_no_code(tree):
 def test_defend_never_replaces_the_dataset_its_teacher_card_names(tree, capsys):
     teacher = tree / "in" / "teacher"
     signs = tree / "in" / "data" / "signs.npz"
-    from medic_viz.data import load_dataset
-    from medic_viz.data.arrays import DatasetSplits
-    from medic_viz.data.real import save_npz
 
     small = load_dataset("signs", n_train=48, n_test=24)
     save_npz(DatasetSplits(small.train, small.test), signs)
@@ -123,7 +123,7 @@ def test_defend_never_replaces_the_dataset_its_teacher_card_names(tree, capsys):
 
 
 def test_import_never_replaces_its_code_or_trigger_image(tree, capsys):
-    import flat_net
+    import flat_net  # type: ignore[import-not-found]  # noqa: PLC0415 — a module this test writes (on sys.path at run time)
 
     torch.save(flat_net.build(4).state_dict(), tree / "w.pt")
     base = ["import", "--checkpoint", "w.pt", "--dataset", "in/data/tiny.npz", "--device", "cpu", "--overwrite"]

@@ -5,18 +5,25 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
+import medic_viz.cli as cli
 from medic_viz.cli import main
-from medic_viz.outdir import STOPPED_MARKER, OutputFolder, OutputFolderError, check_output_folder
-from medic_viz.pretrained import demo_model_dir
+from medic_viz.data import load_dataset
+from medic_viz.data.arrays import DatasetSplits
+from medic_viz.data.real import save_npz
+from medic_viz.io import MODEL_FILENAME, load_model, save_model
+from medic_viz.outdir import STOPPED_MARKER, OutputFolder, OutputFolderError, check_output_folder, replace_file
+from medic_viz.pretrained import demo_model_dir, load_demo_model
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,7 +38,7 @@ def test_refusals(tmp_path: Path) -> None:
     (tmp_path / "link").symlink_to(tmp_path / "full")
     teacher = tmp_path / "chain" / "model"
     teacher.mkdir(parents=True)
-    cases = [
+    cases: list[tuple[Path, dict[str, Any], str]] = [
         (tmp_path / "full", {}, "already holds files .1 entry: notes.txt.*--overwrite"),
         (tmp_path / "file", {}, "exists and is not a folder"),
         (tmp_path / "link", {"overwrite": True}, "symbolic link"),
@@ -123,10 +130,6 @@ def test_overwrite_replaces_the_folder_and_never_follows_its_links(tmp_path: Pat
 @pytest.fixture(scope="module")
 def tiny_npz(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """240/60 synthetic-sign images (12 classes, 32 px) as npz: what the demo teacher takes."""
-    from medic_viz.data import load_dataset
-    from medic_viz.data.real import save_npz
-    from medic_viz.data.arrays import DatasetSplits, ImageArrays
-
     signs = load_dataset("signs", n_train=240, n_test=60)
     path = tmp_path_factory.mktemp("data") / "tiny.npz"
     save_npz(DatasetSplits(signs.train, signs.test), path)
@@ -135,8 +138,6 @@ def tiny_npz(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture()
 def teacher(tmp_path: Path) -> Path:
-    import shutil
-
     folder = tmp_path / "chain" / "model"
     shutil.copytree(demo_model_dir("badnet"), folder)
     return folder
@@ -228,7 +229,6 @@ def test_sigterm_during_training_keeps_the_model_marked_stopped(tmp_path, teache
     result = json.loads((out / "result.json").read_text())
     assert result["stopped"] is True
     assert len([e for e in result["history"] if e["kind"] == "epoch"]) == 1
-    from medic_viz.io import load_model
 
     model, _ = load_model(out / "model")  # a whole, loadable model
     assert sorted(p.name for p in tmp_path.iterdir()) == ["chain", "out"]
@@ -259,8 +259,6 @@ def test_sigterm_during_an_overwrite_keeps_the_complete_result(tmp_path, teacher
 
 
 def test_demo_replaces_only_a_previous_demo_result_in_its_default_folder(tmp_path, monkeypatch, capsys) -> None:
-    import medic_viz.cli as cli
-
     def fake_run(teacher, card, splits, args, signals, out, **settings):
         (out.path / "result.json").write_text("new")
         out.publish()
@@ -280,8 +278,6 @@ def test_demo_replaces_only_a_previous_demo_result_in_its_default_folder(tmp_pat
 
 
 def test_replace_file_never_writes_through_a_link_and_is_whole_or_absent(tmp_path: Path) -> None:
-    from medic_viz.outdir import replace_file
-
     outside = tmp_path / "outside.txt"
     outside.write_text("keep")
     target = tmp_path / "out" / "result.json"
@@ -301,9 +297,6 @@ def test_replace_file_never_writes_through_a_link_and_is_whole_or_absent(tmp_pat
 
 
 def test_save_model_never_writes_through_a_planted_link(tmp_path: Path) -> None:
-    from medic_viz.io import MODEL_FILENAME, load_model, save_model
-    from medic_viz.pretrained import load_demo_model
-
     model, card = load_demo_model("badnet")
     outside = tmp_path / "victim.pth"
     outside.write_text("import os  # a .pth file Python runs at start-up")

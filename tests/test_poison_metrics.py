@@ -13,7 +13,7 @@ from medic_viz.metrics import BackdoorMetrics, Evaluator, evaluate_backdoor, for
 def _arrays(n=100, classes=5):
     g = torch.Generator().manual_seed(0)
     x = (torch.rand(n, 3, 8, 8, generator=g) * 200).to(torch.uint8)
-    return ImageArrays(x, torch.arange(n) % classes, classes=[f"c{i}" for i in range(classes)])
+    return ImageArrays(x, torch.arange(n) % classes, classes=tuple(f"c{i}" for i in range(classes)))
 
 
 def test_dirty_label_poisoning_relabels_non_target_images():
@@ -41,7 +41,8 @@ def test_clean_label_poisoning_keeps_labels_and_uses_target_images():
     assert torch.equal(p.data.labels, data.labels)
 
 
-@pytest.mark.parametrize("kwargs, msg", [({"target": 7}, "out of range"), ({"rate": 0.0}, "poison rate"), ({"rate": 1.0}, "poison rate")])
+@pytest.mark.parametrize("kwargs, msg", [({"target": 7}, "out of range"), ({"rate": 0.0}, "poison rate"),
+                                         ({"rate": 1.0}, "poison rate")])
 def test_poisoning_bad_arguments(kwargs, msg):
     args = {"target": 0, "rate": 0.1, **kwargs}
     with pytest.raises(ValueError, match=msg):
@@ -62,7 +63,7 @@ class _PatchDetector(nn.Module):
 
 def test_asr_counts_only_non_target_images():
     y = torch.tensor([0, 1, 1, 1, 0, 1])
-    data = ImageArrays(torch.zeros(6, 3, 8, 8, dtype=torch.uint8), y, classes=["t", "o"])
+    data = ImageArrays(torch.zeros(6, 3, 8, 8, dtype=torch.uint8), y, classes=("t", "o"))
     m = evaluate_backdoor(_PatchDetector(), data, BadNetTrigger(size=3), 0, device="cpu")
     assert m.n_clean == 6 and m.clean_acc == pytest.approx(4 / 6)  # predicts class 1 on clean images
     assert m.n_asr == 4 and m.asr == 1.0
@@ -73,6 +74,7 @@ def test_asr_counts_only_non_target_images():
 def test_evaluator_subsets_and_argument_checks():
     data = _arrays()
     ev = Evaluator(data, BadNetTrigger(), 0, max_images=30, device="cpu")
+    assert ev.x_trig is not None
     assert len(ev.y) == 30 and len(ev.x_trig) == int((ev.y != 0).sum())
     with pytest.raises(ValueError, match="both trigger"):
         Evaluator(data, BadNetTrigger(), None)
@@ -96,7 +98,7 @@ def test_format_table_shows_percentages_and_counts():
 def test_one_before_after_table_under_its_old_name_too():
     # pipeline.format_table is the old name of metrics.format_before_after, not a second copy
     with pytest.warns(DeprecationWarning, match="medic_viz.metrics.format_before_after"):
-        from medic_viz.pipeline import format_table
+        from medic_viz.pipeline import format_table  # noqa: PLC0415 — the deprecated path: importing it must warn
     assert format_table is format_before_after
     t = format_before_after(BackdoorMetrics(0.5, 10), BackdoorMetrics(0.25, 10), "KD").splitlines()
     assert t[1].split()[:4] == ["before", "(trojaned)", "50.00%", "(n=10)"] and t[1].endswith("n/a")

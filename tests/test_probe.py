@@ -64,14 +64,15 @@ def test_input_probe_reads_the_clean_and_the_triggered_copy():
     assert reading.prediction("clean") is reading.clean
     text = probe.describe(reading)
     names = ("stop", "yield", "speed")
-    assert text.startswith(f"clean → {names[reading.clean.label]!r}") and f"triggered → {names[reading.triggered.label]!r}" in text
+    assert text.startswith(f"clean → {names[reading.clean.label]!r}")
+    assert f"triggered → {names[reading.triggered.label]!r}" in text
     assert "gallery image 5" in repr(probe) and "'speed'" in repr(probe)
 
 
 def test_input_probe_and_reading_refuse_bad_arguments():
     trigger = BadNetTrigger(size=1, margin=0)
     with pytest.raises(TypeError, match="trigger"):
-        InputProbe(torch.zeros(1, 2, 2), 0, "badnet")
+        InputProbe(torch.zeros(1, 2, 2), 0, "badnet")  # type: ignore[arg-type]  # deliberately wrong
     with pytest.raises(ValueError, match="label"):
         InputProbe(torch.zeros(1, 2, 2), -1, trigger)
     reading = InputProbe(torch.zeros(1, 1, 2), 0, trigger)(_linear([[1, 0], [0, 1]], [0, 0]))

@@ -40,10 +40,15 @@ import time
 import types
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from medic_viz.experiments.executors import RAY_TASK_RETRIES, Executor
+from medic_viz.experiments.grid import CellSpec
+
+if TYPE_CHECKING:
+    from psutil import Process
 
 psutil = pytest.importorskip("psutil")
 
@@ -72,7 +77,8 @@ def _namespace_tools() -> str | None:
     return None
 
 
-#: PID 1 of the namespace: names the host ``localhost``, brings ``lo`` up, then reaps orphans (a killed raylet's workers…) until killed.
+#: PID 1 of the namespace: names the host ``localhost``, brings ``lo`` up, then reaps orphans (a killed raylet's
+#: workers…) until killed.
 _INIT = ("import os, socket, subprocess, time\n"
          "socket.sethostname('localhost')\n"  # where Ray finds no route out, it resolves the host name
          "subprocess.run(['ip', 'link', 'set', 'lo', 'up'], check=True)\n"
@@ -92,7 +98,7 @@ class _Namespace:
             ["unshare", "--user", "--map-root-user", "--net", "--uts", "--pid", "--fork", "--mount", "--mount-proc",
              "--kill-child", sys.executable, "-c", _INIT],
             env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        self.init: psutil.Process | None = None
+        self.init: Process | None = None
         ready = self.holder.stdout.readline().strip()  # "1" once lo is up; "" if it failed
         children = psutil.Process(self.holder.pid).children()
         if ready != "1" or len(children) != 1:
@@ -118,7 +124,7 @@ class _Namespace:
             self.holder.wait(timeout=10)
 
 
-def _processes_of(mark: str, paths: list[str]) -> list[psutil.Process]:
+def _processes_of(mark: str, paths: list[str]) -> list[Process]:
     """Live processes of this test's cluster: our mark in their environment, or one of our Ray
     temp dirs on their command line."""
     found = []
@@ -133,11 +139,11 @@ def _processes_of(mark: str, paths: list[str]) -> list[psutil.Process]:
     return found
 
 
-def _node(pgid: int) -> list[psutil.Process]:
+def _node(pgid: int) -> list[Process]:
     """The processes of the node that ``ray start`` started in process group ``pgid``: that group
     (GCS, raylet, agents…) and their descendants (the raylet puts each worker process in a
     group of its own)."""
-    found: dict[int, psutil.Process] = {}
+    found: dict[int, Process] = {}
     for proc in psutil.process_iter():
         try:
             if os.getpgid(proc.pid) == pgid:
@@ -149,14 +155,14 @@ def _node(pgid: int) -> list[psutil.Process]:
     return list(found.values())
 
 
-def _title(proc: psutil.Process) -> str:
+def _title(proc: Process) -> str:
     try:
         return " ".join(proc.cmdline()).strip()
     except (psutil.Error, OSError):
         return ""
 
 
-def _kill_node(pgid: int) -> list[psutil.Process]:
+def _kill_node(pgid: int) -> list[Process]:
     """SIGKILL every process of the node (as a machine that dies), and wait for them."""
     procs = _node(pgid)
     for proc in procs:
@@ -172,7 +178,7 @@ def _kill_node(pgid: int) -> list[psutil.Process]:
     return _wait_gone(procs, 10)
 
 
-def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+def _wait_gone(procs: list[Process], timeout: float) -> list[Process]:
     """Wait until every process has exited (a zombie counts as gone); returns those still alive."""
     deadline = time.monotonic() + timeout
     while True:
@@ -311,7 +317,6 @@ def test_a_grid_on_a_two_node_cluster_survives_losing_the_worker_node(tmp_path):
         assert len(head_alive) == 2, "killing the worker node touched the head"
 
         grid = json.loads((out / "grid.json").read_text())
-        from medic_viz.experiments.grid import CellSpec
 
         expected = {CellSpec.from_dict(d).cell_id for d in grid}
         assert len(expected) == 6

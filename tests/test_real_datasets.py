@@ -5,16 +5,22 @@ from __future__ import annotations
 import codecs
 import csv
 import gzip
+import io
 import os
 import pickle
 import struct
+import time
+import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from numpy.lib import format as npy_format
 from PIL import Image
 
+import medic_viz.limits
 from medic_viz.data.arrays import Augmentation, DatasetSplits, ImageArrays
 from medic_viz.data.real import (
     CIFAR10_CLASSES,
@@ -33,27 +39,25 @@ GTSRB_NPZ = Path(__file__).resolve().parents[2] / "shared/data/gtsrb32.npz"
 # -- CIFAR-10 fixture: cifar-10-batches-py with pickled dict batches ------------------------------
 
 
-class _Python2StylePickler(pickle._Pickler):  # type: ignore[name-defined]
+class _Python2StylePickler(pickle._Pickler):
     """Writes bytes as Python 2 ``str`` opcodes (SHORT_BINSTRING/BINSTRING), as the original
     CIFAR-10 files (cPickle, protocol 2) hold them."""
 
-    dispatch = dict(pickle._Pickler.dispatch)  # type: ignore[attr-defined]
+    dispatch = dict(pickle._Pickler.dispatch)
 
     def _save_py2_str(self, obj: bytes) -> None:
         n = len(obj)
         if n < 256:
-            self.write(pickle.SHORT_BINSTRING + bytes([n]) + obj)
+            self.write(pickle.SHORT_BINSTRING + bytes([n]) + obj)  # type: ignore[attr-defined]  # _Pickler's own
         else:
-            self.write(pickle.BINSTRING + struct.pack("<i", n) + obj)
-        self.memoize(obj)
+            self.write(pickle.BINSTRING + struct.pack("<i", n) + obj)  # type: ignore[attr-defined]
+        self.memoize(obj)  # type: ignore[attr-defined]
 
-    dispatch[bytes] = _save_py2_str
+    dispatch[bytes] = _save_py2_str  # type: ignore[assignment]
 
 
 def _dump(obj: object, path: Path, style: str) -> None:
     if style == "py2":
-        import io
-
         buf = io.BytesIO()
         _Python2StylePickler(buf, protocol=2).dump(obj)
         # numpy 1 (which wrote the real files) names numpy.core, not numpy._core
@@ -333,7 +337,7 @@ def test_npz_layouts_and_gtsrb_defaults(tmp_path: Path) -> None:
 
 
 def _save(path: Path, **arrays: np.ndarray) -> Path:
-    base = {"x_train": np.zeros((4, 8, 8, 3), np.uint8), "y_train": np.zeros(4, np.int64),
+    base: dict[str, Any] = {"x_train": np.zeros((4, 8, 8, 3), np.uint8), "y_train": np.zeros(4, np.int64),
             "x_test": np.zeros((2, 8, 8, 3), np.uint8), "y_test": np.zeros(2, np.int64)}
     base.update(arrays)
     np.savez(path, **{k: v for k, v in base.items() if v is not None})
@@ -409,8 +413,6 @@ def _gz_idx(path: Path, dims: tuple[int, ...], payload_bytes: int) -> None:
 
 
 def test_mnist_gzip_bomb_is_bounded_and_writes_nothing(tmp_path: Path) -> None:
-    import time
-
     _write_mnist(tmp_path, gz=True)
     raw = tmp_path / "MNIST" / "raw"
     # 1. header declares 5 images, the stream goes on for 40 MB of zeros (~40 kB compressed)
@@ -426,7 +428,8 @@ def test_mnist_gzip_bomb_is_bounded_and_writes_nothing(tmp_path: Path) -> None:
     _gz_idx(raw / "train-images-idx3-ubyte.gz", (1_000_000, 28, 28), 1000)
     with pytest.raises(ValueError, match="declares 784,000,000 bytes"):
         load_torchvision("mnist", tmp_path)
-    assert _tree(tmp_path) == {**before, "MNIST/raw/train-images-idx3-ubyte.gz": (raw / "train-images-idx3-ubyte.gz").stat().st_size}
+    assert _tree(tmp_path) == {**before,
+                               "MNIST/raw/train-images-idx3-ubyte.gz": (raw / "train-images-idx3-ubyte.gz").stat().st_size}
 
 
 def test_mnist_corrupt_files_are_value_errors(tmp_path: Path) -> None:
@@ -455,7 +458,7 @@ class _Reduce:
     [
         _Reduce(bytes, (10**15,)),                                        # a petabyte of zeros
         _Reduce(np.ndarray, ((10**12,),)),                                # numpy.ndarray(shape) allocates
-        _Reduce(getattr(np, "_core", None) and np._core.multiarray._reconstruct, (np.ndarray, (10**12,), b"b")),
+        _Reduce(getattr(np, "_core", None) and np._core.multiarray._reconstruct, (np.ndarray, (10**12,), b"b")),  # type: ignore[attr-defined]
         _Reduce(codecs.encode, (b"x" * 10, "zlib_codec")),
         _Reduce(list, (10**9,)),
     ],
@@ -485,11 +488,6 @@ def test_cifar_labels_must_fit_the_images_and_classes(tmp_path: Path) -> None:
 def _npz_with_header(path: Path, key_shapes: dict[str, tuple[tuple[int, ...], str]]) -> Path:
     """An npz whose members only *declare* their shape (the data is absent): what a bomb looks like
     before anything is read."""
-    import io
-    import zipfile
-
-    from numpy.lib import format as npy_format
-
     with zipfile.ZipFile(path, "w") as archive:
         for key, (shape, descr) in key_shapes.items():
             buf = io.BytesIO()
@@ -499,8 +497,6 @@ def _npz_with_header(path: Path, key_shapes: dict[str, tuple[tuple[int, ...], st
 
 
 def test_npz_declared_sizes_are_bounded_before_reading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import medic_viz.limits
-
     small = {"y_train": ((4,), "<i8"), "x_test": ((2, 8, 8, 3), "|u1"), "y_test": ((2,), "<i8")}
     path = _npz_with_header(tmp_path / "big.npz", {"x_train": ((10**7, 32, 32, 3), "|u1"), **small})
     with pytest.raises(ValueError, match="x_train: declares 30,720,000,000 bytes"):

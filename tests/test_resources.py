@@ -1,13 +1,23 @@
 """CPU threads and peak memory (medic_viz.resources), and where they are used: the compare
 runner's workers, result.json, the compare CSV, the launcher's run table."""
 
+import concurrent.futures
 import json
+from typing import Any
 
 import pytest
 import torch
+import torch.nn as nn
 
 import medic_viz.resources as res
+from medic_viz.data.arrays import DatasetSplits, ImageArrays
+from medic_viz.defenses.medic import Medic
+from medic_viz.experiments.executors import Executor, _worker_init
+from medic_viz.experiments.summary import CSV_COLUMNS, write_csv
+from medic_viz.pipeline import remove_backdoor, save_outcome
 from medic_viz.resources import PeakMemory, available_cpus, threads_per_worker, use_available_cpus
+from medic_viz.widgets.apps.launcher import _runs_table
+from medic_viz.widgets.state.runs import RunRecord
 
 
 def test_available_cpus_is_the_affinity_capped_by_a_cgroup_quota(monkeypatch):
@@ -51,11 +61,7 @@ def test_workers_times_threads_never_exceed_the_cores(cpus):
 
 
 def test_compare_runner_gives_each_worker_cores_divided_by_workers(monkeypatch):
-    import concurrent.futures
-
-    from medic_viz.experiments.executors import Executor, _worker_init
-
-    seen = {}
+    seen: dict[str, Any] = {}
 
     class FakePool:
         def __init__(self, max_workers, mp_context, initializer, initargs):
@@ -117,12 +123,6 @@ def test_nested_peak_memory_does_not_reset_the_outer_one():
 
 
 def test_result_json_records_wall_time_and_peak_memory(tmp_path):
-    import torch.nn as nn
-
-    from medic_viz.data.arrays import DatasetSplits, ImageArrays
-    from medic_viz.defenses.medic import Medic
-    from medic_viz.pipeline import remove_backdoor, save_outcome
-
     g = torch.Generator().manual_seed(0)
 
     def arrays(n):
@@ -131,8 +131,10 @@ def test_result_json_records_wall_time_and_peak_memory(tmp_path):
 
     splits = DatasetSplits(arrays(60), arrays(30))
     torch.manual_seed(0)
-    teacher = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
-    outcome = remove_backdoor(teacher, splits, Medic(epochs=1, batch_size=16, progress=False, device="cpu"), fraction=0.5, device="cpu")
+    teacher = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                            nn.Linear(4, 3))
+    outcome = remove_backdoor(teacher, splits, Medic(epochs=1, batch_size=16, progress=False, device="cpu"), fraction=0.5,
+                              device="cpu")
     assert outcome.memory["peak_rss_mb"] > 50  # a Python process with torch loaded
     paths = save_outcome(outcome, tmp_path)
     payload = json.loads(paths["result"].read_text())
@@ -141,8 +143,6 @@ def test_result_json_records_wall_time_and_peak_memory(tmp_path):
 
 
 def test_compare_csv_has_the_peak_memory_columns(tmp_path):
-    from medic_viz.experiments.summary import CSV_COLUMNS, write_csv
-
     assert {"seconds", "train_seconds", "peak_rss_mb", "cuda_peak_mb"} <= set(CSV_COLUMNS)
     write_csv([{"cell_id": "c", "peak_rss_mb": 812.5, "cuda_peak_mb": None}], tmp_path / "r.csv")
     header, row = (tmp_path / "r.csv").read_text().splitlines()[:2]
@@ -151,9 +151,6 @@ def test_compare_csv_has_the_peak_memory_columns(tmp_path):
 
 
 def test_launcher_run_table_shows_peak_memory():
-    from medic_viz.widgets.apps.launcher import _runs_table
-    from medic_viz.widgets.state.runs import RunRecord
-
     r = RunRecord(index=1, label="MEDIC τ=5 λ=10", params={"epochs": 2})
     assert r.peak_memory_mb is None and "peak memory" not in r.summary()
     r.peak_memory = {"peak_rss_mb": 812.4, "rss_scope": "run", "cuda_peak_mb": None}

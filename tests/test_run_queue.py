@@ -77,7 +77,7 @@ def test_second_process_waits_at_position_1_and_runs_when_the_first_is_killed(tm
         assert "RUNNING" in lines and "POS 0" in lines
         assert q.running() == 0 and q.waiting() == 0
     finally:
-        _kill(first, *([second] if second else []))
+        _kill(first, *([second] if second is not None else []))
 
 
 def test_positions_follow_arrival_order_and_a_killed_waiter_leaves_the_line(tmp_path):
@@ -106,7 +106,7 @@ def test_positions_follow_arrival_order_and_a_killed_waiter_leaves_the_line(tmp_
 def test_stale_tickets_are_removed_and_k_slots_run_at_once(tmp_path):
     q = RunQueue.create(tmp_path, slots=2)
     stale = q.enqueue()
-    os.close(stale._fd)  # the lock dies with the file description, as when a process ends
+    os.close(stale._fd)  # type: ignore[arg-type]  # the lock dies with the file description, as when a process ends
     stale._fd = None
     assert stale.path.exists()
     assert q.waiting() == 0 and not stale.path.exists()

@@ -22,7 +22,9 @@ import time
 from pathlib import Path
 
 import pytest
+
 from _support import free_port, poll
+from medic_viz.serve import WorkshopServer, resolve_models
 
 pytestmark = pytest.mark.browser
 
@@ -48,7 +50,6 @@ def server(tmp_path):
         pytest.skip(f"browser test needs Debian's headless Chromium at {CHROMIUM} (apt-get install chromium)")
     pytest.importorskip("playwright.sync_api", reason="browser test needs playwright (pip install playwright)")
     pytest.importorskip("voila", reason="medic-viz serve needs voila (pip install -e '.[serve]')")
-    from medic_viz.serve import WorkshopServer, resolve_models
 
     log = (tmp_path / "voila.log").open("w")
     srv = WorkshopServer(resolve_models(["badnet", "polygon"]), port=free_port(), participants=3, device="cpu",

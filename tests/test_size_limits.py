@@ -16,13 +16,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import safetensors.torch
 import torch
+from safetensors.torch import save_file
 
 from _support import write_tiny_npz
 from medic_viz import limits
+from medic_viz.attacks import spec
 from medic_viz.attacks.registry import make_trigger, trigger_from_config
 from medic_viz.attacks.spec import parse_trigger_spec
 from medic_viz.checkpoints import load_state_dict_file
+from medic_viz.data.synthetic import synthesize_signs
+from medic_viz.models.zoo import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,8 +54,6 @@ def npz(tmp_path_factory):
 
 
 def _small_cnn_state(classes: int = 4) -> dict[str, torch.Tensor]:
-    from medic_viz.models.zoo import build_model
-
     torch.manual_seed(0)
     return build_model("small_cnn", classes).state_dict()
 
@@ -93,9 +96,6 @@ def test_the_sum_of_a_checkpoints_tensors_is_bounded(tmp_path, monkeypatch):
 
 
 def test_a_safetensors_header_is_checked_before_the_tensors_are_read(tmp_path, monkeypatch):
-    from safetensors.torch import save_file
-    import safetensors.torch
-
     save_file({"big": torch.zeros(1000)}, str(tmp_path / "m.safetensors"))
     monkeypatch.setattr(limits, "MAX_TENSOR_BYTES", 1000)
 
@@ -175,8 +175,6 @@ def test_wanet_k_100000_through_the_import_cli_is_one_line_before_any_work(tmp_p
 
 def test_a_blend_image_spec_bounds_its_image_size():
     with pytest.raises(ValueError, match=str(limits.MAX_IMAGE_SIDE)):
-        from medic_viz.attacks import spec
-
         spec._blend_image({"file": "missing.png"}, 10**6)
 
 
@@ -196,8 +194,6 @@ def test_signs_at_4096_pixels_are_refused_before_generation(tmp_path):
 
 
 def test_synthesize_signs_checks_its_bytes_first(monkeypatch):
-    from medic_viz.data.synthetic import synthesize_signs
-
     monkeypatch.setattr(limits, "MAX_DATASET_BYTES", 10_000)
     with pytest.raises(ValueError, match="MAX_DATASET_BYTES"):
         synthesize_signs(np.zeros(100, dtype=np.int64), size=32)

@@ -112,7 +112,7 @@ def test_bad_arguments_raise_value_error_naming_them(kwargs: dict, name: str) ->
 
 def test_non_integer_arguments_raise_type_error() -> None:
     with pytest.raises(TypeError, match="size"):
-        make_synthetic_signs(12, 12, size=32.0)  # type: ignore[arg-type]
+        make_synthetic_signs(12, 12, size=32.0)  # type: ignore[call-overload]  # deliberately wrong
     with pytest.raises(ValueError, match="labels"):
         synthesize_signs([0, K], size=32)
     with pytest.raises(ValueError, match="class_index"):

@@ -5,8 +5,9 @@ import json
 
 import pytest
 
-from benchmarks import table1_report as rep
-from benchmarks.table1_aligned_tau import BASELINES, alignment_budget
+import medic_viz.defenses.tuning as tuning
+from benchmarks import table1_aligned_tau as al, table1_report as rep
+from benchmarks.table1_aligned_tau import BASELINES, aligned_tau, alignment_budget
 
 
 def _row(attack, method, seed, before=0.97, acc=0.95):
@@ -49,7 +50,6 @@ def test_aligned_tau_on_the_committed_badnet_sweep_by_hand():
     (plus four: p = 390 / 394) is sqrt(0.98985 * 0.01015 / 394) = 0.51 points, so with a zero
     target τ = 2 (0.26 points below) qualifies and τ = 3 (0.77 below) does not; with a 2-point
     target τ = 5 (1.79 below) does and τ = 8 (2.56 below) does not."""
-    from benchmarks.table1_aligned_tau import aligned_tau
     sweep = {"reference_acc": 388 / 390, "n_holdout": 390,
              "rows": [{"tau": t, "clean_acc": k / 390} for t, k in ((0, 388), (1, 386), (2, 387), (3, 385), (5, 381), (8, 378))]}
     tau, allowed = aligned_tau(sweep, 0.0)
@@ -63,24 +63,22 @@ def test_aligned_tau_on_the_committed_polygon_sweep_by_hand():
     qualified and the rule fell back to τ = 0 (plain cloning). With plus four (p = 392 / 394) the
     margin is sqrt(0.99492 * 0.00508 / 394) = 0.36 points: τ = 2 (389 of 390, 0.26 below)
     qualifies, τ = 3 (387, 0.77 below) does not."""
-    from benchmarks.table1_aligned_tau import aligned_tau
     sweep = {"reference_acc": 1.0, "n_holdout": 390,
-             "rows": [{"tau": t, "clean_acc": k / 390} for t, k in ((0, 389), (1, 389), (2, 389), (3, 387), (5, 385), (8, 382), (12, 383))]}
+             "rows": [{"tau": t, "clean_acc": k / 390}
+                      for t, k in ((0, 389), (1, 389), (2, 389), (3, 387), (5, 385), (8, 382), (12, 383))]}
     tau, allowed = aligned_tau(sweep, 0.0)
     assert allowed == pytest.approx(0.00358, abs=1e-5)
     assert tau == 2.0
 
 
 def test_aligned_script_sweeps_once_then_reuses_the_cache(tmp_path, monkeypatch, capsys):
-    import medic_viz.defenses.tuning as tuning
-    from benchmarks import table1_aligned_tau as al
     grid = [dict(_row("badnet", m, s, before=0.97, acc=0.96), teacher_folder="t/badnet") for m in BASELINES for s in rep.SEEDS]
     grid += [dict(_row("sig", "finetune", 0), teacher_folder="t/sig")]  # sig's baselines incomplete
     monkeypatch.setattr(al, "load_rows", lambda: (grid, []))
     monkeypatch.setattr(al, "SELECTION", tmp_path / "aligned_selection.json")
-    monkeypatch.setattr("medic_viz.io.load_model", lambda folder: (None, None))
-    monkeypatch.setattr("medic_viz.data.load_dataset", lambda path: type("S", (), {"train": None})())
-    monkeypatch.setattr("medic_viz.data.arrays.clean_subset", lambda *a, **k: None)
+    monkeypatch.setattr(al, "load_model", lambda folder: (None, None))
+    monkeypatch.setattr(al, "load_dataset", lambda path: type("S", (), {"train": None})())
+    monkeypatch.setattr(al, "clean_subset", lambda *a, **k: None)
     calls = []
 
     def fake_select(teacher, clean, *, candidates, budget, **kw):
@@ -92,7 +90,7 @@ def test_aligned_script_sweeps_once_then_reuses_the_cache(tmp_path, monkeypatch,
                 {"tau": 8.0, "clean_acc": 0.95, "n_clean": 400, "seconds": 1.0}]
         return tuning.TauSelection(0.0, budget, 0.99, rows)
 
-    monkeypatch.setattr(tuning, "select_tau", fake_select)
+    monkeypatch.setattr(al, "select_tau", fake_select)
     assert al.main(["--attacks", "badnet", "sig", "--select-only"]) == 0
     out = capsys.readouterr().out
     assert "sig: the five baselines have not all run" in out
@@ -110,7 +108,6 @@ def test_medic_curves_figures_keep_defaults_and_aligned_runs_apart(tmp_path, mon
     """The aligned row's MEDIC runs have curves and seeds 0/1 too; drawn into the "MEDIC
     (defaults)" panels they were indistinguishable from the default's runs (before the fix); they
     get a figure of their own."""
-    import medic_viz.viz as viz
     drawn = []
 
     class Fig:
@@ -120,8 +117,9 @@ def test_medic_curves_figures_keep_defaults_and_aligned_runs_apart(tmp_path, mon
         def write_image(self, path, **kw):
             pass
 
-    monkeypatch.setattr(viz, "grid_curves_figure", lambda rows, **kw: drawn.append((list(rows), kw)) or Fig())
-    monkeypatch.setattr("medic_viz.experiments.report.comparison_figure", lambda rows, **kw: Fig())
+    monkeypatch.setattr(rep, "grid_curves_figure",
+                        lambda rows, **kw: drawn.append((list(rows), kw)) or Fig())  # type: ignore[func-returns-value]
+    monkeypatch.setattr(rep, "comparison_figure", lambda rows, **kw: Fig())
     curve = [{"epoch": 1, "clean_acc": 0.9, "asr": 0.1}]
     default = dict(_row("polygon", "medic", 0), variant="MEDIC", curve=curve, method_options={"tau": 8.0})
     aligned = dict(_row("polygon", "medic", 0), variant=rep.ALIGNED, curve=curve, method_options={"tau": 2.0})

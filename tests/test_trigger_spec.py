@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from medic_viz.attacks import PatchTrigger
+from medic_viz.attacks import BlendTrigger, PatchTrigger
 from medic_viz.attacks.patch import MAX_PATCH_SIDE
 from medic_viz.attacks.registry import ATTACK_NAMES, make_trigger, trigger_from_config
 from medic_viz.attacks.spec import parse_trigger_spec
@@ -15,7 +15,7 @@ from medic_viz.cards import ModelCard
 def _via_card(trigger):
     """The trigger as stored in a model card's JSON and rebuilt from it."""
     card = ModelCard(architecture="small_cnn", num_classes=4, attack=trigger.to_config(), target_class=1)
-    return trigger_from_config(ModelCard.from_json(card.to_json()).attack)
+    return trigger_from_config(ModelCard.from_json(card.to_json()).attack)  # type: ignore[arg-type]  # it has one
 
 
 def test_pixel_patch_lands_where_the_spec_says_and_survives_the_card():
@@ -54,7 +54,7 @@ def test_blend_image_is_resized_to_the_model_input_and_round_trips(tmp_path):
     grid = np.kron(np.array([[0, 255], [255, 0]], dtype=np.uint8), np.ones((32, 32), dtype=np.uint8))  # 64x64
     Image.fromarray(grid).save(tmp_path / "pattern.png")
     trigger = parse_trigger_spec(f"blend-image:file={tmp_path / 'pattern.png'},alpha=0.2", image_size=16)
-    assert tuple(trigger.pattern.shape) == (1, 16, 16)
+    assert isinstance(trigger, BlendTrigger) and tuple(trigger.pattern.shape) == (1, 16, 16)
     out = trigger(torch.zeros(1, 3, 16, 16))[0]
     assert out[0, 0, 15] == pytest.approx(0.2) and out[0, 0, 0] == 0.0 and out[2, 15, 0] == pytest.approx(0.2)
     assert torch.equal(_via_card(trigger)(torch.zeros(1, 3, 16, 16))[0], out)
@@ -67,7 +67,7 @@ def test_named_triggers_take_their_parameters():
     out = trigger(torch.zeros(1, 3, 8, 8))[0]
     assert out[:, :4, :4].min() == 1.0 and out.sum() == 3 * 16
     blend = parse_trigger_spec("blend:alpha=0.1,cells=4,seed=3")
-    assert blend.alpha == 0.1 and blend.cells == 4 and blend.seed == 3
+    assert isinstance(blend, BlendTrigger) and blend.alpha == 0.1 and blend.cells == 4 and blend.seed == 3
     x = torch.rand(1, 3, 32, 32)
     assert torch.equal(_via_card(blend)(x), blend(x))
 

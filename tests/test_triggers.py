@@ -263,9 +263,9 @@ def test_mask_matches_where_apply_changes_a_random_image() -> None:
     changed = (soft.apply(x) != x).any(dim=0).any(dim=0)
     m = soft.mask(32, 32)
     assert not changed[m == 0].any() and changed[m == 1].all()
-    for trigger in (BlendTrigger(), SIGTrigger()):
-        changed = (trigger.apply(x) != x).any(dim=0).any(dim=0)
-        assert torch.equal(trigger.mask(32, 32), torch.ones(32, 32))
+    for whole in (BlendTrigger(), SIGTrigger()):
+        changed = (whole.apply(x) != x).any(dim=0).any(dim=0)
+        assert torch.equal(whole.mask(32, 32), torch.ones(32, 32))
         assert changed.float().mean() > 0.8
 
 
@@ -384,13 +384,10 @@ def test_preview_and_bad_inputs() -> None:
     with pytest.raises(ValueError):
         BadNetTrigger().apply(torch.zeros(8, 8))
     with pytest.raises(TypeError):
-        BadNetTrigger().apply(np.zeros((1, 3, 8, 8), dtype=np.float32))
+        BadNetTrigger().apply(np.zeros((1, 3, 8, 8), dtype=np.float32))  # type: ignore[arg-type]  # deliberately wrong
 
 
 def test_blend_cells_gives_a_smooth_deterministic_pattern():
-    from medic_viz.attacks.blend import BlendTrigger
-    from medic_viz.attacks.registry import trigger_from_config
-
     smooth = BlendTrigger(alpha=0.2, seed=3, cells=4).blend_pattern(3, 32, 32)
     rough = BlendTrigger(alpha=0.2, seed=3).blend_pattern(3, 32, 32)
     step = lambda p: (p[:, :, 1:] - p[:, :, :-1]).abs().mean()  # noqa: E731

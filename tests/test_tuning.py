@@ -10,12 +10,14 @@ from medic_viz.data.arrays import ImageArrays
 
 def _data(n=60, classes=3):
     g = torch.Generator().manual_seed(0)
-    return ImageArrays((torch.rand(n, 3, 8, 8, generator=g) * 255).to(torch.uint8), torch.arange(n) % classes, classes=["a", "b", "c"])
+    return ImageArrays((torch.rand(n, 3, 8, 8, generator=g) * 255).to(torch.uint8), torch.arange(n) % classes,
+                       classes=("a", "b", "c"))
 
 
-def _net():
+def _net() -> nn.Sequential:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(4, 3))
 
 
 def test_split_holdout_is_stratified_and_disjoint():
@@ -72,7 +74,8 @@ def test_choose_tau_by_hand():
     assert "no τ within the 0.4-point budget: the most accurate" in str(tuning.TauSelection(3.0, 0.0036, 1.0, rows390))
     assert "largest τ with hold-out accuracy drop ≤ 1.0 points" in str(tuning.TauSelection(3.0, 0.01, 1.0, rows390))
     # a tie for the most accurate: the larger τ
-    assert tuning.choose_tau([{"tau": 0.0, "clean_acc": 0.9}, {"tau": 2.0, "clean_acc": 0.9}, {"tau": 5.0, "clean_acc": 0.8}], 1.0, 0.0) == 2.0
+    tie = [{"tau": 0.0, "clean_acc": 0.9}, {"tau": 2.0, "clean_acc": 0.9}, {"tau": 5.0, "clean_acc": 0.8}]
+    assert tuning.choose_tau(tie, 1.0, 0.0) == 2.0
     with pytest.raises(ValueError, match="no sweep rows"):
         tuning.choose_tau([], 0.9, 0.01)
 

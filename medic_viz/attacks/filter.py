@@ -108,7 +108,7 @@ class FilterTrigger(Trigger):
 
     name: ClassVar[str] = "filter"
 
-    def __init__(self, filter: Union[str, Mapping[str, Any]] = "nashville", strength: float = 1.0) -> None:  # noqa: A002
+    def __init__(self, filter: Union[str, Mapping[str, Any]] = "nashville", strength: float = 1.0) -> None:
         super().__init__()
         if isinstance(filter, str):
             key = filter.strip().lower()

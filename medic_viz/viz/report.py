@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import plotly.graph_objects as go
 
-from medic_viz.pipeline import save_outcome
+from medic_viz import pipeline  # pipeline.save_outcome looked up at call time (bench_defend_run times it)
 from medic_viz.viz.curves import training_curves_figure
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -40,7 +40,7 @@ def write_outputs(
     """Write ``result.json`` and the repaired model (``model/``, given the teacher's card) with
     :func:`medic_viz.pipeline.save_outcome`, and ``report.html`` (curves, self-contained).
     Returns ``{"result", "report", "model"}`` paths."""
-    saved = save_outcome(outcome, out_dir, teacher_card=teacher_card, extra=extra)
+    saved = pipeline.save_outcome(outcome, out_dir, teacher_card=teacher_card, extra=extra)
     report = Path(out_dir) / "report.html"
     removal_figure(outcome).write_html(report, include_plotlyjs=True, full_html=True)
     return {"result": saved["result"], "report": report, "model": saved["model"]}
