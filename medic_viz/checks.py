@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Iterable
+from typing import Iterable, Literal, overload
 
 from medic_viz.limits import quoted
 
@@ -24,14 +24,30 @@ def _a(value: object) -> str:
     return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
 
 
-def check_whole(name: str, value: object, minimum: int = 0, maximum: int | None = None) -> int:
+def _meaning(meaning: str) -> str:
+    return f" ({meaning})" if meaning else ""
+
+
+@overload
+def check_whole(name: str, value: object, minimum: int = ..., maximum: int | None = ..., *,
+                optional: Literal[False] = ..., meaning: str = ...) -> int: ...
+@overload
+def check_whole(name: str, value: object, minimum: int = ..., maximum: int | None = ..., *,
+                optional: bool, meaning: str = ...) -> int | None: ...
+def check_whole(name: str, value: object, minimum: int = 0, maximum: int | None = None, *,
+                optional: bool = False, meaning: str = "") -> int | None:
     """``value`` as an int; ``ValueError`` unless it is an integer (not a bool, not 1.5, not
-    ``"2"``) in ``[minimum, maximum]``."""
+    ``"2"``) in ``[minimum, maximum]``. ``optional``: None is accepted too (and returned);
+    ``meaning`` is said in parentheses before the value given."""
+    if optional and value is None:
+        return None
+    kind = f"{'None or ' if optional else ''}a whole number"
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{name} must be a whole number >= {minimum}, got {quoted(value)} ({type(value).__name__})")
+        raise ValueError(f"{name} must be {kind} >= {minimum}{_meaning(meaning)}, got {quoted(value)} "
+                         f"({type(value).__name__})")
     if value < minimum or (maximum is not None and value > maximum):
         bound = f"in {minimum}..{maximum}" if maximum is not None else f">= {minimum}"
-        raise ValueError(f"{name} must be a whole number {bound}, got {value}")
+        raise ValueError(f"{name} must be {kind} {bound}{_meaning(meaning)}, got {value}")
     return int(value)
 
 
@@ -51,6 +67,14 @@ def _range(low: float | None, high: float | None, low_open: bool, high_open: boo
     return f" {text}" if text else ""
 
 
+@overload
+def check_number(name: str, value: object, low: float | None = ..., high: float | None = ..., *,
+                 low_open: bool = ..., high_open: bool = ..., advice: str = ..., optional: Literal[False] = ...,
+                 meaning: str = ...) -> float: ...
+@overload
+def check_number(name: str, value: object, low: float | None = ..., high: float | None = ..., *,
+                 low_open: bool = ..., high_open: bool = ..., advice: str = ..., optional: bool,
+                 meaning: str = ...) -> float | None: ...
 def check_number(
     name: str,
     value: object,
@@ -60,14 +84,21 @@ def check_number(
     low_open: bool = False,
     high_open: bool = False,
     advice: str = "",
-) -> float:
+    optional: bool = False,
+    meaning: str = "",
+) -> float | None:
     """``value`` as a float; ``ValueError`` unless it is a real number (not a string, not a
     bool), finite, and within ``[low, high]`` (``low_open``/``high_open``: that end excluded).
-    ``advice`` (e.g. ``"MEDIC's default is 0.05"``) ends the message, after a semicolon."""
-    span = _range(low, high, low_open, high_open)
+    ``advice`` (e.g. ``"MEDIC's default is 0.05"``) ends the message, after a semicolon.
+    ``optional``: None is accepted too (and returned); ``meaning`` is said in parentheses before
+    the value given."""
+    if optional and value is None:
+        return None
+    span = _range(low, high, low_open, high_open) + _meaning(meaning)
     tail = f"; {advice}" if advice else ""
+    none = "None or " if optional else ""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be a number{span}, got {quoted(value)} ({_a(value)}){tail}")
+        raise ValueError(f"{name} must be {none}a number{span}, got {quoted(value)} ({_a(value)}){tail}")
     v = float(value)
     ok = math.isfinite(v)
     if ok and low is not None:
@@ -75,7 +106,7 @@ def check_number(
     if ok and high is not None:
         ok = v < high if high_open else v <= high
     if not ok:
-        raise ValueError(f"{name} must be a finite number{span}, got {quoted(value)}{tail}")
+        raise ValueError(f"{name} must be {none}a finite number{span}, got {quoted(value)}{tail}")
     return v
 
 

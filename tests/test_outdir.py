@@ -259,7 +259,7 @@ def test_sigterm_during_an_overwrite_keeps_the_complete_result(tmp_path, teacher
 
 
 def test_demo_replaces_only_a_previous_demo_result_in_its_default_folder(tmp_path, monkeypatch, capsys) -> None:
-    def fake_run(teacher, card, splits, args, signals, out, **settings):
+    def fake_run(teacher, card, splits, args, signals, out, settings, **options):
         (out.path / "result.json").write_text("new")
         out.publish()
         return 0

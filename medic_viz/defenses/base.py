@@ -108,6 +108,10 @@ class ConfiguredDefense(Defense):
     #: Options besides ``seed`` that take a run's seed where one seed drives the whole run (a
     #: grid cell: :func:`medic_viz.experiments.method_options`), e.g. a fresh student's init.
     seed_options: ClassVar[tuple[str, ...]] = ()
+    #: The run settings (:class:`medic_viz.run_settings.RunSettings` fields) only this method
+    #: uses, beside those every method takes (epochs, fraction, device, seed, batch size, lr …):
+    #: what the CLI, the launcher and the grid pass it and what they tell it ignores.
+    run_settings: ClassVar[tuple[str, ...]] = ()
     #: Config fields whose defaults :meth:`pinned_options` writes out (defaults that changed since
     #: results were recorded under the older ones: a grid cell's id then changes with them).
     pinned_defaults: ClassVar[tuple[str, ...]] = ()

@@ -334,6 +334,8 @@ class Medic(ConfiguredDefense):
     display_name = "MEDIC"
     config_class = MedicConfig
     seed_options = ("student_seed",)
+    #: How τ is set (one global τ, or calibrated per layer to a share), τ, the share, the cloned layers, λ.
+    run_settings = ("tau_mode", "tau", "share", "layers", "lam")
     #: the share τ is calibrated to, 5 % … 0.5 %: a smaller share is a sharper τ, the stronger
     tuning = TuningSpace((Tunable.over("share", (0.05, 0.02, DEFAULT_SHARE, 0.005)),))
 

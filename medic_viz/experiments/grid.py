@@ -16,8 +16,9 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from medic_viz.experiments.protocol import ROLES
 from medic_viz.defenses.registry import DEFENSES, DISPLAY_NAMES, MAIN_METHOD, canonical_name, defense_class
+from medic_viz.experiments.protocol import ROLES
+from medic_viz.run_settings import RunSettings
 
 __all__ = [
     "CellSpec",
@@ -250,14 +251,13 @@ def method_options(method: str, *, epochs: int | None, seed: int, device: str = 
     onto the method's phases by its :meth:`~medic_viz.defenses.base.ConfiguredDefense.epoch_options`
     (NAD's teacher fine-tuning ``max(1, epochs // 2)``, MCR's endpoint and curve ``epochs``
     each, ANP ``epochs`` of mask optimisation instead of 2000 iterations). ``epochs=None``
-    keeps the paper defaults of each method."""
-    cls = defense_class(method)
-    opts: dict[str, Any] = {"device": device, "seed": int(seed), "progress": False, "eval_every": 0}
-    opts.update({name: int(seed) for name in cls.seed_options})
-    if epochs is not None:
-        if int(epochs) < 1:
-            raise ValueError(f"epochs must be >= 1, got {epochs}")
-        opts.update(cls.epoch_options(int(epochs)))
+    keeps the paper defaults of each method. The options are those of the run's settings
+    (:meth:`medic_viz.run_settings.RunSettings.to_defense_options`, settings at their defaults
+    left to the method: :func:`with_medic_defaults` writes MEDIC's out); the device is where the
+    cell will run, which need not be this machine."""
+    settings = RunSettings(method=method, epochs=None if epochs is None else int(epochs), seed=int(seed))
+    opts = settings.to_defense_options(defaults=False)
+    opts.update({"device": device, "progress": False, "eval_every": 0})
     return opts
 
 

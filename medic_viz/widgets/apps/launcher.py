@@ -15,6 +15,7 @@ from plotly.subplots import make_subplots
 
 from medic_viz.defenses.medic import DEFAULT_LAM
 from medic_viz.defenses.registry import DISPLAY_NAMES
+from medic_viz.run_settings import ignored_settings, unused_settings
 from medic_viz.viz.style import PALETTE
 from medic_viz.widgets.apps.common import Throttle, bind, error_html, set_quietly, within
 from medic_viz.widgets.state import DEVICE_CHOICES, LauncherState, RunRecord, StateChange, method_choices
@@ -52,14 +53,20 @@ def set_choice(widget: widgets.ValueWidget, value: object, guard: dict, options:
     try:
         if options is not None and list(widget.options) != options:
             widget.options = options  # may move the value: not written back (syncing)
-        if value in [v for _, v in widget.options] and widget.value != value:
+        offered = [o[1] if isinstance(o, tuple) else o for o in widget.options]
+        if value in offered and widget.value != value:
             widget.value = value
     finally:
         guard["syncing"] = False
 
 
 class LauncherApp(widgets.VBox):
-    """The backdoor-removal launcher over a :class:`LauncherState` (see :func:`launcher_app`)."""
+    """The backdoor-removal launcher over a :class:`LauncherState` (see :func:`launcher_app`).
+
+    One widget per launcher parameter (a run setting an app offers,
+    :meth:`medic_viz.run_settings.RunSettings.controls`), named after it and bound to it; a
+    setting the chosen method does not use is greyed out.
+    """
 
     def __init__(self, state: LauncherState, *, max_redraws_per_second: float = 4.0, height: int = 420,
                  width: int = 1000) -> None:
@@ -74,7 +81,7 @@ class LauncherApp(widgets.VBox):
         wide = widgets.Layout(width="380px")
         methods = method_choices()
         self.method = widgets.Dropdown(options=[(DISPLAY_NAMES.get(m, m), m) for m in methods],
-                                       value=p["method"] if p["method"] in methods else "medic",
+                                       value=p["method"] if p["method"] in methods else methods[0],
                                        description="method", style=style, layout=wide)
         note = widgets.Layout(width="380px")  # notes wrap: they do not squeeze the sliders
         self.method_note = widgets.HTML(value="", layout=note)
@@ -157,18 +164,18 @@ class LauncherApp(widgets.VBox):
             self.error.value = error_html(f"{type(exc).__name__}: {exc}")
 
     def _show_method(self) -> None:
-        """MEDIC's settings are greyed out, with a note, for a baseline; of τ and the share only
-        the one the τ mode uses is enabled."""
-        method, mode = self.state.method, self.state.tau_mode
-        baseline = method != "medic"
-        for w in (self.tau_mode, self.layers, self.lam):
-            w.disabled = baseline
-        self.tau.disabled = baseline or mode != "global"
-        self.share.disabled = baseline or mode != "share"
-        self.method_note.value = (f"<i>τ, share, layers and λ apply to MEDIC only: "
-                                  f"{html.escape(DISPLAY_NAMES.get(method, str(method)))} ignores them</i>"
-                                  if baseline else "")
-        if baseline:
+        """The settings the run would not use are greyed out (a baseline's note names those it
+        ignores, MEDIC's); of τ and the share only the one the τ mode uses is enabled."""
+        params = self.state.params
+        method, mode = params["method"], params["tau_mode"]
+        unused = set(unused_settings(method, params))
+        for name in LauncherState.PARAMS:
+            getattr(self, name).disabled = name in unused
+        ignored = ignored_settings(method)
+        self.method_note.value = ("" if ignored is None else
+                                  f"<i>{html.escape(ignored[0])} apply to {html.escape(ignored[1])} only: "
+                                  f"{html.escape(DISPLAY_NAMES.get(method, str(method)))} ignores them</i>")
+        if "tau_mode" in unused:
             self.tau_note.value = ""
         elif mode == "share":
             self.tau_note.value = ("<i>τ is calibrated per layer on the clean data so that each layer's weights match "
@@ -184,13 +191,14 @@ class LauncherApp(widgets.VBox):
                     value = int(value or 0) if _is_number(value) else value
                 if change.name in ("method", "tau_mode"):
                     self._show_method()
-                if change.name in ("method", "tau_mode", "layers"):
+                widget = getattr(self, change.name)
+                if isinstance(widget, widgets.Dropdown):
                     options = None
                     if change.name == "layers" and isinstance(value, tuple) and "layers" not in self.state.problems:
                         options = layer_options(value)  # module names: offered while they are chosen
-                    set_choice(getattr(self, change.name), value, self._guard, options)  # unknown: reported at launch
+                    set_choice(widget, value, self._guard, options)  # unknown: reported at launch
                     return
-                set_quietly(getattr(self, change.name), value, self._guard)
+                set_quietly(widget, value, self._guard)
         elif change.kind == "event":
             self.throttle.request()
         else:  # launch, status, clear: show at once

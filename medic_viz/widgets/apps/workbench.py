@@ -20,6 +20,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from medic_viz.defenses.medic import DEFAULT_LAM
+from medic_viz.run_settings import method_settings
 from medic_viz.viz.style import PALETTE
 from medic_viz.widgets.apps.common import HEATMAP, Throttle, bind, error_html, set_quietly, within
 from medic_viz.widgets.apps.explorer import ExplorerApp
@@ -295,7 +296,7 @@ class WorkbenchApp(widgets.VBox):
         s = self.state
         layer = s.picker.layer
         launcher = s.launcher
-        if launcher.method != "medic":
+        if "tau_mode" not in method_settings(launcher.method):  # the method has no τ to calibrate
             self.tau_hint.value = ""
             return
         try:

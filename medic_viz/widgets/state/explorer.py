@@ -15,7 +15,8 @@ from medic_viz.attacks.base import Trigger
 from medic_viz.data.arrays import ImageArrays
 from medic_viz.importance import CRITERIA, effective_neurons
 from medic_viz.stats import LayerStats
-from medic_viz.widgets.state.observable import Param, Parameterized, StateChange, one_of, tau_check
+from medic_viz.widgets.state.observable import Param, Parameterized, Shared, StateChange, one_of
+from medic_viz.widgets.state.run_settings import SharedSettings
 
 __all__ = ["ExplorerState"]
 
@@ -40,13 +41,18 @@ class ExplorerState(Parameterized):
     ``"impact"`` eq.3; ``"combined"`` is accepted for ``"both"``), ``reduction`` over channels
     (``"mean_abs"``, ``"max_abs"``, ``"mean"``, ``"max"``). Setting one validates it (an
     invalid value raises ``ValueError`` and changes nothing) and notifies listeners.
+
+    ``tau`` is a run setting: held by ``settings`` (a
+    :class:`~medic_viz.widgets.state.run_settings.SharedSettings`, e.g. a workbench's, whose τ
+    the launcher's runs use; default: the explorer's own), and ``tau=None`` keeps its value
+    (5 in new settings).
     """
 
     KIND = "explorer"
     CRITERIA: tuple[str, ...] = CRITERIA
     REDUCTIONS: tuple[str, ...] = _REDUCTIONS
 
-    tau = Param(tau_check, "temperature τ >= 0")
+    tau = Shared("temperature τ >= 0")
     layer = Param(_layer_check, "an analysed layer")
     criteria = Param(one_of(CRITERIA, _CRITERIA_ALIASES), "the importance criterion")
     reduction = Param(one_of(_REDUCTIONS), "how a layer's channels are reduced to one map")
@@ -55,15 +61,18 @@ class ExplorerState(Parameterized):
         self,
         analysis: Any,
         *,
-        tau: float = 5.0,
+        tau: float | None = None,
         layer: str | None = None,
         criteria: str = "both",
         reduction: str = "mean_abs",
+        settings: SharedSettings | None = None,
     ) -> None:
         super().__init__()
         self.analysis = self._checked(analysis)
+        self._share(SharedSettings() if settings is None else settings)
         default_layer = self._default_layer(analysis) if layer is None else layer
-        self._init_params(tau=tau, layer=default_layer, criteria=criteria, reduction=reduction)
+        given = {} if tau is None else {"tau": tau}
+        self._init_params(**given, layer=default_layer, criteria=criteria, reduction=reduction)
 
     @staticmethod
     def _checked(analysis: Any) -> Any:

@@ -19,45 +19,47 @@ import torch
 import torch.nn as nn
 
 from medic_viz.attacks.base import Trigger
-from medic_viz.data.arrays import DatasetSplits, ImageArrays, clean_subset
-from medic_viz.defenses.base import Defense, DefenseResult
 from medic_viz.calibration import validate_share
 from medic_viz.capture import resolve_layers
+from medic_viz.data.arrays import DatasetSplits, ImageArrays, clean_subset
+from medic_viz.defenses.base import Defense, DefenseResult
 from medic_viz.defenses.medic import DEFAULT_LAM, DEFAULT_LAYERS, DEFAULT_SHARE, DEFAULT_TAU, MedicConfig, preview_layer_taus
-from medic_viz.defenses.registry import DISPLAY_NAMES, make_defense
+from medic_viz.defenses.registry import DISPLAY_NAMES, MAIN_METHOD, make_defense
 from medic_viz.device import resolve_device
 from medic_viz.metrics import BackdoorMetrics, Evaluator, evaluate_backdoor
 from medic_viz.probe import InputProbe, ProbeReading
 from medic_viz.resources import PeakMemory
 from medic_viz.run_queue import RunQueue
+from medic_viz.run_settings import RunSettings, ignored_settings, settings_label, unused_settings
 from medic_viz.training import TrainEvent
-from medic_viz.widgets.state.observable import Param, Parameterized, StateChange, number, one_of, tau_check
+from medic_viz.widgets.state.observable import Parameterized, StateChange
 from medic_viz.widgets.state.run_settings import (
     DEVICE_CHOICES,
     LAYER_CHOICES,
     TAU_MODES,
-    as_float,
-    device_check,
-    lam_check,
-    layers_check,
+    SettingAttribute,
+    SharedSettings,
     layers_text,
-    method_check,
     method_choices,
     method_key,
     run_label,
-    share_check,
 )
 from medic_viz.widgets.state.runs import RunRecord
 
 __all__ = ["DEVICE_CHOICES", "TAU_MODES", "LAYER_CHOICES", "method_choices", "run_label", "layers_text", "LauncherState"]
 
-#: Launcher settings that ``baseline_options=`` must not repeat (``options=`` must not repeat
-#: these nor :data:`_MEDIC_SETTINGS`).
-_LAUNCHER_SETTINGS = frozenset({"tau", "lam", "epochs", "device", "eval_every_steps", "batch_size", "lr", "seed",
-                                "progress", "eval_every"})
-_MEDIC_SETTINGS = frozenset({"share", "layers"})
-#: Parameters only MEDIC uses: a baseline run ignores them (even an invalid value).
-_MEDIC_ONLY = ("tau_mode", "tau", "share", "layers", "lam")
+#: How a run reports, which the launcher sets: ``options=`` and ``baseline_options=`` must not
+#: repeat these nor the options the run's settings give (:meth:`RunSettings.option_names`).
+_REPORTING = frozenset({"progress", "eval_every"})
+
+
+def ignored_note(method: str) -> str | None:
+    """What a run of ``method`` says of the settings it ignores (``"τ, share, layers and λ are
+    MEDIC settings: NAD ignores them"``), None when it ignores none."""
+    ignored = ignored_settings(method)
+    if ignored is None:
+        return None
+    return f"{ignored[0]} are {ignored[1]} settings: {DISPLAY_NAMES.get(method, method)} ignores them"
 
 
 class LauncherState(Parameterized):
@@ -65,9 +67,11 @@ class LauncherState(Parameterized):
     data of ``splits``, in a background thread, with live events and several runs kept for
     comparison.
 
-    Parameters (attributes; setting one validates it and notifies listeners): ``method``
+    Parameters (attributes; setting one validates it and notifies listeners) are the run
+    settings an app offers (:meth:`RunSettings.controls`, held in :attr:`settings`, which a
+    workbench shares with its picker and explorer): ``method``
     (``"medic"`` or a baseline of :func:`method_choices`; aliases such as ``"Fine-tuning"``
-    are stored as the canonical name), and for MEDIC only:
+    are stored as the canonical name), and for MEDIC only (its class's ``run_settings``):
 
     - ``tau_mode`` (:data:`TAU_MODES`): ``"share"`` — τ calibrated per layer on the clean data so
       that each layer's weights match ``share`` of its neurons, the library's default
@@ -90,8 +94,9 @@ class LauncherState(Parameterized):
 
     An invalid value is kept (a view never loses what was typed) and its one-line message is
     put in :attr:`problems`; :meth:`launch` then records a run with status ``"error"`` and that
-    message instead of starting one — counting only what the run uses: the MEDIC settings for
-    MEDIC runs, and of ``tau``/``share`` the one its ``tau_mode`` uses.
+    message instead of starting one — counting only what the run uses
+    (:func:`medic_viz.run_settings.used_settings`): the MEDIC settings for MEDIC runs, and of
+    ``tau``/``share`` the one its ``tau_mode`` uses.
 
     A baseline gets ``epochs`` as one budget spread over its phases as in
     :func:`medic_viz.experiments.method_options`: NAD fine-tunes its teacher ``epochs // 2``
@@ -100,7 +105,9 @@ class LauncherState(Parameterized):
 
     Other settings: ``trigger``/``target`` (to measure ASR; None = clean accuracy only),
     ``batch_size`` and ``lr`` (None = the method's default: 64 and Adam 1e-2 for MEDIC),
-    ``seed`` (clean-subset and training seed), ``eval_images`` (live curves use this many test
+    ``seed`` (clean-subset and training seed, and the method's seeded parts such as a fresh
+    student's init), all three run settings too (an invalid one raises ``ValueError``),
+    ``eval_images`` (live curves use this many test
     images; None = all), ``final_eval`` (measure a finished run's model on the whole test
     set), ``options`` (further :class:`~medic_viz.defenses.medic.MedicConfig` fields, for
     MEDIC runs), ``baseline_options`` (``{method: {config field: value}}`` for baseline runs,
@@ -120,19 +127,11 @@ class LauncherState(Parameterized):
 
     KIND = "launcher"
     DEFER_ERRORS = True
+    SHARED = RunSettings.controls()  # every control a parameter: one more field, one more parameter
 
-    method = Param(method_check, "the defence: 'medic' or a baseline name")
-    tau_mode = Param(one_of(TAU_MODES), "how MEDIC's τ is set: 'share' (calibrated per layer) or 'global'")
-    tau = Param(tau_check, "MEDIC's temperature τ >= 0, for every layer (tau_mode='global')")
-    share = Param(share_check, "share of each layer's neurons τ is calibrated to match (tau_mode='share')")
-    layers = Param(layers_check, "MEDIC's hooked layers: a preset or the teacher's module names")
-    lam = Param(lam_check, "MEDIC's cloning weight λ >= 0")
-    epochs = Param(number(1, whole=True), "training epochs")
-    fraction = Param(number(0, 1, above=True, meaning="the share of the training set used as clean data"),
-                     "share of the training set used as clean data")
-    device = Param(device_check, "'auto', 'cpu', 'cuda' or a torch device string")
-    eval_every_steps = Param(number(0, whole=True, none=True, meaning="None or 0 = once per epoch"),
-                             "also evaluate every k steps")
+    seed = SettingAttribute()
+    batch_size = SettingAttribute()
+    lr = SettingAttribute()
 
     def __init__(
         self,
@@ -141,7 +140,7 @@ class LauncherState(Parameterized):
         *,
         trigger: Trigger | None = None,
         target: int | None = None,
-        method: str = "medic",
+        method: str = MAIN_METHOD,
         tau_mode: str | None = None,
         tau: float | None = None,
         share: float | None = None,
@@ -181,22 +180,17 @@ class LauncherState(Parameterized):
         self.splits = splits
         self.trigger = trigger
         self.target = None if target is None else int(target)
-        if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) < 1):
-            raise ValueError(f"batch_size must be >= 1 or None (the method's default), got {batch_size!r}")
-        self.batch_size = None if batch_size is None else int(batch_size)
-        self.lr = None if lr is None else as_float(lr, "lr")
-        self.seed = int(seed)
+        #: The run settings: this launcher's parameters and seed, batch size and lr (a
+        #: workbench's picker and explorer read τ here too).
+        self._share(SharedSettings(model=teacher))
+        self.settings.set(seed=seed, batch_size=batch_size, lr=lr)  # no control: an invalid one raises
         self.eval_images = None if eval_images is None else int(eval_images)
         self.final_eval = bool(final_eval)
         self.options = dict(options or {})
         self.baseline_options = self._check_baseline_options(baseline_options)
         self.baseline: BackdoorMetrics | None = None
         self.probe = probe
-        if tau_mode is None:
-            if tau is not None and share is not None:
-                raise ValueError(f"tau={tau!r} and share={share!r} both set how sharp MEDIC's weights are; "
-                                 "give tau_mode='global' (one τ) or tau_mode='share' (τ calibrated per layer)")
-            tau_mode = "global" if tau is not None else "share"
+        tau_mode = RunSettings.tau_mode_for(tau, share, tau_mode)
         self._init_params(method=method, tau_mode=tau_mode, tau=DEFAULT_TAU if tau is None else tau,
                           share=DEFAULT_SHARE if share is None else share, layers=layers, lam=lam, epochs=epochs,
                           fraction=fraction, device=device, eval_every_steps=eval_every_steps)
@@ -248,17 +242,21 @@ class LauncherState(Parameterized):
         out: dict[str, dict[str, Any]] = {}
         for name, opts in (options or {}).items():
             key = method_key(name)
-            if key is None or key == "medic":
+            if key is None or key == MAIN_METHOD:
+                main = f" (give {DISPLAY_NAMES[MAIN_METHOD]}'s options with options=)" if key == MAIN_METHOD else ""
                 raise ValueError(f"baseline_options keys must be baseline names {method_choices()[1:]}, got {name!r}"
-                                 + (" (give MEDIC's options with options=)" if key == "medic" else ""))
+                                 + main)
             if not isinstance(opts, Mapping):
                 raise TypeError(f"baseline_options[{name!r}] must be a dict of config fields, got {type(opts).__name__}")
-            clash = _LAUNCHER_SETTINGS & set(opts)
-            if clash:
-                raise ValueError(f"baseline_options[{name!r}] must not repeat launcher settings {sorted(clash)}; "
-                                 "set them on the state")
+            LauncherState._check_repeats(key, opts, f"baseline_options[{name!r}]")
             out[key] = dict(opts)
         return out
+
+    @staticmethod
+    def _check_repeats(method: str, options: Mapping[str, Any], where: str) -> None:
+        clash = (RunSettings.option_names(method) | _REPORTING) & set(options)
+        if clash:
+            raise ValueError(f"{where} must not repeat launcher settings {sorted(clash)}; set them on the state")
 
     # -- runs ---------------------------------------------------------------------------------
     @property
@@ -312,44 +310,30 @@ class LauncherState(Parameterized):
         note on the settings; ``ValueError`` with the message of an invalid setting."""
         self.check_params(["method"])
         method = params["method"]
-        self.check_params(n for n in self.PARAMS if n not in self._unused(params))
-        every = params["eval_every_steps"] or None
-        device = params["device"]
-        common: dict[str, Any] = {"epochs": params["epochs"], "device": device, "progress": False, "eval_every": 1,
-                                  "eval_every_steps": every}
-        if self.batch_size is not None:
-            common["batch_size"] = self.batch_size
-        if self.lr is not None:
-            common["lr"] = self.lr
-        if method == "medic":
-            self._check_options()
-            sharp = {"tau": params["tau"]} if params["tau_mode"] == "global" else {"share": params["share"]}
-            defense = make_defense("medic", **sharp, layers=params["layers"], lam=params["lam"], seed=self.seed,
-                                   **common, **self.options)
-            return defense, params["fraction"], None
-        from medic_viz.experiments import method_options
-
-        opts = method_options(method, epochs=params["epochs"], seed=self.seed, device=device)
-        opts.update(common)
-        opts.update(self.baseline_options.get(method, {}))
-        note = f"τ, share, layers and λ are MEDIC settings: {DISPLAY_NAMES.get(method, method)} ignores them"
-        return make_defense(method, **opts), params["fraction"], note
+        used = [n for n in self.PARAMS if n not in self._unused(params)]
+        self.check_params(used)
+        # What the run uses is valid (checked when set): the settings as in ``params``, not checked again.
+        settings = self.settings.settings.with_checked(**{n: params[n] for n in used})
+        opts = settings.to_defense_options(method)
+        opts.update(progress=False, eval_every=1)
+        opts.update(self._further_options(method))
+        return make_defense(method, **opts), params["fraction"], ignored_note(method)
 
     @staticmethod
     def _unused(params: Mapping[str, Any]) -> frozenset[str]:
         """The parameters a run with ``params`` does not use (their problems do not count)."""
-        if params["method"] != "medic":
-            return frozenset(_MEDIC_ONLY)
-        return frozenset({"global": {"share"}, "share": {"tau"}}.get(params["tau_mode"], set()))
+        return frozenset(unused_settings(params["method"], params))
 
-    def _check_options(self) -> None:
-        clash = (_LAUNCHER_SETTINGS | _MEDIC_SETTINGS) & set(self.options)
-        if clash:
-            raise ValueError(f"options= must not repeat launcher settings {sorted(clash)}; set them on the state")
+    def _further_options(self, method: str) -> dict[str, Any]:
+        """``options=`` (the main method's) or ``baseline_options=[method]``, checked not to
+        repeat what the settings give."""
+        if method == MAIN_METHOD:
+            self._check_repeats(method, self.options, "options=")
+            return dict(self.options)
+        return dict(self.baseline_options.get(method, {}))
 
     def _label(self, params: Mapping[str, Any]) -> str:
-        share = params["share"] if params["tau_mode"] == "share" else None
-        return run_label(params["tau"], params["lam"], params["method"], share=share, layers=params["layers"])
+        return settings_label(params["method"], params)
 
     def calibrated_taus(self, layers: Any = None, *, share: float | None = None) -> dict[str, float]:
         """``{layer: τ}`` that a MEDIC run in ``"share"`` mode calibrates with the current settings
@@ -361,7 +345,7 @@ class LauncherState(Parameterized):
         for settings it needs that are invalid."""
         params = self.params
         self.check_params(n for n in ("share", "layers", "fraction", "device") if n != "share" or share is None)
-        self._check_options()
+        self._further_options(MAIN_METHOD)
         share = validate_share(params["share"] if share is None else share)
         names = tuple(resolve_layers(self.teacher, params["layers"] if layers is None else layers,
                                      input_shape=self.splits.train.image_shape))

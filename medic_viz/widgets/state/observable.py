@@ -11,13 +11,20 @@ parameter's check, which either returns the value to keep (normalised: ``0`` →
 That check is the only one: a state that acts on its parameters later (the launcher's Launch)
 reads the outcome of it instead of checking again.
 
+A :class:`Shared` parameter is a field of the run settings the state shares with others
+(``state.settings``, a :class:`~medic_viz.widgets.state.run_settings.SharedSettings`): τ is the
+launcher's, the workbench's, the explorer's and the picker's at once, held there once and checked
+there once by the field's check (:class:`medic_viz.run_settings.RunSettings`); each state is told
+of a change once, by the settings, and tells its own listeners.
+
 What happens to an invalid value depends on the state (:attr:`Parameterized.DEFER_ERRORS`):
 
 - refused (default; explorer, picker): ``set`` raises and nothing changes (all or none);
 - kept and reported (launcher): the value is stored, its message is put in
   :attr:`Parameterized.problems`, and the action that would use it (a launch) ends in an error
   run showing that message. A setting typed in a view is never lost, and a baseline, which
-  ignores τ, can run while τ holds a value MEDIC would refuse.
+  ignores τ, can run while τ holds a value MEDIC would refuse. Of a shared parameter, such a
+  state reads the value as typed; the others read the last valid one.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 from medic_viz.checks import interval_text
 from medic_viz.importance import validate_tau
+from medic_viz.run_settings import RunSettings
 from medic_viz.training import TrainEvent
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -41,6 +49,7 @@ __all__ = [
     "Listener",
     "Observable",
     "Param",
+    "Shared",
     "Reject",
     "Parameterized",
     "number",
@@ -100,6 +109,9 @@ class Observable:
     def _notify(self, change: StateChange) -> None:
         with self._listener_lock:
             listeners = list(self._listeners)
+        self._call(listeners, change)
+
+    def _call(self, listeners: Iterable[Listener], change: StateChange) -> None:
         for fn in listeners:
             try:
                 fn(change)
@@ -160,6 +172,27 @@ class Param:
         return f"Param({self.name!r})"
 
 
+class Shared(Param):
+    """A parameter that is the run-settings field of its name, held by the settings the state
+    shares (``state.settings``): ``check`` is that field's check (through the settings, which
+    know the teacher for layer names), and reading gives the value as typed in a state that
+    keeps invalid values (:attr:`Parameterized.DEFER_ERRORS`), else the last valid one."""
+
+    def __init__(self, doc: str = "") -> None:
+        super().__init__(self._check_field, doc)
+
+    def _check_field(self, state: Any, value: Any) -> Any:
+        return state.settings.check(self.name, value)
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        return obj.settings.value(self.name, typed=obj.DEFER_ERRORS)
+
+    def __repr__(self) -> str:
+        return f"Shared({self.name!r})"
+
+
 def _same(a: Any, b: Any) -> bool:
     if a is b:
         return True
@@ -172,17 +205,26 @@ def _same(a: Any, b: Any) -> bool:
 class Parameterized(Observable):
     """An observable state whose parameters are the :class:`Param` attributes of its class.
 
-    ``PARAMS``: their names in declaration order (filled in for each subclass). ``KIND``: the
-    state's name in messages (``"unknown explorer parameter …"``). ``DEFER_ERRORS``: keep an
-    invalid value and report it in :attr:`problems` instead of raising (see the module doc).
+    ``PARAMS``: their names in declaration order (filled in for each subclass). ``SHARED``:
+    run-settings fields the class takes as :class:`Shared` parameters without declaring each
+    (they follow the declared ones). ``KIND``: the state's name in messages (``"unknown explorer
+    parameter …"``). ``DEFER_ERRORS``: keep an invalid value and report it in :attr:`problems`
+    instead of raising (see the module doc). A state with shared parameters calls
+    :meth:`_share` with the settings before giving its parameters their first values.
     """
 
     PARAMS: tuple[str, ...] = ()
+    SHARED: tuple[str, ...] = ()
     KIND: str = "state"
     DEFER_ERRORS: bool = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        for name in cls.__dict__.get("SHARED", ()):
+            if not isinstance(cls.__dict__.get(name), Param):
+                param = Shared(RunSettings.doc(name))
+                param.__set_name__(cls, name)
+                setattr(cls, name, param)
         names: list[str] = []
         for klass in reversed(cls.__mro__):
             for key, value in vars(klass).items():
@@ -193,12 +235,25 @@ class Parameterized(Observable):
     def __init__(self) -> None:
         super().__init__()
         self._params: dict[str, Any] = {}
-        #: ``{parameter: one-line message}`` for each parameter holding an invalid value
-        #: (only a state with ``DEFER_ERRORS`` keeps such values).
-        self.problems: dict[str, str] = {}
+        self._problems: dict[str, str] = {}
 
     def _param(self, name: str) -> Param:
         return getattr(type(self), name)
+
+    def _shared(self, name: str) -> bool:
+        return isinstance(self._param(name), Shared)
+
+    def _share(self, settings: Any) -> None:
+        """Hold the shared parameters in ``settings`` (a
+        :class:`~medic_viz.widgets.state.run_settings.SharedSettings`) and tell this state's
+        listeners of their changes, whoever made them: the value as typed in a state with
+        ``DEFER_ERRORS``, else each new valid value."""
+        self.settings = settings
+        settings.add_listener(self._on_settings, typed=self.DEFER_ERRORS)
+
+    def _on_settings(self, change: StateChange) -> None:
+        if change.kind == "param" and change.name in self.PARAMS and self._shared(change.name):
+            self._notify(StateChange("param", name=change.name, value=change.value))
 
     def _assign(self, values: Mapping[str, Any], notify: bool) -> None:
         unknown = set(values) - set(self.PARAMS)
@@ -213,20 +268,25 @@ class Parameterized(Observable):
                 if not self.DEFER_ERRORS:
                     raise
                 checked[name], problems[name] = value, str(exc)
-        changed = [k for k, v in checked.items() if k not in self._params or not _same(self._params[k], v)]
-        self._params.update(checked)
-        for name in checked:
+        shared = {k: (v, problems.get(k)) for k, v in checked.items() if self._shared(k)}
+        own = {k: v for k, v in checked.items() if k not in shared}
+        changed = [k for k, v in own.items() if k not in self._params or not _same(self._params[k], v)]
+        self._params.update(own)
+        for name in own:
             if name in problems:
-                self.problems[name] = problems[name]
+                self._problems[name] = problems[name]
             else:
-                self.problems.pop(name, None)
+                self._problems.pop(name, None)
+        if shared:  # checked above, not again; the settings tell every state that shares them (this one too)
+            self.settings.commit(shared)
         if notify:
             for name in changed:
-                self._notify(StateChange("param", name=name, value=checked[name]))
+                self._notify(StateChange("param", name=name, value=own[name]))
 
     def _init_params(self, **values: Any) -> None:
-        """Give every parameter its first value (validated as on set; listeners are not told)."""
-        missing = [n for n in self.PARAMS if n not in values]
+        """Give every parameter its first value (validated as on set; listeners are not told). A
+        shared parameter not given keeps the settings' value."""
+        missing = [n for n in self.PARAMS if n not in values and not self._shared(n)]
         if missing:  # pragma: no cover - a programming error in a state class
             raise TypeError(f"{type(self).__name__} needs a first value for {missing}")
         self._assign(values, notify=False)
@@ -239,14 +299,27 @@ class Parameterized(Observable):
     @property
     def params(self) -> dict[str, Any]:
         """The current parameters as a dict."""
-        return dict(self._params)
+        return {name: getattr(self, name) for name in self.PARAMS}
+
+    @property
+    def problems(self) -> dict[str, str]:
+        """``{parameter: one-line message}`` for each parameter holding an invalid value (only a
+        state with ``DEFER_ERRORS`` keeps such values), in parameter order."""
+        shared = self.settings.problems if self.DEFER_ERRORS and getattr(self, "settings", None) is not None else {}
+        out = {}
+        for name in self.PARAMS:
+            message = shared.get(name) if self._shared(name) else self._problems.get(name)
+            if message is not None:
+                out[name] = message
+        return out
 
     def check_params(self, names: Iterable[str] | None = None) -> None:
         """Raise ``ValueError`` with the message of the first of ``names`` (default: all)
         holding an invalid value; nothing if all are valid."""
+        problems = self.problems
         for name in self.PARAMS if names is None else names:
-            if name in self.problems:
-                raise ValueError(self.problems[name])
+            if name in problems:
+                raise ValueError(problems[name])
 
 
 # ------------------------------------------------------------------------------------------

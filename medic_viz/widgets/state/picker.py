@@ -19,7 +19,8 @@ from medic_viz.data.arrays import ImageArrays, clean_subset
 from medic_viz.data.images import to_image_tensor
 from medic_viz.device import model_device
 from medic_viz.stats import LayerStats, compute_layer_stats
-from medic_viz.widgets.state.observable import Param, Parameterized, StateChange, one_of, tau_check
+from medic_viz.widgets.state.observable import Param, Parameterized, Shared, StateChange, one_of
+from medic_viz.widgets.state.run_settings import SharedSettings
 
 __all__ = ["PickerState", "default_triggers", "figure2_panels"]
 
@@ -101,7 +102,10 @@ class PickerState(Parameterized):
     Parameters (setting one validates it, raising ``ValueError`` for an invalid value, and
     notifies): ``choice`` (gallery position, or ``-1`` for a loaded image), ``trigger_name``,
     ``layer``, ``tau``. :attr:`analysis` is recomputed only when the image, trigger or model
-    changes (one forward/backward pass of two images), never for a layer or τ change.
+    changes (one forward/backward pass of two images), never for a layer or τ change. ``tau``
+    is a run setting, held by ``settings`` (a
+    :class:`~medic_viz.widgets.state.run_settings.SharedSettings`, e.g. a workbench's; default:
+    the picker's own); ``tau=None`` keeps its value (5 in new settings).
     """
 
     KIND = "picker"
@@ -110,7 +114,7 @@ class PickerState(Parameterized):
     choice = Param(_choice_check, "gallery position, or -1 for a loaded image")
     trigger_name = Param(one_of(lambda state: list(state.triggers)), "the trigger shown")
     layer = Param(_layer_check, "a layer with statistics")
-    tau = Param(tau_check, "temperature τ >= 0")
+    tau = Shared("temperature τ >= 0")
 
     def __init__(
         self,
@@ -124,10 +128,11 @@ class PickerState(Parameterized):
         stats_images: int = 500,
         layers: Iterable[str] | None = None,
         layer: str | None = None,
-        tau: float = 5.0,
+        tau: float | None = None,
         gallery_per_class: int = 1,
         gallery_size: int = 12,
         seed: int = 0,
+        settings: SharedSettings | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(model, nn.Module):
@@ -160,7 +165,9 @@ class PickerState(Parameterized):
         self._analysis_key: tuple | None = None
         self._analysis_lock = threading.RLock()
         self._version = 0
-        self._init_params(choice=0, trigger_name=next(iter(self.triggers)), tau=tau,
+        self._share(SharedSettings() if settings is None else settings)
+        given = {} if tau is None else {"tau": tau}
+        self._init_params(choice=0, trigger_name=next(iter(self.triggers)), **given,
                           layer=layer if layer is not None else self._default_layer(self.layers))
 
     # -- setup --------------------------------------------------------------------------------

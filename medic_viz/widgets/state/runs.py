@@ -19,6 +19,7 @@ import torch.nn as nn
 from medic_viz.defenses.base import DefenseResult
 from medic_viz.metrics import BackdoorMetrics
 from medic_viz.probe import InputProbe, ProbeReading
+from medic_viz.run_settings import method_settings
 from medic_viz.training import TrainEvent
 
 __all__ = ["RUN_STATUSES", "RunRecord", "tau_range_text"]
@@ -131,9 +132,9 @@ class RunRecord:
     def layer_taus(self) -> dict[str, float] | None:
         """``{layer: τ}`` the MEDIC run used once it ended with a result: calibrated per layer
         (``result.config["layer_taus"]``) or its one global τ on every hooked layer; None before,
-        and for a baseline."""
+        and for a method that has no τ setting (a baseline)."""
         config = None if self.result is None else self.result.config
-        if not config or self.result.method != "medic":
+        if not config or "tau" not in method_settings(self.result.method):  # a method without τ
             return None
         if config.get("layer_taus"):
             return {str(k): float(v) for k, v in config["layer_taus"].items()}

@@ -11,7 +11,9 @@ and follow the input through the run.
   picked when it was launched (:attr:`RunRecord.readings`).
 
 One τ and one λ: the workbench's ``tau`` and ``lam`` are the picker's, the explorer's and the
-launcher's (setting any of them sets the others). The τ a user explores draws the maps; a run
+launcher's — one value in the run settings they share (:attr:`WorkbenchState.settings`, the
+launcher's :class:`~medic_viz.widgets.state.run_settings.SharedSettings`), set from any of them,
+checked once and announced once to each. The τ a user explores draws the maps; a run
 uses it on every layer when the launcher's ``tau_mode`` is ``"global"`` — by default
 (``"share"``) a run calibrates τ per layer so that each layer's weights match ``share`` of its
 neurons, and :meth:`WorkbenchState.calibrated_tau` says which τ that is on the picked layer.
@@ -35,16 +37,17 @@ import torch
 import torch.nn as nn
 
 from medic_viz.attacks.base import Trigger
-from medic_viz.data.arrays import DatasetSplits
 from medic_viz.capture import resolve_layers
-from medic_viz.defenses.medic import DEFAULT_LAM, DEFAULT_LAYERS, validate_lambda
+from medic_viz.data.arrays import DatasetSplits
+from medic_viz.defenses.medic import DEFAULT_LAM, DEFAULT_LAYERS
 from medic_viz.device import model_device
 from medic_viz.metrics import predict
 from medic_viz.probe import InputProbe, ProbeReading
+from medic_viz.run_settings import RunSettings
 from medic_viz.stats import LayerStats
 from medic_viz.widgets.state.explorer import ExplorerState
 from medic_viz.widgets.state.launcher import LauncherState
-from medic_viz.widgets.state.observable import Param, Parameterized, StateChange, tau_check
+from medic_viz.widgets.state.observable import Parameterized, Shared, StateChange
 from medic_viz.widgets.state.picker import PickerState, figure2_panels
 from medic_viz.widgets.state.runs import RunRecord
 
@@ -54,10 +57,6 @@ __all__ = ["WorkbenchState"]
 _OWN = frozenset({"probe", "trigger", "target", "tau", "lam", "seed"})
 #: Repaired analyses kept (one per run and input).
 _CACHE_SIZE = 16
-
-
-def _lam_check(_state: Any, value: Any) -> float:
-    return validate_lambda(value)
 
 
 class WorkbenchState(Parameterized):
@@ -76,10 +75,11 @@ class WorkbenchState(Parameterized):
     ``eval_every_steps``, ``batch_size``, ``options`` …) go to :class:`LauncherState` unchanged.
 
     Parameters: ``tau`` (≥ 0) and ``lam`` (≥ 0), validated on set (an invalid value raises
-    ``ValueError`` and changes nothing). ``tau_mode``, ``share`` and ``run_layers`` are read and
-    set here as attributes too; they live in the launcher (an invalid value is kept there and
-    reported at launch). The launcher trains a copy of ``model``, so that looking inside the
-    model never races with a run reading it.
+    ``ValueError`` and changes nothing); they are fields of :attr:`settings`, the run settings
+    the launcher, the picker and the explorer read too. ``tau_mode``, ``share`` and
+    ``run_layers`` are read and set here as attributes too; they are the launcher's parameters
+    (an invalid value is kept there and reported at launch). The launcher trains a copy of
+    ``model``, so that looking inside the model never races with a run reading it.
 
     Listeners are told ``"param"`` (``tau``, ``lam``) and ``"compare"`` (``run``: the run whose
     repaired model :meth:`comparison` now shows). The sub-states tell their own listeners
@@ -90,8 +90,8 @@ class WorkbenchState(Parameterized):
 
     KIND = "workbench"
 
-    tau = Param(tau_check, "MEDIC's temperature τ >= 0, explored and used by runs")
-    lam = Param(_lam_check, "MEDIC's cloning weight λ >= 0")
+    tau = Shared("MEDIC's temperature τ >= 0, explored and used by runs")
+    lam = Shared("MEDIC's cloning weight λ >= 0")
 
     def __init__(
         self,
@@ -128,26 +128,30 @@ class WorkbenchState(Parameterized):
         if clash:
             raise ValueError(f"the workbench sets {clash} itself; pass trigger=, target=, tau=, lam=, seed= "
                              "to WorkbenchState (the probe is the picked input)")
+        # The workbench's own parameters refuse an invalid value (the launcher would keep it).
+        tau, lam = RunSettings.check_field("tau", tau), RunSettings.check_field("lam", lam)
         if trigger is None and target is None and card is not None and getattr(card, "attack", None):
             from medic_viz.pipeline import trigger_of
 
             trigger, target = trigger_of(card)
-        self._init_params(tau=tau, lam=lam)
         self.card = card
         self.splits = splits
         self.folder: Path | None = None
         #: What :meth:`open_folder` keeps: the settings that are not the model's.
         self._carried = dict(stats_images=stats_images, gallery_per_class=gallery_per_class,
                              gallery_size=gallery_size, seed=seed, **launcher_settings)
+        self.launcher = LauncherState(copy.deepcopy(model), splits, trigger=trigger, target=target,
+                                      tau_mode=tau_mode, tau=tau, share=share, layers=run_layers, lam=lam,
+                                      seed=seed, **launcher_settings)
+        #: The run settings the launcher, the picker, the explorer and the workbench share (τ, λ …).
+        self._share(self.launcher.settings)
+        self._init_params()
         self.picker = PickerState(model, splits.test, trigger=trigger, target=target, triggers=triggers, stats=stats,
-                                  stats_images=stats_images, layers=layers, layer=layer, tau=self.tau,
+                                  stats_images=stats_images, layers=layers, layer=layer, settings=self.settings,
                                   gallery_per_class=gallery_per_class, gallery_size=gallery_size, seed=seed)
         start = self._flipping_choice(trigger, target) if choice is None else choice
         self.picker.set(choice=start)
-        self.explorer = ExplorerState(self.picker.analysis, tau=self.tau, layer=self.picker.layer)
-        self.launcher = LauncherState(copy.deepcopy(model), splits, trigger=trigger, target=target,
-                                      tau_mode=tau_mode, tau=self.tau, share=share, layers=run_layers, lam=self.lam,
-                                      seed=seed, **launcher_settings)
+        self.explorer = ExplorerState(self.picker.analysis, layer=self.picker.layer, settings=self.settings)
         #: Analyse the picked input under a run's model as soon as the run ends normally.
         self.auto_compare = True
         #: The run whose repaired model :meth:`comparison` shows (None until one ended or was asked for).
@@ -156,7 +160,6 @@ class WorkbenchState(Parameterized):
         self.compare_error: str | None = None
         #: The trojaned model's reading of the picked input (what a run starts to heal).
         self.before: ProbeReading | None = None
-        self._syncing = False
         self._compare_lock = threading.RLock()
         self._run_stats: dict[RunRecord, dict[str, LayerStats]] = {}
         self._repaired: dict[tuple, Any] = {}
@@ -247,52 +250,21 @@ class WorkbenchState(Parameterized):
         """Pick an image of one's own (see :meth:`PickerState.load_image`)."""
         self.picker.load_image(source, label)
 
-    # -- one τ, one λ, one layer ---------------------------------------------------------------
-    def set(self, **params: Any) -> None:
-        """Set ``tau`` and/or ``lam`` here and in the picker, explorer and launcher."""
-        super().set(**params)
-        self._push()
-
-    def _push(self) -> None:
-        self._syncing = True
-        try:
-            self.picker.tau = self.tau
-            self.explorer.tau = self.tau
-            self.launcher.set(tau=self.tau, lam=self.lam)
-        finally:
-            self._syncing = False
-
-    def _pull(self, name: str, value: Any) -> None:
-        """A sub-state's τ or λ changed (set on it directly, or by its view): take it on."""
-        if self._syncing:
-            return
-        try:
-            self.set(**{name: value})
-        except ValueError:  # an invalid value typed in the launcher: it keeps it and reports it at launch
-            pass
-
+    # -- one layer (τ and λ are the shared settings') ------------------------------------------
     def _on_picker(self, change: StateChange) -> None:
         if change.kind != "param":
             return
-        if change.name == "tau":
-            self._pull("tau", change.value)
-        elif change.name == "layer" and self.explorer.layer != change.value:
+        if change.name == "layer" and self.explorer.layer != change.value:
             self.explorer.layer = change.value
         elif change.name in ("choice", "trigger_name", "model"):
             self._input_changed()
 
     def _on_explorer(self, change: StateChange) -> None:
-        if change.kind != "param":
-            return
-        if change.name == "tau":
-            self._pull("tau", change.value)
-        elif change.name == "layer" and self.picker.layer != change.value:
+        if change.kind == "param" and change.name == "layer" and self.picker.layer != change.value:
             self.picker.layer = change.value
 
     def _on_launcher(self, change: StateChange) -> None:
-        if change.kind == "param" and change.name in ("tau", "lam"):
-            self._pull(change.name, change.value)
-        elif change.kind == "clear":
+        if change.kind == "clear":
             self._forget_cleared()
         elif change.kind == "status" and change.value == "done" and self.auto_compare:
             # In the training thread, before wait() returns: the comparison is ready when the run is.
