@@ -16,11 +16,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
+
+import torch
 
 from benchmarks.common import DOCS, GTSRB, RESULTS, evaluation_teachers
+from medic_viz.experiments import build_grid
 from medic_viz.experiments.grid import DEFAULT_ABLATION_VALUES
 from medic_viz.experiments.protocol import EVALUATION
+from medic_viz.experiments.runner import read_runs, run_grid
 from medic_viz.metrics import mean_std
+from medic_viz.viz.summary_figures import tau_sweep_figure
 
 OUT = RESULTS / "figure4_tau"
 FIGURES = DOCS / "figure4_tau"
@@ -31,9 +37,7 @@ DEFAULT = "default share"
 
 def grid(teachers: list[str], seeds, device: str = "auto", taus=TAUS):
     """The τ sweep (ablation ``tau``) and the default (a plain MEDIC cell) per teacher and seed."""
-    from medic_viz.experiments import build_grid
-
-    common = dict(dataset=str(GTSRB), teachers=teachers, seeds=list(seeds), device=device, test_part=EVALUATION)
+    common: dict[str, Any] = dict(dataset=str(GTSRB), teachers=teachers, seeds=list(seeds), device=device, test_part=EVALUATION)
     sweep = build_grid(methods=["medic"], ablation="tau", values={"tau": tuple(taus)}, **common)
     default = build_grid(methods=["medic"], **common)
     return default + sweep
@@ -70,8 +74,6 @@ def table(rows: list[dict]) -> str:
 
 def figure(rows: list[dict]):
     """Accuracy and ASR against τ per attack (the sweep), the default as a dotted level line."""
-    from medic_viz.viz.summary_figures import tau_sweep_figure
-
     sweep = [{"tau": r["x"], "series": r["attack"].split("_", 1)[0], "clean_acc": r["clean_acc"], "asr": r["asr"]}
              for r in rows if r.get("ablation") == "tau"]
     fig = tau_sweep_figure(sweep, group_by="series",
@@ -86,8 +88,6 @@ def figure(rows: list[dict]):
 
 
 def report() -> None:
-    from medic_viz.experiments.runner import read_runs
-
     rows = read_runs(OUT / "runs.jsonl") if (OUT / "runs.jsonl").is_file() else []
     if not rows:
         print(f"no finished cells in {OUT}; run a part first", file=sys.stderr)
@@ -99,7 +99,7 @@ def report() -> None:
     fig.write_html(str(FIGURES / "figure4_tau.html"), include_plotlyjs="cdn")
     try:
         fig.write_image(str(FIGURES / "figure4_tau.png"), scale=1)
-    except Exception as exc:  # kaleido needs Chromium; the HTML is always written
+    except Exception as exc:  # noqa: BLE001 - kaleido needs Chromium; the HTML is always written
         print(f"figure4_tau.png not written ({type(exc).__name__}); the HTML is", file=sys.stderr)
     print(text)
     print(json.dumps({"rows": len(rows), "table": str(OUT / "table.md")}))
@@ -117,10 +117,6 @@ def main(argv: list[str] | None = None) -> None:
     if args.report:
         report()
         return
-    import torch
-
-    from medic_viz.experiments.runner import run_grid
-
     if args.threads:
         torch.set_num_threads(args.threads)
     teachers, missing = evaluation_teachers(args.attacks)

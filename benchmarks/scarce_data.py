@@ -22,9 +22,15 @@ import json
 import math
 import sys
 
+import torch
+
 from benchmarks.common import DOCS, GTSRB, RESULTS, evaluation_teachers
+from medic_viz.defenses.registry import DISPLAY_NAMES
+from medic_viz.experiments import build_grid, run_grid
 from medic_viz.experiments.protocol import EVALUATION
+from medic_viz.experiments.runner import read_runs
 from medic_viz.metrics import mean_std
+from medic_viz.viz.summary_figures import tau_sweep_figure
 
 OUT = RESULTS / "scarce_data"
 FIGURES = DOCS / "scarce_data"
@@ -37,8 +43,6 @@ TARGETS = {0.05: (10.0, 3.0), 0.02: (10.0, 5.0)}
 
 def grid(teachers: list[str], seeds, device: str = "auto", fractions=FRACTIONS, methods=METHODS):
     """The cells: every teacher folder × fraction × method × seed, on the evaluation half."""
-    from medic_viz.experiments import build_grid
-
     return build_grid(dataset=str(GTSRB), teachers=teachers, methods=list(methods), seeds=list(seeds),
                       ablation="fraction", values={"fraction": tuple(fractions)}, device=device,
                       test_part=EVALUATION)
@@ -52,8 +56,6 @@ def _text(m) -> str:
 def table(rows: list[dict]) -> str:
     """Markdown: one line per attack × fraction, per method accuracy / ASR (mean ± sample std
     over seeds, %), the teacher's numbers, and whether the target holds for MEDIC."""
-    from medic_viz.defenses.registry import DISPLAY_NAMES
-
     attacks = sorted({r["attack"].split("_", 1)[0] for r in rows})
     head = ["Attack", "Clean data", "Teacher acc / ASR"] + [DISPLAY_NAMES[m] + " acc / ASR" for m in METHODS]
     head += ["seeds", "MEDIC target"]
@@ -89,8 +91,6 @@ def table(rows: list[dict]) -> str:
 def figure(rows: list[dict]):
     """Clean accuracy and ASR (%) against the clean-data fraction, one pair of curves per
     attack × method, mean ± std over seeds (the library's sweep figure)."""
-    from medic_viz.viz.summary_figures import tau_sweep_figure
-
     data = [{"tau": 100 * r["fraction"], "series": f"{r['attack'].split('_', 1)[0]} · {r['variant'].rsplit(' ', 1)[0]}",
              "clean_acc": r["clean_acc"], "asr": r["asr"]} for r in rows]
     fig = tau_sweep_figure(data, group_by="series",
@@ -100,8 +100,6 @@ def figure(rows: list[dict]):
 
 
 def report() -> None:
-    from medic_viz.experiments.runner import read_runs
-
     rows = read_runs(OUT / "runs.jsonl") if (OUT / "runs.jsonl").is_file() else []
     if not rows:
         print(f"no finished cells in {OUT}; run a part first", file=sys.stderr)
@@ -113,7 +111,7 @@ def report() -> None:
     fig.write_html(str(FIGURES / "scarce_data.html"), include_plotlyjs="cdn")
     try:
         fig.write_image(str(FIGURES / "scarce_data.png"), scale=1)
-    except Exception as exc:  # kaleido needs Chromium; the HTML is always written
+    except Exception as exc:  # noqa: BLE001 - kaleido needs Chromium; the HTML is always written
         print(f"scarce_data.png not written ({type(exc).__name__}); the HTML is", file=sys.stderr)
     print(text)
     print(json.dumps({"rows": len(rows), "table": str(OUT / "table.md")}))
@@ -132,10 +130,6 @@ def main(argv: list[str] | None = None) -> None:
     if args.report:
         report()
         return
-    import torch
-
-    from medic_viz.experiments import run_grid
-
     if args.threads:
         torch.set_num_threads(args.threads)
     teachers, missing = evaluation_teachers(args.attacks)

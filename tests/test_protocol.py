@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from medic_viz.cards import ModelCard
+from medic_viz.cli import main
 from medic_viz.data.arrays import DatasetSplits, ImageArrays
 from medic_viz.experiments import build_grid, read_runs, run_grid
 from medic_viz.experiments.cells import cell_splits
@@ -19,6 +20,8 @@ from medic_viz.experiments.protocol import (
     splits_part,
 )
 from medic_viz.experiments.teachers import TeacherRecipe
+from medic_viz.io import load_model, save_model
+from medic_viz.models.zoo import build_model
 
 
 def _arrays(labels: list[int]) -> ImageArrays:
@@ -65,9 +68,6 @@ def test_splits_part_keeps_the_training_set():
 
 
 def test_a_card_records_its_role_and_refuses_an_unknown_one(tmp_path):
-    from medic_viz.io import load_model, save_model
-    from medic_viz.models.zoo import build_model
-
     card = ModelCard(architecture="small_cnn", num_classes=3, role=EVALUATION)
     assert card.to_dict()["role"] == EVALUATION
     save_model(build_model("small_cnn", 3), tmp_path / "m", card)
@@ -129,8 +129,6 @@ def test_a_grid_on_the_evaluation_part_measures_there_and_says_so(npz, tmp_path)
 
 
 def test_cli_compare_takes_a_test_part(npz, tmp_path, capsys):
-    from medic_viz.cli import main
-
     out = tmp_path / "c"
     rc = main(["compare", "--dataset", npz, "--attacks", "badnet", "--methods", "finetune", "--seeds", "1",
                "--epochs", "1", "--attack-epochs", "1", "--fraction", "0.25", "--device", "cpu",

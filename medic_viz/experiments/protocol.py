@@ -22,7 +22,10 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+import torch
+
 from medic_viz.cards import TEACHER_ROLES
+from medic_viz.data.arrays import DatasetSplits
 
 __all__ = ["ROLES", "DEVELOPMENT", "EVALUATION", "ROLE_SEEDS", "SPLIT_SEED", "DEV_FRACTION", "role_of_seed",
            "part_of_test_set", "splits_part", "check_role", "card_role"]
@@ -55,8 +58,6 @@ def part_of_test_set(data: Any, part: str, *, dev_fraction: float = DEV_FRACTION
     (:class:`~medic_viz.data.arrays.ImageArrays`): per class, a fixed random
     ``round(dev_fraction · n_class)`` of its images are development, the rest evaluation (a class
     with one image goes to evaluation). The two parts are disjoint and together are ``data``."""
-    import torch
-
     _check_part(part)
     if not 0.0 < float(dev_fraction) < 1.0:
         raise ValueError(f"dev_fraction must be in (0, 1), got {dev_fraction!r}")
@@ -80,8 +81,6 @@ def splits_part(splits: Any, part: str | None):
     drawn from it, never from the test set."""
     if part is None:
         return splits
-    from medic_viz.data.arrays import DatasetSplits
-
     return DatasetSplits(splits.train, part_of_test_set(splits.test, part))
 
 
