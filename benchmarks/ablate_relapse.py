@@ -32,12 +32,13 @@ from medic_viz.capture import hookable_layers
 from medic_viz.data import clean_subset, load_dataset
 from medic_viz.data.arrays import iterate_batches
 from medic_viz.defenses.base import fresh_copy
-from medic_viz.defenses.medic import MedicObjective, compute_layer_stats
+from medic_viz.defenses.medic import MedicObjective
 from medic_viz.fused import FusedCloneLoss
 from medic_viz.importance import ImportanceOptions, effective_neurons, layer_importance, weighted_squared_error
 from medic_viz.io import load_model
 from medic_viz.metrics import Evaluator
 from medic_viz.pipeline import trigger_of
+from medic_viz.stats import compute_layer_stats
 from medic_viz.training import TrainConfig, train
 
 VARIANTS: dict[str, dict] = {

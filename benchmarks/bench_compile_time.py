@@ -24,7 +24,8 @@ CHILD = r"""
 import json, sys, time, torch
 from medic_viz.data import load_dataset
 from medic_viz.defenses.base import fresh_copy
-from medic_viz.defenses.medic import MedicObjective, compute_layer_stats
+from medic_viz.defenses.medic import MedicObjective
+from medic_viz.stats import compute_layer_stats
 from medic_viz.importance import ImportanceOptions
 from medic_viz.models import build_model
 name = sys.argv[1]

@@ -13,9 +13,10 @@ import torch
 
 from medic_viz.data import clean_subset, load_dataset
 from medic_viz.defenses.base import fresh_copy
-from medic_viz.defenses.medic import MedicObjective, compute_layer_stats
+from medic_viz.defenses.medic import MedicObjective
 from medic_viz.importance import ImportanceOptions, effective_neurons
 from medic_viz.io import load_model
+from medic_viz.stats import compute_layer_stats
 
 
 def main(argv: list[str] | None = None) -> int:

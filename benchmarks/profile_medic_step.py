@@ -25,9 +25,10 @@ import medic_viz.importance as definition
 from medic_viz.capture import resolve_layers
 from medic_viz.data import load_dataset
 from medic_viz.defenses.base import fresh_copy
-from medic_viz.defenses.medic import MedicObjective, compute_layer_stats
+from medic_viz.defenses.medic import MedicObjective
 from medic_viz.importance import ImportanceOptions
 from medic_viz.models import build_model
+from medic_viz.stats import compute_layer_stats
 from medic_viz.training import SupervisedObjective
 
 RESULTS = Path(__file__).resolve().parent / "results"

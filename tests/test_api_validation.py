@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-import medic_viz.defenses.medic as medic_module
+import medic_viz.stats as layer_statistics
 from medic_viz.checks import check_number, check_whole
 from medic_viz.data.arrays import ImageArrays, clean_subset
 from medic_viz.defenses.anp import ANPConfig
@@ -160,7 +160,7 @@ def test_a_mismatched_student_is_refused_before_anything_runs(make, error, messa
     def forbidden(*args: object, **kwargs: object) -> None:
         raise AssertionError("statistics were computed for a student that should have been refused")
 
-    monkeypatch.setattr(medic_module, "compute_layer_stats", forbidden)
+    monkeypatch.setattr(layer_statistics, "compute_layer_stats", forbidden)  # where the engine looks it up
     torch.manual_seed(0)
     teacher = _net()
     with pytest.raises(error, match=message) as info:

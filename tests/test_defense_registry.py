@@ -2,19 +2,24 @@
 legacy import paths that keep working, one shared frozen copy that leaves the user's model
 alone, and MEDIC's τ/λ checked once, in its config."""
 
+import ast
 import importlib
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn as nn
 
 import medic_viz.defenses as defenses
+import medic_viz.defenses.medic as medic_module  # the module; the function is medic_viz.medic
 import medic_viz.importance as importance
+import medic_viz.stats as stats
 from medic_viz.data.arrays import ImageArrays
 from medic_viz.defenses.base import ConfiguredDefense, frozen_copy, trainable_copy
 from medic_viz.defenses.registry import DEFENSES, DISPLAY_NAMES, available_defenses, display_name, make_defense
-
-import medic_viz.defenses.medic as medic_module  # noqa: E402  (the module; the function is medic_viz.medic)
+from medic_viz.deprecation import MOVED
+from medic_viz.experiments import ALL_METHODS, TABLE1_METHODS
+from test_architecture import _is_view, _module_name, _modules
 
 # Every method and the module that owns it (one file per method; KD and scratch share one).
 MODULES = {
@@ -122,12 +127,15 @@ def test_legacy_baselines_names_still_import(name):
 
 def test_legacy_package_and_module_names_still_import():
     for name in LEGACY_PACKAGE:
-        assert hasattr(defenses, name), name
-    from medic_viz.defenses.medic import compute_layer_stats as from_medic
-    from medic_viz.importance import LayerStats, RunningStats
-    from medic_viz.stats import LayerStats as S, RunningStats as R, compute_layer_stats
-
-    assert from_medic is compute_layer_stats and LayerStats is S and RunningStats is R
+        if name in MOVED["medic_viz.defenses"]:  # compute_layer_stats: medic_viz.stats, with a warning
+            with pytest.warns(DeprecationWarning, match=rf"medic_viz\.defenses\.{name} is deprecated"):
+                assert hasattr(defenses, name), name
+        else:
+            assert hasattr(defenses, name), name
+    with pytest.warns(DeprecationWarning, match=r"medic_viz\.defenses\.medic\.weighted_squared_error is deprecated"):
+        assert medic_module.weighted_squared_error is importance.weighted_squared_error
+    assert medic_module.compute_layer_stats is stats.compute_layer_stats  # (its last users move, then MOVED)
+    assert importance.LayerStats is stats.LayerStats and importance.RunningStats is stats.RunningStats
     assert importance.DEFAULT_EPS == 1e-5
 
 
@@ -191,7 +199,7 @@ def test_medic_checks_tau_and_lambda_once_from_construction_to_training(monkeypa
     assert medic.config.importance.tau == 4.0 and calls["tau"] == 2
     medic.config.tau = -1.0
     with pytest.raises(ValueError, match="tau must be finite and >= 0"):
-        medic.config.importance
+        _ = medic.config.importance
 
 
 @pytest.mark.parametrize(
@@ -219,8 +227,6 @@ def test_medic_config_errors_keep_their_messages(kwargs, message):
 
 def _method_name_comparisons(source: str) -> list[str]:
     """``x == "nad"``, ``x in ("kd", "scratch")`` … : comparisons against a method's name."""
-    import ast
-
     found = []
     for node in ast.walk(ast.parse(source)):
         if not isinstance(node, ast.Compare):
@@ -235,10 +241,6 @@ def _method_name_comparisons(source: str) -> list[str]:
 def test_the_core_asks_a_method_not_its_name():
     # what a method needs (seed options, epoch budget, pinned defaults) lives in its class; the
     # core outside defenses/ does not branch on method names (views: see docs/architecture.md)
-    from pathlib import Path
-
-    from test_architecture import _is_view, _module_name, _modules
-
     bad = []
     for path in _modules():
         name = _module_name(path)
@@ -251,6 +253,4 @@ def test_the_core_asks_a_method_not_its_name():
 
 
 def test_all_methods_is_the_registry():
-    from medic_viz.experiments import ALL_METHODS, TABLE1_METHODS
-
     assert ALL_METHODS == tuple(DEFENSES) and set(TABLE1_METHODS) <= set(DEFENSES)

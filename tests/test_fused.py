@@ -18,9 +18,10 @@ import torch.nn as nn
 
 import medic_viz.fused as fused
 from medic_viz.data.arrays import ImageArrays
-from medic_viz.defenses.medic import Medic, MedicConfig, MedicObjective, compute_layer_stats, preview_layer_taus
+from medic_viz.defenses.medic import Medic, MedicConfig, MedicObjective, preview_layer_taus
 from medic_viz.fused import FUSED_MODES, FusedCloneLoss, fused_layer_loss, resolve_fused_mode
 from medic_viz.importance import ImportanceOptions, LayerStats, layer_clone_loss
+from medic_viz.stats import compute_layer_stats
 
 
 def _net(seed: int = 0) -> nn.Sequential:

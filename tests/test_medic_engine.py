@@ -11,10 +11,11 @@ import torch.nn as nn
 from medic_viz.capture import StructureMismatchError
 from medic_viz.data.arrays import ImageArrays
 from medic_viz.defenses.base import fresh_copy
-from medic_viz.defenses.medic import Medic, MedicObjective, compute_layer_stats
+from medic_viz.defenses.medic import Medic, MedicObjective
 from medic_viz.finite import NonFiniteModelError
 from medic_viz.importance import ImportanceOptions, weighted_squared_error
 from medic_viz.metrics import Evaluator
+from medic_viz.stats import compute_layer_stats
 from medic_viz.training import NonFiniteLossError, SupervisedObjective, TrainConfig, TrainEvent, train
 
 

@@ -20,8 +20,9 @@ import medic_viz.importance as importance
 from medic_viz.analysis import analyze_input, rank_compromised_neurons
 from medic_viz.attacks.patch import BadNetTrigger
 from medic_viz.calibration import calibrate_tau, importance_scores
-from medic_viz.defenses.medic import MedicObjective, compute_layer_stats
+from medic_viz.defenses.medic import MedicObjective
 from medic_viz.importance import ImportanceOptions
+from medic_viz.stats import compute_layer_stats
 from test_calibration import check_calibration_shortcut
 from test_fused import _data, _net, check_fused_equals_reference
 

@@ -15,11 +15,10 @@ import pytest
 import torch
 import torch.nn as nn
 
-from medic_viz.defenses.medic import compute_layer_stats
 from medic_viz.importance import CRITERIA, validate_tau
+from medic_viz.stats import compute_layer_stats
 from medic_viz.widgets.state import ExplorerState, LauncherState, PickerState, StateChange
 from medic_viz.widgets.state.observable import Param, Parameterized, one_of
-
 from test_widget_state import TRIGGER, _net, _state, splits  # noqa: F401  (splits: fixture)
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,7 +11,7 @@ import torch.nn as nn
 
 from medic_viz.attacks.patch import BadNetTrigger
 from medic_viz.data.arrays import DatasetSplits, ImageArrays
-from medic_viz.defenses.medic import compute_layer_stats
+from medic_viz.stats import compute_layer_stats
 from medic_viz.widgets.state import ExplorerState, LauncherState, PickerState, StateChange, run_label
 
 

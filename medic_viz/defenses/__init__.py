@@ -12,8 +12,7 @@ from medic_viz.defenses.distill import KDConfig, KnowledgeDistillation, ScratchC
 from medic_viz.defenses.fineprune import FinePruning, FinePruningConfig
 from medic_viz.defenses.finetune import FineTuning, FineTuningConfig
 from medic_viz.defenses.mcr import MCR, MCRConfig
-# not the function ``medic`` (medic_viz.medic): ``medic_viz.defenses.medic`` stays the module
-from medic_viz.defenses.medic import Medic, MedicConfig, MedicObjective, compute_layer_stats
+from medic_viz.defenses.medic import Medic, MedicConfig, MedicObjective  # not the function: defenses.medic is the module
 from medic_viz.defenses.nad import NAD, NADConfig
 from medic_viz.defenses.registry import (
     DEFENSES,
@@ -24,6 +23,7 @@ from medic_viz.defenses.registry import (
     display_name,
     make_defense,
 )
+from medic_viz.deprecation import moved_names
 
 __all__ = [
     "Defense",
@@ -35,7 +35,6 @@ __all__ = [
     "Medic",
     "MedicConfig",
     "MedicObjective",
-    "compute_layer_stats",
     "medic",  # the engine module (calling it runs the function medic_viz.medic, with a DeprecationWarning)
     "FineTuning",
     "FineTuningConfig",
@@ -59,3 +58,6 @@ __all__ = [
     "display_name",
     "make_defense",
 ]
+
+# compute_layer_stats: medic_viz.stats (medic_viz.deprecation.MOVED)
+__getattr__ = moved_names(__name__)

@@ -28,29 +28,35 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import medic_viz.stats as layer_statistics  # looked up at call time: what a test or benchmark puts there runs
 from medic_viz.calibration import calibrate_taus, validate_share
 from medic_viz.capture import LAYER_PRESETS, LayerRecorder, StructureMismatchError, check_same_structure, resolve_layers
 from medic_viz.checks import MAX_SEED, check_number, check_whole
 from medic_viz.coverage import LABEL_ONLY_WARNING_SHARE, cloning_coverage
 from medic_viz.data.arrays import ImageArrays, iterate_batches
-from medic_viz.device import resolve_device
 from medic_viz.defenses.base import ConfiguredDefense, DefenseResult, fresh_copy, frozen_copy
 from medic_viz.defenses.tunable import Tunable, TuningSpace
+from medic_viz.deprecation import moved_names
+from medic_viz.device import resolve_device
 from medic_viz.fused import FusedCloneLoss, validate_fused_mode
-from medic_viz.importance import ImportanceOptions, layer_importance, weighted_squared_error  # re-exported here
+from medic_viz.importance import ImportanceOptions, layer_importance
 from medic_viz.metrics import Evaluator
-from medic_viz.stats import DEFAULT_EPS, LayerStats, compute_layer_stats  # compute_layer_stats re-exported here
+from medic_viz.stats import DEFAULT_EPS, LayerStats
 from medic_viz.training import Callback, TrainConfig, resolve_channels_last, train
+
+#: Old path of :func:`medic_viz.stats.compute_layer_stats`, still bound here without a warning:
+#: medic_viz/workshop.py, tests/test_analysis.py and tests/test_widget_apps.py import it from here.
+#: Once they import it from medic_viz.stats, it moves to :data:`medic_viz.deprecation.MOVED` (as
+#: ``weighted_squared_error`` has) and this line goes. The engine itself calls the one in medic_viz.stats.
+compute_layer_stats = layer_statistics.compute_layer_stats
 
 __all__ = [
     "MedicConfig",
     "MedicObjective",
     "Medic",
-    "compute_layer_stats",
     "medic",
     "validate_lambda",
     "MAX_LAMBDA",
-    "weighted_squared_error",
     "DEFAULT_LAYERS",
     "DEFAULT_SHARE",
     "DEFAULT_TAU",
@@ -384,7 +390,8 @@ class Medic(ConfiguredDefense):
         reference = frozen_copy(teacher, device)
         if resolve_channels_last(cfg.channels_last, reference, device):  # as train() runs the student
             reference.to(memory_format=torch.channels_last)
-        stats = compute_layer_stats(reference, clean, layers, batch_size=cfg.stats_batch_size, device=device, eps=cfg.eps)
+        stats = layer_statistics.compute_layer_stats(reference, clean, layers, batch_size=cfg.stats_batch_size, device=device,
+                                                     eps=cfg.eps)
         steps = math.ceil(len(clean) / cfg.batch_size) * cfg.epochs
         per_image = sum(st.mean.numel() * st.count / max(len(clean), 1) for st in stats.values())
         objective = MedicObjective(reference, student.to(device), stats, cfg.importance, cfg.lam,
@@ -481,7 +488,8 @@ def preview_layer_taus(
     reference = frozen_copy(teacher, device)
     if resolve_channels_last(cfg.channels_last, reference, device):  # as Medic.run runs it
         reference.to(memory_format=torch.channels_last)
-    stats = compute_layer_stats(reference, clean, names, batch_size=cfg.stats_batch_size, device=device, eps=cfg.eps)
+    stats = layer_statistics.compute_layer_stats(reference, clean, names, batch_size=cfg.stats_batch_size, device=device,
+                                                 eps=cfg.eps)
     objective = MedicObjective(reference, reference, stats, cfg.importance, cfg.lam, fused="eager")
     return calibrate_layer_taus(objective, clean, share, images=cfg.calibration_images, batch_size=cfg.batch_size,
                                 seed=cfg.seed, augment=cfg.augment)
@@ -557,4 +565,5 @@ class _EngineModule(types.ModuleType):
         return medic(*args, **kwargs)  # type: ignore[arg-type]
 
 
+__getattr__ = moved_names(__name__)
 sys.modules[__name__].__class__ = _EngineModule
