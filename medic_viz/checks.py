@@ -45,10 +45,11 @@ def check_whole(name: str, value: object, minimum: int = 0, maximum: int | None 
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise ValueError(f"{name} must be {kind} >= {minimum}{_meaning(meaning)}, got {quoted(value)} "
                          f"({type(value).__name__})")
-    if value < minimum or (maximum is not None and value > maximum):
+    number = int(value)  # exact for an Integral
+    if number < minimum or (maximum is not None and number > maximum):
         bound = f"in {minimum}..{maximum}" if maximum is not None else f">= {minimum}"
         raise ValueError(f"{name} must be {kind} {bound}{_meaning(meaning)}, got {value}")
-    return int(value)
+    return number
 
 
 def interval_text(low: float | None, high: float | None, low_open: bool = False, high_open: bool = False) -> str:

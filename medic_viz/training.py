@@ -12,16 +12,17 @@ from __future__ import annotations
 import math
 import threading
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, fields
-from typing import Callable, Iterable, Protocol, Sequence
+from typing import Any, Callable, Iterable, Protocol, Sequence
 
 import torch
 import torch.nn as nn
 
 from medic_viz.checks import MAX_SEED, check_number, check_whole
 from medic_viz.data.arrays import ImageArrays, iterate_batches
-from medic_viz.finite import check_finite_model
 from medic_viz.device import resolve_device
+from medic_viz.finite import check_finite_model
 from medic_viz.metrics import BackdoorMetrics, Evaluator
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "TrainEvent",
     "TrainResult",
     "Objective",
+    "BatchLoss",
     "SupervisedObjective",
     "NonFiniteLossError",
     "Callback",
@@ -161,6 +163,10 @@ class TrainResult:
         return [e for e in self.history if e.kind in ("start", "epoch")]
 
 
+#: What an objective's ``loss`` returns for one batch: (total loss, named loss terms, per-layer terms).
+BatchLoss = tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]
+
+
 class Objective(Protocol):
     """A training objective: ``model`` is what is trained and evaluated."""
 
@@ -168,7 +174,7 @@ class Objective(Protocol):
 
     def parameters(self) -> Iterable[nn.Parameter]: ...
 
-    def loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    def loss(self, x: torch.Tensor, y: torch.Tensor) -> BatchLoss:
         """Return (total loss, named loss terms, per-layer terms) for one batch."""
         ...
 
@@ -182,7 +188,7 @@ class SupervisedObjective:
     def parameters(self) -> Iterable[nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
 
-    def loss(self, x: torch.Tensor, y: torch.Tensor):
+    def loss(self, x: torch.Tensor, y: torch.Tensor) -> BatchLoss:
         ce = nn.functional.cross_entropy(self.model(x), y)
         return ce, {"ce": ce}, {}
 
@@ -202,8 +208,6 @@ def _cpu_has_bf16() -> bool:
     except (AttributeError, RuntimeError):
         ok = False
     if not ok:
-        import warnings
-
         warnings.warn("cpu_bf16=True but this CPU has no native bf16 support: training in float32", RuntimeWarning, stacklevel=3)
     return ok
 
@@ -233,10 +237,11 @@ def lr_factor(schedule: str, epoch: int, epochs: int) -> float:
     raise ValueError(f"schedule must be one of {', '.join(map(repr, SCHEDULES))}, got {schedule!r}")
 
 
-def _progress_bar(total: int, enabled: bool, label: str):
+def _progress_bar(total: int, enabled: bool, label: str) -> Any:
     if not enabled:
         return None
-    from tqdm.auto import tqdm  # tqdm.auto: a notebook bar in Jupyter, a text bar elsewhere
+    # tqdm.auto: a notebook bar in Jupyter (ipywidgets), a text bar elsewhere, chosen when it is first imported
+    from tqdm.auto import tqdm  # noqa: PLC0415 — chooses its bar on import: at the first run, not with the package
 
     return tqdm(total=total, desc=label or "training", unit="step", leave=False)
 
@@ -274,6 +279,7 @@ def train(
     optimizer = _make_optimizer(params, cfg)
     steps_per_epoch = math.ceil(len(data) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None
     if cfg.schedule == "cosine":
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
     elif cfg.schedule in ("step", "piecewise"):

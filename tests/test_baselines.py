@@ -3,6 +3,7 @@ stops on request, never depends on test data; method-specific pieces checked by 
 
 import copy
 import threading
+from typing import Any
 
 import pytest
 import torch
@@ -23,7 +24,7 @@ from medic_viz.defenses.registry import DEFENSES, defense_class, make_defense
 from medic_viz.experiments.grid import method_options
 from medic_viz.metrics import Evaluator
 from medic_viz.models.zoo import build_model
-from medic_viz.training import SupervisedObjective, TrainConfig, lr_factor, train
+from medic_viz.training import SupervisedObjective, TrainConfig, TrainEvent, lr_factor, train
 
 BASELINES = ["finetune", "fineprune", "nad", "mcr", "anp", "kd", "scratch"]
 
@@ -46,7 +47,7 @@ def _data(n: int = 48, seed: int = 0) -> ImageArrays:
     return ImageArrays(x, y, classes=("a", "b", "c"), name="tiny")
 
 
-FAST = dict(epochs=2, batch_size=16, progress=False, device="cpu")
+FAST: dict[str, Any] = dict(epochs=2, batch_size=16, progress=False, device="cpu")
 
 
 def _options(name: str) -> dict:
@@ -82,7 +83,7 @@ def _evaluator() -> Evaluator:
 @pytest.mark.parametrize("name", BASELINES + ["medic"])
 def test_defense_changes_model_keeps_teacher_and_emits_one_stream(name, teacher):
     before = _state(teacher)
-    seen = []
+    seen: list[TrainEvent] = []
     result = make_defense(name, **_options(name)).run(teacher, _data(), evaluator=_evaluator(), callbacks=[seen.append])
     # the teacher is untouched, in values and in mode
     for k, v in teacher.state_dict().items():
@@ -221,7 +222,7 @@ def test_step_and_piecewise_schedules_by_hand():
     assert [lr_factor("piecewise", e, 10) for e in (0, 4, 5, 6, 8, 9)] == pytest.approx(
         [1, 1, 1 - 0.1 / 0.4 * 0.99, 1 - 0.2 / 0.4 * 0.99, 0.01, 0.01])
     assert lr_factor("cosine", 5, 10) == pytest.approx(0.5) and lr_factor("constant", 7, 10) == 1.0
-    seen = []
+    seen: list[TrainEvent] = []
     model = _net(0)
     train(SupervisedObjective(model), _data(16), TrainConfig(epochs=4, batch_size=16, optimizer="sgd", lr=0.1,
                                                              schedule="step", progress=False, device="cpu", eval_every=0),
@@ -242,7 +243,7 @@ def test_last_conv_block_and_prune_channels_zero_the_block_output():
     with pytest.raises(ValueError, match="not a convolution"):
         last_conv_block(model, "9")
     prune_channels(model, "8", "9", [1, 4])
-    out = {}
+    out: dict[str, torch.Tensor] = {}
     model[10].register_forward_hook(lambda m, i, o: out.setdefault("relu", o.clone()))
     model(torch.rand(2, 3, 8, 8))
     assert torch.all(out["relu"][:, [1, 4]] == 0)
@@ -288,7 +289,7 @@ def test_fine_pruning_on_wrn_prunes_the_final_feature_channels_after_the_residua
     model = build_model("wrn16_1", 3).eval()
     assert last_conv_block(model) == ("block3.layer.1.conv2", "bn1")
     prune_channels(model, "block3.layer.1.conv2", "bn1", [2, 7])
-    feats = {}
+    feats: dict[Any, torch.Tensor] = {}
     model.relu.register_forward_hook(lambda m, i, o: feats.setdefault("f", o.clone()))
     model(torch.rand(2, 3, 32, 32))
     assert torch.all(feats["f"][:, [2, 7]] == 0) and torch.any(feats["f"][:, [0, 1, 3]] != 0)
@@ -325,7 +326,7 @@ def test_nad_distils_wrn_block3_by_default():
 
     wrn = build_model("wrn16_1", 3)
     clean = ImageArrays((torch.rand(8, 3, 32, 32) * 255).to(torch.uint8), torch.arange(8) % 3, classes=("a", "b", "c"))
-    opts = dict(epochs=1, teacher_epochs=1, batch_size=8, progress=False, device="cpu", eval_every=0)
+    opts: dict[str, Any] = dict(epochs=1, teacher_epochs=1, batch_size=8, progress=False, device="cpu", eval_every=0)
     assert NAD(**opts).run(wrn, clean).config["attention_layers"] == ["block1", "block2", "block3"]
     assert NAD(attention="module", **opts).run(wrn, clean).config["attention_layers"] == ["block1", "block2", "relu"]
 
@@ -335,7 +336,7 @@ def test_attention_distillation_loss_by_hand(teacher):
     obj = AttentionDistillationObjective(student, teacher, ["2", "6"], [10.0, 100.0])
     x, y = _data().floats()[:4], _data().labels[:4]
     total, terms, per_layer = obj.loss(x, y)
-    feats = {}
+    feats: dict[Any, torch.Tensor] = {}
     hooks = [teacher[i].register_forward_hook(lambda m, inp, o, i=i: feats.__setitem__(("t", i), o.clone())) for i in (2, 6)]
     hooks += [student[i].register_forward_hook(lambda m, inp, o, i=i: feats.__setitem__(("s", i), o.clone())) for i in (2, 6)]
     with torch.no_grad():
@@ -343,7 +344,8 @@ def test_attention_distillation_loss_by_hand(teacher):
         logits = student(x)
     for h in hooks:
         h.remove()
-    by_hand = sum(b * F.mse_loss(attention_map(feats[("s", i)]), attention_map(feats[("t", i)])) for i, b in ((2, 10.0), (6, 100.0)))
+    by_hand = sum((b * F.mse_loss(attention_map(feats[("s", i)]), attention_map(feats[("t", i)]))
+                   for i, b in ((2, 10.0), (6, 100.0))), torch.zeros(()))
     torch.testing.assert_close(terms["at"], by_hand, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(terms["ce"], F.cross_entropy(logits, y), rtol=1e-4, atol=1e-6)
     same = AttentionDistillationObjective(teacher, teacher, ["2"], [1.0])
@@ -365,7 +367,8 @@ def test_bezier_curve_endpoints_and_midpoint():
     with torch.no_grad():
         curve.bend[0].add_(1.0)
     name0 = curve.names[0]
-    torch.testing.assert_close(curve.weights_at(0.3)[name0], 0.49 * wa[name0] + 0.42 * (((wa[name0] + wb[name0]) / 2) + 1) + 0.09 * wb[name0])
+    torch.testing.assert_close(curve.weights_at(0.3)[name0],
+                               0.49 * wa[name0] + 0.42 * (((wa[name0] + wb[name0]) / 2) + 1) + 0.09 * wb[name0])
     model = curve.model_at(1.0)
     x = torch.rand(2, 3, 8, 8)
     torch.testing.assert_close(model(x), b.eval()(x))
@@ -378,14 +381,15 @@ def test_choose_t_uses_only_clean_accuracy_rule():
     assert choose_t({0.2: 0.1, 0.4: 0.3}, start_acc=0.9, end_acc=0.9, max_acc_drop=0.01) == 0.4  # none qualifies: best
 
 
-MCR_FAST = dict(FAST, endpoint_epochs=1, eval_every=0)
+MCR_FAST: dict[str, Any] = dict(FAST, endpoint_epochs=1, eval_every=0)
 
 
 def test_mcr_returns_the_authors_point_and_trains_its_endpoint_on_its_own_settings(teacher):
-    seen = []
+    seen: list[TrainEvent] = []
     mcr = MCR(**MCR_FAST)
     result = mcr.run(teacher, _data(), callbacks=[seen.append])
     assert result.config["t"] == 0.9 and result.config["momentum"] == 0.99
+    assert mcr._curve is not None
     curve, fit = mcr._curve
     torch.testing.assert_close(result.model.state_dict(), curve.model_at(0.9, fit).state_dict())
     # phase 1 (the endpoint) on its own optimiser settings, phase 2 (the curve) on the curve's
@@ -493,7 +497,7 @@ def test_anp_learns_masks_and_prunes_exactly_those_at_or_below_the_threshold(tea
 
 
 def test_anp_readout_equals_a_run_at_that_threshold(teacher):
-    opts = dict(iterations=None, epochs=2, batch_size=16, progress=False, device="cpu", lr=1.0, eval_every=0)
+    opts: dict[str, Any] = dict(iterations=None, epochs=2, batch_size=16, progress=False, device="cpu", lr=1.0, eval_every=0)
     anp = ANP(**opts)
     low = anp.run(teacher, _data())
     high = ANP(threshold=0.9, **opts).run(teacher, _data())

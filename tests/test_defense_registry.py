@@ -5,6 +5,7 @@ alone, and MEDIC's τ/λ checked once, in its config."""
 import ast
 import importlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -66,8 +67,9 @@ def _data(n: int = 32, seed: int = 0) -> ImageArrays:
     return ImageArrays(x, torch.randint(0, 3, (n,), generator=g), classes=("a", "b", "c"), name="tiny")
 
 
-FAST = dict(epochs=1, batch_size=16, progress=False, device="cpu")
-EXTRA = {"nad": dict(teacher_epochs=1), "mcr": dict(endpoint_epochs=1, t_grid=(0.5,)), "anp": dict(iterations=None)}
+FAST: dict[str, Any] = dict(epochs=1, batch_size=16, progress=False, device="cpu")
+EXTRA: dict[str, dict[str, Any]] = {"nad": dict(teacher_epochs=1), "mcr": dict(endpoint_epochs=1, t_grid=(0.5,)),
+                                    "anp": dict(iterations=None)}
 
 
 # ------------------------------------------------------------------------------------ registry

@@ -187,7 +187,11 @@ def test_readout_candidates_share_one_run_and_equal_their_own_runs(monkeypatch):
     opts = dict(FAST, iterations=None, lr=1.0)
     runs = []
     original = ANP._run
-    monkeypatch.setattr(ANP, "_run", lambda self, *a, **k: runs.append(self.config.threshold) or original(self, *a, **k))
+    def counted(self, *a, **k):
+        runs.append(self.config.threshold)
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(ANP, "_run", counted)
     cands = [{"threshold": 0.1, "eps": 0.2}, {"threshold": 0.6, "eps": 0.2}, {"threshold": 0.1, "eps": 0.4}]
     got, accs, _, _ = holdout_accuracies("anp", {"t": teacher}, data, fraction=0.2, options=opts, candidates=cands)
     assert got == cands and runs == [0.1, 0.1]  # one run per ε; threshold 0.6 read out of the first

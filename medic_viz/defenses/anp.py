@@ -26,8 +26,9 @@ after its ascent step.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 import torch.nn as nn
@@ -39,7 +40,8 @@ from medic_viz.defenses.base import ConfiguredDefense, check_fraction, frozen_co
 from medic_viz.defenses.phases import EventStream, phase_config, phase_steps
 from medic_viz.defenses.tunable import Tunable, TuningSpace
 from medic_viz.device import resolve_device
-from medic_viz.training import TrainConfig
+from medic_viz.metrics import Evaluator
+from medic_viz.training import BatchLoss, Callback, TrainConfig
 
 __all__ = ["ANPConfig", "ANP", "ANPObjective", "prune_by_masks"]
 
@@ -53,7 +55,8 @@ class _PerturbedBN:
         self.index = index
         self.handle = module.register_forward_hook(self._hook)
 
-    def _hook(self, module, inputs, output):
+    def _hook(self, module: nn.modules.batchnorm._BatchNorm, inputs: tuple[torch.Tensor, ...],
+              output: torch.Tensor) -> torch.Tensor:
         owner = self.owner
         mask = owner.masks[self.index]
         if owner.perturbed:
@@ -100,7 +103,7 @@ class _MaskedNetwork(nn.Module):
         self.network.eval()  # BN modules never update their running statistics; the hooks pick the mode
         return self
 
-    def _apply(self, fn, recurse=True):
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> "_MaskedNetwork":
         out = super()._apply(fn, recurse)
         self.noise = [fn(t) for t in self.noise]
         self.noise_bias = [fn(t) for t in self.noise_bias]
@@ -122,7 +125,8 @@ class ANPObjective:
     masked network; only the masks are parameters. Masks are clipped to [0, 1] before each
     batch (and once more by :class:`ANP` after the last one)."""
 
-    def __init__(self, masked: _MaskedNetwork, eps: float = 0.4, steps: int = 1, alpha: float = 0.2, seed: int = 0) -> None:
+    def __init__(self, masked: _MaskedNetwork, eps: float = 0.4, steps: int = 1, alpha: float = 0.2,
+                 seed: int = 0) -> None:
         self.model = masked
         self.eps = float(eps)
         self.steps = int(steps)
@@ -158,7 +162,7 @@ class ANPObjective:
             ]
             net.noise, net.noise_bias = moved[:k], moved[k:]
 
-    def loss(self, x: torch.Tensor, y: torch.Tensor):
+    def loss(self, x: torch.Tensor, y: torch.Tensor) -> BatchLoss:
         self.clip_masks()
         net = self.model
         if self.eps > 0:
@@ -211,7 +215,8 @@ class ANPConfig(TrainConfig):
         return max(1, math.ceil(int(self.iterations) / math.ceil(n / self.batch_size)))
 
 
-def prune_by_masks(model: nn.Module, norm_names: Sequence[str], masks: Sequence[torch.Tensor], threshold: float) -> dict[str, list[int]]:
+def prune_by_masks(model: nn.Module, norm_names: Sequence[str], masks: Sequence[torch.Tensor],
+                   threshold: float) -> dict[str, list[int]]:
     """ANP's pruning, in place: zero the BatchNorm weight of every neuron whose mask value is
     ``<= threshold``. Returns ``{layer: [pruned channels]}``."""
     modules = dict(model.named_modules())
@@ -237,23 +242,29 @@ class ANP(ConfiguredDefense):
     tuning = TuningSpace((Tunable.over("threshold", (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)),
                           Tunable.over("eps", (0.2, 0.4))))
     readout_options = ("threshold",)
+    config: ANPConfig
+    #: the last run's learned masks, by BatchNorm layer (:meth:`readout`)
+    last_masks: dict[str, torch.Tensor] | None
 
     @classmethod
     def epoch_options(cls, epochs: int) -> dict[str, object]:
         """``epochs`` of mask optimisation instead of the fixed number of iterations."""
         return {"epochs": int(epochs), "iterations": None}
 
-    def readout(self, teacher: nn.Module, clean: ImageArrays, **options) -> nn.Module:
+    def readout(self, teacher: nn.Module, clean: ImageArrays, **options: Any) -> nn.Module:
         """``teacher`` pruned by the last run's masks at ``threshold=``: what a run with that
         threshold returns (the masks do not depend on it)."""
         masks = getattr(self, "last_masks", None)
         self._check_readout(options, masks)
+        assert masks is not None  # _check_readout refused a readout before a run
         threshold = check_fraction(options.get("threshold", self.config.threshold), "threshold")
         model = trainable_copy(teacher, resolve_device(self.config.device))
         prune_by_masks(model, list(masks), list(masks.values()), threshold)
         return model.eval()
 
-    def _run(self, teacher, clean, device, evaluator, callbacks, stop_event, label):
+    def _run(self, teacher: nn.Module, clean: ImageArrays, device: torch.device, evaluator: Evaluator | None,
+             callbacks: Sequence[Callback], stop_event: threading.Event | None,
+             label: str) -> tuple[nn.Module, dict, EventStream]:
         cfg = self.config
         self.last_masks = None
         epochs = cfg.mask_epochs(len(clean))

@@ -85,9 +85,12 @@ class _RunOutcome(Protocol):
     ``history``, ``stopped`` and ``seconds`` (a :class:`~medic_viz.training.TrainResult` or a
     :class:`~medic_viz.defenses.phases.EventStream`)."""
 
-    history: list[TrainEvent]
-    stopped: bool
-    seconds: float
+    @property
+    def history(self) -> list[TrainEvent]: ...
+    @property
+    def stopped(self) -> bool: ...
+    @property
+    def seconds(self) -> float: ...
 
 
 class ConfiguredDefense(Defense):
@@ -211,7 +214,8 @@ class ConfiguredDefense(Defense):
             teacher, clean, device, evaluator, callbacks, stop_event, label or self.default_label(), **options
         )
         model.eval()
-        return DefenseResult(self.name, model, outcome.history, outcome.stopped, outcome.seconds, {**asdict(self.config), **extra})
+        return DefenseResult(self.name, model, outcome.history, outcome.stopped, outcome.seconds,
+                             {**asdict(self.config), **extra})
 
     def _run(
         self,
@@ -265,10 +269,12 @@ def fresh_copy(model: nn.Module, seed: int = 0) -> nn.Module:
     try:
         torch.manual_seed(int(seed))
         for module in student.modules():
-            if hasattr(module, "reset_running_stats"):
-                module.reset_running_stats()
-            if hasattr(module, "reset_parameters") and callable(module.reset_parameters):
-                module.reset_parameters()
+            reset_stats = getattr(module, "reset_running_stats", None)
+            if reset_stats is not None:
+                reset_stats()
+            reset = getattr(module, "reset_parameters", None)
+            if callable(reset):
+                reset()
     finally:
         torch.random.set_rng_state(state)
     for p in student.parameters():
@@ -292,7 +298,7 @@ def clean_set_accuracy(model: nn.Module, data: ImageArrays, device: torch.device
         return hits / max(len(data), 1)
 
 
-def check_fraction(value: float, what: str) -> float:
+def check_fraction(value: object, what: str) -> float:
     """``value`` as a float in [0, 1] (a number, not a string or bool), or ``ValueError``
     naming ``what`` (:func:`medic_viz.checks.check_number`)."""
     return check_number(what, value, 0.0, 1.0)

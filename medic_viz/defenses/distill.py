@@ -12,17 +12,20 @@ its logits).
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from medic_viz.checks import MAX_SEED, check_number, check_whole
+from medic_viz.data.arrays import ImageArrays
 from medic_viz.defenses.base import ConfiguredDefense, fresh_copy, frozen_copy
-from medic_viz.defenses.phases import run_single_phase
-from medic_viz.training import SupervisedObjective, TrainConfig
+from medic_viz.defenses.phases import EventStream, run_single_phase
+from medic_viz.metrics import Evaluator
+from medic_viz.training import BatchLoss, Callback, Objective, SupervisedObjective, TrainConfig
 
 __all__ = ["KDConfig", "KnowledgeDistillation", "ScratchConfig", "ScratchTraining", "DistillationObjective"]
 
@@ -31,7 +34,8 @@ class DistillationObjective:
     """Logit distillation: ``CE(s, y) + w · T² · KL(softmax(t/T) ‖ softmax(s/T))`` (batch mean);
     ``model`` is the student, the teacher is frozen in eval mode."""
 
-    def __init__(self, student: nn.Module, teacher: nn.Module, temperature: float = 2.0, weight: float = 1.0, ce_weight: float = 1.0) -> None:
+    def __init__(self, student: nn.Module, teacher: nn.Module, temperature: float = 2.0, weight: float = 1.0,
+                 ce_weight: float = 1.0) -> None:
         self.model = student
         self.teacher = teacher
         self.temperature = float(temperature)
@@ -41,7 +45,7 @@ class DistillationObjective:
     def parameters(self) -> Iterable[nn.Parameter]:
         return [q for q in self.model.parameters() if q.requires_grad]
 
-    def loss(self, x: torch.Tensor, y: torch.Tensor):
+    def loss(self, x: torch.Tensor, y: torch.Tensor) -> BatchLoss:
         self.teacher.eval()
         with torch.no_grad():
             t_logits = self.teacher(x).float()
@@ -76,12 +80,15 @@ class _FreshStudentDefense(ConfiguredDefense):
     set with the objective :meth:`objective` builds, in one phase."""
 
     seed_options = ("student_seed",)
+    config: KDConfig | ScratchConfig
 
-    def objective(self, student: nn.Module, teacher: nn.Module, device: torch.device):  # pragma: no cover - interface
+    def objective(self, student: nn.Module, teacher: nn.Module, device: torch.device) -> Objective:  # pragma: no cover
         """The training objective of ``student``; ``teacher`` is the user's (unchanged) model."""
         raise NotImplementedError
 
-    def _run(self, teacher, clean, device, evaluator, callbacks, stop_event, label):
+    def _run(self, teacher: nn.Module, clean: ImageArrays, device: torch.device, evaluator: Evaluator | None,
+             callbacks: Sequence[Callback], stop_event: threading.Event | None,
+             label: str) -> tuple[nn.Module, dict, EventStream]:
         student = fresh_copy(teacher, seed=self.config.student_seed).to(device)
         stream = run_single_phase(
             self.objective(student, teacher, device), clean, self.config,
@@ -96,6 +103,7 @@ class KnowledgeDistillation(_FreshStudentDefense):
     name = "kd"
     display_name = "KD"
     config_class = KDConfig
+    config: KDConfig
 
     def objective(self, student: nn.Module, teacher: nn.Module, device: torch.device) -> DistillationObjective:
         cfg = self.config
@@ -119,6 +127,7 @@ class ScratchTraining(_FreshStudentDefense):
     name = "scratch"
     display_name = "Scratch"
     config_class = ScratchConfig
+    config: ScratchConfig
 
     def objective(self, student: nn.Module, teacher: nn.Module, device: torch.device) -> SupervisedObjective:
         return SupervisedObjective(student)

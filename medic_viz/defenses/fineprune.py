@@ -24,6 +24,7 @@ the learning rate (0.01 cosine, 0.1 stepped), weakest first.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -35,9 +36,10 @@ from medic_viz.checks import check_whole
 from medic_viz.data.arrays import ImageArrays, iterate_batches
 from medic_viz.defenses.base import ConfiguredDefense, check_fraction, clean_set_accuracy, trainable_copy
 from medic_viz.defenses.finetune import FineTuningConfig
-from medic_viz.defenses.phases import run_single_phase
+from medic_viz.defenses.phases import EventStream, run_single_phase
 from medic_viz.defenses.tunable import Tunable, TuningSpace, lr_recipes
-from medic_viz.training import SupervisedObjective
+from medic_viz.metrics import Evaluator
+from medic_viz.training import Callback, SupervisedObjective
 
 __all__ = ["FinePruningConfig", "FinePruning", "last_conv_block", "prune_channels"]
 
@@ -61,7 +63,8 @@ def last_conv_block(model: nn.Module, layer: str | None = None) -> tuple[str, st
     else:
         matches = [i for i in convs if named[i][0] == layer]
         if not matches:
-            raise ValueError(f"layer {layer!r} is not a convolution of this model; convolutions: {[named[i][0] for i in convs]}")
+            raise ValueError(f"layer {layer!r} is not a convolution of this model; convolutions: "
+                             f"{[named[i][0] for i in convs]}")
         index = matches[0]
     conv_name, conv = named[index]
     for name, module in named[index + 1 :]:
@@ -157,9 +160,11 @@ class FinePruning(ConfiguredDefense):
     display_name = "Fine-pruning"
     config_class = FinePruningConfig
     tuning = TuningSpace((Tunable.over("prune_ratio", (0.25, 0.5, 0.75, 0.9)), lr_recipes(0.01, 0.1)))
+    config: FinePruningConfig
 
     @torch.no_grad()
-    def channel_activity(self, model: nn.Module, clean: ImageArrays, device: torch.device) -> tuple[str, str | None, torch.Tensor]:
+    def channel_activity(self, model: nn.Module, clean: ImageArrays,
+                         device: torch.device) -> tuple[str, str | None, torch.Tensor]:
         """``(conv, norm, mean activation per channel)`` over the clean set: the norm layer's
         output (the conv's without one) after a ReLU, averaged over images and positions (eval
         mode, no augmentation)."""
@@ -179,7 +184,9 @@ class FinePruning(ConfiguredDefense):
             raise ValueError("the clean set is empty; Fine-pruning ranks channels on clean images")
         return conv_name, norm_name, total / count
 
-    def _run(self, teacher, clean, device, evaluator, callbacks, stop_event, label):
+    def _run(self, teacher: nn.Module, clean: ImageArrays, device: torch.device, evaluator: Evaluator | None,
+             callbacks: Sequence[Callback], stop_event: threading.Event | None,
+             label: str) -> tuple[nn.Module, dict, EventStream]:
         cfg = self.config
         model = trainable_copy(teacher, device)
         conv_name, norm_name, activity = self.channel_activity(model, clean, device)

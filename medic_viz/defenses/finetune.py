@@ -13,12 +13,19 @@ with a cosine schedule and 0.1 stepped, weakest first.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
+from typing import Sequence
 
+import torch
+import torch.nn as nn
+
+from medic_viz.data.arrays import ImageArrays
 from medic_viz.defenses.base import ConfiguredDefense, trainable_copy
-from medic_viz.defenses.phases import run_single_phase
+from medic_viz.defenses.phases import EventStream, run_single_phase
 from medic_viz.defenses.tunable import TuningSpace, lr_recipes
-from medic_viz.training import SupervisedObjective, TrainConfig
+from medic_viz.metrics import Evaluator
+from medic_viz.training import Callback, SupervisedObjective, TrainConfig
 
 __all__ = ["FineTuningConfig", "FineTuning"]
 
@@ -43,8 +50,11 @@ class FineTuning(ConfiguredDefense):
     display_name = "Fine-tuning"
     config_class = FineTuningConfig
     tuning = TuningSpace((lr_recipes(),))
+    config: FineTuningConfig
 
-    def _run(self, teacher, clean, device, evaluator, callbacks, stop_event, label):
+    def _run(self, teacher: nn.Module, clean: ImageArrays, device: torch.device, evaluator: Evaluator | None,
+             callbacks: Sequence[Callback], stop_event: threading.Event | None,
+             label: str) -> tuple[nn.Module, dict, EventStream]:
         model = trainable_copy(teacher, device)
         stream = run_single_phase(
             SupervisedObjective(model), clean, self.config,

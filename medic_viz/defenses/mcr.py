@@ -33,8 +33,9 @@ curve, farthest from both backdoored endpoints, is the strongest; read off one t
 from __future__ import annotations
 
 import copy
+import threading
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any, Iterable, Sequence
 
 import torch
 import torch.nn as nn
@@ -45,11 +46,12 @@ from medic_viz.capture import train_mode
 from medic_viz.checks import MAX_SEED, check_number, check_numbers, check_whole
 from medic_viz.data.arrays import ImageArrays, iterate_batches
 from medic_viz.defenses.base import ConfiguredDefense, check_fraction, clean_set_accuracy, frozen_copy
-from medic_viz.defenses.phases import fine_tune_phase, phase_config
+from medic_viz.defenses.phases import EventStream, fine_tune_phase, phase_config
 from medic_viz.defenses.tunable import Tunable, TuningSpace
 from medic_viz.defenses.tuning import split_holdout
 from medic_viz.device import model_device
-from medic_viz.training import SCHEDULES, TrainConfig
+from medic_viz.metrics import Evaluator
+from medic_viz.training import SCHEDULES, BatchLoss, Callback, TrainConfig
 
 __all__ = ["MCRConfig", "MCR", "BezierCurve", "CurveObjective", "choose_t", "update_bn"]
 
@@ -145,7 +147,7 @@ class CurveObjective:
     def parameters(self) -> Iterable[nn.Parameter]:
         return list(self.model.bend.parameters())
 
-    def loss(self, x: torch.Tensor, y: torch.Tensor):
+    def loss(self, x: torch.Tensor, y: torch.Tensor) -> BatchLoss:
         t = float(torch.rand((), generator=self.generator))
         logits = self.model(x, t=t)
         ce = F.cross_entropy(logits.float(), y)
@@ -223,22 +225,28 @@ class MCR(ConfiguredDefense):
     pinned_defaults = ("momentum", "schedule", "t")
     tuning = TuningSpace((Tunable.over("t", (0.9, 0.8, 0.7, 0.6, 0.5)), Tunable.over("momentum", (0.9, 0.99))))
     readout_options = ("t",)
+    config: MCRConfig
+    #: the last run's curve and the images it trained on (:meth:`readout`)
+    _curve: tuple[BezierCurve, ImageArrays] | None
 
     @classmethod
     def epoch_options(cls, epochs: int) -> dict[str, object]:
         """The endpoint's fine-tuning and the curve get ``epochs`` each."""
         return {"epochs": int(epochs), "endpoint_epochs": int(epochs)}
 
-    def readout(self, teacher: nn.Module, clean: ImageArrays, **options) -> nn.Module:
+    def readout(self, teacher: nn.Module, clean: ImageArrays, **options: Any) -> nn.Module:
         """The model at ``t=`` on the last run's curve, BatchNorm statistics re-estimated on the
         images the curve trained on: what a run with that fixed ``t`` returns."""
         state = getattr(self, "_curve", None)
         self._check_readout(options, state)
+        assert state is not None  # _check_readout refused a readout before a run
         curve, fit = state
         t = check_fraction(options.get("t", self.config.t), "t")
         return curve.model_at(float(t), fit).eval()
 
-    def _run(self, teacher, clean, device, evaluator, callbacks, stop_event, label):
+    def _run(self, teacher: nn.Module, clean: ImageArrays, device: torch.device, evaluator: Evaluator | None,
+             callbacks: Sequence[Callback], stop_event: threading.Event | None,
+             label: str) -> tuple[nn.Module, dict, EventStream]:
         cfg = self.config
         self._curve = None
         choose = cfg.t is None
@@ -256,7 +264,7 @@ class MCR(ConfiguredDefense):
         stream.run(CurveObjective(curve, cfg.curve_seed), fit, phase_config(cfg), evaluator=evaluator, stop_event=stop_event)
         self._curve = (curve, fit)
         extra: dict = {}
-        if choose:
+        if cfg.t is None:  # t chosen on the hold-out
             accs = {float(t): clean_set_accuracy(curve.model_at(float(t), fit), hold, device) for t in cfg.t_grid}
             start_acc, end_acc = clean_set_accuracy(start, hold, device), clean_set_accuracy(end, hold, device)
             t = choose_t(accs, start_acc, end_acc, cfg.max_acc_drop)

@@ -22,7 +22,7 @@ import threading
 import types
 import warnings
 from dataclasses import dataclass, fields, replace
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 import torch.nn as nn
@@ -30,7 +30,14 @@ import torch.nn.functional as F
 
 import medic_viz.stats as layer_statistics  # looked up at call time: what a test or benchmark puts there runs
 from medic_viz.calibration import calibrate_taus, validate_share
-from medic_viz.capture import LAYER_PRESETS, LayerRecorder, StructureMismatchError, check_same_structure, resolve_layers
+from medic_viz.capture import (
+    LAYER_PRESETS,
+    LayerRecorder,
+    LayerSpec,
+    StructureMismatchError,
+    check_same_structure,
+    resolve_layers,
+)
 from medic_viz.checks import MAX_SEED, check_number, check_whole
 from medic_viz.coverage import LABEL_ONLY_WARNING_SHARE, cloning_coverage
 from medic_viz.data.arrays import ImageArrays, iterate_batches
@@ -42,7 +49,7 @@ from medic_viz.fused import FusedCloneLoss, validate_fused_mode
 from medic_viz.importance import ImportanceOptions, layer_importance
 from medic_viz.metrics import Evaluator
 from medic_viz.stats import DEFAULT_EPS, LayerStats
-from medic_viz.training import Callback, TrainConfig, resolve_channels_last, train
+from medic_viz.training import BatchLoss, Callback, TrainConfig, TrainResult, resolve_channels_last, train
 
 #: Old path of :func:`medic_viz.stats.compute_layer_stats`, still bound here without a warning:
 #: medic_viz/workshop.py, tests/test_analysis.py and tests/test_widget_apps.py import it from here.
@@ -128,8 +135,8 @@ class MedicConfig(TrainConfig):
     - ``tau``: one global softmax temperature τ ≥ 0 for every layer, as in the paper
       (larger = sharper; 0 = plain cloning; the paper's value is :data:`DEFAULT_TAU` = 5).
 
-    ``lam``: weight λ ≥ 0 of the cloning loss (default :data:`DEFAULT_LAM` = 3; the paper's is 10). ``criteria``, ``zscore``, ``impact``,
-    ``loss_reduction``: see :class:`medic_viz.importance.ImportanceOptions`.
+    ``lam``: weight λ ≥ 0 of the cloning loss (default :data:`DEFAULT_LAM` = 3; the paper's is 10).
+    ``criteria``, ``zscore``, ``impact``, ``loss_reduction``: see :class:`medic_viz.importance.ImportanceOptions`.
     ``layers``: hooked layers — a preset of :data:`medic_viz.capture.LAYER_PRESETS` (default
     :data:`DEFAULT_LAYERS` = ``"auto"``, i.e. ``"conv+bn-inner"``: conv/norm outputs from the
     second convolution to before the last stage or convolution (see :data:`DEFAULT_LAYERS`);
@@ -153,7 +160,7 @@ class MedicConfig(TrainConfig):
     zscore: str = "abs"
     impact: str = "signed"
     loss_reduction: str = "sum"
-    layers: object = DEFAULT_LAYERS
+    layers: LayerSpec = DEFAULT_LAYERS
     student_seed: int = 0
     stats_batch_size: int = 256
     calibration_images: int = 256
@@ -174,7 +181,8 @@ class MedicConfig(TrainConfig):
         if isinstance(self.layers, list):
             self.layers = tuple(self.layers)
         if isinstance(self.layers, str) and "+" in self.layers and self.layers not in LAYER_PRESETS:
-            raise ValueError(f"unknown layer preset {self.layers!r}; presets are {', '.join(map(repr, LAYER_PRESETS))}, or give module names")
+            raise ValueError(f"unknown layer preset {self.layers!r}; presets are {', '.join(map(repr, LAYER_PRESETS))}, "
+                             "or give module names")
         check_whole("calibration_images", self.calibration_images, 1)
         check_whole("stats_batch_size", self.stats_batch_size, 1)
         check_whole("student_seed", self.student_seed, 0, MAX_SEED)
@@ -202,7 +210,8 @@ class MedicConfig(TrainConfig):
 
     def describe(self) -> str:
         """``"τ=5 λ=10"`` or ``"share=1% λ=3"``: how the run's temperature was set."""
-        sharp = f"share={100 * self.effective_share:g}%" if self.calibrated else f"τ={self.effective_tau:g}"
+        share = self.effective_share  # None exactly when τ is global (not calibrated)
+        sharp = f"share={100 * share:g}%" if share is not None else f"τ={self.effective_tau:g}"
         return f"{sharp} λ={float(self.lam):g}"
 
     def _importance_key(self) -> tuple:
@@ -293,14 +302,14 @@ class MedicObjective:
                     logits = self.teacher(x)
                     loss = F.cross_entropy(logits.float(), y, reduction=opts.loss_reduction)
                     acts = rec.tensors()
-                    grads = torch.autograd.grad(loss, acts, allow_unused=True)
-                grads = [torch.zeros_like(a) if g is None else g for a, g in zip(acts, grads)]
+                    found = torch.autograd.grad(loss, acts, allow_unused=True)
+                grads: list[torch.Tensor | None] = [torch.zeros_like(a) if g is None else g for a, g in zip(acts, found)]
             else:
                 with torch.no_grad():
                     self.teacher(x)
                 acts = rec.tensors()
                 grads = [None] * len(acts)
-        return [a.detach() for a in acts], list(grads)
+        return [a.detach() for a in acts], grads
 
     def parameters(self) -> Iterable[nn.Parameter]:
         return self.model.parameters()
@@ -317,7 +326,7 @@ class MedicObjective:
         ]
         return acts, weights
 
-    def loss(self, x: torch.Tensor, y: torch.Tensor):
+    def loss(self, x: torch.Tensor, y: torch.Tensor) -> BatchLoss:
         t_acts, t_grads = self.teacher_activations(x, y)
         with LayerRecorder(self.model, self.layers) as rec:
             logits = self.model(x)
@@ -344,9 +353,10 @@ class Medic(ConfiguredDefense):
     run_settings = ("tau_mode", "tau", "share", "layers", "lam")
     #: the share τ is calibrated to, 5 % … 0.5 %: a smaller share is a sharper τ, the stronger
     tuning = TuningSpace((Tunable.over("share", (0.05, 0.02, DEFAULT_SHARE, 0.005)),))
+    config: MedicConfig
 
     @classmethod
-    def pinned_options(cls, options):
+    def pinned_options(cls, options: Mapping[str, object]) -> dict[str, object]:
         """``options`` with the engine's current defaults written out — λ, the layer set and,
         without ``tau``, the share τ is calibrated to."""
         opts = {k: v for k, v in options.items() if not (k in ("tau", "share") and v is None)}
@@ -377,7 +387,9 @@ class Medic(ConfiguredDefense):
             teacher, clean, evaluator=evaluator, callbacks=callbacks, stop_event=stop_event, label=label, student=student
         )
 
-    def _run(self, teacher, clean, device, evaluator, callbacks, stop_event, label, student=None):
+    def _run(self, teacher: nn.Module, clean: ImageArrays, device: torch.device, evaluator: Evaluator | None,
+             callbacks: Sequence[Callback], stop_event: threading.Event | None, label: str,
+             student: nn.Module | None = None) -> tuple[nn.Module, dict, TrainResult]:
         cfg = self.config
         if student is not None:
             _check_student_fits(teacher, student)  # before anything runs: every weight and buffer, by name
@@ -399,12 +411,14 @@ class Medic(ConfiguredDefense):
         extra: dict = {"layers": list(layers), **_coverage_record(teacher, layers, clean)}
         if not cfg.calibrated:
             extra["tau"] = cfg.effective_tau
-        if cfg.calibrated:
-            layer_taus = calibrate_layer_taus(objective, clean, cfg.effective_share, images=cfg.calibration_images,
+        share = cfg.effective_share
+        if share is not None:  # calibrated: τ per layer
+            layer_taus = calibrate_layer_taus(objective, clean, share, images=cfg.calibration_images,
                                               batch_size=cfg.batch_size, seed=cfg.seed, augment=cfg.augment)
             objective.set_layer_taus(layer_taus)
-            extra.update(layer_taus=layer_taus, share=cfg.effective_share)
-        result = train(objective, clean, cfg.train_config(), evaluator=evaluator, callbacks=callbacks, stop_event=stop_event, label=label)
+            extra.update(layer_taus=layer_taus, share=share)
+        result = train(objective, clean, cfg.train_config(), evaluator=evaluator, callbacks=callbacks, stop_event=stop_event,
+                       label=label)
         return result.model, extra, result
 
 
@@ -446,8 +460,9 @@ def calibrate_layer_taus(
         a, g = objective.teacher_activations(x, y)
         for i in range(len(objective.layers)):
             acts[i].append(a[i].float())
-            if g[i] is not None:
-                grads[i].append(g[i].float())
+            gradient = g[i]
+            if gradient is not None:
+                grads[i].append(gradient.float())
         seen += len(x)
         if seen >= images:
             break
@@ -461,7 +476,7 @@ def preview_layer_taus(
     clean: ImageArrays,
     config: MedicConfig | None = None,
     *,
-    layers: object = None,
+    layers: LayerSpec = None,
     share: float | None = None,
 ) -> dict[str, float]:
     """The τ per layer that a MEDIC run with ``config`` (default :class:`MedicConfig`) on
@@ -484,7 +499,8 @@ def preview_layer_taus(
     if len(clean) == 0:
         raise ValueError("the clean set is empty; the defender needs some clean training images")
     device = resolve_device(cfg.device)
-    names = resolve_layers(teacher, cfg.layers if layers is None else layers, input_shape=getattr(clean, "image_shape", None))
+    names = resolve_layers(teacher, cfg.layers if layers is None else layers,
+                           input_shape=getattr(clean, "image_shape", None))
     reference = frozen_copy(teacher, device)
     if resolve_channels_last(cfg.channels_last, reference, device):  # as Medic.run runs it
         reference.to(memory_format=torch.channels_last)
@@ -516,9 +532,9 @@ def _check_student_fits(teacher: nn.Module, student: object) -> None:
             raise StructureMismatchError(f"student.{name}: the student's shape {tuple(s.shape)} differs from the teacher's "
                              f"{tuple(t.shape)} (module {module!r}); {hint}")
         if s.dtype != t.dtype:
-            raise StructureMismatchError(f"student.{name}: the student's dtype {str(s.dtype).removeprefix('torch.')} differs from "
-                             f"the teacher's {str(t.dtype).removeprefix('torch.')}; convert it (e.g. student.float()) "
-                             "or omit student=")
+            raise StructureMismatchError(f"student.{name}: the student's dtype {str(s.dtype).removeprefix('torch.')} differs "
+                                         f"from the teacher's {str(t.dtype).removeprefix('torch.')}; convert it (e.g. "
+                                         "student.float()) or omit student=")
     extra = [n for n in s_state if n not in t_state]
     if extra:
         raise StructureMismatchError(f"student has {extra[0]!r}, which the teacher does not"
@@ -536,8 +552,8 @@ def _check_student_is_not_teacher(teacher: nn.Module, student: nn.Module) -> Non
     t_storage = {p.data_ptr() for p in t_params.values()}
     if any(p.data_ptr() in t_storage for p in s_params.values()):
         raise ValueError(f"student shares weight tensors with the teacher; training it would change the teacher: {hint}")
-    if s_params and all(k in t_params and p.shape == t_params[k].shape and torch.equal(p.detach().cpu(), t_params[k].detach().cpu())
-                        for k, p in s_params.items()):
+    if s_params and all(k in t_params and p.shape == t_params[k].shape
+                        and torch.equal(p.detach().cpu(), t_params[k].detach().cpu()) for k, p in s_params.items()):
         raise ValueError(f"student holds exactly the teacher's weights (a copy of the trojaned model keeps its backdoor): {hint}")
 
 
@@ -548,7 +564,7 @@ def medic(
     evaluator: Evaluator | None = None,
     callbacks: Sequence[Callback] = (),
     stop_event: threading.Event | None = None,
-    **options: object,
+    **options: Any,
 ) -> DefenseResult:
     """Run MEDIC with keyword options of :class:`MedicConfig` (e.g. ``tau=5, lam=10, epochs=60``)."""
     return Medic(**options).run(teacher, clean, evaluator=evaluator, callbacks=callbacks, stop_event=stop_event)

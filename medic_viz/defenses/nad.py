@@ -20,8 +20,9 @@ rate (0.01 cosine, 0.1 stepped), weakest first.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 import torch.nn as nn
@@ -29,10 +30,12 @@ import torch.nn.functional as F
 
 from medic_viz.capture import LayerRecorder, eval_mode
 from medic_viz.checks import check_number, check_numbers, check_whole
+from medic_viz.data.arrays import ImageArrays
 from medic_viz.defenses.base import ConfiguredDefense, freeze, trainable_copy
-from medic_viz.defenses.phases import fine_tune_phase, phase_config
+from medic_viz.defenses.phases import EventStream, fine_tune_phase, phase_config
 from medic_viz.defenses.tunable import Tunable, TuningSpace, lr_recipes
-from medic_viz.training import TrainConfig
+from medic_viz.metrics import Evaluator
+from medic_viz.training import BatchLoss, Callback, TrainConfig
 
 __all__ = ["NADConfig", "NAD", "AttentionDistillationObjective", "attention_map", "attention_layers", "ATTENTION_RULES"]
 
@@ -83,8 +86,8 @@ def attention_layers(model: nn.Module, example: torch.Tensor, count: int = 3, ru
     seen: set[str] = set()
     handles = []
 
-    def hook_for(name: str):
-        def hook(module, inputs, output):
+    def hook_for(name: str) -> Callable[[nn.Module, Any, Any], None]:
+        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
             if isinstance(output, torch.Tensor) and name not in seen:
                 seen.add(name)
                 calls.append((name, module, tuple(output.shape)))
@@ -127,7 +130,8 @@ def attention_layers(model: nn.Module, example: torch.Tensor, count: int = 3, ru
 class AttentionDistillationObjective:
     """NAD's loss: ``CE(student) + Σ_k β_k · MSE(A(student_k), A(teacher_k))``; ``model`` is the student."""
 
-    def __init__(self, student: nn.Module, teacher: nn.Module, layers: Sequence[str], betas: Sequence[float], p: float = 2.0) -> None:
+    def __init__(self, student: nn.Module, teacher: nn.Module, layers: Sequence[str], betas: Sequence[float],
+                 p: float = 2.0) -> None:
         if len(layers) != len(betas):
             raise ValueError(f"one beta per attention layer: {len(layers)} layers but {len(betas)} betas")
         self.model = student
@@ -139,7 +143,7 @@ class AttentionDistillationObjective:
     def parameters(self) -> Iterable[nn.Parameter]:
         return [q for q in self.model.parameters() if q.requires_grad]
 
-    def loss(self, x: torch.Tensor, y: torch.Tensor):
+    def loss(self, x: torch.Tensor, y: torch.Tensor) -> BatchLoss:
         self.teacher.eval()
         with torch.no_grad(), LayerRecorder(self.teacher, self.layers) as t_rec:
             self.teacher(x)
@@ -203,6 +207,7 @@ class NAD(ConfiguredDefense):
         Tunable("betas", tuple({"betas": tuple(k * b for b in NADConfig.betas)} for k in (0.5, 1.0, 2.0, 5.0))),
         lr_recipes(0.01, 0.1),
     ))
+    config: NADConfig
 
     @classmethod
     def epoch_options(cls, epochs: int) -> dict[str, object]:
@@ -210,7 +215,9 @@ class NAD(ConfiguredDefense):
         least one."""
         return {"epochs": int(epochs), "teacher_epochs": max(1, int(epochs) // 2)}
 
-    def _run(self, teacher, clean, device, evaluator, callbacks, stop_event, label):
+    def _run(self, teacher: nn.Module, clean: ImageArrays, device: torch.device, evaluator: Evaluator | None,
+             callbacks: Sequence[Callback], stop_event: threading.Event | None,
+             label: str) -> tuple[nn.Module, dict, EventStream]:
         cfg = self.config
         n = len(clean)
         stream, nad_teacher = fine_tune_phase(

@@ -27,7 +27,7 @@ key and the name shown in tables, figures and event labels are read from its cla
 
 from __future__ import annotations
 
-from typing import Iterator, Mapping
+from typing import Any, Iterator, Mapping
 
 from medic_viz.defenses.anp import ANP
 from medic_viz.defenses.base import ConfiguredDefense
@@ -128,7 +128,7 @@ def display_name(name: str) -> str:
     return defense_class(name).display_name
 
 
-def make_defense(name: str, **options: object) -> ConfiguredDefense:
+def make_defense(name: str, **options: Any) -> ConfiguredDefense:
     """Build a defence by name with keyword options of its config (e.g.
     ``make_defense("nad", epochs=5)``, ``make_defense("medic", tau=3)``)."""
     return defense_class(name)(**options)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn as nn
@@ -57,7 +57,7 @@ def sweep_tau(
     evaluator: Evaluator | None = None,
     callbacks: Sequence[Callback] = (),
     stop_event: threading.Event | None = None,
-    **medic_options: object,
+    **medic_options: Any,
 ) -> list[dict]:
     """Run MEDIC once per τ on ``clean``; returns one row per τ with the final metrics that
     ``evaluator`` reports (``clean_acc``, ``asr``, counts) and the trained model under "model"."""
@@ -66,7 +66,8 @@ def sweep_tau(
         validate_tau(tau)
         if stop_event is not None and stop_event.is_set():
             break
-        result = Medic(tau=float(tau), **medic_options).run(teacher, clean, evaluator=evaluator, callbacks=callbacks, stop_event=stop_event)
+        result = Medic(tau=float(tau), **medic_options).run(teacher, clean, evaluator=evaluator, callbacks=callbacks,
+                                                            stop_event=stop_event)
         row: dict = {"tau": float(tau), "seconds": result.seconds, "stopped": result.stopped, "model": result.model}
         if evaluator is not None:
             m = evaluator(result.model)
@@ -141,7 +142,7 @@ def select_tau(
     device: str = "auto",
     callbacks: Sequence[Callback] = (),
     stop_event: threading.Event | None = None,
-    **medic_options: object,
+    **medic_options: Any,
 ) -> TauSelection:
     """Choose τ from clean data alone: the largest candidate whose hold-out clean accuracy is
     within ``budget`` (a fraction, 0.03 = 3 points) of the trojaned model's; if none is, the most
