@@ -2,16 +2,25 @@
 recomputation, failures, the table's arithmetic, the CLI, and the Ray executor."""
 
 import argparse
+import ast
 import math
+import shutil
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
+import medic_viz as mv
 import medic_viz.experiments as ex
 import medic_viz.experiments.runner as runner
 from medic_viz.cli_compare import add_compare_parser, parse_list
+from medic_viz.defenses.medic import DEFAULT_LAYERS, DEFAULT_SHARE, MedicConfig
 from medic_viz.experiments import CellSpec, build_grid, format_table, read_runs, run_grid
+from medic_viz.metrics import mean_std
+from medic_viz.pipeline import trigger_of
+from medic_viz.viz import aggregate_rows
 
 FAST = dict(epochs=1, attack_epochs=1, device="cpu")
 
@@ -48,8 +57,6 @@ def test_grid_sizes_ids_and_shared_teachers(npz):
 
 
 def test_medic_cells_carry_the_engine_defaults_so_a_changed_default_is_a_new_cell(npz, monkeypatch):
-    from medic_viz.defenses.medic import DEFAULT_LAYERS, DEFAULT_SHARE, MedicConfig
-
     def medic_cell(**medic):
         return next(c for c in build_grid(dataset=npz, attacks=["badnet"], methods=["finetune", "medic"], seeds=1,
                                           medic=medic) if c.method == "medic")
@@ -79,7 +86,8 @@ def test_ablation_grids(npz):
     assert sorted({c.fraction for c in frac}) == [0.05, 0.1] and len(frac) == 4
     crit = build_grid(dataset=npz, attacks=["badnet"], seeds=1, ablation="criteria", values={"tau": [1, 3]})
     assert {c.method_options["criteria"] for c in crit} == {"activation", "impact", "both"} and len(crit) == 6
-    arch = build_grid(dataset=npz, attacks=["badnet"], seeds=1, ablation="arch", values={"arch": ["small_cnn", "wrn16_1"], "tau": [1]})
+    arch = build_grid(dataset=npz, attacks=["badnet"], seeds=1, ablation="arch",
+                      values={"arch": ["small_cnn", "wrn16_1"], "tau": [1]})
     assert {c.model for c in arch} == {"small_cnn", "wrn16_1"} and all(c.method_options["lr"] == 1e-3 for c in arch)
     assert len({c.teacher_id for c in arch}) == 2
     layers = build_grid(dataset=npz, attacks=["badnet"], seeds=2, ablation="layers")
@@ -169,8 +177,6 @@ def test_cells_without_a_dataset_digest_keep_the_ids_grids_had_before():
 
 
 def test_the_same_dataset_file_under_another_path_is_the_same_grid(npz, tmp_path, monkeypatch):
-    import shutil
-
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     copy = shutil.copy(npz, elsewhere / "renamed.npz")
@@ -232,8 +238,6 @@ def test_local_process_pool_gives_the_same_rows(npz, tmp_path, monkeypatch):
     # Same rows need the same float arithmetic: the pool gives each worker cores ÷ workers
     # threads, so the sequential run uses one thread too (torch's sums differ by thread count,
     # and a one-epoch toy teacher can tip either way on that).
-    import torch
-
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     before = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -319,8 +323,6 @@ def test_ray_executor_on_a_local_instance(npz, tmp_path):
 
 
 def test_teacher_seed_shares_one_teacher_across_seeds():
-    from medic_viz.experiments import build_grid
-
     shared = build_grid(dataset="signs", attacks=["badnet"], methods=["medic", "finetune"], seeds=3, teacher_seed=0)
     assert len({c.teacher_id for c in shared}) == 1
     assert len({c.cell_id for c in shared}) == 6  # the cells themselves still differ by seed
@@ -332,9 +334,6 @@ def test_teacher_seed_shares_one_teacher_across_seeds():
 
 
 def test_one_std_definition_sample_std_by_hand():
-    from medic_viz.metrics import mean_std
-    from medic_viz.viz import aggregate_rows
-
     # [1, 2, 4]: mean 7/3 = 2.333; squared deviations 16/9 + 1/9 + 25/9 = 42/9; / (n - 1) = 7/3;
     # sample std sqrt(7/3) = 1.528 (the population std, sqrt(14/9) = 1.247, is not used anywhere)
     stat = mean_std([1, 2, 4])
@@ -354,13 +353,10 @@ def test_one_std_definition_sample_std_by_hand():
 
 @pytest.mark.slow
 def test_compare_defenses_runs_each_method_under_equal_conditions():
-    import medic_viz as mv
-    from medic_viz.pipeline import trigger_of
-
     teacher, card = mv.load_demo_model("badnet")
     trigger, target = trigger_of(card)
     splits = mv.load_dataset("signs", size=card.input_size)
-    lines = []
+    lines: list[str] = []
     outcomes = ex.compare_defenses(teacher, splits, ["finetune", "MEDIC"], trigger=trigger, target=target, epochs=1,
                                    fraction=0.01, device="cpu", live_eval_images=200, log=lines.append)
     assert list(outcomes) == ["Fine-tuning", "MEDIC"] and len(lines) == 2 and lines[1].startswith("MEDIC ")
@@ -379,12 +375,7 @@ def test_compare_defenses_runs_each_method_under_equal_conditions():
 
 
 def test_grid_cells_runner_and_pipeline_do_not_import_views():
-    import ast
-    from pathlib import Path
-
-    import medic_viz
-
-    root = Path(medic_viz.__file__).parent
+    root = Path(mv.__file__).parent
     core = ["pipeline.py", "experiments/grid.py", "experiments/cells.py", "experiments/executors.py",
             "experiments/runner.py", "experiments/summary.py", "experiments/side_by_side.py"]
     for rel in core:

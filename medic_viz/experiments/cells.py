@@ -11,9 +11,27 @@ from __future__ import annotations
 import functools
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, cast
 
+import torch
+import torch.nn as nn
+
+from medic_viz.attacks.registry import attack_evaluator, trigger_from_config
+from medic_viz.attacks.train import ATTACK_TRAIN_DEFAULTS, train_attack
+from medic_viz.cards import ModelCard
+from medic_viz.data import load_dataset
+from medic_viz.data.arrays import DatasetSplits
+from medic_viz.defenses.registry import make_defense
+from medic_viz.device import resolve_device
+from medic_viz.experiments.folders import card_digest, file_sha256
 from medic_viz.experiments.grid import CellSpec
+from medic_viz.experiments.protocol import splits_part
+from medic_viz.importer import arch_builder, load_model_folder
+from medic_viz.io import CARD_FILENAME, MODEL_FILENAME, model_from_state_dict
+from medic_viz.metrics import BackdoorMetrics
+from medic_viz.outdir import pause_for_tests
+from medic_viz.pipeline import remove_backdoor, trigger_of
+from medic_viz.training import TrainConfig
 
 __all__ = ["cell_splits", "teacher_model", "train_teacher", "folder_teacher", "run_cell"]
 
@@ -24,7 +42,7 @@ SUBSET_SEED = 12345
 
 @functools.lru_cache(maxsize=2)
 def cell_splits(dataset: str, max_train: int | None, max_test: int | None, data_root: str | None = None,
-                test_part: str | None = None):
+                test_part: str | None = None) -> DatasetSplits:
     """The dataset of a cell (a torchvision one read from ``data_root``): its test set cut to
     the protocol's ``test_part`` when given
     (:func:`~medic_viz.experiments.protocol.part_of_test_set`), then subsampled to fixed
@@ -38,13 +56,6 @@ def cell_splits(dataset: str, max_train: int | None, max_test: int | None, data_
     function of its key, so the cache changes nothing but speed. ``cell_splits.cache_clear()``
     empties it.
     """
-    import torch
-
-    from medic_viz.data import load_dataset
-    from medic_viz.data.arrays import DatasetSplits
-
-    from medic_viz.experiments.protocol import splits_part
-
     splits = splits_part(load_dataset(dataset, root=data_root), test_part)
     train_set, test_set = splits.train, splits.test
     g = torch.Generator().manual_seed(SUBSET_SEED)
@@ -61,13 +72,6 @@ def train_teacher(spec: Mapping[str, Any]) -> dict:
     (metrics: clean accuracy and ASR on the cell's test set). A cell whose teacher is a model
     folder gets the folder's model instead, measured the same way
     (:func:`folder_teacher`)."""
-    import torch
-
-    from medic_viz.attacks.train import ATTACK_TRAIN_DEFAULTS, train_attack
-    from medic_viz.training import TrainConfig
-
-    from medic_viz.outdir import pause_for_tests
-
     cell = CellSpec.from_dict(spec)
     pause_for_tests("teacher")  # a test hook: lets a test signal the grid while a worker is busy
     if cell.teacher_dir is not None:
@@ -76,7 +80,8 @@ def train_teacher(spec: Mapping[str, Any]) -> dict:
     splits = cell_splits(cell.dataset, cell.max_train, cell.max_test, cell.data_root, cell.test_part)
     cfg = TrainConfig(**{**ATTACK_TRAIN_DEFAULTS, "epochs": int(cell.attack_epochs), "seed": cell.attack_seed,
                          "device": cell.device, "progress": False, "eval_every": 0})
-    trojan = train_attack(cell.attack, splits, target=cell.target, rate=cell.rate, options=cell.attack_options,
+    target = cast(int, cell.target)  # a class of the data: validate_cells checks a grid-trained teacher's target
+    trojan = train_attack(cell.attack, splits, target=target, rate=cell.rate, options=cell.attack_options,
                           architecture=cell.model, config=cfg, seed=cell.attack_seed, eval_max_images=None)
     card = trojan.card(splits, dataset=cell.dataset, notes=f"teacher of the {cell.attack} cells, seed {cell.attack_seed}")
     return {
@@ -92,18 +97,10 @@ def train_teacher(spec: Mapping[str, Any]) -> dict:
 
 
 def folder_teacher(cell: Any) -> dict:
-    """The teacher payload of a folder cell (as :func:`train_teacher` returns it): the folder's weights and card, and its clean accuracy and ASR (None without a
-    trigger in the card) measured on the cell's test set. Refuses a folder whose weights
-    changed since the grid was built."""
-    import torch
-
-    from medic_viz.attacks.registry import attack_evaluator
-    from medic_viz.device import resolve_device
-    from medic_viz.experiments.folders import card_digest, file_sha256
-    from medic_viz.importer import load_model_folder
-    from medic_viz.io import CARD_FILENAME, MODEL_FILENAME
-    from medic_viz.pipeline import trigger_of
-
+    """The teacher payload of a folder cell (as :func:`train_teacher` returns it): the folder's
+    weights and card, and its clean accuracy and ASR (None without a trigger in the card)
+    measured on the cell's test set. Refuses a folder whose weights changed since the grid was
+    built."""
     start = time.perf_counter()
     folder = Path(cell.teacher_dir)
     if cell.teacher_sha256 is not None and file_sha256(folder / MODEL_FILENAME) != cell.teacher_sha256:
@@ -128,13 +125,9 @@ def folder_teacher(cell: Any) -> dict:
     }
 
 
-def teacher_model(payload: Mapping[str, Any]):
+def teacher_model(payload: Mapping[str, Any]) -> nn.Module:
     """The trojaned model of a teacher payload (from :func:`train_teacher`), on the CPU, in eval
     mode (an architecture of your own only when the payload's ``trust_arch_code`` names it)."""
-    from medic_viz.importer import arch_builder
-    from medic_viz.cards import ModelCard
-    from medic_viz.io import model_from_state_dict
-
     card = ModelCard.from_dict(payload["card"])
     builder = arch_builder(card.architecture, payload.get("trust_arch_code"))
     return model_from_state_dict(card, payload["state_dict"], builder=builder)
@@ -157,14 +150,6 @@ def run_cell(spec: Mapping[str, Any], teacher: Mapping[str, Any]) -> dict:
 
     A MEDIC cell's row also has ``curve``: after each epoch (and at epoch 0), clean accuracy
     and ASR on :data:`CURVE_IMAGES` test images, for reporting only (nothing is chosen by it)."""
-    import torch
-
-    from medic_viz.attacks.registry import trigger_from_config
-    from medic_viz.defenses.registry import make_defense
-    from medic_viz.device import resolve_device
-    from medic_viz.metrics import BackdoorMetrics
-    from medic_viz.pipeline import remove_backdoor
-
     cell = CellSpec.from_dict(spec)
     start = time.perf_counter()
     torch.manual_seed(cell.seed)

@@ -22,10 +22,18 @@ spawned — orphans included — is killed, as is anything a finished Ray instan
 
 from __future__ import annotations
 
+import concurrent.futures
+import ctypes
 import logging
+import multiprocessing
 import os
+import signal
+import threading
+import time
 import traceback
 from typing import Any, Callable, Sequence
+
+import torch
 
 from medic_viz.resources import threads_per_worker
 
@@ -63,19 +71,12 @@ class ExecutorStartError(OSError):
 def _exit_when_orphaned(parent: int) -> None:
     """Poll (daemon thread) until the process that started this worker is gone, then exit:
     a worker never outlives the grid, even if the grid's process was killed with SIGKILL."""
-    import time
-
     while os.getppid() == parent:
         time.sleep(0.5)
     os._exit(1)
 
 
 def _worker_init(threads: int, parent: int) -> None:
-    import signal
-    import threading
-
-    import torch
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent decides
     threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True).start()
     torch.set_num_threads(max(1, int(threads)))
@@ -91,8 +92,8 @@ class Executor:
         self.workers = int(workers)
         self.address = address
         self.gpu_per_task = gpu_per_task
-        self._pool = None
-        self._ray = None
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self._ray: Any = None
         self._started_ray = False
         self._reaper: _Descendants | None = None
         #: torch threads of each pool worker (None: no pool): cores we may use ÷ workers
@@ -100,12 +101,10 @@ class Executor:
 
     def __enter__(self) -> "Executor":
         if self.executor == "local" and self.workers > 1:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
-
             self.threads = threads_per_worker(self.workers)  # workers × threads ≤ the cores we may use
-            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_worker_init, initargs=(self.threads, os.getpid()))
+            self._pool = concurrent.futures.ProcessPoolExecutor(
+                max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
+                initargs=(self.threads, os.getpid()))
         elif self.executor == "ray":
             ray = import_ray()
             if not ray.is_initialized():
@@ -157,14 +156,12 @@ class Executor:
         if not tasks:
             return
         if self._pool is not None:
-            from concurrent.futures import as_completed
-
             futures = {self._pool.submit(fn, *args): key for key, fn, args in tasks}
-            for fut in as_completed(futures):
+            for fut in concurrent.futures.as_completed(futures):
                 key = futures[fut]
                 try:
                     value = fut.result()
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - a task's failure is its outcome, reported; the others go on
                     on_error(key, exc, "".join(traceback.format_exception(exc)))
                 else:
                     on_result(key, value)
@@ -185,7 +182,7 @@ class Executor:
                     key = refs.pop(ref)
                     try:
                         value = ray.get(ref)
-                    except Exception as exc:
+                    except Exception as exc:  # noqa: BLE001 - a task's failure is its outcome, reported; the others go on
                         on_error(key, exc, "".join(traceback.format_exception(exc)))
                     else:
                         on_result(key, value)
@@ -193,7 +190,7 @@ class Executor:
         for key, fn, args in tasks:
             try:
                 value = fn(*args)
-            except Exception as exc:  # a failed cell must not stop the grid
+            except Exception as exc:  # noqa: BLE001 - a failed cell must not stop the grid: reported, the others go on
                 on_error(key, exc, traceback.format_exc())
             else:
                 on_result(key, value)
@@ -202,7 +199,7 @@ class Executor:
 def _address_space_limit() -> int | None:
     """This process's address-space limit (``ulimit -v``) in bytes, or None when unlimited."""
     try:
-        import resource
+        import resource  # noqa: PLC0415 — POSIX only: absent on Windows, where there is no limit to read
     except ImportError:  # not on POSIX
         return None
     soft, _ = resource.getrlimit(resource.RLIMIT_AS)
@@ -260,8 +257,6 @@ class _Descendants:
     def _prctl_subreaper(self) -> int | None:
         """Make this process the subreaper of its descendants; returns the previous setting."""
         try:
-            import ctypes
-
             libc = ctypes.CDLL(None, use_errno=True)
             old = ctypes.c_int(0)
             if libc.prctl(self._GET, ctypes.byref(old), 0, 0, 0) != 0 or libc.prctl(self._SET, 1, 0, 0, 0) != 0:
@@ -288,13 +283,11 @@ class _Descendants:
                 pass
         psutil.wait_procs(alive, timeout=3)
         if self._subreaper is not None:
-            import ctypes
-
             ctypes.CDLL(None).prctl(self._SET, self._subreaper, 0, 0, 0)
             self._subreaper = None
 
 
-def import_ray():
+def import_ray() -> Any:
     """The ``ray`` module, or an ImportError saying how to install it."""
     try:
         import ray

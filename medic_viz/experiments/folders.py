@@ -16,8 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from medic_viz.data_identity import file_sha256
 from medic_viz.deprecation import moved_names
+from medic_viz.importer import check_model_folder, load_model_folder
+from medic_viz.io import CARD_FILENAME, MODEL_FILENAME, read_card
+from medic_viz.pipeline import trigger_of
 
 __all__ = ["TeacherFolder", "read_teacher_folder", "check_teacher_folder", "file_sha256",
            "card_digest"]
@@ -46,9 +51,6 @@ class TeacherFolder:
 def read_teacher_folder(folder: str | Path) -> TeacherFolder:
     """Read a model folder (``model.safetensors`` + ``card.json``) for a grid. Raises ValueError
     with one line saying what is missing; nothing is imported or built here."""
-    from medic_viz.importer import check_model_folder
-    from medic_viz.io import CARD_FILENAME, MODEL_FILENAME, read_card
-
     where = f"--teacher {folder}"
     try:
         path = check_model_folder(folder)
@@ -68,9 +70,6 @@ def check_teacher_folder(cell: Any, splits: Any) -> None:
     whose model does not fit its data: classes, channels and image size against the card,
     the card's target class, its trigger (applied to two test images), and the weights (loaded,
     strictly). Raises ValueError naming the folder."""
-    from medic_viz.importer import load_model_folder
-    from medic_viz.pipeline import trigger_of
-
     where = f"--teacher {cell.teacher_dir}"
     _model, card = load_model_folder(cell.teacher_dir, trust_arch_code=cell.trust_arch_code)
     channels, height, width = splits.image_shape
@@ -86,9 +85,8 @@ def check_teacher_folder(cell: Any, splits: Any) -> None:
     try:
         trigger, _target = trigger_of(card)
         if trigger is not None:
-            import torch
-
-            trigger(splits.test.floats(torch.arange(min(2, len(splits.test)))))
+            # a composite attack is not callable: its TypeError refuses the folder below, as it always has
+            trigger(splits.test.floats(torch.arange(min(2, len(splits.test)))))  # type: ignore[operator]
     except (ValueError, TypeError, KeyError, RuntimeError) as exc:
         raise ValueError(f"{where}: its card's attack cannot be applied to {cell.dataset}'s images "
                          f"({' '.join(str(exc).split())}); fix card.json's attack") from None

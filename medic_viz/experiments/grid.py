@@ -16,9 +16,16 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from medic_viz.defenses.registry import DEFENSES, DISPLAY_NAMES, MAIN_METHOD, canonical_name, defense_class
+from medic_viz.attacks.registry import ATTACKS, attack_spec, trigger_from_config
+from medic_viz.attacks.train import ATTACK_TRAIN_DEFAULTS
+from medic_viz.data_identity import card_dataset, dataset_record
+from medic_viz.defenses.registry import DEFENSES, DISPLAY_NAMES, MAIN_METHOD, canonical_name, defense_class, make_defense
+from medic_viz.experiments.folders import file_sha256, read_teacher_folder
 from medic_viz.experiments.protocol import ROLES
+from medic_viz.importer import check_trusted_architecture, check_trusted_code
+from medic_viz.models.zoo import available_models
 from medic_viz.run_settings import RunSettings
+from medic_viz.training import TrainConfig
 
 __all__ = [
     "CellSpec",
@@ -194,11 +201,6 @@ def validate_cells(cells: Sequence[CellSpec]) -> None:
     options (by building the defence object, which validates τ, λ, learning rates …) — so
     that a bad grid fails here, before any teacher is trained. Raises ValueError naming the
     first bad setting and the cell it belongs to."""
-    from medic_viz.attacks.registry import attack_spec
-    from medic_viz.attacks.train import ATTACK_TRAIN_DEFAULTS
-    from medic_viz.defenses.registry import make_defense
-    from medic_viz.training import TrainConfig
-
     checked: set[str] = set()
     for cell in cells:
         try:
@@ -289,11 +291,6 @@ def _folder_sources(teachers: Sequence[Any], dataset: str | None, trust_arch_cod
     has a card whose attack cannot be built, or names a dataset file (when ``dataset`` is None)
     that is missing or changed. The cells are keyed by the data's, the weights' and the card's
     digests."""
-    from medic_viz.attacks.registry import trigger_from_config
-    from medic_viz.data_identity import card_dataset, dataset_record
-    from medic_viz.experiments.folders import read_teacher_folder
-    from medic_viz.importer import check_trusted_architecture, check_trusted_code
-
     trust_arch_code = check_trusted_code(trust_arch_code)
     folders = [read_teacher_folder(t) for t in teachers]
     seen: dict[str, str] = {}
@@ -311,7 +308,7 @@ def _folder_sources(teachers: Sequence[Any], dataset: str | None, trust_arch_cod
             except (ValueError, TypeError, KeyError) as exc:
                 raise ValueError(f"--teacher {f.path}: its card's attack cannot be built ({exc}); fix card.json's "
                                  "attack (or import the model again with --trigger)") from None
-    sources = []
+    sources: list[tuple] = []
     for f in folders:
         data = str(dataset) if dataset is not None else (card_dataset(f.card, f.path, f"--teacher {f.path}: ") or "signs")
         sources.append((f.label, f.card.architecture, {},
@@ -364,9 +361,6 @@ def build_grid(
     ``test_part``: measure every cell on the ``"development"`` or ``"evaluation"`` part of the
     test set (:mod:`medic_viz.experiments.protocol`); None: the whole test set.
     """
-    from medic_viz.attacks.registry import ATTACKS
-    from medic_viz.models.zoo import available_models
-
     if ablation not in ABLATIONS:
         raise ValueError(f"ablation must be one of {ABLATIONS}, got {ablation!r}")
     attacks, teachers = list(attacks or ()), list(teachers or ())
@@ -380,7 +374,7 @@ def build_grid(
     methods = [canonical_name(m) for m in methods]
     if not methods:
         raise ValueError("give at least one method")
-    sources = [(a, model, dict((attack_options or {}).get(a, {})), {}) for a in attacks]
+    sources: list[tuple] = [(a, model, dict((attack_options or {}).get(a, {})), {}) for a in attacks]
     if teachers:
         if ablation == "arch":
             raise ValueError("the arch ablation trains a teacher per architecture; it does not take teacher folders")
@@ -403,8 +397,6 @@ def build_grid(
                   teacher_seed=None if teacher_seed is None else int(teacher_seed),
                   data_root=None if data_root is None else str(data_root), test_part=test_part)
     if dataset is not None and Path(dataset).is_file():
-        from medic_viz.experiments.folders import file_sha256
-
         base["dataset_sha256"] = file_sha256(dataset)
 
     def options_for(method: str, seed: int, extra: Mapping[str, Any] | None = None) -> dict:

@@ -15,6 +15,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
+from medic_viz.experiments.protocol import role_of_seed
 from medic_viz.experiments.teachers import TeacherRecipe
 
 __all__ = ["AttackPreset", "GTSRB_TARGET", "GTSRB_ATTACKS", "GTSRB_TEACHER_EPOCHS", "GTSRB_TABLE1_ATTACKS",
@@ -105,8 +106,6 @@ def gtsrb_recipe(attack: str, architecture: str, dataset: str | Path, *, epochs:
     :data:`GTSRB_TEACHER_EPOCHS`) on ``dataset`` (the path of the GTSRB arrays). Its card's
     role is the seed's (:func:`medic_viz.experiments.protocol.role_of_seed`: 0 development,
     1 evaluation)."""
-    from medic_viz.experiments.protocol import role_of_seed
-
     if attack not in GTSRB_ATTACKS:
         raise ValueError(f"no GTSRB preset for attack {attack!r}: one of {', '.join(GTSRB_ATTACKS)}")
     if epochs is None and architecture not in GTSRB_TEACHER_EPOCHS:

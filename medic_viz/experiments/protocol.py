@@ -53,7 +53,7 @@ def _check_part(part: str) -> str:
     return part
 
 
-def part_of_test_set(data: Any, part: str, *, dev_fraction: float = DEV_FRACTION, seed: int = SPLIT_SEED):
+def part_of_test_set(data: Any, part: str, *, dev_fraction: float = DEV_FRACTION, seed: int = SPLIT_SEED) -> Any:
     """The ``part`` (``"development"`` or ``"evaluation"``) of a test set ``data``
     (:class:`~medic_viz.data.arrays.ImageArrays`): per class, a fixed random
     ``round(dev_fraction · n_class)`` of its images are development, the rest evaluation (a class
@@ -75,7 +75,7 @@ def part_of_test_set(data: Any, part: str, *, dev_fraction: float = DEV_FRACTION
     return out
 
 
-def splits_part(splits: Any, part: str | None):
+def splits_part(splits: Any, part: str | None) -> Any:
     """``splits`` (:class:`~medic_viz.data.arrays.DatasetSplits`) with its test set replaced by
     its ``part`` (None: unchanged). The training set is untouched: a defence's clean data is
     drawn from it, never from the test set."""

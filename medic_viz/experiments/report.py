@@ -21,13 +21,14 @@ __all__ = ["comparison_figure", "write_reports", "run_grid", "compare"]
 _XLABELS = {"fraction": "clean data fraction"}
 
 
-def comparison_figure(rows: Sequence[Mapping[str, Any]], *, title: str | None = None):
+def comparison_figure(rows: Sequence[Mapping[str, Any]], *, title: str | None = None) -> Any:
     """Plotly figure of finished rows, mean ± sample std (ddof=1) over seeds: for a comparison
     grouped bars (:func:`medic_viz.viz.defense_comparison_figure`: one group per attack, one
     bar per method, the trojaned models as "Original"); for an ablation, clean accuracy and
     ASR against the swept value, one pair of curves per series
     (:func:`medic_viz.viz.tau_sweep_figure`)."""
-    from medic_viz.viz.summary_figures import defense_comparison_figure, tau_sweep_figure
+    # the experiments package (core) re-exports this view: importing the core must load no plotting
+    from medic_viz.viz import summary_figures  # noqa: PLC0415 — plotly, loaded only when a figure is drawn
 
     if not rows:
         raise ValueError("comparison_figure: no finished rows to draw")
@@ -41,12 +42,12 @@ def comparison_figure(rows: Sequence[Mapping[str, Any]], *, title: str | None = 
         data += [{"attack": r["attack"], "variant": r["variant"], "clean_acc": r["clean_acc"], "asr": r["asr"]}
                  for r in rows]
         metrics = ("clean_acc", "asr") if all(d["asr"] is not None for d in data) else ("clean_acc",)
-        return defense_comparison_figure(
+        return summary_figures.defense_comparison_figure(
             data, x="attack", group_by="variant", metrics=metrics,
             title=title or "Backdoor removal: clean accuracy and ASR (mean ± sample std over seeds)")
     data = [{"tau": r["x"], "series": r["series"], "clean_acc": r["clean_acc"], "asr": r["asr"]} for r in rows]
-    fig = tau_sweep_figure(data, group_by="series",
-                           title=title or f"Ablation {ablation}: clean accuracy and ASR (mean ± sample std over seeds)")
+    fig = summary_figures.tau_sweep_figure(
+        data, group_by="series", title=title or f"Ablation {ablation}: clean accuracy and ASR (mean ± sample std over seeds)")
     fig.update_xaxes(title_text=_XLABELS.get(ablation, "temperature τ"))
     return fig
 

@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
 
+from medic_viz.outdir import replace_file
+
 __all__ = ["RowFolder", "run_resumable"]
 
 T = TypeVar("T")
@@ -41,8 +43,6 @@ class RowFolder:
 
     def write(self, name: str, row: dict) -> Path:
         """Store ``row`` whole (a temporary file renamed into place)."""
-        from medic_viz.outdir import replace_file
-
         self.folder.mkdir(parents=True, exist_ok=True)
         text = json.dumps(row, indent=self.indent)
         return replace_file(self.path(name), lambda tmp: tmp.write_text(text))

@@ -25,11 +25,20 @@ import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence, cast
 
-from medic_viz.experiments.cells import run_cell, teacher_model, train_teacher
+import torch
+
+from medic_viz.attacks.registry import attack_spec, build_attack, check_rate
+from medic_viz.cards import ModelCard
+from medic_viz.device import resolve_device
+from medic_viz.experiments.cells import cell_splits, run_cell, teacher_model, train_teacher
 from medic_viz.experiments.executors import EXECUTORS, Executor, Task, import_ray
+from medic_viz.experiments.folders import check_teacher_folder, file_sha256
 from medic_viz.experiments.grid import CellSpec, validate_cells
+from medic_viz.importer import load_model_folder
+from medic_viz.io import save_model
+from medic_viz.outdir import replace_file
 
 __all__ = ["GridResult", "Reporter", "read_runs", "run_grid", "check_grid"]
 
@@ -54,7 +63,7 @@ class GridResult:
 
 def read_runs(path: str | Path) -> list[dict]:
     """The rows of a ``runs.jsonl`` (a last line cut short by an interruption is ignored)."""
-    rows = []
+    rows: list[dict] = []
     p = Path(path)
     if not p.exists():
         return rows
@@ -87,8 +96,6 @@ def _append_jsonl(path: Path, row: Mapping[str, Any]) -> None:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    from medic_viz.outdir import replace_file
-
     replace_file(path, lambda tmp: tmp.write_text(text))
 
 
@@ -101,10 +108,6 @@ def check_grid(cells: Sequence[CellSpec], *, executor: str = "local") -> None:
     and fits the data (:func:`~medic_viz.experiments.folders.check_teacher_folder`; with any
     executor, since a folder is read here anyway). Raises ValueError; a teacher folder's error
     names the folder."""
-    from medic_viz.attacks.registry import attack_spec, build_attack, check_rate
-    from medic_viz.device import resolve_device
-    from medic_viz.experiments.cells import cell_splits
-
     validate_cells(cells)
     local = executor == "local"  # else the devices and the data are the cluster workers', a folder's aside
     if local:
@@ -133,32 +136,26 @@ def check_grid(cells: Sequence[CellSpec], *, executor: str = "local") -> None:
             if len(part) == 0:
                 raise ValueError(f"{where}: {part.name} is empty (max_train/max_test or the data)")
         if cell.teacher_dir is not None:
-            from medic_viz.experiments.folders import check_teacher_folder
-
             check_teacher_folder(cell, splits)
             continue
-        if not cell.target < splits.num_classes:
+        target = cast(int, cell.target)  # a whole number: validate_cells checked it
+        if not target < splits.num_classes:
             raise ValueError(f"{where}: target {cell.target} is not a class of {cell.dataset} "
                              f"(classes 0..{splits.num_classes - 1})")
         spec = attack_spec(cell.attack)
-        if spec.clean_label and not bool((splits.train.labels == cell.target).any()):
+        if spec.clean_label and not bool((splits.train.labels == target).any()):
             raise ValueError(f"{where}: the training data has no image of class {cell.target}, so the clean-label "
                              f"attack {cell.attack} cannot poison it")
         params = {k: v for k, v in cell.attack_options.items() if k not in spec.train_options}
         try:
             attack = build_attack(cell.attack, splits.train, cell.target, **params)
-            rate = spec.default_rate(splits.train, cell.target) if cell.rate is None else float(cell.rate)
-            check_rate(spec, splits.train, cell.target, rate, getattr(attack, "clean_label", None))
+            rate = spec.default_rate(splits.train, target) if cell.rate is None else float(cell.rate)
+            check_rate(spec, splits.train, target, rate, getattr(attack, "clean_label", None))
         except (ValueError, TypeError) as exc:
             raise ValueError(f"{where}: {exc}") from None
 
 
 def _save_teacher(directory: Path, payload: Mapping[str, Any], key: Mapping[str, Any]) -> None:
-    import torch
-
-    from medic_viz.cards import ModelCard
-    from medic_viz.io import save_model
-
     model = teacher_model(payload)
     save_model(model, directory, ModelCard.from_dict(payload["card"]))
     meta = {k: payload[k] for k in ("metrics", "attack_config", "target", "rate", "seconds")}
@@ -177,8 +174,6 @@ def _earlier_forms(cells: Sequence[CellSpec], paths: set[str]) -> dict[str, list
 
     def digest(path: str) -> str | None:
         if path not in same:
-            from medic_viz.experiments.folders import file_sha256
-
             same[path] = file_sha256(path) if Path(path).is_file() else None
         return same[path]
 
@@ -194,8 +189,6 @@ def _earlier_forms(cells: Sequence[CellSpec], paths: set[str]) -> dict[str, list
 
 
 def _load_teacher(directory: Path, trust_arch_code: str | None = None) -> dict:
-    from medic_viz.importer import load_model_folder
-
     model, card = load_model_folder(directory, trust_arch_code=trust_arch_code)
     meta = json.loads((directory / "teacher.json").read_text())
     return {

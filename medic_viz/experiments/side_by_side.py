@@ -7,27 +7,27 @@ For attacks × methods × seeds with mean ± std, resumable, use the grid runner
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import Callable, Sequence
 
+import torch.nn as nn
+
+from medic_viz.attacks.registry import Attack, attack_evaluator
+from medic_viz.data.arrays import DatasetSplits
+from medic_viz.defenses.registry import DISPLAY_NAMES, defense_class, make_defense
+from medic_viz.device import resolve_device
 from medic_viz.experiments.grid import method_options
-
-if TYPE_CHECKING:  # pragma: no cover - typing only
-    import torch.nn as nn
-
-    from medic_viz.attacks.base import Trigger
-    from medic_viz.data.arrays import DatasetSplits
-    from medic_viz.pipeline import RemovalOutcome
-    from medic_viz.training import Callback
+from medic_viz.pipeline import RemovalOutcome, remove_backdoor
+from medic_viz.training import Callback
 
 __all__ = ["compare_defenses"]
 
 
 def compare_defenses(
-    teacher: "nn.Module",
-    splits: "DatasetSplits",
+    teacher: nn.Module,
+    splits: DatasetSplits,
     methods: Sequence[str],
     *,
-    trigger: "Trigger | None",
+    trigger: Attack | None,
     target: int | None,
     epochs: int | None = None,
     fraction: float = 0.05,
@@ -35,9 +35,9 @@ def compare_defenses(
     device: str = "auto",
     live_eval_images: int | None = 1000,
     eval_every: int = 1,
-    callbacks: Sequence["Callback"] = (),
+    callbacks: Sequence[Callback] = (),
     log: Callable[[str], None] | None = None,
-) -> dict[str, "RemovalOutcome"]:
+) -> dict[str, RemovalOutcome]:
     """Run each defence of ``methods`` on ``teacher`` through
     :func:`medic_viz.pipeline.remove_backdoor`, under equal conditions.
 
@@ -50,11 +50,6 @@ def compare_defenses(
 
     Returns ``{display name: RemovalOutcome}`` in the order of ``methods``.
     """
-    from medic_viz.attacks.registry import attack_evaluator
-    from medic_viz.defenses.registry import DISPLAY_NAMES, defense_class, make_defense
-    from medic_viz.device import resolve_device
-    from medic_viz.pipeline import remove_backdoor
-
     names = [defense_class(m).name for m in methods]  # unknown names fail before any training
     if not names:
         raise ValueError("give at least one method to compare")

@@ -31,6 +31,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+import torch
+import torch.nn as nn
+
+from medic_viz.attacks.clean_label import AdversarialObjective
+from medic_viz.attacks.train import ATTACK_TRAIN_DEFAULTS, train_attack
+from medic_viz.cards import TEACHER_ROLES, ModelCard
+from medic_viz.data import load_dataset
+from medic_viz.data_identity import file_sha256
+from medic_viz.io import load_model, save_model
+from medic_viz.metrics import Evaluator
+from medic_viz.models.zoo import build_model
+from medic_viz.outdir import OutputFolder, OutputFolderError
+from medic_viz.training import TrainConfig, train
+
 __all__ = ["TeacherRecipe", "TeacherCache", "KEY_FILE", "train_recipe", "dataset_identity"]
 
 #: The key of a cached model, inside its folder; written with the model, before the folder is
@@ -41,8 +55,6 @@ _KEY_FORMAT = 1
 
 @functools.lru_cache(maxsize=16)
 def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    from medic_viz.data_identity import file_sha256
-
     return file_sha256(path)
 
 
@@ -80,8 +92,6 @@ class TeacherRecipe:
     def __post_init__(self) -> None:
         if self.attack is not None and self.adversarial is not None:
             raise ValueError("a recipe is either an attack or adversarial training, not both")
-        from medic_viz.cards import TEACHER_ROLES
-
         if self.role is not None and self.role not in TEACHER_ROLES:
             raise ValueError(f"role must be one of {', '.join(TEACHER_ROLES)} or None, got {self.role!r}")
         if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
@@ -102,8 +112,6 @@ class TeacherRecipe:
 
     def key(self) -> dict:
         """Everything that changes the trained model, as JSON-ready data."""
-        from medic_viz.attacks.train import ATTACK_TRAIN_DEFAULTS
-
         return {
             "format": _KEY_FORMAT,
             "dataset": dataset_identity(self.dataset),
@@ -159,14 +167,9 @@ def legacy_card_matches(card: Mapping[str, Any], recipe: TeacherRecipe) -> bool:
 
 
 def train_recipe(recipe: TeacherRecipe, splits: Any, *, surrogate: Any = None, device: str = "cpu",
-                 progress: bool = False):
+                 progress: bool = False) -> tuple[nn.Module, ModelCard]:
     """Train the model of ``recipe`` on ``splits``; returns ``(model, card)``. ``surrogate``: the
     trained model of ``recipe.surrogate`` (Clean-Label)."""
-    import torch
-
-    from medic_viz.attacks.train import ATTACK_TRAIN_DEFAULTS, train_attack
-    from medic_viz.training import TrainConfig
-
     dataset_name = Path(recipe.dataset).name
     cfg = TrainConfig(**{**ATTACK_TRAIN_DEFAULTS, "epochs": recipe.epochs, "device": device, "seed": recipe.seed,
                          "progress": progress})
@@ -178,16 +181,7 @@ def train_recipe(recipe: TeacherRecipe, splits: Any, *, surrogate: Any = None, d
         card.role = recipe.role
         return trojan.model, card
 
-    from medic_viz.attacks.clean_label import AdversarialObjective
-    try:
-        from medic_viz.cards import ModelCard
-    except ImportError:  # a checkout before the io split (cards.py)
-        from medic_viz.cards import ModelCard
-    from medic_viz.metrics import Evaluator
-    from medic_viz.models.zoo import build_model
-    from medic_viz.training import train
-
-    adv = dict(recipe.adversarial)
+    adv: dict[str, Any] = dict(recipe.adversarial)
     channels, size, _ = splits.image_shape
     torch.manual_seed(recipe.seed)
     model = build_model(recipe.architecture, splits.num_classes, in_channels=channels, input_size=size)
@@ -253,12 +247,7 @@ class TeacherCache:
               log: Callable[[str], None] | None = print) -> Path:
         """Train ``recipe``'s model (its surrogate first, from the cache) and store it; returns
         its folder. ``splits``: the loaded dataset (loaded from ``recipe.dataset`` if None)."""
-        from medic_viz.io import save_model
-        from medic_viz.outdir import OutputFolder, OutputFolderError
-
         if splits is None:
-            from medic_viz.data import load_dataset
-
             splits = load_dataset(recipe.dataset)
         surrogate = None
         if recipe.surrogate is not None:
@@ -281,11 +270,9 @@ class TeacherCache:
         return target
 
     def load(self, recipe: TeacherRecipe, *, splits: Any = None, device: str = "cpu", progress: bool = False,
-             train: bool = True, log: Callable[[str], None] | None = print):
+             train: bool = True, log: Callable[[str], None] | None = print) -> tuple[nn.Module, ModelCard]:
         """``(model, card)`` of ``recipe`` (on the CPU, eval mode), trained and stored first if
         the cache lacks it (``train=False``: FileNotFoundError instead)."""
-        from medic_viz.io import load_model
-
         folder = self.find(recipe)
         if folder is None:
             if not train:
