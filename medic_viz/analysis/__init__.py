@@ -7,14 +7,24 @@
   their clean importance (:func:`rank_compromised_neurons` → :class:`NeuronRanking`,
   :func:`top_activating_images`);
 - :mod:`~medic_viz.analysis.claim`: the paper's claim ("compromised neurons are unimportant on
-  clean inputs") as a test that can fail (:func:`compromised_importance_statistic`).
+  clean inputs") as a test that can fail (:func:`compromised_importance_statistic`);
+- :mod:`~medic_viz.analysis.transfer`: why one cloning keeps a backdoor and another does not —
+  the compromised neurons' place and share of the cloning weight (:func:`compromised_neurons`,
+  :func:`weight_share`, :func:`centre_share`) and how much of the teacher's trigger response a
+  clone kept (:func:`trigger_transfer` → :class:`TriggerTransfer`), and at which layer triggered
+  inputs already look like the target class (:func:`target_readout` → :class:`TargetReadout`).
 
 Layer statistics (μ, σ per channel) come from :mod:`medic_viz.stats`; nothing here depends on
 the defences.
 """
 
 from medic_viz.analysis._common import CRITERIA
-from medic_viz.analysis.claim import CompromisedStatistic, compromised_importance_statistic, spearman
+from medic_viz.analysis.claim import (
+    CompromisedStatistic,
+    compromised_count,
+    compromised_importance_statistic,
+    spearman,
+)
 from medic_viz.analysis.examples import find_flipping_image
 from medic_viz.analysis.per_input import (
     MAP_KEYS,
@@ -25,6 +35,15 @@ from medic_viz.analysis.per_input import (
     reduce_channels,
 )
 from medic_viz.analysis.ranking import NeuronRanking, rank_compromised_neurons, top_activating_images
+from medic_viz.analysis.transfer import (
+    TargetReadout,
+    TriggerTransfer,
+    centre_share,
+    compromised_neurons,
+    target_readout,
+    trigger_transfer,
+    weight_share,
+)
 
 __all__ = [
     "REDUCTIONS",
@@ -40,5 +59,13 @@ __all__ = [
     "top_activating_images",
     "CompromisedStatistic",
     "compromised_importance_statistic",
+    "compromised_count",
     "spearman",
+    "compromised_neurons",
+    "weight_share",
+    "centre_share",
+    "TriggerTransfer",
+    "trigger_transfer",
+    "TargetReadout",
+    "target_readout",
 ]

@@ -16,7 +16,7 @@ import numpy as np
 
 from medic_viz.analysis.ranking import NeuronRanking
 
-__all__ = ["CompromisedStatistic", "compromised_importance_statistic", "spearman"]
+__all__ = ["CompromisedStatistic", "compromised_importance_statistic", "compromised_count", "spearman"]
 
 def _average_ranks(v: np.ndarray) -> np.ndarray:
     """1-based ranks, ascending, ties sharing their average rank."""
@@ -118,6 +118,16 @@ def _sign_test(below: int, n: int) -> float:
     return float(sum(math.comb(n, i) for i in range(below, n + 1)) / 2**n)
 
 
+def compromised_count(shift_desc: np.ndarray, *, min_shift: float, top_fraction: float, top_k: int | None) -> int:
+    """How many of a layer's units count as compromised, given their ``|shift|`` sorted largest
+    first: those with ``|shift| ≥ min_shift`` (> 0 when ``min_shift`` is 0), at most ``top_k``
+    (default ``max(1, round(top_fraction · units))``)."""
+    c = len(shift_desc)
+    cap = int(top_k) if top_k is not None else max(1, round(top_fraction * c))
+    eligible = int(np.count_nonzero(shift_desc >= min_shift)) if min_shift > 0 else int(np.count_nonzero(shift_desc > 0))
+    return min(c, cap, eligible)
+
+
 def _layer_units(ranking: NeuronRanking, layer: str, level: str) -> tuple[np.ndarray, np.ndarray]:
     """``(|shift|, relative importance)`` of a layer's units, most shifted first."""
     if level == "channel":
@@ -184,9 +194,7 @@ def compromised_importance_statistic(
         c = len(imp)
         if c < 2:
             continue
-        cap = int(top_k) if top_k is not None else max(1, round(top_fraction * c))
-        eligible = int(np.count_nonzero(shift >= min_shift)) if min_shift > 0 else int(np.count_nonzero(shift > 0))
-        k = min(c, cap, eligible)
+        k = compromised_count(shift, min_shift=min_shift, top_fraction=top_fraction, top_k=top_k)
         rho = spearman(shift, imp)
         all_shift.append(shift)
         all_imp.append(imp)
