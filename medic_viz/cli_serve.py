@@ -22,7 +22,7 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
         "--runs-at-once runs train at once), torch threads per kernel are the cores divided by --participants, "
         "a visitor beyond --participants gets a 'full, try later' page, and kernels idle for --idle-timeout "
         "seconds are shut down. Participants can open only the models named here, by name.", 100),
-        epilog="examples:  medic-viz serve                      (the BadNet demo, http://127.0.0.1:8866)\n"
+        epilog="examples:  medic-viz serve                      (the Polygon and BadNet demos, http://127.0.0.1:8866)\n"
         "           medic-viz serve --model badnet --model polygon --model ./my_model --participants 20\n"
         "           medic-viz serve --ip 0.0.0.0 --token room42   (a room: participants need the token)",
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -36,7 +36,7 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     srv.add_argument("--model", action="append", default=None, metavar="NAME_OR_FOLDER",
                      help="a model participants may open: a demo model (badnet, blend, sig, polygon, clean) or a "
                      "model folder from `medic-viz import`/`attack` (shown by its folder name); repeat for more "
-                     "(default: badnet)")
+                     "(default: polygon and badnet; the pages open on the first)")
     srv.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N: where the runs train")
     srv.add_argument("--participants", type=whole(1, 1000), default=10,
                      help="most participants at once (default 10); more get a 'full, try later' page")
@@ -77,7 +77,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ImportError:
         raise ValueError("medic-viz serve needs Voilà: pip install 'medic-viz[serve]' (or pip install voila)") \
             from None
-    models = resolve_models(args.model or ["badnet"])
+    models = resolve_models(args.model or [])  # none named: the default offer (polygon, badnet)
     device = _check_device(args.device)
     check_port(args.ip, args.port)
     server = WorkshopServer(models, ip=args.ip, port=args.port, token=args.token, participants=args.participants,

@@ -5,6 +5,9 @@ each exercise with a :class:`Verdict` (``ok``: True ✅, False ❌, None ⏳ not
 to check yet; ``message``: one line). ``medic-viz serve``'s workshop page
 (:mod:`medic_viz.widgets.apps.workshop`) asks for answers with menus and boxes and shows the
 verdicts; everything a participant needs to answer is shown on the page (counts, maps, rankings).
+The workshop opens on the Polygon demo model (:data:`DEFAULT_MODEL`), on which plain cloning
+(τ = 0) keeps the backdoor and MEDIC's default removes it, so exercise 6 has something to show
+(BENCHMARKS.md, "Does importance matter?"); on the BadNet model (the easy case) both remove it.
 
 No Jupyter: the views read this, it never imports them.
 """
@@ -20,9 +23,13 @@ import torch.nn as nn
 from medic_viz.attacks.base import Trigger
 from medic_viz.data.arrays import DatasetSplits, clean_subset
 
-__all__ = ["CORNERS", "TAUS", "Verdict", "WorkshopExercises", "EXERCISES"]
+__all__ = ["CORNERS", "REGIONS", "TAUS", "DEFAULT_MODEL", "Verdict", "WorkshopExercises", "EXERCISES"]
 
+#: The demo model the workshop opens on: plain cloning keeps its backdoor, MEDIC removes it.
+DEFAULT_MODEL = "polygon"
 CORNERS: tuple[str, ...] = ("top-left", "top-right", "bottom-left", "bottom-right")
+#: Exercise 2's answers: where a trigger changes the first convolution most.
+REGIONS: tuple[str, ...] = (*CORNERS, "centre")
 TAUS: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 5.0, 10.0)
 #: (title, minutes) of the six exercises, in order (the 90-minute plan of the README).
 EXERCISES: tuple[tuple[str, int], ...] = (
@@ -48,9 +55,12 @@ class Verdict:
         return {True: "✅ ", False: "❌ ", None: "⏳ "}[self.ok] + self.message
 
 
-def _corner_of(diff_map: Any) -> str:
+def _region_of(diff_map: Any) -> str:
+    """Where a map is largest: ``"centre"`` (the middle half of both sides), else its corner."""
     h, w = diff_map.shape
     r, c = divmod(int(diff_map.argmax()), w)
+    if h / 4 <= r < 3 * h / 4 and w / 4 <= c < 3 * w / 4:
+        return "centre"
     return ("top" if r < h / 2 else "bottom") + "-" + ("left" if c < w / 2 else "right")
 
 
@@ -69,7 +79,7 @@ class WorkshopExercises:
         self._stats = self._analysis = self._ranking = self._asr = None
 
     @classmethod
-    def from_demo(cls, name: str = "badnet", **kw: Any) -> "WorkshopExercises":
+    def from_demo(cls, name: str = DEFAULT_MODEL, **kw: Any) -> "WorkshopExercises":
         from medic_viz.data import load_dataset
         from medic_viz.pipeline import trigger_of
         from medic_viz.pretrained import load_demo_model
@@ -144,13 +154,15 @@ class WorkshopExercises:
                               f"({self.classes[self.target]!r}) by all {n} of them.")
 
     def check_corner(self, answer: str | None) -> Verdict:
+        """Exercise 2: where (a corner, or the centre) the trigger changes conv1 most."""
         if not answer:
-            return Verdict(None, "not answered yet: choose a corner")
-        if answer not in CORNERS:
-            return Verdict(False, f"answer one of {', '.join(CORNERS)}")
-        truth = _corner_of(self.analysis.maps("conv1", 5.0)["difference"])
+            return Verdict(None, "not answered yet: choose a corner or the centre")
+        if answer not in REGIONS:
+            return Verdict(False, f"answer one of {', '.join(REGIONS)}")
+        truth = _region_of(self.analysis.maps("conv1", 5.0)["difference"])
         if answer == truth:
-            return Verdict(True, f"yes: conv1's activations change most in the {truth} corner.")
+            where = "centre" if truth == "centre" else f"{truth} corner"
+            return Verdict(True, f"yes: conv1's activations change most in the {where}.")
         return Verdict(False, "look again at the largest values of conv1's difference map (row 0 is the top).")
 
     def smallest_concentrating_tau(self, layer: str = "conv2", below: float = 0.10) -> float | None:
@@ -206,7 +218,8 @@ class WorkshopExercises:
 
     @staticmethod
     def check_plain_cloning(answer: bool | None, runs: list) -> Verdict:
-        """Exercise 6: whether the participant's own τ = 0 run removed the backdoor (ASR ≤ 10 %)."""
+        """Exercise 6: whether the participant's own τ = 0 run removed the backdoor (ASR ≤ 10 %).
+        On the Polygon demo it does not (the default does); on the BadNet demo it does."""
         if answer is None:
             return Verdict(None, "not answered yet: choose yes or no")
         mine = [r for r in runs if r.after is not None and r.params.get("tau_mode") == "global"
@@ -215,6 +228,8 @@ class WorkshopExercises:
             return Verdict(None, "launch a run with one global τ = 0 first (choose 'one global τ', τ = 0, Launch)")
         run = mine[-1]
         truth = run.after.asr is not None and run.after.asr <= 0.10
+        default = [r for r in runs if r.after is not None and r.params.get("tau_mode") == "share"]
+        versus = f"; your run with τ per layer (the default): {default[-1].after}" if default else ""
         if bool(answer) == truth:
-            return Verdict(True, f"right: your τ = 0 run ends with {run.after}.")
+            return Verdict(True, f"right: your τ = 0 run ends with {run.after}{versus}.")
         return Verdict(False, f"look at your τ = 0 run again: {run.after}.")

@@ -214,18 +214,45 @@ def test_the_served_workbench_offers_no_host_path(served, monkeypatch):
 
 
 def test_workshop_checks_accept_the_reference_answers():
-    from medic_viz.workshop import WorkshopExercises
+    from medic_viz.workshop import DEFAULT_MODEL, WorkshopExercises
 
-    ex = WorkshopExercises.from_demo("badnet", images=200)
+    # the workshop opens on the Polygon model (its trigger sits on the sign, in the centre);
+    # BadNet's patch is in the bottom-right corner
+    assert DEFAULT_MODEL == "polygon"
+    badnet = WorkshopExercises.from_demo("badnet", images=200)
+    assert badnet.check_corner("bottom-right").ok is True and badnet.check_corner("centre").ok is False
+    ex = WorkshopExercises.from_demo(images=200)
+    assert ex.trigger.name == "polygon"
     n, counts = ex.triggered_counts()
     assert ex.check_asr(counts["stop"] / n).ok is True and ex.check_asr("12").ok is False
     assert ex.check_asr("").ok is None and ex.check_asr("abc").ok is False
-    assert ex.check_corner("bottom-right").ok is True and ex.check_corner("top-left").ok is False
+    assert ex.check_corner("centre").ok is True and ex.check_corner("top-left").ok is False
+    assert ex.check_corner("middle").ok is False and ex.check_corner(None).ok is None
     assert ex.check_tau(ex.smallest_concentrating_tau()).ok is True
     best = next(r for r in ex.ranking() if r["layer"].startswith("conv"))
     assert ex.check_channel(best["layer"], str(best["channel"])).ok is True
     assert ex.check_channel("conv1", "x").ok is False
     assert ex.check_removal([]).ok is None and ex.check_plain_cloning(True, []).ok is None
+
+
+def test_exercise_6_reads_the_participants_own_tau_0_run():
+    from types import SimpleNamespace
+
+    from medic_viz.metrics import BackdoorMetrics
+    from medic_viz.workshop import WorkshopExercises
+
+    def run(mode, asr, tau=None):
+        return SimpleNamespace(after=BackdoorMetrics(0.99, 3000, asr, 2750), label=mode,
+                               params={"tau_mode": mode, **({} if tau is None else {"tau": tau})})
+
+    check = WorkshopExercises.check_plain_cloning
+    default, plain, sharp = run("share", 0.017), run("global", 0.80, 0.0), run("global", 0.01, 5.0)
+    assert check(False, [default, sharp]).ok is None  # no τ = 0 run yet
+    verdict = check(False, [default, plain, sharp])  # plain cloning kept the backdoor: "no" is right
+    assert verdict.ok is True and "80.0%" in verdict.message and "the default): clean acc 99.0% of 3000, ASR 1.7%" \
+        in verdict.message
+    assert check(True, [default, plain]).ok is False
+    assert check(True, [run("global", 0.05, 0.0)]).ok is True
 
 
 def test_the_served_workshop_page_checks_answers_without_code(served):

@@ -26,7 +26,7 @@ from urllib.parse import parse_qs
 from medic_viz.resources import available_cpus, threads_per_worker
 from medic_viz.run_queue import RunQueue, Slot
 
-__all__ = ["ServeConfig", "resolve_models", "runs_at_once", "PAGES", "CONFIG_FILE", "SERVE_ENV"]
+__all__ = ["ServeConfig", "resolve_models", "runs_at_once", "PAGES", "CONFIG_FILE", "SERVE_ENV", "DEFAULT_MODELS"]
 
 CONFIG_FILE = "serve.json"
 #: Environment variable naming the run directory (set by the server for its kernels).
@@ -39,15 +39,20 @@ PAGES: dict[str, str] = {
 _NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
+#: The models offered when the host names none: the pages open on the first, Polygon (plain
+#: cloning keeps its backdoor, MEDIC removes it); BadNet is the easy case beside it.
+DEFAULT_MODELS: tuple[str, ...] = ("polygon", "badnet")
+
+
 def resolve_models(specs: list[str] | tuple[str, ...]) -> dict[str, dict[str, str]]:
     """``{name: {"demo": name} | {"folder": absolute path}}`` for ``--model`` values: a demo
     model's name, or the path of a model folder (named after the folder; a name used twice gets
-    ``-2`` …). ValueError (one line) for anything else."""
+    ``-2`` …); none: :data:`DEFAULT_MODELS`. ValueError (one line) for anything else."""
     from medic_viz.importer import check_model_folder
     from medic_viz.pretrained import DEMO_MODELS
 
     out: dict[str, dict[str, str]] = {}
-    for spec in specs or ("badnet",):
+    for spec in specs or DEFAULT_MODELS:
         text = str(spec).strip()
         if text in DEMO_MODELS:
             name, entry = text, {"demo": text}

@@ -18,7 +18,7 @@ from medic_viz.widgets.apps.explorer import ExplorerApp
 from medic_viz.widgets.apps.launcher import LauncherApp
 from medic_viz.widgets.state.explorer import ExplorerState
 from medic_viz.widgets.state.launcher import LauncherState
-from medic_viz.workshop import CORNERS, EXERCISES, TAUS, Verdict, WorkshopExercises
+from medic_viz.workshop import EXERCISES, REGIONS, TAUS, Verdict, WorkshopExercises
 
 __all__ = ["WorkshopApp", "workshop_app"]
 
@@ -72,11 +72,12 @@ class WorkshopApp(widgets.VBox):
 
         fig2 = figure2_grid(ex.analysis, layers=["conv1", "conv2", "conv4"], tau=5.0)
         self.figure2 = go.FigureWidget(fig2)
-        self.answers[2] = widgets.Dropdown(options=[("—", None)] + [(c, c) for c in CORNERS], value=None,
-                                           description="corner")
+        self.answers[2] = widgets.Dropdown(options=[("—", None)] + [(c, c) for c in REGIONS], value=None,
+                                           description="where")
         part2 = [_title(2), _text(
             "The paper's Figure 2 for one sign and its triggered copy. Look at the <b>difference</b> column of the "
-            "first convolution (<code>conv1</code>): in which corner does the trigger change the activations most?"),
+            "first convolution (<code>conv1</code>): where does the trigger change the activations most — in a "
+            "corner, or in the centre, on the sign itself?"),
             self.figure2, self._answer_row(2, lambda: ex.check_corner(self.answers[2].value))]
 
         # 3 · τ and the spread of the importance
@@ -123,8 +124,11 @@ class WorkshopApp(widgets.VBox):
                                            description="removed?")
         part6 = [_title(6), _text(
             "With τ = 0 every neuron weighs the same: plain cloning of <i>all</i> the teacher's activations, "
-            "compromised ones included. Choose <i>one global τ</i>, set τ = 0 and λ = 10, Launch. Does it remove "
-            "the backdoor (ASR ≤ 10%)? Compare its curve with your best run of exercise 5."),
+            "compromised ones included. Launch a run with the defaults (<i>τ per layer</i>) if you have none yet, then "
+            "one that differs only in τ: choose <i>one global τ</i>, set τ = 0, keep λ, Launch. Does plain cloning "
+            "remove the backdoor (ASR ≤ 10%)? Compare the two ASR curves: does MEDIC's importance matter on this "
+            "model? (On this polygon model the trigger sits on the sign, where clean signs have their features too; "
+            "on the BadNet model, in a corner of the background, plain cloning does remove the backdoor.)"),
             self._answer_row(6, lambda: ex.check_plain_cloning(self.answers[6].value, launcher.runs))]
         super().__init__([intro, *part1, *part2, *part3, *part4, *part5, *part6])
         self.add_class("medic-workshop")
