@@ -28,6 +28,8 @@ def test_models_are_offered_by_name_and_unknown_ones_refused_in_one_line(tmp_pat
     folder = demo_model_dir("polygon")
     models = resolve_models(["badnet", str(folder), str(folder)])
     assert models == {"badnet": {"demo": "badnet"}, "polygon": {"folder": str(folder.resolve())}}
+    # none named: Polygon first (the pages open on it: plain cloning keeps its backdoor), BadNet beside it
+    assert list(resolve_models([])) == ["polygon", "badnet"] and resolve_models([])["polygon"] == {"demo": "polygon"}
     with pytest.raises(ValueError, match="not a demo model") as err:
         resolve_models(["nosuchmodel"])
     assert "\n" not in str(err.value)
