@@ -13,11 +13,24 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import traceback
 import time
+import traceback
+from dataclasses import replace
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence, cast
 
+import torch.nn as nn
+
+# looked up through their modules when a command runs: what a test or benchmark puts there runs
+# (tests/test_cli.py replaces tuning.select_tau; benchmarks/bench_defend_run.py times
+# report.write_outputs and, with --threads, replaces resources.use_available_cpus)
+import medic_viz.defenses.tuning as tuning
+import medic_viz.pipeline as pipeline
+import medic_viz.resources as resources
+import medic_viz.viz.report as report
+from medic_viz.attacks.registry import ATTACK_NAMES, attack_spec
+from medic_viz.attacks.train import train_attack
+from medic_viz.cards import ModelCard
 from medic_viz.cli_args import MAX_SEED, Parser as _Parser, number as _number, whole as _whole
 from medic_viz.cli_common import (
     EXPECTED_ERRORS,
@@ -29,6 +42,22 @@ from medic_viz.cli_common import (
     report_error,
     trusted_code,
 )
+from medic_viz.cli_compare import add_compare_parser, cmd_compare
+from medic_viz.cli_import import add_import_parser, cmd_import
+from medic_viz.cli_serve import add_serve_parser, cmd_serve
+from medic_viz.data import load_dataset
+from medic_viz.data.arrays import DatasetSplits, clean_subset
+from medic_viz.data_identity import card_dataset, dataset_record
+from medic_viz.defenses.registry import DEFENSES, DISPLAY_NAMES, defense_class, make_defense
+from medic_viz.device import resolve_device
+from medic_viz.importer import load_model_folder
+from medic_viz.interrupts import Interrupted, SignalStop
+from medic_viz.io import CARD_FILENAME, read_card, save_model
+from medic_viz.metrics import format_before_after
+from medic_viz.outdir import OutputFolder, pause_for_tests
+from medic_viz.pretrained import DEMO_ATTACKS, demo_model_dir, load_demo_model
+from medic_viz.run_settings import RunSettings, method_settings, unused_settings
+from medic_viz.training import TrainConfig
 
 __all__ = ["main", "build_parser", "report_error", "add_trust_arch_code", "trusted_code", "DEMO_SETTINGS",
            "EXPECTED_ERRORS"]
@@ -44,7 +73,7 @@ _RESULT_NAMES = frozenset({"result.json", "report.html", "model", "STOPPED"})
 #: τ = 5, both ≤ 1.5 % ASR; trojaned 99.0 %).
 #: λ is the library's default (medic_viz.defenses.medic.DEFAULT_LAM, written out so that the CLI
 #: starts without importing torch; a test keeps them equal).
-DEMO_SETTINGS = {
+DEMO_SETTINGS: dict[str, dict[str, Any]] = {
     "full": dict(epochs=60, tau=None, lam=3.0, fraction=0.05),
     "quick": dict(epochs=20, tau=5.0, lam=3.0, fraction=0.05),
 }
@@ -71,8 +100,6 @@ def _add_dataset(p: argparse.ArgumentParser, *, from_card: bool = False) -> None
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from medic_viz.attacks.registry import ATTACK_NAMES
-
     parser = _Parser(prog="medic-viz", description="Inspect trojaned classifiers and remove backdoors with MEDIC.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -97,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(atk)
 
     dfd = sub.add_parser("defend", help="remove a backdoor from a saved model")
-    dfd.add_argument("--method", default="medic", help="defence: medic (default), finetune, fineprune, nad, mcr, anp, kd, scratch")
+    dfd.add_argument("--method", default="medic",
+                     help="defence: medic (default), finetune, fineprune, nad, mcr, anp, kd, scratch")
     dfd.add_argument("--teacher", required=True,
                      help="folder with model.safetensors + card.json (from `attack` or `import`)")
     add_trust_arch_code(dfd, "the teacher's")
@@ -110,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "of its neurons (default 0.01 when --tau is not given; not with --tau)")
     dfd.add_argument("--layers", default=None,
                      help="MEDIC only: hooked layers — default 'auto' = 'conv+bn-inner' (conv/norm outputs from the second "
-                          "convolution to before the last stage — WRN's block3, a ResNet's layer4 — or the last convolution; models with fewer than 3 convolutions: the next preset that fits); "
+                          "convolution to before the last stage — WRN's block3, a ResNet's layer4 — or the last convolution; "
+                          "models with fewer than 3 convolutions: the next preset that fits); "
                           "'conv+bn-last' (from the first); "
                           "'conv+bn' (the MEDIC authors' command: no dense layers), 'all' (the paper's text, logits included), "
                           "or comma-separated module names. The paper's setting: --tau 5 --layers all")
@@ -118,8 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="with --tau auto: allowed clean-accuracy drop (fraction, default 0.03)")
     dfd.add_argument("--tau-search-epochs", type=_whole(1, 100_000), default=None,
                      help="with --tau auto: epochs per candidate τ (default 20)")
-    dfd.add_argument("--lam", type=_number(0.0, 1e6), default=None, help="MEDIC only: cloning-loss weight λ >= 0 (default 3; the paper's is 10)")
-    dfd.add_argument("--epochs", type=_whole(1, 100_000), default=None, help="training epochs (default: the method's own; MEDIC 60)")
+    dfd.add_argument("--lam", type=_number(0.0, 1e6), default=None,
+                     help="MEDIC only: cloning-loss weight λ >= 0 (default 3; the paper's is 10)")
+    dfd.add_argument("--epochs", type=_whole(1, 100_000), default=None,
+                     help="training epochs (default: the method's own; MEDIC 60)")
     dfd.add_argument("--fraction", type=_number(0.0, 1.0, low_open=True), default=0.05,
                      help="clean training data used (0.05 = 5%%)")
     dfd.add_argument("--batch-size", type=_whole(1, 1_000_000), default=None, help="default: the method's own (MEDIC 64)")
@@ -130,21 +161,15 @@ def build_parser() -> argparse.ArgumentParser:
                      "bf16 rounding, as on CUDA where it is the default)")
     _add_common(dfd)
 
-    from medic_viz.cli_compare import add_compare_parser
-    from medic_viz.cli_import import add_import_parser
-    from medic_viz.cli_serve import add_serve_parser
-
     add_compare_parser(sub)
     add_import_parser(sub)
     add_serve_parser(sub)
     return parser
 
 
-def _dataset_for(args: argparse.Namespace):
+def _dataset_for(args: argparse.Namespace) -> DatasetSplits:
     """The dataset named by ``--dataset``, resized to ``--image-size`` (default 32) when it is a
     named one; an npz keeps its size and ``--image-size`` must then match it."""
-    from medic_viz.data import load_dataset
-
     size = args.image_size or MIN_IMAGE_SIZE
     splits = load_dataset(args.dataset, root=args.data_root, download=args.download, size=size, seed=0)
     _, h, w = splits.image_shape
@@ -160,8 +185,6 @@ def _card_datasets(folder: str) -> list[Path]:
     """Where the dataset a model folder's card names may be (as given, and a relative path
     against the folder), read without building anything; none when the card names no file or
     cannot be read (loading the folder says why, later)."""
-    from medic_viz.io import CARD_FILENAME, read_card
-
     path = Path(folder) / CARD_FILENAME if Path(folder).is_dir() else Path(folder)
     try:
         name = read_card(path).dataset
@@ -177,18 +200,13 @@ def _print(msg: str) -> None:
     print(msg, flush=True)
 
 
-def _run_removal(teacher, card, splits, args, signals, out, settings, *, cpu_bf16=False):
+def _run_removal(teacher: nn.Module, card: ModelCard, splits: DatasetSplits, args: argparse.Namespace,
+                 signals: SignalStop, out: OutputFolder, settings: RunSettings, *, cpu_bf16: bool = False) -> int:
     """Run the defence ``settings`` (a :class:`~medic_viz.run_settings.RunSettings`) describe —
     its options from them (``epochs`` for the main phase, the method's own for the others;
     ``cpu_bf16``: bf16 autocast on the CPU too) — and publish its folder; returns the exit
     status (0, or 128 + signal when stopped)."""
-    from medic_viz.defenses.registry import DISPLAY_NAMES, make_defense
-    from medic_viz.metrics import format_before_after
-    from medic_viz.outdir import pause_for_tests
-    from medic_viz.pipeline import remove_backdoor, trigger_of
-    from medic_viz.viz.report import write_outputs
-
-    trigger, target = trigger_of(card)
+    trigger, target = pipeline.trigger_of(card)
     options = settings.to_defense_options(budget=False)
     options["progress"] = not args.no_progress
     if cpu_bf16:
@@ -199,22 +217,19 @@ def _run_removal(teacher, card, splits, args, signals, out, settings, *, cpu_bf1
         _print("note: the model card records no attack, so ASR cannot be measured; clean accuracy only")
     cfg = defense.config
     describe = getattr(cfg, "describe", None)  # how the run's sharpness was set (MEDIC's config says)
-    extra = f"{describe()}, {_layers_text(cfg.layers)}, " if describe is not None else ""
+    extra = f"{describe()}, {_layers_text(cast(Any, cfg).layers)}, " if describe is not None else ""  # MEDIC's
     fraction = settings.fraction
     _print(f"{name}: {extra}{cfg.epochs} epochs on {100 * fraction:g}% of {splits.train.name} "
            f"({len(splits.train)} images), device {settings.device}")
     signals.phase = "train"
-    outcome = remove_backdoor(teacher, splits, defense, trigger=trigger, target=target, fraction=fraction,
-                              seed=settings.seed, device=settings.device, stop_event=signals.stop_event,
-                              callbacks=[lambda ev: pause_for_tests("train") if ev.kind == "epoch" and ev.epoch == 1 else None])
+    outcome = pipeline.remove_backdoor(teacher, splits, defense, trigger=trigger, target=target, fraction=fraction,
+                                       seed=settings.seed, device=settings.device, stop_event=signals.stop_event,
+                                       callbacks=[lambda ev: pause_for_tests("train") if ev.kind == "epoch" and ev.epoch == 1
+                                                  else None])
     signals.phase = "write"
     stopped = outcome.result.stopped
-    from dataclasses import replace
-
-    from medic_viz.data_identity import dataset_record
-
     data = dataset_record(getattr(args, "dataset", None) or "signs")  # the data this run used
-    write_outputs(outcome, out.path, teacher_card=replace(card, **data), extra=data)
+    report.write_outputs(outcome, out.path, teacher_card=replace(card, **data), extra=data)
     done = [e.epoch for e in outcome.result.history if e.kind == "epoch"]
     target_dir = out.publish(stopped=stopped, note=(
         f"stopped by a signal after {done[-1] if done else 0} of {cfg.epochs} epochs; model/ is the model as it was "
@@ -237,10 +252,6 @@ def _run_removal(teacher, card, splits, args, signals, out, settings, *, cpu_bf1
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from medic_viz.data import load_dataset
-    from medic_viz.pretrained import DEMO_ATTACKS, demo_model_dir, load_demo_model
-    from medic_viz.run_settings import RunSettings
-
     if str(args.attack).strip().lower() not in DEMO_ATTACKS:
         raise ValueError(f"--attack {args.attack!r}: the demo repairs a shipped trojaned model; choose one of "
                          f"{', '.join(DEMO_ATTACKS)}")
@@ -254,21 +265,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     signals, out = _prepare(args, demo_model_dir(args.attack))
     with signals, out:
         teacher, card = load_demo_model(args.attack)
-        _print(f"demo: shipped {card.architecture} trojaned with {card.attack['name']} (target class "
-               f"{card.target_class}: {card.classes[card.target_class]}) on the embedded synthetic traffic signs")
+        shipped = cast(Any, card)  # a shipped demo model's card names its attack and target class
+        _print(f"demo: shipped {card.architecture} trojaned with {shipped.attack['name']} (target class "
+               f"{shipped.target_class}: {shipped.classes[shipped.target_class]}) on the embedded synthetic traffic signs")
         splits = load_dataset("signs", size=card.input_size, seed=0)
         return _run_removal(teacher, card, splits, args, signals, out, settings)
 
 
 def cmd_attack(args: argparse.Namespace) -> int:
-    from medic_viz.attacks.registry import attack_spec
-    from medic_viz.attacks.train import train_attack
-    from medic_viz.device import resolve_device
-    from medic_viz.io import save_model
-    from medic_viz.outdir import pause_for_tests
-    from medic_viz.resources import PeakMemory
-    from medic_viz.training import TrainConfig
-
     spec = attack_spec(args.attack)
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer="adam",
                       device=args.device, seed=args.seed, progress=not args.no_progress)
@@ -284,7 +288,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
         if spec.needs_model:
             _print("training a clean surrogate model first (the attack perturbs images against it)")
         start = time.perf_counter()
-        with PeakMemory(resolve_device(args.device)) as memory:
+        with resources.PeakMemory(resolve_device(args.device)) as memory:
             trojan = train_attack(spec.name, splits, target=args.target, rate=rate, architecture=args.model, config=cfg,
                                   seed=args.seed)
         signals.phase = "write"
@@ -299,15 +303,16 @@ def cmd_attack(args: argparse.Namespace) -> int:
         (out.path / "result.json").write_text(json.dumps(result, indent=2))
         target_dir = out.publish()
     n_train = len(splits.train)
+    rate_used, asr = cast(float, trojan.rate), cast(float, trojan.metrics.asr)  # an attack's: both measured
     if spec.poison_pool(splits.train, args.target) is not None:  # existing images stamped: the real share
-        _print(f"poisoned {int(round(trojan.rate * n_train))} of {n_train} training images ({100 * trojan.rate:.2f} %)")
+        _print(f"poisoned {int(round(rate_used * n_train))} of {n_train} training images ({100 * rate_used:.2f} %)")
     _print(f"clean accuracy {100 * trojan.metrics.clean_acc:.2f}% (n={trojan.metrics.n_clean}), "
-           f"ASR {100 * trojan.metrics.asr:.2f}% (n={trojan.metrics.n_asr})")
+           f"ASR {100 * asr:.2f}% (n={trojan.metrics.n_asr})")
     _print(f"wrote {target_dir / 'model.safetensors'}, {target_dir / 'card.json'}, {target_dir / 'result.json'}")
     return 0
 
 
-def _layers_text(layers: object) -> str:
+def _layers_text(layers: Any) -> str:
     """How the run's hooked layers were chosen, for the one-line summary."""
     if layers is None:
         return "all conv/norm/linear layers"
@@ -326,15 +331,11 @@ def _refuse_unused(args: argparse.Namespace, method: str) -> None:
     """Refuse the flags of run settings ``method`` does not use (MEDIC's ``--tau``, ``--share``,
     ``--layers``, ``--lam`` for a baseline): which settings a method uses is its class's
     (:func:`medic_viz.run_settings.method_settings`), as for the launcher and the grid."""
-    from medic_viz.run_settings import method_settings, unused_settings
-
     unused = unused_settings(method)
     names = [n for n in unused if hasattr(args, n)] + [n for n in _TAU_AUTO if "tau" in unused]
     given = [f"--{k.replace('_', '-')} {getattr(args, k)}" for k in names if getattr(args, k) is not None]
     if not given:
         return
-    from medic_viz.defenses.registry import DEFENSES
-
     owners = [m for m in DEFENSES if set(method_settings(m)) & set(unused) and m != method]
     whose = " or ".join(DEFENSES[m].display_name for m in owners)
     one = len(given) == 1
@@ -343,18 +344,12 @@ def _refuse_unused(args: argparse.Namespace, method: str) -> None:
                      f"remove {'it' if one else 'them'}")
 
 
-def _load_teacher(folder: str, trust_arch_code: str | None):
+def _load_teacher(folder: str, trust_arch_code: str | None) -> tuple[nn.Module, ModelCard]:
     """A model folder, rebuilding an architecture of the user's own only when they name it."""
-    from medic_viz.importer import load_model_folder
-
     return load_model_folder(folder, trust_arch_code=trust_arch_code)
 
 
 def cmd_defend(args: argparse.Namespace) -> int:
-    from medic_viz.data.arrays import clean_subset
-    from medic_viz.defenses.registry import defense_class
-    from medic_viz.run_settings import RunSettings
-
     method = defense_class(args.method).name  # canonical name; unknown methods fail here, before any work
     trust = trusted_code(args)
     _refuse_unused(args, method)
@@ -367,24 +362,19 @@ def cmd_defend(args: argparse.Namespace) -> int:
     with signals, out:
         teacher, card = _load_teacher(args.teacher, trust)
         if args.dataset is None:  # the card's, resolved against its folder and checked against its SHA-256
-            from medic_viz.data_identity import card_dataset
-
             args.dataset = card_dataset(card, args.teacher, f"--teacher {args.teacher}: ") or "signs"
         splits = _dataset_for(args)
-        from medic_viz.pipeline import check_image_size
-
-        check_image_size((card.in_channels, card.input_size), splits, "the teacher (its card)")
+        pipeline.check_image_size((card.in_channels, card.input_size), splits, "the teacher (its card)")
         if auto:
-            from medic_viz.defenses.tuning import select_tau
-
             budget = 0.03 if args.tau_budget is None else args.tau_budget
             search_epochs = 20 if args.tau_search_epochs is None else args.tau_search_epochs
             _print(f"choosing τ from clean data alone (budget {100 * budget:g} points, "
                    f"{search_epochs} epochs per candidate) …")
             search = {k: v for k, v in {"batch_size": args.batch_size, "lr": args.lr}.items() if v is not None}
-            selection = select_tau(teacher, clean_subset(splits.train, settings.fraction, settings.seed),
-                                   budget=budget, seed=settings.seed, device=settings.device, epochs=search_epochs,
-                                   lam=settings.lam, progress=not args.no_progress, **search)
+            selection = tuning.select_tau(teacher, clean_subset(splits.train, settings.fraction, settings.seed),
+                                          budget=budget, seed=settings.seed, device=settings.device,
+                                          epochs=search_epochs, lam=settings.lam, progress=not args.no_progress,
+                                          **search)
             _print(str(selection))
             settings = settings.replace(tau_mode="global", tau=float(selection.tau))
         return _run_removal(teacher, card, splits, args, signals, out, settings, cpu_bf16=args.cpu_bf16)
@@ -402,13 +392,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: --help (0) or a one-line usage error (2)
         return int(exc.code or 0) if not isinstance(exc.code, str) else 2
-    from medic_viz.cli_compare import cmd_compare
-    from medic_viz.cli_import import cmd_import
-    from medic_viz.cli_serve import cmd_serve
-    from medic_viz.interrupts import Interrupted
-    from medic_viz.resources import use_available_cpus
-
-    use_available_cpus()  # torch threads = the cores this process may use (OMP_NUM_THREADS wins)
+    resources.use_available_cpus()  # torch threads = the cores this process may use (OMP_NUM_THREADS wins)
 
     handlers = {"demo": cmd_demo, "attack": cmd_attack, "defend": cmd_defend, "compare": cmd_compare,
                 "import": cmd_import, "serve": cmd_serve}

@@ -17,7 +17,7 @@ MAX_SEED = 2**32 - 1
 class Parser(argparse.ArgumentParser):
     """argparse with one-line errors: ``medic-viz attack: error: ... (see --help)``, exit 2."""
 
-    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 

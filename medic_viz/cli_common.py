@@ -9,7 +9,14 @@ import argparse
 import pickle
 import sys
 import traceback
-from typing import Sequence
+from pathlib import Path
+from typing import Any, Sequence
+
+from medic_viz.device import resolve_device
+from medic_viz.importer import check_trusted_code
+from medic_viz.inputs import command_inputs
+from medic_viz.interrupts import SignalStop
+from medic_viz.outdir import OutputFolder
 
 __all__ = ["MIN_IMAGE_SIZE", "EXPECTED_ERRORS", "add_out", "add_trust_arch_code", "trusted_code",
            "command_inputs_of", "prepare", "one_line", "report_error"]
@@ -40,30 +47,22 @@ def trusted_code(args: argparse.Namespace) -> str | None:
     if value is True:
         raise ValueError("--trust-arch-code needs the code you trust: name it, e.g. --trust-arch-code mynets.wrn:build "
                          "(the architecture in the card.json) or --trust-arch-code mynets.wrn (that module)")
-    from medic_viz.importer import check_trusted_code
-
     return check_trusted_code(value)
 
 
-def command_inputs_of(args: argparse.Namespace, *paths: object, datasets: Sequence[object] = (),
-                      code: str | None = None, trigger: str | None = None) -> list:
+def command_inputs_of(args: argparse.Namespace, *paths: str | Path | None, datasets: Sequence[str | Path | None] = (),
+                      code: str | None = None, trigger: str | None = None) -> list[Path]:
     """Paths a command reads, which its --out may not be, hold or lie inside
     (:func:`medic_viz.inputs.command_inputs`): ``paths``, ``--dataset`` and ``datasets``,
     ``--data-root``, the file of ``code`` and the images of ``trigger``."""
-    from medic_viz.inputs import command_inputs
-
     return command_inputs(*paths, datasets=[getattr(args, "dataset", None), *datasets],
                           data_root=getattr(args, "data_root", None), code=code, trigger=trigger)
 
 
-def prepare(args: argparse.Namespace, *inputs: object, **more: object):
+def prepare(args: argparse.Namespace, *inputs: str | Path | None, **more: Any) -> tuple[SignalStop, OutputFolder]:
     """What every writing command does first: check the device and --out (against ``inputs``
     and ``more``, see :func:`command_inputs_of`), install the signal handlers. Returns ``(signals, out)``
     to be entered as context managers."""
-    from medic_viz.device import resolve_device
-    from medic_viz.interrupts import SignalStop
-    from medic_viz.outdir import OutputFolder
-
     resolve_device(args.device)
     out = OutputFolder(args.out, overwrite=args.overwrite, inputs=command_inputs_of(args, *inputs, **more))
     return SignalStop(), out
@@ -86,7 +85,8 @@ def one_line(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in text:
         text += f": {exc.filename}"
     if isinstance(exc, MemoryError):
-        text = f"out of memory{': ' + text if text != 'MemoryError' else ''}; use less data (--max-train, a smaller --fraction) or a smaller model"
+        text = (f"out of memory{': ' + text if text != 'MemoryError' else ''}; use less data (--max-train, a smaller "
+                "--fraction) or a smaller model")
     return text
 
 

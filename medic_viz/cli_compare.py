@@ -21,7 +21,16 @@ import argparse
 import sys
 from typing import Any
 
+from medic_viz.attacks.registry import ATTACKS, PAPER_ATTACKS
 from medic_viz.cli_args import number, whole
+from medic_viz.cli_common import EXPECTED_ERRORS, add_trust_arch_code, report_error, trusted_code
+from medic_viz.defenses.registry import DEFENSES, MAIN_METHOD
+from medic_viz.experiments import ABLATIONS, TABLE1_METHODS, build_grid, run_grid
+from medic_viz.experiments.runner import check_grid
+from medic_viz.inputs import command_inputs
+from medic_viz.interrupts import SignalStop
+from medic_viz.outdir import prepare_resumable_folder
+from medic_viz.run_settings import RunSettings, method_settings
 
 __all__ = ["add_compare_parser", "cmd_compare", "parse_list"]
 
@@ -39,14 +48,11 @@ def parse_list(text: str | None, kind: type = str) -> list[Any] | None:
 
 def add_compare_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``compare`` sub-command to ``subparsers`` (of ``medic-viz``'s parser)."""
-    from medic_viz.attacks.registry import ATTACKS
-    from medic_viz.defenses.registry import DEFENSES
-    from medic_viz.experiments import ABLATIONS, TABLE1_METHODS
-
     p = subparsers.add_parser(
         "compare",
         help="compare MEDIC with baselines on a grid of attacks × methods × seeds (Table 1) or run an ablation",
-        description="Run a resumable grid of backdoor-removal experiments and write results.csv, table.md, comparison.html.",
+        description="Run a resumable grid of backdoor-removal experiments and write results.csv, table.md, "
+                    "comparison.html.",
     )
     p.add_argument("--dataset", default=None,
                    help="signs (embedded), cifar10/gtsrb/mnist (torchvision, needs a local copy), or an .npz path; "
@@ -55,8 +61,6 @@ def add_compare_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
                    help="a trojaned model given as a folder (from `medic-viz import` or `attack`), instead of "
                         "--attacks; repeat for several. Its card gives the architecture, the dataset, the trigger "
                         "and the target (no trigger: ASR is not measured)")
-    from medic_viz.cli_common import add_trust_arch_code
-
     add_trust_arch_code(p, "a --teacher's")
     p.add_argument("--model", default=None, help="zoo architecture of the trojaned models (default small_cnn)")
     p.add_argument("--attacks", default=None,
@@ -64,13 +68,15 @@ def add_compare_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     p.add_argument("--methods", default=",".join(TABLE1_METHODS),
                    help=f"comma-separated defences (default: Table 1's). Available: {', '.join(DEFENSES)}")
     p.add_argument("--data-root", default=None, help="folder of a torchvision dataset (cifar10, gtsrb, mnist)")
-    p.add_argument("--seeds", type=whole(1, 10_000), default=3, help="number of seeds (0..N-1); each has its own teacher and clean subset")
+    p.add_argument("--seeds", type=whole(1, 10_000), default=3,
+                   help="number of seeds (0..N-1); each has its own teacher and clean subset")
     p.add_argument("--out", required=True, help="output folder (resumable: finished cells are skipped); "
                    "new, empty, or holding a previous compare run")
     p.add_argument("--target", type=whole(0), default=None, help="target class of every attack (all-to-one; default 0)")
     p.add_argument("--rate", type=number(0.0, 1.0, low_open=True), default=None,
                    help="poison rate (default 0.1; clean-label attacks 0.08, at most 80%% of the target class)")
-    p.add_argument("--fraction", type=number(0.0, 1.0, low_open=True), default=0.05, help="clean data for the defences (0.05 = 5%% of the training set)")
+    p.add_argument("--fraction", type=number(0.0, 1.0, low_open=True), default=0.05,
+                   help="clean data for the defences (0.05 = 5%% of the training set)")
     p.add_argument("--epochs", type=whole(1, 100_000), default=None,
                    help="defence budget in epochs for every method (default: each method's paper setting)")
     p.add_argument("--attack-epochs", type=whole(1, 100_000), default=None,
@@ -78,7 +84,8 @@ def add_compare_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     p.add_argument("--teacher-seed", type=whole(0, 2**32 - 1), default=None,
                    help="train one teacher per attack with this seed, shared by every seed of the grid "
                         "(seeds then vary the clean subset and the defence only); default: one teacher per seed")
-    p.add_argument("--max-train", type=whole(1), default=None, help="use a fixed random subset of this many training images")
+    p.add_argument("--max-train", type=whole(1), default=None,
+                   help="use a fixed random subset of this many training images")
     p.add_argument("--max-test", type=whole(1), default=None, help="use a fixed random subset of this many test images")
     p.add_argument("--test-part", choices=("development", "evaluation"), default=None,
                    help="measure on this half of the test set (fixed, class-stratified): choose settings on "
@@ -87,8 +94,11 @@ def add_compare_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
                    "(default: none — τ calibrated per layer to a 1%% share; the paper's is 5)")
     p.add_argument("--share", type=number(0.0, 1.0, low_open=True), default=None,
                    help="MEDIC: calibrate τ per layer to match this share of each layer's neurons (default 0.01 without --tau)")
-    p.add_argument("--layers", default=None, help="MEDIC's hooked layers: default auto (= conv+bn-inner: from the second convolution to before the last stage); conv+bn-last, conv+bn, all (the paper's text), or module names")
-    p.add_argument("--lam", type=number(0.0, 1e6), default=None, help="MEDIC's λ in the comparison (default 3; the paper's is 10)")
+    p.add_argument("--layers", default=None,
+                   help="MEDIC's hooked layers: default auto (= conv+bn-inner: from the second convolution to before the "
+                        "last stage); conv+bn-last, conv+bn, all (the paper's text), or module names")
+    p.add_argument("--lam", type=number(0.0, 1e6), default=None,
+                   help="MEDIC's λ in the comparison (default 3; the paper's is 10)")
     p.add_argument("--ablation", default="none", choices=list(ABLATIONS),
                    help="tau (Fig. 4), lambda_tau (Fig. 6), fraction (Table 4), criteria (Fig. 7), arch (Fig. 8)")
     p.add_argument("--taus", default=None, help="τ values of an ablation, e.g. 0,1,3,5")
@@ -119,24 +129,29 @@ def cmd_compare(args: argparse.Namespace) -> int:
     are printed as one line with exit status 2 (``--debug``: with the traceback). SIGINT or
     SIGTERM stops the grid and its worker processes at once; finished cells stay in
     ``runs.jsonl`` and the same command resumes."""
-    from medic_viz.cli_common import EXPECTED_ERRORS, report_error
-
     try:
         return _compare(args)
     except EXPECTED_ERRORS as exc:
         return report_error("medic-viz compare", exc, debug=getattr(args, "debug", False))
 
 
+def _medic_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The MEDIC column's options (``build_grid(medic=)``) from ``--tau``, ``--share``, ``--layers``
+    and ``--lam``, read as ``defend`` reads them: :meth:`RunSettings.from_cli_args
+    <medic_viz.run_settings.RunSettings.from_cli_args>`, then :meth:`~medic_viz.run_settings.RunSettings.to_defense_options`
+    — the flags given (the grid writes MEDIC's defaults out itself). Only MEDIC's own settings
+    are read here: the grid checks the others (the device is where the cells run, maybe not here)."""
+    own = method_settings(MAIN_METHOD)
+    flags = argparse.Namespace(**{name: getattr(args, name, None) for name in own})
+    options = RunSettings.from_cli_args(flags).to_defense_options(MAIN_METHOD, defaults=False)
+    medic = {name: value for name, value in options.items() if name in own}
+    layers = medic.get("layers")
+    if isinstance(layers, tuple) and len(layers) == 1 and "," not in str(args.layers):
+        medic["layers"] = layers[0]  # one module name: the string grids have keyed such cells by (ids unchanged)
+    return medic
+
+
 def _compare(args: argparse.Namespace) -> int:
-    from medic_viz.experiments import build_grid, run_grid
-    from medic_viz.experiments.runner import check_grid
-    from medic_viz.interrupts import SignalStop
-    from medic_viz.cli_common import trusted_code
-    from medic_viz.inputs import command_inputs
-    from medic_viz.outdir import prepare_resumable_folder
-
-    from medic_viz.attacks.registry import PAPER_ATTACKS
-
     teachers = list(getattr(args, "teacher", None) or [])
     if teachers:
         trained = [f"--{name.replace('_', '-')}" for name in ("attacks", "model", "target", "rate", "attack_epochs",
@@ -148,17 +163,15 @@ def _compare(args: argparse.Namespace) -> int:
     attacks = [] if teachers else (parse_list(args.attacks if args.attacks is not None else ",".join(PAPER_ATTACKS))
                                    or [])
     methods = parse_list(args.methods) or []
-    values = {
+    swept = {
         "tau": parse_list(args.taus, float),
         "lam": parse_list(args.lams, float),
         "fraction": parse_list(args.fractions, float),
         "criteria": parse_list(args.criteria),
         "arch": parse_list(args.archs),
     }
-    values = {k: v for k, v in values.items() if v is not None}
-    medic = {k: v for k, v in (("tau", args.tau), ("share", args.share), ("lam", args.lam), ("layers", args.layers)) if v is not None}
-    if isinstance(medic.get("layers"), str) and "," in medic["layers"]:
-        medic["layers"] = tuple(n.strip() for n in medic["layers"].split(",") if n.strip())
+    values = {k: v for k, v in swept.items() if v is not None}
+    medic = _medic_options(args)
     cells = build_grid(
         dataset=args.dataset, model=args.model or "small_cnn", attacks=attacks, methods=methods, seeds=args.seeds,
         target=0 if args.target is None else args.target, rate=args.rate, fraction=args.fraction, epochs=args.epochs,
@@ -167,8 +180,6 @@ def _compare(args: argparse.Namespace) -> int:
         teacher_seed=args.teacher_seed, data_root=args.data_root, teachers=teachers,
         trust_arch_code=trusted_code(args), test_part=args.test_part,
     )
-    from medic_viz.defenses.registry import MAIN_METHOD
-
     if args.ablation in ("tau", "lambda_tau", "criteria", "arch", "layers") and methods and set(methods) != {MAIN_METHOD}:
         print(f"note: the {args.ablation} ablation sweeps MEDIC only; --methods is ignored", file=sys.stderr)
     inputs = command_inputs(*sorted({c.teacher_dir for c in cells if c.teacher_dir}),
@@ -186,8 +197,8 @@ def _compare(args: argparse.Namespace) -> int:
         print(result.paths["table"].read_text())
         print(f"wrote {result.paths['csv']}, {result.paths['table']}, {result.paths['figure']}")
     if result.errors:
-        print(f"{len(result.errors)} cell(s) failed (see {args.out}/errors.jsonl); run the same command again to retry them",
-              file=sys.stderr)
+        print(f"{len(result.errors)} cell(s) failed (see {args.out}/errors.jsonl); run the same command again to retry "
+              "them", file=sys.stderr)
         return 1
     return 0
 

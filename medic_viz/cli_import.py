@@ -17,6 +17,19 @@ import json
 import time
 from pathlib import Path
 
+from medic_viz.attacks.registry import attack_evaluator
+from medic_viz.attacks.spec import SPEC_HELP, parse_trigger_spec
+from medic_viz.cards import ModelCard
+from medic_viz.cli_args import whole as _whole
+from medic_viz.cli_common import MIN_IMAGE_SIZE, add_out as _add_out, prepare as _prepare
+from medic_viz.data import load_dataset
+from medic_viz.data_identity import dataset_record
+from medic_viz.device import resolve_device
+from medic_viz.importer import import_model, is_code_architecture, parse_normalize
+from medic_viz.io import save_model
+from medic_viz.limits import MAX_CLASSES
+from medic_viz.outdir import OutputFolder
+
 __all__ = ["add_import_parser", "cmd_import"]
 
 _ARCH_HELP = ("zoo model (small_cnn, wrn16_1, preact_resnet18, resnet18, resnet34, vgg11_bn, mobilenet_v1) or "
@@ -26,11 +39,6 @@ _ARCH_HELP = ("zoo model (small_cnn, wrn16_1, preact_resnet18, resnet18, resnet3
 
 
 def add_import_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from medic_viz.attacks.spec import SPEC_HELP
-    from medic_viz.cli_common import MIN_IMAGE_SIZE, add_out as _add_out
-    from medic_viz.cli_args import whole as _whole
-    from medic_viz.limits import MAX_CLASSES
-
     p = sub.add_parser(
         "import", help="turn a checkpoint made elsewhere into a model folder (measures clean accuracy and ASR)",
         description="Import a trojaned model trained elsewhere. The checkpoint is read without executing "
@@ -39,8 +47,10 @@ def add_import_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParse
                     "{'model': ...}, 'module.'-prefixed keys (DataParallel).")
     p.add_argument("--checkpoint", required=True, help="weights file: .pt, .pth, .pth.tar, .safetensors")
     p.add_argument("--arch", required=True, help=_ARCH_HELP)
-    p.add_argument("--num-classes", type=_whole(1, MAX_CLASSES), default=None, help="classes of the model (default: the dataset's)")
-    p.add_argument("--input-size", type=_whole(MIN_IMAGE_SIZE, 1024), default=32, help="image side the model was trained at (default 32)")
+    p.add_argument("--num-classes", type=_whole(1, MAX_CLASSES), default=None,
+                   help="classes of the model (default: the dataset's)")
+    p.add_argument("--input-size", type=_whole(MIN_IMAGE_SIZE, 1024), default=32,
+                   help="image side the model was trained at (default 32)")
     p.add_argument("--normalize", default="none",
                    help="normalisation the model expects on [0, 1] images: none (default), cifar10, imagenet, "
                         "mnist, half, MEAN,STD, or one mean and one std per channel (M1,M2,M3,S1,S2,S3)")
@@ -65,26 +75,13 @@ def _sha256(path: Path) -> str:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from medic_viz.cli_common import prepare as _prepare
-
-    from medic_viz.importer import is_code_architecture
-
     code = args.arch if is_code_architecture(args.arch) else None  # its file, found without importing it
     signals, out = _prepare(args, args.checkpoint, code=code, trigger=args.trigger)  # --out checked before any work
     with signals, out:
         return _import(args, out)
 
 
-def _import(args: argparse.Namespace, out) -> int:
-    from medic_viz.attacks.registry import attack_evaluator
-    from medic_viz.attacks.spec import parse_trigger_spec
-    from medic_viz.data import load_dataset
-    from medic_viz.data_identity import dataset_record
-    from medic_viz.device import resolve_device
-    from medic_viz.importer import import_model, parse_normalize
-    from medic_viz.cards import ModelCard
-    from medic_viz.io import save_model
-
+def _import(args: argparse.Namespace, out: OutputFolder) -> int:
     start = time.perf_counter()
     checkpoint = Path(args.checkpoint)
     if not checkpoint.is_file():
