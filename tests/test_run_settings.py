@@ -4,27 +4,38 @@ share one :class:`SharedSettings` (one τ change: one check, one notification pe
 what a method uses is its class's ``run_settings``, so one definition reaches every consumer."""
 
 import math
+from typing import Any, Callable
 
 import pytest
-from _support import write_tiny_npz
-from test_widget_state import TRIGGER, _net, splits  # noqa: F401  (splits: fixture)
 
 import medic_viz.run_settings as rs
+from _support import write_tiny_npz
 from medic_viz.cli import build_parser, main
+from medic_viz.cli_compare import _medic_options
 from medic_viz.defenses.medic import DEFAULT_LAM, DEFAULT_LAYERS, DEFAULT_TAU, Medic
 from medic_viz.defenses.nad import NAD
-from medic_viz.defenses.registry import DEFENSES, defense_class
+from medic_viz.defenses.registry import DEFENSES, MAIN_METHOD, defense_class
 from medic_viz.experiments import build_grid, method_options
 from medic_viz.importance import validate_tau
 from medic_viz.run_settings import RunSettings, method_settings, unused_settings
 from medic_viz.widgets.state import LauncherState, SharedSettings, StateChange, WorkbenchState
+from test_widget_state import TRIGGER, _net, splits  # noqa: F401  (splits: fixture)
 
 
 def _launcher(splits, **kw) -> LauncherState:  # noqa: F811
-    settings = dict(trigger=TRIGGER, target=0, epochs=1, fraction=1.0, device="cpu", batch_size=16, eval_images=None,
-                    final_eval=False)
+    settings: dict[str, Any] = dict(trigger=TRIGGER, target=0, epochs=1, fraction=1.0, device="cpu", batch_size=16,
+                                    eval_images=None, final_eval=False)
     settings.update(kw)
     return LauncherState(_net(), splits, **settings)
+
+
+def _counting_tau_checks(calls: list) -> Callable[[Any], float]:
+    """``validate_tau`` that also records each value it checks in ``calls``."""
+    def check(value: Any) -> float:
+        calls.append(value)
+        return validate_tau(value)
+
+    return check
 
 
 @pytest.fixture()
@@ -44,11 +55,12 @@ def test_fields_are_checked_once_with_the_messages_the_launcher_reports(splits):
     launcher = _launcher(splits)
     for name, bad in (("fraction", 0.0), ("epochs", 2.5), ("tau", -1), ("lam", math.inf), ("share", 2.0),
                       ("tau_mode", "both"), ("method", "bogus"), ("eval_every_steps", -1)):
+        kwargs: dict[str, Any] = {name: bad}
         with pytest.raises(ValueError) as exc:
-            RunSettings(**{name: bad})
+            RunSettings(**kwargs)
         setattr(launcher, name, bad)
         assert launcher.problems[name] == str(exc.value)  # the launcher's message is the settings' check
-    assert RunSettings(epochs=3.0, method="Fine-tuning").epochs == 3 and RunSettings(method="fp").method == "fineprune"
+    assert RunSettings(epochs=3.0, method="Fine-tuning").epochs == 3  # type: ignore[arg-type]  # a whole float and RunSettings(method="fp").method == "fineprune"
     changed = s.replace(tau=7)
     assert changed.tau == 7.0 and s.tau == DEFAULT_TAU  # immutable: a copy
     with pytest.raises(ValueError, match="unknown run setting"):
@@ -56,8 +68,8 @@ def test_fields_are_checked_once_with_the_messages_the_launcher_reports(splits):
 
 
 def test_replace_checks_only_what_it_changes(monkeypatch):
-    calls = []
-    monkeypatch.setattr(rs, "validate_tau", lambda v: calls.append(v) or validate_tau(v))
+    calls: list[Any] = []
+    monkeypatch.setattr(rs, "validate_tau", _counting_tau_checks(calls))
     s = RunSettings()
     assert calls == [DEFAULT_TAU]  # construction checks every field
     s.replace(lam=1.0, epochs=3)
@@ -129,6 +141,43 @@ def test_the_cli_reads_its_settings_into_one_object():
                                                      "--share", "0.1"]))
 
 
+def test_compare_reads_medics_flags_as_defend_does_and_keeps_the_cell_ids():
+    """``compare``'s MEDIC column is made as ``defend``'s run is: :meth:`RunSettings.from_cli_args`,
+    then :meth:`~RunSettings.to_defense_options` (the flags given; the grid writes MEDIC's defaults
+    out), and its cells keep the ids of the options compare wrote by hand before."""
+    parser = build_parser()
+
+    def options(*flags: str) -> dict[str, Any]:
+        return _medic_options(parser.parse_args(["compare", "--out", "o", *flags]))
+
+    flags = ["--tau", "3", "--lam", "10", "--layers", "conv1, conv2"]
+    assert options(*flags) == {"tau": 3.0, "lam": 10.0, "layers": ("conv1", "conv2")}
+    defend = RunSettings.from_cli_args(parser.parse_args(["defend", "--teacher", "t", "--out", "o", *flags]))
+    own = method_settings(MAIN_METHOD)
+    assert options(*flags) == {k: v for k, v in defend.to_defense_options(defaults=False).items() if k in own}
+    assert options() == {} and options("--share", "0.02", "--layers", "all") == {"share": 0.02, "layers": "all"}
+    with pytest.raises(ValueError, match="both set how sharp"):
+        options("--tau", "3", "--share", "0.1")
+    # the flags as compare read them before: the same cells, the same ids
+    by_hand: list[tuple[list[str], dict[str, Any]]] = [
+        (["--lam", "3"], {"lam": 3.0}),
+        (["--layers", "conv1"], {"layers": "conv1"}),
+        (["--layers", "auto", "--share", "0.01"], {"layers": "auto", "share": 0.01}),
+        (flags, {"tau": 3.0, "lam": 10.0, "layers": ("conv1", "conv2")}),
+    ]
+
+    def ids(medic: dict[str, Any], ablation: str) -> list[str] | str:
+        try:
+            return [c.cell_id for c in build_grid(dataset="signs", attacks=["badnet"], methods=["medic", "nad"], seeds=1,
+                                                  ablation=ablation, medic=medic)]
+        except ValueError as exc:  # a share with the τ sweep: refused alike
+            return str(exc)
+
+    for given, medic in by_hand:
+        for ablation in ("none", "tau", "layers"):
+            assert ids(options(*given), ablation) == ids(medic, ablation), (given, ablation)
+
+
 # ------------------------------------------------------------------------------ one holder, shared
 
 
@@ -136,10 +185,10 @@ def test_one_tau_change_is_checked_once_and_told_once_to_each_state(bench, monke
     s = bench
     assert s.settings is s.launcher.settings is s.picker.settings is s.explorer.settings
     assert not hasattr(s, "_syncing")
-    calls = []
-    monkeypatch.setattr(rs, "validate_tau", lambda v: calls.append(v) or validate_tau(v))
+    calls: list[Any] = []
+    monkeypatch.setattr(rs, "validate_tau", _counting_tau_checks(calls))
     states = {"workbench": s, "launcher": s.launcher, "picker": s.picker, "explorer": s.explorer}
-    logs = {name: [] for name in states}
+    logs: dict[str, list[StateChange]] = {name: [] for name in states}
     for name, state in states.items():
         state.add_listener(logs[name].append)
     for i, (source, state) in enumerate(states.items()):
@@ -163,9 +212,9 @@ def test_one_tau_change_is_checked_once_and_told_once_to_each_state(bench, monke
 def test_an_invalid_tau_typed_in_the_launcher_stays_there(bench, monkeypatch):
     s = bench
     s.tau = 3.0
-    calls = []
-    monkeypatch.setattr(rs, "validate_tau", lambda v: calls.append(v) or validate_tau(v))
-    logs = {name: [] for name in ("workbench", "launcher", "picker", "explorer")}
+    calls: list[Any] = []
+    monkeypatch.setattr(rs, "validate_tau", _counting_tau_checks(calls))
+    logs: dict[str, list[StateChange]] = {name: [] for name in ("workbench", "launcher", "picker", "explorer")}
     for name in logs:
         (s if name == "workbench" else getattr(s, name)).add_listener(logs[name].append)
     s.launcher.tau = -2.0
@@ -184,7 +233,8 @@ def test_an_invalid_tau_typed_in_the_launcher_stays_there(bench, monkeypatch):
 
 def test_shared_settings_on_their_own():
     shared = SharedSettings()
-    typed, valid = [], []
+    typed: list[StateChange] = []
+    valid: list[StateChange] = []
     shared.add_listener(typed.append, typed=True)
     shared.add_listener(valid.append)
     shared.set(tau=2.0, lam=1.0)

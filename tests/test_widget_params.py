@@ -9,12 +9,14 @@ import math
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import pytest
 import torch
 import torch.nn as nn
 
+import medic_viz.widgets.state as state_package
 from medic_viz.importance import CRITERIA, validate_tau
 from medic_viz.stats import compute_layer_stats
 from medic_viz.widgets.state import ExplorerState, LauncherState, PickerState, StateChange
@@ -74,7 +76,8 @@ def test_params_are_collected_and_validated_on_set():
 
 @pytest.mark.parametrize("name, value, message", [
     ("tau", -2, "tau must be finite and >= 0 (0 = plain cloning, the paper uses 5 on CIFAR-10), got -2"),
-    ("criteria", "gradient", "criteria must be one of ['both', 'activation', 'impact'], or 'combined' (= 'both'), got 'gradient'"),
+    ("criteria", "gradient",
+     "criteria must be one of ['both', 'activation', 'impact'], or 'combined' (= 'both'), got 'gradient'"),
     ("reduction", "median", "reduction must be one of ['mean_abs', 'max_abs', 'mean', 'max'], got 'median'"),
     ("layer", "nope", "layer 'nope' was not analysed; choose one of ['0', '1', '5']"),
 ])
@@ -128,8 +131,14 @@ def test_launcher_keeps_an_invalid_value_and_its_launch_reports_the_same_message
 
 def test_launch_uses_the_check_made_on_set_not_a_second_one(splits, monkeypatch):  # noqa: F811
     calls = []
-    check = LauncherState.fraction.check
-    monkeypatch.setattr(LauncherState.fraction, "check", lambda s, v: calls.append(v) or check(s, v))
+    fraction = cast(Any, LauncherState).fraction  # a parameter made from the run settings' controls
+    check = fraction.check
+
+    def counted(param, value):
+        calls.append(value)
+        return check(param, value)
+
+    monkeypatch.setattr(fraction, "check", counted)
     state = _state(splits)
     assert calls == [1.0]  # the constructor's value went through the same check
     state.fraction = 0.0
@@ -239,11 +248,9 @@ OLD_STATE_NAMES = ["StateChange", "Listener", "Observable", "RUN_STATUSES", "DEV
 
 
 def test_the_state_package_keeps_every_public_name():
-    import medic_viz.widgets.state as state
-
-    assert set(OLD_STATE_NAMES) <= set(state.__all__)
-    for name in state.__all__:
-        assert getattr(state, name) is not None
+    assert set(OLD_STATE_NAMES) <= set(state_package.__all__)
+    for name in state_package.__all__:
+        assert getattr(state_package, name) is not None
 
 
 def _imports(path: Path) -> set[str]:

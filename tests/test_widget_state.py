@@ -3,11 +3,13 @@ latency, errors, overlaid runs, kept results), the importance explorer and the i
 
 import io
 import time
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+from PIL import Image
 
 from medic_viz.attacks.patch import BadNetTrigger
 from medic_viz.data.arrays import DatasetSplits, ImageArrays
@@ -43,7 +45,8 @@ TRIGGER = BadNetTrigger(size=2)
 
 
 def _state(splits, **kw) -> LauncherState:
-    settings = dict(trigger=TRIGGER, target=0, epochs=2, fraction=1.0, device="cpu", batch_size=16, eval_images=None)
+    settings: dict[str, Any] = dict(trigger=TRIGGER, target=0, epochs=2, fraction=1.0, device="cpu", batch_size=16,
+                                    eval_images=None)
     settings.update(kw)
     return LauncherState(_net(), splits, **settings)
 
@@ -386,8 +389,6 @@ def test_picker_recomputes_analysis_only_for_new_inputs(picker):
 
 
 def test_picker_loads_own_image_of_any_size(picker):
-    from PIL import Image
-
     rgb = np.zeros((20, 16, 3), dtype=np.uint8)
     rgb[:, :, 0] = 255  # pure red
     picker.load_image(rgb, label=2)
@@ -411,8 +412,6 @@ def test_picker_loads_own_image_of_any_size(picker):
 
 
 def test_picker_loads_a_jpeg_file_of_any_size(picker, tmp_path):
-    from PIL import Image
-
     rgb = np.zeros((37, 50, 3), dtype=np.uint8)
     rgb[:, :, 1] = 255  # pure green, 37 x 50: not the data's 8 x 8, not square
     path = tmp_path / "photo.jpg"

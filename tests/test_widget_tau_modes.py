@@ -2,13 +2,14 @@
 share of each layer's neurons on MEDIC's default layers (as ``MedicConfig()``), or one global τ;
 the layer set is a launcher parameter; labels, run records and the workbench say which ran."""
 
+from typing import Any
+
 import pytest
 
 from medic_viz.data.arrays import DatasetSplits
 from medic_viz.defenses.medic import DEFAULT_LAYERS, DEFAULT_SHARE, DEFAULT_TAU
 from medic_viz.widgets.state import LauncherState, WorkbenchState, run_label
 from medic_viz.widgets.state.runs import tau_range_text
-
 from test_widget_state import TRIGGER, _data, _net
 
 
@@ -18,8 +19,8 @@ def splits() -> DatasetSplits:
 
 
 def _state(splits, **kw) -> LauncherState:
-    settings = dict(trigger=TRIGGER, target=0, epochs=1, fraction=1.0, device="cpu", batch_size=16, eval_images=None,
-                    final_eval=False)
+    settings: dict[str, Any] = dict(trigger=TRIGGER, target=0, epochs=1, fraction=1.0, device="cpu", batch_size=16,
+                                    eval_images=None, final_eval=False)
     settings.update(kw)
     return LauncherState(_net(), splits, **settings)
 
@@ -166,8 +167,8 @@ def test_tau_range_text():
 
 
 def _bench(splits, **kw) -> WorkbenchState:
-    settings = dict(trigger=TRIGGER, target=0, epochs=1, fraction=1.0, device="cpu", batch_size=16, eval_images=None,
-                    stats_images=30, final_eval=False)
+    settings: dict[str, Any] = dict(trigger=TRIGGER, target=0, epochs=1, fraction=1.0, device="cpu", batch_size=16,
+                                    eval_images=None, stats_images=30, final_eval=False)
     settings.update(kw)
     return WorkbenchState(_net(), splits, **settings)
 

@@ -2,15 +2,16 @@
 picked input followed through runs (a reading per evaluation), stop, overlaid runs, and the
 repaired model's view of the input."""
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
 
-from medic_viz.data.arrays import DatasetSplits
 from medic_viz.cards import ModelCard
+from medic_viz.data.arrays import DatasetSplits
 from medic_viz.probe import InputProbe, predict_input
 from medic_viz.widgets.state import StateChange, WorkbenchState
-
 from test_widget_state import TRIGGER, _data, _net
 
 
@@ -20,8 +21,8 @@ def splits() -> DatasetSplits:
 
 
 def _bench(splits, **kw) -> WorkbenchState:
-    settings = dict(trigger=TRIGGER, target=0, epochs=2, fraction=1.0, device="cpu", batch_size=16, eval_images=None,
-                    stats_images=30)
+    settings: dict[str, Any] = dict(trigger=TRIGGER, target=0, epochs=2, fraction=1.0, device="cpu", batch_size=16,
+                                    eval_images=None, stats_images=30)
     settings.update(kw)
     return WorkbenchState(_net(), splits, **settings)
 
@@ -29,7 +30,7 @@ def _bench(splits, **kw) -> WorkbenchState:
 def test_one_tau_and_one_lambda_across_picker_explorer_and_launcher(splits):
     s = _bench(splits, tau=4.0, lam=8.0, tau_mode="global")  # runs use the one τ
     assert (s.picker.tau, s.explorer.tau, s.launcher.tau, s.launcher.lam) == (4.0, 4.0, 4.0, 8.0)
-    changes = []
+    changes: list[StateChange] = []
     s.add_listener(changes.append)
     s.tau = 7.0                                   # the workbench's own slider
     assert (s.picker.tau, s.explorer.tau, s.launcher.tau) == (7.0, 7.0, 7.0)
@@ -109,6 +110,7 @@ def test_a_run_records_the_picked_inputs_prediction_at_every_evaluation(splits):
             assert abs(pred.probabilities.sum() - 1) < 1e-5 and pred.probability == pred.probabilities.max()
     # The last evaluation is of the final model: its reading is that model's prediction on the input.
     last = run.readings[-1][1]
+    assert run.model is not None
     np.testing.assert_allclose(last.clean.probabilities, predict_input(run.model, s.probe.image).probabilities, atol=1e-5)
     np.testing.assert_allclose(last.triggered.probabilities,
                                predict_input(run.model, s.probe.triggered_image).probabilities, atol=1e-5)

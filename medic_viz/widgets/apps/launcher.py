@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import html
 import threading
-from typing import Any
+from typing import Any, cast
 
 import ipywidgets as widgets
 import plotly.graph_objects as go
@@ -160,7 +160,7 @@ class LauncherApp(widgets.VBox):
         self.error.value = ""
         try:
             self.state.launch()
-        except Exception as exc:  # e.g. a run already in progress
+        except Exception as exc:  # noqa: BLE001 - e.g. a run already in progress: shown in the view
             self.error.value = error_html(f"{type(exc).__name__}: {exc}")
 
     def _show_method(self) -> None:
@@ -233,7 +233,7 @@ class LauncherApp(widgets.VBox):
                 self._traces = {}
             # 1. create missing traces (outside batch_update), 2. update all data in one message
             updates: list[tuple[int, list[float], list[float]]] = []
-            for i, run in enumerate(runs):
+            for run in runs:
                 color = PALETTE[run.index % len(PALETTE)]
                 curve = run.curve()
                 updates.append((self._ensure_trace(run, "acc", color), curve["x"], curve["clean_acc"]))
@@ -295,7 +295,7 @@ def _runs_table(runs: list[RunRecord]) -> str:
     rows = []
     for r in runs:
         last = r.latest_metrics
-        acc = "—" if last is None else f"{100 * last.clean_acc:.1f}%"
+        acc = "—" if last is None else f"{100 * cast(float, last.clean_acc):.1f}%"  # latest_metrics: it has one
         asr = "—" if last is None or last.asr is None else f"{100 * last.asr:.1f}%"
         color = {"error": "#c62828", "stopped": "#ef6c00", "done": "#2e7d32"}.get(r.status, "#1565c0")
         mem = "—" if r.peak_memory_mb is None else f"{r.peak_memory_mb:.0f} MiB"

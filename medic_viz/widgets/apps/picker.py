@@ -11,6 +11,7 @@ from typing import Callable
 import ipywidgets as widgets
 import numpy as np
 import plotly.graph_objects as go
+from PIL import Image
 from plotly.subplots import make_subplots
 
 from medic_viz.widgets.apps.common import HEATMAP, bind, error_html, set_quietly, within
@@ -20,8 +21,6 @@ __all__ = ["PickerApp", "picker_app"]
 
 
 def _png(image_hwc: np.ndarray, scale: int = 2) -> bytes:
-    from PIL import Image
-
     a = np.asarray(image_hwc)
     if a.dtype != np.uint8:
         a = np.round(np.clip(a, 0, 1) * 255).astype(np.uint8)
@@ -29,7 +28,7 @@ def _png(image_hwc: np.ndarray, scale: int = 2) -> bytes:
         a = a[:, :, 0]
     img = Image.fromarray(a)
     if scale > 1:
-        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+        img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()
@@ -117,7 +116,7 @@ class PickerApp(widgets.VBox):
         self.error.value = ""
         try:
             action()
-        except Exception as exc:  # user input (a bad file, a wrong model): show it, do not raise into the UI
+        except Exception as exc:  # noqa: BLE001 - user input (a bad file, a wrong model): shown, not raised into the UI
             self.error.value = error_html(f"{type(exc).__name__}: {exc}")
 
     def _on_upload(self, change: dict) -> None:

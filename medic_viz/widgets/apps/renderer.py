@@ -7,6 +7,7 @@ import warnings
 from pathlib import Path
 
 import plotly.graph_objects as go
+import plotly.io as pio
 
 __all__ = ["use_notebook_renderer"]
 
@@ -21,8 +22,6 @@ def use_notebook_renderer(png: bool = False) -> str:
     ``BROWSER_PATH`` is unset); where they cannot be made a warning says why and figures stay
     interactive only.
     """
-    import plotly.io as pio
-
     name = "plotly_mimetype"
     if png:
         if "BROWSER_PATH" not in os.environ:

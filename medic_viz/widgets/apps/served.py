@@ -19,12 +19,20 @@ from __future__ import annotations
 import html
 import os
 import threading
-from typing import Any
+from typing import Any, cast
 
 import ipywidgets as widgets
+import plotly.graph_objects as go
+import torch
 
+from medic_viz.importer import open_model_folder
 from medic_viz.serve.config import PAGES, ServeConfig
 from medic_viz.widgets.apps.common import error_html
+from medic_viz.widgets.apps.workbench import workbench_app
+from medic_viz.widgets.apps.workshop import workshop_app
+from medic_viz.widgets.state.launcher import LauncherState
+from medic_viz.widgets.state.workbench import WorkbenchState
+from medic_viz.workshop import WorkshopExercises
 
 __all__ = ["serve_page", "ServedPage", "full_page"]
 
@@ -83,8 +91,6 @@ class ServedPage(widgets.VBox):
         widget at once, and anywidget (plotly's FigureWidget) gives each figure 2 s to load its
         code — on a busy machine the first load of plotly.js takes longer and those figures never
         draw. A tiny figure shown first loads that code; the app's figures come after it."""
-        import plotly.graph_objects as go
-
         warm = go.FigureWidget(layout=dict(width=40, height=40, margin=dict(l=0, r=0, t=0, b=0),
                                            xaxis=dict(visible=False), yaxis=dict(visible=False)))
         warm._view_count = 0  # count the views the browser makes of it
@@ -143,10 +149,7 @@ def build_app(page: str, config: ServeConfig, name: str) -> widgets.Widget:
     """The app of ``page`` on the offered model ``name`` (no host paths reachable from it)."""
     entry = config.models[name]
     if page == "workbench":
-        from medic_viz.widgets.apps.workbench import workbench_app
-        from medic_viz.widgets.state.workbench import WorkbenchState
-
-        extra = dict(stats_images=200, gallery_size=8) if config.fast else {}
+        extra: dict[str, Any] = dict(stats_images=200, gallery_size=8) if config.fast else {}
         if "demo" in entry:
             state = WorkbenchState.from_demo(entry["demo"], **extra, **_settings(config))
         else:
@@ -155,19 +158,14 @@ def build_app(page: str, config: ServeConfig, name: str) -> widgets.Widget:
         app.launcher_view.device.options = [config.device]
         app.launcher_view.device.disabled = True
         return app
-    from medic_viz.widgets.apps.workshop import workshop_app
-    from medic_viz.widgets.state.launcher import LauncherState
-    from medic_viz.workshop import WorkshopExercises
-
     images = 300 if config.fast else 1000
     if "demo" in entry:
         exercises = WorkshopExercises.from_demo(entry["demo"], images=images)
         launcher = LauncherState.from_demo(entry["demo"], **_settings(config))
     else:
-        from medic_viz.importer import open_model_folder
-
         opened = open_model_folder(entry["folder"])
-        exercises = WorkshopExercises(opened.model, opened.splits, opened.trigger, opened.target, images=images)
+        target = cast(int, opened.target)  # the card's target, passed on as before
+        exercises = WorkshopExercises(opened.model, opened.splits, opened.trigger, target, images=images)
         launcher = LauncherState.from_folder(entry["folder"], **_settings(config))
     return workshop_app(exercises, launcher, fast=config.fast)
 
@@ -184,8 +182,6 @@ def serve_page(page: str, run_dir: str | None = None) -> widgets.Widget:
             _SEAT = config.take_seat()
             if _SEAT is None:
                 return full_page(config)
-        import torch
-
         torch.set_num_threads(max(1, int(config.threads)))
         notice, model = "", None
         try:

@@ -11,9 +11,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from medic_viz.analysis import analyze_input, reduce_channels
 from medic_viz.attacks.base import Trigger
+from medic_viz.attacks.registry import image_trigger
 from medic_viz.data.arrays import ImageArrays
 from medic_viz.importance import CRITERIA, effective_neurons
+from medic_viz.importer import open_model_folder
 from medic_viz.stats import LayerStats
 from medic_viz.widgets.state.observable import Param, Parameterized, Shared, StateChange, one_of
 from medic_viz.widgets.state.run_settings import SharedSettings
@@ -114,8 +117,6 @@ class ExplorerState(Parameterized):
         **params: Any,
     ) -> "ExplorerState":
         """Analyse one input (:func:`medic_viz.analysis.analyze_input`) and explore it."""
-        from medic_viz.analysis import analyze_input
-
         analysis = analyze_input(model, image, trigger, label, stats=stats, layers=layers, class_names=class_names)
         return cls(analysis, **params)
 
@@ -126,9 +127,6 @@ class ExplorerState(Parameterized):
         """Explore test image ``index`` of a model folder's dataset (``dataset``, else the card's)
         with the trigger its card records; layer statistics from ``stats_images`` training images.
         See :func:`medic_viz.importer.open_model_folder`."""
-        from medic_viz.attacks.registry import image_trigger
-        from medic_viz.importer import open_model_folder
-
         opened = open_model_folder(folder, dataset=dataset, data_root=data_root, trust_arch_code=trust_arch_code)
         if opened.trigger is None:
             raise ValueError(f"{folder}: the model card records no trigger, and the explorer compares a clean input "
@@ -154,8 +152,6 @@ class ExplorerState(Parameterized):
     def importance_map(self, which: str = "clean") -> np.ndarray:
         """The selected criterion's importance map of the current layer for the ``which`` input
         (its importance reduced over channels, as in :meth:`maps`)."""
-        from medic_viz.analysis import reduce_channels
-
         return reduce_channels(self.importance(which), self.reduction)
 
     def importance(self, which: str = "clean") -> torch.Tensor:

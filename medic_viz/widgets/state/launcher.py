@@ -13,7 +13,7 @@ import copy
 import threading
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, cast
 
 import torch
 import torch.nn as nn
@@ -21,15 +21,19 @@ import torch.nn as nn
 from medic_viz.attacks.base import Trigger
 from medic_viz.calibration import validate_share
 from medic_viz.capture import resolve_layers
+from medic_viz.data import load_dataset
 from medic_viz.data.arrays import DatasetSplits, ImageArrays, clean_subset
-from medic_viz.defenses.base import Defense, DefenseResult
+from medic_viz.defenses.base import ConfiguredDefense, DefenseResult
 from medic_viz.defenses.medic import DEFAULT_LAM, DEFAULT_LAYERS, DEFAULT_SHARE, DEFAULT_TAU, MedicConfig, preview_layer_taus
 from medic_viz.defenses.registry import DISPLAY_NAMES, MAIN_METHOD, make_defense
 from medic_viz.device import resolve_device
+from medic_viz.importer import open_model_folder
 from medic_viz.metrics import BackdoorMetrics, Evaluator, evaluate_backdoor
+from medic_viz.pipeline import trigger_of
+from medic_viz.pretrained import load_demo_model
 from medic_viz.probe import InputProbe, ProbeReading
 from medic_viz.resources import PeakMemory
-from medic_viz.run_queue import RunQueue
+from medic_viz.run_queue import RunQueue, Slot
 from medic_viz.run_settings import RunSettings, ignored_settings, settings_label, unused_settings
 from medic_viz.training import TrainEvent
 from medic_viz.widgets.state.observable import Parameterized, StateChange
@@ -205,14 +209,10 @@ class LauncherState(Parameterized):
     def from_demo(cls, name: str = "badnet", **settings: Any) -> "LauncherState":
         """A launcher on a shipped demo model (:func:`medic_viz.pretrained.load_demo_model`),
         its dataset, trigger and target; ``settings`` as in the constructor."""
-        from medic_viz.data import load_dataset
-        from medic_viz.pipeline import trigger_of
-        from medic_viz.pretrained import load_demo_model
-
         teacher, card = load_demo_model(name)
         trigger, target = trigger_of(card)
         splits = load_dataset(card.dataset or "signs", size=card.input_size)
-        return cls(teacher, splits, trigger=trigger, target=target, **settings)
+        return cls(teacher, splits, trigger=cast(Trigger | None, trigger), target=target, **settings)  # not composite
 
     @property
     def probe(self) -> InputProbe | None:
@@ -232,8 +232,6 @@ class LauncherState(Parameterized):
         (``dataset``, else the card's), and its trigger and target when the card records them —
         without them the runs show clean accuracy only (ASR cannot be measured). See
         :func:`medic_viz.importer.open_model_folder`."""
-        from medic_viz.importer import open_model_folder
-
         opened = open_model_folder(folder, dataset=dataset, data_root=data_root, trust_arch_code=trust_arch_code)
         return cls(opened.model, opened.splits, trigger=opened.trigger, target=opened.target, **settings)
 
@@ -305,7 +303,7 @@ class LauncherState(Parameterized):
         res = self.result
         return None if res is None else res.model
 
-    def _defense(self, params: Mapping[str, Any]) -> tuple[Defense, float, str | None]:
+    def _defense(self, params: Mapping[str, Any]) -> tuple[ConfiguredDefense, float, str | None]:
         """The defence the (already validated) settings describe, the clean fraction, and a
         note on the settings; ``ValueError`` with the message of an invalid setting."""
         self.check_params(["method"])
@@ -383,7 +381,7 @@ class LauncherState(Parameterized):
             try:
                 defense, fraction, record.note = self._defense(params)
                 failure = None
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - launch never raises for bad settings: the record says what failed
                 record._record_error(exc)
                 record.status = "error"  # recorded as ended before anyone can see it running
                 failure = exc
@@ -444,17 +442,18 @@ class LauncherState(Parameterized):
         record.queue_position = position or None
         self._notify(StateChange("queue", run=record, value=position))
 
-    def _wait_in_queue(self, record: RunRecord):
+    def _wait_in_queue(self, record: RunRecord) -> Slot | None:
         """A place in :attr:`queue` for ``record`` (None when it was stopped while waiting)."""
         record.queue_position = 1  # shown as waiting until the queue says otherwise
         waited = record.queued_since = time.perf_counter()
-        slot = self.queue.wait(record._stop_event, on_position=lambda n: self._queued(record, n))
+        queue = cast(RunQueue, self.queue)  # called only when there is one
+        slot = queue.wait(record._stop_event, on_position=lambda n: self._queued(record, n))
         record.queued_seconds = time.perf_counter() - waited
         record.queue_position = None
         record.started_at = time.perf_counter()  # a run's time is its training time
         return slot
 
-    def _run(self, record: RunRecord, defense: Defense, fraction: float) -> None:
+    def _run(self, record: RunRecord, defense: ConfiguredDefense, fraction: float) -> None:
         status = "error"
         slot = None
         try:
@@ -471,7 +470,7 @@ class LauncherState(Parameterized):
                     self.baseline = evaluator(copy.deepcopy(self.teacher).to(device))
                 probed = None if record.probe is None else _ProbedEvaluator(evaluator, record.probe)
                 result = defense.run(
-                    self.teacher, clean, evaluator=evaluator if probed is None else probed,
+                    self.teacher, clean, evaluator=evaluator if probed is None else cast(Evaluator, probed),  # it evaluates too
                     callbacks=[lambda ev: self._on_event(record, ev, probed)],
                     stop_event=record._stop_event, label=record.label,
                 )

@@ -115,7 +115,7 @@ class Observable:
         for fn in listeners:
             try:
                 fn(change)
-            except Exception as exc:  # a broken view must not kill the run; keep the error visible
+            except Exception as exc:  # noqa: BLE001 - a broken view must not kill the run; keep the error visible
                 self.listener_errors.append(f"{getattr(fn, '__qualname__', fn)!s}: {traceback.format_exc()}")
                 warnings.warn(f"listener {getattr(fn, '__qualname__', fn)!s} raised {type(exc).__name__}: {exc}",
                               RuntimeWarning, stacklevel=2)
@@ -236,6 +236,14 @@ class Parameterized(Observable):
         super().__init__()
         self._params: dict[str, Any] = {}
         self._problems: dict[str, str] = {}
+
+    if TYPE_CHECKING:  # pragma: no cover - for the type checker only
+        # The SHARED parameters are made for each subclass when it is defined (one per run-settings
+        # control, :meth:`__init_subclass__`), so the type checker cannot see them: a name it does
+        # not know on a state is Any to it. Nothing is defined at run time (an unknown name stays an
+        # AttributeError).
+        def __getattr__(self, name: str) -> Any: ...
+        def __setattr__(self, name: str, value: Any) -> None: ...
 
     def _param(self, name: str) -> Param:
         return getattr(type(self), name)

@@ -11,6 +11,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+import medic_viz.io as model_io
+from medic_viz.analysis import analyze_input
 from medic_viz.attacks.base import Trigger
 from medic_viz.attacks.composite import CompositeAttack
 from medic_viz.attacks.registry import ATTACK_NAMES, image_trigger, trigger_from_config
@@ -18,6 +20,7 @@ from medic_viz.capture import eval_mode
 from medic_viz.data.arrays import ImageArrays, clean_subset
 from medic_viz.data.images import to_image_tensor
 from medic_viz.device import model_device
+from medic_viz.importer import open_model_folder
 from medic_viz.stats import LayerStats, compute_layer_stats
 from medic_viz.widgets.state.observable import Param, Parameterized, Shared, StateChange, one_of
 from medic_viz.widgets.state.run_settings import SharedSettings
@@ -177,8 +180,6 @@ class PickerState(Parameterized):
         """A picker on a model folder (from ``medic-viz import`` or ``attack``) and the test split
         of its dataset (``dataset``, else the card's); the card's trigger, if any, is offered
         first. See :func:`medic_viz.importer.open_model_folder`."""
-        from medic_viz.importer import open_model_folder
-
         opened = open_model_folder(folder, dataset=dataset, data_root=data_root, trust_arch_code=trust_arch_code)
         return cls(opened.model, opened.splits.test, trigger=opened.trigger, target=opened.target, **settings)
 
@@ -282,9 +283,7 @@ class PickerState(Parameterized):
         selected; layer statistics are re-estimated on ``data``."""
         card = None
         if isinstance(source, (str, Path)):
-            from medic_viz.io import load_model
-
-            model, card = load_model(source)
+            model, card = model_io.load_model(source)
         elif isinstance(source, nn.Module):
             model = source
         else:
@@ -318,8 +317,6 @@ class PickerState(Parameterized):
         with self._analysis_lock:  # one analysis at a time: it hooks the model (views may redraw from other threads)
             key = self.input_key
             if self._analysis is None or self._analysis_key != key:
-                from medic_viz.analysis import analyze_input
-
                 self._analysis = analyze_input(self.model, self.image, self.trigger, self.label, stats=self.stats,
                                                class_names=self.data.classes)
                 self._analysis_key = key

@@ -12,7 +12,7 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch.nn as nn
 
@@ -133,8 +133,9 @@ class RunRecord:
         """``{layer: τ}`` the MEDIC run used once it ended with a result: calibrated per layer
         (``result.config["layer_taus"]``) or its one global τ on every hooked layer; None before,
         and for a method that has no τ setting (a baseline)."""
-        config = None if self.result is None else self.result.config
-        if not config or "tau" not in method_settings(self.result.method):  # a method without τ
+        result = self.result
+        config = None if result is None else result.config
+        if result is None or not config or "tau" not in method_settings(result.method):  # a method without τ
             return None
         if config.get("layer_taus"):
             return {str(k): float(v) for k, v in config["layer_taus"].items()}
@@ -149,7 +150,7 @@ class RunRecord:
         taus = self.layer_taus
         if taus is None:
             return None
-        config = self.result.config
+        config = cast(DefenseResult, self.result).config  # taus come from a result
         if config.get("layer_taus"):
             return f"{tau_range_text(taus.values())} (per layer)"
         return f"τ {float(config['tau']):g}"
@@ -267,7 +268,8 @@ class RunRecord:
         last = self.latest_metrics
         if last is not None:
             asr = "" if last.asr is None else f", ASR {100 * last.asr:.1f}%"
-            parts.append(f"epoch {_epoch_x(last):.2f}/{last.epochs}: clean acc {100 * last.clean_acc:.1f}%{asr}")
+            acc = cast(float, last.clean_acc)  # latest_metrics: an event with clean accuracy
+            parts.append(f"epoch {_epoch_x(last):.2f}/{last.epochs}: clean acc {100 * acc:.1f}%{asr}")
         if self.after is not None:
             parts.append(f"whole test set: {self.after}")
         if self.tau_text is not None:

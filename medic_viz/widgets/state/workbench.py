@@ -31,17 +31,22 @@ from __future__ import annotations
 import copy
 import threading
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, cast
 
 import torch
 import torch.nn as nn
 
+from medic_viz.analysis import analyze_input
 from medic_viz.attacks.base import Trigger
 from medic_viz.capture import resolve_layers
+from medic_viz.data import load_dataset
 from medic_viz.data.arrays import DatasetSplits
 from medic_viz.defenses.medic import DEFAULT_LAM, DEFAULT_LAYERS
 from medic_viz.device import model_device
+from medic_viz.importer import check_model_folder, open_model_folder
 from medic_viz.metrics import predict
+from medic_viz.pipeline import trigger_of
+from medic_viz.pretrained import load_demo_model
 from medic_viz.probe import InputProbe, ProbeReading
 from medic_viz.run_settings import RunSettings
 from medic_viz.stats import LayerStats
@@ -131,9 +136,8 @@ class WorkbenchState(Parameterized):
         # The workbench's own parameters refuse an invalid value (the launcher would keep it).
         tau, lam = RunSettings.check_field("tau", tau), RunSettings.check_field("lam", lam)
         if trigger is None and target is None and card is not None and getattr(card, "attack", None):
-            from medic_viz.pipeline import trigger_of
-
-            trigger, target = trigger_of(card)
+            attack, target = trigger_of(card)
+            trigger = cast(Trigger | None, attack)  # a composite attack goes on to the launcher, which refuses it
         self.card = card
         self.splits = splits
         self.folder: Path | None = None
@@ -172,9 +176,6 @@ class WorkbenchState(Parameterized):
     def from_demo(cls, name: str = "badnet", **settings: Any) -> "WorkbenchState":
         """The workbench on a shipped demo model (:func:`medic_viz.pretrained.load_demo_model`),
         its card and dataset; ``settings`` as in the constructor."""
-        from medic_viz.data import load_dataset
-        from medic_viz.pretrained import load_demo_model
-
         model, card = load_demo_model(name)
         splits = load_dataset(card.dataset or "signs", size=card.input_size)
         return cls(model, splits, card=card, **settings)
@@ -186,8 +187,6 @@ class WorkbenchState(Parameterized):
         dataset (``dataset``, else the card's); without a trigger in the card the picker offers
         the toolkit's triggers and the runs show clean accuracy only. See
         :func:`medic_viz.importer.open_model_folder`."""
-        from medic_viz.importer import open_model_folder
-
         opened = open_model_folder(folder, dataset=dataset, data_root=data_root, trust_arch_code=trust_arch_code)
         state = cls(opened.model, opened.splits, card=opened.card, **settings)
         state.folder = Path(folder)
@@ -201,8 +200,6 @@ class WorkbenchState(Parameterized):
         for an empty path, or for a path that is not a model folder
         (:func:`medic_viz.importer.check_model_folder`); and as :meth:`from_folder` does for a
         folder that does not open (weights that do not fit, a dataset with other classes …)."""
-        from medic_viz.importer import check_model_folder
-
         if self.launcher.running:
             raise ValueError("a run is running: stop it (or wait for it) before opening another model")
         path = check_model_folder(folder)
@@ -365,8 +362,6 @@ class WorkbenchState(Parameterized):
         """The :class:`~medic_viz.analysis.InputAnalysis` of the picked input under ``run``'s
         model (default: the latest run that has one), with that model's own layer statistics
         (estimated once per run on the picker's images). Cached per run and input."""
-        from medic_viz.analysis import analyze_input
-
         run = self._model_run(run)
         p = self.picker
         with self._compare_lock:
@@ -377,7 +372,8 @@ class WorkbenchState(Parameterized):
             if key not in self._repaired:
                 if len(self._repaired) >= _CACHE_SIZE:
                     self._repaired.pop(next(iter(self._repaired)))
-                self._repaired[key] = analyze_input(run.model, p.image, p.trigger, p.label, stats=stats,
+                model = cast(nn.Module, run.model)  # _model_run: a run with a model
+                self._repaired[key] = analyze_input(model, p.image, p.trigger, p.label, stats=stats,
                                                     class_names=p.data.classes)
             return self._repaired[key]
 
