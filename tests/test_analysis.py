@@ -23,9 +23,13 @@ from medic_viz.analysis.claim import _sign_test
 from medic_viz.analysis.ranking import _image_percentiles
 from medic_viz.attacks.base import Trigger
 from medic_viz.attacks.patch import BadNetTrigger
+from medic_viz.attacks.registry import trigger_from_config
 from medic_viz.capture import run_with_cache
+from medic_viz.data import load_dataset
 from medic_viz.data.arrays import ImageArrays
 from medic_viz.importance import ImportanceOptions, RunningStats, layer_importance
+from medic_viz.pretrained import load_demo_model
+from medic_viz.stats import compute_layer_stats
 
 
 class Tiny(nn.Module):
@@ -166,9 +170,6 @@ def test_changing_tau_does_not_run_the_model(tiny):
 
 
 def test_stats_can_be_estimated_from_clean_data(tiny):
-    from medic_viz.data.arrays import ImageArrays
-    from medic_viz.defenses.medic import compute_layer_stats
-
     model, x, _, trigger = tiny
     data = ImageArrays((x * 255).round().to(torch.uint8), torch.zeros(len(x), dtype=torch.long), ("a", "b", "c"))
     an = analyze_input(model, x[0], trigger, 0, stats=data, layers=["conv", "fc"])
@@ -297,18 +298,19 @@ def test_top_activating_images(wired):
 
 
 def _ranking(shift_by_layer, imp_by_layer):
-    layers, ch, shift, imp = [], [], [], []
+    layers, ch, shifts, imps = [], [], [], []
     for name in shift_by_layer:
         s, w = np.asarray(shift_by_layer[name], float), np.asarray(imp_by_layer[name], float)
         layers += [name] * len(s)
         ch.append(np.arange(len(s)))
-        shift.append(s)
-        imp.append(w)
-    shift, imp = np.concatenate(shift), np.concatenate(imp)
+        shifts.append(s)
+        imps.append(w)
+    shift, imp = np.concatenate(shifts), np.concatenate(imps)
     order = np.argsort(-np.abs(shift), kind="stable")
     rank = np.empty(len(shift), int)
     rank[order] = np.arange(1, len(shift) + 1)
-    lrank = np.concatenate([np.argsort(np.argsort(-np.abs(np.asarray(shift_by_layer[n])), kind="stable")) + 1 for n in shift_by_layer])
+    lrank = np.concatenate([np.argsort(np.argsort(-np.abs(np.asarray(shift_by_layer[n])), kind="stable")) + 1
+                            for n in shift_by_layer])
     r = NeuronRanking(np.asarray(layers, dtype=object), np.concatenate(ch), shift, imp, imp / 10, rank, lrank,
                       {n: len(shift_by_layer[n]) for n in shift_by_layer}, 5.0, "combined", "mean_abs", 10)
     return r._take(order)
@@ -360,7 +362,7 @@ def test_neuron_level_statistic_uses_the_per_neuron_maps():
     flipped = NeuronRanking(**{**r.__dict__, "neuron_importance": {"a": 2.0 - imp}})
     assert not compromised_importance_statistic(flipped, top_k=8).supported
     with pytest.raises(ValueError, match="level"):
-        compromised_importance_statistic(r, level="pixel")
+        compromised_importance_statistic(r, level="pixel")  # type: ignore[arg-type]  # a wrong level, on purpose
 
 
 def test_ranking_neuron_maps(wired):
@@ -372,7 +374,8 @@ def test_ranking_neuron_maps(wired):
     d = (trigger.apply(x).sum(1) - x.sum(1)).abs().mean(0) / stats["conv"].std[2]
     np.testing.assert_allclose(ns[2], d.numpy(), rtol=1e-5, atol=1e-7)
     assert np.all(ns[:, :4, :4] == 0)  # no shift away from the bottom-right patch
-    np.testing.assert_allclose(ns.mean((1, 2)), ranking.for_layer("conv").shift[np.argsort(ranking.for_layer("conv").channel)], rtol=1e-6)
+    np.testing.assert_allclose(ns.mean((1, 2)), ranking.for_layer("conv").shift[np.argsort(ranking.for_layer("conv").channel)],
+                               rtol=1e-6)
 
 
 def test_per_image_percentiles_by_hand():
@@ -478,19 +481,17 @@ def test_find_flipping_image_skips_target_unflipped_and_misclassified_images():
     with pytest.raises(ValueError, match="max_candidates"):
         find_flipping_image(model, data, trigger, 0, max_candidates=0)
     with pytest.raises(TypeError, match="ImageArrays"):
-        find_flipping_image(model, torch.zeros(2, 1, 4, 4), trigger, 0)
+        find_flipping_image(model, torch.zeros(2, 1, 4, 4), trigger, 0)  # type: ignore[arg-type]  # not ImageArrays, on purpose
 
 
 def test_find_flipping_image_on_the_badnet_demo_model():
-    from medic_viz.attacks.registry import trigger_from_config
-    from medic_viz.data import load_dataset
-    from medic_viz.pretrained import load_demo_model
-
     try:
         model, card = load_demo_model("badnet")
     except FileNotFoundError as exc:  # pragma: no cover - only before the demo models are built
         pytest.skip(str(exc))
+    assert card.attack is not None and card.target_class is not None
     trigger, target = trigger_from_config(card.attack), card.target_class
+    assert isinstance(trigger, Trigger)
     test = load_dataset("signs", n_train=24, n_test=96).test
     # put images the trigger does not flip, or the model gets wrong, first: the search must skip them
     x = test.floats()

@@ -156,7 +156,7 @@ def test_trigger_transfer_refuses_bad_input(setup):
         trigger_transfer(model, {"m": model}, x, trigger, stats=stats, labels=torch.zeros(20, dtype=torch.long),
                          exclude_label=0)
     with pytest.raises(TypeError, match="Trigger"):
-        trigger_transfer(model, {"m": model}, x, "badnet", stats=stats, labels=y)
+        trigger_transfer(model, {"m": model}, x, "badnet", stats=stats, labels=y)  # type: ignore[arg-type]  # a name, on purpose
 
 
 class Identity1x1(nn.Module):
@@ -203,4 +203,4 @@ def test_target_readout_says_where_triggered_images_look_like_the_target():
     with pytest.raises(ValueError, match="non-empty"):
         target_readout({}, data, data, whole, 1, stats=stats)
     with pytest.raises(TypeError, match="ImageArrays"):
-        target_readout({"m": model}, data.floats(), data, whole, 1, stats=stats)
+        target_readout({"m": model}, data.floats(), data, whole, 1, stats=stats)  # type: ignore[arg-type]  # a tensor, on purpose

@@ -23,12 +23,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from medic_viz import importance
 from medic_viz.analysis._common import _check_trigger, _options, _resolve_stats
 from medic_viz.attacks.base import Trigger
 from medic_viz.capture import eval_mode, run_with_cache
 from medic_viz.data.arrays import ImageArrays
 from medic_viz.device import model_device
-from medic_viz import importance
 from medic_viz.stats import LayerStats
 
 __all__ = ["REDUCTIONS", "MAP_KEYS", "Prediction", "InputAnalysis", "analyze_input", "reduce_channels"]
@@ -311,6 +311,7 @@ def analyze_input(
                 raise ValueError(f"label {label} is not a class of this model ({exc})") from None
             acts[which] = {n: cache[n][0] for n in names}
             grads[which] = {n: cache.grads[n][0] for n in names}
+            assert cache.output is not None  # run_with_cache always records the output
             probs = torch.softmax(cache.output[0].float(), 0).cpu().numpy()
             k = int(probs.argmax())
             preds[which] = Prediction(k, float(probs[k]), probs)

@@ -219,21 +219,22 @@ def rank_compromised_neurons(
     n_img = len(x_all)
     rows_layer, rows_ch, rows_shift, rows_mass, rows_rel, rows_lrank = [], [], [], [], [], []
     sizes = {}
-    neuron_shift, neuron_importance = {}, {}
+    neuron_shift: dict[str, np.ndarray] = {}
+    neuron_importance: dict[str, np.ndarray] = {}
     for n in names:
         neuron_shift[n] = (neuron_shift_sum[n] / n_img).cpu().numpy()
-        share = (neuron_share_sum[n] / n_img).cpu().numpy()
-        neuron_importance[n] = share * share.size
-        s = (shift_sum[n] / n_img).cpu().numpy()
-        m = (mass_sum[n] / n_img).cpu().numpy()
-        c = len(s)
+        share_np = (neuron_share_sum[n] / n_img).cpu().numpy()
+        neuron_importance[n] = share_np * share_np.size
+        shift_np = (shift_sum[n] / n_img).cpu().numpy()
+        mass_np = (mass_sum[n] / n_img).cpu().numpy()
+        c = len(shift_np)
         sizes[n] = c
         rows_layer += [n] * c
         rows_ch.append(np.arange(c))
-        rows_shift.append(s)
-        rows_mass.append(m)
-        rows_rel.append(m * c)
-        rows_lrank.append(_ranks_desc(np.abs(s)))
+        rows_shift.append(shift_np)
+        rows_mass.append(mass_np)
+        rows_rel.append(mass_np * c)
+        rows_lrank.append(_ranks_desc(np.abs(shift_np)))
     shift_arr = np.concatenate(rows_shift)
     rank = _ranks_desc(np.abs(shift_arr))
     order = np.argsort(rank, kind="stable")
