@@ -15,13 +15,20 @@ No Jupyter: the views read this, it never imports them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn as nn
 
+from medic_viz.analysis import InputAnalysis, analyze_input, rank_compromised_neurons
 from medic_viz.attacks.base import Trigger
+from medic_viz.data import load_dataset
 from medic_viz.data.arrays import DatasetSplits, clean_subset
+from medic_viz.importance import effective_neurons
+from medic_viz.metrics import predict
+from medic_viz.pipeline import trigger_of
+from medic_viz.pretrained import load_demo_model
+from medic_viz.stats import LayerStats, compute_layer_stats
 
 __all__ = ["CORNERS", "REGIONS", "TAUS", "DEFAULT_MODEL", "Verdict", "WorkshopExercises", "EXERCISES"]
 
@@ -76,17 +83,17 @@ class WorkshopExercises:
             raise ValueError("the workshop needs a model whose card records its trigger and target")
         self.teacher, self.splits, self.trigger, self.target = teacher.eval(), splits, trigger, int(target)
         self.images, self.fraction, self.device = int(images), float(fraction), device
-        self._stats = self._analysis = self._ranking = self._asr = None
+        self._stats: dict[str, LayerStats] | None = None
+        self._analysis: InputAnalysis | None = None
+        self._ranking: list[dict] | None = None
+        self._asr = None
 
     @classmethod
     def from_demo(cls, name: str = DEFAULT_MODEL, **kw: Any) -> "WorkshopExercises":
-        from medic_viz.data import load_dataset
-        from medic_viz.pipeline import trigger_of
-        from medic_viz.pretrained import load_demo_model
-
         teacher, card = load_demo_model(name)
-        trigger, target = trigger_of(card)
-        return cls(teacher, load_dataset(card.dataset or "signs", size=card.input_size), trigger, target, **kw)
+        trigger, target = trigger_of(card)  # None, None for a card without an attack: __init__ says so
+        return cls(teacher, load_dataset(card.dataset or "signs", size=card.input_size), cast(Trigger, trigger),
+                   cast(int, target), **kw)
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -96,28 +103,22 @@ class WorkshopExercises:
     def triggered_counts(self) -> tuple[int, dict[str, int]]:
         """Exercise 1's data: the test images whose true class is not the target, with the
         trigger applied: ``(how many, {predicted class: count})``."""
-        from medic_viz.metrics import predict
-
         keep = self.splits.test.labels != self.target
         preds = predict(self.teacher, self.trigger.apply(self.splits.test.floats()[keep]))
         counts = torch.bincount(preds, minlength=len(self.classes))
         return int(keep.sum()), {self.classes[k]: int(n) for k, n in enumerate(counts) if int(n)}
 
     @property
-    def stats(self):
+    def stats(self) -> dict[str, LayerStats]:
         if self._stats is None:
-            from medic_viz.defenses.medic import compute_layer_stats
-
             self._stats = compute_layer_stats(self.teacher, clean_subset(self.splits.train, self.fraction),
                                               device=self.device)
         return self._stats
 
     @property
-    def analysis(self):
+    def analysis(self) -> InputAnalysis:
         """Exercises 2–3: the paper's Figure-2 analysis of the first test sign that is not the target."""
         if self._analysis is None:
-            from medic_viz.analysis import analyze_input
-
             i = int((self.splits.test.labels != self.target).nonzero()[0])
             self._analysis = analyze_input(self.teacher, self.splits.test.floats(torch.tensor([i]))[0], self.trigger,
                                            int(self.splits.test.labels[i]), stats=self.stats,
@@ -127,8 +128,6 @@ class WorkshopExercises:
     def ranking(self) -> list[dict]:
         """Exercise 4's data: every channel ranked by the trigger's shift (records, rank 1 first)."""
         if self._ranking is None:
-            from medic_viz.analysis import rank_compromised_neurons
-
             images = self.splits.test.subset(torch.arange(min(self.images, len(self.splits.test))))
             ranking = rank_compromised_neurons(self.teacher, images, self.trigger, stats=self.stats,
                                                exclude_label=self.target, tau=5.0)
@@ -174,8 +173,6 @@ class WorkshopExercises:
     def spread(self, tau: float, layer: str = "conv2") -> float:
         """Exercise 3: the share of ``layer``'s neurons MEDIC's combined importance is spread over
         at ``tau`` on the analysed clean sign (1 = uniform; the explorer's effective fraction)."""
-        from medic_viz.importance import effective_neurons
-
         w = self.analysis.importance(float(tau), "both", which="clean", layers=[layer])[layer]
         return float(effective_neurons(w.unsqueeze(0))[0]) / w.numel()
 

@@ -1,22 +1,25 @@
 """The ipywidgets views, driven without a browser: set ``.value``, call ``.click()``, and check the
 state and the FigureWidget (traces, points, progress, errors)."""
 
+import datetime
+import io
 import threading
 import time
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 pytest.importorskip("ipywidgets")
 pytest.importorskip("anywidget")  # plotly >= 6 FigureWidget needs it
 
-from medic_viz.data.arrays import DatasetSplits  # noqa: E402
-from medic_viz.defenses.medic import compute_layer_stats  # noqa: E402
-from medic_viz.widgets.apps import Throttle, error_html, explorer_app, launcher_app, picker_app  # noqa: E402
-from medic_viz.widgets.state import ExplorerState, LauncherState, PickerState  # noqa: E402
-
-from test_widget_state import TRIGGER, _data, _net  # noqa: E402
+from medic_viz.data.arrays import DatasetSplits
+from medic_viz.stats import compute_layer_stats
+from medic_viz.widgets.apps import Throttle, error_html, explorer_app, launcher_app, picker_app
+from medic_viz.widgets.state import ExplorerState, LauncherState, PickerState
+from test_widget_state import TRIGGER, _data, _net
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +28,8 @@ def splits() -> DatasetSplits:
 
 
 def _launcher(splits, **kw):
-    settings = dict(trigger=TRIGGER, target=0, epochs=2, fraction=1.0, device="cpu", batch_size=16, eval_images=None)
+    settings: dict[str, Any] = dict(trigger=TRIGGER, target=0, epochs=2, fraction=1.0, device="cpu", batch_size=16,
+                                    eval_images=None)
     settings.update(kw)
     state = LauncherState(_net(), splits, **settings)
     return state, launcher_app(state)
@@ -114,7 +118,12 @@ def test_method_dropdown_runs_a_baseline_next_to_medic(splits):
 def test_stop_button_ends_the_run_and_resets_buttons(splits):
     state, app = _launcher(splits, epochs=2000)
     got_epoch = threading.Event()
-    state.add_listener(lambda c: c.kind == "event" and c.event.kind == "epoch" and got_epoch.set())
+
+    def on_change(c):
+        if c.kind == "event" and c.event.kind == "epoch":
+            got_epoch.set()
+
+    state.add_listener(on_change)
     app.launch_button.click()
     assert got_epoch.wait(30)
     assert app.launch_button.disabled and not app.stop_button.disabled
@@ -182,8 +191,6 @@ def test_error_html_escapes():
 
 def _upload(name: str, content: bytes) -> dict:
     """One file as ipywidgets' FileUpload holds it after a browser upload."""
-    import datetime
-
     return {"name": name, "type": "image/png", "size": len(content), "content": memoryview(content),
             "last_modified": datetime.datetime.now(datetime.timezone.utc)}
 
@@ -226,9 +233,6 @@ def test_picker_app_gallery_clicks_and_upload(splits):
     # A bad upload is reported in red; a good one becomes the input.
     app.upload.value = (_upload("x.png", b"not a png"),)
     assert "could not read the image" in app.error.value
-    from PIL import Image
-    import io
-
     buf = io.BytesIO()
     Image.fromarray(np.full((12, 12, 3), 200, np.uint8)).save(buf, format="PNG")
     data = buf.getvalue()

@@ -2,6 +2,7 @@
 the picked input's live panel and the before/after figure."""
 
 import time
+from typing import Any
 
 import numpy as np
 import pytest
@@ -9,11 +10,10 @@ import pytest
 pytest.importorskip("ipywidgets")
 pytest.importorskip("anywidget")  # plotly >= 6 FigureWidget needs it
 
-from medic_viz.data.arrays import DatasetSplits  # noqa: E402
-from medic_viz.widgets.apps import workbench_app  # noqa: E402
-from medic_viz.widgets.state import WorkbenchState  # noqa: E402
-
-from test_widget_state import TRIGGER, _data, _net  # noqa: E402
+from medic_viz.data.arrays import DatasetSplits
+from medic_viz.widgets.apps import workbench_app
+from medic_viz.widgets.state import WorkbenchState
+from test_widget_state import TRIGGER, _data, _net
 
 
 @pytest.fixture(scope="module")
@@ -22,8 +22,8 @@ def splits() -> DatasetSplits:
 
 
 def _app(splits, **kw):
-    settings = dict(trigger=TRIGGER, target=0, epochs=2, fraction=1.0, device="cpu", batch_size=16, eval_images=None,
-                    stats_images=30)
+    settings: dict[str, Any] = dict(trigger=TRIGGER, target=0, epochs=2, fraction=1.0, device="cpu", batch_size=16,
+                                    eval_images=None, stats_images=30)
     settings.update(kw)
     state = WorkbenchState(_net(), splits, **settings)
     return state, workbench_app(state)

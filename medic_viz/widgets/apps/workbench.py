@@ -198,7 +198,7 @@ class WorkbenchApp(widgets.VBox):
         self.folder_status.value = "<i>opening …</i>"
         try:
             state = self.state.open_folder(path)
-        except Exception as exc:  # user input: a wrong path, weights that do not fit …; shown, not raised
+        except Exception as exc:  # noqa: BLE001 - user input: a wrong path, weights that do not fit …; shown, not raised
             self.folder_status.value = error_html(" ".join(f"{type(exc).__name__}: {exc}".split()))
             return False
         self._detach()
@@ -258,7 +258,7 @@ class WorkbenchApp(widgets.VBox):
                 run = self.state.compare()
                 self.compare_status.value = ""
                 del run
-            except Exception as exc:  # no run with a model yet, a run still running …
+            except Exception as exc:  # noqa: BLE001 - no run with a model yet, a run still running …
                 self.compare_status.value = error_html(f"{type(exc).__name__}: {exc}")
             finally:
                 self._comparing = False
@@ -302,7 +302,7 @@ class WorkbenchApp(widgets.VBox):
         try:
             cloned = layer in s.run_layer_names()
             calibrated = s.calibrated_tau(layer)
-        except Exception as exc:  # an invalid share / layers / fraction: shown here, and at launch
+        except Exception as exc:  # noqa: BLE001 - an invalid share / layers / fraction: shown here, and at launch
             self.tau_hint.value = (f"<span style='font-size:12px;color:{_BAD}'>per-layer τ unavailable: "
                                    f"{html.escape(str(exc))}</span>")
             return
@@ -332,6 +332,7 @@ class WorkbenchApp(widgets.VBox):
                                      before.triggered.label == probe.label) + "</tr>")
         runs = [r for r in s.runs if r.probe is not None]
         for r in runs:
+            assert r.probe is not None  # (runs keeps the runs with a probe)
             last = r.latest_reading
             color = PALETTE[r.index % len(PALETTE)]
             follows = "" if r.probe.name == probe.name and r.probe.label == probe.label else \
@@ -388,7 +389,7 @@ class WorkbenchApp(widgets.VBox):
             s = self.state
             try:
                 c = s.comparison()
-            except Exception as exc:  # a repaired model the picker's images do not fit …
+            except Exception as exc:  # noqa: BLE001 - a repaired model the picker's images do not fit …
                 self.compare_status.value = error_html(f"{type(exc).__name__}: {exc}")
                 return
             rows = [("trojaned", c["trojaned"]), ("repaired", c["repaired"])]
@@ -416,7 +417,11 @@ class WorkbenchApp(widgets.VBox):
                                 "(Compare shows a stopped run's)")
                     else:
                         (cn, cp), (tn, tp) = panels["clean_pred"], panels["triggered_pred"]
-                        who = "trojaned model" if kind == "trojaned" else f"repaired: {run.label} ({run.status})"
+                        if kind == "trojaned":
+                            who = "trojaned model"
+                        else:
+                            assert run is not None  # the repaired row's panels come from its run
+                            who = f"repaired: {run.label} ({run.status})"
                         text = (f"<b>{html.escape(who)}</b>: x → {html.escape(cn)} {100 * cp:.0f}%, "
                                 f"x′ → {html.escape(tn)} {100 * tp:.0f}%")
                     top = self._row_tops[r] + (0.09 if r == 0 else 0.015)  # row 1: above the column titles

@@ -13,6 +13,7 @@ from typing import Any, Callable
 import ipywidgets as widgets
 import plotly.graph_objects as go
 
+from medic_viz.viz.analysis_figures import figure2_grid
 from medic_viz.widgets.apps.common import error_html
 from medic_viz.widgets.apps.explorer import ExplorerApp
 from medic_viz.widgets.apps.launcher import LauncherApp
@@ -68,8 +69,6 @@ class WorkshopApp(widgets.VBox):
             self._answer_row(1, lambda: ex.check_asr(self.answers[1].value))]
 
         # 2 · the corner, from Figure 2
-        from medic_viz.viz.analysis_figures import figure2_grid
-
         fig2 = figure2_grid(ex.analysis, layers=["conv1", "conv2", "conv4"], tau=5.0)
         self.figure2 = go.FigureWidget(fig2)
         self.answers[2] = widgets.Dropdown(options=[("—", None)] + [(c, c) for c in REGIONS], value=None,
@@ -140,7 +139,7 @@ class WorkshopApp(widgets.VBox):
         def on_click(_b: Any) -> None:
             try:
                 verdict.value = html.escape(check().text)
-            except Exception as exc:  # an answer the check cannot read: shown, never raised into the page
+            except Exception as exc:  # noqa: BLE001 - an answer the check cannot read: shown, never raised into the page
                 verdict.value = error_html(f"{type(exc).__name__}: {exc}")
 
         button.on_click(on_click)
