@@ -9,7 +9,11 @@ import sys
 import textwrap
 from typing import Any
 
+import torch
+
 from medic_viz.cli_args import whole
+from medic_viz.serve.config import resolve_models
+from medic_viz.serve.server import LOCALHOST, WorkshopServer, check_port
 
 __all__ = ["add_serve_parser", "cmd_serve"]
 
@@ -60,8 +64,6 @@ def _check_device(device: str) -> str:
     if text == "cpu":
         return text
     if text.startswith("cuda"):
-        import torch
-
         if not torch.cuda.is_available():
             raise ValueError(f"--device {device}: no CUDA GPU is available here; use --device cpu")
         return text
@@ -69,9 +71,6 @@ def _check_device(device: str) -> str:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from medic_viz.serve.config import resolve_models
-    from medic_viz.serve.server import LOCALHOST, WorkshopServer, check_port
-
     try:
         import voila  # noqa: F401
     except ImportError:

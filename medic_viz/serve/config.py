@@ -10,7 +10,7 @@ run directory (``serve.json``) and read by every participant's kernel.
   who left;
 - the training settings the pages start with (epochs, evaluation interval).
 
-No Jupyter, no torch: importable by the CLI before anything heavy loads.
+No Jupyter: the command line imports it at module level (like every command's imports).
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
+from medic_viz.importer import check_model_folder
+from medic_viz.pretrained import DEMO_MODELS
 from medic_viz.resources import available_cpus, threads_per_worker
 from medic_viz.run_queue import RunQueue, Slot
 
@@ -48,9 +50,6 @@ def resolve_models(specs: list[str] | tuple[str, ...]) -> dict[str, dict[str, st
     """``{name: {"demo": name} | {"folder": absolute path}}`` for ``--model`` values: a demo
     model's name, or the path of a model folder (named after the folder; a name used twice gets
     ``-2`` …); none: :data:`DEFAULT_MODELS`. ValueError (one line) for anything else."""
-    from medic_viz.importer import check_model_folder
-    from medic_viz.pretrained import DEMO_MODELS
-
     out: dict[str, dict[str, str]] = {}
     for spec in specs or DEFAULT_MODELS:
         text = str(spec).strip()
