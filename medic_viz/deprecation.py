@@ -104,7 +104,8 @@ MOVED: dict[str, dict[str, str]] = {
     "medic_viz.experiments.folders": {"folder_teacher": "medic_viz.experiments.cells"},
     # the MEDIC engine and the defences package re-exported the statistics pass and the weighted error
     "medic_viz.defenses": {"compute_layer_stats": "medic_viz.stats"},
-    "medic_viz.defenses.medic": {"weighted_squared_error": "medic_viz.importance"},
+    "medic_viz.defenses.medic": {"weighted_squared_error": "medic_viz.importance",
+                                 "compute_layer_stats": "medic_viz.stats"},
     # io.py is the model folder; the card, safe reading of weights files, fitting weights and
     # importing a checkpoint have a module each
     "medic_viz.io": {"ModelCard": "medic_viz.cards",

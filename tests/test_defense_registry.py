@@ -136,7 +136,8 @@ def test_legacy_package_and_module_names_still_import():
             assert hasattr(defenses, name), name
     with pytest.warns(DeprecationWarning, match=r"medic_viz\.defenses\.medic\.weighted_squared_error is deprecated"):
         assert medic_module.weighted_squared_error is importance.weighted_squared_error
-    assert medic_module.compute_layer_stats is stats.compute_layer_stats  # (its last users move, then MOVED)
+    with pytest.warns(DeprecationWarning, match=r"medic_viz\.defenses\.medic\.compute_layer_stats is deprecated"):
+        assert medic_module.compute_layer_stats is stats.compute_layer_stats
     assert importance.LayerStats is stats.LayerStats and importance.RunningStats is stats.RunningStats
     assert importance.DEFAULT_EPS == 1e-5
 

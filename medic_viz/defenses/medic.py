@@ -51,12 +51,6 @@ from medic_viz.metrics import Evaluator
 from medic_viz.stats import DEFAULT_EPS, LayerStats
 from medic_viz.training import BatchLoss, Callback, TrainConfig, TrainResult, resolve_channels_last, train
 
-#: Old path of :func:`medic_viz.stats.compute_layer_stats`, still bound here without a warning:
-#: medic_viz/workshop.py, tests/test_analysis.py and tests/test_widget_apps.py import it from here.
-#: Once they import it from medic_viz.stats, it moves to :data:`medic_viz.deprecation.MOVED` (as
-#: ``weighted_squared_error`` has) and this line goes. The engine itself calls the one in medic_viz.stats.
-compute_layer_stats = layer_statistics.compute_layer_stats
-
 __all__ = [
     "MedicConfig",
     "MedicObjective",
