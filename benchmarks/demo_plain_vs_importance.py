@@ -280,8 +280,9 @@ def write_figures(out: Path = OUT, docs: Path = FIGURES) -> None:
                       key=lambda r: (ATTACK_ORDER.get(r["attack"], 9), r["seed"]))
         seeds = sorted({r["seed"] for r in rows})
         fig = grid_curves_figure(rows, facet="attack", series="MEDIC",
-                                 title=f"{dataset}, small_cnn, {epochs} epochs, seeds {', '.join(map(str, seeds))} (a line "
-                                       "each): MEDIC's default against plain cloning (τ = 0) — clean accuracy (solid), ASR (dashed)")
+                                 title=f"{dataset}, small_cnn, {epochs} epochs, seed{'s' if len(seeds) > 1 else ''} "
+                                       f"{', '.join(map(str, seeds))} (a line each): MEDIC's default against plain cloning "
+                                       "(τ = 0) — clean accuracy (solid), ASR (dashed)")
         shown: set[str] = set()
         for trace in fig.data:  # one legend entry per setting, not per seed
             trace.showlegend = bool(trace.showlegend) and trace.name not in shown
