@@ -34,6 +34,7 @@ import argparse
 import platform
 import time
 from pathlib import Path
+from typing import Any
 
 import plotly.graph_objects as go
 import torch
@@ -48,6 +49,7 @@ from medic_viz.analysis import (
     trigger_transfer,
     weight_share,
 )
+from medic_viz.attacks.base import Trigger
 from medic_viz.capture import resolve_layers
 from medic_viz.data import load_dataset
 from medic_viz.data.arrays import clean_subset
@@ -77,6 +79,7 @@ EXPLAIN_IMAGES = 512
 
 
 def rows_for(part: str, seeds: list[int], attacks: list[str] | None, epochs: int = 60) -> list[dict]:
+    names: tuple[str, ...]
     if part == "demo":
         dataset, model, names = "signs", "small_cnn", DEMO_ATTACKS
     elif part.startswith("gtsrb-"):
@@ -97,7 +100,8 @@ class Data:
     """Teachers and datasets, loaded once."""
 
     def __init__(self, npz: str, device: str) -> None:
-        self.npz, self.device, self._splits = npz, device, {}
+        self.npz, self.device = npz, device
+        self._splits: dict[str, Any] = {}
 
     def splits(self, dataset: str):
         if dataset not in self._splits:
@@ -165,7 +169,10 @@ def explain(group: dict, data: Data) -> dict:
     images that already look like the target class there (teacher, both repaired models)."""
     runs = {v: RowFolder(OUT).read(row_name({**group, "variant": v})) for v in VARIANTS}
     teacher, card = data.teacher(group)
-    trigger, target = trigger_of(card)
+    attack, found = trigger_of(card)
+    if not isinstance(attack, Trigger) or found is None:
+        raise SystemExit(f"{row_name(group)}: its card records no single trigger and target to explain")
+    trigger, target = attack, found
     splits = data.splits(group["dataset"])
     layers = resolve_layers(teacher, None)
     clean = clean_subset(splits.train, 0.05, group["seed"])
@@ -291,17 +298,17 @@ def write_figures(out: Path = OUT, docs: Path = FIGURES) -> None:
     explained = sorted((e for e in RowFolder(out / "explain").rows() if e["epochs"] == 60 and e["seed"] == FIGURE_SEED),
                        key=lambda e: (e["dataset"] != "signs", ATTACK_ORDER.get(e["attack"], 9)))
     if explained:
-        rows = (("kept", "trigger response kept"), ("clean_error", "clean representation<br>not copied"),
-                ("target", "% triggered images<br>nearest to the target"))
+        panels = (("kept", "trigger response kept"), ("clean_error", "clean representation<br>not copied"),
+                  ("target", "% triggered images<br>nearest to the target"))
         titles = [f"{e['dataset']} {e['attack']}" for e in explained]
-        fig = make_subplots(rows=len(rows), cols=len(explained), subplot_titles=titles, shared_yaxes=True,
+        fig = make_subplots(rows=len(panels), cols=len(explained), subplot_titles=titles, shared_yaxes=True,
                             horizontal_spacing=0.03, vertical_spacing=0.1)
         colors = {"teacher": "#7f7f7f", "tau0": "#d62728", "default": "#1f77b4"}
         names = {"teacher": "trojaned teacher", **LABELS}
         for i, e in enumerate(explained, start=1):
             layers = [r["layer"] for r in e["per_layer"]]
             cloned = [r["layer"] for r in e["per_layer"] if r["cloned"]]
-            for row, (key, _) in enumerate(rows[:2], start=1):
+            for row, (key, _) in enumerate(panels[:2], start=1):
                 for v in ("tau0", "default"):
                     fig.add_trace(go.Bar(x=layers, y=[r[f"{key}_{v}"] for r in e["per_layer"]], name=names[v],
                                          marker_color=colors[v], legendgroup=v, showlegend=i == 1 and row == 1),
@@ -310,12 +317,12 @@ def write_figures(out: Path = OUT, docs: Path = FIGURES) -> None:
                 fig.add_trace(go.Scatter(x=layers, y=[100 * r[f"target_{m}"] for r in e["per_layer"]], mode="lines+markers",
                                          name=names[m], line=dict(color=colors[m]), legendgroup=m,
                                          showlegend=i == 1 and m == "teacher"), row=3, col=i)
-            for row in range(1, len(rows) + 1):
+            for row in range(1, len(panels) + 1):
                 fig.add_vrect(x0=cloned[0], x1=cloned[-1], fillcolor="#2ca02c", opacity=0.08, line_width=0, row=row, col=i)
         fig.update_yaxes(range=[0, 1.25], row=1)
         fig.update_yaxes(range=[0, 1.25], row=2)
         fig.update_yaxes(range=[0, 102], row=3)
-        for row, (_, label) in enumerate(rows, start=1):
+        for row, (_, label) in enumerate(panels, start=1):
             fig.update_yaxes(title_text=label, row=row, col=1)
         fig.update_layout(barmode="group", template="plotly_white", width=320 * len(explained) + 200, height=900,
                           title=f"Per layer (green band: the cloned layers), seed {FIGURE_SEED}, 60 epochs: plain cloning "

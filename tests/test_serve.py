@@ -9,18 +9,23 @@ import json
 import socket
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import torch
 import torch.nn as nn
 
+from medic_viz.attacks.patch import BadNetTrigger
 from medic_viz.cli import main
 from medic_viz.data.arrays import DatasetSplits, ImageArrays
-from medic_viz.attacks.patch import BadNetTrigger
+from medic_viz.metrics import BackdoorMetrics
 from medic_viz.pretrained import demo_model_dir
 from medic_viz.run_queue import RunQueue
 from medic_viz.serve.config import ServeConfig, resolve_models, runs_at_once
 from medic_viz.serve.server import WorkshopServer, check_port, page_notebook
+from medic_viz.widgets.apps import served as served_module
 from medic_viz.widgets.state.launcher import LauncherState
+from medic_viz.workshop import DEFAULT_MODEL, WorkshopExercises
 
 
 # ------------------------------------------------------------------------------------ the offer
@@ -111,8 +116,7 @@ def test_an_unknown_model_or_device_is_one_line_and_exit_2(capsys):
 
 
 # ------------------------------------------------------------------------------------ the launcher waits
-def _tiny_launcher(queue: RunQueue) -> LauncherState:
-    import torch
+def _tiny_launcher(queue: RunQueue | None) -> LauncherState:
 
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
@@ -130,7 +134,7 @@ def _tiny_launcher(queue: RunQueue) -> LauncherState:
 def test_a_run_waits_for_a_place_shows_its_position_and_stop_withdraws_it(tmp_path):
     queue = RunQueue.create(tmp_path / "q", slots=1)
     state = _tiny_launcher(queue)
-    changes = []
+    changes: list = []
     state.add_listener(changes.append)
     other = queue.try_slot()  # another participant's run holds the only place
     run = state.launch()
@@ -161,13 +165,11 @@ def test_without_a_queue_nothing_changes(tmp_path):
 @pytest.fixture()
 def served(tmp_path, monkeypatch):
     pytest.importorskip("ipywidgets")
-    from medic_viz.widgets.apps import served as served_module
 
     config = ServeConfig.create(tmp_path / "run", resolve_models(["badnet"]), participants=1, device="cpu",
                                 threads=1, runs=1, epochs=1, fast=True)
     monkeypatch.setenv("MEDIC_VIZ_SERVE_DIR", config.run_dir)
     monkeypatch.setattr(served_module, "_SEAT", None)
-    import torch
 
     threads = torch.get_num_threads()
     yield served_module, config
@@ -216,7 +218,6 @@ def test_the_served_workbench_offers_no_host_path(served, monkeypatch):
 
 
 def test_workshop_checks_accept_the_reference_answers():
-    from medic_viz.workshop import DEFAULT_MODEL, WorkshopExercises
 
     # the workshop opens on the Polygon model (its trigger sits on the sign, in the centre);
     # BadNet's patch is in the bottom-right corner
@@ -238,10 +239,7 @@ def test_workshop_checks_accept_the_reference_answers():
 
 
 def test_exercise_6_reads_the_participants_own_tau_0_run():
-    from types import SimpleNamespace
 
-    from medic_viz.metrics import BackdoorMetrics
-    from medic_viz.workshop import WorkshopExercises
 
     def run(mode, asr, tau=None):
         return SimpleNamespace(after=BackdoorMetrics(0.99, 3000, asr, 2750), label=mode,
