@@ -6,7 +6,9 @@ GTSRB teachers, and the Table-1 declarations read by both ``table1_report`` and
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
+from typing import Any, Callable
 
 from medic_viz.experiments.presets import GTSRB_TABLE1_ATTACKS, gtsrb_recipe
 from medic_viz.experiments.protocol import EVALUATION, ROLE_SEEDS
@@ -33,6 +35,28 @@ def evaluation_teachers(attacks, arch: str = "wrn16_1") -> tuple[list[str], list
         folder = TEACHERS.find(gtsrb_recipe(attack, arch, GTSRB, seed=ROLE_SEEDS[EVALUATION][0]))
         (found.append(str(folder)) if folder is not None else missing.append(attack))
     return found, missing
+
+
+def write_grid_report(out: Path, figures: Path, name: str, table: Callable[[list[dict]], str],
+                      figure: Callable[[list[dict]], Any]) -> None:
+    """A protocol benchmark's report from the finished rows of ``out/runs.jsonl``:
+    ``out/table.md`` (``table(rows)``, also printed) and ``figures/<name>.html`` / ``.png``
+    (``figure(rows)``; the PNG needs kaleido's Chromium, the HTML is always written)."""
+    rows = read_runs(out / "runs.jsonl") if (out / "runs.jsonl").is_file() else []
+    if not rows:
+        print(f"no finished cells in {out}; run a part first", file=sys.stderr)
+        return
+    text = table(rows)
+    (out / "table.md").write_text(text)
+    figures.mkdir(parents=True, exist_ok=True)
+    fig = figure(rows)
+    fig.write_html(str(figures / f"{name}.html"), include_plotlyjs="cdn")
+    try:
+        fig.write_image(str(figures / f"{name}.png"), scale=1)
+    except Exception as exc:  # noqa: BLE001 - kaleido needs Chromium; the HTML is always written
+        print(f"{name}.png not written ({type(exc).__name__}); the HTML is", file=sys.stderr)
+    print(text)
+    print(json.dumps({"rows": len(rows), "table": str(out / "table.md")}))
 
 
 # --- Table 1 on GTSRB (WRN-16-1): the grid of run_table1.sh, its report and its aligned-τ row ---

@@ -18,17 +18,15 @@ points at 2 %.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 
 import torch
 
-from benchmarks.common import DOCS, GTSRB, RESULTS, evaluation_teachers
+from benchmarks.common import DOCS, GTSRB, RESULTS, evaluation_teachers, write_grid_report
 from medic_viz.defenses.registry import DISPLAY_NAMES
 from medic_viz.experiments import build_grid, run_grid
 from medic_viz.experiments.protocol import EVALUATION
-from medic_viz.experiments.runner import read_runs
 from medic_viz.metrics import mean_std
 from medic_viz.viz.summary_figures import tau_sweep_figure
 
@@ -100,21 +98,7 @@ def figure(rows: list[dict]):
 
 
 def report() -> None:
-    rows = read_runs(OUT / "runs.jsonl") if (OUT / "runs.jsonl").is_file() else []
-    if not rows:
-        print(f"no finished cells in {OUT}; run a part first", file=sys.stderr)
-        return
-    text = table(rows)
-    (OUT / "table.md").write_text(text)
-    FIGURES.mkdir(parents=True, exist_ok=True)
-    fig = figure(rows)
-    fig.write_html(str(FIGURES / "scarce_data.html"), include_plotlyjs="cdn")
-    try:
-        fig.write_image(str(FIGURES / "scarce_data.png"), scale=1)
-    except Exception as exc:  # noqa: BLE001 - kaleido needs Chromium; the HTML is always written
-        print(f"scarce_data.png not written ({type(exc).__name__}); the HTML is", file=sys.stderr)
-    print(text)
-    print(json.dumps({"rows": len(rows), "table": str(OUT / "table.md")}))
+    write_grid_report(OUT, FIGURES, "scarce_data", table, figure)
 
 
 def main(argv: list[str] | None = None) -> None:
