@@ -14,6 +14,7 @@ teachers seed 1 (:data:`medic_viz.experiments.protocol.ROLE_SEEDS`); the role go
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import torch
@@ -39,6 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     splits = None
+    failed: list[str] = []
     for seed in ROLE_SEEDS[args.role]:
         for attack in args.attacks:
             recipe = gtsrb_recipe(attack, args.arch, GTSRB, seed=seed)
@@ -48,8 +50,15 @@ def main(argv: list[str] | None = None) -> None:
                 continue
             splits = splits or load_dataset(str(GTSRB))
             start = time.perf_counter()
-            folder = TEACHERS.train(recipe, splits=splits, device=args.device)
+            try:
+                folder = TEACHERS.train(recipe, splits=splits, device=args.device)
+            except ValueError as exc:  # a preset the attack refuses: say so, train the others
+                failed.append(recipe.name)
+                print(f"{recipe.name}: not trained: {exc}", file=sys.stderr, flush=True)
+                continue
             print(f"{recipe.name}: trained in {time.perf_counter() - start:.0f} s → {folder}", flush=True)
+    if failed:
+        raise SystemExit(f"not trained: {', '.join(failed)} (see above)")
 
 
 if __name__ == "__main__":
