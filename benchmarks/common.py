@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from medic_viz.experiments.presets import GTSRB_TABLE1_ATTACKS, gtsrb_recipe
 from medic_viz.experiments.protocol import EVALUATION, ROLE_SEEDS
-from medic_viz.experiments.runner import read_runs
+from medic_viz.experiments.runner import read_runs, run_grid
 from medic_viz.experiments.teachers import TeacherCache
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,6 +57,24 @@ def write_grid_report(out: Path, figures: Path, name: str, table: Callable[[list
         print(f"{name}.png not written ({type(exc).__name__}); the HTML is", file=sys.stderr)
     print(text)
     print(json.dumps({"rows": len(rows), "table": str(out / "table.md")}))
+
+
+def run_on_evaluation_teachers(attacks, make_cells: Callable[[list[str]], list], out: Path,
+                               report: Callable[[], None]) -> None:
+    """A protocol benchmark's part: the evaluation teachers of ``attacks`` (a missing one is
+    skipped with a note saying how to train it), ``make_cells(teacher folders)`` run resumably
+    into ``out``, then ``report()``."""
+
+
+    teachers, missing = evaluation_teachers(attacks)
+    for attack in missing:
+        print(f"note: no evaluation teacher for {attack} yet (python -m benchmarks.train_teachers "
+              f"--role evaluation --attacks {attack}); skipped", file=sys.stderr)
+    if not teachers:
+        return
+    result = run_grid(make_cells(teachers), out, log=print)
+    print(f"{result.computed} computed, {result.skipped} skipped, {len(result.errors)} failed")
+    report()
 
 
 # --- Table 1 on GTSRB (WRN-16-1): the grid of run_table1.sh, its report and its aligned-τ row ---

@@ -14,16 +14,14 @@ curve. 60 epochs, 5 % clean data, λ = 3 (the library's) for every point.
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 import torch
 
-from benchmarks.common import DOCS, GTSRB, RESULTS, evaluation_teachers, write_grid_report
+from benchmarks.common import DOCS, GTSRB, RESULTS, run_on_evaluation_teachers, write_grid_report
 from medic_viz.experiments import build_grid
 from medic_viz.experiments.grid import DEFAULT_ABLATION_VALUES
 from medic_viz.experiments.protocol import EVALUATION
-from medic_viz.experiments.runner import run_grid
 from medic_viz.metrics import mean_std
 from medic_viz.viz.summary_figures import tau_sweep_figure
 
@@ -104,15 +102,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.threads:
         torch.set_num_threads(args.threads)
-    teachers, missing = evaluation_teachers(args.attacks)
-    for attack in missing:
-        print(f"note: no evaluation teacher for {attack} yet (python -m benchmarks.train_teachers "
-              f"--role evaluation --attacks {attack}); skipped", file=sys.stderr)
-    if not teachers:
-        return
-    result = run_grid(grid(teachers, args.seeds, args.device, args.taus), OUT, log=print)
-    print(f"{result.computed} computed, {result.skipped} skipped, {len(result.errors)} failed")
-    report()
+    run_on_evaluation_teachers(args.attacks, lambda teachers: grid(teachers, args.seeds, args.device, args.taus),
+                               OUT, report)
 
 
 if __name__ == "__main__":
