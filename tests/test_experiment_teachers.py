@@ -3,15 +3,19 @@ resumable row folder (medic_viz.experiments.resume), with a cheap stand-in for t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
+import torch
 
+from medic_viz.attacks.registry import attack_spec, check_rate
 from medic_viz.cards import ModelCard
+from medic_viz.data.arrays import ImageArrays
 from medic_viz.experiments.presets import GTSRB_ATTACKS, gtsrb_recipe, surrogate_recipe
 from medic_viz.experiments.resume import RowFolder, run_resumable
-from medic_viz.experiments.teachers import KEY_FILE, TeacherCache, TeacherRecipe
+from medic_viz.experiments.teachers import KEY_FILE, TeacherCache, TeacherRecipe, legacy_card_matches
 from medic_viz.io import save_model
 from medic_viz.models.zoo import build_model
 
@@ -106,8 +110,25 @@ def test_the_committed_gtsrb_teachers_are_found_by_their_presets() -> None:
 
 def test_the_clean_label_preset_names_its_surrogate() -> None:
     recipe = gtsrb_recipe("cleanlabel", "wrn16_1", "gtsrb32.npz")
-    assert recipe.options == {"pgd_eps": 16 / 255, "margin": 5} and recipe.rate == 0.06 and recipe.target == 1
+    assert recipe.options == {"pgd_eps": 16 / 255, "margin": 5} and recipe.target == 1
+    assert recipe.rate == pytest.approx(2220 / 39209) and round(recipe.rate * 39209) == 2220  # every class-1 image
     assert recipe.surrogate.name == "robust4_wrn16_1_e6_s2" and recipe.key()["surrogate"] == recipe.surrogate.key()
+
+
+def test_the_clean_label_preset_is_accepted_by_the_rate_check_and_still_finds_the_capped_teacher() -> None:
+    """The preset asked for 0.06 (more than the 2,220 class-1 images) and was refused after the
+    rate check; now it asks for exactly the pool, and the seed-0 card (0.06) still matches."""
+    labels = torch.cat([torch.ones(2220, dtype=torch.long), torch.zeros(39209 - 2220, dtype=torch.long)])
+    data = ImageArrays(torch.zeros(39209, 1, 1, 1, dtype=torch.uint8), labels, ("a", "b"), name="gtsrb-like")
+    recipe = gtsrb_recipe("cleanlabel", "wrn16_1", "gtsrb32.npz")
+    check_rate(attack_spec("cleanlabel"), data, 1, recipe.rate)  # refused before: 0.06 · 39209 = 2353 > 2220
+    with pytest.raises(ValueError, match="cannot be met"):
+        check_rate(attack_spec("cleanlabel"), data, 1, 0.06)
+    card = {"architecture": "wrn16_1", "dataset": "gtsrb32.npz", "target_class": 1, "poison_rate": 0.06,
+            "attack": {"name": "cleanlabel", "pgd_eps": 16 / 255, "margin": 5}}
+    assert legacy_card_matches(card, recipe)
+    assert not legacy_card_matches({**card, "poison_rate": 0.05}, recipe)
+    assert recipe.key() == dataclasses.replace(recipe, recorded_rate=None).key()  # not in the key
 
 
 def test_run_resumable_skips_finished_rows(tmp_path: Path) -> None:

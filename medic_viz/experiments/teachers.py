@@ -74,7 +74,8 @@ class TeacherRecipe:
     (``{"eps", "steps", "step_size"}``) one trained by PGD adversarial training. ``surrogate``:
     the recipe of the model the attack's poisons are computed against (Clean-Label).
     ``notes`` and ``role`` (``"development"`` / ``"evaluation"``, see
-    :mod:`medic_viz.experiments.protocol`) go into the card only (not into the key)."""
+    :mod:`medic_viz.experiments.protocol`) go into the card only (not into the key), and
+    ``recorded_rate`` is only for finding a folder that predates the key file."""
 
     dataset: str
     architecture: str
@@ -88,6 +89,9 @@ class TeacherRecipe:
     adversarial: Mapping[str, float] | None = None
     notes: str = ""
     role: str | None = None
+    #: Another rate a card written before the key file may record for this poisoning (see
+    #: :attr:`medic_viz.experiments.presets.AttackPreset.recorded_rate`); not in the key.
+    recorded_rate: float | None = None
 
     def __post_init__(self) -> None:
         if self.attack is not None and self.adversarial is not None:
@@ -163,7 +167,9 @@ def legacy_card_matches(card: Mapping[str, Any], recipe: TeacherRecipe) -> bool:
         return False
     if recipe.target is not None and card.get("target_class") != recipe.target:
         return False
-    return recipe.rate is None or (card.get("poison_rate") is not None and _close(card["poison_rate"], recipe.rate))
+    recorded = card.get("poison_rate")
+    return recipe.rate is None or (recorded is not None and any(
+        r is not None and _close(recorded, r) for r in (recipe.rate, recipe.recorded_rate)))
 
 
 def train_recipe(recipe: TeacherRecipe, splits: Any, *, surrogate: Any = None, device: str = "cpu",
