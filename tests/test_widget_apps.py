@@ -276,3 +276,25 @@ def test_tau_mode_share_and_layers_controls(splits):
     app.method.value = "medic"
     assert app.tau.disabled and not (app.share.disabled or app.layers.disabled or app.tau_mode.disabled)
     assert state.listener_errors == []
+
+
+def test_a_finished_medic_run_says_when_most_of_the_model_learns_from_the_labels_alone(splits):
+    """The coverage note (issue 27: the trade-off measured and said in the live view): here the
+    linear layer (387 of 447 parameters) is outside every cloned layer."""
+    torch.manual_seed(0)
+    wide_head = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3, padding=1), torch.nn.BatchNorm2d(2), torch.nn.ReLU(),
+                                    torch.nn.Flatten(), torch.nn.Linear(2 * 8 * 8, 3)).eval()
+    state = LauncherState(wide_head, splits, trigger=TRIGGER, target=0, epochs=1, fraction=1.0, device="cpu",
+                          batch_size=16, eval_images=None)
+    app = launcher_app(state)
+    assert state.runs == []
+    app.launch_button.click()
+    state.wait(30)
+    run = state.runs[0]
+    assert run.status == "done" and run.result.config["label_only_share"] == pytest.approx(387 / 447, abs=1e-4)
+    assert run.coverage_note is not None
+    assert run.coverage_note in run.summary() and "conv+bn" in app.status.value
+    app.method.value = "finetune"
+    app.launch_button.click()
+    state.wait(30)
+    assert state.runs[1].coverage_note is None and "conv/norm output" not in app.status.value  # not MEDIC: no note

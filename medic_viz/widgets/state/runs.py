@@ -279,9 +279,18 @@ class RunRecord:
             parts.append(f"peak memory {self.peak_memory_mb:.0f} MiB")
         if self.note:
             parts.append(self.note)
+        if self.coverage_note:
+            parts.append(self.coverage_note)
         if self.error:
             parts.append(self.error)
         return " | ".join(parts)
+
+    @property
+    def coverage_note(self) -> str | None:
+        """MEDIC's remark that most of the model learns from the clean labels alone (the
+        result's ``coverage_note``, :mod:`medic_viz.coverage`), once the run ended; else None."""
+        note = None if self.result is None else self.result.config.get("coverage_note")
+        return str(note) if note else None
 
 
 def tau_range_text(taus: Any) -> str:
