@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from medic_viz.attacks.registry import image_trigger
 from medic_viz.data_identity import file_sha256
 from medic_viz.deprecation import moved_names
 from medic_viz.importer import check_model_folder, load_model_folder
@@ -83,10 +84,9 @@ def check_teacher_folder(cell: Any, splits: Any) -> None:
     if card.target_class is not None and not 0 <= card.target_class < splits.num_classes:
         raise ValueError(f"{where}: its card's target class {card.target_class} is not a class of {cell.dataset}")
     try:
-        trigger, _target = trigger_of(card)
-        if trigger is not None:
-            # a composite attack is not callable: its TypeError refuses the folder below, as it always has
-            trigger(splits.test.floats(torch.arange(min(2, len(splits.test)))))  # type: ignore[operator]
+        attack, target = trigger_of(card)
+        if attack is not None:  # a composite attack is bound to a test image of its class B first
+            image_trigger(attack, splits.test, target)(splits.test.floats(torch.arange(min(2, len(splits.test)))))
     except (ValueError, TypeError, KeyError, RuntimeError) as exc:
         raise ValueError(f"{where}: its card's attack cannot be applied to {cell.dataset}'s images "
                          f"({' '.join(str(exc).split())}); fix card.json's attack") from None
