@@ -125,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     dfd = sub.add_parser("defend", help="remove a backdoor from a saved model")
     dfd.add_argument("--method", default="medic",
-                     help="defence: medic (default), finetune, fineprune, nad, mcr, anp, kd, scratch")
+                     help=f"defence, one of: {', '.join(DEFENSES)} (default: medic)")
     dfd.add_argument("--teacher", required=True,
                      help="folder with model.safetensors + card.json (from `attack` or `import`)")
     add_trust_arch_code(dfd, "the teacher's")

@@ -55,3 +55,9 @@ def test_the_command_line_runs_a_registered_defence(registered, tmp_path, capsys
     assert "Half-tuning" in capsys.readouterr().out
     assert main(["defend", "--method", registered, "--tau", "3", "--teacher", str(demo_model_dir("badnet")),
                  "--out", str(tmp_path / "x")]) == 2  # a MEDIC-only flag is refused for it
+
+
+def test_defend_help_names_every_registered_defence(registered, capsys):
+    assert main(["defend", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert all(name in text for name in registry.DEFENSES) and registered in text  # the help was a fixed list
