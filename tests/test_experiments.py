@@ -18,6 +18,7 @@ import medic_viz.experiments.runner as runner
 from medic_viz.cli_compare import add_compare_parser, parse_list
 from medic_viz.defenses.medic import DEFAULT_LAYERS, DEFAULT_SHARE, MedicConfig
 from medic_viz.experiments import CellSpec, build_grid, format_table, read_runs, run_grid
+from medic_viz.intervals import t_quantile
 from medic_viz.metrics import mean_std
 from medic_viz.pipeline import trigger_of
 from medic_viz.viz import aggregate_rows
@@ -274,9 +275,12 @@ def test_table_means_stds_and_average_drops_by_hand():
     # badnet ASR: mean(10, 20) = 15.0, sample std = 7.07…; original mean(100, 98) = 99.0 ± 1.4
     assert "| badnet | ASR | 99.0 ± 1.4 | 15.0 ± 7.1 |" in table
     assert "|  | Accuracy | 91.0 ± 1.4 | 87.0 ± 1.4 |" in table
-    # avg drop ASR: badnet mean(90, 78) = 84, sig mean(40, 64) = 52 → 68.0; accuracy: (4 + 2) / 2 = 3.0
-    assert "| Avg. drop | ASR | - | 68.0 |" in table
-    assert "|  | Accuracy | - | 3.0 |" in table
+    # avg drop ASR: badnet mean(90, 78) = 84, sig mean(40, 64) = 52 → 68.0; accuracy: (4 + 2) / 2 = 3.0.
+    # Seed-only 95 % intervals: ASR variances of the means 72/2 = 36 and 288/2 = 144, se = sqrt(180)/2,
+    # Welch df = 180² / (36² + 144²); accuracy 8/2 = 4 and 4, se = sqrt(8)/2, df = 8² / (4² + 4²) = 2.
+    half = t_quantile(0.975, 180 ** 2 / (36 ** 2 + 144 ** 2)) * math.sqrt(180) / 2
+    assert f"| Avg. drop | ASR | - | 68.0 [{68 - half:.1f}, {68 + half:.1f}] |" in table
+    assert "|  | Accuracy | - | 3.0 [-3.1, 9.1] |" in table  # 3.0 ± 4.3027 · 1.4142
     agg = ex.aggregate(rows)
     assert math.isclose(agg["cells"][("badnet", "A")]["asr"][1], math.sqrt(50))
 

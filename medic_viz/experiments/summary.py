@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from medic_viz.intervals import average_interval
 from medic_viz.metrics import MeanStd, mean_std
 
 __all__ = ["STD_DEFINITION", "CSV_COLUMNS", "aggregate", "format_table", "write_csv"]
@@ -43,7 +44,8 @@ def aggregate(rows: Sequence[Mapping[str, Any]]) -> dict:
     variant): {...}}, "drops": {variant: {...}}}``. ``original`` is the trojaned models (one
     per seed), ``cells`` :class:`~medic_viz.metrics.MeanStd` (mean, sample std with ddof=1,
     n) of clean accuracy and ASR, ``drops`` the average over attacks of the per-seed drops
-    (before − after) of ASR and accuracy, as Table 1's last rows.
+    (before − after) of ASR and accuracy, as Table 1's last rows, with their seed-only 95 %
+    intervals (``asr_ci``, ``acc_ci``: :class:`~medic_viz.intervals.AverageInterval`).
     """
     attacks = _ordered(r["attack"] for r in rows)
     variants = _ordered(r["variant"] for r in rows)
@@ -77,7 +79,13 @@ def aggregate(rows: Sequence[Mapping[str, Any]]) -> dict:
     for v in variants:
         asr_d = [cells[(a, v)]["asr_drop"][0] for a in attacks if (a, v) in cells and cells[(a, v)]["asr_drop"][2]]
         acc_d = [cells[(a, v)]["acc_drop"][0] for a in attacks if (a, v) in cells]
-        drops[v] = {"asr": mean_std(asr_d)[0], "acc": mean_std(acc_d)[0], "n_attacks": len(acc_d)}
+        per_seed = {a: [r for r in rows if r["attack"] == a and r["variant"] == v] for a in attacks}
+        drops[v] = {"asr": mean_std(asr_d)[0], "acc": mean_std(acc_d)[0], "n_attacks": len(acc_d),
+                    "asr_ci": average_interval([[100 * (r["before_asr"] - r["asr"]) for r in sel
+                                                 if r.get("asr") is not None and r.get("before_asr") is not None]
+                                                for sel in per_seed.values()]),
+                    "acc_ci": average_interval([[100 * (r["before_clean_acc"] - r["clean_acc"]) for r in sel]
+                                                for sel in per_seed.values()])}
     return {"attacks": attacks, "variants": variants, "original": original, "cells": cells, "drops": drops}
 
 
@@ -121,7 +129,8 @@ def format_table(rows: Sequence[Mapping[str, Any]], *, title: str | None = None)
         if math.isnan(d[metric]):
             return "–"
         partial = f" ({d['n_attacks']} of {n_attacks} attacks)" if d["n_attacks"] < n_attacks else ""
-        return f"{d[metric]:.1f}{partial}"
+        interval = d[metric + "_ci"]
+        return (interval.text() if interval.defined else f"{d[metric]:.1f}") + partial
 
     drop_asr = [drop(v, "asr") for v in variants]
     drop_acc = [drop(v, "acc") for v in variants]
@@ -129,7 +138,9 @@ def format_table(rows: Sequence[Mapping[str, Any]], *, title: str | None = None)
     lines.append("| " + " | ".join(["", "Accuracy", "-"] + drop_acc) + " |")
     lines.append("")
     lines.append("Avg. drop: mean over attacks of (original − after), in percentage points; a method that did not "
-                 "run on every attack says over how many it is averaged.")
+                 "run on every attack says over how many it is averaged. [low, high]: its seed-only 95 % interval "
+                 "(teachers and test images fixed; Student t, Welch df; `medic_viz.intervals`), where every attack "
+                 "has two seeds or more.")
     return "\n".join(lines) + "\n"
 
 
