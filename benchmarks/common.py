@@ -27,14 +27,19 @@ TEACHERS = TeacherCache(RESULTS / "gtsrb_teachers")
 
 
 
-def evaluation_teachers(attacks, arch: str = "wrn16_1") -> tuple[list[str], list[str]]:
-    """(folders of the cached evaluation teachers of ``attacks`` — the GTSRB presets trained
-    with the evaluation seed —, attacks whose evaluation teacher is not trained yet)."""
+def teachers_of_role(attacks, role: str, arch: str = "wrn16_1") -> tuple[list[str], list[str]]:
+    """(folders of the cached teachers of ``attacks`` for ``role`` — the GTSRB presets trained
+    with the role's seed —, attacks whose teacher of that role is not trained yet)."""
     found, missing = [], []
     for attack in attacks:
-        folder = TEACHERS.find(gtsrb_recipe(attack, arch, GTSRB, seed=ROLE_SEEDS[EVALUATION][0]))
+        folder = TEACHERS.find(gtsrb_recipe(attack, arch, GTSRB, seed=ROLE_SEEDS[role][0]))
         (found.append(str(folder)) if folder is not None else missing.append(attack))
     return found, missing
+
+
+def evaluation_teachers(attacks, arch: str = "wrn16_1") -> tuple[list[str], list[str]]:
+    """:func:`teachers_of_role` for the evaluation role."""
+    return teachers_of_role(attacks, EVALUATION, arch)
 
 
 def write_grid_report(out: Path, figures: Path, name: str, table: Callable[[list[dict]], str],

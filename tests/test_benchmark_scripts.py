@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import figure4_tau, scarce_data
+from benchmarks import figure4_tau, scarce_data, tune_methods
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -116,3 +116,28 @@ def test_figure4_table_puts_the_default_beside_each_tau() -> None:
     header, _, line = figure4_tau.table(rows).splitlines()
     assert header == f"| Attack | Teacher acc / ASR | {figure4_tau.DEFAULT} | τ = 0 |"
     assert "| sig | 98.0 / 100.0 | 97.0 / 1.0 (n=1) | 97.0 ± 1.4 / 70.0 ± 14.1 (n=2) |" == line
+
+
+def test_tuning_units_share_one_run_per_readout_group_and_have_stable_names() -> None:
+    todo = tune_methods.units(["mcr", "finetune"], ["/x/badnet_wrn16_1_e30_s0", "/x/sig_wrn16_1_e30_s0"])
+    mcr = [u for u in todo if u["method"] == "mcr"]
+    assert len(mcr) == 2 * 2 and all(len(u["members"]) == 5 for u in mcr)  # t read out of one run per momentum
+    assert len([u for u in todo if u["method"] == "finetune"]) == 4 * 2
+    names = [tune_methods.unit_name(u) for u in todo]
+    assert len(set(names)) == len(names) and names == [tune_methods.unit_name(u) for u in todo]
+    assert names[0].startswith("mcr-badnet_wrn16_1_e30_s0-")
+
+
+def test_tuning_report_chooses_by_the_rule_only_when_every_result_is_in() -> None:
+    """Fine-tuning's four lr recipes on two teachers (teacher accuracy 0.97 and 0.95): drops
+    0.5, 1.5, 2.5 and 4.5 points → the third (lr 0.05) is the strongest within B = 3."""
+    rows = []
+    for teacher, base in (("a", 0.97), ("b", 0.95)):
+        for i, drop in enumerate((0.005, 0.015, 0.025, 0.045)):
+            rows.append({"method": "finetune", "members": [i], "options": [{}], "teacher": teacher,
+                         "holdout_acc": [base - drop], "teacher_acc": base, "n_holdout": 100})
+    chosen, missing = tune_methods.selections(rows)
+    assert missing == {} and chosen["finetune"].index == 2 and chosen["finetune"].options["lr"] == 0.05
+    assert [round(c.drop_points, 6) for c in chosen["finetune"].candidates] == [0.5, 1.5, 2.5, 4.5]
+    chosen, missing = tune_methods.selections(rows[:-1])
+    assert chosen == {} and missing == {"finetune": "1 of 8 candidate × teacher results"}

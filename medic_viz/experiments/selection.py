@@ -43,7 +43,7 @@ from medic_viz.defenses.registry import canonical_name, defense_class, make_defe
 from medic_viz.defenses.tunable import candidate_label, strongest_within_budget
 from medic_viz.device import resolve_device
 
-__all__ = ["BUDGET_POINTS", "CandidateRecord", "Selection", "choose_setting", "holdout_accuracies", "tune",
+__all__ = ["BUDGET_POINTS", "CandidateRecord", "Selection", "candidate_groups", "choose_setting", "holdout_accuracies", "tune",
            "tuned_cells", "write_selections", "read_selections"]
 
 #: The accuracy budget B of the tuning rule, in points (percentage points of clean accuracy).
@@ -145,6 +145,18 @@ def choose_setting(
                      {k: float(v) for k, v in teacher_acc.items()}, records, int(n_holdout))
 
 
+def candidate_groups(method: str, candidates: Sequence[Mapping[str, Any]]) -> list[list[int]]:
+    """The candidates (indices, in order) that one run of ``method`` serves: those that differ
+    only in options a finished run is read out at (MCR's ``t``, ANP's ``threshold``:
+    :attr:`~medic_viz.defenses.base.ConfiguredDefense.readout_options`); one run per group."""
+    readout = set(defense_class(canonical_name(method)).readout_options)
+    groups: dict[str, list[int]] = {}
+    for i, c in enumerate(candidates):
+        key = json.dumps({k: v for k, v in c.items() if k not in readout}, sort_keys=True, default=str)
+        groups.setdefault(key, []).append(i)
+    return list(groups.values())
+
+
 def holdout_accuracies(
     method: str,
     teachers: Mapping[str, Any],
@@ -182,15 +194,12 @@ def holdout_accuracies(
     base.setdefault("device", str(dev))
     base.setdefault("progress", False)
     readout = set(cls.readout_options)
-    groups: dict[str, list[int]] = {}  # candidates that one run serves, keyed by their other options
-    for i, c in enumerate(cands):
-        key = json.dumps({k: v for k, v in c.items() if k not in readout}, sort_keys=True, default=str)
-        groups.setdefault(key, []).append(i)
+    groups = candidate_groups(method, cands)
     accs: list[dict[str, float]] = [{} for _ in cands]
     teacher_acc: dict[str, float] = {}
     for name, teacher in teachers.items():
         teacher_acc[name] = clean_set_accuracy(frozen_copy(teacher, dev), hold, dev)
-        for members in groups.values():
+        for members in groups:
             if stop_event is not None and stop_event.is_set():
                 raise RuntimeError("tuning stopped before every candidate ran")
             first = cands[members[0]]
