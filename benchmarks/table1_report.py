@@ -33,7 +33,7 @@ from benchmarks.common import (
 )
 from medic_viz.defenses.tuning import within_budget
 from medic_viz.experiments import format_table
-from medic_viz.experiments.presets import gtsrb_recipe
+from medic_viz.experiments.presets import GTSRB_TARGET_TRAIN_IMAGES, GTSRB_TRAIN_IMAGES, gtsrb_recipe
 from medic_viz.experiments.report import comparison_figure
 from medic_viz.experiments.summary import aggregate, write_csv
 from medic_viz.metrics import mean_std
@@ -83,9 +83,13 @@ def teacher_table() -> str:
         hist = [h for h in card.get("history", []) if h.get("kind") == "epoch"]
         secs = m.get("train_seconds")
         rate = card.get("poison_rate")
+        shown = "?" if rate is None else f"{rate:.3g}"
+        pool = GTSRB_TARGET_TRAIN_IMAGES / GTSRB_TRAIN_IMAGES
+        if a == "cleanlabel" and rate is not None and rate > pool:  # asked before the rate check, capped to the pool
+            shown += f" (capped: every class-1 image, {pool:.3g})"
         lines.append(f"| {a} | `{folder.name}` | {100 * m['clean_acc']:.2f} | {100 * m['asr']:.2f} | "
                      f"{card.get('target_class')} | "
-                     f"{'?' if rate is None else f'{rate:.3g}'} | {len(hist) or '?'} | "
+                     f"{shown} | {len(hist) or '?'} | "
                      f"{'?' if secs is None else f'{secs / 60:.0f}'} |")
     clean = sorted(common.TEACHERS.root.glob("clean_wrn16_1_e*_s1"))
     for folder in clean:  # the Clean-Label attack's surrogate: a clean model, for reference
