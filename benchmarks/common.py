@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+from medic_viz.experiments.grid import DEFAULT_ABLATION_VALUES
 from medic_viz.experiments.presets import GTSRB_TABLE1_ATTACKS, gtsrb_recipe
 from medic_viz.experiments.protocol import EVALUATION, ROLE_SEEDS
 from medic_viz.experiments.runner import read_runs, run_grid
@@ -80,6 +81,16 @@ def run_on_evaluation_teachers(attacks, make_cells: Callable[[list[str]], list],
     result = run_grid(make_cells(teachers), out, log=print)
     print(f"{result.computed} computed, {result.skipped} skipped, {len(result.errors)} failed")
     report()
+
+
+# --- the protocol's grids (issues 27, 32): where they are and what they hold when whole ---
+SCARCE_OUT, FIGURE4_OUT = RESULTS / "scarce_data", RESULTS / "figure4_tau"
+SCARCE_ATTACKS, SCARCE_METHODS = ("badnet", "sig", "polygon"), ("medic", "kd", "scratch")
+SCARCE_FRACTIONS = (0.01, 0.02, 0.05, 0.1)
+FIGURE4_ATTACKS = ("cleanlabel", "sig", "badnet")
+FIGURE4_TAUS = DEFAULT_ABLATION_VALUES["tau"]["tau"]
+#: The seeds each protocol cell runs with.
+PROTOCOL_SEEDS = (0, 1)
 
 
 # --- Table 1 on GTSRB (WRN-16-1): the grid of run_table1.sh, its report and its aligned-τ row ---

@@ -18,17 +18,24 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import DOCS, GTSRB, RESULTS, run_on_evaluation_teachers, write_grid_report
+from benchmarks.common import (
+    DOCS,
+    FIGURE4_ATTACKS,
+    FIGURE4_OUT,
+    FIGURE4_TAUS,
+    GTSRB,
+    PROTOCOL_SEEDS,
+    run_on_evaluation_teachers,
+    write_grid_report,
+)
 from medic_viz.experiments import build_grid
-from medic_viz.experiments.grid import DEFAULT_ABLATION_VALUES
 from medic_viz.experiments.protocol import EVALUATION
 from medic_viz.metrics import mean_std
 from medic_viz.viz.summary_figures import tau_sweep_figure
 
-OUT = RESULTS / "figure4_tau"
+OUT = FIGURE4_OUT
 FIGURES = DOCS / "figure4_tau"
-ATTACKS = ("cleanlabel", "sig", "badnet")
-TAUS = DEFAULT_ABLATION_VALUES["tau"]["tau"]
+ATTACKS, TAUS = FIGURE4_ATTACKS, FIGURE4_TAUS
 DEFAULT = "default share"
 
 
@@ -91,7 +98,7 @@ def report() -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--attacks", nargs="+", default=list(ATTACKS), choices=ATTACKS)
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    parser.add_argument("--seeds", nargs="+", type=int, default=list(PROTOCOL_SEEDS))
     parser.add_argument("--taus", nargs="+", type=float, default=list(TAUS))
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="auto")

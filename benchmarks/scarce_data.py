@@ -22,18 +22,26 @@ import math
 
 import torch
 
-from benchmarks.common import DOCS, GTSRB, RESULTS, run_on_evaluation_teachers, write_grid_report
+from benchmarks.common import (
+    DOCS,
+    GTSRB,
+    PROTOCOL_SEEDS,
+    SCARCE_ATTACKS,
+    SCARCE_FRACTIONS,
+    SCARCE_METHODS,
+    SCARCE_OUT,
+    run_on_evaluation_teachers,
+    write_grid_report,
+)
 from medic_viz.defenses.registry import DISPLAY_NAMES
 from medic_viz.experiments import build_grid
 from medic_viz.experiments.protocol import EVALUATION
 from medic_viz.metrics import mean_std
 from medic_viz.viz.summary_figures import tau_sweep_figure
 
-OUT = RESULTS / "scarce_data"
+OUT = SCARCE_OUT
 FIGURES = DOCS / "scarce_data"
-FRACTIONS = (0.01, 0.02, 0.05, 0.1)
-METHODS = ("medic", "kd", "scratch")
-ATTACKS = ("badnet", "sig", "polygon")
+FRACTIONS, METHODS, ATTACKS = SCARCE_FRACTIONS, SCARCE_METHODS, SCARCE_ATTACKS
 #: (ASR at most, accuracy drop at most), in points, per clean-data fraction (issue 27's targets).
 TARGETS = {0.05: (10.0, 3.0), 0.02: (10.0, 5.0)}
 
@@ -103,7 +111,7 @@ def report() -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--attacks", nargs="+", default=list(ATTACKS), choices=ATTACKS)
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    parser.add_argument("--seeds", nargs="+", type=int, default=list(PROTOCOL_SEEDS))
     parser.add_argument("--fractions", nargs="+", type=float, default=list(FRACTIONS))
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--threads", type=int, default=None)

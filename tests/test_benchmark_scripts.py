@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import figure4_tau, scarce_data, tune_methods
+from benchmarks import figure4_tau, protocol_report, scarce_data, tune_methods
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -141,3 +141,9 @@ def test_tuning_report_chooses_by_the_rule_only_when_every_result_is_in() -> Non
     assert [round(c.drop_points, 6) for c in chosen["finetune"].candidates] == [0.5, 1.5, 2.5, 4.5]
     chosen, missing = tune_methods.selections(rows[:-1])
     assert chosen == {} and missing == {"finetune": "1 of 8 candidate × teacher results"}
+
+
+def test_protocol_report_plans_every_cell_and_results_md_is_in_step_with_the_committed_runs(capsys) -> None:
+    assert protocol_report.planned() == {"scarce_data": 3 * 4 * 3 * 2, "figure4_tau": 3 * 2 * 7}
+    assert protocol_report.main(["--check"]) == 0, "run python -m benchmarks.protocol_report"
+    assert "up to date" in capsys.readouterr().out

@@ -121,6 +121,7 @@ def test_the_clean_label_preset_is_accepted_by_the_rate_check_and_still_finds_th
     labels = torch.cat([torch.ones(2220, dtype=torch.long), torch.zeros(39209 - 2220, dtype=torch.long)])
     data = ImageArrays(torch.zeros(39209, 1, 1, 1, dtype=torch.uint8), labels, ("a", "b"), name="gtsrb-like")
     recipe = gtsrb_recipe("cleanlabel", "wrn16_1", "gtsrb32.npz")
+    assert recipe.rate is not None
     check_rate(attack_spec("cleanlabel"), data, 1, recipe.rate)  # refused before: 0.06 · 39209 = 2353 > 2220
     with pytest.raises(ValueError, match="cannot be met"):
         check_rate(attack_spec("cleanlabel"), data, 1, 0.06)
