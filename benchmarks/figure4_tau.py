@@ -39,12 +39,25 @@ ATTACKS, TAUS = FIGURE4_ATTACKS, FIGURE4_TAUS
 DEFAULT = "default share"
 
 
-def grid(teachers: list[str], seeds, device: str = "auto", taus=TAUS):
-    """The τ sweep (ablation ``tau``) and the default (a plain MEDIC cell) per teacher and seed."""
-    common: dict[str, Any] = dict(dataset=str(GTSRB), teachers=teachers, seeds=list(seeds), device=device, test_part=EVALUATION)
+def grid(teachers: list[str], seeds, device: str = "auto", taus=TAUS, layers: str = "auto"):
+    """The τ sweep (ablation ``tau``) and the default (a plain MEDIC cell) per teacher and seed.
+    ``layers``: the cloned layers of every point (``"auto"``, the library's; ``"conv+bn"``, every
+    conv/norm output as in the paper and the MEDIC authors' code) — another series, other cells."""
+    common: dict[str, Any] = dict(dataset=str(GTSRB), teachers=teachers, seeds=list(seeds), device=device,
+                                  test_part=EVALUATION, medic=None if layers == "auto" else {"layers": layers})
     sweep = build_grid(methods=["medic"], ablation="tau", values={"tau": tuple(taus)}, **common)
     default = build_grid(methods=["medic"], **common)
     return default + sweep
+
+
+def _layers(row: dict) -> str:
+    return str((row.get("method_options") or {}).get("layers", "auto"))
+
+
+def _series(row: dict) -> str:
+    """The attack, and the layer set when it is not the library's default."""
+    attack = row["attack"].split("_", 1)[0]
+    return attack if _layers(row) == "auto" else f"{attack}, layers {_layers(row)}"
 
 
 def _point(row: dict) -> str:
@@ -60,8 +73,8 @@ def table(rows: list[dict]) -> str:
     """Markdown: per attack and point, clean accuracy and ASR (%, mean ± sample std over seeds)."""
     points = [DEFAULT] + [f"τ = {t:g}" for t in sorted({float(r["x"]) for r in rows if r.get("ablation") == "tau"})]
     lines = ["| Attack | Teacher acc / ASR | " + " | ".join(points) + " |", "|" + "---|" * (len(points) + 2)]
-    for attack in sorted({r["attack"] for r in rows}):
-        mine = [r for r in rows if r["attack"] == attack]
+    for series in sorted({_series(r) for r in rows}):
+        mine = [r for r in rows if _series(r) == series]
         cells = []
         for p in points:
             pr = [r for r in mine if _point(r) == p]
@@ -71,23 +84,23 @@ def table(rows: list[dict]) -> str:
             cells.append(f"{_text(mean_std([100 * r['clean_acc'] for r in pr]))} / "
                          f"{_text(mean_std([100 * r['asr'] for r in pr]))} (n={len(pr)})")
         t = mine[0]
-        lines.append(f"| {attack.split('_', 1)[0]} | {100 * t['before_clean_acc']:.1f} / {100 * t['before_asr']:.1f} | "
+        lines.append(f"| {series} | {100 * t['before_clean_acc']:.1f} / {100 * t['before_asr']:.1f} | "
                      + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 def figure(rows: list[dict]):
     """Accuracy and ASR against τ per attack (the sweep), the default as a dotted level line."""
-    sweep = [{"tau": r["x"], "series": r["attack"].split("_", 1)[0], "clean_acc": r["clean_acc"], "asr": r["asr"]}
+    sweep = [{"tau": r["x"], "series": _series(r), "clean_acc": r["clean_acc"], "asr": r["asr"]}
              for r in rows if r.get("ablation") == "tau"]
     fig = tau_sweep_figure(sweep, group_by="series",
                            title="Figure 4 on GTSRB (evaluation teachers and test images): τ = 0 is plain cloning; "
                                  "dotted: the default per-layer share")
-    for attack in sorted({r["attack"] for r in rows}):
-        dflt = [r for r in rows if r["attack"] == attack and r.get("ablation", "none") == "none"]
+    for series in sorted({_series(r) for r in rows}):
+        dflt = [r for r in rows if _series(r) == series and r.get("ablation", "none") == "none"]
         if dflt:
             asr = mean_std([100 * r["asr"] for r in dflt]).mean
-            fig.add_hline(y=asr, line_dash="dot", annotation_text=f"{attack.split('_', 1)[0]} default ASR {asr:.1f} %")
+            fig.add_hline(y=asr, line_dash="dot", annotation_text=f"{series} default ASR {asr:.1f} %")
     return fig
 
 
@@ -100,6 +113,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--attacks", nargs="+", default=list(ATTACKS), choices=ATTACKS)
     parser.add_argument("--seeds", nargs="+", type=int, default=list(PROTOCOL_SEEDS))
     parser.add_argument("--taus", nargs="+", type=float, default=list(TAUS))
+    parser.add_argument("--layers", default="auto", choices=("auto", "conv+bn"),
+                        help="cloned layers of every point: the library's default, or every conv/norm output (the paper's)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--report", action="store_true", help="only write the table and figure from finished cells")
@@ -109,7 +124,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.threads:
         torch.set_num_threads(args.threads)
-    run_on_evaluation_teachers(args.attacks, lambda teachers: grid(teachers, args.seeds, args.device, args.taus),
+    run_on_evaluation_teachers(args.attacks, lambda teachers: grid(teachers, args.seeds, args.device, args.taus,
+                                                                   args.layers),
                                OUT, report)
 
 

@@ -118,6 +118,21 @@ def test_figure4_table_puts_the_default_beside_each_tau() -> None:
     assert "| sig | 98.0 / 100.0 | 97.0 / 1.0 (n=1) | 97.0 ± 1.4 / 70.0 ± 14.1 (n=2) |" == line
 
 
+
+def test_figure4_layer_sets_are_separate_series_and_the_default_keeps_its_cells() -> None:
+    t = "sig_wrn16_1_e30_s1"
+    every = {"method_options": {"layers": "conv+bn"}}
+    rows = [_row(t, "medic", 0, 0.97, 0.01, ablation="none", x=None, method_options={"layers": "auto"}),
+            _row(t, "medic", 0, 0.95, 0.90, ablation="tau", x=0.0, **every)]
+    lines = figure4_tau.table(rows).splitlines()[2:]
+    assert lines == ["| sig | 98.0 / 100.0 | 97.0 / 1.0 (n=1) | – |",
+                     "| sig, layers conv+bn | 98.0 / 100.0 | – | 95.0 / 90.0 (n=1) |"]
+    folder = [str(ROOT / "benchmarks" / "results" / "gtsrb_teachers" / "sig_wrn16_1_e30_s1")]
+    library, paper = figure4_tau.grid(folder, [0], taus=[0.0]), figure4_tau.grid(folder, [0], taus=[0.0], layers="conv+bn")
+    assert [c.method_options["layers"] for c in paper] == ["conv+bn", "conv+bn"]
+    assert {c.cell_id for c in library}.isdisjoint(c.cell_id for c in paper)
+
+
 def test_tuning_units_share_one_run_per_readout_group_and_have_stable_names() -> None:
     todo = tune_methods.units(["mcr", "finetune"], ["/x/badnet_wrn16_1_e30_s0", "/x/sig_wrn16_1_e30_s0"])
     mcr = [u for u in todo if u["method"] == "mcr"]
