@@ -52,6 +52,7 @@ from medic_viz.defenses.medic import Medic
 from medic_viz.defenses.tuning import select_tau
 from medic_viz.experiments.presets import GTSRB_TABLE1_ATTACKS, gtsrb_recipe
 from medic_viz.experiments.resume import RowFolder, run_resumable
+from medic_viz.experiments.summary import peak_late_asr
 from medic_viz.pipeline import remove_backdoor, trigger_of
 from medic_viz.pretrained import load_demo_model
 
@@ -145,7 +146,7 @@ def run_row(row: dict, teacher, card, splits, args) -> dict:
         "after_acc": o.after.clean_acc, "after_asr": o.after.asr,
         "n_clean": o.after.n_clean, "n_asr": o.after.n_asr,
         "acc_drop_points": 100 * (o.before.clean_acc - o.after.clean_acc),
-        "max_live_asr_after_epoch_20": max((c["asr"] for c in curve if c["epoch"] > 20 and c["asr"] is not None), default=None),
+        "max_live_asr_after_epoch_20": peak_late_asr(curve, 20),
         "meets_target": bool(o.after.asr <= 0.10  # type: ignore[operator]  # measured: the card has an attack
                              and o.before.clean_acc - o.after.clean_acc <= 0.03),
         "seconds": seconds,

@@ -14,6 +14,7 @@ from medic_viz.experiments.grid import DEFAULT_ABLATION_VALUES
 from medic_viz.experiments.presets import GTSRB_TABLE1_ATTACKS, gtsrb_recipe
 from medic_viz.experiments.protocol import EVALUATION, ROLE_SEEDS
 from medic_viz.experiments.runner import read_runs, run_grid
+from medic_viz.experiments.summary import peak_late_asr
 from medic_viz.experiments.teachers import TeacherCache
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,6 +27,13 @@ if not GTSRB.is_file() and Path("/work/shared/data/gtsrb32.npz").is_file():
 #: The cached GTSRB teachers, clean models and Clean-Label surrogates.
 TEACHERS = TeacherCache(RESULTS / "gtsrb_teachers")
 
+
+
+def late_text(rows: list[dict]) -> str:
+    """``", live ≤ 18 %"``: the highest live ASR after epoch 20 among ``rows``' curves
+    (:func:`~medic_viz.experiments.summary.peak_late_asr`), or ``""`` when none has a curve."""
+    peaks = [p for p in (peak_late_asr(r.get("curve")) for r in rows) if p is not None]
+    return f", live ≤ {100 * max(peaks):.0f} %" if peaks else ""
 
 
 def teachers_of_role(attacks, role: str, arch: str = "wrn16_1") -> tuple[list[str], list[str]]:

@@ -30,6 +30,7 @@ from benchmarks.common import (
     SCARCE_FRACTIONS,
     SCARCE_METHODS,
     SCARCE_OUT,
+    late_text,
     run_on_evaluation_teachers,
     write_grid_report,
 )
@@ -60,7 +61,8 @@ def _text(m) -> str:
 
 def table(rows: list[dict]) -> str:
     """Markdown: one line per attack × fraction, per method accuracy / ASR (mean ± sample std
-    over seeds, %), the teacher's numbers, and whether the target holds for MEDIC."""
+    over seeds, %; MEDIC's highest live ASR after epoch 20), the teacher's numbers, and whether
+    the target holds for MEDIC (on the final numbers)."""
     attacks = sorted({r["attack"].split("_", 1)[0] for r in rows})
     head = ["Attack", "Clean data", "Teacher acc / ASR"] + [DISPLAY_NAMES[m] + " acc / ASR" for m in METHODS]
     head += ["seeds", "MEDIC target"]
@@ -81,7 +83,7 @@ def table(rows: list[dict]) -> str:
                     continue
                 acc_ms, asr_ms = mean_std([100 * r["clean_acc"] for r in mr]), mean_std([100 * r["asr"] for r in mr])
                 acc, asr = acc_ms.mean, asr_ms.mean
-                parts.append(f"{_text(acc_ms)} / {_text(asr_ms)}")
+                parts.append(f"{_text(acc_ms)} / {_text(asr_ms)}{late_text(mr)}")
                 if m == "medic" and frac in TARGETS:
                     max_asr, max_drop = TARGETS[frac]
                     drop = 100 * t["before_clean_acc"] - acc

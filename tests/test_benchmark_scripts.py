@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import figure4_tau, protocol_report, scarce_data, tune_methods
+from medic_viz.experiments.summary import peak_late_asr
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -117,6 +118,17 @@ def test_figure4_table_puts_the_default_beside_each_tau() -> None:
     assert header == f"| Attack | Teacher acc / ASR | {figure4_tau.DEFAULT} | τ = 0 |"
     assert "| sig | 98.0 / 100.0 | 97.0 / 1.0 (n=1) | 97.0 ± 1.4 / 70.0 ± 14.1 (n=2) |" == line
 
+
+
+def test_tables_show_the_highest_live_asr_after_epoch_20() -> None:
+    """A run can end low after the backdoor came back on the way (GTSRB SIG); epochs 0-20 do not count."""
+    curve = [{"epoch": e, "asr": a} for e, a in ((0, 0.99), (20, 0.9), (21, 0.412), (40, 0.05), (60, 0.026))]
+    t = "sig_wrn16_1_e30_s1"
+    rows = [_row(t, "medic", 0, 0.95, 0.026, ablation="none", x=None, curve=curve)]
+    assert figure4_tau.table(rows).splitlines()[2] == "| sig | 98.0 / 100.0 | 95.0 / 2.6 (n=1), live ≤ 41 % |"
+    scarce = [_row(t, "medic", 0, 0.95, 0.026, fraction=0.02, curve=curve), _row(t, "kd", 0, 0.5, 0.04, fraction=0.02)]
+    assert "| 95.0 / 2.6, live ≤ 41 % | 50.0 / 4.0 | – |" in scarce_data.table(scarce)
+    assert peak_late_asr(curve) == 0.412 and peak_late_asr(curve[:2]) is None and peak_late_asr(None) is None
 
 
 def test_figure4_layer_sets_are_separate_series_and_the_default_keeps_its_cells() -> None:

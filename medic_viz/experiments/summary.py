@@ -17,7 +17,11 @@ from typing import Any, Iterable, Mapping, Sequence
 from medic_viz.intervals import average_interval
 from medic_viz.metrics import MeanStd, mean_std
 
-__all__ = ["STD_DEFINITION", "CSV_COLUMNS", "aggregate", "format_table", "write_csv"]
+__all__ = ["STD_DEFINITION", "CSV_COLUMNS", "LATE_EPOCH", "aggregate", "format_table", "peak_late_asr", "write_csv"]
+
+#: Epochs after which a run's live ASR counts as "late": a backdoor that comes back after
+#: this, while the final number is low, is what :func:`peak_late_asr` reports.
+LATE_EPOCH = 20
 
 #: How the ± of every table is computed, as printed in the table's header.
 STD_DEFINITION = "sample standard deviation, ddof=1"
@@ -87,6 +91,14 @@ def aggregate(rows: Sequence[Mapping[str, Any]]) -> dict:
                     "acc_ci": average_interval([[100 * (r["before_clean_acc"] - r["clean_acc"]) for r in sel]
                                                 for sel in per_seed.values()])}
     return {"attacks": attacks, "variants": variants, "original": original, "cells": cells, "drops": drops}
+
+
+def peak_late_asr(curve: Sequence[Mapping[str, Any]] | None, after_epoch: int = LATE_EPOCH) -> float | None:
+    """The highest live ASR (fraction) of a per-epoch ``curve`` (a grid row's ``curve``:
+    ``{"epoch", "asr", …}`` per epoch) after epoch ``after_epoch``; None without such a point.
+    A final ASR says where a run ended; this says whether the backdoor came back on the way."""
+    late = [float(c["asr"]) for c in curve or () if c.get("asr") is not None and c["epoch"] > after_epoch]
+    return max(late, default=None)
 
 
 def _fmt(stat: MeanStd) -> str:
