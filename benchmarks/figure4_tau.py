@@ -96,8 +96,8 @@ def figure(rows: list[dict]):
     sweep = [{"tau": r["x"], "series": _series(r), "clean_acc": r["clean_acc"], "asr": r["asr"]}
              for r in rows if r.get("ablation") == "tau"]
     fig = tau_sweep_figure(sweep, group_by="series",
-                           title="Figure 4 on GTSRB (evaluation teachers and test images): τ = 0 is plain cloning; "
-                                 "dotted: the default per-layer share")
+                           title="Figure 4, GTSRB evaluation data<br><sup>τ = 0: plain cloning; dotted: the default "
+                                 "per-layer share's ASR</sup>")
     for series in sorted({_series(r) for r in rows}):
         dflt = [r for r in rows if _series(r) == series and r.get("ablation", "none") == "none"]
         if dflt:
