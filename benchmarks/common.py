@@ -29,6 +29,16 @@ TEACHERS = TeacherCache(RESULTS / "gtsrb_teachers")
 
 
 
+def with_block(md: str, begin: str, end: str, block: str) -> str:
+    """``md`` (RESULTS.md's text) with the text between the ``begin`` and ``end`` marker lines
+    replaced by ``block``; a missing marker is one line saying to add them."""
+    if begin not in md or end not in md:
+        raise SystemExit(f"RESULTS.md has no {begin!r} … {end!r} block: add the two markers where it goes")
+    head, rest = md.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{begin}\n{block}{end}{tail}"
+
+
 def late_text(rows: list[dict]) -> str:
     """``", live ≤ 18 %"``: the highest live ASR after epoch 20 among ``rows``' curves
     (:func:`~medic_viz.experiments.summary.peak_late_asr`), or ``""`` when none has a curve."""

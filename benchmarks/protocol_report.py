@@ -27,6 +27,7 @@ from benchmarks.common import (
     SCARCE_METHODS,
     SCARCE_OUT,
     teachers_of_role,
+    with_block,
 )
 from medic_viz.experiments import read_runs
 from medic_viz.experiments.protocol import DEVELOPMENT, EVALUATION
@@ -106,11 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--check", action="store_true", help="only check that RESULTS.md holds the current block")
     args = p.parse_args(argv)
     md = RESULTS_MD.read_text()
-    if BEGIN not in md or END not in md:
-        raise SystemExit(f"RESULTS.md has no {BEGIN!r} … {END!r} block: add the two markers where it goes")
-    head, rest = md.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    new = f"{head}{BEGIN}\n{block()}{END}{tail}"
+    new = with_block(md, BEGIN, END, block())
     if args.check:
         ok = new == md
         print("RESULTS.md's protocol block is up to date" if ok else

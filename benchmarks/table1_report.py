@@ -30,6 +30,7 @@ from benchmarks.common import (
     _sorted,
     load_selections,
     load_table1_rows as load_rows,
+    with_block,
 )
 from medic_viz.defenses.tuning import within_budget
 from medic_viz.experiments import format_table
@@ -209,11 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     text = block(grid, aligned, figures=not (args.no_figures or args.check),
                  selections=load_selections(OUT / "aligned_selection.json"))
     md = RESULTS_MD.read_text()
-    if BEGIN not in md or END not in md:
-        raise SystemExit(f"RESULTS.md has no {BEGIN!r} … {END!r} block: add the two markers where the table goes")
-    head, rest = md.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    new = f"{head}{BEGIN}\n{text}{END}{tail}"
+    new = with_block(md, BEGIN, END, text)
     if args.check:
         def strip(text: str) -> str:  # figure links and blank lines aside (figures are written only without --check)
             return "\n".join(line for line in text.splitlines()
