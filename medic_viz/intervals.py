@@ -122,13 +122,12 @@ def average_interval(groups: Iterable[Sequence[float]], level: float = 0.95) -> 
     if not kept:
         return AverageInterval(nan, nan, nan, nan, nan, level, 0)
     count = len(kept)
-    mean = math.fsum(math.fsum(g) / len(g) for g in kept) / count
+    means = [math.fsum(g) / len(g) for g in kept]
+    mean = math.fsum(means) / count
     if any(len(g) < 2 for g in kept):
         return AverageInterval(mean, nan, nan, nan, nan, level, count)
-    variances = []
-    for g in kept:
-        m = math.fsum(g) / len(g)
-        variances.append(math.fsum((v - m) ** 2 for v in g) / (len(g) - 1) / len(g))
+    # the variance of each group's mean: sample variance (ddof=1) / n
+    variances = [math.fsum((v - m) ** 2 for v in g) / (len(g) - 1) / len(g) for g, m in zip(kept, means)]
     total = math.fsum(variances)
     se = math.sqrt(total) / count
     if total == 0.0:
