@@ -6,11 +6,12 @@ GTSRB teachers, and the Table-1 declarations read by both ``table1_report`` and
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from medic_viz.experiments.grid import DEFAULT_ABLATION_VALUES
+from medic_viz.experiments.grid import DEFAULT_ABLATION_VALUES, build_grid
 from medic_viz.experiments.presets import GTSRB_TABLE1_ATTACKS, gtsrb_recipe
 from medic_viz.experiments.protocol import EVALUATION, ROLE_SEEDS
 from medic_viz.experiments.runner import read_runs, run_grid
@@ -20,9 +21,11 @@ from medic_viz.experiments.teachers import TeacherCache
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 DOCS = ROOT / "docs"
-#: The GTSRB arrays (``../shared/data/gtsrb32.npz`` beside the checkout).
-GTSRB = ROOT.parent / "shared" / "data" / "gtsrb32.npz"
-if not GTSRB.is_file() and Path("/work/shared/data/gtsrb32.npz").is_file():
+#: The GTSRB arrays: ``$MEDIC_VIZ_GTSRB`` when set (e.g. on a GPU machine, where the file is
+#: joined from parts: ``benchmarks/gpu_architectures.sh``), else ``../shared/data/gtsrb32.npz``
+#: beside the checkout. Grids identify it by its digest, so every copy keeps the cells' ids.
+GTSRB = Path(os.environ.get("MEDIC_VIZ_GTSRB") or ROOT.parent / "shared" / "data" / "gtsrb32.npz")
+if "MEDIC_VIZ_GTSRB" not in os.environ and not GTSRB.is_file() and Path("/work/shared/data/gtsrb32.npz").is_file():
     GTSRB = Path("/work/shared/data/gtsrb32.npz")
 #: The cached GTSRB teachers, clean models and Clean-Label surrogates.
 TEACHERS = TeacherCache(RESULTS / "gtsrb_teachers")
@@ -62,18 +65,26 @@ def evaluation_teachers(attacks, arch: str = "wrn16_1") -> tuple[list[str], list
 
 
 def write_grid_report(out: Path, figures: Path, name: str, table: Callable[[list[dict]], str],
-                      figure: Callable[[list[dict]], Any]) -> None:
-    """A protocol benchmark's report from the finished rows of ``out/runs.jsonl``:
-    ``out/table.md`` (``table(rows)``, also printed) and ``figures/<name>.html`` / ``.png``
-    (``figure(rows)``; the PNG needs kaleido's Chromium, the HTML is always written)."""
-    rows = read_runs(out / "runs.jsonl") if (out / "runs.jsonl").is_file() else []
+                      figure: Callable[[list[dict]], Any], rows: list[dict] | None = None) -> None:
+    """A protocol benchmark's report from ``rows`` (default: the finished rows of
+    ``out/runs.jsonl``): ``out/table.md`` (``table(rows)``, also printed) and
+    ``figures/<name>.html`` / ``.png`` (``figure(rows)``; the PNG needs kaleido's Chromium, the
+    HTML is always written)."""
+    if rows is None:
+        rows = read_runs(out / "runs.jsonl") if (out / "runs.jsonl").is_file() else []
     if not rows:
         print(f"no finished cells in {out}; run a part first", file=sys.stderr)
         return
     text = table(rows)
+    out.mkdir(parents=True, exist_ok=True)
     (out / "table.md").write_text(text)
     figures.mkdir(parents=True, exist_ok=True)
-    fig = figure(rows)
+    try:
+        fig = figure(rows)
+    except ImportError as exc:  # a GPU machine's Python without plotly: the table is written, the figure here
+        print(f"{name} figure not drawn ({exc}); the table is — run --report where plotly is installed", file=sys.stderr)
+        print(text)
+        return
     fig.write_html(str(figures / f"{name}.html"), include_plotlyjs="cdn")
     try:
         fig.write_image(str(figures / f"{name}.png"), scale=1)
@@ -84,21 +95,35 @@ def write_grid_report(out: Path, figures: Path, name: str, table: Callable[[list
 
 
 def run_on_evaluation_teachers(attacks, make_cells: Callable[[list[str]], list], out: Path,
-                               report: Callable[[], None]) -> None:
-    """A protocol benchmark's part: the evaluation teachers of ``attacks`` (a missing one is
-    skipped with a note saying how to train it), ``make_cells(teacher folders)`` run resumably
-    into ``out``, then ``report()``."""
-
-
-    teachers, missing = evaluation_teachers(attacks)
-    for attack in missing:
-        print(f"note: no evaluation teacher for {attack} yet (python -m benchmarks.train_teachers "
-              f"--role evaluation --attacks {attack}); skipped", file=sys.stderr)
+                               report: Callable[[], None], archs=("wrn16_1",)) -> None:
+    """A protocol benchmark's part: the evaluation teachers of ``attacks`` for each of ``archs``
+    (a missing one is skipped with a note saying how to train it), ``make_cells(teacher
+    folders)`` run resumably into ``out``, then ``report()``."""
+    teachers: list[str] = []
+    for arch in archs:
+        found, missing = evaluation_teachers(attacks, arch)
+        teachers += found
+        for attack in missing:
+            print(f"note: no {arch} evaluation teacher for {attack} yet (python -m benchmarks.train_teachers "
+                  f"--role evaluation --arch {arch} --attacks {attack}); skipped", file=sys.stderr)
     if not teachers:
         return
     result = run_grid(make_cells(teachers), out, log=print)
     print(f"{result.computed} computed, {result.skipped} skipped, {len(result.errors)} failed")
     report()
+
+
+def tau_grid(teachers: list[str], seeds, device: str = "auto", taus=DEFAULT_ABLATION_VALUES["tau"]["tau"],
+             layers: str = "auto") -> list:
+    """MEDIC's τ sweep (ablation ``tau``, one global τ per point; τ = 0 is plain cloning) and
+    the default (a plain MEDIC cell) per teacher folder and seed, on the evaluation half of the
+    test set. ``layers``: the cloned layers of every point (``"auto"``, the library's;
+    ``"conv+bn"``, every conv/norm output as in the paper) — another series, other cells."""
+    common: dict[str, Any] = dict(dataset=str(GTSRB), teachers=teachers, seeds=list(seeds), device=device,
+                                  test_part=EVALUATION, medic=None if layers == "auto" else {"layers": layers})
+    sweep = build_grid(methods=["medic"], ablation="tau", values={"tau": tuple(taus)}, **common)
+    default = build_grid(methods=["medic"], **common)
+    return default + sweep
 
 
 # --- the protocol's grids (issues 27, 32): where they are and what they hold when whole ---
@@ -107,6 +132,9 @@ SCARCE_ATTACKS, SCARCE_METHODS = ("badnet", "sig", "polygon"), ("medic", "kd", "
 SCARCE_FRACTIONS = (0.01, 0.02, 0.05, 0.1)
 FIGURE4_ATTACKS = ("cleanlabel", "sig", "badnet")
 FIGURE4_TAUS = DEFAULT_ABLATION_VALUES["tau"]["tau"]
+#: Issue 27 item 4 (the paper's Figure 8): the other architectures, their attacks and points.
+ARCH_OUT = RESULTS / "architectures"
+ARCHITECTURES, ARCH_ATTACKS, ARCH_TAUS = ("resnet18", "vgg11_bn", "mobilenet_v1"), ("badnet", "sig", "polygon"), (0.0,)
 #: The seeds each protocol cell runs with.
 PROTOCOL_SEEDS = (0, 1)
 

@@ -14,7 +14,6 @@ curve. 60 epochs, 5 % clean data, λ = 3 (the library's) for every point.
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 import torch
 
@@ -23,14 +22,12 @@ from benchmarks.common import (
     FIGURE4_ATTACKS,
     FIGURE4_OUT,
     FIGURE4_TAUS,
-    GTSRB,
     PROTOCOL_SEEDS,
     late_text,
     run_on_evaluation_teachers,
+    tau_grid,
     write_grid_report,
 )
-from medic_viz.experiments import build_grid
-from medic_viz.experiments.protocol import EVALUATION
 from medic_viz.metrics import mean_std
 from medic_viz.viz.summary_figures import tau_sweep_figure
 
@@ -41,14 +38,8 @@ DEFAULT = "default share"
 
 
 def grid(teachers: list[str], seeds, device: str = "auto", taus=TAUS, layers: str = "auto"):
-    """The τ sweep (ablation ``tau``) and the default (a plain MEDIC cell) per teacher and seed.
-    ``layers``: the cloned layers of every point (``"auto"``, the library's; ``"conv+bn"``, every
-    conv/norm output as in the paper and the MEDIC authors' code) — another series, other cells."""
-    common: dict[str, Any] = dict(dataset=str(GTSRB), teachers=teachers, seeds=list(seeds), device=device,
-                                  test_part=EVALUATION, medic=None if layers == "auto" else {"layers": layers})
-    sweep = build_grid(methods=["medic"], ablation="tau", values={"tau": tuple(taus)}, **common)
-    default = build_grid(methods=["medic"], **common)
-    return default + sweep
+    """The τ sweep and the default per teacher and seed (:func:`benchmarks.common.tau_grid`)."""
+    return tau_grid(teachers, seeds, device, taus, layers)
 
 
 def _layers(row: dict) -> str:

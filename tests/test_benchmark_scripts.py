@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import figure4_tau, protocol_report, scarce_data, tune_methods
+from benchmarks import architectures, figure4_tau, protocol_report, scarce_data, tune_methods
 from medic_viz.experiments.summary import peak_late_asr
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -174,3 +174,44 @@ def test_protocol_report_plans_every_cell_and_results_md_is_in_step_with_the_com
     assert protocol_report.planned() == {"scarce_data": 3 * 4 * 3 * 2, "figure4_tau": 3 * 2 * 7}
     assert protocol_report.main(["--check"]) == 0, "run python -m benchmarks.protocol_report"
     assert "up to date" in capsys.readouterr().out
+
+
+def test_architectures_table_puts_the_default_beside_plain_cloning_and_checks_the_target_by_hand() -> None:
+    """Teacher 98.0 / 100.0; default 96.0 / 4.0 and 94.0 / 2.0 (mean 95.0 / 3.0: drop 3.0 ≤ 3 → met);
+    a conv+bn row and a τ = 1 row belong to other series and are left out."""
+    t = "sig_resnet18_e30_s1"
+    auto = {"method_options": {"layers": "auto"}, "model": "resnet18"}
+    rows = [_row(t, "medic", 0, 0.96, 0.04, ablation="none", x=None, **auto),
+            _row(t, "medic", 1, 0.94, 0.02, ablation="none", x=None, **auto),
+            _row(t, "medic", 0, 0.97, 0.80, ablation="tau", x=0.0, **auto),
+            _row(t, "medic", 0, 0.10, 0.10, ablation="tau", x=1.0, **auto),
+            _row(t, "medic", 0, 0.10, 0.10, ablation="tau", x=0.0, model="resnet18",
+                 method_options={"layers": "conv+bn"})]
+    lines = architectures.table(rows).splitlines()
+    assert lines[2:] == ["| resnet18 | sig | 98.0 / 100.0 | 95.0 ± 1.4 / 3.0 ± 1.4 (n=2) | 97.0 / 80.0 (n=1) | "
+                         "met (drop 3.0, ASR 3.0) |"]
+    rows[1]["clean_acc"] = 0.93  # mean 94.5: drop 3.5
+    assert architectures.table(rows).splitlines()[2].endswith("| missed (drop 3.5, ASR 3.0) |")
+
+
+def test_architectures_cells_are_figure4s_default_and_plain_cells_so_wrn_rows_are_read_not_rerun() -> None:
+    folder = [str(ROOT / "benchmarks" / "results" / "gtsrb_teachers" / "sig_wrn16_1_e30_s1")]
+    ours, fig4 = architectures.grid(folder, [0, 1]), figure4_tau.grid(folder, [0, 1], taus=[0.0])
+    assert [c.cell_id for c in ours] == [c.cell_id for c in fig4] and len(ours) == 4
+
+
+def test_gpu_architectures_refuses_parts_that_do_not_join_into_gtsrb_and_trains_nothing(tmp_path: Path) -> None:
+    """The data travels to a GPU machine in parts; joined, they must be gtsrb32.npz byte for
+    byte (the cells' ids are its digest): a wrong or missing part is one line, before any run."""
+    fake = tmp_path / "gtsrb32.npz"
+    fake.write_bytes(b"x" * 1000)
+    env = {**os.environ, "DATA": str(fake), "GPU_DATA": str(tmp_path / "cut"), "GPU_PARTS": str(tmp_path / "parts"),
+           "OUT": str(tmp_path / "out")}
+    script = str(ROOT / "benchmarks" / "gpu_architectures.sh")
+    for mode in ("split", "receive"):
+        assert subprocess.run(["bash", script, mode], env=env, capture_output=True, timeout=60).returncode == 0
+    assert [p.name for p in (tmp_path / "parts").iterdir()] == ["part-aa"]
+    done = subprocess.run(["bash", script, "run"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+        f"the parts in {tmp_path / 'parts'} do not join into gtsrb32.npz: send every part (receive) first"]
+    assert not (tmp_path / "out").exists()

@@ -145,3 +145,12 @@ def test_run_resumable_skips_finished_rows(tmp_path: Path) -> None:
     assert done == ["a", "b", "c"] and [r["item"] for r in store.rows()] == ["a", "b", "c"]
     with pytest.raises(ValueError):
         store.path("../escape")
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "vgg11_bn", "mobilenet_v1"])
+def test_the_other_architectures_have_gtsrb_presets_of_wrn16_1s_length(arch: str) -> None:
+    """Issue 27 item 4: ``train_teachers --arch resnet18`` was refused ("no GTSRB teacher epochs")."""
+    recipe = gtsrb_recipe("polygon", arch, "gtsrb32.npz", seed=1)
+    assert recipe.epochs == gtsrb_recipe("polygon", "wrn16_1", "gtsrb32.npz", seed=1).epochs == 30
+    assert recipe.name == f"polygon_{arch}_e30_s1" and recipe.role == "evaluation"
+    assert recipe.key() != gtsrb_recipe("polygon", "wrn16_1", "gtsrb32.npz", seed=1).key()
