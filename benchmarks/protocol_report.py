@@ -18,6 +18,10 @@ from pathlib import Path
 
 from benchmarks import common
 from benchmarks.common import (
+    ARCH_ATTACKS,
+    ARCH_OUT,
+    ARCH_TAUS,
+    ARCHITECTURES,
     FIGURE4_ATTACKS,
     FIGURE4_OUT,
     FIGURE4_TAUS,
@@ -76,16 +80,18 @@ def planned() -> dict[str, int]:
     """Cells of each grid when every attack, seed and point has run."""
     seeds = len(PROTOCOL_SEEDS)
     return {"scarce_data": len(SCARCE_ATTACKS) * len(SCARCE_FRACTIONS) * len(SCARCE_METHODS) * seeds,
-            "figure4_tau": len(FIGURE4_ATTACKS) * seeds * (len(FIGURE4_TAUS) + 1)}
+            "figure4_tau": len(FIGURE4_ATTACKS) * seeds * (len(FIGURE4_TAUS) + 1),
+            "architectures": len(ARCHITECTURES) * len(ARCH_ATTACKS) * seeds * (len(ARCH_TAUS) + 1)}
 
 
 def block() -> str:
-    scarce, fig4 = _rows(SCARCE_OUT), _rows(FIGURE4_OUT)
+    scarce, fig4, archs = _rows(SCARCE_OUT), _rows(FIGURE4_OUT), _rows(ARCH_OUT)
     plan = planned()
     main = [r for r in fig4 if (r.get("method_options") or {}).get("layers", "auto") == "auto"]
     extra = f" (+ {len(fig4) - len(main)} of the paper's layer-set series)" if len(fig4) > len(main) else ""
     parts = [f"**PARTIAL** — scarce data: {len(scarce)} of {plan['scarce_data']} cells; Figure 4: {len(main)} of "
-             f"{plan['figure4_tau']} cells{extra}. Evaluation teachers, the evaluation half of the test set (6,315 clean "
+             f"{plan['figure4_tau']} cells{extra}; architectures: {len(archs)} of {plan['architectures']} cells. "
+             "Evaluation teachers, the evaluation half of the test set (6,315 clean "
              "images), one configuration: the library's defaults. Values in %, mean ± sample std over the seeds "
              "that ran (n).", "",
              "**Teachers** (WRN-16-1, GTSRB, 30 epochs; cards: the whole test set):", "", teacher_table(), ""]
@@ -99,6 +105,9 @@ def block() -> str:
     parts += [_table(FIGURE4_OUT), ""]
     if fig4:
         parts += ["![figure4_tau](docs/figure4_tau/figure4_tau.png)", ""]
+    parts += ["**Architectures** (`python -m benchmarks.architectures`, on a GPU: `benchmarks/gpu_architectures.sh`; "
+              "5 % clean data, 60 epochs; WRN-16-1's rows are Figure 4's cells; target: ASR ≤ 10 % and accuracy "
+              "within 3 points):", "", _table(ARCH_OUT), ""]
     return "\n".join(parts).rstrip() + "\n"
 
 
