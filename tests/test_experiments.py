@@ -285,6 +285,31 @@ def test_table_means_stds_and_average_drops_by_hand():
     assert math.isclose(agg["cells"][("badnet", "A")]["asr"][1], math.sqrt(50))
 
 
+def test_table_keeps_two_settings_of_one_variant_apart_instead_of_averaging_them_as_seeds():
+    """Two ``compare`` runs into one folder (``--layers auto`` and ``--layers conv+bn``, seeds 0
+    and 1 each) were one "MEDIC" column averaging four runs (n=4); now two columns of n=2.
+    The per-seed seeds and where a run reports do not split a column."""
+    rows = []
+    for layers, accs in (("auto", (0.90, 0.92)), ("conv+bn", (0.96, 0.98))):
+        for seed, acc in enumerate(accs):
+            rows.append({**_row("badnet", "MEDIC", seed, 0.97, 1.0, acc, 0.01),
+                         "method_options": {"layers": layers, "lam": 3.0, "seed": seed, "student_seed": seed,
+                                            "device": "cpu" if seed else "cuda", "progress": False}})
+    assert ex.column_labels(rows) == ["MEDIC (layers=auto)"] * 2 + ["MEDIC (layers=conv+bn)"] * 2
+    agg = ex.aggregate(rows)
+    assert agg["variants"] == ["MEDIC (layers=auto)", "MEDIC (layers=conv+bn)"]
+    assert agg["cells"][("badnet", "MEDIC (layers=conv+bn)")]["acc"].n == 2
+    assert math.isclose(agg["cells"][("badnet", "MEDIC (layers=auto)")]["acc"].mean, 91.0)
+    assert "|  | Accuracy | 97.0 ± 0.0 | 91.0 ± 1.4 | 97.0 ± 1.4 |" in format_table(rows)
+    one_setting = [r for r in rows if r["method_options"]["layers"] == "auto"]
+    assert ex.column_labels(one_setting) == ["MEDIC", "MEDIC"]  # nothing to tell apart: the label is unchanged
+    fractions = [{**r, "fraction": f} for r, f in zip(one_setting, (0.01, 0.02))]
+    assert ex.column_labels(fractions) == ["MEDIC (fraction=0.01)", "MEDIC (fraction=0.02)"]
+    assert "clean data 1%, 2% of the training set" in format_table(fractions)  # the header said 1% for both
+    per_attack = [fractions[0], {**fractions[1], "attack": "sig"}]  # one setting per attack (a τ aligned per attack)
+    assert ex.column_labels(per_attack) == ["MEDIC", "MEDIC"]
+
+
 # ----------------------------------------------------------------------------------------- CLI
 
 

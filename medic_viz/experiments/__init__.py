@@ -47,7 +47,7 @@ from medic_viz.experiments.grid import (
 from medic_viz.experiments.report import compare, comparison_figure, run_grid, write_reports
 from medic_viz.experiments.runner import GridResult, read_runs
 from medic_viz.experiments.side_by_side import compare_defenses
-from medic_viz.experiments.summary import aggregate, format_table
+from medic_viz.experiments.summary import aggregate, column_labels, format_table
 
 __all__ = [
     "CellSpec",
@@ -64,6 +64,7 @@ __all__ = [
     "compare",
     "read_runs",
     "aggregate",
+    "column_labels",
     "format_table",
     "comparison_figure",
     "write_reports",

@@ -17,7 +17,8 @@ from typing import Any, Iterable, Mapping, Sequence
 from medic_viz.intervals import average_interval
 from medic_viz.metrics import MeanStd, mean_std
 
-__all__ = ["STD_DEFINITION", "CSV_COLUMNS", "LATE_EPOCH", "aggregate", "format_table", "peak_late_asr", "write_csv"]
+__all__ = ["STD_DEFINITION", "CSV_COLUMNS", "LATE_EPOCH", "aggregate", "column_labels", "format_table", "peak_late_asr",
+           "write_csv"]
 
 #: Epochs after which a run's live ASR counts as "late": a backdoor that comes back after
 #: this, while the final number is low, is what :func:`peak_late_asr` reports.
@@ -41,6 +42,42 @@ def _ordered(values: Iterable[Any]) -> list[Any]:
     return seen
 
 
+#: Run options that are not a setting of the method: where and how a run reports.
+_NOT_SETTINGS = ("device", "progress", "eval_every")
+
+
+def _setting(row: Mapping[str, Any]) -> dict:
+    """What a row ran with besides its seed: clean-data fraction, epochs, test part, and the
+    method's options without the per-seed seeds (``seed``, ``*_seed``) and reporting options."""
+    opts = {k: v for k, v in (row.get("method_options") or {}).items()
+            if k not in _NOT_SETTINGS and k != "seed" and not k.endswith("_seed")}
+    return {"fraction": row.get("fraction"), "epochs": row.get("epochs"), "test_part": row.get("test_part"), **opts}
+
+
+def _shown(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def column_labels(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Each row's column: its ``variant``, and where rows of one variant ran with different
+    settings on the same attack (two ``compare`` runs into one folder, e.g. ``--layers auto``
+    and ``conv+bn``), the settings that tell them apart — ``"MEDIC (layers=conv+bn)"`` — so that
+    no cell averages different settings as if they were seeds. A variant with one setting per
+    attack (Table 1's "MEDIC, τ aligned": a τ chosen per attack) keeps its label."""
+    settings = [_setting(r) for r in rows]
+    differing: dict[str, list[str]] = {}
+    for v in _ordered(r["variant"] for r in rows):
+        keys: list[str] = []
+        for a in _ordered(r["attack"] for r in rows if r["variant"] == v):
+            mine = [s for s, r in zip(settings, rows) if r["variant"] == v and r["attack"] == a]
+            keys += [k for k in _ordered(k for s in mine for k in s) if k not in keys
+                     and len({json.dumps(s.get(k), sort_keys=True, default=str) for s in mine}) > 1]
+        differing[v] = keys
+    return [r["variant"] if not differing[r["variant"]] else
+            f"{r['variant']} ({', '.join(f'{k}={_shown(s.get(k))}' for k in differing[r['variant']])})"
+            for r, s in zip(rows, settings)]
+
+
 def aggregate(rows: Sequence[Mapping[str, Any]]) -> dict:
     """Summary statistics (in %) of finished cells.
 
@@ -49,8 +86,10 @@ def aggregate(rows: Sequence[Mapping[str, Any]]) -> dict:
     per seed), ``cells`` :class:`~medic_viz.metrics.MeanStd` (mean, sample std with ddof=1,
     n) of clean accuracy and ASR, ``drops`` the average over attacks of the per-seed drops
     (before − after) of ASR and accuracy, as Table 1's last rows, with their seed-only 95 %
-    intervals (``asr_ci``, ``acc_ci``: :class:`~medic_viz.intervals.AverageInterval`).
+    intervals (``asr_ci``, ``acc_ci``: :class:`~medic_viz.intervals.AverageInterval`). A
+    variant run with several settings is one column per setting (:func:`column_labels`).
     """
+    rows = [{**r, "variant": label} for r, label in zip(rows, column_labels(rows))]
     attacks = _ordered(r["attack"] for r in rows)
     variants = _ordered(r["variant"] for r in rows)
     original: dict[str, dict] = {}
@@ -120,9 +159,10 @@ def format_table(rows: Sequence[Mapping[str, Any]], *, title: str | None = None)
     first = rows[0] if rows else {}
     budget = "paper defaults per method" if first.get("epochs") is None else f"{first.get('epochs')} epochs"
     teachers = ("model folders" if first.get("teacher_folder") else f"{first.get('attack_epochs', '?')} epochs")
+    fractions = ", ".join(f"{100 * f:g}%" for f in sorted({float(r.get("fraction", 0)) for r in rows} or {0.0}))
     lines.append(
         f"Dataset `{first.get('dataset', '?')}`, model `{first.get('model', '?')}`, {len(seeds)} seed(s) "
-        f"({', '.join(map(str, seeds))}), clean data {100 * float(first.get('fraction', 0)):g}% of the training set, "
+        f"({', '.join(map(str, seeds))}), clean data {fractions} of the training set, "
         f"defence budget: {budget}, teachers: {teachers}. Values in %, "
         f"mean ± std over seeds ({STD_DEFINITION})."
     )
