@@ -29,7 +29,7 @@ from benchmarks.common import (
     write_grid_report,
 )
 from medic_viz.metrics import mean_std
-from medic_viz.viz.summary_figures import tau_sweep_figure
+from medic_viz.viz.summary_figures import tau_panels_figure
 
 OUT = FIGURE4_OUT
 FIGURES = DOCS / "figure4_tau"
@@ -83,18 +83,15 @@ def table(rows: list[dict]) -> str:
 
 
 def figure(rows: list[dict]):
-    """Accuracy and ASR against τ per attack (the sweep), the default as a dotted level line."""
-    sweep = [{"tau": r["x"], "series": _series(r), "clean_acc": r["clean_acc"], "asr": r["asr"]}
-             for r in rows if r.get("ablation") == "tau"]
-    fig = tau_sweep_figure(sweep, group_by="series",
-                           title="Figure 4, GTSRB evaluation data<br><sup>τ = 0: plain cloning; dotted: the default "
-                                 "per-layer share's ASR</sup>")
-    for series in sorted({_series(r) for r in rows}):
-        dflt = [r for r in rows if _series(r) == series and r.get("ablation", "none") == "none"]
-        if dflt:
-            asr = mean_std([100 * r["asr"] for r in dflt]).mean
-            fig.add_hline(y=asr, line_dash="dot", annotation_text=f"{series} default ASR {asr:.1f} %")
-    return fig
+    """Small multiples: one panel per attack and layer set, accuracy and ASR against τ with the
+    default per-layer share as its own point (mean ± std over seeds)."""
+    data = [{"series": _series(r), "tau": None if r.get("ablation", "none") == "none" else float(r["x"]),
+             "clean_acc": r["clean_acc"], "asr": r["asr"]} for r in rows]
+    data.sort(key=lambda d: (", layers" in d["series"], FIGURE4_ATTACKS.index(d["series"].split(",")[0])))
+    return tau_panels_figure(data, columns=len(FIGURE4_ATTACKS), default_label="default share",
+                             title="Figure 4, GTSRB evaluation teachers and test images (mean ± std over seeds)<br>"
+                                   "<sup>τ = 0: plain cloning; top: the library's layers; bottom: every conv/norm "
+                                   "output (the paper's)</sup>")
 
 
 def report() -> None:

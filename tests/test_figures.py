@@ -33,6 +33,7 @@ from medic_viz.viz.summary_figures import (
     aggregate_rows,
     defense_comparison_figure,
     lambda_tau_figure,
+    tau_panels_figure,
     tau_sweep_figure,
     tradeoff_figure,
 )
@@ -181,6 +182,26 @@ def test_tau_sweep_figure_values_and_bands():
         "both: clean accuracy", "both: ASR", "activation: clean accuracy", "activation: ASR"}
     with pytest.raises(ValueError, match="asr"):
         tau_sweep_figure([{"tau": 1, "clean_acc": 0.5}])
+
+
+def test_tau_panels_figure_puts_each_series_in_its_panel_with_the_default_as_its_own_point():
+    rows = [{"series": s, "tau": tau, "seed": seed, "clean_acc": acc, "asr": asr}
+            for s, tau, seed, acc, asr in (("sig", 0.0, 0, 0.97, 0.90), ("sig", 0.0, 1, 0.95, 0.70),
+                                           ("sig", 3.0, 0, 0.96, 0.10), ("sig", None, 0, 0.94, 0.02),
+                                           ("sig", None, 1, 0.96, 0.04), ("badnet", 0.0, 0, 0.98, 0.01))]
+    fig = tau_panels_figure(rows, columns=3)
+    assert [a.text for a in fig.layout.annotations] == ["sig", "badnet"]
+    sig_acc = [t for t in fig.data if t.mode == "lines+markers" and t.name == "clean accuracy" and t.xaxis == "x"][0]
+    np.testing.assert_allclose(sig_acc.x, [0, 3]) and np.testing.assert_allclose(sig_acc.y, [96.0, 96.0])
+    default_asr = [t for t in fig.data if t.name == "ASR, default" and t.xaxis == "x"][0]
+    np.testing.assert_allclose(default_asr.y, [3.0])  # mean(2, 4) %, ± sample std sqrt(2)
+    np.testing.assert_allclose(default_asr.error_y.array, [np.sqrt(2)])
+    assert default_asr.x[0] > 3 and list(fig.layout.xaxis.ticktext) == ["0", "3", "default"]
+    assert list(fig.layout.xaxis2.ticktext) == ["0", "3"]  # badnet has no default point
+    shown = [t.name for t in fig.data if t.showlegend]
+    assert shown == ["clean accuracy", "clean accuracy, default", "ASR", "ASR, default"]
+    with pytest.raises(ValueError, match="columns"):
+        tau_panels_figure(rows, columns=0)
 
 
 def test_lambda_tau_figure_lines_and_heatmap():

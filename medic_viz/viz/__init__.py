@@ -17,6 +17,7 @@ from medic_viz.viz.summary_figures import (
     aggregate_rows,
     defense_comparison_figure,
     lambda_tau_figure,
+    tau_panels_figure,
     tau_sweep_figure,
     tradeoff_figure,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "lambda_tau_figure",
     "layer_strip",
     "neuron_ranking_figure",
+    "tau_panels_figure",
     "tau_sweep_figure",
     "top_activating_figure",
     "tradeoff_figure",

@@ -3,7 +3,7 @@ dicts such as ``{"tau": 5, "seed": 0, "clean_acc": 0.9, "asr": 0.02, "criteria":
 "lam": 10, "method": "medic", "attack": "badnet"}`` (accuracies and ASR as fractions in [0, 1],
 drawn in %; rows that share every other key, e.g. several seeds, are averaged by
 :func:`aggregate_rows`, and the sample standard deviation, ddof=1, is drawn):
-:func:`tau_sweep_figure` (Figure 4), :func:`lambda_tau_figure` (Figure 6),
+:func:`tau_sweep_figure` and :func:`tau_panels_figure` (Figure 4), :func:`lambda_tau_figure` (Figure 6),
 :func:`tradeoff_figure` (Figure 7), :func:`defense_comparison_figure` (Figure 5 / Table 1).
 """
 
@@ -23,6 +23,7 @@ from medic_viz.viz.style import PALETTE, REFERENCE_COLOR, REFERENCE_SERIES
 __all__ = [
     "aggregate_rows",
     "tau_sweep_figure",
+    "tau_panels_figure",
     "lambda_tau_figure",
     "tradeoff_figure",
     "defense_comparison_figure",
@@ -99,11 +100,13 @@ def _band_traces(
 ) -> None:
     kw = dict(row=row, col=col) if row is not None else {}
     x = list(xs)
-    if np.any(std > 0):
+    one_point = len(x) == 1  # a band around one point is a stray mark: an error bar instead
+    if np.any(std > 0) and not one_point:
         fig.add_trace(go.Scatter(x=x + x[::-1], y=list(mean + std) + list((mean - std)[::-1]), fill="toself",
                                  fillcolor=_rgba(color, 0.18), line=dict(width=0), hoverinfo="skip",
                                  showlegend=False, name=f"{name} ± std", legendgroup=group or name), **kw)
     fig.add_trace(go.Scatter(x=x, y=mean, mode="lines+markers", name=name, line=dict(color=color, dash=dash),
+                             error_y=dict(type="data", array=list(std), visible=True) if one_point else None,
                              legendgroup=group or name, customdata=std,
                              hovertemplate=f"{name}<br>x %{{x:g}}<br>%{{y:.1f}}% ± %{{customdata:.1f}}<extra></extra>"), **kw)
 
@@ -136,6 +139,65 @@ def tau_sweep_figure(
         xaxis_title="temperature τ", yaxis_title="%", yaxis_range=[0, 101], width=720, height=440,
         hovermode="closest",
     )
+    return fig
+
+
+def tau_panels_figure(
+    rows: Iterable[Mapping[str, Any]], *, panel_by: str = "series", columns: int = 3, title: str | None = None,
+    default_label: str = "default",
+) -> go.Figure:
+    """Figure 4 as small multiples: one panel per ``panel_by`` value (e.g. attack × layer set),
+    clean accuracy (solid) and ASR (dashed) in % against τ, ± std shaded, and the method's
+    default as its own point right of the sweep (tick ``default_label``), ± std as error bars.
+
+    Rows need ``clean_acc``, ``asr``, ``panel_by`` and ``tau`` — a number, or None for the
+    default; rows of one panel and τ are averaged over seeds (:func:`aggregate_rows`).
+    """
+    data = _require_rows(rows, ("clean_acc", "asr", panel_by), "tau_panels_figure")
+    if columns < 1:
+        raise ValueError(f"tau_panels_figure: columns must be >= 1, got {columns}")
+    agg = aggregate_rows(data, (panel_by, "tau"))
+    panels = _group_values(agg, panel_by)
+    taus = sorted({float(r["tau"]) for r in agg if r["tau"] is not None})
+    default_x = (taus[-1] + max(1.0, 0.25 * (taus[-1] - taus[0]))) if taus else 0.0
+    n_rows = math.ceil(len(panels) / columns)
+    fig = make_subplots(rows=n_rows, cols=min(columns, len(panels)), subplot_titles=[str(p) for p in panels],
+                        shared_yaxes=True, horizontal_spacing=0.04, vertical_spacing=0.14)
+    colors = {"clean_acc": PALETTE[0], "asr": PALETTE[1]}
+    for i, panel in enumerate(panels):
+        row, col = i // columns + 1, i % columns + 1
+        mine = [r for r in agg if r[panel_by] == panel]
+        sweep = sorted((r for r in mine if r["tau"] is not None), key=lambda r: float(r["tau"]))
+        default = [r for r in mine if r["tau"] is None]
+        for metric, dash, label in (("clean_acc", "solid", "clean accuracy"), ("asr", "dash", "ASR")):
+            if sweep:
+                _band_traces(fig, [float(r["tau"]) for r in sweep], 100 * np.array([r[metric] for r in sweep]),
+                             100 * np.array([r[f"{metric}_std"] for r in sweep]), label, colors[metric], dash,
+                             row=row, col=col, group=label)
+            if default:
+                d = default[0]
+                fig.add_trace(go.Scatter(
+                    x=[default_x], y=[100 * d[metric]], mode="markers", name=f"{label}, {default_label}",
+                    marker=dict(color=colors[metric], symbol="diamond" if metric == "clean_acc" else "x", size=10),
+                    error_y=dict(type="data", array=[100 * d[f"{metric}_std"]], visible=True),
+                    legendgroup=f"{label}, {default_label}",
+                    hovertemplate=f"{label}, {default_label}<br>%{{y:.1f}}% (n={d['n']})<extra></extra>"),
+                    row=row, col=col)
+        fig.update_xaxes(tickvals=taus + ([default_x] if default else []),
+                         ticktext=[f"{t:g}" for t in taus] + ([default_label] if default else []), row=row, col=col)
+    seen: set[str] = set()
+    for trace in fig.data:  # one legend entry per curve, not per panel (the ± std bands have none)
+        if trace.showlegend is False:
+            continue
+        trace.showlegend = trace.name not in seen
+        seen.add(trace.name)
+    fig.update_yaxes(range=[0, 101])
+    fig.update_yaxes(title_text="%", col=1)
+    fig.update_xaxes(title_text="temperature τ", row=n_rows)
+    n_seeds = max(r["n"] for r in agg)
+    fig.update_layout(title=title or f"Effect of the temperature τ (mean ± std over up to {n_seeds} runs)",
+                      width=360 * min(columns, len(panels)) + 160, height=300 * n_rows + 140, hovermode="closest",
+                      margin=dict(t=110))
     return fig
 
 
