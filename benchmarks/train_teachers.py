@@ -34,9 +34,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
-
-
-
     if args.threads:
         torch.set_num_threads(args.threads)
     splits = None
