@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import architectures, figure4_tau, protocol_report, scarce_data, tune_methods
+from benchmarks import architectures, calibrated_taus, figure4_tau, protocol_report, scarce_data, tune_methods
 from medic_viz.experiments.summary import peak_late_asr
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -216,3 +216,8 @@ def test_gpu_architectures_refuses_parts_that_do_not_join_into_gtsrb_and_trains_
     assert done.returncode == 2 and done.stderr.strip().splitlines() == [
         f"the parts in {tmp_path / 'parts'} do not join into gtsrb32.npz: send every part (receive) first"]
     assert not (tmp_path / "out").exists()
+
+
+def test_calibrated_taus_table_summarises_each_layer_set_by_hand() -> None:
+    text = calibrated_taus.table({("sig_wrn16_1_e30_s1", "auto"): {"a": 4.0, "b": 10.0, "c": 6.0}})
+    assert text.splitlines()[2] == "| sig_wrn16_1_e30_s1 | auto | 3 | 4.0 | 6.0 | 10.0 | a 4.0, b 10.0, c 6.0 |"
