@@ -15,10 +15,6 @@ is meant for a GPU. Target (issue 27, 5 % clean data): ASR ≤ 10 % and clean ac
 
 from __future__ import annotations
 
-import argparse
-
-import torch
-
 from benchmarks.common import (
     ARCH_ATTACKS,
     ARCH_OUT,
@@ -26,9 +22,9 @@ from benchmarks.common import (
     ARCHITECTURES,
     DOCS,
     FIGURE4_OUT,
-    PROTOCOL_SEEDS,
     late_text,
-    run_on_evaluation_teachers,
+    protocol_parser,
+    run_protocol_part,
     tau_grid,
     write_grid_report,
 )
@@ -120,21 +116,10 @@ def report() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = protocol_parser(__doc__, ARCH_ATTACKS)
     parser.add_argument("--archs", nargs="+", default=list(ARCHITECTURES), choices=ARCHITECTURES)
-    parser.add_argument("--attacks", nargs="+", default=list(ARCH_ATTACKS), choices=ARCH_ATTACKS)
-    parser.add_argument("--seeds", nargs="+", type=int, default=list(PROTOCOL_SEEDS))
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--report", action="store_true", help="only write the table and figure from finished cells")
     args = parser.parse_args(argv)
-    if args.report:
-        report()
-        return
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    run_on_evaluation_teachers(args.attacks, lambda teachers: grid(teachers, args.seeds, args.device), OUT, report,
-                               archs=args.archs)
+    run_protocol_part(args, lambda teachers: grid(teachers, args.seeds, args.device), OUT, report, archs=args.archs)
 
 
 if __name__ == "__main__":

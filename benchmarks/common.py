@@ -5,11 +5,14 @@ GTSRB teachers, and the Table-1 declarations read by both ``table1_report`` and
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
 from pathlib import Path
 from typing import Any, Callable
+
+import torch
 
 from medic_viz.experiments.grid import DEFAULT_ABLATION_VALUES, build_grid
 from medic_viz.experiments.presets import GTSRB_TABLE1_ATTACKS, gtsrb_recipe
@@ -111,6 +114,30 @@ def run_on_evaluation_teachers(attacks, make_cells: Callable[[list[str]], list],
     result = run_grid(make_cells(teachers), out, log=print)
     print(f"{result.computed} computed, {result.skipped} skipped, {len(result.errors)} failed")
     report()
+
+
+def protocol_parser(doc: str, attacks) -> argparse.ArgumentParser:
+    """The options every protocol benchmark takes: ``--attacks`` (of ``attacks``), ``--seeds``,
+    ``--threads``, ``--device`` and ``--report``; a script adds its own before parsing."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--attacks", nargs="+", default=list(attacks), choices=attacks)
+    parser.add_argument("--seeds", nargs="+", type=int, default=list(PROTOCOL_SEEDS))
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--report", action="store_true", help="only write the table and figure from finished cells")
+    return parser
+
+
+def run_protocol_part(args: argparse.Namespace, make_cells: Callable[[list[str]], list], out: Path,
+                      report: Callable[[], None], archs=("wrn16_1",)) -> None:
+    """What ``--report`` or a part does: only ``report()``, or the part on ``args.threads`` torch
+    threads (:func:`run_on_evaluation_teachers`)."""
+    if args.report:
+        report()
+        return
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    run_on_evaluation_teachers(args.attacks, make_cells, out, report, archs=archs)
 
 
 def tau_grid(teachers: list[str], seeds, device: str = "auto", taus=DEFAULT_ABLATION_VALUES["tau"]["tau"],

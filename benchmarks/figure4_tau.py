@@ -13,18 +13,14 @@ curve. 60 epochs, 5 % clean data, λ = 3 (the library's) for every point.
 
 from __future__ import annotations
 
-import argparse
-
-import torch
-
 from benchmarks.common import (
     DOCS,
     FIGURE4_ATTACKS,
     FIGURE4_OUT,
     FIGURE4_TAUS,
-    PROTOCOL_SEEDS,
     late_text,
-    run_on_evaluation_teachers,
+    protocol_parser,
+    run_protocol_part,
     tau_grid,
     write_grid_report,
 )
@@ -99,24 +95,12 @@ def report() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--attacks", nargs="+", default=list(ATTACKS), choices=ATTACKS)
-    parser.add_argument("--seeds", nargs="+", type=int, default=list(PROTOCOL_SEEDS))
+    parser = protocol_parser(__doc__, ATTACKS)
     parser.add_argument("--taus", nargs="+", type=float, default=list(TAUS))
     parser.add_argument("--layers", default="auto", choices=("auto", "conv+bn"),
                         help="cloned layers of every point: the library's default, or every conv/norm output (the paper's)")
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--report", action="store_true", help="only write the table and figure from finished cells")
     args = parser.parse_args(argv)
-    if args.report:
-        report()
-        return
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    run_on_evaluation_teachers(args.attacks, lambda teachers: grid(teachers, args.seeds, args.device, args.taus,
-                                                                   args.layers),
-                               OUT, report)
+    run_protocol_part(args, lambda teachers: grid(teachers, args.seeds, args.device, args.taus, args.layers), OUT, report)
 
 
 if __name__ == "__main__":

@@ -17,21 +17,18 @@ points at 2 %.
 
 from __future__ import annotations
 
-import argparse
 import math
-
-import torch
 
 from benchmarks.common import (
     DOCS,
     GTSRB,
-    PROTOCOL_SEEDS,
     SCARCE_ATTACKS,
     SCARCE_FRACTIONS,
     SCARCE_METHODS,
     SCARCE_OUT,
     late_text,
-    run_on_evaluation_teachers,
+    protocol_parser,
+    run_protocol_part,
     write_grid_report,
 )
 from medic_viz.defenses.registry import DISPLAY_NAMES
@@ -111,22 +108,12 @@ def report() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--attacks", nargs="+", default=list(ATTACKS), choices=ATTACKS)
-    parser.add_argument("--seeds", nargs="+", type=int, default=list(PROTOCOL_SEEDS))
+    parser = protocol_parser(__doc__, ATTACKS)
     parser.add_argument("--fractions", nargs="+", type=float, default=list(FRACTIONS))
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--report", action="store_true", help="only write the table and figure from finished cells")
     args = parser.parse_args(argv)
-    if args.report:
-        report()
-        return
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    run_on_evaluation_teachers(
-        args.attacks, lambda teachers: grid(teachers, args.seeds, args.device, args.fractions, args.methods), OUT, report)
+    run_protocol_part(args, lambda teachers: grid(teachers, args.seeds, args.device, args.fractions, args.methods), OUT,
+                      report)
 
 
 if __name__ == "__main__":
