@@ -149,6 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="with --tau auto: epochs per candidate τ (default 20)")
     dfd.add_argument("--lam", type=_number(0.0, 1e6), default=None,
                      help="MEDIC only: cloning-loss weight λ >= 0 (default 3; the paper's is 10)")
+    dfd.add_argument("--holdout-fraction", type=_number(0.0, 0.5), default=None,
+                     help="MEDIC only: keep this share of the clean data out of training and report the clone's "
+                          "accuracy on it against the teacher's, every epoch and at the end — what cloning costs, "
+                          "measured with clean data alone (default 0: off; 0.1 keeps one image in ten)")
     dfd.add_argument("--epochs", type=_whole(1, 100_000), default=None,
                      help="training epochs (default: the method's own; MEDIC 60)")
     dfd.add_argument("--fraction", type=_number(0.0, 1.0, low_open=True), default=0.05,
@@ -240,6 +244,13 @@ def _run_removal(teacher: nn.Module, card: ModelCard, splits: DatasetSplits, arg
     _print(f"{outcome.n_clean_subset} clean images, {outcome.result.seconds:.1f} s training, {outcome.seconds:.1f} s in all")
     if outcome.result.config.get("coverage_note"):  # MEDIC: how much of the model only the labels train
         _print(f"note: {outcome.result.config['coverage_note']}")
+    held = outcome.result.config.get("holdout")  # MEDIC with --holdout-fraction: the clone on clean data it never saw
+    if held:
+        _print(f"clean hold-out ({held['images']:,} images, not trained on): clone {100 * held['clone_acc']:.2f}%, "
+               f"teacher {100 * held['teacher_acc']:.2f}% ({abs(held['gap_points']):.2f} points "
+               f"{'below' if held['gap_points'] >= 0 else 'above'})")
+        if outcome.result.config.get("holdout_note"):
+            _print(f"note: {outcome.result.config['holdout_note']}")
     _print(f"wrote {target_dir / 'result.json'}, {target_dir / 'report.html'} and {target_dir / 'model'}/")
     if stopped:
         _print(f"stopped after {done[-1] if done else 0} of {cfg.epochs} epochs: {target_dir} holds the model as it was "

@@ -153,6 +153,11 @@ def _whole_valued(value: Any) -> Any:
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
+def _check_holdout_fraction(value: Any, _model: Any = None) -> float:
+    return check_number("holdout_fraction", value, 0.0, 0.5,
+                        meaning="the share of the clean data kept out of training to measure the clone (0 = off)")
+
+
 def _check_epochs(value: Any, _model: Any = None) -> int | None:
     return None if value is None else check_whole("epochs", _whole_valued(value), 1)  # None: the method's own
 
@@ -237,6 +242,10 @@ class RunSettings:
                            "names", short="layers", label=lambda v: f"layers={layers_text(v)}", label_at_default=False)
     lam: float = _setting(DEFAULT_LAM, _check_lam, "MEDIC's cloning weight λ >= 0", short="λ",
                           label=lambda v: f"λ={_fmt(v)}")
+    holdout_fraction: float = _setting(0.0, _check_holdout_fraction, "MEDIC's clean hold-out: the share of the clean "
+                                       "data kept out of training to measure the clone's accuracy against the "
+                                       "teacher's during the run (0 = off)", unset=(None, 0, 0.0), short="hold-out",
+                                       label=lambda v: f"hold-out={_fmt(v, 100.0, '%')}", label_at_default=False)
     epochs: int | None = _setting(None, _check_epochs, "training epochs, one budget over the method's phases "
                                   "(None = the method's own)", option="budget")
     fraction: float = _setting(0.05, _check_fraction, "share of the training set used as clean data", option=None)

@@ -123,7 +123,9 @@ class TrainEvent:
     """What happened in training so far. ``kind``: "start" (before the first step, with the
     starting model's metrics), "step" (every ``eval_every_steps``), "epoch" (end of an epoch),
     "end" (after the last step or a stop). Losses are means since the previous event;
-    accuracies are fractions in [0, 1] with the image counts used; ``seconds`` since start."""
+    accuracies are fractions in [0, 1] with the image counts used; ``seconds`` since start.
+    ``holdout_acc``: accuracy on clean images held out of training (``train(holdout=…)``), the
+    one measure a defender without test data or the trigger has of what the training costs."""
 
     kind: str
     epoch: int
@@ -136,6 +138,8 @@ class TrainEvent:
     asr: float | None = None
     n_clean: int = 0
     n_asr: int = 0
+    holdout_acc: float | None = None
+    n_holdout: int = 0
     lr: float = 0.0
     seconds: float = 0.0
     stopped: bool = False
@@ -255,8 +259,12 @@ def train(
     callbacks: Sequence[Callback] = (),
     stop_event: threading.Event | None = None,
     label: str = "",
+    holdout: Evaluator | None = None,
 ) -> TrainResult:
     """Train ``objective.model`` on ``data`` and return it with the event history.
+
+    ``evaluator`` (test data, the attack) and ``holdout`` (clean images not in ``data``, clean
+    accuracy only) are measured at every evaluated event (``eval_every`` / ``eval_every_steps``).
 
     Stops early (returning the model as it is, ``stopped=True``) within one batch of
     ``stop_event`` being set. Raises :class:`NonFiniteLossError` if the loss becomes NaN/inf
@@ -298,6 +306,7 @@ def train(
 
     def emit(kind: str, epoch: int, sums: dict, layer_sums: dict, count: int, evaluate: bool) -> None:
         metrics: BackdoorMetrics | None = evaluator(model) if (evaluate and evaluator is not None) else None
+        held: BackdoorMetrics | None = holdout(model) if (evaluate and holdout is not None) else None
         ev = TrainEvent(
             kind=kind,
             epoch=epoch,
@@ -310,6 +319,8 @@ def train(
             asr=None if metrics is None else metrics.asr,
             n_clean=0 if metrics is None else metrics.n_clean,
             n_asr=0 if metrics is None else metrics.n_asr,
+            holdout_acc=None if held is None else held.clean_acc,
+            n_holdout=0 if held is None else held.n_clean,
             lr=optimizer.param_groups[0]["lr"],
             seconds=time.perf_counter() - start_time,
             stopped=stopped,
@@ -384,7 +395,7 @@ def train(
                     post["asr"] = f"{last.asr:.3f}"
                 bar.set_postfix(post, refresh=False)
         done_epoch = history[-1].epoch if history else 0
-        emit("end", done_epoch, {}, {}, 0, evaluate=stopped and evaluator is not None)
+        emit("end", done_epoch, {}, {}, 0, evaluate=stopped and (evaluator is not None or holdout is not None))
     finally:
         if bar is not None:
             bar.close()

@@ -293,7 +293,7 @@ def test_a_new_method_setting_reaches_cli_launcher_grid_and_labels_from_one_defi
     run = state.launch()
     state.wait(60)
     assert run.status == "done" and list(run.result.config["layers"]) == ["1"], run.summary()
-    assert run.label == "NAD layers=1" and run.note == "τ, share and λ are MEDIC settings: NAD ignores them"
+    assert run.label == "NAD layers=1" and run.note == "τ, share, λ and hold-out are MEDIC settings: NAD ignores them"
     assert RunSettings().to_defense_options("nad")["layers"] == DEFAULT_LAYERS
     assert RunSettings(layers=("1",)).to_defense_options("nad")["layers"] == ("1",)
     assert method_options("nad", epochs=2, seed=0) == _old_method_options("nad", 2, 0, "auto")  # defaults: NAD's own

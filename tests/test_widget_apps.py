@@ -50,8 +50,9 @@ def test_sliders_drive_the_state_and_the_state_drives_the_sliders(splits):
     app.fraction.value = 0.5
     app.device.value = "cpu"
     app.eval_every_steps.value = 4
+    app.holdout_fraction.value = 0.1
     assert state.params == dict(method="medic", tau_mode="global", tau=7.5, share=0.05, layers="conv+bn", lam=2.0,
-                                epochs=3, fraction=0.5, device="cpu", eval_every_steps=4)
+                                holdout_fraction=0.1, epochs=3, fraction=0.5, device="cpu", eval_every_steps=4)
     state.tau = 12.0
     assert app.tau.value == 12.0
     state.set(tau_mode="share", share=0.02, layers="all")

@@ -25,6 +25,7 @@ __all__ = [
     "iterate_batches",
     "clean_subset",
     "holdout_subset",
+    "split_holdout",
     "HOLDOUT_SEED_SALT",
 ]
 
@@ -308,3 +309,23 @@ def holdout_subset(data: ImageArrays, fraction: float, seed: int = 0, holdout_fr
     out = data.subset(torch.cat(picked).sort().values)
     out.name = f"{data.name}[holdout of {fraction:g} seed={seed}]"
     return out
+
+
+def split_holdout(clean: ImageArrays, holdout_fraction: float, seed: int = 0) -> tuple[ImageArrays, ImageArrays]:
+    """Split ``clean`` into (fit, holdout), class-stratified, holdout ≈ ``holdout_fraction``."""
+    if not (0.0 < holdout_fraction < 1.0):
+        raise ValueError(f"holdout_fraction must be in (0, 1), got {holdout_fraction}")
+    g = torch.Generator().manual_seed(int(seed))
+    fit, hold = [], []
+    for c in range(clean.num_classes):
+        members = torch.nonzero(clean.labels == c).flatten()
+        members = members[torch.randperm(len(members), generator=g)]
+        k = int(round(holdout_fraction * len(members)))
+        if len(members) >= 2:
+            k = min(max(k, 1), len(members) - 1)
+        hold.append(members[:k])
+        fit.append(members[k:])
+    fit_idx, hold_idx = torch.cat(fit), torch.cat(hold)
+    if len(hold_idx) == 0 or len(fit_idx) == 0:
+        raise ValueError(f"clean set of {len(clean)} images is too small to hold {holdout_fraction:.0%} out")
+    return clean.subset(fit_idx), clean.subset(hold_idx)

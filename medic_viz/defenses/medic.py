@@ -40,7 +40,7 @@ from medic_viz.capture import (
 )
 from medic_viz.checks import MAX_SEED, check_number, check_whole
 from medic_viz.coverage import LABEL_ONLY_WARNING_SHARE, cloning_coverage
-from medic_viz.data.arrays import ImageArrays, iterate_batches
+from medic_viz.data.arrays import ImageArrays, iterate_batches, split_holdout
 from medic_viz.defenses.base import ConfiguredDefense, DefenseResult, fresh_copy, frozen_copy
 from medic_viz.defenses.tunable import Tunable, TuningSpace
 from medic_viz.deprecation import moved_names
@@ -64,6 +64,8 @@ __all__ = [
     "DEFAULT_LAM",
     "PAPER_LAM",
     "preview_layer_taus",
+    "holdout_record",
+    "HOLDOUT_GAP_POINTS",
 ]
 
 #: MEDIC's default hooked layers: conv and norm outputs from the second convolution up to, not
@@ -101,6 +103,11 @@ PAPER_LAM = 10.0
 
 #: Largest λ accepted: beyond it the cloning term swamps the label loss by float32's margin.
 MAX_LAMBDA = 1e6
+
+#: A clone more than this many points below the teacher on the held-out clean images gets a
+#: ``holdout_note`` (``holdout_fraction``): the accuracy budget of the library's tuning rule
+#: (:data:`medic_viz.experiments.selection.BUDGET_POINTS`) and of issue 27's 5 % target.
+HOLDOUT_GAP_POINTS = 3.0
 
 
 def validate_lambda(lam: float) -> float:
@@ -145,6 +152,14 @@ class MedicConfig(TrainConfig):
     :func:`medic_viz.importance.layer_clone_loss`: slowest, for checks and benchmarks); same
     numbers every way, to float rounding (:mod:`medic_viz.fused`).
     ``calibration_images``: clean images used to calibrate τ per layer.
+    ``holdout_fraction``: share of the clean set (class-stratified, drawn with ``seed``) kept out
+    of training to measure, with clean data alone, what cloning costs: the clone's accuracy on
+    it at every evaluation (``TrainEvent.holdout_acc``, the live view's dotted curve) against
+    the teacher's, in the result's ``holdout`` record and, more than
+    :data:`HOLDOUT_GAP_POINTS` below the teacher, its ``holdout_note``. 0 (the default): every
+    clean image trains, nothing is measured. When the teacher trained on those images (a grid's
+    teachers did, a third party's usually did not) its hold-out accuracy is its training
+    accuracy and the gap reads larger than on new data.
     """
 
     tau: float | None = None
@@ -160,6 +175,7 @@ class MedicConfig(TrainConfig):
     calibration_images: int = 256
     eps: float = DEFAULT_EPS
     fused: str = "auto"
+    holdout_fraction: float = 0.0
 
     def validate(self) -> None:
         """Check every field; τ (with the importance options) and λ are checked here and
@@ -184,6 +200,9 @@ class MedicConfig(TrainConfig):
         self._importance_options()  # checks τ and the option names
         validate_lambda(self.lam)
         validate_fused_mode(self.fused)
+        check_number("holdout_fraction", self.holdout_fraction, 0.0, 0.5,
+                      advice="the share of the clean set kept out of training to measure the clone "
+                             "(0 = off; 0.1 keeps one image in ten)")
 
     @property
     def calibrated(self) -> bool:
@@ -343,8 +362,9 @@ class Medic(ConfiguredDefense):
     display_name = "MEDIC"
     config_class = MedicConfig
     seed_options = ("student_seed",)
-    #: How τ is set (one global τ, or calibrated per layer to a share), τ, the share, the cloned layers, λ.
-    run_settings = ("tau_mode", "tau", "share", "layers", "lam")
+    #: How τ is set (one global τ, or calibrated per layer to a share), τ, the share, the cloned layers, λ,
+    #: the clean hold-out that measures the clone during the run.
+    run_settings = ("tau_mode", "tau", "share", "layers", "lam", "holdout_fraction")
     #: the share τ is calibrated to, 5 % … 0.5 %: a smaller share is a sharper τ, the stronger
     tuning = TuningSpace((Tunable.over("share", (0.05, 0.02, DEFAULT_SHARE, 0.005)),))
     config: MedicConfig
@@ -387,6 +407,8 @@ class Medic(ConfiguredDefense):
         cfg = self.config
         if student is not None:
             _check_student_fits(teacher, student)  # before anything runs: every weight and buffer, by name
+        clean, held_out = (split_holdout(clean, cfg.holdout_fraction, cfg.seed) if cfg.holdout_fraction > 0
+                           else (clean, None))
         layers = resolve_layers(teacher, cfg.layers, input_shape=getattr(clean, "image_shape", None))
         if student is None:
             student = fresh_copy(teacher, seed=cfg.student_seed)
@@ -411,9 +433,28 @@ class Medic(ConfiguredDefense):
                                               batch_size=cfg.batch_size, seed=cfg.seed, augment=cfg.augment)
             objective.set_layer_taus(layer_taus)
             extra.update(layer_taus=layer_taus, share=share)
+        monitor = None if held_out is None else Evaluator(held_out, batch_size=cfg.stats_batch_size, device=device)
+        teacher_holdout = None if monitor is None else monitor(reference).clean_acc
         result = train(objective, clean, cfg.train_config(), evaluator=evaluator, callbacks=callbacks, stop_event=stop_event,
-                       label=label)
+                       label=label, holdout=monitor)
+        if monitor is not None and teacher_holdout is not None:
+            extra.update(holdout_record(teacher_holdout, monitor(result.model).clean_acc, len(monitor.y), len(clean)))
         return result.model, extra, result
+
+
+def holdout_record(teacher_acc: float, clone_acc: float, n_holdout: int, n_fit: int) -> dict:
+    """``{"holdout": {...}}`` and, when the clone is more than :data:`HOLDOUT_GAP_POINTS` below
+    the teacher on the held-out clean images, ``{"holdout_note": one line}``. Accuracies are
+    fractions; ``gap_points`` = 100 · (teacher − clone)."""
+    gap = 100.0 * (teacher_acc - clone_acc)
+    record: dict = {"holdout": {"images": int(n_holdout), "trained_on": int(n_fit), "teacher_acc": float(teacher_acc),
+                                "clone_acc": float(clone_acc), "gap_points": round(gap, 2)}}
+    if gap > HOLDOUT_GAP_POINTS:
+        record["holdout_note"] = (f"on {n_holdout:,} held-out clean images the clone reaches {100 * clone_acc:.1f} % "
+                                  f"against the teacher's {100 * teacher_acc:.1f} % ({gap:.1f} points below): more "
+                                  "clean data, more epochs or layers='conv+bn' (fewer layers learnt from labels "
+                                  "alone) may close it")
+    return record
 
 
 def _coverage_record(teacher: nn.Module, layers: list[str], clean: ImageArrays) -> dict:
@@ -427,7 +468,7 @@ def _coverage_record(teacher: nn.Module, layers: list[str], clean: ImageArrays) 
     if coverage.share_label_only > LABEL_ONLY_WARNING_SHARE:
         record["coverage_note"] = (f"{coverage.summary()}, here {len(clean):,} clean images: with scarce or hard "
                                    "data that part can cost clean accuracy (layers='conv+bn' clones every "
-                                   "conv/norm output)")
+                                   "conv/norm output; holdout_fraction=0.1 measures the cost on clean data)")
     return record
 
 

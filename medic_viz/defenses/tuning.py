@@ -13,10 +13,9 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-import torch
 import torch.nn as nn
 
-from medic_viz.data.arrays import ImageArrays
+from medic_viz.data.arrays import ImageArrays, split_holdout
 from medic_viz.defenses.medic import Medic
 from medic_viz.defenses.tunable import strongest_within_budget
 from medic_viz.importance import validate_tau
@@ -27,26 +26,6 @@ __all__ = ["TauSelection", "split_holdout", "sweep_tau", "choose_tau", "within_b
            "DEFAULT_TAU_CANDIDATES"]
 
 DEFAULT_TAU_CANDIDATES: tuple[float, ...] = (0.0, 1.0, 2.0, 3.0, 5.0, 8.0, 12.0)
-
-
-def split_holdout(clean: ImageArrays, holdout_fraction: float, seed: int = 0) -> tuple[ImageArrays, ImageArrays]:
-    """Split ``clean`` into (fit, holdout), class-stratified, holdout ≈ ``holdout_fraction``."""
-    if not (0.0 < holdout_fraction < 1.0):
-        raise ValueError(f"holdout_fraction must be in (0, 1), got {holdout_fraction}")
-    g = torch.Generator().manual_seed(int(seed))
-    fit, hold = [], []
-    for c in range(clean.num_classes):
-        members = torch.nonzero(clean.labels == c).flatten()
-        members = members[torch.randperm(len(members), generator=g)]
-        k = int(round(holdout_fraction * len(members)))
-        if len(members) >= 2:
-            k = min(max(k, 1), len(members) - 1)
-        hold.append(members[:k])
-        fit.append(members[k:])
-    fit_idx, hold_idx = torch.cat(fit), torch.cat(hold)
-    if len(hold_idx) == 0 or len(fit_idx) == 0:
-        raise ValueError(f"clean set of {len(clean)} images is too small to hold {holdout_fraction:.0%} out")
-    return clean.subset(fit_idx), clean.subset(hold_idx)
 
 
 def sweep_tau(

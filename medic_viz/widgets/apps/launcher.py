@@ -106,6 +106,11 @@ class LauncherApp(widgets.VBox):
                                              description="epochs", style=style, layout=widgets.Layout(width="260px"))
         self.fraction = widgets.FloatSlider(value=within(p["fraction"], 0.01, 1.0, 0.05), min=0.01, max=1.0, step=0.01,
                                             readout_format=".0%", description="clean data", style=style, layout=wide)
+        self.holdout_fraction = widgets.FloatSlider(
+            value=within(p["holdout_fraction"], 0.0, 0.5, 0.0), min=0.0, max=0.5, step=0.05, readout_format=".0%",
+            description="clean hold-out", style=style, layout=wide, continuous_update=False,
+            tooltip="MEDIC: clean images kept out of training; the clone's accuracy on them (dotted) against the "
+                    "teacher's, with clean data alone (0 = off)")
         devices = list(DEVICE_CHOICES) + ([p["device"]] if p["device"] not in DEVICE_CHOICES else [])
         self.device = widgets.Dropdown(options=devices, value=p["device"], description="device", style=style,
                                        layout=widgets.Layout(width="260px"))
@@ -129,7 +134,7 @@ class LauncherApp(widgets.VBox):
         self.error = widgets.HTML(value="")
         self.runs_table = widgets.HTML(value="")
         fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1, subplot_titles=(
-            "clean acc (solid), ASR (dashed), %", "losses: total, CE (dotted), clone (dash-dot)"))
+            "clean acc (solid), ASR (dashed), hold-out (dotted), %", "losses: total, CE (dotted), clone (dash-dot)"))
         fig.update_yaxes(range=[-2, 102], row=1, col=1)
         fig.update_yaxes(type="log", row=1, col=2)
         fig.update_xaxes(title_text="epoch")
@@ -143,7 +148,8 @@ class LauncherApp(widgets.VBox):
         self.throttle = Throttle(self.redraw, 1.0 / max_redraws_per_second)
         controls = widgets.HBox([
             widgets.VBox([self.method, self.tau_mode, self.share, self.tau, self.lam, self.fraction]),
-            widgets.VBox([self.layers, self.epochs, self.device, self.eval_every_steps, self.method_note, self.tau_note]),
+            widgets.VBox([self.layers, self.epochs, self.device, self.eval_every_steps, self.holdout_fraction,
+                          self.method_note, self.tau_note]),
         ])
         buttons = widgets.HBox([self.launch_button, self.stop_button, self.clear_button, self.progress])
         super().__init__([controls, buttons, self.status, self.error, self.figure, self.runs_table])
@@ -208,10 +214,10 @@ class LauncherApp(widgets.VBox):
     def _ensure_trace(self, run: RunRecord, key: str, color: str) -> int:
         tkey = (run.index, key)
         if tkey not in self._traces:
-            if key in ("acc", "asr"):
+            if key in ("acc", "asr", "holdout"):
                 trace = go.Scatter(x=[], y=[], mode="lines+markers", legendgroup=run.label,
-                                   name=f"{run.label}: {'clean acc' if key == 'acc' else 'ASR'}",
-                                   line=dict(color=color, dash="solid" if key == "acc" else "dash"),
+                                   name=f"{run.label}: {_CURVE_NAMES[key]}",
+                                   line=dict(color=color, dash=_CURVE_DASH[key]),
                                    hovertemplate="epoch %{x:.2f}<br>%{y:.1f}%<extra>" + run.label + "</extra>")
                 self.figure.add_trace(trace, row=1, col=1)
             else:
@@ -239,6 +245,9 @@ class LauncherApp(widgets.VBox):
                 updates.append((self._ensure_trace(run, "acc", color), curve["x"], curve["clean_acc"]))
                 if state.trigger is not None:
                     updates.append((self._ensure_trace(run, "asr", color), curve["x"], curve["asr"]))
+                held = run.holdout_curve()
+                if held["x"]:
+                    updates.append((self._ensure_trace(run, "holdout", color), held["x"], held["holdout_acc"]))
                 for name, (xs, ys) in sorted(run.loss_curves().items()):
                     updates.append((self._ensure_trace(run, "loss:" + name, color), xs, ys))
             baseline = state.baseline
@@ -276,6 +285,11 @@ class LauncherApp(widgets.VBox):
             self.error.value = error_html(latest.error, latest.traceback) if latest is not None and latest.error else ""
             self.runs_table.value = _runs_table(runs)
 
+
+#: The launcher's curves per run: clean accuracy on the test images (solid), ASR (dashed), and
+#: accuracy on the clean hold-out the run kept out of training (dotted; MEDIC's ``holdout_fraction``).
+_CURVE_NAMES = {"acc": "clean acc", "asr": "ASR", "holdout": "clean hold-out acc"}
+_CURVE_DASH = {"acc": "solid", "asr": "dash", "holdout": "dot"}
 
 _IDLE = "<i>no run yet: choose a method and its settings, then Launch</i>"
 

@@ -230,6 +230,16 @@ class RunRecord:
             asr.append(float("nan") if ev.asr is None else 100.0 * ev.asr)
         return {"x": xs, "clean_acc": acc, "asr": asr}
 
+    def holdout_curve(self) -> dict[str, list[float]]:
+        """Accuracy on the clean images the run kept out of training (MEDIC's
+        ``holdout_fraction``): ``{"x": epochs, "holdout_acc": [%]}``, empty lists without one."""
+        xs, acc = [], []
+        for ev in list(self.events):
+            if ev.holdout_acc is not None:
+                xs.append(_epoch_x(ev))
+                acc.append(100.0 * ev.holdout_acc)
+        return {"x": xs, "holdout_acc": acc}
+
     def probe_curve(self, label: int | None = None) -> dict[str, list[float]]:
         """The followed input over the run: ``{"x": epochs, "clean": [%], "triggered": [%]}``,
         the probability (in %) the student gives class ``label`` (default: the input's true
@@ -279,11 +289,29 @@ class RunRecord:
             parts.append(f"peak memory {self.peak_memory_mb:.0f} MiB")
         if self.note:
             parts.append(self.note)
+        if self.holdout_text:
+            parts.append(self.holdout_text)
         if self.coverage_note:
             parts.append(self.coverage_note)
         if self.error:
             parts.append(self.error)
         return " | ".join(parts)
+
+    @property
+    def holdout_text(self) -> str | None:
+        """The clone against the teacher on the run's clean hold-out (MEDIC's
+        ``holdout_fraction``): the result's note when the clone is more than
+        :data:`~medic_viz.defenses.medic.HOLDOUT_GAP_POINTS` below, else both accuracies, once
+        the run ended; the latest hold-out accuracy while it runs; None without a hold-out."""
+        if self.result is not None:
+            record = self.result.config.get("holdout")
+            if not record:
+                return None
+            note = self.result.config.get("holdout_note")
+            return str(note) if note else (f"clean hold-out ({record['images']:,} images): clone "
+                                           f"{100 * record['clone_acc']:.1f}%, teacher {100 * record['teacher_acc']:.1f}%")
+        held = [ev for ev in list(self.events) if ev.holdout_acc is not None]
+        return None if not held else f"clean hold-out acc {100 * cast(float, held[-1].holdout_acc):.1f}%"
 
     @property
     def coverage_note(self) -> str | None:
