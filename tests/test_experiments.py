@@ -432,3 +432,16 @@ def test_table_counts_one_teacher_folder_once_and_flags_partial_averages():
     assert "| badnet | ASR | 100.0 | 10.0 | 0.0 |" in table
     assert "| Avg. drop | ASR | - | 65.0 | 100.0 (1 of 2 attacks) |" in table
     assert "|  | Accuracy | - | 1.0 | 4.0 (1 of 2 attacks) |" in table
+
+
+def test_a_medic_cell_with_a_holdout_records_it_in_its_row_and_curve(npz, tmp_path):
+    """``compare --holdout-fraction``: the row keeps the clone against the teacher on clean images
+    it did not train on, and the curve the per-epoch hold-out accuracy (issue 27 item 3)."""
+    cells = _grid(npz, methods=("medic",), medic={"holdout_fraction": 0.25})
+    run_grid(cells, tmp_path / "run", log=None)
+    row = read_runs(tmp_path / "run" / "runs.jsonl")[0]
+    held = row["extra"]["holdout"]
+    assert held["images"] + held["trained_on"] == row["n_clean_subset"] == 40 and held["images"] == 8  # 25 % per class
+    assert [p["n_holdout"] for p in row["curve"]] == [8, 8] and row["curve"][-1]["holdout_acc"] == held["clone_acc"]
+    plain = _grid(npz, methods=("medic",))
+    assert plain[0].cell_id != cells[0].cell_id  # a hold-out is another computation: its own cell

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from medic_viz.cli import _refuse_unused, build_parser
+from medic_viz.cli_compare import _medic_options
 from medic_viz.data.arrays import DatasetSplits, ImageArrays, split_holdout
 from medic_viz.defenses.medic import HOLDOUT_GAP_POINTS, Medic, MedicConfig, holdout_record
 from medic_viz.metrics import Evaluator
@@ -94,6 +95,8 @@ def test_the_holdout_is_medics_setting_and_reaches_it_from_every_front_end():
     with pytest.raises(ValueError, match="--holdout-fraction 0.1"):
         _refuse_unused(args, "finetune")
     assert isinstance(args, argparse.Namespace)
+    compare = build_parser().parse_args(["compare", "--out", "o", "--holdout-fraction", "0.2"])
+    assert _medic_options(compare) == {"holdout_fraction": 0.2}  # a grid's MEDIC column, as defend reads it
 
 
 def test_the_launcher_draws_the_holdout_curve_and_says_the_gap(splits):

@@ -140,7 +140,8 @@ CURVE_IMAGES = 1000
 CURVE_METHODS = ("medic",)
 
 #: Fields of a defence's result config copied into a row's ``extra`` (what a method decided).
-_EXTRA_KEYS = ("t", "n_pruned", "n_channels", "pruned_layer", "attention_layers", "mask_epochs", "n_neurons")
+_EXTRA_KEYS = ("t", "n_pruned", "n_channels", "pruned_layer", "attention_layers", "mask_epochs", "n_neurons", "holdout",
+               "holdout_note")
 
 
 def run_cell(spec: Mapping[str, Any], teacher: Mapping[str, Any]) -> dict:
@@ -149,7 +150,8 @@ def run_cell(spec: Mapping[str, Any], teacher: Mapping[str, Any]) -> dict:
     on the whole (or ``max_test``) test set. Returns the result row (JSON-serialisable).
 
     A MEDIC cell's row also has ``curve``: after each epoch (and at epoch 0), clean accuracy
-    and ASR on :data:`CURVE_IMAGES` test images, for reporting only (nothing is chosen by it)."""
+    and ASR on :data:`CURVE_IMAGES` test images, for reporting only (nothing is chosen by it), and
+    with MEDIC's ``holdout_fraction`` its clean hold-out accuracy (``holdout_acc``, ``n_holdout``)."""
     cell = CellSpec.from_dict(spec)
     start = time.perf_counter()
     torch.manual_seed(cell.seed)
@@ -168,7 +170,9 @@ def run_cell(spec: Mapping[str, Any], teacher: Mapping[str, Any]) -> dict:
     curve = None
     if curve_images:
         curve = [{"epoch": e.epoch, "clean_acc": e.clean_acc, "asr": e.asr, "n_clean": e.n_clean, "n_asr": e.n_asr,
-                  "seconds": round(e.seconds, 1)} for e in result.history if e.kind in ("start", "epoch")]
+                  "seconds": round(e.seconds, 1),
+                  **({} if e.holdout_acc is None else {"holdout_acc": e.holdout_acc, "n_holdout": e.n_holdout})}
+                 for e in result.history if e.kind in ("start", "epoch")]
     return {
         "cell_id": cell.cell_id,
         "teacher_id": cell.teacher_id,
