@@ -158,7 +158,14 @@ SCARCE_OUT, FIGURE4_OUT = RESULTS / "scarce_data", RESULTS / "figure4_tau"
 SCARCE_ATTACKS, SCARCE_METHODS = ("badnet", "sig", "polygon"), ("medic", "kd", "scratch")
 SCARCE_FRACTIONS = (0.01, 0.02, 0.05, 0.1)
 FIGURE4_ATTACKS = ("cleanlabel", "sig", "badnet")
-FIGURE4_TAUS = DEFAULT_ABLATION_VALUES["tau"]["tau"]
+#: Figure 4 (issue 32): plain cloning (τ = 0) and one global τ over the paper's range (its text:
+#: τ = 5), with the default per-layer share as its own point, on every conv/norm output — the
+#: MEDIC authors' layer set, the paper's figure. The library's default layer cut is the
+#: comparison series: its default and τ = 0 only (τ does little there: BENCHMARKS.md §8,
+#: RESULTS.md).
+FIGURE4_TAUS = (0.0, 1.0, 3.0, 5.0, 7.0)
+FIGURE4_LAYERS = "conv+bn"
+FIGURE4_DEFAULT_CUT_TAUS = (0.0,)
 #: Issue 27 item 4 (the paper's Figure 8): the other architectures, their attacks and points.
 ARCH_OUT = RESULTS / "architectures"
 ARCHITECTURES, ARCH_ATTACKS, ARCH_TAUS = ("resnet18", "vgg11_bn", "mobilenet_v1"), ("badnet", "sig", "polygon"), (0.0,)

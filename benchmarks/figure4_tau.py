@@ -2,9 +2,12 @@
 temperature τ (τ = 0 is plain cloning: every neuron weighted alike), with the library's
 default (τ calibrated per layer to a 1 % share) as its own point, for Clean-Label, SIG and
 BadNet on *evaluation* teachers (seed 1), measured on the *evaluation* half of the test set.
+The figure clones every conv/norm output (``--layers conv+bn``, the paper's layers, the
+default here); ``--layers auto --taus 0`` runs the comparison series on the library's layer cut.
 
     python -m benchmarks.train_teachers --role evaluation --attacks badnet sig cleanlabel   # once
     python -m benchmarks.figure4_tau --attacks badnet --seeds 0 1 --threads 1                # a part
+    python -m benchmarks.figure4_tau --layers auto --taus 0 --seeds 0 1 --threads 1         # the cut's series
     python -m benchmarks.figure4_tau --report                                                # figure + table
 
 Resumable (``benchmarks/results/figure4_tau/runs.jsonl``); every row keeps its per-epoch
@@ -16,6 +19,7 @@ from __future__ import annotations
 from benchmarks.common import (
     DOCS,
     FIGURE4_ATTACKS,
+    FIGURE4_LAYERS,
     FIGURE4_OUT,
     FIGURE4_TAUS,
     late_text,
@@ -83,11 +87,11 @@ def figure(rows: list[dict]):
     default per-layer share as its own point (mean ± std over seeds)."""
     data = [{"series": _series(r), "tau": None if r.get("ablation", "none") == "none" else float(r["x"]),
              "clean_acc": r["clean_acc"], "asr": r["asr"]} for r in rows]
-    data.sort(key=lambda d: (", layers" in d["series"], FIGURE4_ATTACKS.index(d["series"].split(",")[0])))
+    data.sort(key=lambda d: (", layers" not in d["series"], FIGURE4_ATTACKS.index(d["series"].split(",")[0])))
     return tau_panels_figure(data, columns=len(FIGURE4_ATTACKS), default_label="default share",
                              title="Figure 4, GTSRB evaluation teachers and test images (mean ± std over seeds)<br>"
-                                   "<sup>τ = 0: plain cloning; top: the library's layers; bottom: every conv/norm "
-                                   "output (the paper's)</sup>")
+                                   "<sup>τ = 0: plain cloning; top: every conv/norm output (the paper's layers); "
+                                   "bottom: the library's default layer cut</sup>")
 
 
 def report() -> None:
@@ -97,8 +101,9 @@ def report() -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = protocol_parser(__doc__, ATTACKS)
     parser.add_argument("--taus", nargs="+", type=float, default=list(TAUS))
-    parser.add_argument("--layers", default="auto", choices=("auto", "conv+bn"),
-                        help="cloned layers of every point: the library's default, or every conv/norm output (the paper's)")
+    parser.add_argument("--layers", default=FIGURE4_LAYERS, choices=("auto", "conv+bn"),
+                        help="cloned layers of every point: every conv/norm output (the paper's; default), or the "
+                             "library's default cut (the comparison series: run it with --taus 0)")
     args = parser.parse_args(argv)
     run_protocol_part(args, lambda teachers: grid(teachers, args.seeds, args.device, args.taus, args.layers), OUT, report)
 
