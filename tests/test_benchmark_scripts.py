@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import architectures, calibrated_taus, figure4_tau, protocol_report, scarce_data, tune_methods
+from benchmarks import architectures, calibrated_taus, figure4_tau, holdout_gap, protocol_report, scarce_data, tune_methods
 from medic_viz.experiments.summary import peak_late_asr
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,6 +94,19 @@ def test_benchmarks_import_only_the_library_and_their_shared_helper() -> None:
 def _row(attack: str, method: str, seed: int, acc: float, asr: float, **kw) -> dict:
     return {"attack": attack, "method": method, "seed": seed, "clean_acc": acc, "asr": asr,
             "before_clean_acc": 0.98, "before_asr": 1.0, **kw}
+
+
+def test_holdout_gap_table_sets_the_holdout_gap_beside_the_test_drop_by_hand() -> None:
+    """Teacher 98 % on the test half; clone 85 %: a 13-point drop. Hold-out: teacher 100 %,
+    clone 88.5 % → gap 11.5 > 3, noted; a row without a hold-out record is left out."""
+    held = {"images": 78, "trained_on": 314, "teacher_acc": 1.0, "clone_acc": 0.885, "gap_points": 11.5}
+    rows = [_row("badnet_wrn16_1_e30_s0", "medic", 0, 0.85, 0.004, fraction=0.01, n_clean_subset=392,
+                 method_options={"layers": "auto"}, extra={"holdout": held}),
+            _row("sig_wrn16_1_e30_s0", "medic", 0, 0.9, 0.1, fraction=0.01, n_clean_subset=392,
+                 method_options={"layers": "auto"}, extra={})]
+    lines = holdout_gap.table(rows).splitlines()
+    assert lines[2:] == ["| badnet_wrn16_1_e30_s0 | 1 % (392) | auto | 98.0 → 85.0 (13.0) | 0.4 | 78 | "
+                         "100.0 → 88.5 (11.5) | yes |"]
 
 
 def test_scarce_data_table_averages_seeds_and_checks_the_targets_by_hand() -> None:
