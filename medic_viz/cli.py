@@ -241,10 +241,12 @@ def _run_removal(teacher: nn.Module, card: ModelCard, splits: DatasetSplits, arg
     _print("")
     _print(format_before_after(outcome.before, outcome.after, name))
     _print("")
-    _print(f"{outcome.n_clean_subset} clean images, {outcome.result.seconds:.1f} s training, {outcome.seconds:.1f} s in all")
+    held = outcome.result.config.get("holdout")  # MEDIC with --holdout-fraction: the clone on clean data it never saw
+    split = f" ({held['trained_on']} trained on, {held['images']} held out)" if held else ""
+    _print(f"{outcome.n_clean_subset} clean images{split}, {outcome.result.seconds:.1f} s training, "
+           f"{outcome.seconds:.1f} s in all")
     if outcome.result.config.get("coverage_note"):  # MEDIC: how much of the model only the labels train
         _print(f"note: {outcome.result.config['coverage_note']}")
-    held = outcome.result.config.get("holdout")  # MEDIC with --holdout-fraction: the clone on clean data it never saw
     if held:
         _print(f"clean hold-out ({held['images']:,} images, not trained on): clone {100 * held['clone_acc']:.2f}%, "
                f"teacher {100 * held['teacher_acc']:.2f}% ({abs(held['gap_points']):.2f} points "

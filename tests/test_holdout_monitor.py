@@ -5,17 +5,20 @@ clone's accuracy on it every epoch against the teacher's, in the result and the 
 from __future__ import annotations
 
 import argparse
+import json
 
 import pytest
 import torch
 
-from medic_viz.cli import _refuse_unused, build_parser
+from medic_viz.cli import _refuse_unused, build_parser, main
 from medic_viz.cli_compare import _medic_options
 from medic_viz.data.arrays import DatasetSplits, ImageArrays, split_holdout
 from medic_viz.defenses.medic import HOLDOUT_GAP_POINTS, Medic, MedicConfig, holdout_record
 from medic_viz.metrics import Evaluator
 from medic_viz.models.zoo import build_model
+from medic_viz.pretrained import demo_model_dir
 from medic_viz.run_settings import RunSettings
+from medic_viz.viz.curves import training_curves_figure
 from medic_viz.widgets.apps import launcher_app
 from medic_viz.widgets.state import LauncherState
 from test_widget_state import TRIGGER, _data
@@ -59,6 +62,18 @@ def test_a_run_with_a_holdout_trains_on_the_rest_and_measures_clone_and_teacher_
     assert [e.n_holdout for e in epochs] == [4, 4, 4] and all(e.holdout_acc is not None for e in epochs)
     assert epochs[-1].holdout_acc == record["clone_acc"]  # the returned model is the last epoch's
     assert all(e.total_steps == 3 * 2 for e in result.history)  # 12 training images / batch 4, not 16 / 4
+
+
+def test_the_report_figure_draws_the_holdout_curve_dotted():
+    torch.manual_seed(0)
+    result = Medic(epochs=2, batch_size=4, device="cpu", progress=False, holdout_fraction=0.25).run(
+        build_model("small_cnn", 4).eval(), _clean())
+    fig = training_curves_figure(result.history)
+    held = [t for t in fig.data if t.name == "run: clean hold-out acc"]
+    assert len(held) == 1 and held[0].line.dash == "dot"
+    assert list(held[0].y) == [100 * e.holdout_acc for e in result.history if e.kind in ("start", "epoch")]
+    plain = Medic(epochs=1, batch_size=4, device="cpu", progress=False).run(build_model("small_cnn", 4).eval(), _clean())
+    assert not [t for t in training_curves_figure(plain.history).data if "hold-out" in t.name]
 
 
 def test_without_a_holdout_every_image_trains_and_nothing_is_measured():
@@ -123,3 +138,17 @@ def test_the_launcher_draws_the_holdout_curve_and_says_the_gap(splits):
     assert len(dotted) == 1 and dotted[0].line.dash == "dot" and list(dotted[0].y) == held["holdout_acc"]
     app.method.value = "finetune"
     assert app.holdout_fraction.disabled  # MEDIC's setting: greyed out for a baseline
+
+
+def test_defend_with_a_holdout_prints_the_split_and_the_clone_against_the_teacher(tmp_path, capsys):
+    out = tmp_path / "held"
+    rc = main(["defend", "--teacher", str(demo_model_dir("badnet")), "--out", str(out), "--epochs", "1",
+               "--fraction", "0.02", "--holdout-fraction", "0.25", "--device", "cpu", "--no-progress"])
+    assert rc == 0
+    held = json.loads((out / "result.json").read_text())["config"]["holdout"]
+    printed = capsys.readouterr().out
+    assert f"240 clean images ({held['trained_on']} trained on, {held['images']} held out)" in printed
+    assert held["images"] + held["trained_on"] == 240 and held["images"] == 60  # 25 % of 20 per class, 12 classes
+    assert f"clone {100 * held['clone_acc']:.2f}%, teacher {100 * held['teacher_acc']:.2f}%" in printed
+    assert ("note: on 60 held-out clean images" in printed) == (held["gap_points"] > HOLDOUT_GAP_POINTS)
+    assert "clean hold-out acc" in (out / "report.html").read_text()

@@ -39,7 +39,8 @@ def training_curves_figure(
 
     ``runs``: one history (list of events) or ``{label: history}`` for several overlaid runs.
     ``baseline``: optional ``{"clean_acc": .., "asr": ..}`` of the trojaned model, drawn as
-    dotted horizontal lines. Accuracy traces are solid, ASR dashed; one colour per run.
+    dotted horizontal lines. Accuracy traces are solid, ASR dashed, accuracy on a clean hold-out
+    (MEDIC's ``holdout_fraction``) dotted; one colour per run.
     """
     if not isinstance(runs, Mapping):
         runs = {"run": runs}
@@ -60,6 +61,15 @@ def training_curves_figure(
                 go.Scatter(x=[_x(r) for r in asr_rows], y=[100 * r["asr"] for r in asr_rows], name=f"{label}: ASR",
                            mode="lines+markers", line=dict(color=color, dash="dash"), legendgroup=label,
                            hovertemplate="epoch %{x:.2f}<br>ASR %{y:.1f}%<extra>" + label + "</extra>"),
+                row=1, col=1,
+            )
+        held = [r for r in event_rows(history) if r.get("holdout_acc") is not None]
+        if held:  # MEDIC's clean hold-out (holdout_fraction): clean images the run did not train on
+            fig.add_trace(
+                go.Scatter(x=[_x(r) for r in held], y=[100 * r["holdout_acc"] for r in held],
+                           name=f"{label}: clean hold-out acc", mode="lines+markers",
+                           line=dict(color=color, dash="dot"), legendgroup=label,
+                           hovertemplate="epoch %{x:.2f}<br>hold-out acc %{y:.1f}%<extra>" + label + "</extra>"),
                 row=1, col=1,
             )
         loss_rows = [r for r in event_rows(history) if r.get("losses")]
