@@ -35,6 +35,7 @@ OUT = FIGURE4_OUT
 FIGURES = DOCS / "figure4_tau"
 ATTACKS, TAUS = FIGURE4_ATTACKS, FIGURE4_TAUS
 DEFAULT = "default share"
+_ATTACK_NAMES = {"cleanlabel": "Clean-Label", "sig": "SIG", "badnet": "BadNet"}
 
 
 def grid(teachers: list[str], seeds, device: str = "auto", taus=TAUS, layers: str = "auto"):
@@ -85,9 +86,16 @@ def table(rows: list[dict]) -> str:
 def figure(rows: list[dict]):
     """Small multiples: one panel per attack and layer set, accuracy and ASR against τ with the
     default per-layer share as its own point (mean ± std over seeds)."""
-    data = [{"series": _series(r), "tau": None if r.get("ablation", "none") == "none" else float(r["x"]),
-             "clean_acc": r["clean_acc"], "asr": r["asr"]} for r in rows]
-    data.sort(key=lambda d: (", layers" not in d["series"], FIGURE4_ATTACKS.index(d["series"].split(",")[0])))
+    def title(row: dict) -> str:
+        attack, layers = row["attack"].split("_", 1)[0], _layers(row)
+        where = {FIGURE4_LAYERS: "every conv/norm output", "auto": "the library's layers"}.get(layers, f"layers {layers}")
+        return f"{_ATTACK_NAMES.get(attack, attack)}: {where}"
+
+    data = [{"series": title(r), "tau": None if r.get("ablation", "none") == "none" else float(r["x"]),
+             "clean_acc": r["clean_acc"], "asr": r["asr"], "order": (_layers(r) != FIGURE4_LAYERS,
+                                                                     FIGURE4_ATTACKS.index(r["attack"].split("_", 1)[0]))}
+            for r in rows]
+    data.sort(key=lambda d: d["order"])
     return tau_panels_figure(data, columns=len(FIGURE4_ATTACKS), default_label="default share",
                              title="Figure 4, GTSRB evaluation teachers and test images (mean ± std over seeds)<br>"
                                    "<sup>τ = 0: plain cloning; top: every conv/norm output (the paper's layers); "

@@ -200,6 +200,8 @@ def test_tau_panels_figure_puts_each_series_in_its_panel_with_the_default_as_its
     assert list(fig.layout.xaxis2.ticktext) == ["0", "3"]  # badnet has no default point
     shown = [t.name for t in fig.data if t.showlegend]
     assert shown == ["clean accuracy", "clean accuracy, default", "ASR", "ASR, default"]
+    bands = [t for t in fig.data if t.fill == "toself"]
+    assert bands and all(t.mode == "lines" for t in bands)  # a band is an area: no markers on its outline
     with pytest.raises(ValueError, match="columns"):
         tau_panels_figure(rows, columns=0)
 

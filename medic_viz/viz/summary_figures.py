@@ -102,7 +102,7 @@ def _band_traces(
     x = list(xs)
     one_point = len(x) == 1  # a band around one point is a stray mark: an error bar instead
     if np.any(std > 0) and not one_point:
-        fig.add_trace(go.Scatter(x=x + x[::-1], y=list(mean + std) + list((mean - std)[::-1]), fill="toself",
+        fig.add_trace(go.Scatter(x=x + x[::-1], y=list(mean + std) + list((mean - std)[::-1]), fill="toself", mode="lines",
                                  fillcolor=_rgba(color, 0.18), line=dict(width=0), hoverinfo="skip",
                                  showlegend=False, name=f"{name} ± std", legendgroup=group or name), **kw)
     fig.add_trace(go.Scatter(x=x, y=mean, mode="lines+markers", name=name, line=dict(color=color, dash=dash),
