@@ -18,7 +18,7 @@ import torch.nn as nn
 
 from medic_viz.capture import eval_mode
 
-__all__ = ["CloningCoverage", "cloning_coverage", "LABEL_ONLY_WARNING_SHARE"]
+__all__ = ["CloningCoverage", "cloning_coverage", "coverage_record", "LABEL_ONLY_WARNING_SHARE"]
 
 #: Above this share of parameters learned from labels alone, a run says so.
 LABEL_ONLY_WARNING_SHARE = 0.5
@@ -94,3 +94,17 @@ def cloning_coverage(model: nn.Module, layers: Sequence[str], input_shape: Seque
     total = n_matched + n_label_only
     return CloningCoverage(n_matched, n_label_only, n_label_only / total if total else 0.0,
                            _outermost(model, label_only))
+
+
+def coverage_record(teacher: nn.Module, layers: Sequence[str], image_shape: Sequence[int], n_images: int) -> dict:
+    """What a MEDIC run records of its coverage: ``label_only_share``, ``label_only_modules``
+    and, above :data:`LABEL_ONLY_WARNING_SHARE`, a one-line ``coverage_note`` (shown by the CLI
+    and the run views); ``n_images``: the clean images the run trains on."""
+    coverage = cloning_coverage(teacher, layers, image_shape)
+    record: dict = {"label_only_share": round(coverage.share_label_only, 4),
+                    "label_only_modules": list(coverage.label_only_modules)}
+    if coverage.share_label_only > LABEL_ONLY_WARNING_SHARE:
+        record["coverage_note"] = (f"{coverage.summary()}, here {n_images:,} clean images: with scarce or hard "
+                                   "data that part can cost clean accuracy (layers='conv+bn' clones every "
+                                   "conv/norm output; holdout_fraction=0.1 measures the cost on clean data)")
+    return record

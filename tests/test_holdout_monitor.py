@@ -13,7 +13,8 @@ import torch
 from medic_viz.cli import _refuse_unused, build_parser, main
 from medic_viz.cli_compare import _medic_options
 from medic_viz.data.arrays import DatasetSplits, ImageArrays, split_holdout
-from medic_viz.defenses.medic import HOLDOUT_GAP_POINTS, Medic, MedicConfig, holdout_record
+from medic_viz.defenses.medic import Medic, MedicConfig
+from medic_viz.holdout import HOLDOUT_GAP_POINTS, holdout_record
 from medic_viz.metrics import Evaluator
 from medic_viz.models.zoo import build_model
 from medic_viz.pretrained import demo_model_dir

@@ -39,13 +39,14 @@ from medic_viz.capture import (
     resolve_layers,
 )
 from medic_viz.checks import MAX_SEED, check_number, check_whole
-from medic_viz.coverage import LABEL_ONLY_WARNING_SHARE, cloning_coverage
+from medic_viz.coverage import coverage_record
 from medic_viz.data.arrays import ImageArrays, iterate_batches, split_holdout
 from medic_viz.defenses.base import ConfiguredDefense, DefenseResult, fresh_copy, frozen_copy
 from medic_viz.defenses.tunable import Tunable, TuningSpace
 from medic_viz.deprecation import moved_names
 from medic_viz.device import resolve_device
 from medic_viz.fused import FusedCloneLoss, validate_fused_mode
+from medic_viz.holdout import HOLDOUT_GAP_POINTS, holdout_record
 from medic_viz.importance import ImportanceOptions, layer_importance
 from medic_viz.metrics import Evaluator
 from medic_viz.stats import DEFAULT_EPS, LayerStats
@@ -103,11 +104,6 @@ PAPER_LAM = 10.0
 
 #: Largest λ accepted: beyond it the cloning term swamps the label loss by float32's margin.
 MAX_LAMBDA = 1e6
-
-#: A clone more than this many points below the teacher on the held-out clean images gets a
-#: ``holdout_note`` (``holdout_fraction``): the accuracy budget of the library's tuning rule
-#: (:data:`medic_viz.experiments.selection.BUDGET_POINTS`) and of issue 27's 5 % target.
-HOLDOUT_GAP_POINTS = 3.0
 
 
 def validate_lambda(lam: float) -> float:
@@ -424,7 +420,7 @@ class Medic(ConfiguredDefense):
         per_image = sum(st.mean.numel() * st.count / max(len(clean), 1) for st in stats.values())
         objective = MedicObjective(reference, student.to(device), stats, cfg.importance, cfg.lam,
                                    fused=cfg.fused, work=steps * cfg.batch_size * per_image)
-        extra: dict = {"layers": list(layers), **_coverage_record(teacher, layers, clean)}
+        extra: dict = {"layers": list(layers), **coverage_record(teacher, layers, clean.image_shape, len(clean))}
         if not cfg.calibrated:
             extra["tau"] = cfg.effective_tau
         share = cfg.effective_share
@@ -440,36 +436,6 @@ class Medic(ConfiguredDefense):
         if monitor is not None and teacher_holdout is not None:
             extra.update(holdout_record(teacher_holdout, monitor(result.model).clean_acc, len(monitor.y), len(clean)))
         return result.model, extra, result
-
-
-def holdout_record(teacher_acc: float, clone_acc: float, n_holdout: int, n_fit: int) -> dict:
-    """``{"holdout": {...}}`` and, when the clone is more than :data:`HOLDOUT_GAP_POINTS` below
-    the teacher on the held-out clean images, ``{"holdout_note": one line}``. Accuracies are
-    fractions; ``gap_points`` = 100 · (teacher − clone)."""
-    gap = 100.0 * (teacher_acc - clone_acc)
-    record: dict = {"holdout": {"images": int(n_holdout), "trained_on": int(n_fit), "teacher_acc": float(teacher_acc),
-                                "clone_acc": float(clone_acc), "gap_points": round(gap, 2)}}
-    if gap > HOLDOUT_GAP_POINTS:
-        record["holdout_note"] = (f"on {n_holdout:,} held-out clean images the clone reaches {100 * clone_acc:.1f} % "
-                                  f"against the teacher's {100 * teacher_acc:.1f} % ({gap:.1f} points below): more "
-                                  "clean data, more epochs or layers='conv+bn' (fewer layers learnt from labels "
-                                  "alone) may close it")
-    return record
-
-
-def _coverage_record(teacher: nn.Module, layers: list[str], clean: ImageArrays) -> dict:
-    """``label_only_share`` / ``label_only_modules`` / ``coverage_note`` of a run
-    (:mod:`medic_viz.coverage`): how much of the model the hooked layers leave to the clean
-    labels alone, and a one-line note when that is more than
-    :data:`~medic_viz.coverage.LABEL_ONLY_WARNING_SHARE` (shown by the CLI and the run views)."""
-    coverage = cloning_coverage(teacher, layers, clean.image_shape)
-    record: dict = {"label_only_share": round(coverage.share_label_only, 4),
-                    "label_only_modules": list(coverage.label_only_modules)}
-    if coverage.share_label_only > LABEL_ONLY_WARNING_SHARE:
-        record["coverage_note"] = (f"{coverage.summary()}, here {len(clean):,} clean images: with scarce or hard "
-                                   "data that part can cost clean accuracy (layers='conv+bn' clones every "
-                                   "conv/norm output; holdout_fraction=0.1 measures the cost on clean data)")
-    return record
 
 
 def calibrate_layer_taus(

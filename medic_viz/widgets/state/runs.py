@@ -301,7 +301,7 @@ class RunRecord:
     def holdout_text(self) -> str | None:
         """The clone against the teacher on the run's clean hold-out (MEDIC's
         ``holdout_fraction``): the result's note when the clone is more than
-        :data:`~medic_viz.defenses.medic.HOLDOUT_GAP_POINTS` below, else both accuracies, once
+        :data:`~medic_viz.holdout.HOLDOUT_GAP_POINTS` below, else both accuracies, once
         the run ended; the latest hold-out accuracy while it runs; None without a hold-out."""
         if self.result is not None:
             record = self.result.config.get("holdout")
