@@ -9,7 +9,8 @@ Reads ``runs.jsonl`` of the grid (``bash benchmarks/run_table1.sh``) and, when p
 to the baselines' accuracy"). Only attacks whose every planned cell is done enter the table
 and its average drops (so every method is averaged over the same attacks); the status line
 says what is missing. Figures: ``docs/table1/comparison.{html,png}`` (bars, mean ± std) and
-``docs/table1/medic_curves.{html,png}`` (per-epoch curves of the default MEDIC runs) and
+``docs/table1/removal_vs_accuracy.{html,png}`` (each method's average ASR drop against its
+average accuracy drop), ``docs/table1/medic_curves.{html,png}`` (per-epoch curves of the default MEDIC runs) and
 ``docs/table1/medic_aligned_curves.{html,png}`` (those of the aligned row).
 """
 
@@ -38,7 +39,7 @@ from medic_viz.experiments.presets import GTSRB_TARGET_TRAIN_IMAGES, GTSRB_TRAIN
 from medic_viz.experiments.report import comparison_figure
 from medic_viz.experiments.summary import aggregate, write_csv
 from medic_viz.metrics import mean_std
-from medic_viz.viz import grid_curves_figure
+from medic_viz.viz import export_figure, grid_curves_figure, removal_accuracy_figure
 
 DOCS = common.DOCS / "table1"
 RESULTS_MD = common.ROOT / "RESULTS.md"
@@ -130,7 +131,11 @@ def write_figures(rows: list[dict], docs: Path) -> list[str]:
     docs.mkdir(parents=True, exist_ok=True)
     written = []
     figs = {"comparison": comparison_figure(rows, title="GTSRB, WRN-16-1: after each defence<br>"
-                                                        "<sup>mean ± sample std over 2 seeds; grey: the trojaned model</sup>")}
+                                                        "<sup>mean ± sample std over 2 seeds; grey: the trojaned model</sup>"),
+            "removal_vs_accuracy": removal_accuracy_figure(
+                [r for r in rows if r["attack"] in complete_attacks(rows)],
+                title="GTSRB, WRN-16-1: average ASR drop against average accuracy drop<br>"
+                      "<sup>over the attacks in the table; bars: seed-only 95 % intervals; faint: per attack</sup>")}
     # one figure per MEDIC variant: the aligned row's runs (other τ, same seeds) would be
     # indistinguishable from the default's in the same panels; their panels say the attack's τ
     curves = "<br><sup>clean accuracy solid, ASR dashed (1,000 test images); dotted: 10 %</sup>"
@@ -144,13 +149,10 @@ def write_figures(rows: list[dict], docs: Path) -> list[str]:
             figs[name] = grid_curves_figure(runs, facet="panel" if aligned else "attack", series="seed",
                                             title=title + curves)
     for name, fig in figs.items():
-        fig.write_html(str(docs / f"{name}.html"), include_plotlyjs="cdn")
-        try:
-            fig.write_image(str(docs / f"{name}.png"), scale=1)
-            written.append(f"docs/table1/{name}.png")
-        except Exception as exc:  # noqa: BLE001 - kaleido needs Chromium; the HTML is always written
-            print(f"{name}.png not written ({type(exc).__name__}); the HTML is", file=sys.stderr)
-            written.append(f"docs/table1/{name}.html")
+        paths = export_figure(fig, docs / name)
+        if len(paths) < 2:
+            print(f"{name}.png not written; the HTML is", file=sys.stderr)
+        written.append(f"docs/table1/{paths[-1].name}")
     return written
 
 

@@ -33,6 +33,7 @@ from medic_viz.viz.summary_figures import (
     aggregate_rows,
     defense_comparison_figure,
     lambda_tau_figure,
+    removal_accuracy_figure,
     tau_panels_figure,
     tau_sweep_figure,
     tradeoff_figure,
@@ -331,3 +332,63 @@ def test_grid_curves_figure_panels_traces_and_values():
     assert [t.showlegend for t in scatters] == [True, True, True, True, False, False]
     with pytest.raises(ValueError, match="no row has a per-epoch"):
         grid_curves_figure([{"attack": "sig", "seed": 0}])
+
+
+def _drop_rows() -> list[dict]:
+    """Two attacks × two defences; teachers at 90 % clean / 100 % ASR. X: two seeds per attack
+    (accuracy drops 2, 4 and 0, 2 points; ASR drops 90, 70 and 100, 80); Y: one seed each."""
+    runs = [("X", "a", 0, 0.88, 0.10), ("X", "a", 1, 0.86, 0.30), ("X", "b", 0, 0.90, 0.00), ("X", "b", 1, 0.88, 0.20),
+            ("Y", "a", 0, 0.80, 0.00), ("Y", "b", 0, 0.85, 0.50)]
+    return [{"variant": v, "method": v.lower(), "attack": a, "seed": s, "teacher_id": f"t-{a}",
+             "before_clean_acc": 0.9, "before_asr": 1.0, "clean_acc": acc, "asr": asr} for v, a, s, acc, asr in runs]
+
+
+def test_removal_accuracy_figure_puts_each_defence_at_its_average_drops_with_welch_intervals():
+    fig = removal_accuracy_figure(_drop_rows())
+    main = {t.name: t for t in fig.data if t.showlegend is not False}
+    x = main["X"]
+    assert x.x[0] == pytest.approx(2.0) and x.y[0] == pytest.approx(85.0)
+    # by hand: both attacks' drops have sample std √2 (accuracy) and √200 (ASR) over 2 seeds, so
+    # SE = √(2·v)/2 with v = s²/2, Welch df = 2, t(0.975, 2) = 4.302653
+    assert x.error_y.array[0] == pytest.approx(4.302653 * np.sqrt(200) / 2, rel=1e-5)
+    assert x.error_y.arrayminus[0] == pytest.approx(x.error_y.array[0])
+    assert x.error_x.array[0] == pytest.approx(4.302653 * np.sqrt(2) / 2, rel=1e-5)
+    y = main["Y"]  # one seed per attack: no spread, no interval drawn
+    assert y.x[0] == pytest.approx(7.5) and y.y[0] == pytest.approx(75.0) and not y.error_y.visible
+    per_attack = [t for t in fig.data if t.name == "X: per attack"][0]
+    np.testing.assert_allclose(per_attack.x, [3.0, 1.0])
+    np.testing.assert_allclose(per_attack.y, [80.0, 90.0])
+    assert list(per_attack.text) == ["a", "b"]
+    assert x.marker.color != y.marker.color
+
+
+def test_removal_accuracy_figure_refuses_rows_without_the_numbers():
+    with pytest.raises(ValueError, match="lacks"):
+        removal_accuracy_figure([{"attack": "a", "variant": "X", "clean_acc": 0.9}])
+
+
+def test_export_tries_a_failed_png_render_once_more(tmp_path, monkeypatch):
+    """kaleido's browser fails now and then on a busy machine (a JavascriptError in
+    table1_report's figures): one failure no longer costs the PNG."""
+    calls = []
+
+    def flaky(self, **k):
+        calls.append(k)
+        if len(calls) == 1:
+            raise RuntimeError("JavascriptError")
+        return b"\x89PNG second try"
+
+    monkeypatch.setattr(go.Figure, "to_image", flaky)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        paths = export_figure(tradeoff_figure(ROWS), tmp_path / "trade")
+    assert [p.name for p in paths] == ["trade.html", "trade.png"] and len(calls) == 2
+    assert paths[1].read_bytes() == b"\x89PNG second try"
+
+
+def test_removal_accuracy_figure_tells_nine_defences_apart():
+    """Table 1 has nine columns (eight methods and the aligned MEDIC row) and the palette eight
+    colours: the ninth must still differ from the first (by its marker)."""
+    rows = [dict(r, variant=f"M{i}") for i in range(9) for r in _drop_rows()[:1]]
+    looks = {(t.marker.color, t.marker.symbol) for t in removal_accuracy_figure(rows).data if t.showlegend is not False}
+    assert len(looks) == 9

@@ -17,6 +17,7 @@ from medic_viz.viz.summary_figures import (
     aggregate_rows,
     defense_comparison_figure,
     lambda_tau_figure,
+    removal_accuracy_figure,
     tau_panels_figure,
     tau_sweep_figure,
     tradeoff_figure,
@@ -41,4 +42,5 @@ __all__ = [
     "top_activating_figure",
     "tradeoff_figure",
     "removal_figure",
+    "removal_accuracy_figure",
 ]

@@ -24,7 +24,8 @@ def export_figure(
     CDN); pass ``True`` for a self-contained, offline file (~4.7 MB).
 
     PNG export uses kaleido, which needs a Chrome/Chromium: if ``BROWSER_PATH`` is unset and
-    ``/usr/bin/chromium`` exists it is used. Where no renderer works the PNG is skipped with a
+    ``/usr/bin/chromium`` exists it is used; a failed render is tried once more (kaleido's browser
+    fails now and then on a busy machine). Where no renderer works the PNG is skipped with a
     ``RuntimeWarning`` saying why.
     """
     if not isinstance(fig, go.Figure):
@@ -44,7 +45,10 @@ def export_figure(
                     os.environ["BROWSER_PATH"] = candidate
                     break
         try:
-            data = fig.to_image(format="png", scale=scale)
+            try:
+                data = fig.to_image(format="png", scale=scale)
+            except Exception:  # noqa: BLE001 - kaleido's browser fails now and then on a busy machine: once more
+                data = fig.to_image(format="png", scale=scale)
             out = base.with_suffix(".png")
             out.write_bytes(data)
             written.append(out)

@@ -4,7 +4,8 @@ dicts such as ``{"tau": 5, "seed": 0, "clean_acc": 0.9, "asr": 0.02, "criteria":
 drawn in %; rows that share every other key, e.g. several seeds, are averaged by
 :func:`aggregate_rows`, and the sample standard deviation, ddof=1, is drawn):
 :func:`tau_sweep_figure` and :func:`tau_panels_figure` (Figure 4), :func:`lambda_tau_figure` (Figure 6),
-:func:`tradeoff_figure` (Figure 7), :func:`defense_comparison_figure` (Figure 5 / Table 1).
+:func:`tradeoff_figure` (Figure 7), :func:`defense_comparison_figure` (Figure 5 / Table 1),
+:func:`removal_accuracy_figure` (Table 1's average drops against each other).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from medic_viz.intervals import AverageInterval
 from medic_viz.metrics import mean_std
 from medic_viz.viz.style import PALETTE, REFERENCE_COLOR, REFERENCE_SERIES
 
@@ -27,6 +29,7 @@ __all__ = [
     "lambda_tau_figure",
     "tradeoff_figure",
     "defense_comparison_figure",
+    "removal_accuracy_figure",
 ]
 
 
@@ -309,4 +312,50 @@ def defense_comparison_figure(
     fig.update_yaxes(range=[0, 105])
     fig.update_layout(barmode="group", title=title or "Backdoor removal methods compared (mean ± std)",
                       width=max(600, 110 * len(xs) + 200), height=300 * len(metrics) + 80)
+    return fig
+
+
+_SYMBOLS = ("circle", "square", "diamond", "triangle-up", "cross", "triangle-down", "pentagon", "star", "hexagon")
+
+
+def removal_accuracy_figure(rows: Iterable[Mapping[str, Any]], *, title: str | None = None) -> go.Figure:
+    """Table 1's last two rows side by side: each defence's average ASR drop (y) against its
+    average clean-accuracy drop (x), in points, over the attacks it has, with their seed-only
+    95 % intervals (:func:`medic_viz.experiments.summary.aggregate`) as error bars; faint
+    markers are the per-attack drops (mean over seeds). Each defence has its own colour and
+    marker shape. Upper left is better: removal without
+    an accuracy cost. Rows are grid rows: ``attack``, ``variant``, ``seed``,
+    ``before_clean_acc``, ``clean_acc``, ``before_asr``, ``asr`` (fractions)."""
+    from medic_viz.experiments.summary import aggregate  # noqa: PLC0415 — a view of the core's numbers
+
+    data = _require_rows(rows, ("attack", "variant", "before_clean_acc", "clean_acc", "before_asr", "asr"),
+                         "removal_accuracy_figure")
+    agg = aggregate(data)
+    fig = go.Figure()
+    for i, v in enumerate(agg["variants"]):
+        color, symbol = PALETTE[i % len(PALETTE)], _SYMBOLS[i % len(_SYMBOLS)]  # a 9th series differs by shape
+        cells = [agg["cells"][(a, v)] for a in agg["attacks"] if (a, v) in agg["cells"]]
+        fig.add_trace(go.Scatter(
+            x=[c["acc_drop"].mean for c in cells], y=[c["asr_drop"].mean for c in cells], mode="markers",
+            name=f"{v}: per attack", legendgroup=str(v), showlegend=False, opacity=0.35,
+            marker=dict(color=color, size=6, symbol=symbol), text=[a for a in agg["attacks"] if (a, v) in agg["cells"]],
+            hovertemplate=f"{v}, %{{text}}<br>accuracy drop %{{x:.1f}}<br>ASR drop %{{y:.1f}}<extra></extra>"))
+        d = agg["drops"][v]
+        if math.isnan(d["asr"]) or math.isnan(d["acc"]):
+            continue
+
+        def bars(ci: AverageInterval) -> dict:
+            return (dict(type="data", symmetric=False, array=[ci.high - ci.mean], arrayminus=[ci.mean - ci.low],
+                         visible=True, thickness=1.2) if ci.defined else dict(visible=False))
+
+        fig.add_trace(go.Scatter(
+            x=[d["acc"]], y=[d["asr"]], mode="markers", name=str(v), legendgroup=str(v),
+            marker=dict(color=color, size=13, symbol=symbol, line=dict(color="white", width=1)),
+            error_x=bars(d["acc_ci"]), error_y=bars(d["asr_ci"]),
+            hovertemplate=(f"{v} (average over {d['n_attacks']} attacks)<br>accuracy drop %{{x:.1f}}"
+                           f"<br>ASR drop %{{y:.1f}}<extra></extra>")))
+    fig.add_vline(x=0, line=dict(color=REFERENCE_COLOR, width=1, dash="dot"))
+    fig.update_layout(title=title or "Removal against its cost: average ASR drop vs accuracy drop (95 % intervals)",
+                      xaxis_title="average clean-accuracy drop (points; left is better)",
+                      yaxis_title="average ASR drop (points; up is better)", width=760, height=520)
     return fig
