@@ -175,6 +175,16 @@ PROTOCOL_SEEDS = (0, 1)
 
 # --- Table 1 on GTSRB (WRN-16-1): the grid of run_table1.sh, its report and its aligned-τ row ---
 TABLE1_OUT = RESULTS / "table1_gtsrb_wrn16_1"
+#: The tuning pass (issue 28: :mod:`benchmarks.tune_methods`) and the table it feeds
+#: (:mod:`benchmarks.table1_protocol`).
+TUNING_OUT, TABLE1_PROTOCOL_OUT = RESULTS / "tuning", RESULTS / "table1_protocol"
+#: Table 1 under the protocol: seeds per cell (issue 28 item 4: three on CPU, five where a GPU is
+#: lent); methods run as they are (KD and Scratch: nothing to tune; ANP's own fixed settings ε 0.2,
+#: lr 0.1, threshold 0.05 are a row beside its tuned one) and methods whose row is the tuning
+#: rule's choice.
+TABLE1_PROTOCOL_SEEDS = (0, 1, 2)
+TABLE1_AS_IS = ("anp", "kd", "scratch")
+TABLE1_TUNED = ("finetune", "fineprune", "nad", "mcr", "anp", "medic")
 #: The paper's attacks in its Table 1 order, then WaNet.
 TABLE1_ATTACKS = GTSRB_TABLE1_ATTACKS
 TABLE1_METHODS = ("finetune", "fineprune", "nad", "mcr", "anp", "kd", "scratch", "medic")

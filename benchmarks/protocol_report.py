@@ -32,6 +32,12 @@ from benchmarks.common import (
     SCARCE_FRACTIONS,
     SCARCE_METHODS,
     SCARCE_OUT,
+    TABLE1_AS_IS,
+    TABLE1_ATTACKS,
+    TABLE1_PROTOCOL_OUT,
+    TABLE1_PROTOCOL_SEEDS,
+    TABLE1_TUNED,
+    TUNING_OUT,
     teachers_of_role,
     with_block,
 )
@@ -84,20 +90,31 @@ def planned() -> dict[str, int]:
     return {"scarce_data": len(SCARCE_ATTACKS) * len(SCARCE_FRACTIONS) * len(SCARCE_METHODS) * seeds,
             "figure4_tau": len(FIGURE4_ATTACKS) * seeds * (len(FIGURE4_TAUS) + 1),
             "figure4_default_cut": len(FIGURE4_ATTACKS) * seeds * (len(FIGURE4_DEFAULT_CUT_TAUS) + 1),
-            "architectures": len(ARCHITECTURES) * len(ARCH_ATTACKS) * seeds * (len(ARCH_TAUS) + 1)}
+            "architectures": len(ARCHITECTURES) * len(ARCH_ATTACKS) * seeds * (len(ARCH_TAUS) + 1),
+            "table1_protocol": len(TABLE1_ATTACKS) * (len(TABLE1_TUNED) + len(TABLE1_AS_IS)) * len(TABLE1_PROTOCOL_SEEDS)}
+
+
+def tuning_status() -> str:
+    """How far the tuning pass is: finished units, and the methods it has chosen for."""
+    units = TUNING_OUT / "units"
+    done = sum(1 for _ in units.glob("*.json")) if units.is_dir() else 0
+    chosen_path = TUNING_OUT / "selections.json"
+    chosen = sorted(json.loads(chosen_path.read_text())) if chosen_path.is_file() else []
+    return f"tuning pass: {done} runs finished, chosen for {', '.join(chosen) if chosen else 'no method yet'}"
 
 
 def block() -> str:
-    scarce, fig4, archs = _rows(SCARCE_OUT), _rows(FIGURE4_OUT), _rows(ARCH_OUT)
+    scarce, fig4, archs, table1 = _rows(SCARCE_OUT), _rows(FIGURE4_OUT), _rows(ARCH_OUT), _rows(TABLE1_PROTOCOL_OUT)
     plan = planned()
     main = [r for r in fig4 if (r.get("method_options") or {}).get("layers", "auto") == FIGURE4_LAYERS]
     cut = [r for r in fig4 if (r.get("method_options") or {}).get("layers", "auto") == "auto"]
     parts = [f"**PARTIAL** — scarce data: {len(scarce)} of {plan['scarce_data']} cells; Figure 4: {len(main)} of "
              f"{plan['figure4_tau']} cells (every conv/norm output, the paper's layers) + {len(cut)} of "
              f"{plan['figure4_default_cut']} (the library's layer cut: default and τ = 0); architectures: "
-             f"{len(archs)} of {plan['architectures']} cells. "
+             f"{len(archs)} of {plan['architectures']} cells; Table 1: {len(table1)} of {plan['table1_protocol']} cells "
+             f"({tuning_status()}). "
              "Evaluation teachers, the evaluation half of the test set (6,315 clean "
-             "images), one configuration: the library's defaults. Values in %, mean ± sample std over the seeds "
+             "images), one configuration: the library's defaults (Table 1: each method's tuned setting). Values in %, mean ± sample std over the seeds "
              "that ran (n).", "",
              "**Teachers** (WRN-16-1, GTSRB, 30 epochs; cards: the whole test set):", "", teacher_table(), ""]
     parts += ["**Scarce clean data** (`python -m benchmarks.scarce_data`; 60 epochs each; targets of issue 27: "
@@ -114,6 +131,12 @@ def block() -> str:
     parts += ["**Architectures** (`python -m benchmarks.architectures`, on a GPU: `benchmarks/gpu_architectures.sh`; "
               "5 % clean data, 60 epochs; WRN-16-1's rows are Figure 4's cells; target: ASR ≤ 10 % and accuracy "
               "within 3 points):", "", _table(ARCH_OUT), ""]
+    parts += ["**Table 1 under the protocol** (issue 28: `python -m benchmarks.tune_methods` chooses every method's "
+              "settings on the development teachers by one rule, then `python -m benchmarks.table1_protocol` runs "
+              "them on the evaluation teachers and test half, "
+              f"{len(TABLE1_PROTOCOL_SEEDS)} seeds):", "", _table(TABLE1_PROTOCOL_OUT), ""]
+    if table1:
+        parts += ["![removal_vs_accuracy](docs/table1_protocol/removal_vs_accuracy.png)", ""]
     return "\n".join(parts).rstrip() + "\n"
 
 

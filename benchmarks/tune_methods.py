@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import GTSRB, RESULTS, teachers_of_role
+from benchmarks.common import GTSRB, TUNING_OUT, teachers_of_role
 from medic_viz.data import load_dataset
 from medic_viz.defenses.registry import canonical_name, tuning_space
 from medic_viz.experiments.grid import method_options
@@ -43,7 +43,7 @@ from medic_viz.experiments.selection import (
 )
 from medic_viz.importer import load_model_folder
 
-OUT = RESULTS / "tuning"
+OUT = TUNING_OUT
 #: The development teachers' attacks: the four whose seed-0 teachers chose MEDIC's defaults.
 ATTACKS = ("badnet", "sig", "polygon", "wanet")
 #: The methods with free settings (KD and Scratch have none).

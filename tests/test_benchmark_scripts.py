@@ -8,6 +8,7 @@ reading the dataset and refuse it in one line (not fail on its own arguments).
 from __future__ import annotations
 
 import ast
+import json
 import os
 import subprocess
 import sys
@@ -15,7 +16,17 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import architectures, calibrated_taus, figure4_tau, holdout_gap, protocol_report, scarce_data, tune_methods
+from benchmarks import (
+    architectures,
+    calibrated_taus,
+    figure4_tau,
+    holdout_gap,
+    protocol_report,
+    scarce_data,
+    table1_protocol,
+    tune_methods,
+)
+from medic_viz.experiments.selection import Selection
 from medic_viz.experiments.summary import peak_late_asr
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -185,7 +196,8 @@ def test_tuning_report_chooses_by_the_rule_only_when_every_result_is_in() -> Non
 
 def test_protocol_report_plans_every_cell_and_results_md_is_in_step_with_the_committed_runs(capsys) -> None:
     assert protocol_report.planned() == {"scarce_data": 3 * 4 * 3 * 2, "figure4_tau": 3 * 2 * 6,
-                                         "figure4_default_cut": 3 * 2 * 2, "architectures": 3 * 3 * 2 * 2}
+                                         "figure4_default_cut": 3 * 2 * 2, "architectures": 3 * 3 * 2 * 2,
+                                         "table1_protocol": 8 * (6 + 3) * 3}
     assert protocol_report.main(["--check"]) == 0, "run python -m benchmarks.protocol_report"
     assert "up to date" in capsys.readouterr().out
 
@@ -234,3 +246,42 @@ def test_gpu_architectures_refuses_parts_that_do_not_join_into_gtsrb_and_trains_
 def test_calibrated_taus_table_summarises_each_layer_set_by_hand() -> None:
     text = calibrated_taus.table({("sig_wrn16_1_e30_s1", "auto"): {"a": 4.0, "b": 10.0, "c": 6.0}})
     assert text.splitlines()[2] == "| sig_wrn16_1_e30_s1 | auto | 3 | 4.0 | 6.0 | 10.0 | a 4.0, b 10.0, c 6.0 |"
+
+
+def test_table1_protocol_grid_runs_the_tuning_rules_choices_beside_the_as_is_rows() -> None:
+    """Fine-tuning and ANP chosen (lr 0.05; threshold 0.3): their tuned cells carry the choice and
+    ", tuned"; ANP also runs at its own fixed settings, KD and Scratch as they are; methods not
+    chosen yet have no cell. Everything on the evaluation half of the test set."""
+    chosen = {"finetune": Selection("finetune", {"lr": 0.05, "schedule": "cosine"}, 2, 3.0, True, {}),
+              "anp": Selection("anp", {"threshold": 0.3}, 3, 3.0, True, {})}
+    folder = [str(ROOT / "benchmarks" / "results" / "gtsrb_teachers" / "sig_wrn16_1_e30_s1")]
+    cells = table1_protocol.grid(folder, [0, 1, 2], chosen)
+    by_variant: dict[str, list] = {}
+    for c in cells:
+        by_variant.setdefault(c.variant, []).append(c)
+    assert sorted(by_variant) == ["ANP", "ANP, tuned", "Fine-tuning, tuned", "KD", "Scratch"]
+    assert all(len(v) == 3 for v in by_variant.values()) and {c.test_part for c in cells} == {"evaluation"}
+    assert {c.method_options["lr"] for c in by_variant["Fine-tuning, tuned"]} == {0.05}
+    assert {c.method_options["threshold"] for c in by_variant["ANP, tuned"]} == {0.3}
+    assert {c.method_options["threshold"] for c in by_variant["ANP"]} == {0.05}
+    assert len({c.cell_id for c in cells}) == len(cells)
+    assert table1_protocol.grid(folder, [0], {}) == [c for c in cells if c.variant in ("ANP", "KD", "Scratch")
+                                                      and c.seed == 0]
+
+
+def test_table1_protocol_report_names_attacks_by_teacher_and_averages_with_intervals(tmp_path, monkeypatch) -> None:
+    """Two seeds of KD on one evaluation teacher (97.0 → 95.0 and 93.0 %; ASR 100 → 1 and 3 %):
+    the table's column is KD, the attack "sig", the drops 3.0 and 98.0 points with intervals."""
+    out = tmp_path / "out"
+    out.mkdir()
+    rows = [_row("sig_wrn16_1_e30_s1", "kd", seed, acc, asr, variant="KD", before_clean_acc=0.97, before_asr=1.0,
+                 cell_id=f"kd-{seed}", teacher_id="sig-s1")
+            for seed, acc, asr in ((0, 0.95, 0.01), (1, 0.93, 0.03))]
+    (out / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    drawn: list[str] = []
+    monkeypatch.setattr(table1_protocol, "OUT", out)
+    monkeypatch.setattr(table1_protocol, "export_figure", lambda fig, path: drawn.append(Path(path).name))
+    table1_protocol.report()
+    text = (out / "table.md").read_text()
+    assert "| sig | ASR | 100.0 | 2.0 ± 1.4 |" in text and "| Avg. drop | ASR | - | 98.0 [" in text
+    assert "|  | Accuracy | - | 3.0 [" in text and drawn == ["removal_vs_accuracy"]
