@@ -114,8 +114,8 @@ def block() -> str:
              f"{len(archs)} of {plan['architectures']} cells; Table 1: {len(table1)} of {plan['table1_protocol']} cells "
              f"({tuning_status()}). "
              "Evaluation teachers, the evaluation half of the test set (6,315 clean "
-             "images), one configuration: the library's defaults (Table 1: each method's tuned setting). Values in %, mean ± sample std over the seeds "
-             "that ran (n).", "",
+             "images), one configuration: the library's defaults (Table 1: each method's tuned setting). "
+             "Values in %, mean ± sample std over the seeds that ran (n).", "",
              "**Teachers** (WRN-16-1, GTSRB, 30 epochs; cards: the whole test set):", "", teacher_table(), ""]
     parts += ["**Scarce clean data** (`python -m benchmarks.scarce_data`; 60 epochs each; targets of issue 27: "
               "ASR ≤ 10 % and accuracy within 3 points at 5 %, within 5 at 2 %):", ""]

@@ -17,6 +17,7 @@ from medic_viz.attacks.registry import Attack, attack_evaluator, trigger_from_co
 from medic_viz.capture import eval_mode
 from medic_viz.cards import ModelCard
 from medic_viz.data.arrays import DatasetSplits, clean_subset
+from medic_viz.data.tracks import CLEAN_FROM, frame_tracks
 from medic_viz.defenses.base import Defense, DefenseResult
 from medic_viz.deprecation import moved_names
 from medic_viz.device import resolve_device
@@ -95,9 +96,12 @@ def remove_backdoor(
     callbacks: Sequence[Callback] = (),
     stop_event: threading.Event | None = None,
     before: BackdoorMetrics | None = None,
+    clean_from: str = "images",
 ) -> RemovalOutcome:
     """Measure ``teacher``, run ``defense`` on a class-balanced ``fraction`` of the training
     set (chosen by ``seed``), and measure the repaired model on the whole test set.
+    ``clean_from="tracks"``: that fraction from as few of the training set's 30-frame tracks as
+    it takes (GTSRB's layout: :func:`~medic_viz.data.tracks.frame_tracks`) — fewer distinct images.
 
     Live curves use at most ``live_eval_images`` test images (None = all, 0 = no live
     evaluation); before/after numbers always use the whole test set. ``before``: the
@@ -109,6 +113,8 @@ def remove_backdoor(
     The outcome records the wall time and the peak memory (:class:`~medic_viz.resources.PeakMemory`).
     """
     start = time.perf_counter()
+    if clean_from not in CLEAN_FROM:
+        raise ValueError(f"clean_from must be one of {', '.join(CLEAN_FROM)}, got {clean_from!r}")
     dev = resolve_device(device)
     if len(splits.test) == 0:
         raise ValueError(f"{splits.test.name}: the test set is empty, so the defence could not be measured; "
@@ -124,7 +130,8 @@ def remove_backdoor(
                 f"{splits.num_classes}; use the dataset the model was trained on"
             )
 
-        clean = clean_subset(splits.train, fraction, seed)
+        tracks = frame_tracks(splits.train.labels) if clean_from == "tracks" else None
+        clean = clean_subset(splits.train, fraction, seed, tracks=tracks)
         full = attack_evaluator(trigger, splits.test, target, device=dev)
         if before is None:
             before = full(teacher.to(dev))

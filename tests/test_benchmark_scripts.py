@@ -19,6 +19,7 @@ import pytest
 from benchmarks import (
     architectures,
     calibrated_taus,
+    clean_tracks,
     figure4_tau,
     holdout_gap,
     protocol_report,
@@ -26,6 +27,7 @@ from benchmarks import (
     table1_protocol,
     tune_methods,
 )
+from medic_viz.experiments import build_grid
 from medic_viz.experiments.selection import Selection
 from medic_viz.experiments.summary import peak_late_asr
 
@@ -285,3 +287,24 @@ def test_table1_protocol_report_names_attacks_by_teacher_and_averages_with_inter
     text = (out / "table.md").read_text()
     assert "| sig | ASR | 100.0 | 2.0 ± 1.4 |" in text and "| Avg. drop | ASR | - | 98.0 [" in text
     assert "|  | Accuracy | - | 3.0 [" in text and drawn == ["removal_vs_accuracy"]
+
+
+def test_clean_tracks_sets_tracks_beside_random_images_by_hand() -> None:
+    """BadNet, conv+bn, 5 %: at random 96.0 / 1.0, from tracks 90.5 / 2.0 → 5.5 points; a row
+    without its counterpart shows "–". The grid's track cells are new cells, its random ones
+    the ids a grid without tracks gives."""
+    t = "badnet_wrn16_1_e30_s0"
+    common = dict(fraction=0.05, n_clean_subset=1960, method_options={"layers": "conv+bn"})
+    rows = [_row(t, "medic", 0, 0.96, 0.01, clean_from="images", **common),
+            _row(t, "medic", 0, 0.905, 0.02, clean_from="tracks", **common),
+            _row(t, "medic", 0, 0.93, 0.03, clean_from="tracks", **{**common, "method_options": {"layers": "auto"}})]
+    lines = clean_tracks.table(rows).splitlines()[2:]
+    assert lines == ["| badnet_wrn16_1_e30_s0 (98.00 / 100.00) | 5 % (1,960) | auto | – | 93.00 / 3.00 | – |",
+                     "| badnet_wrn16_1_e30_s0 (98.00 / 100.00) | 5 % (1,960) | conv+bn | 96.00 / 1.00 | 90.50 / 2.00 | "
+                     "5.5 points |"]
+    folder = [str(ROOT / "benchmarks" / "results" / "gtsrb_teachers" / "badnet_wrn16_1_e30_s0")]
+    cells = clean_tracks.grid(folder, [0], layer_sets=["auto"])
+    assert [c.clean_from for c in cells] == ["tracks", None]
+    plain = build_grid(dataset=str(cells[1].dataset), teachers=folder, methods=["medic"], seeds=[0], fraction=0.05,
+                       test_part="development", medic={"layers": "auto"})
+    assert cells[1].cell_id == plain[0].cell_id != cells[0].cell_id

@@ -253,9 +253,12 @@ def iterate_batches(
         yield x, y
 
 
-def _clean_subset_indices(data: ImageArrays, fraction: float, seed: int) -> torch.Tensor:
+def _clean_subset_indices(data: ImageArrays, fraction: float, seed: int,
+                          tracks: torch.Tensor | None = None) -> torch.Tensor:
     fraction = check_number("fraction", fraction, 0.0, 1.0, low_open=True, advice="MEDIC's default is 0.05 (5%)")
     seed = check_whole("seed", seed, 0, MAX_SEED)
+    if tracks is not None and tuple(tracks.shape) != (len(data),):
+        raise ValueError(f"tracks must hold one id per image ({len(data)}), got shape {tuple(tracks.shape)}")
     g = torch.Generator().manual_seed(seed)
     picked: list[torch.Tensor] = []
     for c in range(data.num_classes):
@@ -263,21 +266,32 @@ def _clean_subset_indices(data: ImageArrays, fraction: float, seed: int) -> torc
         if len(members) == 0:
             continue
         k = max(1, int(round(fraction * len(members))))
-        picked.append(members[torch.randperm(len(members), generator=g)[:k]])
+        if tracks is None:
+            picked.append(members[torch.randperm(len(members), generator=g)[:k]])
+            continue
+        ids = torch.unique(tracks[members])  # the class's tracks in a seeded order, whole tracks first
+        order = ids[torch.randperm(len(ids), generator=g)]
+        rank = torch.empty(int(ids.max()) + 1, dtype=torch.int64)
+        rank[order] = torch.arange(len(order))
+        by_track = members[torch.argsort(rank[tracks[members]] * len(members) + torch.arange(len(members)))]
+        picked.append(by_track[:k])
     if not picked:
         raise ValueError(f"{data.name}: dataset is empty, cannot take a subset")
     idx = torch.cat(picked)
     return idx[torch.randperm(len(idx), generator=g)]
 
 
-def clean_subset(data: ImageArrays, fraction: float, seed: int = 0) -> ImageArrays:
+def clean_subset(data: ImageArrays, fraction: float, seed: int = 0, tracks: torch.Tensor | None = None) -> ImageArrays:
     """A class-balanced random subset holding ``fraction`` of ``data`` (MEDIC uses 0.05).
 
     Each class contributes ``round(fraction * n_class)`` images (at least one where the class
-    has any), chosen by ``seed``; the result is the same for the same seed.
+    has any), chosen by ``seed``; the result is the same for the same seed. ``tracks`` (a group
+    id per image, e.g. :func:`medic_viz.data.tracks.frame_tracks`): the images come from as few
+    groups as that takes — the class's groups in a seeded random order, whole groups first, the
+    last one's first images — the same count, fewer distinct scenes.
     """
-    out = data.subset(_clean_subset_indices(data, fraction, seed))
-    out.name = f"{data.name}[{fraction:g} seed={seed}]"
+    out = data.subset(_clean_subset_indices(data, fraction, seed, tracks))
+    out.name = f"{data.name}[{fraction:g} seed={seed}{' by tracks' if tracks is not None else ''}]"
     return out
 
 

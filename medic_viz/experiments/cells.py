@@ -165,7 +165,8 @@ def run_cell(spec: Mapping[str, Any], teacher: Mapping[str, Any]) -> dict:
     options = {**cell.method_options, "eval_every": 1} if curve_images else dict(cell.method_options)
     outcome = remove_backdoor(teacher_model(teacher), splits, make_defense(cell.method, **options),
                               trigger=attack, target=target, fraction=cell.fraction, seed=cell.seed,
-                              device=cell.device, live_eval_images=curve_images, before=before)
+                              device=cell.device, live_eval_images=curve_images, before=before,
+                              clean_from=cell.clean_from or "images")
     result, after = outcome.result, outcome.after
     curve = None
     if curve_images:
@@ -193,6 +194,7 @@ def run_cell(spec: Mapping[str, Any], teacher: Mapping[str, Any]) -> dict:
         "teacher_folder": cell.teacher_dir,
         "teacher_role": (teacher.get("card") or {}).get("role"),
         "test_part": cell.test_part,
+        "clean_from": cell.clean_from or "images",
         "target": target,
         "before_clean_acc": before.clean_acc,
         "before_asr": before.asr,

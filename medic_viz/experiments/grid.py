@@ -18,6 +18,7 @@ from typing import Any, Mapping, Sequence
 
 from medic_viz.attacks.registry import ATTACKS, attack_spec, trigger_from_config
 from medic_viz.attacks.train import ATTACK_TRAIN_DEFAULTS
+from medic_viz.data.tracks import CLEAN_FROM
 from medic_viz.data_identity import card_dataset, dataset_record
 from medic_viz.defenses.registry import DEFENSES, DISPLAY_NAMES, MAIN_METHOD, canonical_name, defense_class, make_defense
 from medic_viz.experiments.folders import file_sha256, read_teacher_folder
@@ -82,7 +83,9 @@ class CellSpec:
     ``teacher_dir`` (where the folder is: its weights' digest is what counts) and
     ``trust_arch_code`` do not change the cell's identity. ``test_part``: measure on the
     ``"development"`` or ``"evaluation"`` part of the test set
-    (:func:`medic_viz.experiments.protocol.part_of_test_set`), None the whole test set. ``dataset_sha256``, the digest of a
+    (:func:`medic_viz.experiments.protocol.part_of_test_set`), None the whole test set.
+    ``clean_from``: ``"tracks"`` draws the clean subset from as few of the training set's tracks
+    as it takes (:func:`medic_viz.data.tracks.frame_tracks`), None at random. ``dataset_sha256``, the digest of a
     dataset file (:func:`build_grid` fills it in), identifies the data in place of the path, so
     the same file named by another path (``../data/x.npz``, ``/abs/data/x.npz``) keeps the ids;
     without it the path string identifies it (the ids grids had before; see :meth:`legacy`).
@@ -116,6 +119,7 @@ class CellSpec:
     dataset_sha256: str | None = None
     teacher_card_sha256: str | None = None
     test_part: str | None = None
+    clean_from: str | None = None
 
     def legacy(self) -> "CellSpec":
         """This cell as grids made before datasets were identified by content: the path string
@@ -168,6 +172,8 @@ class CellSpec:
             d.pop("teacher_card_sha256")
         if d["test_part"] is None:  # the whole test set: the identity cells had before the protocol
             d.pop("test_part")
+        if d["clean_from"] is None:  # clean images at random: the identity cells had before tracks
+            d.pop("clean_from")
         if d["dataset_sha256"] is None:  # the data named by its path: the identity it had before digests
             d.pop("dataset_sha256")
         else:
@@ -208,6 +214,9 @@ def validate_cells(cells: Sequence[CellSpec]) -> None:
                 _whole(cell.target, "target", 0)
             _whole(cell.seed, "seed", 0)
             _whole(cell.attack_epochs, "attack_epochs", 1)
+            if cell.clean_from is not None and cell.clean_from not in CLEAN_FROM:
+                raise ValueError(f"clean_from must be one of {', '.join(CLEAN_FROM)} or None (images), "
+                                 f"got {cell.clean_from!r}")
             if cell.test_part is not None and cell.test_part not in ROLES:
                 raise ValueError(f"test_part must be one of {', '.join(ROLES)} or None (the whole test set), "
                                  f"got {cell.test_part!r}")
@@ -342,6 +351,7 @@ def build_grid(
     teachers: Sequence[Any] = (),
     trust_arch_code: str | None = None,
     test_part: str | None = None,
+    clean_from: str | None = None,
 ) -> list[CellSpec]:
     """The cells of a comparison (``ablation="none"``) or of one of the paper's ablations.
 
@@ -359,7 +369,9 @@ def build_grid(
     ``arch`` ablation (which trains teachers) is refused. An architecture of your own
     (``package.module:callable``) needs ``trust_arch_code`` naming it, which imports and runs it.
     ``test_part``: measure every cell on the ``"development"`` or ``"evaluation"`` part of the
-    test set (:mod:`medic_viz.experiments.protocol`); None: the whole test set.
+    test set (:mod:`medic_viz.experiments.protocol`); None: the whole test set. ``clean_from``:
+    ``"tracks"`` draws every cell's clean subset from as few training tracks as it takes
+    (:attr:`CellSpec.clean_from`); None: at random.
     """
     if ablation not in ABLATIONS:
         raise ValueError(f"ablation must be one of {ABLATIONS}, got {ablation!r}")
@@ -395,7 +407,8 @@ def build_grid(
     base = dict(dataset=str(dataset or "signs"), target=int(target), rate=rate, fraction=float(fraction), epochs=epochs,
                   attack_epochs=int(attack_epochs), max_train=max_train, max_test=max_test, device=device,
                   teacher_seed=None if teacher_seed is None else int(teacher_seed),
-                  data_root=None if data_root is None else str(data_root), test_part=test_part)
+                  data_root=None if data_root is None else str(data_root), test_part=test_part,
+                  clean_from=clean_from)
     if dataset is not None and Path(dataset).is_file():
         base["dataset_sha256"] = file_sha256(dataset)
 

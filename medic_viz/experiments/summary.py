@@ -29,7 +29,8 @@ STD_DEFINITION = "sample standard deviation, ddof=1"
 
 #: Columns of ``results.csv``, one row per finished run.
 CSV_COLUMNS = ["cell_id", "teacher_id", "dataset", "model", "attack", "method", "variant", "seed", "ablation",
-               "ablation_value", "series", "x", "fraction", "n_clean_subset", "epochs", "attack_epochs", "teacher_folder",
+               "ablation_value", "series", "x", "fraction", "n_clean_subset", "clean_from", "epochs", "attack_epochs",
+               "teacher_folder",
                "target", "before_clean_acc", "before_asr", "clean_acc", "asr", "n_clean", "n_asr", "train_seconds",
                "seconds", "peak_rss_mb", "cuda_peak_mb", "device", "method_options", "extra", "finished_at"]
 
@@ -51,7 +52,8 @@ def _setting(row: Mapping[str, Any]) -> dict:
     method's options without the per-seed seeds (``seed``, ``*_seed``) and reporting options."""
     opts = {k: v for k, v in (row.get("method_options") or {}).items()
             if k not in _NOT_SETTINGS and k != "seed" and not k.endswith("_seed")}
-    return {"fraction": row.get("fraction"), "epochs": row.get("epochs"), "test_part": row.get("test_part"), **opts}
+    return {"fraction": row.get("fraction"), "epochs": row.get("epochs"), "test_part": row.get("test_part"),
+            "clean_from": row.get("clean_from") or "images", **opts}
 
 
 def _shown(value: Any) -> str:
