@@ -24,6 +24,7 @@ from typing import Any
 from medic_viz.attacks.registry import ATTACKS, PAPER_ATTACKS
 from medic_viz.cli_args import number, whole
 from medic_viz.cli_common import EXPECTED_ERRORS, add_trust_arch_code, report_error, trusted_code
+from medic_viz.data.tracks import CLEAN_FROM
 from medic_viz.defenses.registry import DEFENSES, MAIN_METHOD
 from medic_viz.experiments import ABLATIONS, TABLE1_METHODS, build_grid, run_grid
 from medic_viz.experiments.runner import check_grid
@@ -90,6 +91,9 @@ def add_compare_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     p.add_argument("--test-part", choices=("development", "evaluation"), default=None,
                    help="measure on this half of the test set (fixed, class-stratified): choose settings on "
                         "development, report on evaluation; default: the whole test set")
+    p.add_argument("--clean-from", choices=CLEAN_FROM, default="images",
+                   help="where each method's clean subset comes from: images at random (default) or as few of the "
+                        "training set's 30-frame tracks as it takes (GTSRB's layout: a harder clean fit)")
     p.add_argument("--tau", type=number(0.0, 1000.0), default=None, help="MEDIC's global temperature τ in the comparison "
                    "(default: none — τ calibrated per layer to a 1%% share; the paper's is 5)")
     p.add_argument("--share", type=number(0.0, 1.0, low_open=True), default=None,
@@ -182,6 +186,7 @@ def _compare(args: argparse.Namespace) -> int:
         max_test=args.max_test, ablation=args.ablation, values=values, medic=medic, device=args.device,
         teacher_seed=args.teacher_seed, data_root=args.data_root, teachers=teachers,
         trust_arch_code=trusted_code(args), test_part=args.test_part,
+        clean_from=None if args.clean_from == "images" else args.clean_from,
     )
     if args.ablation in ("tau", "lambda_tau", "criteria", "arch", "layers") and methods and set(methods) != {MAIN_METHOD}:
         print(f"note: the {args.ablation} ablation sweeps MEDIC only; --methods is ignored", file=sys.stderr)

@@ -3,15 +3,18 @@ ids by hand, the subset's counts and tracks, its refusals, and the grid cell tha
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from medic_viz.cli import main
 from medic_viz.data.arrays import DatasetSplits, ImageArrays, clean_subset
 from medic_viz.data.tracks import frame_tracks
 from medic_viz.defenses.finetune import FineTuning
+from medic_viz.experiments import read_runs
 from medic_viz.experiments.grid import CellSpec, validate_cells
 from medic_viz.pipeline import remove_backdoor
 
@@ -99,3 +102,28 @@ def test_gtsrb_training_set_is_in_thirty_frame_tracks():
     step = np.abs(x[1:].astype(np.int16) - x[:-1]).mean(axis=(1, 2, 3))
     boundary = (tracks[1:] != tracks[:-1]).numpy()
     assert step[~boundary].mean() < 20 < 50 < step[boundary].mean()
+
+
+def test_cli_compare_draws_the_clean_subset_from_tracks(tmp_path):
+    """Four classes sorted by label: the grid's rows say where the clean subset came from (the
+    same 40 images' count, another cell). On data not sorted by class the cell fails with the
+    one-line reason and the fix."""
+    rng = np.random.default_rng(0)
+    path = tmp_path / "tracked.npz"
+    np.savez(path, x_train=rng.integers(0, 256, (160, 32, 32, 3), dtype=np.uint8), y_train=np.repeat(np.arange(4), 40),
+             x_test=rng.integers(0, 256, (48, 32, 32, 3), dtype=np.uint8), y_test=np.arange(48) % 4)
+    args = ["compare", "--dataset", str(path), "--attacks", "badnet", "--methods", "finetune", "--seeds", "1",
+            "--epochs", "1", "--attack-epochs", "1", "--fraction", "0.25", "--device", "cpu"]
+    assert main(args + ["--clean-from", "tracks", "--out", str(tmp_path / "t")]) == 0
+    (row,) = read_runs(tmp_path / "t" / "runs.jsonl")
+    assert row["clean_from"] == "tracks" and row["n_clean_subset"] == 40
+    assert main(args + ["--out", str(tmp_path / "i")]) == 0
+    (plain,) = read_runs(tmp_path / "i" / "runs.jsonl")
+    assert plain["clean_from"] == "images" and plain["cell_id"] != row["cell_id"]
+    unsorted = tmp_path / "unsorted.npz"
+    np.savez(unsorted, x_train=rng.integers(0, 256, (160, 32, 32, 3), dtype=np.uint8), y_train=np.arange(160) % 4,
+             x_test=rng.integers(0, 256, (48, 32, 32, 3), dtype=np.uint8), y_test=np.arange(48) % 4)
+    bad = [a if a != str(path) else str(unsorted) for a in args]
+    assert main(bad + ["--clean-from", "tracks", "--out", str(tmp_path / "u")]) != 0
+    (error,) = [json.loads(line) for line in (tmp_path / "u" / "errors.jsonl").read_text().splitlines()]
+    assert "not sorted by class: use clean_from='images'" in error["error"]
