@@ -38,6 +38,7 @@ from benchmarks.common import (
     TABLE1_PROTOCOL_SEEDS,
     TABLE1_TUNED,
     TUNING_OUT,
+    scarce_rows,
     teachers_of_role,
     with_block,
 )
@@ -104,11 +105,13 @@ def tuning_status() -> str:
 
 
 def block() -> str:
-    scarce, fig4, archs, table1 = _rows(SCARCE_OUT), _rows(FIGURE4_OUT), _rows(ARCH_OUT), _rows(TABLE1_PROTOCOL_OUT)
+    scarce, fig4, archs, table1 = scarce_rows(), _rows(FIGURE4_OUT), _rows(ARCH_OUT), _rows(TABLE1_PROTOCOL_OUT)
     plan = planned()
     main = [r for r in fig4 if (r.get("method_options") or {}).get("layers", "auto") == FIGURE4_LAYERS]
     cut = [r for r in fig4 if (r.get("method_options") or {}).get("layers", "auto") == "auto"]
-    parts = [f"**PARTIAL** — scarce data: {len(scarce)} of {plan['scarce_data']} cells; Figure 4: {len(main)} of "
+    read = sum(1 for r in scarce if r.get("read_from"))
+    parts = [f"**PARTIAL** — scarce data: {len(scarce)} of {plan['scarce_data']} cells"
+             f"{f' ({read} read from Figure 4)' if read else ''}; Figure 4: {len(main)} of "
              f"{plan['figure4_tau']} cells (every conv/norm output, the paper's layers) + {len(cut)} of "
              f"{plan['figure4_default_cut']} (the library's layer cut: default and τ = 0); architectures: "
              f"{len(archs)} of {plan['architectures']} cells; Table 1: {len(table1)} of {plan['table1_protocol']} cells "

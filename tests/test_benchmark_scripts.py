@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from benchmarks import (
     architectures,
     calibrated_taus,
     clean_tracks,
+    common,
     figure4_tau,
     holdout_gap,
     protocol_report,
@@ -308,3 +310,21 @@ def test_clean_tracks_sets_tracks_beside_random_images_by_hand() -> None:
     plain = build_grid(dataset=str(cells[1].dataset), teachers=folder, methods=["medic"], seeds=[0], fraction=0.05,
                        test_part="development", medic={"layers": "auto"})
     assert cells[1].cell_id == plain[0].cell_id != cells[0].cell_id
+
+
+def test_scarce_medic_5_percent_cells_are_figure4_default_cells_under_another_label() -> None:
+    """What lets the scarce-data report read MEDIC's 5 % cells from Figure 4 instead of re-running
+    them: the two cells differ in their labels only (BadNet seed 0 ran both ways, bit-identical),
+    and the rows read are marked, for the scarce attacks only."""
+    folder = [str(ROOT / "benchmarks" / "results" / "gtsrb_teachers" / "sig_wrn16_1_e30_s1")]
+    (ours,) = scarce_data.grid(folder, [0], fractions=[0.05], methods=["medic"])
+    (theirs,) = [c for c in figure4_tau.grid(folder, [0], taus=[0.0]) if c.ablation == "none"]
+    differ = {k for k, v in asdict(ours).items() if asdict(theirs)[k] != v}
+    assert differ == set(common.LABEL_FIELDS)
+    rows = common.scarce_rows()
+    read = [r for r in rows if r.get("read_from")]
+    assert read and all(r["method"] == "medic" and r["fraction"] == 0.05 for r in read)
+    assert {r["attack"].split("_", 1)[0] for r in read} <= set(common.SCARCE_ATTACKS)
+    own = {(r["attack"], r["seed"]) for r in rows if not r.get("read_from") and r["method"] == "medic"
+           and r["fraction"] == 0.05}
+    assert own.isdisjoint((r["attack"], r["seed"]) for r in read)
