@@ -23,7 +23,8 @@ GTSRB_NPZ = Path(__file__).resolve().parents[2] / "shared/data/gtsrb32.npz"
 
 def _tracked(tracks_per_class=(3, 2), frames: int = 4) -> ImageArrays:
     """Classes sorted, each a run of ``frames``-image tracks; an image's pixels say its track."""
-    labels, track = [], []
+    labels: list[int] = []
+    track: list[int] = []
     for c, n in enumerate(tracks_per_class):
         labels += [c] * (n * frames)
         track += [len(set(track)) + t for t in range(n) for _ in range(frames)]
