@@ -120,10 +120,12 @@ def test_medic_curves_figures_keep_defaults_and_aligned_runs_apart(tmp_path, mon
     monkeypatch.setattr(rep, "grid_curves_figure",
                         lambda rows, **kw: drawn.append((list(rows), kw)) or Fig())  # type: ignore[func-returns-value]
     monkeypatch.setattr(rep, "comparison_figure", lambda rows, **kw: Fig())
+    monkeypatch.setattr(rep, "export_figure", lambda fig, base: [base.with_suffix(".html"), base.with_suffix(".png")])
     curve = [{"epoch": 1, "clean_acc": 0.9, "asr": 0.1}]
     default = dict(_row("polygon", "medic", 0), variant="MEDIC", curve=curve, method_options={"tau": 8.0})
     aligned = dict(_row("polygon", "medic", 0), variant=rep.ALIGNED, curve=curve, method_options={"tau": 2.0})
     written = rep.write_figures([default, aligned], tmp_path)
+    # one attack with one method is not a whole attack: no average drops, no removal-vs-accuracy figure
     assert written == ["docs/table1/comparison.png", "docs/table1/medic_curves.png",
                        "docs/table1/medic_aligned_curves.png"]
     (defaults, kw_d), (aligned_drawn, kw_a) = drawn
