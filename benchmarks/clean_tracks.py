@@ -14,13 +14,16 @@ Resumable (``benchmarks/results/clean_tracks/runs.jsonl``).
 
 from __future__ import annotations
 
-import argparse
-
-import torch
-
-from benchmarks.common import GTSRB, RESULTS, late_text, teachers_of_role
+from benchmarks.common import (
+    GTSRB,
+    RESULTS,
+    development_parser,
+    late_text,
+    run_development_part,
+    write_table_report,
+)
 from medic_viz.data.tracks import CLEAN_FROM
-from medic_viz.experiments import build_grid, read_runs, run_grid
+from medic_viz.experiments import build_grid
 from medic_viz.experiments.protocol import DEVELOPMENT
 
 OUT = RESULTS / "clean_tracks"
@@ -68,35 +71,15 @@ def table(rows: list[dict]) -> str:
 
 
 def report() -> None:
-    rows = read_runs(OUT / "runs.jsonl") if (OUT / "runs.jsonl").is_file() else []
-    text = table(rows)
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "table.md").write_text(text)
-    print(text)
+    write_table_report(OUT, table)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--attacks", nargs="+", default=list(ATTACKS))
-    parser.add_argument("--fractions", nargs="+", type=float, default=list(FRACTIONS))
-    parser.add_argument("--layers", nargs="+", default=list(LAYER_SETS), choices=LAYER_SETS)
+    parser = development_parser(__doc__, ATTACKS, FRACTIONS, LAYER_SETS)
     parser.add_argument("--sources", nargs="+", default=["tracks", "images"], choices=CLEAN_FROM)
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--report", action="store_true", help="only write the table from finished cells")
     args = parser.parse_args(argv)
-    if args.report:
-        report()
-        return
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    teachers, missing = teachers_of_role(args.attacks, DEVELOPMENT)
-    if missing:
-        parser.error(f"no development teacher for {', '.join(missing)} (python -m benchmarks.train_teachers)")
-    result = run_grid(grid(teachers, args.seeds, args.fractions, args.layers, args.sources, args.device), OUT, log=print)
-    print(f"{result.computed} computed, {result.skipped} skipped, {len(result.errors)} failed")
-    report()
+    run_development_part(args, parser, lambda teachers: grid(teachers, args.seeds, args.fractions, args.layers, args.sources,
+                                                             args.device), OUT, report)
 
 
 if __name__ == "__main__":

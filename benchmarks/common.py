@@ -16,8 +16,8 @@ from typing import Any, Callable
 import torch
 
 from medic_viz.experiments.grid import DEFAULT_ABLATION_VALUES, build_grid
-from medic_viz.experiments.presets import GTSRB_TABLE1_ATTACKS, gtsrb_recipe
-from medic_viz.experiments.protocol import EVALUATION, ROLE_SEEDS
+from medic_viz.experiments.presets import GTSRB_ATTACKS, GTSRB_TABLE1_ATTACKS, gtsrb_recipe
+from medic_viz.experiments.protocol import DEVELOPMENT, EVALUATION, ROLE_SEEDS
 from medic_viz.experiments.runner import read_runs, run_grid
 from medic_viz.experiments.summary import peak_late_asr
 from medic_viz.experiments.teachers import TeacherCache
@@ -138,6 +138,48 @@ def run_on_evaluation_teachers(attacks, make_cells: Callable[[list[str]], list],
                   f"--role evaluation --arch {arch} --attacks {attack}); skipped", file=sys.stderr)
     if not teachers:
         return
+    result = run_grid(make_cells(teachers), out, log=print)
+    print(f"{result.computed} computed, {result.skipped} skipped, {len(result.errors)} failed")
+    report()
+
+
+def development_parser(doc: str, attacks, fractions, layer_sets) -> argparse.ArgumentParser:
+    """The options of a benchmark on the *development* teachers and half (nothing chosen from it
+    is reported there): ``--attacks``, ``--fractions``, ``--layers``, ``--seeds`` (default 0),
+    ``--threads``, ``--device``, ``--report``; a script adds its own before parsing."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--attacks", nargs="+", default=list(attacks), choices=sorted(GTSRB_ATTACKS))
+    parser.add_argument("--fractions", nargs="+", type=float, default=list(fractions))
+    parser.add_argument("--layers", nargs="+", default=list(layer_sets), choices=layer_sets)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--report", action="store_true", help="only write the table from finished cells")
+    return parser
+
+
+def write_table_report(out: Path, table: Callable[[list[dict]], str]) -> None:
+    """``out/table.md`` (also printed) from the finished rows of ``out/runs.jsonl``."""
+    rows = read_runs(out / "runs.jsonl") if (out / "runs.jsonl").is_file() else []
+    text = table(rows)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "table.md").write_text(text)
+    print(text)
+
+
+def run_development_part(args: argparse.Namespace, parser: argparse.ArgumentParser,
+                         make_cells: Callable[[list[str]], list], out: Path, report: Callable[[], None]) -> None:
+    """What ``--report`` or a part of a development benchmark does: only ``report()``, or the
+    cells ``make_cells(development teacher folders)`` on ``args.threads`` torch threads, run
+    resumably into ``out``, then ``report()``; a missing teacher is a usage error."""
+    if args.report:
+        report()
+        return
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    teachers, missing = teachers_of_role(args.attacks, DEVELOPMENT)
+    if missing:
+        parser.error(f"no development teacher for {', '.join(missing)} (python -m benchmarks.train_teachers)")
     result = run_grid(make_cells(teachers), out, log=print)
     print(f"{result.computed} computed, {result.skipped} skipped, {len(result.errors)} failed")
     report()
