@@ -23,6 +23,7 @@ from benchmarks.common import (
     write_table_report,
 )
 from medic_viz.data.tracks import CLEAN_FROM
+from medic_viz.defenses.medic import DEFAULT_SHARE
 from medic_viz.experiments import build_grid
 from medic_viz.experiments.protocol import DEVELOPMENT
 
@@ -33,16 +34,27 @@ LAYER_SETS = ("auto", "conv+bn")
 
 
 def grid(teachers: list[str], seeds, fractions=FRACTIONS, layer_sets=LAYER_SETS, sources=("tracks", "images"),
-         device: str = "auto") -> list:
-    """MEDIC per source × fraction × layer set × teacher × seed, development half (tracks first)."""
+         device: str = "auto", shares=(None,)) -> list:
+    """MEDIC per source × fraction × layer set × importance share (None: the library's) ×
+    teacher × seed, development half (tracks first)."""
     cells = []
     for source in sources:
         for fraction in fractions:
             for layers in layer_sets:
-                cells += build_grid(dataset=str(GTSRB), teachers=teachers, methods=["medic"], seeds=list(seeds),
-                                    fraction=fraction, device=device, test_part=DEVELOPMENT,
-                                    medic={"layers": layers}, clean_from=None if source == "images" else source)
+                for share in shares:
+                    medic: dict = {"layers": layers} if share is None else {"layers": layers, "share": share}
+                    cells += build_grid(dataset=str(GTSRB), teachers=teachers, methods=["medic"], seeds=list(seeds),
+                                        fraction=fraction, device=device, test_part=DEVELOPMENT,
+                                        medic=medic, clean_from=None if source == "images" else source)
     return cells
+
+
+def _setting(row: dict) -> str:
+    """A row's layer set, with its importance share where it is not the library's."""
+    opts = row["method_options"]
+    layers = opts.get("layers", "auto")
+    share = opts.get("share")
+    return layers if share in (None, DEFAULT_SHARE) else f"{layers}, share {100 * share:g} %"
 
 
 def table(rows: list[dict]) -> str:
@@ -50,10 +62,9 @@ def table(rows: list[dict]) -> str:
     at random and from few tracks (one run each, %; the highest live ASR after epoch 20)."""
     lines = ["| teacher (dev. half: acc / ASR) | clean data | layers | at random | from few tracks | accuracy cost of tracks |",
              "|---|---|---|---|---|---|"]
-    keys = sorted({(r["attack"], r["fraction"], r["method_options"].get("layers", "auto")) for r in rows})
+    keys = sorted({(r["attack"], r["fraction"], _setting(r)) for r in rows})
     for attack, fraction, layers in keys:
-        mine = [r for r in rows if (r["attack"], r["fraction"], r["method_options"].get("layers", "auto"))
-                == (attack, fraction, layers)]
+        mine = [r for r in rows if (r["attack"], r["fraction"], _setting(r)) == (attack, fraction, layers)]
         by = {src: [r for r in mine if (r.get("clean_from") or "images") == src] for src in ("images", "tracks")}
         t = mine[0]
         cells = []
@@ -77,9 +88,12 @@ def report() -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = development_parser(__doc__, ATTACKS, FRACTIONS, LAYER_SETS)
     parser.add_argument("--sources", nargs="+", default=["tracks", "images"], choices=CLEAN_FROM)
+    parser.add_argument("--shares", nargs="+", type=float, default=None,
+                        help="MEDIC's importance share(s), fractions (default: the library's)")
     args = parser.parse_args(argv)
+    shares = tuple(args.shares) if args.shares else (None,)
     run_development_part(args, parser, lambda teachers: grid(teachers, args.seeds, args.fractions, args.layers, args.sources,
-                                                             args.device), OUT, report)
+                                                             args.device, shares), OUT, report)
 
 
 if __name__ == "__main__":
