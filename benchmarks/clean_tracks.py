@@ -34,15 +34,15 @@ LAYER_SETS = ("auto", "conv+bn")
 
 
 def grid(teachers: list[str], seeds, fractions=FRACTIONS, layer_sets=LAYER_SETS, sources=("tracks", "images"),
-         device: str = "auto", shares=(None,)) -> list:
-    """MEDIC per source × fraction × layer set × importance share (None: the library's) ×
-    teacher × seed, development half (tracks first)."""
+         device: str = "auto", sharpness=(None,)) -> list:
+    """MEDIC per source × fraction × layer set × importance sharpness (None: the library's share;
+    ``{"share": s}`` or ``{"tau": t}``) × teacher × seed, development half (tracks first)."""
     cells = []
     for source in sources:
         for fraction in fractions:
             for layers in layer_sets:
-                for share in shares:
-                    medic: dict = {"layers": layers} if share is None else {"layers": layers, "share": share}
+                for sharp in sharpness:
+                    medic: dict = {"layers": layers, **(sharp or {})}
                     cells += build_grid(dataset=str(GTSRB), teachers=teachers, methods=["medic"], seeds=list(seeds),
                                         fraction=fraction, device=device, test_part=DEVELOPMENT,
                                         medic=medic, clean_from=None if source == "images" else source)
@@ -50,10 +50,12 @@ def grid(teachers: list[str], seeds, fractions=FRACTIONS, layer_sets=LAYER_SETS,
 
 
 def _setting(row: dict) -> str:
-    """A row's layer set, with its importance share where it is not the library's."""
+    """A row's layer set, with its global τ or its importance share where it is not the library's."""
     opts = row["method_options"]
     layers = opts.get("layers", "auto")
     share = opts.get("share")
+    if opts.get("tau") is not None:
+        return f"{layers}, τ = {opts['tau']:g}"
     return layers if share in (None, DEFAULT_SHARE) else f"{layers}, share {100 * share:g} %"
 
 
@@ -90,10 +92,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sources", nargs="+", default=["tracks", "images"], choices=CLEAN_FROM)
     parser.add_argument("--shares", nargs="+", type=float, default=None,
                         help="MEDIC's importance share(s), fractions (default: the library's)")
+    parser.add_argument("--taus", nargs="+", type=float, default=None, help="MEDIC's global τ (instead of a share)")
     args = parser.parse_args(argv)
-    shares = tuple(args.shares) if args.shares else (None,)
+    sharpness = ([{"share": s} for s in args.shares or ()] + [{"tau": t} for t in args.taus or ()]) or [None]
     run_development_part(args, parser, lambda teachers: grid(teachers, args.seeds, args.fractions, args.layers, args.sources,
-                                                             args.device, shares), OUT, report)
+                                                             args.device, sharpness), OUT, report)
 
 
 if __name__ == "__main__":

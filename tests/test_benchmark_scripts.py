@@ -314,19 +314,23 @@ def test_clean_tracks_sets_tracks_beside_random_images_by_hand() -> None:
 
 def test_clean_tracks_keeps_a_share_setting_apart_from_the_library_default() -> None:
     """A row whose share is the library's (1 %, as every grid row records it) stays "conv+bn";
-    one at 0.2 % gets its own line; the grid's default-share cells keep their old ids."""
+    one at 0.2 % and one at a global τ get their own lines; the grid's default-share cells keep
+    their old ids."""
     t = "sig_wrn16_1_e30_s0"
     common = dict(fraction=0.05, n_clean_subset=1960, clean_from="tracks")
     rows = [_row(t, "medic", 0, 0.95, 0.60, method_options={"layers": "conv+bn", "share": 0.01}, **common),
-            _row(t, "medic", 0, 0.94, 0.05, method_options={"layers": "conv+bn", "share": 0.002}, **common)]
+            _row(t, "medic", 0, 0.94, 0.05, method_options={"layers": "conv+bn", "share": 0.002}, **common),
+            _row(t, "medic", 0, 0.93, 0.04, method_options={"layers": "conv+bn", "tau": 7.0, "share": None}, **common)]
     lines = clean_tracks.table(rows).splitlines()[2:]
-    assert [line.split(" | ")[2] for line in lines] == ["conv+bn", "conv+bn, share 0.2 %"]
+    assert [line.split(" | ")[2] for line in lines] == ["conv+bn", "conv+bn, share 0.2 %", "conv+bn, τ = 7"]
     assert "94.00 / 5.00" in lines[1] and "95.00 / 60.00" in lines[0]
     folder = [str(ROOT / "benchmarks" / "results" / "gtsrb_teachers" / "sig_wrn16_1_e30_s0")]
     default, = clean_tracks.grid(folder, [0], layer_sets=["conv+bn"], sources=["tracks"])
-    both = clean_tracks.grid(folder, [0], layer_sets=["conv+bn"], sources=["tracks"], shares=(None, 0.002))
-    assert both[0].cell_id == default.cell_id != both[1].cell_id
-    assert both[1].method_options["share"] == 0.002
+    three = clean_tracks.grid(folder, [0], layer_sets=["conv+bn"], sources=["tracks"],
+                              sharpness=(None, {"share": 0.002}, {"tau": 7.0}))
+    assert three[0].cell_id == default.cell_id != three[1].cell_id != three[2].cell_id
+    assert three[1].method_options["share"] == 0.002 and three[2].method_options["tau"] == 7.0
+    assert "share" not in three[2].method_options or three[2].method_options["share"] is None
 
 
 def test_scarce_medic_5_percent_cells_are_figure4_default_cells_under_another_label() -> None:
