@@ -94,8 +94,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="MEDIC's importance share(s), fractions (default: the library's)")
     parser.add_argument("--taus", nargs="+", type=float, default=None, help="MEDIC's global τ (instead of a share)")
     args = parser.parse_args(argv)
-    sharpness: list[dict | None] = [{"share": s} for s in args.shares or ()] + [{"tau": t} for t in args.taus or ()]
-    sharpness = sharpness or [None]
+    given: list[dict | None] = [{"share": s} for s in args.shares or ()]
+    given += [{"tau": t} for t in args.taus or ()]
+    sharpness = given or [None]
     run_development_part(args, parser, lambda teachers: grid(teachers, args.seeds, args.fractions, args.layers, args.sources,
                                                              args.device, sharpness), OUT, report)
 
