@@ -16,13 +16,15 @@ __all__ = ["HOLDOUT_GAP_POINTS", "holdout_record"]
 HOLDOUT_GAP_POINTS = 3.0
 
 
-def holdout_record(teacher_acc: float, clone_acc: float, n_holdout: int, n_fit: int) -> dict:
+def holdout_record(teacher_acc: float, clone_acc: float, n_holdout: int, n_fit: int, whole_groups: bool = False) -> dict:
     """``{"holdout": {...}}`` and, when the clone is more than :data:`HOLDOUT_GAP_POINTS` below
     the teacher on the held-out clean images, ``{"holdout_note": one line}``. Accuracies are
-    fractions; ``gap_points`` = 100 · (teacher − clone)."""
+    fractions; ``gap_points`` = 100 · (teacher − clone); ``whole_groups``: the hold-out is whole
+    groups of near copies (tracks), none of them in training."""
     gap = 100.0 * (teacher_acc - clone_acc)
     record: dict = {"holdout": {"images": int(n_holdout), "trained_on": int(n_fit), "teacher_acc": float(teacher_acc),
-                                "clone_acc": float(clone_acc), "gap_points": round(gap, 2)}}
+                                "clone_acc": float(clone_acc), "gap_points": round(gap, 2),
+                                "whole_groups": bool(whole_groups)}}
     if gap > HOLDOUT_GAP_POINTS:
         record["holdout_note"] = (f"on {n_holdout:,} held-out clean images the clone reaches {100 * clone_acc:.1f} % "
                                   f"against the teacher's {100 * teacher_acc:.1f} % ({gap:.1f} points below): more "

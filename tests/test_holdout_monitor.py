@@ -39,7 +39,9 @@ def _clean(n_per_class: int = 4, classes: int = 4) -> ImageArrays:
 
 def test_holdout_record_by_hand():
     rec = holdout_record(0.90, 0.85, 40, 360)
-    assert rec["holdout"] == {"images": 40, "trained_on": 360, "teacher_acc": 0.90, "clone_acc": 0.85, "gap_points": 5.0}
+    assert rec["holdout"] == {"images": 40, "trained_on": 360, "teacher_acc": 0.90, "clone_acc": 0.85, "gap_points": 5.0,
+                              "whole_groups": False}
+    assert holdout_record(0.90, 0.85, 40, 360, whole_groups=True)["holdout"]["whole_groups"] is True
     assert "40 held-out clean images" in rec["holdout_note"] and "5.0 points below" in rec["holdout_note"]
     close = holdout_record(0.90, 0.90 - HOLDOUT_GAP_POINTS / 100 + 0.001, 40, 360)
     assert close["holdout"]["gap_points"] == pytest.approx(2.9) and "holdout_note" not in close

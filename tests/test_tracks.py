@@ -11,11 +11,13 @@ import pytest
 import torch
 
 from medic_viz.cli import main
-from medic_viz.data.arrays import DatasetSplits, ImageArrays, clean_subset
+from medic_viz.data.arrays import DatasetSplits, ImageArrays, clean_subset, split_holdout
 from medic_viz.data.tracks import frame_tracks
 from medic_viz.defenses.finetune import FineTuning
+from medic_viz.defenses.medic import Medic
 from medic_viz.experiments import read_runs
 from medic_viz.experiments.grid import CellSpec, validate_cells
+from medic_viz.models import build_model
 from medic_viz.pipeline import remove_backdoor
 
 GTSRB_NPZ = Path(__file__).resolve().parents[2] / "shared/data/gtsrb32.npz"
@@ -29,7 +31,7 @@ def _tracked(tracks_per_class=(3, 2), frames: int = 4) -> ImageArrays:
         labels += [c] * (n * frames)
         track += [len(set(track)) + t for t in range(n) for _ in range(frames)]
     x = torch.tensor(track, dtype=torch.uint8).view(-1, 1, 1, 1).expand(-1, 3, 4, 4).contiguous()
-    return ImageArrays(x, torch.tensor(labels), classes=("a", "b"), name="tracked")
+    return ImageArrays(x, torch.tensor(labels), classes=tuple("abcdef"[:len(tracks_per_class)]), name="tracked")
 
 
 def test_frame_tracks_by_hand():
@@ -128,3 +130,49 @@ def test_cli_compare_draws_the_clean_subset_from_tracks(tmp_path):
     assert main(bad + ["--clean-from", "tracks", "--out", str(tmp_path / "u")]) != 0
     (error,) = [json.loads(line) for line in (tmp_path / "u" / "errors.jsonl").read_text().splitlines()]
     assert "not sorted by class: use clean_from='images'" in error["error"]
+
+
+def test_a_clean_subset_by_tracks_keeps_its_tracks_as_groups_and_subsets_keep_them():
+    data = _tracked()
+    tracks = frame_tracks(data.labels, frames=4)
+    sub = clean_subset(data, 0.5, 0, tracks=tracks)
+    assert sub.groups is not None and torch.equal(sub.groups, sub.images[:, 0, 0, 0].long())  # pixel = track
+    part = sub.subset([2, 0])
+    assert part.groups is not None and part.groups.tolist() == [int(sub.groups[2]), int(sub.groups[0])]
+    assert clean_subset(data, 0.5, 0).groups is None
+    with pytest.raises(ValueError, match="20 images but 19 group ids"):
+        ImageArrays(data.images, data.labels, classes=data.classes, name="x", groups=torch.zeros(19))
+
+
+def test_split_holdout_with_groups_holds_out_whole_groups_never_a_class_s_last_by_hand():
+    """Class a: tracks 0, 1, 2 (4 frames each); class b: tracks 3, 4; class c: one track (5).
+    A 25 % hold-out: a needs 3 images → one whole track (4); b needs 2 → one track (4); c's only
+    track stays to fit. No track is on both sides; the split is the same for the same seed."""
+    data = _tracked((3, 2, 1))
+    data.groups = frame_tracks(data.labels, frames=4)
+    for seed in range(6):
+        fit, hold = split_holdout(data, 0.25, seed)
+        assert fit.groups is not None and hold.groups is not None
+        assert set(fit.groups.tolist()).isdisjoint(hold.groups.tolist())
+        assert torch.bincount(hold.labels, minlength=3).tolist() == [4, 4, 0]
+        assert len(set(hold.groups.tolist())) == 2 and 5 in fit.groups.tolist()
+        again = split_holdout(data, 0.25, seed)[1]
+        assert torch.equal(again.groups, hold.groups)  # type: ignore[arg-type]
+    held_a = {int(split_holdout(data, 0.25, s)[1].groups[0]) for s in range(12)}  # type: ignore[index]
+    assert len(held_a) > 1  # the seed picks which track
+    plain = ImageArrays(data.images, data.labels, classes=data.classes, name="plain")  # no groups: images
+    assert torch.bincount(split_holdout(plain, 0.25, 0)[1].labels, minlength=3).tolist() == [3, 2, 1]
+    one_each = ImageArrays(data.images[:8], torch.tensor([0] * 4 + [1] * 4), classes=("a", "b"), name="one",
+                           groups=torch.tensor([0] * 4 + [1] * 4))
+    with pytest.raises(ValueError, match="every class is one group: give groups=None"):
+        split_holdout(one_each, 0.25, 0)
+
+
+def test_a_medic_run_on_a_tracked_clean_set_holds_out_whole_tracks_and_says_so():
+    data = _tracked((3, 2), frames=4)
+    data.groups = frame_tracks(data.labels, frames=4)
+    torch.manual_seed(0)
+    teacher = build_model("small_cnn", 2).eval()
+    result = Medic(epochs=1, batch_size=4, device="cpu", progress=False, holdout_fraction=0.25).run(teacher, data)
+    record = result.config["holdout"]
+    assert record["whole_groups"] is True and (record["images"], record["trained_on"]) == (8, 12)

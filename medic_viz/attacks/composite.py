@@ -173,7 +173,7 @@ def poison_composite(data: ImageArrays, attack: CompositeAttack, target: int, ra
     new_images = ((torch.cat([poison, mixes]) * 255).round().to(torch.uint8))
     new_labels = torch.cat([torch.full((n_poison,), int(target), dtype=torch.long), mix_classes.long()])
     out = replace(data, images=torch.cat([data.images, new_images]), labels=torch.cat([data.labels, new_labels]),
-                  name=f"{data.name}+composite")
+                  name=f"{data.name}+composite", groups=None)
     poisoned = torch.arange(n, n + n_poison)
     mixed = torch.arange(n + n_poison, n + n_poison + n_mix)
     return CompositePoisonedData(out, poisoned, int(target), attack, mixed)  # type: ignore[arg-type]

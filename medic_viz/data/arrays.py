@@ -89,6 +89,10 @@ class ImageArrays:
     ``images``: uint8 tensor ``(N, C, H, W)``, 0–255. ``labels``: int64 ``(N,)``.
     ``classes``: class names, ``len(classes)`` = number of classes.
     ``augmentation``: what training on this data should use.
+    ``groups``: optional int64 ``(N,)`` group id per image — images of one group are near
+    copies (GTSRB's 30-frame tracks, :func:`medic_viz.data.tracks.frame_tracks`); kept by
+    :meth:`subset`, and :func:`split_holdout` then holds out whole groups. None: every image
+    its own.
     """
 
     images: torch.Tensor
@@ -96,6 +100,7 @@ class ImageArrays:
     classes: tuple[str, ...]
     name: str = "dataset"
     augmentation: Augmentation = field(default_factory=Augmentation)
+    groups: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.images, torch.Tensor):
@@ -123,6 +128,12 @@ class ImageArrays:
                 f"{self.name}: labels range {int(self.labels.min())}..{int(self.labels.max())} but only "
                 f"{len(self.classes)} classes are named; pass classes= with one name per class"
             )
+        if self.groups is not None:
+            self.groups = torch.as_tensor(np.asarray(self.groups) if not isinstance(self.groups, torch.Tensor)
+                                          else self.groups).long().reshape(-1)
+            if len(self.groups) != len(self.labels):
+                raise ValueError(f"{self.name}: {len(self.labels)} images but {len(self.groups)} group ids; give one "
+                                 "group id per image, or groups=None")
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -170,7 +181,7 @@ class ImageArrays:
     def from_float(cls, images: torch.Tensor, labels: torch.Tensor, like: "ImageArrays") -> "ImageArrays":
         """Quantise float images in [0, 1] ``(N, C, H, W)`` to uint8, keeping ``like``'s metadata."""
         q = (images.detach().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
-        return replace(like, images=q, labels=labels.detach().cpu().long())
+        return replace(like, images=q, labels=labels.detach().cpu().long(), groups=None)
 
     # -- views ----------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -187,7 +198,8 @@ class ImageArrays:
 
     def subset(self, indices: torch.Tensor | Sequence[int] | np.ndarray) -> "ImageArrays":
         idx = torch.as_tensor(np.asarray(indices), dtype=torch.long)
-        return replace(self, images=self.images[idx], labels=self.labels[idx])
+        return replace(self, images=self.images[idx], labels=self.labels[idx],
+                       groups=None if self.groups is None else self.groups[idx])
 
     def floats(self, indices: torch.Tensor | None = None, device: str | torch.device = "cpu") -> torch.Tensor:
         """Images as float32 in [0, 1], ``(N, C, H, W)``, on ``device``."""
@@ -288,9 +300,13 @@ def clean_subset(data: ImageArrays, fraction: float, seed: int = 0, tracks: torc
     has any), chosen by ``seed``; the result is the same for the same seed. ``tracks`` (a group
     id per image, e.g. :func:`medic_viz.data.tracks.frame_tracks`): the images come from as few
     groups as that takes — the class's groups in a seeded random order, whole groups first, the
-    last one's first images — the same count, fewer distinct scenes.
+    last one's first images — the same count, fewer distinct scenes; the subset keeps them as its
+    ``groups`` (so :func:`split_holdout` holds out whole tracks).
     """
-    out = data.subset(_clean_subset_indices(data, fraction, seed, tracks))
+    idx = _clean_subset_indices(data, fraction, seed, tracks)
+    out = data.subset(idx)
+    if tracks is not None:
+        out.groups = torch.as_tensor(tracks).long()[idx]
     out.name = f"{data.name}[{fraction:g} seed={seed}{' by tracks' if tracks is not None else ''}]"
     return out
 
@@ -326,7 +342,13 @@ def holdout_subset(data: ImageArrays, fraction: float, seed: int = 0, holdout_fr
 
 
 def split_holdout(clean: ImageArrays, holdout_fraction: float, seed: int = 0) -> tuple[ImageArrays, ImageArrays]:
-    """Split ``clean`` into (fit, holdout), class-stratified, holdout ≈ ``holdout_fraction``."""
+    """Split ``clean`` into (fit, holdout), class-stratified, holdout ≈ ``holdout_fraction``.
+
+    Per class, in an order drawn with ``seed``: ``round(holdout_fraction · n_class)`` images (at
+    least one, never all). With ``clean.groups`` whole groups instead — the class's groups in a
+    seeded order until at least that many images are held out, never every group of the class
+    (a class of one group holds nothing out): a held-out image then has no near copy in training,
+    so the hold-out measures what new scenes would."""
     if not (0.0 < holdout_fraction < 1.0):
         raise ValueError(f"holdout_fraction must be in (0, 1), got {holdout_fraction}")
     g = torch.Generator().manual_seed(int(seed))
@@ -335,11 +357,29 @@ def split_holdout(clean: ImageArrays, holdout_fraction: float, seed: int = 0) ->
         members = torch.nonzero(clean.labels == c).flatten()
         members = members[torch.randperm(len(members), generator=g)]
         k = int(round(holdout_fraction * len(members)))
+        if clean.groups is not None:
+            held = _whole_groups(clean.groups[members], max(k, 1), g)
+            hold.append(members[held])
+            fit.append(members[~held])
+            continue
         if len(members) >= 2:
             k = min(max(k, 1), len(members) - 1)
         hold.append(members[:k])
         fit.append(members[k:])
     fit_idx, hold_idx = torch.cat(fit), torch.cat(hold)
     if len(hold_idx) == 0 or len(fit_idx) == 0:
-        raise ValueError(f"clean set of {len(clean)} images is too small to hold {holdout_fraction:.0%} out")
+        what = " whole groups" if clean.groups is not None else ""
+        raise ValueError(f"clean set of {len(clean)} images is too small to hold {holdout_fraction:.0%} out{what}"
+                         + (" (every class is one group: give groups=None to hold out images)" if what else ""))
     return clean.subset(fit_idx), clean.subset(hold_idx)
+
+
+def _whole_groups(groups: torch.Tensor, k: int, g: torch.Generator) -> torch.Tensor:
+    """Mask over one class's images: whole groups, in a seeded order, until ≥ ``k`` images, never all."""
+    ids = torch.unique(groups)
+    held = torch.zeros(len(groups), dtype=torch.bool)
+    for gid in ids[torch.randperm(len(ids), generator=g)][:-1]:  # the last group always stays to fit
+        if int(held.sum()) >= k:
+            break
+        held |= groups == gid
+    return held

@@ -148,7 +148,8 @@ class MedicConfig(TrainConfig):
     :func:`medic_viz.importance.layer_clone_loss`: slowest, for checks and benchmarks); same
     numbers every way, to float rounding (:mod:`medic_viz.fused`).
     ``calibration_images``: clean images used to calibrate τ per layer.
-    ``holdout_fraction``: share of the clean set (class-stratified, drawn with ``seed``) kept out
+    ``holdout_fraction``: share of the clean set (class-stratified, drawn with ``seed``; whole
+    groups of near copies where the clean set has ``groups``, e.g. GTSRB's tracks) kept out
     of training to measure, with clean data alone, what cloning costs: the clone's accuracy on
     it at every evaluation (``TrainEvent.holdout_acc``, the live view's dotted curve) against
     the teacher's, in the result's ``holdout`` record and, more than
@@ -434,7 +435,8 @@ class Medic(ConfiguredDefense):
         result = train(objective, clean, cfg.train_config(), evaluator=evaluator, callbacks=callbacks, stop_event=stop_event,
                        label=label, holdout=monitor)
         if monitor is not None and teacher_holdout is not None:
-            extra.update(holdout_record(teacher_holdout, monitor(result.model).clean_acc, len(monitor.y), len(clean)))
+            extra.update(holdout_record(teacher_holdout, monitor(result.model).clean_acc, len(monitor.y), len(clean),
+                                        whole_groups=clean.groups is not None))
         return result.model, extra, result
 
 
