@@ -122,6 +122,15 @@ def test_holdout_gap_table_sets_the_holdout_gap_beside_the_test_drop_by_hand() -
     lines = holdout_gap.table(rows).splitlines()
     assert lines[2:] == ["| badnet_wrn16_1_e30_s0 | 1 % (392) | auto | 98.0 → 85.0 (13.0) | 0.4 | 78 | "
                          "100.0 → 88.5 (11.5) | yes |"]
+    tracked = _row("badnet_wrn16_1_e30_s0", "medic", 0, 0.86, 0.01, fraction=0.05, n_clean_subset=1960,
+                   method_options={"layers": "auto"}, clean_from="tracks",
+                   extra={"holdout": {**held, "images": 420, "whole_groups": True}})
+    assert holdout_gap.table([tracked]).splitlines()[2].startswith(
+        "| badnet_wrn16_1_e30_s0 | 5 % (1,960) from few tracks | auto | 98.0 → 86.0 (12.0) | 1.0 | 420 whole tracks | ")
+    folder = [str(ROOT / "benchmarks" / "results" / "gtsrb_teachers" / "badnet_wrn16_1_e30_s0")]
+    plain, = holdout_gap.grid(folder, [0], fractions=[0.05], layer_sets=["auto"])
+    by_tracks, = holdout_gap.grid(folder, [0], fractions=[0.05], layer_sets=["auto"], clean_from="tracks")
+    assert (plain.clean_from, by_tracks.clean_from) == (None, "tracks") and plain.cell_id != by_tracks.cell_id
 
 
 def test_scarce_data_table_averages_seeds_and_checks_the_targets_by_hand() -> None:
