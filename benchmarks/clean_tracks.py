@@ -34,15 +34,18 @@ LAYER_SETS = ("auto", "conv+bn")
 
 
 def grid(teachers: list[str], seeds, fractions=FRACTIONS, layer_sets=LAYER_SETS, sources=("tracks", "images"),
-         device: str = "auto", sharpness=(None,)) -> list:
+         device: str = "auto", sharpness=(None,), kd_weight: float | None = None) -> list:
     """MEDIC per source × fraction × layer set × importance sharpness (None: the library's share;
-    ``{"share": s}`` or ``{"tau": t}``) × teacher × seed, development half (tracks first)."""
+    ``{"share": s}`` or ``{"tau": t}``) × teacher × seed, development half (tracks first);
+    ``kd_weight``: MEDIC's logit distillation on every cell (None: off, the library's)."""
     cells = []
     for source in sources:
         for fraction in fractions:
             for layers in layer_sets:
                 for sharp in sharpness:
                     medic: dict = {"layers": layers, **(sharp or {})}
+                    if kd_weight is not None:
+                        medic["kd_weight"] = kd_weight
                     cells += build_grid(dataset=str(GTSRB), teachers=teachers, methods=["medic"], seeds=list(seeds),
                                         fraction=fraction, device=device, test_part=DEVELOPMENT,
                                         medic=medic, clean_from=None if source == "images" else source)
@@ -54,9 +57,10 @@ def _setting(row: dict) -> str:
     opts = row["method_options"]
     layers = opts.get("layers", "auto")
     share = opts.get("share")
+    kd = f", KD {opts['kd_weight']:g}" if opts.get("kd_weight") else ""
     if opts.get("tau") is not None:
-        return f"{layers}, τ = {opts['tau']:g}"
-    return layers if share in (None, DEFAULT_SHARE) else f"{layers}, share {100 * share:g} %"
+        return f"{layers}, τ = {opts['tau']:g}{kd}"
+    return (layers if share in (None, DEFAULT_SHARE) else f"{layers}, share {100 * share:g} %") + kd
 
 
 def table(rows: list[dict]) -> str:
@@ -93,12 +97,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--shares", nargs="+", type=float, default=None,
                         help="MEDIC's importance share(s), fractions (default: the library's)")
     parser.add_argument("--taus", nargs="+", type=float, default=None, help="MEDIC's global τ (instead of a share)")
+    parser.add_argument("--kd-weight", type=float, default=None, help="MEDIC's logit distillation weight (default: off)")
     args = parser.parse_args(argv)
     given: list[dict | None] = [{"share": s} for s in args.shares or ()]
     given += [{"tau": t} for t in args.taus or ()]
     sharpness = given or [None]
     run_development_part(args, parser, lambda teachers: grid(teachers, args.seeds, args.fractions, args.layers, args.sources,
-                                                             args.device, sharpness), OUT, report)
+                                                             args.device, sharpness, args.kd_weight), OUT, report)
 
 
 if __name__ == "__main__":

@@ -340,6 +340,10 @@ def test_clean_tracks_keeps_a_share_setting_apart_from_the_library_default() -> 
     assert three[0].cell_id == default.cell_id != three[1].cell_id != three[2].cell_id
     assert three[1].method_options["share"] == 0.002 and three[2].method_options["tau"] == 7.0
     assert "share" not in three[2].method_options or three[2].method_options["share"] is None
+    kd, = clean_tracks.grid(folder, [0], layer_sets=["auto"], sources=["tracks"], kd_weight=1.0)
+    assert kd.method_options["kd_weight"] == 1.0
+    row = _row(t, "medic", 0, 0.95, 0.02, method_options={"layers": "auto", "share": 0.01, "kd_weight": 1.0}, **common)
+    assert clean_tracks.table([row]).splitlines()[2].split(" | ")[2] == "auto, KD 1"
 
 
 def test_scarce_medic_5_percent_cells_are_figure4_default_cells_under_another_label() -> None:

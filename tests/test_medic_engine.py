@@ -69,6 +69,38 @@ def test_clone_loss_with_tau_zero_matches_hand_formula():
     torch.testing.assert_close(total, ce + 10.0 * expected, rtol=1e-4, atol=1e-4)
 
 
+def test_logit_distillation_adds_weight_times_t_squared_kl_by_hand():
+    """kd_weight 0.5, T = 3: total = CE + λ·clone + 0.5 · 9 · mean_b Σ_c p_t (log p_t − log p_s)
+    with p = softmax(logits / 3); off (the default) the loss has no "kd" part."""
+    teacher, student = _net(0).eval(), _net(1)
+    data = _data()
+    stats = compute_layer_stats(teacher, data, layers=["1"], device="cpu")
+    x, y = data.floats()[:6], data.labels[:6]
+    plain = MedicObjective(teacher, student, stats, ImportanceOptions(tau=0.0), lam=2.0)
+    with_kd = MedicObjective(teacher, student, stats, ImportanceOptions(tau=0.0), lam=2.0, kd_weight=0.5, kd_temperature=3.0)
+    base, base_terms, _ = plain.loss(x, y)
+    total, terms, _ = with_kd.loss(x, y)
+    assert "kd" not in base_terms
+    with torch.no_grad():
+        p_t = torch.softmax(teacher(x) / 3.0, 1)
+        student.train()
+        log_p_s = torch.log_softmax(student(x) / 3.0, 1)
+    kl = (p_t * (p_t.log() - log_p_s)).sum(1).mean() * 9.0
+    torch.testing.assert_close(terms["kd"], kl, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(total, base + 0.5 * kl, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("bad", [{"kd_weight": -0.1}, {"kd_temperature": 0.0}, {"kd_weight": float("nan")}])
+def test_logit_distillation_settings_are_checked(bad: dict) -> None:
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        Medic(**FAST, **bad)
+
+
+def test_a_run_with_logit_distillation_says_so_in_its_label() -> None:
+    assert Medic(**FAST, kd_weight=1.0).config.describe().endswith("λ=3 KD=1 T=2")
+    assert "KD" not in Medic(**FAST).config.describe()
+
+
 def test_importance_concentrates_the_loss_relative_to_uniform():
     teacher, student = _net(0).eval(), _net(1)
     data = _data()

@@ -34,7 +34,6 @@ from medic_viz.capture import (
     LAYER_PRESETS,
     LayerRecorder,
     LayerSpec,
-    StructureMismatchError,
     check_same_structure,
     resolve_layers,
 )
@@ -42,6 +41,7 @@ from medic_viz.checks import MAX_SEED, check_number, check_whole
 from medic_viz.coverage import coverage_record
 from medic_viz.data.arrays import ImageArrays, iterate_batches, split_holdout
 from medic_viz.defenses.base import ConfiguredDefense, DefenseResult, fresh_copy, frozen_copy
+from medic_viz.defenses.student import check_student_fits, check_student_is_not_teacher
 from medic_viz.defenses.tunable import Tunable, TuningSpace
 from medic_viz.deprecation import moved_names
 from medic_viz.device import resolve_device
@@ -148,6 +148,9 @@ class MedicConfig(TrainConfig):
     :func:`medic_viz.importance.layer_clone_loss`: slowest, for checks and benchmarks); same
     numbers every way, to float rounding (:mod:`medic_viz.fused`).
     ``calibration_images``: clean images used to calibrate τ per layer.
+    ``kd_weight`` (default 0: off) and ``kd_temperature`` T: add ``kd_weight · T² · KL(teacher ‖
+    clone)`` on the logits softened by T (Hinton's distillation, the KD baseline's term) — a
+    teacher signal for the layers the cloning loss leaves to the labels (``label_only_share``).
     ``holdout_fraction``: share of the clean set (class-stratified, drawn with ``seed``; whole
     groups of near copies where the clean set has ``groups``, e.g. GTSRB's tracks) kept out
     of training to measure, with clean data alone, what cloning costs: the clone's accuracy on
@@ -173,6 +176,8 @@ class MedicConfig(TrainConfig):
     eps: float = DEFAULT_EPS
     fused: str = "auto"
     holdout_fraction: float = 0.0
+    kd_weight: float = 0.0
+    kd_temperature: float = 2.0
 
     def validate(self) -> None:
         """Check every field; τ (with the importance options) and λ are checked here and
@@ -197,6 +202,8 @@ class MedicConfig(TrainConfig):
         self._importance_options()  # checks τ and the option names
         validate_lambda(self.lam)
         validate_fused_mode(self.fused)
+        check_number("kd_weight", self.kd_weight, 0.0, advice="0 turns the logit distillation off")
+        check_number("kd_temperature", self.kd_temperature, 0.0, low_open=True, advice="the KD baseline's is 2")
         check_number("holdout_fraction", self.holdout_fraction, 0.0, 0.5,
                       advice="the share of the clean set kept out of training to measure the clone "
                              "(0 = off; 0.1 keeps one image in ten)")
@@ -219,10 +226,12 @@ class MedicConfig(TrainConfig):
         return None if self.tau is None else float(self.tau)
 
     def describe(self) -> str:
-        """``"τ=5 λ=10"`` or ``"share=1% λ=3"``: how the run's temperature was set."""
+        """``"τ=5 λ=10"`` or ``"share=1% λ=3"``: how the run's temperature was set (and
+        ``" KD=1 T=2"`` with the logit distillation on)."""
         share = self.effective_share  # None exactly when τ is global (not calibrated)
         sharp = f"share={100 * share:g}%" if share is not None else f"τ={self.effective_tau:g}"
-        return f"{sharp} λ={float(self.lam):g}"
+        kd = f" KD={float(self.kd_weight):g} T={float(self.kd_temperature):g}" if self.kd_weight else ""
+        return f"{sharp} λ={float(self.lam):g}{kd}"
 
     def _importance_key(self) -> tuple:
         return (self.tau, self.criteria, self.zscore, self.impact, self.loss_reduction)
@@ -279,8 +288,11 @@ class MedicObjective:
         *,
         fused: str = "auto",
         work: float | None = None,
+        kd_weight: float = 0.0,
+        kd_temperature: float = 2.0,
     ) -> None:
         self.teacher = teacher
+        self.kd_weight, self.kd_temperature = float(kd_weight), float(kd_temperature)
         self.model = student
         self.stats = stats
         self.layers = list(stats)
@@ -303,6 +315,12 @@ class MedicObjective:
     def teacher_activations(self, x: torch.Tensor, y: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
         """The teacher's activations and, where importance needs them, the gradients of its
         loss with respect to them, per hooked layer (both detached)."""
+        acts, grads, _logits = self._teacher_forward(x, y)
+        return acts, grads
+
+    def _teacher_forward(self, x: torch.Tensor, y: torch.Tensor
+                         ) -> tuple[list[torch.Tensor], list[torch.Tensor | None], torch.Tensor]:
+        """:meth:`teacher_activations` and the teacher's logits (detached)."""
         opts = self.options
         self.teacher.eval()
         need_grad = self.needs_gradients
@@ -316,10 +334,10 @@ class MedicObjective:
                 grads: list[torch.Tensor | None] = [torch.zeros_like(a) if g is None else g for a, g in zip(acts, found)]
             else:
                 with torch.no_grad():
-                    self.teacher(x)
+                    logits = self.teacher(x)
                 acts = rec.tensors()
                 grads = [None] * len(acts)
-        return [a.detach() for a in acts], grads
+        return [a.detach() for a in acts], grads, logits.detach()
 
     def parameters(self) -> Iterable[nn.Parameter]:
         return self.model.parameters()
@@ -337,7 +355,7 @@ class MedicObjective:
         return acts, weights
 
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> BatchLoss:
-        t_acts, t_grads = self.teacher_activations(x, y)
+        t_acts, t_grads, t_logits = self._teacher_forward(x, y)
         with LayerRecorder(self.model, self.layers) as rec:
             logits = self.model(x)
             s_acts = rec.tensors()
@@ -349,7 +367,14 @@ class MedicObjective:
             per_layer[n] = term
             clone = clone + term
         total = ce + self.lam * clone
-        return total, {"total": total, "ce": ce, "clone": clone}, per_layer
+        parts = {"total": total, "ce": ce, "clone": clone}
+        if self.kd_weight > 0:
+            T = self.kd_temperature
+            kd = F.kl_div(F.log_softmax(logits.float() / T, dim=1), F.softmax(t_logits.float() / T, dim=1),
+                          reduction="batchmean") * (T * T)
+            total = total + self.kd_weight * kd
+            parts.update(total=total, kd=kd)
+        return total, parts, per_layer
 
 
 class Medic(ConfiguredDefense):
@@ -403,7 +428,7 @@ class Medic(ConfiguredDefense):
              student: nn.Module | None = None) -> tuple[nn.Module, dict, TrainResult]:
         cfg = self.config
         if student is not None:
-            _check_student_fits(teacher, student)  # before anything runs: every weight and buffer, by name
+            check_student_fits(teacher, student)  # before anything runs: every weight and buffer, by name
         clean, held_out = (split_holdout(clean, cfg.holdout_fraction, cfg.seed) if cfg.holdout_fraction > 0
                            else (clean, None))
         layers = resolve_layers(teacher, cfg.layers, input_shape=getattr(clean, "image_shape", None))
@@ -411,7 +436,7 @@ class Medic(ConfiguredDefense):
             student = fresh_copy(teacher, seed=cfg.student_seed)
         else:
             check_same_structure(teacher, student, layers)
-            _check_student_is_not_teacher(teacher, student)
+            check_student_is_not_teacher(teacher, student)
         reference = frozen_copy(teacher, device)
         if resolve_channels_last(cfg.channels_last, reference, device):  # as train() runs the student
             reference.to(memory_format=torch.channels_last)
@@ -420,7 +445,8 @@ class Medic(ConfiguredDefense):
         steps = math.ceil(len(clean) / cfg.batch_size) * cfg.epochs
         per_image = sum(st.mean.numel() * st.count / max(len(clean), 1) for st in stats.values())
         objective = MedicObjective(reference, student.to(device), stats, cfg.importance, cfg.lam,
-                                   fused=cfg.fused, work=steps * cfg.batch_size * per_image)
+                                   fused=cfg.fused, work=steps * cfg.batch_size * per_image,
+                                   kd_weight=cfg.kd_weight, kd_temperature=cfg.kd_temperature)
         extra: dict = {"layers": list(layers), **coverage_record(teacher, layers, clean.image_shape, len(clean))}
         if not cfg.calibrated:
             extra["tau"] = cfg.effective_tau
@@ -512,52 +538,6 @@ def preview_layer_taus(
     objective = MedicObjective(reference, reference, stats, cfg.importance, cfg.lam, fused="eager")
     return calibrate_layer_taus(objective, clean, share, images=cfg.calibration_images, batch_size=cfg.batch_size,
                                 seed=cfg.seed, augment=cfg.augment)
-
-
-def _check_student_fits(teacher: nn.Module, student: object) -> None:
-    """A ``student=`` must be an ``nn.Module`` with the teacher's parameters and buffers — the
-    same qualified names, shapes and dtypes (other widths, class or input-channel counts, module
-    names or precision would fail deep inside training); TypeError or :class:`StructureMismatchError`
-    (a ValueError), one line, naming the first difference. Shapes only: nothing is run."""
-    if not isinstance(student, nn.Module):
-        raise TypeError(f"student must be a torch.nn.Module, got {type(student).__name__}; omit student= to clone "
-                        "into a fresh copy of the teacher's structure")
-    hint = ("MEDIC clones into a model of the same structure as the teacher: build the student with the teacher's "
-            "architecture, or omit student= (a fresh copy is made)")
-    t_state = {**dict(teacher.named_parameters()), **dict(teacher.named_buffers())}
-    s_state = {**dict(student.named_parameters()), **dict(student.named_buffers())}
-    for name, t in t_state.items():
-        s = s_state.get(name)
-        module = name.rpartition(".")[0] or "(the model)"
-        if s is None:
-            raise StructureMismatchError(f"student has no {name!r} (the teacher's module {module!r} has it); {hint}")
-        if tuple(s.shape) != tuple(t.shape):
-            raise StructureMismatchError(f"student.{name}: the student's shape {tuple(s.shape)} differs from the teacher's "
-                             f"{tuple(t.shape)} (module {module!r}); {hint}")
-        if s.dtype != t.dtype:
-            raise StructureMismatchError(f"student.{name}: the student's dtype {str(s.dtype).removeprefix('torch.')} differs "
-                                         f"from the teacher's {str(t.dtype).removeprefix('torch.')}; convert it (e.g. "
-                                         "student.float()) or omit student=")
-    extra = [n for n in s_state if n not in t_state]
-    if extra:
-        raise StructureMismatchError(f"student has {extra[0]!r}, which the teacher does not"
-                         f"{f' (and {len(extra) - 1} more)' if len(extra) > 1 else ''}; {hint}")
-
-
-def _check_student_is_not_teacher(teacher: nn.Module, student: nn.Module) -> None:
-    """MEDIC clones *into a fresh model*: the teacher itself (which would be trained in place)
-    or a copy of its weights (which keeps the backdoor) is refused."""
-    hint = "omit student= (a fresh copy is made) or pass medic_viz.defenses.base.fresh_copy(teacher)"
-    if student is teacher:
-        raise ValueError(f"student is the teacher itself; MEDIC would train the trojaned model in place: {hint}")
-    t_params = dict(teacher.named_parameters())
-    s_params = dict(student.named_parameters())
-    t_storage = {p.data_ptr() for p in t_params.values()}
-    if any(p.data_ptr() in t_storage for p in s_params.values()):
-        raise ValueError(f"student shares weight tensors with the teacher; training it would change the teacher: {hint}")
-    if s_params and all(k in t_params and p.shape == t_params[k].shape
-                        and torch.equal(p.detach().cpu(), t_params[k].detach().cpu()) for k, p in s_params.items()):
-        raise ValueError(f"student holds exactly the teacher's weights (a copy of the trojaned model keeps its backdoor): {hint}")
 
 
 def medic(
