@@ -129,8 +129,9 @@ class ImageArrays:
                 f"{len(self.classes)} classes are named; pass classes= with one name per class"
             )
         if self.groups is not None:
-            self.groups = torch.as_tensor(np.asarray(self.groups) if not isinstance(self.groups, torch.Tensor)
-                                          else self.groups).long().reshape(-1)
+            if not isinstance(self.groups, torch.Tensor):
+                self.groups = torch.as_tensor(np.asarray(self.groups))
+            self.groups = self.groups.long().reshape(-1)
             if len(self.groups) != len(self.labels):
                 raise ValueError(f"{self.name}: {len(self.labels)} images but {len(self.groups)} group ids; give one "
                                  "group id per image, or groups=None")
