@@ -34,10 +34,12 @@ LAYER_SETS = ("auto", "conv+bn")
 
 
 def grid(teachers: list[str], seeds, fractions=FRACTIONS, layer_sets=LAYER_SETS, sources=("tracks", "images"),
-         device: str = "auto", sharpness=(None,), kd_weight: float | None = None) -> list:
+         device: str = "auto", sharpness=(None,), kd_weight: float | None = None,
+         erase: float | None = None) -> list:
     """MEDIC per source × fraction × layer set × importance sharpness (None: the library's share;
     ``{"share": s}`` or ``{"tau": t}``) × teacher × seed, development half (tracks first);
-    ``kd_weight``: MEDIC's logit distillation on every cell (None: off, the library's)."""
+    ``kd_weight``: MEDIC's logit distillation on every cell (None: off, the library's); ``erase``:
+    Cutout of that share of the image side on every cell (None: off, the library's)."""
     cells = []
     for source in sources:
         for fraction in fractions:
@@ -46,6 +48,8 @@ def grid(teachers: list[str], seeds, fractions=FRACTIONS, layer_sets=LAYER_SETS,
                     medic: dict = {"layers": layers, **(sharp or {})}
                     if kd_weight is not None:
                         medic["kd_weight"] = kd_weight
+                    if erase is not None:
+                        medic["erase"] = erase
                     cells += build_grid(dataset=str(GTSRB), teachers=teachers, methods=["medic"], seeds=list(seeds),
                                         fraction=fraction, device=device, test_part=DEVELOPMENT,
                                         medic=medic, clean_from=None if source == "images" else source)
@@ -58,6 +62,7 @@ def _setting(row: dict) -> str:
     layers = opts.get("layers", "auto")
     share = opts.get("share")
     kd = f", KD {opts['kd_weight']:g}" if opts.get("kd_weight") else ""
+    kd += f", cutout {opts['erase']:g}" if opts.get("erase") else ""
     if opts.get("tau") is not None:
         return f"{layers}, τ = {opts['tau']:g}{kd}"
     return (layers if share in (None, DEFAULT_SHARE) else f"{layers}, share {100 * share:g} %") + kd
@@ -98,12 +103,14 @@ def main(argv: list[str] | None = None) -> None:
                         help="MEDIC's importance share(s), fractions (default: the library's)")
     parser.add_argument("--taus", nargs="+", type=float, default=None, help="MEDIC's global τ (instead of a share)")
     parser.add_argument("--kd-weight", type=float, default=None, help="MEDIC's logit distillation weight (default: off)")
+    parser.add_argument("--erase", type=float, default=None,
+                        help="Cutout: share of the image side erased per training image (default: off)")
     args = parser.parse_args(argv)
     given: list[dict | None] = [{"share": s} for s in args.shares or ()]
     given += [{"tau": t} for t in args.taus or ()]
     sharpness = given or [None]
     run_development_part(args, parser, lambda teachers: grid(teachers, args.seeds, args.fractions, args.layers, args.sources,
-                                                             args.device, sharpness, args.kd_weight), OUT, report)
+                                                             args.device, sharpness, args.kd_weight, args.erase), OUT, report)
 
 
 if __name__ == "__main__":

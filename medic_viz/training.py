@@ -13,7 +13,7 @@ import math
 import threading
 import time
 import warnings
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Callable, Iterable, Protocol, Sequence
 
 import torch
@@ -65,6 +65,9 @@ class TrainConfig:
     ``schedule``: how the learning rate moves over the epochs (:func:`lr_factor`): ``"cosine"`` to
     0, ``"constant"``, ``"step"`` (÷10 after epochs 2, 20 and 30) or ``"piecewise"`` (flat for the
     first half, linear down to 1 % at 90 %, then flat: Garipov et al.'s curve schedule).
+    ``erase``: Cutout on top of the dataset's augmentation — one square of this fraction of the
+    image side per training image set to its mean colour (:class:`~medic_viz.data.arrays.Augmentation`;
+    0 = off, the default; ignored without ``augment``).
     ``channels_last``: train in the channels-last memory format (``True``/``False``, or
     ``"auto"``: on CPU and CUDA for models with 2-D convolutions, where it is faster —
     BENCHMARKS.md §4); the returned model is in the usual contiguous format either way.
@@ -78,6 +81,7 @@ class TrainConfig:
     momentum: float = 0.9
     schedule: str = "cosine"
     augment: bool = True
+    erase: float = 0.0
     device: str = "auto"
     amp: bool = True
     seed: int = 0
@@ -100,6 +104,7 @@ class TrainConfig:
             check_whole("eval_every_steps", self.eval_every_steps, 0)
         check_number("lr", self.lr, 0, low_open=True)
         check_number("weight_decay", self.weight_decay, 0)
+        check_number("erase", self.erase, 0, 1, high_open=True)
         check_number("momentum", self.momentum, 0, 1, high_open=True)
         if self.optimizer not in ("adam", "sgd"):
             raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
@@ -298,6 +303,7 @@ def train(
     generator = torch.Generator().manual_seed(int(cfg.seed))
     torch.manual_seed(int(cfg.seed))
     images_on_device = data.images.to(device)
+    augmentation = replace(data.augmentation, erase=cfg.erase) if cfg.erase else None
 
     history: list[TrainEvent] = []
     start_time = time.perf_counter()
@@ -349,6 +355,7 @@ def train(
                 device=device,
                 augment=cfg.augment,
                 images_on_device=images_on_device,
+                augmentation=augmentation,
             ):
                 if stop_event is not None and stop_event.is_set():
                     stopped = True

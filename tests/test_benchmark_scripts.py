@@ -344,6 +344,11 @@ def test_clean_tracks_keeps_a_share_setting_apart_from_the_library_default() -> 
     assert kd.method_options["kd_weight"] == 1.0
     row = _row(t, "medic", 0, 0.95, 0.02, method_options={"layers": "auto", "share": 0.01, "kd_weight": 1.0}, **common)
     assert clean_tracks.table([row]).splitlines()[2].split(" | ")[2] == "auto, KD 1"
+    cut, = clean_tracks.grid(folder, [0], layer_sets=["auto"], sources=["tracks"], erase=0.5)
+    plain, = clean_tracks.grid(folder, [0], layer_sets=["auto"], sources=["tracks"])
+    assert cut.method_options["erase"] == 0.5 and "erase" not in plain.method_options and cut.cell_id != plain.cell_id
+    row = _row(t, "medic", 0, 0.95, 0.02, method_options={"layers": "auto", "share": 0.01, "erase": 0.5}, **common)
+    assert clean_tracks.table([row]).splitlines()[2].split(" | ")[2] == "auto, cutout 0.5"
 
 
 def test_scarce_medic_5_percent_cells_are_figure4_default_cells_under_another_label() -> None:

@@ -97,3 +97,35 @@ def test_default_dataset_is_the_embedded_signs():
     assert not splits.train.augmentation.hflip, "traffic signs must not be flipped"
     with pytest.raises(ValueError, match="unknown dataset"):
         load_dataset("imagenet")
+
+
+def test_cutout_sets_one_clipped_square_per_image_to_its_mean_colour():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(300, 3, 8, 8, generator=g) + 2.0  # no pixel equals a mean by chance
+    out = Augmentation(crop_pad=0, erase=0.5)(x, torch.Generator().manual_seed(1))
+    mean = x.mean(dim=(2, 3), keepdim=True)
+    heights, widths = set(), set()
+    for img, src, m in zip(out, x, mean):
+        changed = (img != src).any(0)  # (H, W)
+        rows, cols = changed.any(1).nonzero().flatten(), changed.any(0).nonzero().flatten()
+        # one axis-aligned rectangle: every pixel between its first and last row/column changed
+        assert int(changed.sum()) == len(rows) * len(cols)
+        assert rows.tolist() == list(range(int(rows[0]), int(rows[-1]) + 1))
+        assert cols.tolist() == list(range(int(cols[0]), int(cols[-1]) + 1))
+        # side round(0.5 * 8) = 4, centred inside the image: clipped to 2..4 pixels per axis
+        assert 2 <= len(rows) <= 4 and 2 <= len(cols) <= 4
+        torch.testing.assert_close(img[:, changed], m[:, :, 0].expand(3, int(changed.sum())))
+        heights.add(len(rows))
+        widths.add(len(cols))
+    assert heights == {2, 3, 4} and widths == {2, 3, 4}  # the clipping happens at both borders
+
+
+def test_cutout_off_leaves_the_batch_and_out_of_range_is_refused():
+    x = torch.rand(4, 3, 8, 8)
+    assert torch.equal(Augmentation(crop_pad=0, erase=0.0)(x), x)
+    one = Augmentation(crop_pad=0, erase=0.1)(x)  # side round(0.8) = 1 pixel
+    assert ((one != x).any(1).sum(dim=(1, 2)) == 1).all()
+    assert torch.equal(Augmentation(crop_pad=0, erase=0.05)(x), x)  # round(0.4) = 0: nothing
+    for bad in (-0.1, 1.0, 2):
+        with pytest.raises(ValueError, match="erase"):
+            Augmentation(erase=bad)

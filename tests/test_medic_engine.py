@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from medic_viz.capture import StructureMismatchError
-from medic_viz.data.arrays import ImageArrays
+from medic_viz.data.arrays import Augmentation, ImageArrays
 from medic_viz.defenses.base import fresh_copy
 from medic_viz.defenses.medic import Medic, MedicObjective
 from medic_viz.finite import NonFiniteModelError
@@ -99,6 +99,32 @@ def test_logit_distillation_settings_are_checked(bad: dict) -> None:
 def test_a_run_with_logit_distillation_says_so_in_its_label() -> None:
     assert Medic(**FAST, kd_weight=1.0).config.describe().endswith("λ=3 KD=1 T=2")
     assert "KD" not in Medic(**FAST).config.describe()
+
+
+def test_cutout_reaches_the_training_batches_and_the_label() -> None:
+    seen: list[torch.Tensor] = []
+
+    class Recording(SupervisedObjective):
+        def loss(self, x, y):
+            seen.append(x.detach().clone())
+            return super().loss(x, y)
+
+    data = _data()
+    data.augmentation = Augmentation(crop_pad=0)  # only the Cutout changes pixels
+    train(Recording(_net()), data, TrainConfig(**FAST, erase=0.5))
+    assert len(seen) == 2 * 3
+
+    def largest_patch_of_one_colour(img: torch.Tensor) -> int:  # (C, H, W) → pixels sharing a colour
+        return int(torch.unique(img.flatten(1).T, dim=0, return_counts=True)[1].max())
+
+    # every image has a square of 2..4 × 2..4 pixels of one colour (random images have none)
+    assert all(largest_patch_of_one_colour(img) >= 4 for x in seen for img in x)
+    seen.clear()
+    train(Recording(_net()), data, TrainConfig(**FAST))
+    assert all(largest_patch_of_one_colour(img) == 1 for x in seen for img in x)
+    assert Medic(**FAST, erase=0.5).config.describe().endswith("λ=3 cutout=0.5")
+    with pytest.raises(ValueError, match="erase"):
+        TrainConfig(erase=1.0)
 
 
 def test_importance_concentrates_the_loss_relative_to_uniform():

@@ -40,11 +40,18 @@ class Augmentation:
     ``crop_pad``: random crop after zero-padding by this many pixels (0 = off).
     ``hflip``: random horizontal flip (only for datasets whose labels survive a flip).
     ``rotate_deg``: random rotation in ``[-rotate_deg, rotate_deg]`` degrees (0 = off).
+    ``erase``: Cutout (DeVries & Taylor, 2017) — one square of side ``round(erase · min(H, W))``
+    pixels per image, centred uniformly at random and clipped at the border, is set to the
+    image's mean colour, after the other steps (0 = off; below 1).
     """
 
     crop_pad: int = 4
     hflip: bool = False
     rotate_deg: float = 0.0
+    erase: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_number("erase", self.erase, 0.0, 1.0, high_open=True)
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Augment a float batch ``(B, C, H, W)``; returns a new tensor of the same shape."""
@@ -76,6 +83,15 @@ class Augmentation:
         if self.hflip:
             flip = rand(b) < 0.5
             x = torch.where(flip[:, None, None, None], x.flip(3), x)
+        side = round(self.erase * min(h, w))
+        if side > 0:
+            cy, cx = (rand(b) * h).long().clamp_(max=h - 1), (rand(b) * w).long().clamp_(max=w - 1)
+            top, left = cy - side // 2, cx - side // 2
+            ys, xs = torch.arange(h, device=dev), torch.arange(w, device=dev)
+            inside_y = (ys[None, :] >= top[:, None]) & (ys[None, :] < top[:, None] + side)  # (B, H)
+            inside_x = (xs[None, :] >= left[:, None]) & (xs[None, :] < left[:, None] + side)  # (B, W)
+            square = (inside_y[:, :, None] & inside_x[:, None, :])[:, None]  # (B, 1, H, W)
+            x = torch.where(square, x.mean(dim=(2, 3), keepdim=True), x)
         return x.contiguous()
 
 
@@ -244,10 +260,12 @@ def iterate_batches(
     augment: bool = False,
     images_on_device: torch.Tensor | None = None,
     drop_last: bool = False,
+    augmentation: Augmentation | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield ``(x, y)`` batches: x float32 ``(B, C, H, W)`` in [0, 1] and y int64 ``(B,)``,
     both on ``device``. ``images_on_device`` may hold ``data.images`` already moved there
-    (uint8), so that epochs do not copy the dataset again."""
+    (uint8), so that epochs do not copy the dataset again. With ``augment``, ``augmentation``
+    (default: ``data.augmentation``) is applied."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     n = len(data)
@@ -262,7 +280,7 @@ def iterate_batches(
         x = src[idx_dev].to(device, non_blocking=True).float().div_(255.0)
         y = labels[idx.to(labels.device)].to(device, non_blocking=True)
         if augment:
-            x = data.augmentation(x, generator)
+            x = (augmentation or data.augmentation)(x, generator)
         yield x, y
 
 

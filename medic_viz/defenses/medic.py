@@ -227,11 +227,12 @@ class MedicConfig(TrainConfig):
 
     def describe(self) -> str:
         """``"τ=5 λ=10"`` or ``"share=1% λ=3"``: how the run's temperature was set (and
-        ``" KD=1 T=2"`` with the logit distillation on)."""
+        ``" KD=1 T=2"`` with the logit distillation on, ``" cutout=0.5"`` with Cutout)."""
         share = self.effective_share  # None exactly when τ is global (not calibrated)
         sharp = f"share={100 * share:g}%" if share is not None else f"τ={self.effective_tau:g}"
         kd = f" KD={float(self.kd_weight):g} T={float(self.kd_temperature):g}" if self.kd_weight else ""
-        return f"{sharp} λ={float(self.lam):g}{kd}"
+        cut = f" cutout={float(self.erase):g}" if self.erase else ""
+        return f"{sharp} λ={float(self.lam):g}{kd}{cut}"
 
     def _importance_key(self) -> tuple:
         return (self.tau, self.criteria, self.zscore, self.impact, self.loss_reduction)
