@@ -125,10 +125,10 @@ def scarce_rows() -> list[dict]:
 
 
 def run_on_evaluation_teachers(attacks, make_cells: Callable[[list[str]], list], out: Path,
-                               report: Callable[[], None], archs=("wrn16_1",)) -> None:
+                               report: Callable[[], None], archs=("wrn16_1",), workers: int = 1) -> None:
     """A protocol benchmark's part: the evaluation teachers of ``attacks`` for each of ``archs``
     (a missing one is skipped with a note saying how to train it), ``make_cells(teacher
-    folders)`` run resumably into ``out``, then ``report()``."""
+    folders)`` run resumably into ``out`` by ``workers`` local processes, then ``report()``."""
     teachers: list[str] = []
     for arch in archs:
         found, missing = evaluation_teachers(attacks, arch)
@@ -138,21 +138,28 @@ def run_on_evaluation_teachers(attacks, make_cells: Callable[[list[str]], list],
                   f"--role evaluation --arch {arch} --attacks {attack}); skipped", file=sys.stderr)
     if not teachers:
         return
-    result = run_grid(make_cells(teachers), out, log=print)
+    result = run_grid(make_cells(teachers), out, workers=workers, log=print)
     print(f"{result.computed} computed, {result.skipped} skipped, {len(result.errors)} failed")
     report()
+
+
+def _add_workers(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workers", type=int, default=1,
+                        help="cells at once, each in its own process on cores ÷ workers torch threads (one process "
+                             "per results folder: never start a second part on the same folder)")
 
 
 def development_parser(doc: str, attacks, fractions, layer_sets) -> argparse.ArgumentParser:
     """The options of a benchmark on the *development* teachers and half (nothing chosen from it
     is reported there): ``--attacks``, ``--fractions``, ``--layers``, ``--seeds`` (default 0),
-    ``--threads``, ``--device``, ``--report``; a script adds its own before parsing."""
+    ``--threads``, ``--workers``, ``--device``, ``--report``; a script adds its own before parsing."""
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--attacks", nargs="+", default=list(attacks), choices=sorted(GTSRB_ATTACKS))
     parser.add_argument("--fractions", nargs="+", type=float, default=list(fractions))
     parser.add_argument("--layers", nargs="+", default=list(layer_sets), choices=layer_sets)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--threads", type=int, default=None)
+    _add_workers(parser)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--report", action="store_true", help="only write the table from finished cells")
     return parser
@@ -170,8 +177,9 @@ def write_table_report(out: Path, table: Callable[[list[dict]], str]) -> None:
 def run_development_part(args: argparse.Namespace, parser: argparse.ArgumentParser,
                          make_cells: Callable[[list[str]], list], out: Path, report: Callable[[], None]) -> None:
     """What ``--report`` or a part of a development benchmark does: only ``report()``, or the
-    cells ``make_cells(development teacher folders)`` on ``args.threads`` torch threads, run
-    resumably into ``out``, then ``report()``; a missing teacher is a usage error."""
+    cells ``make_cells(development teacher folders)`` on ``args.threads`` torch threads (in
+    ``args.workers`` processes), run resumably into ``out``, then ``report()``; a missing teacher
+    is a usage error."""
     if args.report:
         report()
         return
@@ -180,18 +188,19 @@ def run_development_part(args: argparse.Namespace, parser: argparse.ArgumentPars
     teachers, missing = teachers_of_role(args.attacks, DEVELOPMENT)
     if missing:
         parser.error(f"no development teacher for {', '.join(missing)} (python -m benchmarks.train_teachers)")
-    result = run_grid(make_cells(teachers), out, log=print)
+    result = run_grid(make_cells(teachers), out, workers=getattr(args, "workers", 1), log=print)
     print(f"{result.computed} computed, {result.skipped} skipped, {len(result.errors)} failed")
     report()
 
 
 def protocol_parser(doc: str, attacks) -> argparse.ArgumentParser:
     """The options every protocol benchmark takes: ``--attacks`` (of ``attacks``), ``--seeds``,
-    ``--threads``, ``--device`` and ``--report``; a script adds its own before parsing."""
+    ``--threads``, ``--workers``, ``--device`` and ``--report``; a script adds its own before parsing."""
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--attacks", nargs="+", default=list(attacks), choices=attacks)
     parser.add_argument("--seeds", nargs="+", type=int, default=list(PROTOCOL_SEEDS))
     parser.add_argument("--threads", type=int, default=None)
+    _add_workers(parser)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--report", action="store_true", help="only write the table and figure from finished cells")
     return parser
@@ -200,13 +209,13 @@ def protocol_parser(doc: str, attacks) -> argparse.ArgumentParser:
 def run_protocol_part(args: argparse.Namespace, make_cells: Callable[[list[str]], list], out: Path,
                       report: Callable[[], None], archs=("wrn16_1",)) -> None:
     """What ``--report`` or a part does: only ``report()``, or the part on ``args.threads`` torch
-    threads (:func:`run_on_evaluation_teachers`)."""
+    threads (:func:`run_on_evaluation_teachers`; with ``args.workers`` > 1, that many processes)."""
     if args.report:
         report()
         return
     if args.threads:
         torch.set_num_threads(args.threads)
-    run_on_evaluation_teachers(args.attacks, make_cells, out, report, archs=archs)
+    run_on_evaluation_teachers(args.attacks, make_cells, out, report, archs=archs, workers=getattr(args, "workers", 1))
 
 
 def tau_grid(teachers: list[str], seeds, device: str = "auto", taus=DEFAULT_ABLATION_VALUES["tau"]["tau"],

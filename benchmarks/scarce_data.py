@@ -37,7 +37,7 @@ from medic_viz.defenses.registry import DISPLAY_NAMES
 from medic_viz.experiments import build_grid
 from medic_viz.experiments.protocol import EVALUATION
 from medic_viz.metrics import mean_std
-from medic_viz.viz.summary_figures import tau_sweep_figure
+from medic_viz.viz.summary_figures import data_amount_figure
 
 OUT = SCARCE_OUT
 FIGURES = DOCS / "scarce_data"
@@ -100,14 +100,12 @@ def table(rows: list[dict]) -> str:
 
 
 def figure(rows: list[dict]):
-    """Clean accuracy and ASR (%) against the clean-data fraction, one pair of curves per
-    attack × method, mean ± std over seeds (the library's sweep figure)."""
-    data = [{"tau": 100 * r["fraction"], "series": f"{r['attack'].split('_', 1)[0]} · {r['variant'].rsplit(' ', 1)[0]}",
-             "clean_acc": r["clean_acc"], "asr": r["asr"]} for r in rows]
-    fig = tau_sweep_figure(data, group_by="series",
-                           title="Scarce clean data, evaluation teachers and test images (mean ± std over seeds)")
-    fig.update_xaxes(title_text="clean data (% of GTSRB's training set)", type="log")
-    return fig
+    """Clean accuracy and ASR (%) against the clean-data fraction, one panel per attack, one
+    colour per method, mean ± std over seeds (the library's Figure 3)."""
+    data = [{"percent": 100 * r["fraction"], "attack": r["attack"].split("_", 1)[0],
+             "method": r["variant"].rsplit(" ", 1)[0], "clean_acc": r["clean_acc"], "asr": r["asr"]} for r in rows]
+    return data_amount_figure(data, x_title="clean data (% of GTSRB's training set)",
+                              title="Scarce clean data: evaluation teachers and test images (mean ± std over seeds)")
 
 
 def report() -> None:

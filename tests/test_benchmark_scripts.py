@@ -367,3 +367,21 @@ def test_scarce_medic_5_percent_cells_are_figure4_default_cells_under_another_la
     own = {(r["attack"], r["seed"]) for r in rows if not r.get("read_from") and r["method"] == "medic"
            and r["fraction"] == 0.05}
     assert own.isdisjoint((r["attack"], r["seed"]) for r in read)
+
+
+def test_protocol_and_development_parts_pass_workers_to_the_grid(monkeypatch) -> None:
+    """``--workers 2`` reaches the runner for both kinds of part; without it, one process."""
+    seen: list[int] = []
+
+    class _Result:
+        computed, skipped, errors = 0, 0, []
+
+    monkeypatch.setattr(common, "run_grid", lambda cells, out, workers=1, log=None: seen.append(workers) or _Result())
+    monkeypatch.setattr(common, "evaluation_teachers", lambda attacks, arch: (["t"], []))
+    monkeypatch.setattr(common, "teachers_of_role", lambda attacks, role: (["t"], []))
+    parser = common.protocol_parser("doc", ("badnet",))
+    for argv in (["--workers", "2"], []):
+        common.run_protocol_part(parser.parse_args(argv), lambda teachers: [], Path("unused"), lambda: None)
+    dev = common.development_parser("doc", ("badnet",), (0.05,), ("auto",))
+    common.run_development_part(dev.parse_args(["--workers", "2"]), dev, lambda teachers: [], Path("unused"), lambda: None)
+    assert seen == [2, 1, 2]

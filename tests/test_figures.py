@@ -31,6 +31,7 @@ from medic_viz.viz.export import export_figure
 from medic_viz.viz.style import PALETTE, REFERENCE_COLOR
 from medic_viz.viz.summary_figures import (
     aggregate_rows,
+    data_amount_figure,
     defense_comparison_figure,
     lambda_tau_figure,
     removal_accuracy_figure,
@@ -205,6 +206,28 @@ def test_tau_panels_figure_puts_each_series_in_its_panel_with_the_default_as_its
     assert bands and all(t.mode == "lines" for t in bands)  # a band is an area: no markers on its outline
     with pytest.raises(ValueError, match="columns"):
         tau_panels_figure(rows, columns=0)
+
+
+def test_data_amount_figure_draws_one_panel_per_attack_one_colour_per_method_on_a_log_axis():
+    rows = [{"attack": a, "method": m, "percent": p, "seed": seed, "clean_acc": acc, "asr": asr}
+            for a, m, p, seed, acc, asr in (("sig", "MEDIC", 1, 0, 0.80, 0.02), ("sig", "MEDIC", 1, 1, 0.84, 0.04),
+                                            ("sig", "MEDIC", 5, 0, 0.96, 0.01), ("sig", "KD", 5, 0, 0.92, 0.05),
+                                            ("badnet", "KD", 2, 0, 0.50, 0.10))]
+    fig = data_amount_figure(rows)
+    assert [a.text for a in fig.layout.annotations] == ["sig", "badnet"]
+    medic_acc = [t for t in fig.data if t.name == "MEDIC: clean accuracy" and t.mode == "lines+markers"][0]
+    np.testing.assert_allclose(medic_acc.x, [1, 5]) and np.testing.assert_allclose(medic_acc.y, [82.0, 96.0])
+    np.testing.assert_allclose(medic_acc.customdata, [100 * np.std([0.80, 0.84], ddof=1), 0.0])
+    kd = [t for t in fig.data if t.name == "KD: ASR" and t.mode == "lines+markers"]
+    assert [t.xaxis for t in kd] == ["x", "x2"] and kd[0].line.dash == "dash"
+    assert kd[0].line.color != medic_acc.line.color  # colour tells the method apart
+    assert fig.layout.xaxis.type == "log" and list(fig.layout.xaxis.ticktext) == ["1", "2", "5"]
+    assert [t.name for t in fig.data if t.showlegend] == ["MEDIC: clean accuracy", "MEDIC: ASR",
+                                                          "KD: clean accuracy", "KD: ASR"]
+    with pytest.raises(ValueError, match="percent must be > 0"):
+        data_amount_figure([dict(rows[0], percent=0)])
+    with pytest.raises(ValueError, match="lacks"):
+        data_amount_figure([{"attack": "sig", "method": "KD", "clean_acc": 0.9, "asr": 0.1}])
 
 
 def test_lambda_tau_figure_lines_and_heatmap():

@@ -15,6 +15,7 @@ from medic_viz.viz.report import removal_figure
 from medic_viz.viz.style import PALETTE
 from medic_viz.viz.summary_figures import (
     aggregate_rows,
+    data_amount_figure,
     defense_comparison_figure,
     lambda_tau_figure,
     removal_accuracy_figure,
@@ -30,6 +31,7 @@ __all__ = [
     "grid_curves_figure",
     "FIGURE2_COLUMNS",
     "aggregate_rows",
+    "data_amount_figure",
     "attribution_figure",
     "defense_comparison_figure",
     "export_figure",

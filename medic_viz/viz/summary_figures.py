@@ -3,7 +3,8 @@ dicts such as ``{"tau": 5, "seed": 0, "clean_acc": 0.9, "asr": 0.02, "criteria":
 "lam": 10, "method": "medic", "attack": "badnet"}`` (accuracies and ASR as fractions in [0, 1],
 drawn in %; rows that share every other key, e.g. several seeds, are averaged by
 :func:`aggregate_rows`, and the sample standard deviation, ddof=1, is drawn):
-:func:`tau_sweep_figure` and :func:`tau_panels_figure` (Figure 4), :func:`lambda_tau_figure` (Figure 6),
+:func:`tau_sweep_figure` and :func:`tau_panels_figure` (Figure 4), :func:`data_amount_figure` (Figure 3),
+:func:`lambda_tau_figure` (Figure 6),
 :func:`tradeoff_figure` (Figure 7), :func:`defense_comparison_figure` (Figure 5 / Table 1),
 :func:`removal_accuracy_figure` (Table 1's average drops against each other).
 """
@@ -26,6 +27,7 @@ __all__ = [
     "aggregate_rows",
     "tau_sweep_figure",
     "tau_panels_figure",
+    "data_amount_figure",
     "lambda_tau_figure",
     "tradeoff_figure",
     "defense_comparison_figure",
@@ -201,6 +203,52 @@ def tau_panels_figure(
     fig.update_layout(title=title or f"Effect of the temperature τ (mean ± std over up to {n_seeds} runs)",
                       width=360 * min(columns, len(panels)) + 160, height=300 * n_rows + 140, hovermode="closest",
                       margin=dict(t=110))
+    return fig
+
+
+def data_amount_figure(
+    rows: Iterable[Mapping[str, Any]], *, panel_by: str = "attack", series_by: str = "method",
+    x_title: str = "clean data (% of the training set)", title: str | None = None,
+) -> go.Figure:
+    """Figure 3: clean accuracy (solid) and ASR (dashed) in % against the amount of clean data,
+    one panel per ``panel_by`` value (e.g. attack), one colour per ``series_by`` value (e.g.
+    method), ± std shaded, log x axis.
+
+    Rows need ``percent`` (clean data, % of the training set, > 0), ``clean_acc``, ``asr``,
+    ``panel_by`` and ``series_by``; rows of one panel, series and amount are averaged over seeds.
+    """
+    data = _require_rows(rows, ("percent", "clean_acc", "asr", panel_by, series_by), "data_amount_figure")
+    bad = [r["percent"] for r in data if not float(r["percent"]) > 0]
+    if bad:
+        raise ValueError(f"data_amount_figure: percent must be > 0 (log axis), got {bad[:3]}")
+    agg = aggregate_rows(data, (panel_by, series_by, "percent"))
+    panels, series = _group_values(agg, panel_by), _group_values(agg, series_by)
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[str(p) for p in panels], shared_yaxes=True,
+                        horizontal_spacing=0.04)
+    amounts = sorted({float(r["percent"]) for r in agg})
+    for col, panel in enumerate(panels, start=1):
+        for i, name in enumerate(series):
+            pts = sorted((r for r in agg if r[panel_by] == panel and r[series_by] == name), key=lambda r: float(r["percent"]))
+            if not pts:
+                continue
+            xs = [float(r["percent"]) for r in pts]
+            for metric, dash, label in (("clean_acc", "solid", "clean accuracy"), ("asr", "dash", "ASR")):
+                _band_traces(fig, xs, 100 * np.array([r[metric] for r in pts]),
+                             100 * np.array([r[f"{metric}_std"] for r in pts]), f"{name}: {label}",
+                             PALETTE[i % len(PALETTE)], dash, row=1, col=col, group=f"{name}: {label}")
+        fig.update_xaxes(type="log", tickvals=amounts, ticktext=[f"{a:g}" for a in amounts], row=1, col=col)
+    seen: set[str] = set()
+    for trace in fig.data:  # one legend entry per curve, not per panel
+        if trace.showlegend is False:
+            continue
+        trace.showlegend = trace.name not in seen
+        seen.add(trace.name)
+    fig.update_yaxes(range=[0, 101])
+    fig.update_yaxes(title_text="%", col=1)
+    fig.update_xaxes(title_text=x_title)
+    n_seeds = max(r["n"] for r in agg)
+    fig.update_layout(title=title or f"Accuracy and ASR against the amount of clean data (mean ± std over up to {n_seeds} runs)",
+                      width=330 * len(panels) + 220, height=440, hovermode="closest", margin=dict(t=100))
     return fig
 
 
