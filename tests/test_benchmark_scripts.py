@@ -374,9 +374,14 @@ def test_protocol_and_development_parts_pass_workers_to_the_grid(monkeypatch) ->
     seen: list[int] = []
 
     class _Result:
-        computed, skipped, errors = 0, 0, []
+        computed, skipped = 0, 0
+        errors: list[str] = []
 
-    monkeypatch.setattr(common, "run_grid", lambda cells, out, workers=1, log=None: seen.append(workers) or _Result())
+    def fake_run_grid(cells, out, workers=1, log=None):
+        seen.append(workers)
+        return _Result()
+
+    monkeypatch.setattr(common, "run_grid", fake_run_grid)
     monkeypatch.setattr(common, "evaluation_teachers", lambda attacks, arch: (["t"], []))
     monkeypatch.setattr(common, "teachers_of_role", lambda attacks, role: (["t"], []))
     parser = common.protocol_parser("doc", ("badnet",))
