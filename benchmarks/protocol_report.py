@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python benchmarks/protocol_report.py` too
 
 from benchmarks import common
 from benchmarks.common import (

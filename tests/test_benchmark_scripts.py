@@ -390,13 +390,3 @@ def test_protocol_and_development_parts_pass_workers_to_the_grid(monkeypatch) ->
     dev = common.development_parser("doc", ("badnet",), (0.05,), ("auto",))
     common.run_development_part(dev.parse_args(["--workers", "2"]), dev, lambda teachers: [], Path("unused"), lambda: None)
     assert seen == [2, 1, 2]
-
-
-@pytest.mark.parametrize("script", ["table1_report.py", "protocol_report.py"])
-def test_report_checks_run_as_paths_from_any_folder(script: str, tmp_path: Path) -> None:
-    """``python benchmarks/<report>.py --check`` (issue 28's command) finds ``benchmarks`` from any cwd."""
-    path = Path(common.__file__).resolve().parent / script
-    done = subprocess.run([sys.executable, str(path), "--check"], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=300, check=False)
-    assert "ModuleNotFoundError" not in done.stderr
-    assert done.returncode == 0, done.stderr[-2000:]
