@@ -4,56 +4,111 @@
 # 5 % clean data, two seeds) — 5 to 18 CPU-hours per teacher here, minutes on a GPU.
 #
 # GTSRB (123 MB) is larger than what one device call carries (64 MiB with the working tree), so
-# it travels in 32 MiB parts, one per call, kept on the machine between calls (it stays warm
-# 30 s after each: send the calls back to back), then is joined and checked against its digest:
+# it travels in 40 MiB parts, one per call, kept on the machine between calls (it stays warm
+# 30 s after each: send the calls back to back), then is joined and checked against its digest.
+# The working tree must be under ~22 MiB for that (it is ~45 MiB with the committed results):
+# send the calls from a slim checkout of the code and the WRN teachers (see BENCHMARKS.md §6).
 #
-#   here, once:            bash benchmarks/gpu_architectures.sh split        # → .gpu_data/part-aa … -ad
-#   device, part by part:  run(carry=[".gpu_data/part-aa"], command="bash benchmarks/gpu_architectures.sh receive")
-#                          … the same for part-ab, part-ac, and last:
-#   device, last part:     run(carry=[".gpu_data/part-ad", ".venv"], timeout_s=600,
+#   here, once:            bash benchmarks/gpu_architectures.sh split        # → .gpu_data/part-aa … -ac
+#   device, first part:    run(carry=[".gpu_data/part-aa"],
+#                              command="bash benchmarks/gpu_architectures.sh receive && bash benchmarks/gpu_architectures.sh smoke")
+#   device, second part:   run(carry=[".gpu_data/part-ab"], command="bash benchmarks/gpu_architectures.sh receive")
+#   device, last part:     run(carry=[".gpu_data/part-ac"], timeout_s=600,
 #                              command="bash benchmarks/gpu_architectures.sh run [ARCH …]")
 #
-# `run` joins the parts, trains the missing teachers, runs the grid (resumable: a cut-short run
-# keeps every finished cell), and packs runs.jsonl, the table and the teachers' cards (not their
-# weights: up to 45 MB each) into $OUT/architectures.tar.gz. Back here: untar it in the
-# repository root, then `python -m benchmarks.architectures --report`.
-# GPU_RUN_TIMEOUT (seconds, default 540) bounds the training.
+# `smoke` runs the CUDA path end to end on random images (benchmarks/gpu_smoke.py, ~1 min) so a
+# broken path costs one call, not the lease. `run` joins the parts and, for every architecture
+# at once (each in its own copy of the code and results folder), trains its three teachers in
+# parallel, then runs its grid (GPU_WORKERS cell processes, default 6; resumable: a cut-short
+# run keeps every finished cell); it packs the rows and the teachers' cards (not their weights:
+# up to 45 MB each) into $OUT/architectures.tar.gz, with one log per architecture. Back here:
+# untar it in the repository root, then `python -m benchmarks.architectures --report`.
+# GPU_RUN_TIMEOUT (seconds, default 500) bounds the training; GPU_DEVICE (default cuda).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHA=b7ea99241aa5f0f9689ff8e5a82398709b5823a1d56e4f776be40cb0b28e80ba   # sha256 of gtsrb32.npz
 PARTS=${GPU_PARTS:-/tmp/medic_viz_gtsrb_parts}   # where the parts gather on the machine
 DIR=${GPU_DATA:-.gpu_data}                       # where they are cut, here
 mode=${1:-}; shift || true
+python_here() {   # $PY, else a Python that imports torch with CUDA (the GPU image's python3), else .venv's
+  [[ -n ${PY:-} ]] && { echo "$PY"; return; }
+  for p in python3 python .venv/bin/python; do
+    "$p" -c "import torch, medic_viz; assert torch.cuda.is_available()" 2>/dev/null && { echo "$p"; return; }
+  done
+  echo python3
+}
 case "$mode" in
   split)
     src=${DATA:-../shared/data/gtsrb32.npz}
     [[ -f "$src" ]] || { echo "dataset not found: $src (set DATA=path/to/gtsrb32.npz)" >&2; exit 2; }
     mkdir -p "$DIR" && rm -f "$DIR"/part-*
-    split -b 32M "$src" "$DIR"/part-
+    split -b ${PART_SIZE:-40M} "$src" "$DIR"/part-
     ls -l "$DIR" ;;
   receive)
     mkdir -p "$PARTS" && cp "$DIR"/part-* "$PARTS"/ && ls -l "$PARTS" ;;
+  smoke)
+    # the CUDA path end to end on random images (≈ 1 min), before the parts' minutes are spent
+    export PYTHONPATH="$PWD" TQDM_DISABLE=1 PYTHONUNBUFFERED=1
+    timeout "${GPU_SMOKE_TIMEOUT:-150}" "$(python_here)" -m benchmarks.gpu_smoke --device "${GPU_DEVICE:-cuda}" ;;
   run)
     mkdir -p "$PARTS" && { cp "$DIR"/part-* "$PARTS"/ 2>/dev/null || true; }
     cat "$PARTS"/part-* > "$PARTS/gtsrb32.npz" 2>/dev/null || true
     echo "$SHA  $PARTS/gtsrb32.npz" | sha256sum --quiet -c - 2>/dev/null || {
       echo "the parts in $PARTS do not join into gtsrb32.npz: send every part (receive) first" >&2; exit 2; }
-    export MEDIC_VIZ_GTSRB="$PARTS/gtsrb32.npz" PYTHONPATH="$PWD" TQDM_DISABLE=1 PYTHONUNBUFFERED=1
-    PY=python; "$PY" -c "import torch, medic_viz" 2>/dev/null || PY=.venv/bin/python
+    export MEDIC_VIZ_GTSRB="$PARTS/gtsrb32.npz" TQDM_DISABLE=1 PYTHONUNBUFFERED=1
+    PY=$(python_here); [[ $PY == /* || $PY != */* ]] || PY=$PWD/$PY
     archs=("$@"); [[ ${#archs[@]} -gt 0 ]] || archs=(mobilenet_v1 vgg11_bn resnet18)
-    pack() {
-      out=${OUT:-/tmp/out}; mkdir -p "$out"
+    repo=$PWD out=${OUT:-/tmp/out}; mkdir -p "$out"
+    # each architecture in its own copy of the code and results (one process per results folder,
+    # as the grids require), all at once: small models leave most of the GPU idle
+    gather() {
+      for a in "${archs[@]}"; do
+        w=/tmp/medic_viz_arch_$a
+        [[ -f $w/benchmarks/results/architectures/runs.jsonl ]] &&
+          { mkdir -p benchmarks/results/architectures
+            cat "$w"/benchmarks/results/architectures/runs.jsonl >> benchmarks/results/architectures/runs.jsonl; }
+        for f in "$w"/benchmarks/results/gtsrb_teachers/*_"$a"_e30_s1; do
+          [[ -f $f/card.json ]] || continue
+          mkdir -p "benchmarks/results/gtsrb_teachers/$(basename "$f")"
+          cp "$f"/card.json "$f"/*.json "benchmarks/results/gtsrb_teachers/$(basename "$f")/" 2>/dev/null || true
+        done
+        cp "$w"/log.txt "$out/log_$a.txt" 2>/dev/null || true
+      done
       tar czf "$out/architectures.tar.gz" benchmarks/results/architectures \
-        $(for a in "${archs[@]}"; do ls -d benchmarks/results/gtsrb_teachers/*_"$a"_e30_s1/card.json 2>/dev/null; done) || true
+        $(for a in "${archs[@]}"; do ls -d benchmarks/results/gtsrb_teachers/*_"$a"_e30_s1 2>/dev/null; done) || true
+      ls -l "$out"
     }
-    trap pack EXIT
-    end=$(( $(date +%s) + ${GPU_RUN_TIMEOUT:-540} ))
+    trap gather EXIT
+    end=$(( $(date +%s) + ${GPU_RUN_TIMEOUT:-500} ))
+    pids=()
     for a in "${archs[@]}"; do
-      left=$(( end - $(date +%s) )); (( left > 30 )) || break
-      timeout "$left" "$PY" -m benchmarks.train_teachers --role evaluation --arch "$a" --attacks badnet sig polygon --device cuda || true
-      left=$(( end - $(date +%s) )); (( left > 30 )) || break
-      timeout "$left" "$PY" -m benchmarks.architectures --archs "$a" --device cuda || true
-    done ;;
+      w=/tmp/medic_viz_arch_$a; rm -rf "$w"; mkdir -p "$w/benchmarks"
+      cp -r medic_viz pyproject.toml "$w"/ && cp benchmarks/*.py "$w"/benchmarks/
+      mkdir -p "$w"/benchmarks/results && cp -r benchmarks/results/gtsrb_teachers "$w"/benchmarks/results/ 2>/dev/null || true
+      (
+        cd "$w"; export PYTHONPATH="$w"
+        for attack in badnet sig polygon; do   # the three teachers at once
+          timeout $(( end - $(date +%s) )) "$PY" -m benchmarks.train_teachers --role evaluation --arch "$a" \
+            --attacks "$attack" --device "${GPU_DEVICE:-cuda}" --threads 1 &
+        done
+        wait || true
+        left=$(( end - $(date +%s) )); (( left > 30 )) || exit 0
+        timeout "$left" "$PY" -m benchmarks.architectures --archs "$a" --device "${GPU_DEVICE:-cuda}" --threads 1 --workers "${GPU_WORKERS:-6}"
+      ) > "$w/log.txt" 2>&1 &
+      pids+=($!)
+    done
+    tick=0
+    while :; do   # a line per architecture a minute, so the caller sees progress
+      sleep 5; tick=$(( tick + 5 )); alive=0
+      for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+      if (( tick % 60 == 0 || ! alive )); then
+        for a in "${archs[@]}"; do
+          echo "[$(date +%T)] $a: $(grep -E 'trained in|^\[[0-9]+/' /tmp/medic_viz_arch_$a/log.txt 2>/dev/null | tail -1)"
+        done
+      fi
+      (( alive )) || break
+    done
+    wait || true ;;
   *)
     echo "usage: bash benchmarks/gpu_architectures.sh split|receive|run [ARCH …]" >&2; exit 2 ;;
 esac
