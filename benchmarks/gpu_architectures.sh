@@ -7,9 +7,12 @@
 # it travels in 40 MiB parts, one per call, kept on the machine between calls (it stays warm
 # 30 s after each: send the calls back to back), then is joined and checked against its digest.
 # The working tree must be under ~22 MiB for that (it is ~45 MiB with the committed results):
-# send the calls from a slim checkout of the code and the WRN teachers (see BENCHMARKS.md §6).
+# `slim` moves the checkout to a temporary branch holding only the code, the WRN teachers, the
+# tuning records and Table 1's rows (~18 MiB; a Table 1 part may keep running meanwhile), and
+# `unslim` brings it back (the rows it appended meanwhile stay).
 #
 #   here, once:            bash benchmarks/gpu_architectures.sh split        # → .gpu_data/part-aa … -ac
+#                          bash benchmarks/gpu_architectures.sh slim         # … and `unslim` after the calls
 #   device, first part:    run(carry=[".gpu_data/part-aa"],
 #                              command="bash benchmarks/gpu_architectures.sh receive && bash benchmarks/gpu_architectures.sh smoke")
 #   device, second part:   run(carry=[".gpu_data/part-ab"], command="bash benchmarks/gpu_architectures.sh receive")
@@ -44,6 +47,16 @@ case "$mode" in
     mkdir -p "$DIR" && rm -f "$DIR"/part-*
     split -b ${PART_SIZE:-40M} "$src" "$DIR"/part-
     ls -l "$DIR" ;;
+  slim)
+    keep='^medic_viz/|^benchmarks/[^/]+$|^benchmarks/results/(gtsrb_teachers|tuning|table1_protocol|architectures)/|^[^/]+$'
+    git rev-parse --abbrev-ref HEAD > .git/gpu_slim_from
+    git checkout -q -b gpu-slim
+    git ls-files | grep -vE "$keep" | xargs -d '\n' git rm -q
+    git commit -qm "slim tree for the device calls (temporary branch: bash benchmarks/gpu_architectures.sh unslim)"
+    echo "working tree that travels: $(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1) bytes" ;;
+  unslim)
+    [[ -f .git/gpu_slim_from ]] || { echo "not slim (no .git/gpu_slim_from)" >&2; exit 2; }
+    git checkout -q "$(cat .git/gpu_slim_from)" && git branch -D gpu-slim && rm .git/gpu_slim_from ;;
   receive)
     mkdir -p "$PARTS" && cp "$DIR"/part-* "$PARTS"/ && ls -l "$PARTS" ;;
   smoke)
@@ -110,5 +123,5 @@ case "$mode" in
     done
     wait || true ;;
   *)
-    echo "usage: bash benchmarks/gpu_architectures.sh split|receive|run [ARCH …]" >&2; exit 2 ;;
+    echo "usage: bash benchmarks/gpu_architectures.sh split|slim|unslim|receive|smoke|run [ARCH …]" >&2; exit 2 ;;
 esac
