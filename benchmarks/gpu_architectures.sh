@@ -29,9 +29,10 @@
 # GPU_RUN_TIMEOUT (seconds, default 500) bounds the training; GPU_DEVICE (default cuda).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SHA=b7ea99241aa5f0f9689ff8e5a82398709b5823a1d56e4f776be40cb0b28e80ba   # sha256 of gtsrb32.npz
+SHA=${GTSRB_SHA256:-b7ea99241aa5f0f9689ff8e5a82398709b5823a1d56e4f776be40cb0b28e80ba}   # sha256 of gtsrb32.npz (a test gives its own)
 PARTS=${GPU_PARTS:-/tmp/medic_viz_gtsrb_parts}   # where the parts gather on the machine
 DIR=${GPU_DATA:-.gpu_data}                       # where they are cut, here
+WORK=${GPU_WORK:-/tmp}                           # where each architecture gets its copy, there
 mode=${1:-}; shift || true
 python_here() {   # $PY, else a Python that imports torch with CUDA (the GPU image's python3), else .venv's
   [[ -n ${PY:-} ]] && { echo "$PY"; return; }
@@ -76,7 +77,7 @@ case "$mode" in
     # as the grids require), all at once: small models leave most of the GPU idle
     gather() {
       for a in "${archs[@]}"; do
-        w=/tmp/medic_viz_arch_$a
+        w=$WORK/medic_viz_arch_$a
         [[ -f $w/benchmarks/results/architectures/runs.jsonl ]] &&
           { mkdir -p benchmarks/results/architectures
             cat "$w"/benchmarks/results/architectures/runs.jsonl >> benchmarks/results/architectures/runs.jsonl; }
@@ -95,7 +96,7 @@ case "$mode" in
     end=$(( $(date +%s) + ${GPU_RUN_TIMEOUT:-500} ))
     pids=()
     for a in "${archs[@]}"; do
-      w=/tmp/medic_viz_arch_$a; rm -rf "$w"; mkdir -p "$w/benchmarks"
+      w=$WORK/medic_viz_arch_$a; rm -rf "$w"; mkdir -p "$w/benchmarks"
       cp -r medic_viz pyproject.toml "$w"/ && cp benchmarks/*.py "$w"/benchmarks/
       mkdir -p "$w"/benchmarks/results && cp -r benchmarks/results/gtsrb_teachers "$w"/benchmarks/results/ 2>/dev/null || true
       (
@@ -116,7 +117,7 @@ case "$mode" in
       for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
       if (( tick % 60 == 0 || ! alive )); then
         for a in "${archs[@]}"; do
-          echo "[$(date +%T)] $a: $(grep -E 'trained in|^\[[0-9]+/' /tmp/medic_viz_arch_$a/log.txt 2>/dev/null | tail -1)"
+          echo "[$(date +%T)] $a: $(grep -E 'trained in|^\[[0-9]+/' $WORK/medic_viz_arch_$a/log.txt 2>/dev/null | tail -1)"
         done
       fi
       (( alive )) || break

@@ -8,10 +8,12 @@ reading the dataset and refuse it in one line (not fail on its own arguments).
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 import os
 import subprocess
 import sys
+import tarfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -254,6 +256,63 @@ def test_gpu_architectures_refuses_parts_that_do_not_join_into_gtsrb_and_trains_
     assert done.returncode == 2 and done.stderr.strip().splitlines() == [
         f"the parts in {tmp_path / 'parts'} do not join into gtsrb32.npz: send every part (receive) first"]
     assert not (tmp_path / "out").exists()
+
+
+_FAKE_PYTHON = """#!/usr/bin/env bash
+# stands in for python on the GPU machine: a teacher folder per train_teachers call, a row per grid call
+arch=""; attack=""; module="$2"
+while [[ $# -gt 0 ]]; do case "$1" in --arch|--archs) arch=$2; shift;; --attacks) attack=$2; shift;; esac; shift; done
+case "$module" in
+  benchmarks.train_teachers)
+    d=benchmarks/results/gtsrb_teachers/${attack}_${arch}_e30_s1; mkdir -p "$d"
+    echo '{"architecture": "'$arch'"}' > "$d/card.json"; echo weights > "$d/model.safetensors"
+    echo "${attack}_${arch}_e30_s1: trained in 1 s" ;;
+  benchmarks.architectures)
+    mkdir -p benchmarks/results/architectures
+    echo '{"model": "'$arch'", "cwd": "'$PWD'"}' >> benchmarks/results/architectures/runs.jsonl
+    echo "[1/1] badnet × MEDIC seed 0: clean acc 90.0%, ASR 1.0% (1 s)" ;;
+esac
+"""
+
+
+def test_gpu_architectures_run_trains_each_architecture_in_its_own_copy_and_packs_rows_and_cards(
+        tmp_path: Path) -> None:
+    """`run` on a GPU machine happens once per lease: every architecture's teachers and grid run
+    in a copy of their own (one process per results folder), and what comes back holds every
+    architecture's rows in one runs.jsonl and the teachers' cards — not their weights."""
+    repo = tmp_path / "repo"
+    (repo / "benchmarks").mkdir(parents=True)
+    (repo / "medic_viz").mkdir()
+    (repo / "pyproject.toml").write_text("")
+    (repo / "benchmarks" / "__init__.py").write_text("")
+    (repo / "benchmarks" / "gpu_architectures.sh").write_text((ROOT / "benchmarks" / "gpu_architectures.sh").read_text())
+    data = tmp_path / "gtsrb32.npz"
+    data.write_bytes(os.urandom(3000))
+    fake = tmp_path / "python"
+    fake.write_text(_FAKE_PYTHON)
+    fake.chmod(0o755)
+    env = {**os.environ, "DATA": str(data), "GPU_DATA": str(tmp_path / "cut"), "GPU_PARTS": str(tmp_path / "parts"),
+           "OUT": str(tmp_path / "out"), "PY": str(fake), "PART_SIZE": "1K", "GPU_WORK": str(tmp_path / "work"),
+           "GTSRB_SHA256": hashlib.sha256(data.read_bytes()).hexdigest()}
+    script = str(repo / "benchmarks" / "gpu_architectures.sh")
+    for mode in ("split", "receive"):
+        assert subprocess.run(["bash", script, mode], env=env, capture_output=True, timeout=60).returncode == 0
+    done = subprocess.run(["bash", script, "run", "mobilenet_v1", "vgg11_bn"], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    with tarfile.open(tmp_path / "out" / "architectures.tar.gz") as tar:
+        names = set(tar.getnames())
+        rows = [json.loads(line) for line in
+                tar.extractfile("benchmarks/results/architectures/runs.jsonl").read().decode().splitlines()]  # type: ignore[union-attr]
+    assert sorted(r["model"] for r in rows) == ["mobilenet_v1", "vgg11_bn"]
+    assert {r["cwd"] for r in rows} == {str(tmp_path / "work" / f"medic_viz_arch_{a}") for a in ("mobilenet_v1", "vgg11_bn")}
+    cards = {n for n in names if n.endswith("card.json")}
+    assert cards == {f"benchmarks/results/gtsrb_teachers/{t}_{a}_e30_s1/card.json"
+                     for t in ("badnet", "sig", "polygon") for a in ("mobilenet_v1", "vgg11_bn")}
+    assert not any(n.endswith(".safetensors") for n in names)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "architectures.tar.gz", "log_mobilenet_v1.txt", "log_vgg11_bn.txt"]
+    assert "vgg11_bn: [1/1] badnet" in done.stdout
 
 
 def test_calibrated_taus_table_summarises_each_layer_set_by_hand() -> None:
