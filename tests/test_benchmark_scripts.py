@@ -303,7 +303,7 @@ def test_gpu_architectures_run_trains_each_architecture_in_its_own_copy_and_pack
     with tarfile.open(tmp_path / "out" / "architectures.tar.gz") as tar:
         names = set(tar.getnames())
         rows = [json.loads(line) for line in
-                tar.extractfile("benchmarks/results/architectures/runs.jsonl").read().decode().splitlines()]  # type: ignore[union-attr]
+                tar.extractfile("benchmarks/results/architectures/runs.jsonl").read().decode().splitlines()]
     assert sorted(r["model"] for r in rows) == ["mobilenet_v1", "vgg11_bn"]
     assert {r["cwd"] for r in rows} == {str(tmp_path / "work" / f"medic_viz_arch_{a}") for a in ("mobilenet_v1", "vgg11_bn")}
     cards = {n for n in names if n.endswith("card.json")}
