@@ -72,7 +72,7 @@ case "$mode" in
     export MEDIC_VIZ_GTSRB="$PARTS/gtsrb32.npz" TQDM_DISABLE=1 PYTHONUNBUFFERED=1
     PY=$(python_here); [[ $PY == /* || $PY != */* ]] || PY=$PWD/$PY
     archs=("$@"); [[ ${#archs[@]} -gt 0 ]] || archs=(mobilenet_v1 vgg11_bn resnet18)
-    repo=$PWD out=${OUT:-/tmp/out}; mkdir -p "$out"
+    out=${OUT:-/tmp/out}; mkdir -p "$out"
     # each architecture in its own copy of the code and results (one process per results folder,
     # as the grids require), all at once: small models leave most of the GPU idle
     gather() {
