@@ -50,6 +50,11 @@ case "$mode" in
     ls -l "$DIR" ;;
   slim)
     keep='^medic_viz/|^benchmarks/[^/]+$|^benchmarks/results/(gtsrb_teachers|tuning|table1_protocol|architectures)/|^[^/]+$'
+    git rev-parse --verify -q gpu-slim >/dev/null && {
+      echo "already slim (branch gpu-slim exists): run 'bash benchmarks/gpu_architectures.sh unslim' first" >&2; exit 2; }
+    changed=$(git status --porcelain --untracked-files=no | cut -c4- | grep -vE "$keep" | head -1 || true)
+    [[ -z $changed ]] || {
+      echo "uncommitted changes in $changed would leave the tree with it: commit or stash them, then slim" >&2; exit 2; }
     git rev-parse --abbrev-ref HEAD > .git/gpu_slim_from
     git checkout -q -b gpu-slim
     git ls-files | grep -vE "$keep" | xargs -d '\n' git rm -q

@@ -258,6 +258,33 @@ def test_gpu_architectures_refuses_parts_that_do_not_join_into_gtsrb_and_trains_
     assert not (tmp_path / "out").exists()
 
 
+def test_gpu_architectures_slim_refuses_uncommitted_work_outside_what_it_keeps(tmp_path: Path) -> None:
+    """`slim` commits deletions on a temporary branch: a modified file it would remove is one line
+    and nothing moves (same branch, the change still there); with none, it slims and `unslim` undoes it."""
+    repo = tmp_path / "repo"
+    (repo / "benchmarks").mkdir(parents=True)
+    (repo / "docs").mkdir()
+    (repo / "benchmarks" / "gpu_architectures.sh").write_text((ROOT / "benchmarks" / "gpu_architectures.sh").read_text())
+    (repo / "docs" / "notes.md").write_text("mine\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
+    for cmd in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-qm", "start"]):
+        subprocess.run(git + cmd, check=True, capture_output=True)
+    (repo / "docs" / "notes.md").write_text("mine, edited\n")
+    script = ["bash", str(repo / "benchmarks" / "gpu_architectures.sh")]
+    refused = subprocess.run(script + ["slim"], capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and refused.stderr.strip().splitlines() == [
+        "uncommitted changes in docs/notes.md would leave the tree with it: commit or stash them, then slim"]
+    branch = subprocess.run(git + ["rev-parse", "--abbrev-ref", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert branch == "main" and (repo / "docs" / "notes.md").read_text() == "mine, edited\n"
+    subprocess.run(git + ["checkout", "-q", "--", "docs/notes.md"], check=True)
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+    assert subprocess.run(script + ["slim"], capture_output=True, env=env, timeout=60).returncode == 0
+    assert not (repo / "docs" / "notes.md").exists()
+    assert subprocess.run(script + ["unslim"], capture_output=True, timeout=60).returncode == 0
+    assert (repo / "docs" / "notes.md").read_text() == "mine\n"
+
+
 _FAKE_PYTHON = """#!/usr/bin/env bash
 # stands in for python on the GPU machine: a teacher folder per train_teachers call, a row per grid call
 arch=""; attack=""; module="$2"
