@@ -15,3 +15,11 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q -e ".[notebooks,dev]" >&2
   touch "$stamp"
 fi
+# The checkout's root on the environment's path (a .pth file, rewritten when the checkout moves):
+# the benchmark scripts import `benchmarks.common`, so `python benchmarks/NAME.py` works as well
+# as `python -m benchmarks.NAME` from the root. A plain `pip install` of medic_viz does not get it.
+site=$(.venv/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+root=$(pwd -P)
+if [ "$(cat "$site/medic_viz_checkout.pth" 2>/dev/null)" != "$root" ]; then
+  printf '%s\n' "$root" > "$site/medic_viz_checkout.pth"
+fi

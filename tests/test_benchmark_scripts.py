@@ -108,6 +108,16 @@ def test_benchmarks_import_only_the_library_and_their_shared_helper() -> None:
     assert not found, found
 
 
+@pytest.mark.parametrize("script", ["table1_report", "protocol_report"])
+def test_a_report_script_runs_as_a_file_from_another_folder(script: str, tmp_path: Path) -> None:
+    """`python benchmarks/table1_report.py --check` (issue 28's literal command) finds the
+    `benchmarks` package: scripts/bootstrap.sh puts the checkout on the environment's path."""
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / f"{script}.py"), "--help"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": ""})
+    assert done.returncode == 0, f"{done.stderr.strip().splitlines()[-1:]} (run bash scripts/bootstrap.sh)"
+    assert done.stdout.startswith(f"usage: {script}.py")
+
+
 def _row(attack: str, method: str, seed: int, acc: float, asr: float, **kw) -> dict:
     return {"attack": attack, "method": method, "seed": seed, "clean_acc": acc, "asr": asr,
             "before_clean_acc": 0.98, "before_asr": 1.0, **kw}
