@@ -95,6 +95,16 @@ def planned() -> dict[str, int]:
             "table1_protocol": len(TABLE1_ATTACKS) * (len(TABLE1_TUNED) + len(TABLE1_AS_IS)) * len(TABLE1_PROTOCOL_SEEDS)}
 
 
+GRID_NAMES = {"scarce_data": "scarce data", "figure4_tau": "Figure 4", "figure4_default_cut": "Figure 4's library cut",
+              "architectures": "architectures", "table1_protocol": "Table 1"}
+
+
+def progress_label(done: dict[str, int], plan: dict[str, int]) -> str:
+    """`**Complete**` when every grid has all its planned cells, else `**PARTIAL**` naming those still short."""
+    short = [GRID_NAMES.get(name, name) for name, cells in plan.items() if done.get(name, 0) < cells]
+    return f"**PARTIAL** (not whole yet: {', '.join(short)})" if short else "**Complete**"
+
+
 def tuning_status() -> str:
     """How far the tuning pass is: finished units, and the methods it has chosen for."""
     units = TUNING_OUT / "units"
@@ -110,7 +120,9 @@ def block() -> str:
     main = [r for r in fig4 if (r.get("method_options") or {}).get("layers", "auto") == FIGURE4_LAYERS]
     cut = [r for r in fig4 if (r.get("method_options") or {}).get("layers", "auto") == "auto"]
     read = sum(1 for r in scarce if r.get("read_from"))
-    parts = [f"**PARTIAL** — scarce data: {len(scarce)} of {plan['scarce_data']} cells"
+    done = {"scarce_data": len(scarce), "figure4_tau": len(main), "figure4_default_cut": len(cut),
+            "architectures": len(archs), "table1_protocol": len(table1)}
+    parts = [f"{progress_label(done, plan)} — scarce data: {len(scarce)} of {plan['scarce_data']} cells"
              f"{f' ({read} read from Figure 4)' if read else ''}; Figure 4: {len(main)} of "
              f"{plan['figure4_tau']} cells (every conv/norm output, the paper's layers) + {len(cut)} of "
              f"{plan['figure4_default_cut']} (the library's layer cut: default and τ = 0); architectures: "

@@ -227,6 +227,14 @@ def test_protocol_report_plans_every_cell_and_results_md_is_in_step_with_the_com
     assert "up to date" in capsys.readouterr().out
 
 
+def test_protocol_report_says_complete_only_when_every_grid_is_whole() -> None:
+    plan = protocol_report.planned()
+    assert protocol_report.progress_label(dict(plan), plan) == "**Complete**"
+    short = {**plan, "architectures": 0, "table1_protocol": plan["table1_protocol"] - 1}
+    assert protocol_report.progress_label(short, plan) == "**PARTIAL** (not whole yet: architectures, Table 1)"
+    assert protocol_report.progress_label({}, plan).count(",") == len(plan) - 1
+
+
 def test_architectures_table_puts_the_default_beside_plain_cloning_and_checks_the_target_by_hand() -> None:
     """Teacher 98.0 / 100.0; default 96.0 / 4.0 and 94.0 / 2.0 (mean 95.0 / 3.0: drop 3.0 ≤ 3 → met);
     a conv+bn row and a τ = 1 row belong to other series and are left out."""
