@@ -13,7 +13,9 @@ A method the tuning pass has not chosen for yet is left out of a part with a not
 join the grid once ``selections.json`` has it); an attack without an evaluation teacher is
 skipped with the command that trains it. Budget: each method's paper epochs, 5 % clean data
 (the seed's class-balanced subset), as in Table 1. Finished cells:
-``benchmarks/results/table1_protocol/runs.jsonl``.
+``benchmarks/results/table1_protocol/runs.jsonl``; ``--report`` also writes ``cells.csv``, one
+row per cell with the options it ran and, for a tuned cell, its tuning record (the chosen
+candidate, its development hold-out drop, the budget; the whole record: ``selections.json``).
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ from benchmarks.common import (
 )
 from medic_viz.experiments import build_grid, format_table, read_runs
 from medic_viz.experiments.protocol import EVALUATION
-from medic_viz.experiments.selection import Selection, read_selections, tuned_cells
+from medic_viz.experiments.selection import Selection, read_selections, tuned_cells, tuning_record
+from medic_viz.experiments.summary import CSV_COLUMNS, write_csv
 from medic_viz.viz import export_figure, grid_curves_figure, removal_accuracy_figure
 
 OUT = TABLE1_PROTOCOL_OUT
@@ -71,6 +74,10 @@ def report() -> None:
     for r in rows:  # a teacher folder's cells are named after it: "badnet_wrn16_1_e30_s1" → "badnet"
         r["attack"] = r["attack"].split("_", 1)[0]
     rows = _sorted(rows)
+    selections = load_selections()
+    for r in rows:
+        r["tuning"] = tuning_record(r, selections)
+    write_csv(rows, OUT / "cells.csv", columns=[*CSV_COLUMNS, "tuning"])
     text = format_table(rows, title="Table 1 under the protocol (GTSRB, WRN-16-1, evaluation teachers and test half)")
     (OUT / "table.md").write_text(text)
     print(text)

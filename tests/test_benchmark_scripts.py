@@ -8,6 +8,7 @@ reading the dataset and refuse it in one line (not fail on its own arguments).
 from __future__ import annotations
 
 import ast
+import csv
 import hashlib
 import json
 import os
@@ -225,6 +226,26 @@ def test_protocol_report_plans_every_cell_and_results_md_is_in_step_with_the_com
                                          "table1_protocol": 8 * (6 + 3) * 3}
     assert protocol_report.main(["--check"]) == 0, "run python -m benchmarks.protocol_report"
     assert "up to date" in capsys.readouterr().out
+
+
+def test_table1_protocol_cells_csv_backs_every_cell_with_its_settings_and_tuning_record() -> None:
+    """Issue 28: every cell of Table 1 under the protocol has a CSV row with the options it ran
+    and, when tuned, the rule's record (`python -m benchmarks.table1_protocol --report` writes it)."""
+    out = ROOT / "benchmarks" / "results" / "table1_protocol"
+    with open(out / "cells.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    n_runs = sum(1 for line in (out / "runs.jsonl").read_text().splitlines() if line.strip())
+    assert len(rows) == n_runs, "run python -m benchmarks.table1_protocol --report"
+    chosen = json.loads((ROOT / "benchmarks" / "results" / "tuning" / "selections.json").read_text())
+    for r in rows:
+        assert json.loads(r["method_options"]), r["cell_id"]
+        if r["variant"].endswith(", tuned"):
+            record = json.loads(r["tuning"])
+            sel = chosen[r["method"]]
+            assert record["chosen"] == sel["candidates"][sel["index"]]["label"], r["cell_id"]
+            assert record["within_budget"] and record["budget_points"] == 3.0
+        else:
+            assert r["tuning"] == "", r["cell_id"]
 
 
 def test_protocol_report_says_complete_only_when_every_grid_is_whole() -> None:

@@ -23,6 +23,7 @@ from medic_viz.experiments.selection import (
     read_selections,
     tune,
     tuned_cells,
+    tuning_record,
     write_selections,
 )
 
@@ -214,3 +215,25 @@ def test_tuned_cells_and_the_record_round_trip(tmp_path):
     assert json.loads(path.read_text())["anp"]["candidates"][1]["holdout_acc"] == {"t": 0.89}
     nad = choose_setting([{"betas": (1.0, 2.0)}], [{"t": 0.5}], {"t": 0.5})
     assert Selection.from_dict(nad.as_dict()).options == {"betas": (1.0, 2.0)}
+
+
+def test_tuning_record_names_the_choice_behind_a_tuned_row_and_refuses_a_mismatch():
+    """Hold-out 0.9 for the teacher; threshold 0.3 → 0.89 (drop 1 point, within B = 3): chosen,
+    index 1 of 2. An untuned row has no record; a tuned row that ran another threshold, or a
+    method with no selection, is an error, not a silent wrong record."""
+    sel = choose_setting([{"threshold": 0.05}, {"threshold": 0.3}], [{"t": 0.9}, {"t": 0.89}], {"t": 0.9}, 3.0,
+                         method="anp", n_holdout=50)
+    row = {"cell_id": "c", "method": "anp", "variant": "ANP, tuned", "method_options": {"threshold": 0.3, "eps": 0.2}}
+    record = tuning_record(row, {"anp": sel})
+    assert record is not None
+    assert record["chosen"] == sel.label and record["index"] == 1 and record["n_candidates"] == 2
+    assert record["drop_points"] == pytest.approx(1.0) and record["within_budget"] and record["budget_points"] == 3.0
+    assert record["teachers"] == ["t"] and record["n_holdout"] == 50
+    assert tuning_record({**row, "variant": "ANP"}, {"anp": sel}) is None
+    with pytest.raises(ValueError, match="other options than the recorded choice"):
+        tuning_record({**row, "method_options": {"threshold": 0.05}}, {"anp": sel})
+    with pytest.raises(ValueError, match="no selection is recorded for anp"):
+        tuning_record(row, {})
+    betas = choose_setting([{"betas": (1.0, 2.0)}], [{"t": 0.5}], {"t": 0.5}, method="nad")
+    nad_row = {"method": "nad", "variant": "NAD, tuned", "method_options": {"betas": [1.0, 2.0]}}
+    assert tuning_record(nad_row, {"nad": betas})["index"] == 0  # a tuple recorded, a JSON list ran: the same

@@ -44,7 +44,7 @@ from medic_viz.defenses.tunable import candidate_label, strongest_within_budget
 from medic_viz.device import resolve_device
 
 __all__ = ["BUDGET_POINTS", "CandidateRecord", "Selection", "candidate_groups", "choose_setting", "holdout_accuracies", "tune",
-           "tuned_cells", "write_selections", "read_selections"]
+           "tuned_cells", "tuning_record", "write_selections", "read_selections"]
 
 #: The accuracy budget B of the tuning rule, in points (percentage points of clean accuracy).
 BUDGET_POINTS = 3.0
@@ -248,6 +248,34 @@ def tuned_cells(cells: Sequence[Any], selections: Mapping[str, Selection], *, su
         opts = defense_class(cell.method).pinned_options({**cell.method_options, **sel.options})
         out.append(replace(cell, method_options=opts, variant=f"{cell.variant}{suffix}"))
     return out
+
+
+def tuning_record(row: Mapping[str, Any], selections: Mapping[str, Selection], *,
+                  suffix: str = ", tuned") -> dict | None:
+    """The tuning record behind one finished grid row: ``None`` for an untuned row (its variant
+    lacks ``suffix``), else the rule's choice for its method — chosen label, its index among the
+    candidates, their number, its hold-out drop (points), the budget B, whether it was within B,
+    the development teachers and the hold-out size. Raises ``ValueError`` when the row is tuned
+    but ``selections`` has no record for its method, or the row ran other options than the chosen
+    ones (the record would not be this row's)."""
+    if not str(row.get("variant", "")).endswith(suffix):
+        return None
+    method = row.get("method")
+    sel = selections.get(str(method))
+    if sel is None:
+        raise ValueError(f"row {row.get('cell_id')} is tuned but no selection is recorded for {method}: "
+                         "run python -m benchmarks.tune_methods --report")
+    ran = row.get("method_options") or {}
+    differs = {k: (v, ran.get(k)) for k, v in sel.options.items()
+               if json.dumps(ran.get(k)) != json.dumps(list(v) if isinstance(v, tuple) else v)}
+    if differs:
+        raise ValueError(f"row {row.get('cell_id')} ran {method} with other options than the recorded choice "
+                         f"(option: (chosen, ran) = {differs}); re-run the cell or the tuning report")
+    chosen = sel.candidates[sel.index] if sel.candidates else None
+    return {"chosen": sel.label if chosen else json.dumps(sel.options, sort_keys=True), "index": sel.index,
+            "n_candidates": len(sel.candidates), "drop_points": chosen.drop_points if chosen else None,
+            "budget_points": sel.budget_points, "within_budget": sel.within_budget,
+            "teachers": sorted(sel.teacher_acc), "n_holdout": sel.n_holdout}
 
 
 def write_selections(path: str | Path, selections: Mapping[str, Selection]) -> Path:

@@ -198,13 +198,14 @@ def format_table(rows: Sequence[Mapping[str, Any]], *, title: str | None = None)
     return "\n".join(lines) + "\n"
 
 
-def write_csv(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
-    """Write ``rows`` to ``path`` as CSV with :data:`CSV_COLUMNS` (dict and list values as JSON)."""
+def write_csv(rows: Sequence[Mapping[str, Any]], path: str | Path, columns: Sequence[str] = tuple(CSV_COLUMNS)) -> Path:
+    """Write ``rows`` to ``path`` as CSV with ``columns`` (default :data:`CSV_COLUMNS`; dict and
+    list values as JSON)."""
     path = Path(path)
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+        writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
         writer.writeheader()
         for r in rows:
             writer.writerow({k: (json.dumps(r.get(k), sort_keys=True) if isinstance(r.get(k), (dict, list)) else r.get(k))
-                             for k in CSV_COLUMNS})
+                             for k in columns})
     return path
