@@ -21,6 +21,7 @@ from medic_viz.experiments import CellSpec, build_grid, format_table, read_runs,
 from medic_viz.intervals import t_quantile
 from medic_viz.metrics import mean_std
 from medic_viz.pipeline import trigger_of
+from medic_viz.resources import threads_per_worker
 from medic_viz.viz import aggregate_rows
 
 FAST = dict(epochs=1, attack_epochs=1, device="cpu")
@@ -252,6 +253,8 @@ def test_local_process_pool_gives_the_same_rows(npz, tmp_path, monkeypatch):
     for a, b in zip(seq.rows, pool.rows):
         assert a["cell_id"] == b["cell_id"]
         assert a["clean_acc"] == b["clean_acc"] and a["asr"] == b["asr"]
+        # each row says how many torch threads computed it (the CPU results depend on it)
+        assert a["torch_threads"] == 1 and b["torch_threads"] == threads_per_worker(2)
 
 
 # ----------------------------------------------------------------------------------- the table

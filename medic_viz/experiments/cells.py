@@ -207,6 +207,7 @@ def run_cell(spec: Mapping[str, Any], teacher: Mapping[str, Any]) -> dict:
         "peak_rss_mb": outcome.memory.get("peak_rss_mb"),
         "cuda_peak_mb": outcome.memory.get("cuda_peak_mb"),
         "device": str(resolve_device(cell.device)),
+        "torch_threads": torch.get_num_threads(),  # CPU sums differ by thread count: say which ran
         "method_options": cell.method_options,
         "extra": {k: v for k, v in result.config.items() if k in _EXTRA_KEYS},
         **({} if curve is None else {"curve": curve}),

@@ -32,7 +32,7 @@ CSV_COLUMNS = ["cell_id", "teacher_id", "dataset", "model", "attack", "method", 
                "ablation_value", "series", "x", "fraction", "n_clean_subset", "clean_from", "epochs", "attack_epochs",
                "teacher_folder",
                "target", "before_clean_acc", "before_asr", "clean_acc", "asr", "n_clean", "n_asr", "train_seconds",
-               "seconds", "peak_rss_mb", "cuda_peak_mb", "device", "method_options", "extra", "finished_at"]
+               "seconds", "peak_rss_mb", "cuda_peak_mb", "device", "torch_threads", "method_options", "extra", "finished_at"]
 
 
 def _ordered(values: Iterable[Any]) -> list[Any]:
