@@ -1,8 +1,9 @@
 """Train the GTSRB teachers of one protocol role into the shared cache
 (``benchmarks/results/gtsrb_teachers/``), one after another, skipping those already there.
 
-Each model is stored whole or not at all (the cache's folders are renamed into place), so an
-interrupted run loses only the model it was training; run the same command again to go on.
+Each model is stored whole or not at all (the cache's folders are renamed into place), and a
+model in training saves its state after every epoch (``gtsrb_teachers/.training/``, git-ignored),
+so an interrupted run loses only the epoch in progress: run the same command again to go on.
 
     python -m benchmarks.train_teachers --role evaluation --arch wrn16_1 \\
         --attacks badnet sig cleanlabel polygon wanet --threads 1

@@ -24,6 +24,7 @@ from medic_viz.data.arrays import ImageArrays, iterate_batches
 from medic_viz.device import resolve_device
 from medic_viz.finite import check_finite_model
 from medic_viz.metrics import BackdoorMetrics, Evaluator
+from medic_viz.train_checkpoint import TrainCheckpoint
 
 __all__ = [
     "TrainConfig",
@@ -201,6 +202,13 @@ class SupervisedObjective:
         ce = nn.functional.cross_entropy(self.model(x), y)
         return ce, {"ce": ce}, {}
 
+    def checkpoint_state(self) -> dict:
+        """No state beyond the model's: resumable (:class:`~medic_viz.train_checkpoint.TrainCheckpoint`)."""
+        return {}
+
+    def load_checkpoint_state(self, state: dict) -> None:
+        """Nothing to restore."""
+
 
 def resolve_channels_last(setting: bool | str, model: nn.Module, device: torch.device) -> bool:
     """Whether to run ``model`` in the channels-last format: ``setting`` if a bool; ``"auto"``:
@@ -265,6 +273,7 @@ def train(
     stop_event: threading.Event | None = None,
     label: str = "",
     holdout: Evaluator | None = None,
+    checkpoint: TrainCheckpoint | None = None,
 ) -> TrainResult:
     """Train ``objective.model`` on ``data`` and return it with the event history.
 
@@ -276,6 +285,12 @@ def train(
     and :class:`~medic_viz.finite.NonFiniteModelError` if the final weights are (a non-finite
     model is never returned as a result).
     Callback exceptions propagate (a broken consumer should not fail silently).
+
+    ``checkpoint``: resume from it when its file exists and save the run's state to it after
+    every epoch (:mod:`medic_viz.train_checkpoint`; the caller removes it when the result is
+    stored). Callbacks see only the events of the epochs run in this call; the result's history
+    has them all. Only objectives with ``checkpoint_state()`` / ``load_checkpoint_state(state)``
+    can be resumed (ValueError otherwise: state of their own would be lost).
     """
     cfg = config or TrainConfig()
     cfg.validate()
@@ -309,6 +324,18 @@ def train(
     start_time = time.perf_counter()
     step = 0
     stopped = False
+    first_epoch = 1
+    fingerprint = _fingerprint(objective, data, cfg, label) if checkpoint is not None else {}
+    if checkpoint is not None:
+        if not callable(getattr(objective, "checkpoint_state", None)):
+            raise ValueError(f"{type(objective).__name__} cannot be resumed from a checkpoint (it keeps state of "
+                             "its own and has no checkpoint_state()); train without checkpoint=")
+        saved = checkpoint.load(fingerprint, sum(p.numel() * p.element_size() for p in params)
+                                + sum(b.numel() * b.element_size() for b in model.buffers()))
+        if saved is not None:
+            step, history = _restore(saved, objective, model, params, optimizer, scheduler, generator, device)
+            first_epoch = int(saved["epoch"]) + 1
+            start_time -= float(saved["seconds"])
 
     def emit(kind: str, epoch: int, sums: dict, layer_sums: dict, count: int, evaluate: bool) -> None:
         metrics: BackdoorMetrics | None = evaluator(model) if (evaluate and evaluator is not None) else None
@@ -338,8 +365,9 @@ def train(
 
     bar = _progress_bar(total_steps, cfg.progress, label)
     try:
-        emit("start", 0, {}, {}, 0, evaluate=cfg.eval_every > 0)
-        for epoch in range(1, cfg.epochs + 1):
+        if first_epoch == 1:
+            emit("start", 0, {}, {}, 0, evaluate=cfg.eval_every > 0)
+        for epoch in range(first_epoch, cfg.epochs + 1):
             model.train()
             sums: dict[str, torch.Tensor] = {}
             layer_sums: dict[str, torch.Tensor] = {}
@@ -393,6 +421,9 @@ def train(
                 scheduler.step()
             evaluate = cfg.eval_every > 0 and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs)
             emit("epoch", epoch, sums, layer_sums, count, evaluate=evaluate)
+            if checkpoint is not None:
+                checkpoint.save(_state(epoch, step, history, time.perf_counter() - start_time, objective, model,
+                                       params, optimizer, scheduler, generator, device), fingerprint)
             if bar is not None:
                 last = history[-1]
                 post = {k: f"{v:.3f}" for k, v in last.losses.items()}
@@ -412,3 +443,52 @@ def train(
     check_finite_model(model, f"the trained model{f' ({label})' if label else ''}",
                        "Training diverged: try a lower learning rate (--lr), a smaller τ or λ, or amp=False")
     return TrainResult(model, history, stopped, time.perf_counter() - start_time, step)
+
+
+def _fingerprint(objective: Objective, data: ImageArrays, cfg: TrainConfig, label: str) -> dict:
+    """What identifies a run for :class:`~medic_viz.train_checkpoint.TrainCheckpoint`: the
+    settings (not the device or the bar), the data, the label, the objective and the model's
+    state names and shapes."""
+    settings = {k: v for k, v in cfg.as_dict().items() if k not in ("device", "progress")}
+    shapes = {k: list(v.shape) for k, v in objective.model.state_dict().items()}
+    return {"settings": settings, "data": [data.name, len(data)], "label": label,
+            "objective": type(objective).__name__, "model": shapes}
+
+
+def _state(epoch: int, step: int, history: list[TrainEvent], seconds: float, objective: Objective, model: nn.Module,
+           params: list, optimizer: torch.optim.Optimizer, scheduler: Any, generator: torch.Generator,
+           device: torch.device) -> dict:
+    """The run's state at the end of ``epoch`` (see :mod:`medic_viz.train_checkpoint`)."""
+    return {
+        "epoch": epoch, "step": step, "seconds": seconds,
+        "history": [e.as_dict() for e in history],
+        "model": model.state_dict(),
+        "params": [p.detach() for p in params],
+        "optimizer": optimizer.state_dict(),
+        "scheduler": None if scheduler is None else scheduler.state_dict(),
+        "generator": generator.get_state(),
+        "cpu_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        "objective": objective.checkpoint_state(),  # type: ignore[attr-defined]
+    }
+
+
+def _restore(saved: dict, objective: Objective, model: nn.Module, params: list, optimizer: torch.optim.Optimizer,
+             scheduler: Any, generator: torch.Generator, device: torch.device) -> tuple[int, list[TrainEvent]]:
+    """Put ``saved`` (:func:`_state`) back into the run's objects; returns (step, history)."""
+    model.load_state_dict(saved["model"])
+    if len(saved["params"]) != len(params):
+        raise ValueError(f"the checkpoint holds {len(saved['params'])} trainable tensors, the run {len(params)}; "
+                         "delete it to train from the start")
+    with torch.no_grad():
+        for p, value in zip(params, saved["params"]):
+            p.copy_(value)
+    optimizer.load_state_dict(saved["optimizer"])
+    if scheduler is not None and saved["scheduler"] is not None:
+        scheduler.load_state_dict(saved["scheduler"])
+    generator.set_state(saved["generator"])
+    torch.set_rng_state(saved["cpu_rng"])
+    if device.type == "cuda" and saved["cuda_rng"] is not None:
+        torch.cuda.set_rng_state(saved["cuda_rng"], device)
+    objective.load_checkpoint_state(saved["objective"])  # type: ignore[attr-defined]
+    return int(saved["step"]), [TrainEvent(**e) for e in saved["history"]]

@@ -35,7 +35,7 @@ class CountingTrainer:
     def __init__(self) -> None:
         self.trained: list[str] = []
 
-    def __call__(self, recipe, splits, *, surrogate=None, device="cpu", progress=False):
+    def __call__(self, recipe, splits, *, surrogate=None, device="cpu", progress=False, checkpoint=None):
         self.trained.append(recipe.name)
         return build_model("small_cnn", 3, in_channels=3, input_size=32), _card(recipe)
 

@@ -175,3 +175,10 @@ class AdversarialObjective:
         adv = pgd_perturb(self.model, x, y, eps=self.eps, steps=self.steps, step_size=self.step_size, seed=self._calls)
         ce = F.cross_entropy(self.model(adv), y)
         return ce, {"ce": ce}, {}
+
+    def checkpoint_state(self) -> dict:
+        """The batch counter (each batch's random start): resumable training."""
+        return {"calls": self._calls}
+
+    def load_checkpoint_state(self, state: dict) -> None:
+        self._calls = int(state["calls"])

@@ -27,6 +27,7 @@ from medic_viz.data_identity import dataset_record
 from medic_viz.device import resolve_device
 from medic_viz.metrics import BackdoorMetrics
 from medic_viz.models.zoo import build_model
+from medic_viz.train_checkpoint import TrainCheckpoint
 from medic_viz.training import Callback, SupervisedObjective, TrainConfig, TrainEvent, train
 
 __all__ = [
@@ -102,11 +103,13 @@ def train_on_poisoned(
     callbacks: Sequence[Callback] = (),
     stop_event: threading.Event | None = None,
     eval_max_images: int | None = 2000,
+    checkpoint: TrainCheckpoint | None = None,
 ) -> TrojanedModel:
     """Train a fresh ``architecture`` on an already poisoned ``train_data`` and measure it on
     ``splits.test`` (clean accuracy and the attack's ASR). ``objective_factory(model)`` may
     replace plain cross-entropy (the adaptive attack does). Live curves use at most
-    ``eval_max_images`` test images; the final metrics use all of them."""
+    ``eval_max_images`` test images; the final metrics use all of them. ``checkpoint``: resume
+    from / save to it every epoch (:func:`medic_viz.training.train`)."""
     cfg = config or TrainConfig(**{**ATTACK_TRAIN_DEFAULTS, "seed": seed})
     arch_kwargs = dict(arch_kwargs or {})
     torch.manual_seed(seed)
@@ -116,7 +119,8 @@ def train_on_poisoned(
     live = attack_evaluator(attack, splits.test, target, max_images=eval_max_images, device=device)
     objective = objective_factory(model) if objective_factory is not None else SupervisedObjective(model)
     label = f"{architecture} + {attack.name if attack is not None else 'clean'}"
-    result = train(objective, train_data, cfg, evaluator=live, callbacks=callbacks, stop_event=stop_event, label=label)
+    result = train(objective, train_data, cfg, evaluator=live, callbacks=callbacks, stop_event=stop_event, label=label,
+                   checkpoint=checkpoint)
     metrics: BackdoorMetrics = attack_evaluator(attack, splits.test, target, device=device)(result.model)
     return TrojanedModel(
         model=result.model,
@@ -146,6 +150,7 @@ def train_attack(
     callbacks: Sequence[Callback] = (),
     stop_event: threading.Event | None = None,
     eval_max_images: int | None = 2000,
+    checkpoint: TrainCheckpoint | None = None,
 ) -> TrojanedModel:
     """Train a model trojaned with ``attack``: a name of
     :data:`~medic_viz.attacks.registry.ATTACK_NAMES` (built for ``splits.train`` with
@@ -166,7 +171,7 @@ def train_attack(
             raise ValueError(f"a clean model takes no attack options, got {sorted(opts)}")
         return train_on_poisoned(splits, splits.train, None, target=None, rate=None, architecture=architecture,
                                  arch_kwargs=arch_kwargs, config=config, seed=seed, callbacks=callbacks,
-                                 stop_event=stop_event, eval_max_images=eval_max_images)
+                                 stop_event=stop_event, eval_max_images=eval_max_images, checkpoint=checkpoint)
     if not (0 <= int(target) < splits.num_classes):
         raise ValueError(f"target class {target} is out of range for {splits.num_classes} classes")
     target = int(target)
@@ -182,13 +187,13 @@ def train_attack(
                              f"({list(spec.train_options)}); set the others on the attack object")
     return _train(spec, attack, splits, target=target, rate=rate, train_options=train_options,
                   architecture=architecture, arch_kwargs=arch_kwargs, config=config, seed=seed, surrogate=surrogate,
-                  callbacks=callbacks, stop_event=stop_event, eval_max_images=eval_max_images)
+                  callbacks=callbacks, stop_event=stop_event, eval_max_images=eval_max_images, checkpoint=checkpoint)
 
 
 def _train(spec: AttackSpec, attack: Attack, splits: DatasetSplits, *, target: int, rate: float | None,
            train_options: Mapping[str, Any], architecture: str, arch_kwargs: dict | None, config: TrainConfig | None,
            seed: int, surrogate: nn.Module | None, callbacks: Sequence[Callback], stop_event: threading.Event | None,
-           eval_max_images: int | None) -> TrojanedModel:
+           eval_max_images: int | None, checkpoint: TrainCheckpoint | None = None) -> TrojanedModel:
     """Poison as ``spec`` says, then :func:`train_on_poisoned`."""
     rate = spec.default_rate(splits.train, target) if rate is None else float(rate)
     check_rate(spec, splits.train, target, rate, getattr(attack, "clean_label", None))  # before any training
@@ -210,7 +215,7 @@ def _train(spec: AttackSpec, attack: Attack, splits: DatasetSplits, *, target: i
         def factory(model: nn.Module) -> Any:
             return spec.objective(model, attack, target, rate=rate, **train_options)  # type: ignore[misc]
     return train_on_poisoned(splits, train_data, attack, target=target, rate=share, seed=seed, objective_factory=factory,
-                             callbacks=callbacks, **common)  # type: ignore[arg-type]
+                             callbacks=callbacks, checkpoint=checkpoint, **common)  # type: ignore[arg-type]
 
 
 def train_trojaned_model(

@@ -12,7 +12,10 @@ come from), the architecture, the epochs, the seed, and the training settings
 (``<attack>_<arch>_e<epochs>_s<seed>``, ``clean_…``, ``robust<ε·255>_…``; the name of a
 different recipe's folder already there gets ``-<digest>`` appended). A folder is written into
 a temporary folder and renamed into place (:class:`medic_viz.outdir.OutputFolder`): present
-means whole. Folders made before the key file existed (no ``teacher_key.json``) are found by
+means whole. A model in training saves its state after every epoch under
+``<root>/.training/<name>-<digest>.pt`` (:class:`medic_viz.train_checkpoint.TrainCheckpoint`):
+training it again after an interruption goes on from its last whole epoch; the file is removed
+once the folder is stored. Folders made before the key file existed (no ``teacher_key.json``) are found by
 their name when their card agrees with the recipe: architecture, dataset file name, number of
 epochs, attack name, every given trigger option, target and poison rate.
 
@@ -43,13 +46,16 @@ from medic_viz.io import load_model, save_model
 from medic_viz.metrics import Evaluator
 from medic_viz.models.zoo import build_model
 from medic_viz.outdir import OutputFolder, OutputFolderError
+from medic_viz.train_checkpoint import TrainCheckpoint
 from medic_viz.training import TrainConfig, train
 
-__all__ = ["TeacherRecipe", "TeacherCache", "KEY_FILE", "train_recipe", "dataset_identity"]
+__all__ = ["TeacherRecipe", "TeacherCache", "KEY_FILE", "TRAINING_DIR", "train_recipe", "dataset_identity"]
 
 #: The key of a cached model, inside its folder; written with the model, before the folder is
 #: renamed into place.
 KEY_FILE = "teacher_key.json"
+#: The folder under a cache's root where models in training keep their epoch-end state.
+TRAINING_DIR = ".training"
 _KEY_FORMAT = 1
 
 
@@ -173,16 +179,17 @@ def legacy_card_matches(card: Mapping[str, Any], recipe: TeacherRecipe) -> bool:
 
 
 def train_recipe(recipe: TeacherRecipe, splits: Any, *, surrogate: Any = None, device: str = "cpu",
-                 progress: bool = False) -> tuple[nn.Module, ModelCard]:
+                 progress: bool = False, checkpoint: TrainCheckpoint | None = None) -> tuple[nn.Module, ModelCard]:
     """Train the model of ``recipe`` on ``splits``; returns ``(model, card)``. ``surrogate``: the
-    trained model of ``recipe.surrogate`` (Clean-Label)."""
+    trained model of ``recipe.surrogate`` (Clean-Label). ``checkpoint``: resume from / save to it
+    every epoch (:func:`medic_viz.training.train`)."""
     dataset_name = Path(recipe.dataset).name
     cfg = TrainConfig(**{**ATTACK_TRAIN_DEFAULTS, "epochs": recipe.epochs, "device": device, "seed": recipe.seed,
                          "progress": progress})
     if recipe.adversarial is None:
         trojan = train_attack(recipe.attack, splits, target=0 if recipe.target is None else recipe.target,
                               rate=recipe.rate, options=dict(recipe.options), architecture=recipe.architecture,
-                              config=cfg, seed=recipe.seed, surrogate=surrogate)
+                              config=cfg, seed=recipe.seed, surrogate=surrogate, checkpoint=checkpoint)
         card = trojan.card(splits, dataset=dataset_name, notes=recipe.notes)
         card.role = recipe.role
         return trojan.model, card
@@ -193,7 +200,7 @@ def train_recipe(recipe: TeacherRecipe, splits: Any, *, surrogate: Any = None, d
     model = build_model(recipe.architecture, splits.num_classes, in_channels=channels, input_size=size)
     result = train(AdversarialObjective(model, eps=adv["eps"], steps=adv["steps"], step_size=adv["step_size"],
                                         seed=recipe.seed),
-                   splits.train, cfg, label=f"{recipe.architecture}, PGD adversarial training")
+                   splits.train, cfg, label=f"{recipe.architecture}, PGD adversarial training", checkpoint=checkpoint)
     m = Evaluator(splits.test, device=device)(result.model)
     settings = {**({"model": recipe.architecture} if recipe.architecture != "small_cnn" else {}), **adv,
                 "epochs": recipe.epochs}
@@ -210,7 +217,7 @@ def train_recipe(recipe: TeacherRecipe, splits: Any, *, surrogate: Any = None, d
 class TeacherCache:
     """Trained models under ``root``, one folder per :class:`TeacherRecipe` (see the module).
 
-    ``trainer(recipe, splits, surrogate=…, device=…, progress=…)`` trains a missing one
+    ``trainer(recipe, splits, surrogate=…, device=…, progress=…, checkpoint=…)`` trains a missing one
     (default :func:`train_recipe`; a test may pass a cheap one)."""
 
     def __init__(self, root: str | Path, *, trainer: Callable[..., tuple[Any, Any]] = train_recipe) -> None:
@@ -260,7 +267,11 @@ class TeacherCache:
             surrogate = self.load(recipe.surrogate, splits=splits, device=device, progress=progress, log=log)[0]
         if log:
             log(f"training {recipe.name} ({recipe.epochs} epochs) …")
-        model, card = self.trainer(recipe, splits, surrogate=surrogate, device=device, progress=progress)
+        checkpoint = self.checkpoint(recipe)
+        if log and checkpoint.exists():
+            log(f"{recipe.name}: going on from {checkpoint.path}")
+        model, card = self.trainer(recipe, splits, surrogate=surrogate, device=device, progress=progress,
+                                   checkpoint=checkpoint)
         target = self.folder(recipe)
         self.root.mkdir(parents=True, exist_ok=True)
         try:
@@ -272,8 +283,17 @@ class TeacherCache:
             found = self.find(recipe)  # another process stored it meanwhile
             if found is None:
                 raise
-            return found
+            target = found
+        checkpoint.remove()
+        try:
+            checkpoint.path.parent.rmdir()  # the last model in training: no folder left behind
+        except OSError:
+            pass
         return target
+
+    def checkpoint(self, recipe: TeacherRecipe) -> TrainCheckpoint:
+        """Where ``recipe``'s model keeps its epoch-end state while it trains."""
+        return TrainCheckpoint(self.root / TRAINING_DIR / f"{recipe.name}-{recipe.digest()}.pt")
 
     def load(self, recipe: TeacherRecipe, *, splits: Any = None, device: str = "cpu", progress: bool = False,
              train: bool = True, log: Callable[[str], None] | None = print) -> tuple[nn.Module, ModelCard]:
