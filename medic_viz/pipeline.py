@@ -26,6 +26,7 @@ from medic_viz.io import save_model
 from medic_viz.metrics import BackdoorMetrics
 from medic_viz.outdir import pause_for_tests
 from medic_viz.resources import PeakMemory
+from medic_viz.train_checkpoint import TrainCheckpoint
 from medic_viz.training import Callback
 
 __all__ = ["RemovalOutcome", "remove_backdoor", "save_outcome", "trigger_of", "check_image_size"]
@@ -97,6 +98,7 @@ def remove_backdoor(
     stop_event: threading.Event | None = None,
     before: BackdoorMetrics | None = None,
     clean_from: str = "images",
+    checkpoint: TrainCheckpoint | None = None,
 ) -> RemovalOutcome:
     """Measure ``teacher``, run ``defense`` on a class-balanced ``fraction`` of the training
     set (chosen by ``seed``), and measure the repaired model on the whole test set.
@@ -111,6 +113,8 @@ def remove_backdoor(
     A repaired model with NaN/inf weights or outputs raises
     :class:`~medic_viz.finite.NonFiniteModelError`: it is never returned as a result.
     The outcome records the wall time and the peak memory (:class:`~medic_viz.resources.PeakMemory`).
+    ``checkpoint``: the defence saves itself there every epoch and goes on from it (a
+    :attr:`~medic_viz.defenses.base.Defense.resumable` one; ValueError otherwise).
     """
     start = time.perf_counter()
     if clean_from not in CLEAN_FROM:
@@ -138,7 +142,12 @@ def remove_backdoor(
         live = None
         if live_eval_images is None or live_eval_images > 0:
             live = attack_evaluator(trigger, splits.test, target, max_images=live_eval_images, seed=seed, device=dev)
-        result = defense.run(teacher, clean, evaluator=live, callbacks=callbacks, stop_event=stop_event)
+        resume = {} if checkpoint is None else {"checkpoint": checkpoint}
+        if checkpoint is not None and not defense.resumable:
+            raise ValueError(f"{defense.display_name or defense.name} cannot go on from a checkpoint; "
+                             "run it without checkpoint=")
+        result = defense.run(teacher, clean, evaluator=live, callbacks=callbacks, stop_event=stop_event,
+                             **resume)  # only a resumable defence takes it
         check_finite_model(result.model, f"the model repaired by {defense.name}",
                            "The defence diverged: try a lower learning rate (--lr), or a smaller τ or λ")
         after = full(result.model.to(dev))

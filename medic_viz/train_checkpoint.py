@@ -21,8 +21,11 @@ from typing import Any
 
 import torch
 
-__all__ = ["TrainCheckpoint", "CheckpointMismatchError", "CHECKPOINT_VERSION"]
+__all__ = ["TrainCheckpoint", "CheckpointMismatchError", "CHECKPOINT_VERSION", "TRAINING_DIR"]
 
+#: The hidden folder where the tool's long runs (the teacher cache, the grid runner) keep their
+#: checkpoints while they train; removed when the last one is stored.
+TRAINING_DIR = ".training"
 #: The layout of the saved state; a file of another version is refused.
 CHECKPOINT_VERSION = 1
 #: Bytes a checkpoint may take beyond 8 times its parameters' bytes (weights + optimiser moments).

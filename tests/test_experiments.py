@@ -448,3 +448,34 @@ def test_a_medic_cell_with_a_holdout_records_it_in_its_row_and_curve(npz, tmp_pa
     assert [p["n_holdout"] for p in row["curve"]] == [8, 8] and row["curve"][-1]["holdout_acc"] == held["clone_acc"]
     plain = _grid(npz, methods=("medic",))
     assert plain[0].cell_id != cells[0].cell_id  # a hold-out is another computation: its own cell
+
+
+def test_a_medic_cell_cut_after_an_epoch_goes_on_from_its_checkpoint(npz, tmp_path, monkeypatch):
+    from medic_viz.train_checkpoint import TRAINING_DIR, TrainCheckpoint  # noqa: PLC0415
+
+    cells = _grid(npz, methods=("medic",), epochs=2)
+    whole = run_grid(cells, tmp_path / "whole", log=None).rows[0]
+    real_save = TrainCheckpoint.save
+
+    def save_then_die(self, state, fingerprint):
+        real_save(self, state, fingerprint)
+        raise RuntimeError("killed after the first epoch")
+
+    monkeypatch.setattr(TrainCheckpoint, "save", save_then_die)
+    out = tmp_path / "cut"
+    cut = run_grid(cells, out, log=None)
+    assert not cut.ok and cut.computed == 0 and list((out / TRAINING_DIR).glob("*.pt"))
+    saved_epochs: list[int] = []
+
+    def save_and_count(self, state, fingerprint):
+        saved_epochs.append(state["epoch"])
+        real_save(self, state, fingerprint)
+
+    monkeypatch.setattr(TrainCheckpoint, "save", save_and_count)
+    row = run_grid(cells, out, log=None).rows[0]
+    assert saved_epochs == [2], "only the second epoch ran again"
+    assert row["resumed"] is True and "resumed" not in whole
+    assert (row["clean_acc"], row["asr"]) == (whole["clean_acc"], whole["asr"])
+    assert [(p["epoch"], p["clean_acc"], p["asr"]) for p in row["curve"]] == \
+        [(p["epoch"], p["clean_acc"], p["asr"]) for p in whole["curve"]]
+    assert not (out / TRAINING_DIR).exists(), "the checkpoint goes once the row is stored"

@@ -22,6 +22,7 @@ from medic_viz.data.arrays import ImageArrays, iterate_batches
 from medic_viz.defenses.tunable import TuningSpace
 from medic_viz.device import resolve_device
 from medic_viz.metrics import Evaluator
+from medic_viz.train_checkpoint import TrainCheckpoint
 from medic_viz.training import Callback, TrainConfig, TrainEvent
 
 __all__ = [
@@ -67,6 +68,9 @@ class Defense:
 
     name: str = "defense"
     display_name: str = ""
+    #: Whether ``run(..., checkpoint=TrainCheckpoint(path))`` can save the run every epoch and go
+    #: on from it after an interruption (:mod:`medic_viz.train_checkpoint`).
+    resumable: ClassVar[bool] = False
 
     def run(
         self,
@@ -190,9 +194,13 @@ class ConfiguredDefense(Defense):
         callbacks: Sequence[Callback] = (),
         stop_event: threading.Event | None = None,
         label: str = "",
+        checkpoint: TrainCheckpoint | None = None,
     ) -> DefenseResult:
-        """Repair a copy of ``teacher`` (left unchanged) using only the clean set ``clean``."""
-        return self._checked_run(teacher, clean, evaluator=evaluator, callbacks=callbacks, stop_event=stop_event, label=label)
+        """Repair a copy of ``teacher`` (left unchanged) using only the clean set ``clean``.
+        ``checkpoint``: save the run every epoch and go on from it (only a :attr:`resumable`
+        method; ValueError otherwise)."""
+        return self._checked_run(teacher, clean, evaluator=evaluator, callbacks=callbacks, stop_event=stop_event, label=label,
+                                 checkpoint=checkpoint)
 
     def _checked_run(
         self,
@@ -209,6 +217,10 @@ class ConfiguredDefense(Defense):
             raise TypeError(f"teacher must be a torch.nn.Module, got {type(teacher).__name__}")
         if len(clean) == 0:
             raise ValueError("the clean set is empty; the defender needs some clean training images")
+        if options.get("checkpoint") is not None and not self.resumable:
+            raise ValueError(f"{self.display_name or self.name} cannot go on from a checkpoint; run it without checkpoint=")
+        if options.get("checkpoint", 0) is None:
+            del options["checkpoint"]  # a method that cannot resume takes no such argument
         device = resolve_device(self.config.device)
         model, extra, outcome = self._run(
             teacher, clean, device, evaluator, callbacks, stop_event, label or self.default_label(), **options

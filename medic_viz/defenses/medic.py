@@ -50,6 +50,7 @@ from medic_viz.holdout import HOLDOUT_GAP_POINTS, holdout_record
 from medic_viz.importance import ImportanceOptions, layer_importance
 from medic_viz.metrics import Evaluator
 from medic_viz.stats import DEFAULT_EPS, LayerStats
+from medic_viz.train_checkpoint import TrainCheckpoint
 from medic_viz.training import BatchLoss, Callback, TrainConfig, TrainResult, resolve_channels_last, train
 
 __all__ = [
@@ -302,6 +303,13 @@ class MedicObjective:
         self.clone_loss = FusedCloneLoss(stats, options, fused, work=work)
         self.set_layer_taus(layer_taus)
 
+    def checkpoint_state(self) -> dict:
+        """Nothing changes in the objective while it trains (τ is set before): resumable."""
+        return {}
+
+    def load_checkpoint_state(self, state: dict) -> None:
+        """Nothing to restore."""
+
     def set_layer_taus(self, layer_taus: dict[str, float] | None) -> None:
         """Use τ per layer (``{layer: τ}``, e.g. from :func:`medic_viz.calibration.calibrate_taus`);
         layers not named keep ``options.tau``. None: one τ for every layer."""
@@ -388,6 +396,7 @@ class Medic(ConfiguredDefense):
     #: How τ is set (one global τ, or calibrated per layer to a share), τ, the share, the cloned layers, λ,
     #: the clean hold-out that measures the clone during the run.
     run_settings = ("tau_mode", "tau", "share", "layers", "lam", "holdout_fraction")
+    resumable = True
     #: the share τ is calibrated to, 5 % … 0.5 %: a smaller share is a sharper τ, the stronger
     tuning = TuningSpace((Tunable.over("share", (0.05, 0.02, DEFAULT_SHARE, 0.005)),))
     config: MedicConfig
@@ -416,17 +425,22 @@ class Medic(ConfiguredDefense):
         stop_event: threading.Event | None = None,
         student: nn.Module | None = None,
         label: str = "",
+        checkpoint: TrainCheckpoint | None = None,
     ) -> DefenseResult:
         """Clone ``teacher`` (unchanged) into ``student`` — by default a fresh copy of its
         structure (``config.student_seed``) — using the clean set ``clean``. A given ``student``
-        must hold the teacher's parameters and buffers (names, shapes, dtypes): checked first."""
+        must hold the teacher's parameters and buffers (names, shapes, dtypes): checked first.
+        ``checkpoint``: the cloning saves itself there every epoch and goes on from it (the
+        statistics and τ are measured again, the same from the same data and seed)."""
         return self._checked_run(
-            teacher, clean, evaluator=evaluator, callbacks=callbacks, stop_event=stop_event, label=label, student=student
+            teacher, clean, evaluator=evaluator, callbacks=callbacks, stop_event=stop_event, label=label, student=student,
+            checkpoint=checkpoint,
         )
 
     def _run(self, teacher: nn.Module, clean: ImageArrays, device: torch.device, evaluator: Evaluator | None,
              callbacks: Sequence[Callback], stop_event: threading.Event | None, label: str,
-             student: nn.Module | None = None) -> tuple[nn.Module, dict, TrainResult]:
+             student: nn.Module | None = None, checkpoint: TrainCheckpoint | None = None
+             ) -> tuple[nn.Module, dict, TrainResult]:
         cfg = self.config
         if student is not None:
             check_student_fits(teacher, student)  # before anything runs: every weight and buffer, by name
@@ -460,7 +474,7 @@ class Medic(ConfiguredDefense):
         monitor = None if held_out is None else Evaluator(held_out, batch_size=cfg.stats_batch_size, device=device)
         teacher_holdout = None if monitor is None else monitor(reference).clean_acc
         result = train(objective, clean, cfg.train_config(), evaluator=evaluator, callbacks=callbacks, stop_event=stop_event,
-                       label=label, holdout=monitor)
+                       label=label, holdout=monitor, checkpoint=checkpoint)
         if monitor is not None and teacher_holdout is not None:
             extra.update(holdout_record(teacher_holdout, monitor(result.model).clean_acc, len(monitor.y), len(clean),
                                         whole_groups=clean.groups is not None))

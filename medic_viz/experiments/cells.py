@@ -31,6 +31,7 @@ from medic_viz.io import CARD_FILENAME, MODEL_FILENAME, model_from_state_dict
 from medic_viz.metrics import BackdoorMetrics
 from medic_viz.outdir import pause_for_tests
 from medic_viz.pipeline import remove_backdoor, trigger_of
+from medic_viz.train_checkpoint import TrainCheckpoint
 from medic_viz.training import TrainConfig
 
 __all__ = ["cell_splits", "teacher_model", "train_teacher", "folder_teacher", "run_cell"]
@@ -144,14 +145,18 @@ _EXTRA_KEYS = ("t", "n_pruned", "n_channels", "pruned_layer", "attention_layers"
                "holdout_note")
 
 
-def run_cell(spec: Mapping[str, Any], teacher: Mapping[str, Any]) -> dict:
+def run_cell(spec: Mapping[str, Any], teacher: Mapping[str, Any], checkpoint: str | None = None) -> dict:
     """Run one cell: clean subset (``fraction``, class-balanced, chosen by the seed), the
     defence (no test data during training), then clean accuracy and ASR of the repaired model
     on the whole (or ``max_test``) test set. Returns the result row (JSON-serialisable).
 
     A MEDIC cell's row also has ``curve``: after each epoch (and at epoch 0), clean accuracy
     and ASR on :data:`CURVE_IMAGES` test images, for reporting only (nothing is chosen by it), and
-    with MEDIC's ``holdout_fraction`` its clean hold-out accuracy (``holdout_acc``, ``n_holdout``)."""
+    with MEDIC's ``holdout_fraction`` its clean hold-out accuracy (``holdout_acc``, ``n_holdout``).
+
+    ``checkpoint``: a ``.pt`` path where a :attr:`~medic_viz.defenses.base.Defense.resumable`
+    method saves itself every epoch and goes on from (the runner removes it once the row is
+    stored; ignored for the other methods); a row that went on from one says ``"resumed": true``."""
     cell = CellSpec.from_dict(spec)
     start = time.perf_counter()
     torch.manual_seed(cell.seed)
@@ -163,10 +168,13 @@ def run_cell(spec: Mapping[str, Any], teacher: Mapping[str, Any]) -> dict:
     curve_images = CURVE_IMAGES if cell.method in CURVE_METHODS else 0
     # the grid's options say eval_every 0 (no live evaluation); a curve needs one per epoch
     options = {**cell.method_options, "eval_every": 1} if curve_images else dict(cell.method_options)
-    outcome = remove_backdoor(teacher_model(teacher), splits, make_defense(cell.method, **options),
+    defense = make_defense(cell.method, **options)
+    saved = TrainCheckpoint(checkpoint) if checkpoint is not None and defense.resumable else None
+    resumed = saved is not None and saved.exists()
+    outcome = remove_backdoor(teacher_model(teacher), splits, defense,
                               trigger=attack, target=target, fraction=cell.fraction, seed=cell.seed,
                               device=cell.device, live_eval_images=curve_images, before=before,
-                              clean_from=cell.clean_from or "images")
+                              clean_from=cell.clean_from or "images", checkpoint=saved)
     result, after = outcome.result, outcome.after
     curve = None
     if curve_images:
@@ -212,4 +220,5 @@ def run_cell(spec: Mapping[str, Any], teacher: Mapping[str, Any]) -> dict:
         "extra": {k: v for k, v in result.config.items() if k in _EXTRA_KEYS},
         **({} if curve is None else {"curve": curve}),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        **({"resumed": True} if resumed else {}),
     }

@@ -9,6 +9,10 @@ finished cells (resume after an interruption; a last line cut short by an interr
 ignored, and the next record starts on a line of its own); failed cells go to
 ``DIR/errors.jsonl`` and are retried next time.
 
+On the local executor a cell of a resumable method (MEDIC) saves its run after every epoch under
+``DIR/.training/<cell id>.pt`` (:mod:`medic_viz.train_checkpoint`): a cell cut short goes on
+from its last whole epoch, and the file is removed once its row is in ``runs.jsonl``.
+
 Before any teacher is trained, the whole grid is checked (:func:`check_grid`): every cell's
 settings, the device, and — for the local executor — the data (target classes, non-empty
 splits, attacks that need particular classes), so a bad grid fails in seconds, not after
@@ -31,6 +35,7 @@ import torch
 
 from medic_viz.attacks.registry import attack_spec, build_attack, check_rate
 from medic_viz.cards import ModelCard
+from medic_viz.defenses.registry import defense_class
 from medic_viz.device import resolve_device
 from medic_viz.experiments.cells import cell_splits, run_cell, teacher_model, train_teacher
 from medic_viz.experiments.executors import EXECUTORS, Executor, Task, import_ray
@@ -39,6 +44,7 @@ from medic_viz.experiments.grid import CellSpec, validate_cells
 from medic_viz.importer import load_model_folder
 from medic_viz.io import save_model
 from medic_viz.outdir import replace_file
+from medic_viz.train_checkpoint import TRAINING_DIR
 
 __all__ = ["GridResult", "Reporter", "read_runs", "run_grid", "check_grid"]
 
@@ -281,8 +287,18 @@ def run_grid(
     finished = [0]
     rows_new: list[dict] = []
 
+    def checkpoint_of(c: CellSpec) -> str | None:
+        """Where a resumable local cell saves itself (None on Ray: its workers may not share this disk)."""
+        return str(out / TRAINING_DIR / f"{c.cell_id}.pt") if executor == "local" and defense_class(c.method).resumable \
+            else None
+
     def cell_done(cid: str, row: Any) -> None:
         _append_jsonl(runs_path, row)
+        (out / TRAINING_DIR / f"{cid}.pt").unlink(missing_ok=True)
+        try:
+            (out / TRAINING_DIR).rmdir()
+        except OSError:  # absent, or other cells still training
+            pass
         rows_new.append(row)
         finished[0] += 1
         asr = "n/a" if row.get("asr") is None else f"{100 * row['asr']:.1f}%"
@@ -305,7 +321,9 @@ def run_grid(
                 continue
             if c.teacher_id not in payloads:
                 payloads[c.teacher_id] = _load_teacher(folder, c.trust_arch_code)
-            tasks.append((c.cell_id, run_cell, (c.to_dict(), payloads[c.teacher_id])))
+            checkpoint = checkpoint_of(c)
+            tasks.append((c.cell_id, run_cell, (c.to_dict(), payloads[c.teacher_id])
+                          + ((checkpoint,) if checkpoint is not None else ())))
         return tasks
 
     if todo:

@@ -46,16 +46,14 @@ from medic_viz.io import load_model, save_model
 from medic_viz.metrics import Evaluator
 from medic_viz.models.zoo import build_model
 from medic_viz.outdir import OutputFolder, OutputFolderError
-from medic_viz.train_checkpoint import TrainCheckpoint
+from medic_viz.train_checkpoint import TRAINING_DIR, TrainCheckpoint
 from medic_viz.training import TrainConfig, train
 
-__all__ = ["TeacherRecipe", "TeacherCache", "KEY_FILE", "TRAINING_DIR", "train_recipe", "dataset_identity"]
+__all__ = ["TeacherRecipe", "TeacherCache", "KEY_FILE", "train_recipe", "dataset_identity"]
 
 #: The key of a cached model, inside its folder; written with the model, before the folder is
 #: renamed into place.
 KEY_FILE = "teacher_key.json"
-#: The folder under a cache's root where models in training keep their epoch-end state.
-TRAINING_DIR = ".training"
 _KEY_FORMAT = 1
 
 
