@@ -305,6 +305,10 @@ def test_gpu_architectures_slim_refuses_uncommitted_work_outside_what_it_keeps(t
     (repo / "docs").mkdir()
     (repo / "benchmarks" / "gpu_architectures.sh").write_text((ROOT / "benchmarks" / "gpu_architectures.sh").read_text())
     (repo / "docs" / "notes.md").write_text("mine\n")
+    cache = repo / "benchmarks" / "results" / "gtsrb_teachers"
+    for name in ("badnet_wrn16_1_e30_s1", "badnet_mobilenet_v1_e30_s1", "sig_vgg11_bn_e30_s1"):
+        (cache / name).mkdir(parents=True)
+        (cache / name / "model.safetensors").write_text("weights\n")
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
     for cmd in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-qm", "start"]):
         subprocess.run(git + cmd, check=True, capture_output=True)
@@ -320,8 +324,11 @@ def test_gpu_architectures_slim_refuses_uncommitted_work_outside_what_it_keeps(t
            "GIT_COMMITTER_EMAIL": "t@t"}
     assert subprocess.run(script + ["slim"], capture_output=True, env=env, timeout=60).returncode == 0
     assert not (repo / "docs" / "notes.md").exists()
+    # WRN-16-1's teachers travel; the other architectures' (too big for one call) stay behind
+    assert sorted(p.parent.name for p in cache.glob("*/model.safetensors")) == ["badnet_wrn16_1_e30_s1"]
     assert subprocess.run(script + ["unslim"], capture_output=True, timeout=60).returncode == 0
     assert (repo / "docs" / "notes.md").read_text() == "mine\n"
+    assert len(list(cache.glob("*/model.safetensors"))) == 3
 
 
 _FAKE_PYTHON = """#!/usr/bin/env bash
