@@ -8,8 +8,15 @@ WRN-16-1's rows are Figure 4's cells (:mod:`benchmarks.figure4_tau`), read, not 
     python -m benchmarks.architectures --archs resnet18 --device cuda     # a part (resumable)
     python -m benchmarks.architectures --report                           # table + figure
 
-A 30-epoch teacher is 5 (VGG-11-BN) to 18 (ResNet-18) CPU-hours on one core here, so this grid
-is meant for a GPU. Target (issue 27, 5 % clean data): ASR ≤ 10 % and clean accuracy within
+A 30-epoch teacher is 5 (VGG-11-BN) to 18 (ResNet-18) CPU-hours on one core here, so those two
+are meant for a GPU. MobileNet-v1 runs on this CPU across sessions: a teacher in 86 min on two
+threads, a cell in about 35 min (one thread, two cells at a time); both go on from their last
+epoch when the command is run again (:mod:`medic_viz.train_checkpoint`)::
+
+    python -m benchmarks.train_teachers --role evaluation --arch mobilenet_v1 --attacks badnet sig polygon --threads 2
+    OMP_NUM_THREADS=1 python -m benchmarks.architectures --archs mobilenet_v1 --threads 2 --workers 2
+
+Target (issue 27, 5 % clean data): ASR ≤ 10 % and clean accuracy within
 3 points of the teacher, for the default.
 """
 
