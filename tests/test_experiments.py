@@ -22,6 +22,7 @@ from medic_viz.intervals import t_quantile
 from medic_viz.metrics import mean_std
 from medic_viz.pipeline import trigger_of
 from medic_viz.resources import threads_per_worker
+from medic_viz.train_checkpoint import TRAINING_DIR, TrainCheckpoint
 from medic_viz.viz import aggregate_rows
 
 FAST = dict(epochs=1, attack_epochs=1, device="cpu")
@@ -451,8 +452,6 @@ def test_a_medic_cell_with_a_holdout_records_it_in_its_row_and_curve(npz, tmp_pa
 
 
 def test_a_medic_cell_cut_after_an_epoch_goes_on_from_its_checkpoint(npz, tmp_path, monkeypatch):
-    from medic_viz.train_checkpoint import TRAINING_DIR, TrainCheckpoint  # noqa: PLC0415
-
     cells = _grid(npz, methods=("medic",), epochs=2)
     whole = run_grid(cells, tmp_path / "whole", log=None).rows[0]
     real_save = TrainCheckpoint.save

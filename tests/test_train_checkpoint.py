@@ -18,6 +18,7 @@ from medic_viz.attacks.clean_label import AdversarialObjective
 from medic_viz.attacks.train import train_attack
 from medic_viz.cards import ModelCard
 from medic_viz.data.arrays import DatasetSplits, ImageArrays
+from medic_viz.defenses.registry import make_defense
 from medic_viz.experiments.teachers import TeacherCache, TeacherRecipe
 from medic_viz.models.zoo import build_model
 from medic_viz.train_checkpoint import TRAINING_DIR, CheckpointMismatchError, TrainCheckpoint
@@ -178,8 +179,6 @@ def test_the_teacher_cache_trains_through_its_checkpoint_and_removes_it(tmp_path
 
 
 def test_a_method_that_cannot_resume_refuses_a_checkpoint_in_one_line(tmp_path: Path) -> None:
-    from medic_viz.defenses.registry import make_defense  # noqa: PLC0415
-
     teacher, clean = _model(), _arrays(8, 0)
     assert make_defense("medic").resumable and not make_defense("finetune").resumable
     with pytest.raises(ValueError, match=r"^Fine-tuning cannot go on from a checkpoint; run it without checkpoint=$"):
