@@ -7,10 +7,13 @@ from the model in eval mode over a clean dataset (no augmentation) and then froz
 - :class:`LayerStats`: ``mean``, ``std`` of one layer, float32 ``(C,)``.
 - :class:`RunningStats`: accumulates them over batches of activations ``(B, C, ...)``.
 - :func:`compute_layer_stats`: ``{layer name: LayerStats}`` for a model over a dataset.
+- :func:`floor_std`: raise every σ_c to at least a fraction of its layer's (or the model's)
+  typical spread, so that no channel constant on the clean data dominates a loss divided by σ².
 """
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -22,10 +25,14 @@ from medic_viz.checks import check_number, check_whole
 from medic_viz.data.arrays import ImageArrays, iterate_batches
 from medic_viz.device import resolve_device
 
-__all__ = ["DEFAULT_EPS", "LayerStats", "RunningStats", "compute_layer_stats"]
+__all__ = ["DEFAULT_EPS", "LayerStats", "RunningStats", "compute_layer_stats", "floor_std", "FLOOR_SCOPES"]
 
 #: Added to the variance before the square root: σ = sqrt(var + eps).
 DEFAULT_EPS = 1e-5
+
+#: What :func:`floor_std`'s fraction is a fraction of: ``"layer"`` — the layer's RMS spread
+#: ``sqrt(mean_c σ_c²)``; ``"model"`` — the median of those over all the layers given.
+FLOOR_SCOPES: tuple[str, ...] = ("layer", "model")
 
 
 @dataclass
@@ -83,13 +90,17 @@ def compute_layer_stats(
     batch_size: int = 256,
     device: str | torch.device = "auto",
     eps: float = DEFAULT_EPS,
+    floor: float = 0.0,
+    floor_scope: str = "layer",
 ) -> dict[str, LayerStats]:
     """Per-channel mean/std of each layer's outputs over ``data`` (model in eval mode, no
     augmentation; its previous mode is restored). ``layers``: names as
     :func:`medic_viz.capture.resolve_layers` takes them (None = every conv/norm/linear).
+    ``floor``, ``floor_scope``: see :func:`floor_std` (0 = no floor beyond ``eps``).
     The model is moved to ``device``. Returns ``{layer name: LayerStats}`` on ``device``."""
     check_whole("batch_size", batch_size, 1)
     RunningStats(eps)  # checks eps before the model is moved or run
+    floor_std({}, floor, floor_scope)  # and the floor
     dev = resolve_device(device)
     names = resolve_layers(model, layers)
     model.to(dev)
@@ -100,4 +111,24 @@ def compute_layer_stats(
             model(x)
             for n, a in zip(names, rec.tensors()):
                 running[n].update(a)
-    return {n: r.finish().to(dev) for n, r in running.items()}
+    return floor_std({n: r.finish().to(dev) for n, r in running.items()}, floor, floor_scope)
+
+
+def floor_std(stats: dict[str, LayerStats], floor: float, scope: str = "layer") -> dict[str, LayerStats]:
+    """``stats`` with every ``σ_c`` raised to at least ``floor · s``: ``s`` is the layer's RMS
+    spread ``sqrt(mean_c σ_c²)`` (``scope="layer"``) or the median of those over ``stats``
+    (``"model"``). Scale-free, unlike ``eps``: a channel is never weighed more than ``1/floor²``
+    times a typical one by a loss divided by σ². ``floor`` in [0, 1); 0 returns ``stats`` itself,
+    and so does a floor below every σ (values unchanged to the bit). Means are never changed."""
+    check_number("floor", floor, 0.0, 1.0, high_open=True,
+                 advice="a fraction of the typical σ (0 = off; 0.1 caps a channel's weight at 100 times a typical one)")
+    if scope not in FLOOR_SCOPES:
+        raise ValueError(f"floor_scope must be one of {', '.join(map(repr, FLOOR_SCOPES))}, got {scope!r}")
+    if floor == 0 or not stats:
+        return stats
+    spread = {n: float(s.std.double().square().mean().sqrt()) for n, s in stats.items()}
+    if scope == "model":
+        typical = statistics.median(spread.values())
+        spread = dict.fromkeys(spread, typical)
+    return {n: LayerStats(s.mean, torch.clamp_min(s.std, floor * spread[n]).to(s.std.dtype), s.count)
+            for n, s in stats.items()}

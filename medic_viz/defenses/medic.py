@@ -49,7 +49,7 @@ from medic_viz.fused import FusedCloneLoss, validate_fused_mode
 from medic_viz.holdout import HOLDOUT_GAP_POINTS, holdout_record
 from medic_viz.importance import ImportanceOptions, layer_importance
 from medic_viz.metrics import Evaluator
-from medic_viz.stats import DEFAULT_EPS, LayerStats
+from medic_viz.stats import DEFAULT_EPS, LayerStats, floor_std
 from medic_viz.train_checkpoint import TrainCheckpoint
 from medic_viz.training import BatchLoss, Callback, TrainConfig, TrainResult, resolve_channels_last, train
 
@@ -149,6 +149,10 @@ class MedicConfig(TrainConfig):
     :func:`medic_viz.importance.layer_clone_loss`: slowest, for checks and benchmarks); same
     numbers every way, to float rounding (:mod:`medic_viz.fused`).
     ``calibration_images``: clean images used to calibrate τ per layer.
+    ``eps``: added to the teacher's variances (σ = sqrt(var + eps)). ``sigma_floor`` ρ (default 0:
+    off) and ``sigma_floor_scope``: σ_c raised to at least ρ times its layer's RMS σ (``"layer"``)
+    or the median of those (``"model"``), :func:`medic_viz.stats.floor_std` — a channel constant
+    on the clean data is then weighed at most 1/ρ² times a typical one, not 1/eps.
     ``kd_weight`` (default 0: off) and ``kd_temperature`` T: add ``kd_weight · T² · KL(teacher ‖
     clone)`` on the logits softened by T (Hinton's distillation, the KD baseline's term) — a
     teacher signal for the layers the cloning loss leaves to the labels (``label_only_share``).
@@ -175,6 +179,8 @@ class MedicConfig(TrainConfig):
     stats_batch_size: int = 256
     calibration_images: int = 256
     eps: float = DEFAULT_EPS
+    sigma_floor: float = 0.0
+    sigma_floor_scope: str = "layer"
     fused: str = "auto"
     holdout_fraction: float = 0.0
     kd_weight: float = 0.0
@@ -200,6 +206,7 @@ class MedicConfig(TrainConfig):
         check_whole("stats_batch_size", self.stats_batch_size, 1)
         check_whole("student_seed", self.student_seed, 0, MAX_SEED)
         check_number("eps", self.eps, 0.0, low_open=True, advice=f"σ = sqrt(var + eps), the default eps is {DEFAULT_EPS:g}")
+        floor_std({}, self.sigma_floor, self.sigma_floor_scope)  # checks the floor and its scope
         self._importance_options()  # checks τ and the option names
         validate_lambda(self.lam)
         validate_fused_mode(self.fused)
@@ -456,7 +463,7 @@ class Medic(ConfiguredDefense):
         if resolve_channels_last(cfg.channels_last, reference, device):  # as train() runs the student
             reference.to(memory_format=torch.channels_last)
         stats = layer_statistics.compute_layer_stats(reference, clean, layers, batch_size=cfg.stats_batch_size, device=device,
-                                                     eps=cfg.eps)
+                                                     eps=cfg.eps, floor=cfg.sigma_floor, floor_scope=cfg.sigma_floor_scope)
         steps = math.ceil(len(clean) / cfg.batch_size) * cfg.epochs
         per_image = sum(st.mean.numel() * st.count / max(len(clean), 1) for st in stats.values())
         objective = MedicObjective(reference, student.to(device), stats, cfg.importance, cfg.lam,
@@ -549,7 +556,7 @@ def preview_layer_taus(
     if resolve_channels_last(cfg.channels_last, reference, device):  # as Medic.run runs it
         reference.to(memory_format=torch.channels_last)
     stats = layer_statistics.compute_layer_stats(reference, clean, names, batch_size=cfg.stats_batch_size, device=device,
-                                                 eps=cfg.eps)
+                                                 eps=cfg.eps, floor=cfg.sigma_floor, floor_scope=cfg.sigma_floor_scope)
     objective = MedicObjective(reference, reference, stats, cfg.importance, cfg.lam, fused="eager")
     return calibrate_layer_taus(objective, clean, share, images=cfg.calibration_images, batch_size=cfg.batch_size,
                                 seed=cfg.seed, augment=cfg.augment)
