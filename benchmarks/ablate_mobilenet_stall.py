@@ -5,7 +5,7 @@ causes can be told apart:
 
 - ``default``: the library's default (ε = 1e-5 on σ², so a channel constant on the clean data
   is weighed 1/σ² ≈ 1e5 in the cloning loss);
-- ``eps 1e-3`` … ``eps 1e-1``: σ floored at 0.03 / 0.1 / 0.17 / 0.32 (``MedicConfig.eps``), dead
+- ``eps 1e-3`` … ``eps 3e-1``: σ floored at 0.03 / 0.1 / 0.17 / 0.32 / 0.55 (``MedicConfig.eps``), dead
   and small channels tamed;
 - ``lam 0``: no cloning loss at all, cross-entropy only with MEDIC's optimiser (Adam, lr 1e-2):
   can this network learn from 1,960 labels with it?
@@ -47,7 +47,7 @@ VARIANTS: dict[str, dict] = {
     "floor 0.1 layer": {"sigma_floor": 0.1}, "floor 0.3 layer": {"sigma_floor": 0.3},
     "floor 0.1 model": {"sigma_floor": 0.1, "sigma_floor_scope": "model"},
     "floor 0.3 model": {"sigma_floor": 0.3, "sigma_floor_scope": "model"},
-    "eps 3e-2": {"eps": 3e-2}, "eps 1e-1": {"eps": 1e-1},
+    "eps 3e-2": {"eps": 3e-2}, "eps 1e-1": {"eps": 1e-1}, "eps 3e-1": {"eps": 3e-1},
     "lr 2e-3": {"lr": 2e-3}, "floor 0.3 layer + lr 2e-3": {"sigma_floor": 0.3, "lr": 2e-3},
 }
 
