@@ -34,6 +34,10 @@ if "MEDIC_VIZ_GTSRB" not in os.environ and not GTSRB.is_file() and Path("/work/s
 #: The cached GTSRB teachers, clean models and Clean-Label surrogates.
 TEACHERS = TeacherCache(RESULTS / "gtsrb_teachers")
 
+#: σ at most this many times the ε floor (√ε) counts as a channel constant on the clean data
+#: (the diagnoses of issue 27 item 4).
+DEAD_FACTOR = 2.0
+
 
 
 def with_block(md: str, begin: str, end: str, block: str) -> str:

@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from benchmarks.common import GTSRB, RESULTS, evaluation_teachers
+from benchmarks.common import DEAD_FACTOR, GTSRB, RESULTS, evaluation_teachers
 from medic_viz.capture import resolve_layers, run_with_cache
 from medic_viz.data import load_dataset
 from medic_viz.data.arrays import clean_subset
@@ -25,8 +25,6 @@ from medic_viz.io import load_model
 from medic_viz.stats import DEFAULT_EPS, compute_layer_stats
 
 OUT = RESULTS / "dead_channels.md"
-#: σ at most this many times the ε floor counts as a channel constant on the clean data.
-DEAD_FACTOR = 2.0
 
 
 def layer_rows(folder: str, splits, fraction: float = 0.05, seed: int = 0, batch: int = 64) -> list[dict]:

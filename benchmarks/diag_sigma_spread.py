@@ -23,12 +23,12 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import GTSRB, RESULTS, TEACHERS
+from benchmarks.common import DEAD_FACTOR, GTSRB, RESULTS, TEACHERS
 from medic_viz.capture import resolve_layers
 from medic_viz.data import load_dataset
 from medic_viz.data.arrays import clean_subset
 from medic_viz.io import load_model
-from medic_viz.stats import DEFAULT_EPS, compute_layer_stats
+from medic_viz.stats import DEFAULT_EPS, compute_layer_stats, layer_spread
 
 OUT = RESULTS / "sigma_spread.md"
 RHOS = (0.01, 0.03, 0.1, 0.3)
@@ -40,10 +40,10 @@ def teacher_row(folder: Path, splits, fraction: float = 0.05, seed: int = 0) -> 
     clean = clean_subset(splits.train, fraction, seed)
     layers = resolve_layers(teacher, "auto", input_shape=clean.image_shape)
     stats = compute_layer_stats(teacher, clean, layers, batch_size=256, device="cpu")
-    by_rms = torch.cat([s.std / s.std.square().mean().sqrt() for s in stats.values()])
-    model_scale = statistics.median(float(s.std.square().mean().sqrt()) for s in stats.values())
-    by_model = torch.cat([s.std for s in stats.values()]) / model_scale
-    dead = sum(int((s.std <= 2 * DEFAULT_EPS ** 0.5).sum()) for s in stats.values())
+    spread = layer_spread(stats)
+    by_rms = torch.cat([s.std / spread[n] for n, s in stats.items()])
+    by_model = torch.cat([s.std for s in stats.values()]) / statistics.median(spread.values())
+    dead = sum(int((s.std <= DEAD_FACTOR * DEFAULT_EPS ** 0.5).sum()) for s in stats.values())
     return {"teacher": folder.name, "layers": len(layers), "channels": int(by_rms.numel()), "dead": dead,
             "min_model": float(by_model.min()), "min_rms": float(by_rms.min()),
             "below_model": {rho: int((by_model < rho).sum()) for rho in RHOS},

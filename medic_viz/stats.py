@@ -25,7 +25,8 @@ from medic_viz.checks import check_number, check_whole
 from medic_viz.data.arrays import ImageArrays, iterate_batches
 from medic_viz.device import resolve_device
 
-__all__ = ["DEFAULT_EPS", "LayerStats", "RunningStats", "compute_layer_stats", "floor_std", "FLOOR_SCOPES"]
+__all__ = ["DEFAULT_EPS", "LayerStats", "RunningStats", "compute_layer_stats", "floor_std", "FLOOR_SCOPES",
+           "layer_spread"]
 
 #: Added to the variance before the square root: σ = sqrt(var + eps).
 DEFAULT_EPS = 1e-5
@@ -126,9 +127,15 @@ def floor_std(stats: dict[str, LayerStats], floor: float, scope: str = "layer") 
         raise ValueError(f"floor_scope must be one of {', '.join(map(repr, FLOOR_SCOPES))}, got {scope!r}")
     if floor == 0 or not stats:
         return stats
-    spread = {n: float(s.std.double().square().mean().sqrt()) for n, s in stats.items()}
+    spread = layer_spread(stats)
     if scope == "model":
         typical = statistics.median(spread.values())
         spread = dict.fromkeys(spread, typical)
     return {n: LayerStats(s.mean, torch.clamp_min(s.std, floor * spread[n]).to(s.std.dtype), s.count)
             for n, s in stats.items()}
+
+
+def layer_spread(stats: dict[str, LayerStats]) -> dict[str, float]:
+    """Each layer's RMS spread ``sqrt(mean_c σ_c²)`` (float64 arithmetic), by layer name: the
+    typical σ :func:`floor_std` takes its fraction of."""
+    return {n: float(s.std.double().square().mean().sqrt()) for n, s in stats.items()}
