@@ -1,0 +1,113 @@
+"""Normalise less or clone less? (issue 27 item 4) MEDIC's cloning loss divides each channel's
+squared difference by σ² = var + ε. On MobileNet-v1 the default ε = 1e-5 stalls the clone (the
+12-epoch probes of :mod:`benchmarks.ablate_mobilenet_stall`: 8.5 % clean accuracy, against 36 %
+for labels alone and 67 % with ε = 0.3); a larger ε also weakens the whole cloning term, so
+this grid sets ε ∈ {0.1, 0.3, 1} beside smaller weights λ at the default ε, and λ = 0 (labels
+only), at the paper's budget (5 % clean data, 60 epochs) on *development* teachers (seed 0) and
+the *development* half of the test set — where the default may be chosen (BENCHMARKS.md §6 has
+the rule, written before the cells ran). Resumable (``benchmarks/results/eps_development/``;
+a cell goes on from its last epoch).
+
+    OMP_NUM_THREADS=1 python -m benchmarks.eps_development --arch mobilenet_v1 --threads 2 --workers 2
+    python -m benchmarks.eps_development --arch wrn16_1 --attacks badnet sig polygon wanet --variants default "eps 0.1"
+    python -m benchmarks.eps_development --report
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from benchmarks.common import GTSRB, RESULTS, teachers_of_role, write_table_report
+from medic_viz.defenses.medic import DEFAULT_LAM
+from medic_viz.experiments import build_grid, run_grid
+from medic_viz.experiments.presets import GTSRB_ATTACKS
+from medic_viz.experiments.protocol import DEVELOPMENT
+from medic_viz.stats import DEFAULT_EPS
+
+OUT = RESULTS / "eps_development"
+#: The grid's points: MEDIC's options over the library's defaults (ε = 1e-5, λ = 3).
+VARIANTS: dict[str, dict] = {
+    "default": {}, "lam 0": {"lam": 0.0}, "lam 0.3": {"lam": 0.3}, "lam 0.03": {"lam": 0.03},
+    "eps 0.1": {"eps": 0.1}, "eps 0.3": {"eps": 0.3}, "eps 1": {"eps": 1.0},
+}
+#: The library's ε and λ, which the variants change.
+BASE = {"eps": DEFAULT_EPS, "lam": DEFAULT_LAM}
+#: MobileNet-v1's cells, in the order they run (two at a time: each ε beside a λ).
+MOBILENET_VARIANTS = ("eps 0.3", "lam 0.3", "eps 0.1", "eps 1", "lam 0", "lam 0.03")
+#: Epochs whose live clean accuracy the table shows.
+SHOWN_EPOCHS = (5, 10, 20, 30, 45, 60)
+
+
+def grid(teachers: list[str], variants, seeds=(0,), device: str = "auto") -> list:
+    """One MEDIC cell per teacher folder, variant and seed, on the development half."""
+    cells = []
+    for name in variants:
+        cells += build_grid(dataset=str(GTSRB), teachers=teachers, methods=["medic"], seeds=list(seeds),
+                            device=device, test_part=DEVELOPMENT, medic=VARIANTS[name] or None)
+    return cells
+
+
+def variant_of(row: dict) -> str | None:
+    """The name of ``row``'s variant (its ε and λ; other options at the library's defaults), else None."""
+    options = row.get("method_options") or {}
+    if str(options.get("layers", "auto")) != "auto" or options.get("sigma_floor"):
+        return None
+    point = (float(options.get("eps", BASE["eps"])), float(options.get("lam", BASE["lam"])))
+    for name, changed in VARIANTS.items():
+        if point == (float(changed.get("eps", BASE["eps"])), float(changed.get("lam", BASE["lam"]))):
+            return name
+    return None
+
+
+def table(rows: list[dict]) -> str:
+    """Markdown, one line per finished cell: the teacher, the variant, clean accuracy per epoch
+    (1,000 live images of the development half), and the whole half's accuracy and ASR after."""
+    shown = " | ".join(f"ep {e}" for e in SHOWN_EPOCHS)
+    lines = [f"| teacher | variant | seed | {shown} | clean acc: teacher → clone (drop) | ASR (%) | seconds |",
+             "|" + "---|" * (6 + len(SHOWN_EPOCHS))]
+    order = list(VARIANTS)
+    named = [(variant_of(r), r) for r in rows]
+    for name, r in sorted(((n, r) for n, r in named if n is not None),
+                          key=lambda p: (p[1]["attack"], order.index(p[0]), p[1]["seed"])):
+        live = {p["epoch"]: p["clean_acc"] for p in r.get("curve") or [] if p.get("clean_acc") is not None}
+        accs = " | ".join(f"{100 * live[e]:.0f}" if e in live else "–" for e in SHOWN_EPOCHS)
+        drop = 100 * (r["before_clean_acc"] - r["clean_acc"])
+        lines.append(f"| {r['attack']} | {name} | {r['seed']} | {accs} | {100 * r['before_clean_acc']:.1f} → "
+                     f"{100 * r['clean_acc']:.1f} ({drop:.1f}) | {100 * r['asr']:.1f} | {r['seconds']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def report() -> None:
+    write_table_report(OUT, table)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--arch", default="mobilenet_v1")
+    parser.add_argument("--attacks", nargs="+", default=["badnet"], choices=sorted(GTSRB_ATTACKS))
+    parser.add_argument("--variants", nargs="+", default=list(MOBILENET_VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--workers", type=int, default=1, help="cells at once, each in its own process")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--report", action="store_true", help="only write the table from finished cells")
+    args = parser.parse_args(argv)
+    if args.report:
+        report()
+        return
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    teachers, missing = teachers_of_role(args.attacks, DEVELOPMENT, args.arch)
+    if missing:
+        parser.error(f"no {args.arch} development teacher for {', '.join(missing)} (python -m benchmarks.train_teachers "
+                     f"--role development --arch {args.arch} --attacks {' '.join(missing)})")
+    result = run_grid(grid(teachers, args.variants, args.seeds, args.device), OUT, workers=args.workers, log=print,
+                      write=False)
+    print(f"{result.computed} computed, {result.skipped} skipped, {len(result.errors)} failed")
+    report()
+
+
+if __name__ == "__main__":
+    main()
