@@ -10,7 +10,8 @@ the ε floor); the model's is the median of its layers' RMS (MobileNet-v1's dept
 feed a norm, and their whole outputs are small: 0.006–0.1). This survey counts, for every cached
 GTSRB teacher, the hooked channels (library default layers, 5 % clean data, seed 0) that such a
 floor would touch for several ρ: where it touches none, a run with the floor is the run without
-it, to the bit.
+it, to the bit. A second table does the same for an absolute ε (σ² = var + ε): the channels it
+dominates and the median factor by which it shrinks the weights 1/σ².
 
     OMP_NUM_THREADS=1 python -m benchmarks.diag_sigma_spread   # → benchmarks/results/sigma_spread.md
 """
@@ -32,6 +33,8 @@ from medic_viz.stats import DEFAULT_EPS, compute_layer_stats, layer_spread
 
 OUT = RESULTS / "sigma_spread.md"
 RHOS = (0.01, 0.03, 0.1, 0.3)
+#: Absolute ε values (MedicConfig.eps) whose effect the second table shows.
+EPSILONS = (0.1, 0.3, 1.0)
 
 
 def teacher_row(folder: Path, splits, fraction: float = 0.05, seed: int = 0) -> dict:
@@ -43,11 +46,15 @@ def teacher_row(folder: Path, splits, fraction: float = 0.05, seed: int = 0) -> 
     spread = layer_spread(stats)
     by_rms = torch.cat([s.std / spread[n] for n, s in stats.items()])
     by_model = torch.cat([s.std for s in stats.values()]) / statistics.median(spread.values())
+    var = torch.cat([s.std for s in stats.values()]) ** 2  # var + DEFAULT_EPS, per channel
     dead = sum(int((s.std <= DEAD_FACTOR * DEFAULT_EPS ** 0.5).sum()) for s in stats.values())
     return {"teacher": folder.name, "layers": len(layers), "channels": int(by_rms.numel()), "dead": dead,
             "min_model": float(by_model.min()), "min_rms": float(by_rms.min()),
             "below_model": {rho: int((by_model < rho).sum()) for rho in RHOS},
-            "below_rms": {rho: int((by_rms < rho).sum()) for rho in RHOS}}
+            "below_rms": {rho: int((by_rms < rho).sum()) for rho in RHOS},
+            # ε: channels it dominates (var < ε) and the median factor its weight 1/σ² shrinks by
+            "under_eps": {e: int((var < e).sum()) for e in EPSILONS},
+            "shrink_eps": {e: float(((var + e) / var).median()) for e in EPSILONS}}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -65,12 +72,21 @@ def main(argv: list[str] | None = None) -> None:
              "| teacher | layers | channels | dead | smallest σ_c / layer RMS / model's | "
              + " | ".join(f"ρ = {r:g}" for r in RHOS) + " |",
              "|---|---|---|---|---|" + "---|" * len(RHOS)]
+    rows = []
     for folder in folders:
         row = teacher_row(folder, splits)
+        rows.append(row)
         lines.append(f"| {row['teacher']} | {row['layers']} | {row['channels']} | {row['dead']} | "
                      f"{row['min_rms']:.3g} / {row['min_model']:.3g} | "
                      + " | ".join(f"{row['below_rms'][r]} / {row['below_model'][r]}" for r in RHOS) + " |")
         print(lines[-1], flush=True)
+    lines += ["", "## An absolute ε instead (`MedicConfig.eps`): how much it moves each teacher's weights", "",
+              "Per ε: hooked channels whose variance on the clean data is below ε (ε dominates their σ²) / the "
+              "median over all hooked channels of the factor their weight 1/σ² shrinks by, (var + ε) / var.", "",
+              "| teacher | channels | " + " | ".join(f"ε = {e:g}" for e in EPSILONS) + " |",
+              "|---|---|" + "---|" * len(EPSILONS)]
+    lines += [f"| {r['teacher']} | {r['channels']} | "
+              + " | ".join(f"{r['under_eps'][e]} / {r['shrink_eps'][e]:.2f}×" for e in EPSILONS) + " |" for r in rows]
     OUT.write_text("\n".join(lines) + "\n")
     print(f"wrote {OUT}")
 
