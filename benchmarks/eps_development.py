@@ -41,11 +41,13 @@ SHOWN_EPOCHS = (5, 10, 20, 30, 45, 60)
 
 
 def grid(teachers: list[str], variants, seeds=(0,), device: str = "auto") -> list:
-    """One MEDIC cell per teacher folder, variant and seed, on the development half."""
+    """One MEDIC cell per teacher folder, variant and seed, on the development half; a teacher's
+    variants next to each other (cells run in this order, so a part cut short compares whole teachers)."""
     cells = []
-    for name in variants:
-        cells += build_grid(dataset=str(GTSRB), teachers=teachers, methods=["medic"], seeds=list(seeds),
-                            device=device, test_part=DEVELOPMENT, medic=VARIANTS[name] or None)
+    for teacher in teachers:
+        for name in variants:
+            cells += build_grid(dataset=str(GTSRB), teachers=[teacher], methods=["medic"], seeds=list(seeds),
+                                device=device, test_part=DEVELOPMENT, medic=VARIANTS[name] or None)
     return cells
 
 
