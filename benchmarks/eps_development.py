@@ -10,6 +10,7 @@ a cell goes on from its last epoch).
 
     OMP_NUM_THREADS=1 python -m benchmarks.eps_development --arch mobilenet_v1 --threads 2 --workers 2
     python -m benchmarks.eps_development --arch wrn16_1 --attacks badnet sig polygon wanet --variants default "eps 0.1"
+    OMP_NUM_THREADS=1 python -m benchmarks.eps_development --fraction 0.02 --variants default "eps 0.1" "lam 0" --workers 2
     python -m benchmarks.eps_development --report
 """
 
@@ -40,14 +41,16 @@ MOBILENET_VARIANTS = ("eps 0.3", "lam 0.3", "eps 0.1", "eps 1", "lam 0", "lam 0.
 SHOWN_EPOCHS = (5, 10, 20, 30, 45, 60)
 
 
-def grid(teachers: list[str], variants, seeds=(0,), device: str = "auto") -> list:
-    """One MEDIC cell per teacher folder, variant and seed, on the development half; a teacher's
+def grid(teachers: list[str], variants, seeds=(0,), device: str = "auto", fraction: float = 0.05) -> list:
+    """One MEDIC cell per teacher folder, variant and seed on ``fraction`` of the training set as
+    clean data, on the development half; a teacher's
     variants next to each other (cells run in this order, so a part cut short compares whole teachers)."""
     cells = []
     for teacher in teachers:
         for name in variants:
             cells += build_grid(dataset=str(GTSRB), teachers=[teacher], methods=["medic"], seeds=list(seeds),
-                                device=device, test_part=DEVELOPMENT, medic=VARIANTS[name] or None)
+                                device=device, test_part=DEVELOPMENT, medic=VARIANTS[name] or None,
+                                fraction=fraction)
     return cells
 
 
@@ -67,16 +70,17 @@ def table(rows: list[dict]) -> str:
     """Markdown, one line per finished cell: the teacher, the variant, clean accuracy per epoch
     (1,000 live images of the development half), and the whole half's accuracy and ASR after."""
     shown = " | ".join(f"ep {e}" for e in SHOWN_EPOCHS)
-    lines = [f"| teacher | variant | seed | {shown} | clean acc: teacher → clone (drop) | ASR (%) | seconds |",
-             "|" + "---|" * (6 + len(SHOWN_EPOCHS))]
+    lines = [f"| teacher | clean data | variant | seed | {shown} | clean acc: teacher → clone (drop) | ASR (%) | seconds |",
+             "|" + "---|" * (7 + len(SHOWN_EPOCHS))]
     order = list(VARIANTS)
     named = [(variant_of(r), r) for r in rows]
     for name, r in sorted(((n, r) for n, r in named if n is not None),
-                          key=lambda p: (p[1]["attack"], order.index(p[0]), p[1]["seed"])):
+                          key=lambda p: (p[1]["attack"], -p[1]["fraction"], order.index(p[0]), p[1]["seed"])):
         live = {p["epoch"]: p["clean_acc"] for p in r.get("curve") or [] if p.get("clean_acc") is not None}
         accs = " | ".join(f"{100 * live[e]:.0f}" if e in live else "–" for e in SHOWN_EPOCHS)
         drop = 100 * (r["before_clean_acc"] - r["clean_acc"])
-        lines.append(f"| {r['attack']} | {name} | {r['seed']} | {accs} | {100 * r['before_clean_acc']:.1f} → "
+        lines.append(f"| {r['attack']} | {100 * r['fraction']:g} % | {name} | {r['seed']} | {accs} | "
+                     f"{100 * r['before_clean_acc']:.1f} → "
                      f"{100 * r['clean_acc']:.1f} ({drop:.1f}) | {100 * r['asr']:.1f} | {r['seconds']:.0f} |")
     return "\n".join(lines) + "\n"
 
@@ -91,6 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--attacks", nargs="+", default=["badnet"], choices=sorted(GTSRB_ATTACKS))
     parser.add_argument("--variants", nargs="+", default=list(MOBILENET_VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--fraction", type=float, default=0.05, help="clean data: this share of the training set")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--workers", type=int, default=1, help="cells at once, each in its own process")
     parser.add_argument("--device", default="auto")
@@ -105,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     if missing:
         parser.error(f"no {args.arch} development teacher for {', '.join(missing)} (python -m benchmarks.train_teachers "
                      f"--role development --arch {args.arch} --attacks {' '.join(missing)})")
-    result = run_grid(grid(teachers, args.variants, args.seeds, args.device), OUT, workers=args.workers, log=print,
+    result = run_grid(grid(teachers, args.variants, args.seeds, args.device, args.fraction), OUT, workers=args.workers, log=print,
                       write=False)
     print(f"{result.computed} computed, {result.skipped} skipped, {len(result.errors)} failed")
     report()

@@ -528,7 +528,8 @@ def test_protocol_and_development_parts_pass_workers_to_the_grid(monkeypatch) ->
 def test_eps_development_names_each_cell_by_its_eps_and_lambda_and_tabulates_by_hand() -> None:
     """Every variant's cell maps back to its name (ε, λ at the library's defaults otherwise); a
     floor or another layer set is another series (None). Teacher 98 %, clone 61 %: a 37-point
-    drop; live accuracy shown at the epochs the table names, "–" where the curve has none."""
+    drop; live accuracy shown at the epochs the table names, "–" where the curve has none; the
+    larger clean-data share first; a 2 % cell is another cell than the 5 % one."""
     folder = [str(ROOT / "benchmarks" / "results" / "gtsrb_teachers" / "badnet_mobilenet_v1_e30_s0")]
     cells = eps_development.grid(folder, list(eps_development.VARIANTS))
     assert [eps_development.variant_of({"method_options": c.method_options}) for c in cells] == \
@@ -539,10 +540,13 @@ def test_eps_development_names_each_cell_by_its_eps_and_lambda_and_tabulates_by_
     assert eps_development.variant_of({"method_options": {"eps": 0.2}}) is None
     curve = [{"epoch": 5, "clean_acc": 0.2}, {"epoch": 10, "clean_acc": 0.305}, {"epoch": 60, "clean_acc": 0.6}]
     rows = [_row("badnet_mobilenet_v1_e30_s0", "medic", 0, 0.61, 0.034, method_options={"eps": 1.0, "lam": 3.0},
-                 curve=curve, seconds=2100.4),
-            _row("badnet_mobilenet_v1_e30_s0", "medic", 0, 0.4, 0.05, method_options={"lam": 0.0}, seconds=10.0)]
+                 curve=curve, seconds=2100.4, fraction=0.02),
+            _row("badnet_mobilenet_v1_e30_s0", "medic", 0, 0.4, 0.05, method_options={"lam": 0.0}, seconds=10.0,
+                 fraction=0.05)]
     lines = eps_development.table(rows).splitlines()
     teacher = "| badnet_mobilenet_v1_e30_s0"
-    assert lines[2:] == [f"{teacher} | lam 0 | 0 | – | – | – | – | – | – | 98.0 → 40.0 (58.0) | 5.0 | 10 |",
-                         f"{teacher} | eps 1 | 0 | 20 | 30 | – | – | – | 60 | 98.0 → 61.0 (37.0) | 3.4 | 2100 |"]
+    assert lines[2:] == [f"{teacher} | 5 % | lam 0 | 0 | – | – | – | – | – | – | 98.0 → 40.0 (58.0) | 5.0 | 10 |",
+                         f"{teacher} | 2 % | eps 1 | 0 | 20 | 30 | – | – | – | 60 | 98.0 → 61.0 (37.0) | 3.4 | 2100 |"]
+    two, = eps_development.grid(folder, ["eps 0.1"], fraction=0.02)
+    assert two.fraction == 0.02 and two.cell_id not in {c.cell_id for c in cells}
 
