@@ -20,6 +20,7 @@ import pytest
 
 from medic_viz.cli import main
 from medic_viz.experiments import build_grid, read_runs, runner
+from medic_viz.experiments.executors import Executor
 
 REPO = Path(__file__).resolve().parents[1]
 FAST: dict[str, Any] = dict(epochs=1, attack_epochs=1, device="cpu", max_train=64, max_test=32)
@@ -152,6 +153,23 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc to list child processes")
+def test_an_interrupted_pool_has_closed_its_manager_thread_before_the_interpreter_exits() -> None:
+    """The SIGTERM path (terminate the workers) must leave no pool manager thread running:
+    Python 3.11's exit hook for process pools writes to the thread's wakeup pipe while that
+    thread may be closing it ("Exception ignored ... OSError: [Errno 9] Bad file descriptor"
+    after ``compare`` was killed: a traceback on a clean exit, seen intermittently in CI)."""
+    with pytest.raises(RuntimeError, match="stop"):
+        with Executor("local", 2, None, False) as ex:
+            pool = ex._pool
+            assert pool is not None
+            pool.submit(time.sleep, 60)  # a worker busy with a task, as in a grid
+            thread: Any = pool._executor_manager_thread  # private (no public API); typeshed's stub mistypes it
+            wakeup: Any = pool._executor_manager_thread_wakeup
+            raise RuntimeError("stop")
+    assert thread is not None and not thread.is_alive(), "the pool's manager thread still runs after __exit__"
+    assert wakeup._closed  # nothing left for the exit hook to write to
+
+
 def test_sigterm_leaves_no_worker_process(npz, tmp_path) -> None:
     env = {**os.environ, "MEDIC_VIZ_TEST_PAUSE": "teacher:120", "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1",
            "PYTHONPATH": str(REPO)}

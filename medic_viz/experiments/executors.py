@@ -143,12 +143,18 @@ class Executor:
         processes = list(getattr(self._pool, "_processes", {}).values())  # no public API before Python 3.14
         for proc in processes:
             proc.terminate()
+        manager = getattr(self._pool, "_executor_manager_thread", None)  # None before the first submit
         self._pool.shutdown(wait=False, cancel_futures=True)
         for proc in processes:
             proc.join(timeout=5)
             if proc.is_alive():
                 proc.kill()
                 proc.join(timeout=5)
+        # Wait for the pool's manager thread (it sees the dead workers and closes its wakeup pipe):
+        # Python 3.11's exit hook writes to that pipe, and raced with the close after a SIGTERM
+        # ("Exception ignored ... OSError: [Errno 9] Bad file descriptor" on an otherwise clean exit).
+        if manager is not None:
+            manager.join(timeout=10)
 
     def run(self, tasks: Sequence[Task], on_result: Callable[[str, Any], None],
             on_error: Callable[[str, BaseException, str], None]) -> None:
