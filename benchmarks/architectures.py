@@ -2,7 +2,9 @@
 question): MEDIC's defaults and plain cloning (one global τ = 0) on ResNet-18, VGG-11-BN and
 MobileNet-v1 GTSRB teachers of BadNet, SIG and Polygon — *evaluation* teachers (seed 1),
 measured on the *evaluation* half of the test set, 5 % clean data, 60 epochs, two seeds.
-WRN-16-1's rows are Figure 4's cells (:mod:`benchmarks.figure4_tau`), read, not re-run.
+WRN-16-1's rows are Figure 4's library-cut cells (:mod:`benchmarks.figure4_tau`), read, not re-run —
+those ran at ε = 1e-5, MEDIC's default before 2026-12-05, and are shown as such; every other
+row runs at the library's default (ε = 0.1), and rows of two ε never share a line.
 
     python -m benchmarks.train_teachers --role evaluation --arch resnet18 --attacks badnet sig polygon --device cuda
     python -m benchmarks.architectures --archs resnet18 --device cuda     # a part (resumable)
@@ -29,6 +31,7 @@ from benchmarks.common import (
     ARCHITECTURES,
     DOCS,
     FIGURE4_OUT,
+    eps_note,
     late_text,
     protocol_parser,
     run_protocol_part,
@@ -68,13 +71,15 @@ def _text(m) -> str:
 def table(rows: list[dict]) -> str:
     """Markdown: per architecture and attack, the teacher, the default's and plain cloning's
     clean accuracy / ASR (%, mean ± sample std over seeds, n; the highest live ASR after epoch
-    20), and whether the default meets the 5 % target (on the final numbers, as printed)."""
+    20), and whether the default meets the 5 % target (on the final numbers, as printed). Rows
+    at another ε than MEDIC's default (ε = 1e-5, before 2026-12-05) are lines of their own, named so."""
     lines = ["| Architecture | Attack | Teacher acc / ASR | MEDIC default | plain cloning (τ = 0) | target (default) |",
              "|---|---|---|---|---|---|"]
-    for arch in SHOWN:
+    series = sorted({eps_note(r) for r in rows}, key=lambda note: (note != "", note))  # the default ε first
+    for arch, note in ((a, n) for a in SHOWN for n in series):
         for attack in ARCH_ATTACKS:
             mine = [r for r in rows if r["model"] == arch and r["attack"].startswith(attack + "_")
-                    and _point(r) is not None]
+                    and _point(r) is not None and eps_note(r) == note]
             if not mine:
                 continue
             t, cells, verdict = mine[0], [], "–"
@@ -89,7 +94,7 @@ def table(rows: list[dict]) -> str:
                     drop = 100 * t["before_clean_acc"] - acc.mean
                     ok = round(asr.mean, 1) <= TARGET[0] and round(drop, 1) <= TARGET[1]
                     verdict = f"{'met' if ok else 'missed'} (drop {drop:.1f}, ASR {asr.mean:.1f})"
-            lines.append(f"| {arch} | {attack} | {100 * t['before_clean_acc']:.1f} / {100 * t['before_asr']:.1f} | "
+            lines.append(f"| {arch}{note} | {attack} | {100 * t['before_clean_acc']:.1f} / {100 * t['before_asr']:.1f} | "
                          + " | ".join(cells) + f" | {verdict} |")
     return "\n".join(lines) + "\n"
 
@@ -99,7 +104,8 @@ def figure(rows: list[dict]):
     pair of curves per architecture × attack, mean ± std over seeds."""
     from medic_viz.viz.summary_figures import tau_sweep_figure  # noqa: PLC0415 — plotly: not on the GPU machine, where the grid runs
 
-    data = [{"tau": 0.0 if _point(r) == PLAIN else 1.0, "series": f"{r['model']} · {r['attack'].split('_', 1)[0]}",
+    data = [{"tau": 0.0 if _point(r) == PLAIN else 1.0,
+             "series": f"{r['model']}{eps_note(r)} · {r['attack'].split('_', 1)[0]}",
              "clean_acc": r["clean_acc"], "asr": r["asr"]} for r in rows if _point(r) is not None]
     fig = tau_sweep_figure(data, group_by="series",
                            title="Architectures, evaluation teachers and test images<br><sup>x = 0: plain cloning; "

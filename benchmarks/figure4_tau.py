@@ -22,6 +22,7 @@ from benchmarks.common import (
     FIGURE4_LAYERS,
     FIGURE4_OUT,
     FIGURE4_TAUS,
+    PROTOCOL_MEDIC,
     late_text,
     protocol_parser,
     run_protocol_part,
@@ -39,8 +40,9 @@ _ATTACK_NAMES = {"cleanlabel": "Clean-Label", "sig": "SIG", "badnet": "BadNet"}
 
 
 def grid(teachers: list[str], seeds, device: str = "auto", taus=TAUS, layers: str = "auto"):
-    """The τ sweep and the default per teacher and seed (:func:`benchmarks.common.tau_grid`)."""
-    return tau_grid(teachers, seeds, device, taus, layers)
+    """The τ sweep and the default per teacher and seed (:func:`benchmarks.common.tau_grid`), at
+    the ε these cells ran with (:data:`benchmarks.common.PROTOCOL_MEDIC`)."""
+    return tau_grid(teachers, seeds, device, taus, layers, medic=PROTOCOL_MEDIC)
 
 
 def _layers(row: dict) -> str:

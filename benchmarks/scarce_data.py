@@ -23,6 +23,7 @@ import math
 from benchmarks.common import (
     DOCS,
     GTSRB,
+    PROTOCOL_MEDIC,
     SCARCE_ATTACKS,
     SCARCE_FRACTIONS,
     SCARCE_METHODS,
@@ -47,10 +48,11 @@ TARGETS = {0.05: (10.0, 3.0), 0.02: (10.0, 5.0)}
 
 
 def grid(teachers: list[str], seeds, device: str = "auto", fractions=FRACTIONS, methods=METHODS):
-    """The cells: every teacher folder × fraction × method × seed, on the evaluation half."""
+    """The cells: every teacher folder × fraction × method × seed, on the evaluation half (MEDIC
+    at the ε these cells ran with: :data:`benchmarks.common.PROTOCOL_MEDIC`)."""
     return build_grid(dataset=str(GTSRB), teachers=teachers, methods=list(methods), seeds=list(seeds),
                       ablation="fraction", values={"fraction": tuple(fractions)}, device=device,
-                      test_part=EVALUATION)
+                      test_part=EVALUATION, medic=PROTOCOL_MEDIC if "medic" in methods else None)
 
 
 def _text(m) -> str:

@@ -27,6 +27,7 @@ from typing import Any, Mapping
 from benchmarks.common import (
     DOCS,
     GTSRB,
+    PROTOCOL_MEDIC,
     TABLE1_AS_IS,
     TABLE1_ATTACKS,
     TABLE1_PROTOCOL_OUT,
@@ -52,7 +53,7 @@ def grid(teachers: list[str], seeds, selections: Mapping[str, Selection], device
     """The as-is cells and the tuned cells of the methods ``selections`` has, per teacher folder
     and seed, on the evaluation half of the test set."""
     common: dict[str, Any] = dict(dataset=str(GTSRB), teachers=teachers, seeds=list(seeds), device=device,
-                                  test_part=EVALUATION)
+                                  test_part=EVALUATION, medic=PROTOCOL_MEDIC)
     as_is = build_grid(methods=list(AS_IS), **common)
     chosen = [m for m in TUNED if m in selections]
     return as_is + (tuned_cells(build_grid(methods=chosen, **common), selections) if chosen else [])

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import GTSRB, TUNING_OUT, teachers_of_role
+from benchmarks.common import GTSRB, PROTOCOL_MEDIC, TUNING_OUT, teachers_of_role
 from medic_viz.data import load_dataset
 from medic_viz.defenses.registry import canonical_name, tuning_space
 from medic_viz.experiments.grid import method_options
@@ -75,6 +75,8 @@ def run_unit(unit: dict, splits: Any, holdout: Any, device: str) -> dict:
     start = time.perf_counter()
     teacher, _card = load_model_folder(unit["folder"])
     options = method_options(unit["method"], epochs=None, seed=SEED, device=device)
+    if canonical_name(unit["method"]) == "medic":
+        options.update(PROTOCOL_MEDIC)  # the ε the committed units ran with (their file names do not name it)
     _cands, accs, teacher_acc, n = holdout_accuracies(
         unit["method"], {unit["teacher"]: teacher}, splits.train, fraction=FRACTION, seed=SEED, options=options,
         candidates=unit["options"], holdout=holdout, device=device)

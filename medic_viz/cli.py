@@ -142,13 +142,16 @@ def build_parser() -> argparse.ArgumentParser:
                           "models with fewer than 3 convolutions: the next preset that fits); "
                           "'conv+bn-last' (from the first); "
                           "'conv+bn' (the MEDIC authors' command: no dense layers), 'all' (the paper's text, logits included), "
-                          "or comma-separated module names. The paper's setting: --tau 5 --layers all")
+                          "or comma-separated module names. The paper's setting: --tau 5 --lam 10 --layers all --eps 1e-5")
     dfd.add_argument("--tau-budget", type=_number(0.0, 1.0), default=None,
                      help="with --tau auto: allowed clean-accuracy drop (fraction, default 0.03)")
     dfd.add_argument("--tau-search-epochs", type=_whole(1, 100_000), default=None,
                      help="with --tau auto: epochs per candidate τ (default 20)")
     dfd.add_argument("--lam", type=_number(0.0, 1e6), default=None,
                      help="MEDIC only: cloning-loss weight λ >= 0 (default 3; the paper's is 10)")
+    dfd.add_argument("--eps", type=_number(0.0, 1e6, low_open=True), default=None,
+                     help="MEDIC only: ε added to the teacher's variances, σ = sqrt(var + ε) (default 0.1; the paper's "
+                          "1e-5, which stalls networks with small activations such as MobileNet-v1)")
     dfd.add_argument("--holdout-fraction", type=_number(0.0, 0.5), default=None,
                      help="MEDIC only: keep this share of the clean data out of training and report the clone's "
                           "accuracy on it against the teacher's, every epoch and at the end — what cloning costs, "

@@ -103,6 +103,8 @@ def add_compare_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
                         "last stage); conv+bn-last, conv+bn, all (the paper's text), or module names")
     p.add_argument("--lam", type=number(0.0, 1e6), default=None,
                    help="MEDIC's λ in the comparison (default 3; the paper's is 10)")
+    p.add_argument("--eps", type=number(0.0, 1e6, low_open=True), default=None,
+                   help="MEDIC's ε added to the teacher's variances, σ = sqrt(var + ε) (default 0.1; the paper's 1e-5)")
     p.add_argument("--holdout-fraction", type=number(0.0, 0.5), default=None,
                    help="MEDIC only: keep this share of each cell's clean data out of training and record the clone's "
                         "accuracy on it against the teacher's (the row's extra.holdout and its curve; default 0: off)")

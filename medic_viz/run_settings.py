@@ -32,7 +32,15 @@ import torch
 from medic_viz.calibration import validate_share
 from medic_viz.capture import LAYER_PRESETS, resolve_layers
 from medic_viz.checks import MAX_SEED, check_number, check_whole
-from medic_viz.defenses.medic import DEFAULT_LAM, DEFAULT_LAYERS, DEFAULT_SHARE, DEFAULT_TAU, validate_lambda
+from medic_viz.defenses.medic import (
+    DEFAULT_EPS_MEDIC,
+    DEFAULT_LAM,
+    DEFAULT_LAYERS,
+    DEFAULT_SHARE,
+    DEFAULT_TAU,
+    PAPER_EPS,
+    validate_lambda,
+)
 from medic_viz.defenses.registry import DEFENSES, MAIN_METHOD, available_defenses, defense_class
 from medic_viz.device import resolve_device
 from medic_viz.importance import validate_tau
@@ -126,6 +134,12 @@ def _check_share(value: Any, _model: Any = None) -> float | None:
 
 def _check_lam(value: Any, _model: Any = None) -> float:
     return validate_lambda(value)
+
+
+def _check_eps(value: Any, _model: Any = None) -> float:
+    return float(check_number("eps", value, 0.0, low_open=True,
+                              advice=f"σ = sqrt(var + eps); MEDIC's default is {DEFAULT_EPS_MEDIC:g}, "
+                                     f"the paper's {PAPER_EPS:g}"))
 
 
 def _check_layers(value: Any, model: Any = None) -> str | tuple[str, ...]:
@@ -226,8 +240,8 @@ def _setting(default: Any, check: Callable[[Any, Any], Any], doc: str, *, contro
 class RunSettings:
     """The settings of one defence run, each validated by its field's check on construction
     (and :meth:`replace` checks only what it changes). See the module doc; field docs:
-    :meth:`doc`. Method-specific fields (``tau_mode``, ``tau``, ``share``, ``layers``, ``lam``:
-    MEDIC's) are ignored by a method that does not use them."""
+    :meth:`doc`. Method-specific fields (``tau_mode``, ``tau``, ``share``, ``layers``, ``lam``,
+    ``eps``, ``holdout_fraction``: MEDIC's) are ignored by a method that does not use them."""
 
     method: str = _setting(MAIN_METHOD, _check_method, "the defence: 'medic' or a baseline name", option=None)
     tau_mode: str = _setting("share", _check_tau_mode, "how MEDIC's τ is set: 'share' (calibrated per layer) or "
@@ -242,6 +256,9 @@ class RunSettings:
                            "names", short="layers", label=lambda v: f"layers={layers_text(v)}", label_at_default=False)
     lam: float = _setting(DEFAULT_LAM, _check_lam, "MEDIC's cloning weight λ >= 0", short="λ",
                           label=lambda v: f"λ={_fmt(v)}")
+    eps: float = _setting(DEFAULT_EPS_MEDIC, _check_eps, "ε added to the teacher's variances in MEDIC's loss and "
+                          "importance (σ = sqrt(var + ε); the paper's is 1e-5)", control=False,
+                          label=lambda v: f"ε={_fmt(v)}", label_at_default=False)
     holdout_fraction: float = _setting(0.0, _check_holdout_fraction, "MEDIC's clean hold-out: the share of the clean "
                                        "data kept out of training to measure the clone's accuracy against the "
                                        "teacher's during the run (0 = off)", unset=(None, 0, 0.0), short="hold-out",
@@ -332,7 +349,7 @@ class RunSettings:
         global τ; without it τ is calibrated per layer, to ``--share`` if given; ``auto`` is the
         command's to choose, the settings then keep the per-layer τ until it does), ``--share``,
         ``--layers`` (a preset or comma-separated module names, checked against the model when
-        it runs), ``--lam``, ``--epochs``, ``--fraction``, ``--device``, ``--seed``,
+        it runs), ``--lam``, ``--eps``, ``--epochs``, ``--fraction``, ``--device``, ``--seed``,
         ``--batch-size``, ``--lr``. A flag not given keeps the method's default."""
         given = {name: getattr(args, name, None) for name in cls.names()}
         values = {k: v for k, v in given.items() if v is not None and k not in ("tau", "share", "layers")}

@@ -96,7 +96,8 @@ def test_the_defaults_of_every_config_are_valid():
 
 def test_medic_eps_message_says_what_to_do():
     with pytest.raises(ValueError,
-                       match=r"^eps must be a finite number > 0, got -1; σ = sqrt\(var \+ eps\), the default eps is 1e-05$"):
+                       match=r"^eps must be a finite number > 0, got -1; σ = sqrt\(var \+ eps\); MEDIC's default is 0\.1, "
+                             r"the paper's 1e-05$"):
         MedicConfig(eps=-1)
 
 

@@ -33,7 +33,7 @@ from benchmarks import (
     table1_protocol,
     tune_methods,
 )
-from medic_viz.experiments import build_grid
+from medic_viz.experiments import build_grid, read_runs
 from medic_viz.experiments.selection import Selection
 from medic_viz.experiments.summary import peak_late_asr
 
@@ -261,13 +261,13 @@ def test_architectures_table_puts_the_default_beside_plain_cloning_and_checks_th
     """Teacher 98.0 / 100.0; default 96.0 / 4.0 and 94.0 / 2.0 (mean 95.0 / 3.0: drop 3.0 ≤ 3 → met);
     a conv+bn row and a τ = 1 row belong to other series and are left out."""
     t = "sig_resnet18_e30_s1"
-    auto = {"method_options": {"layers": "auto"}, "model": "resnet18"}
+    auto = {"method_options": {"layers": "auto", "eps": 0.1}, "model": "resnet18"}
     rows = [_row(t, "medic", 0, 0.96, 0.04, ablation="none", x=None, **auto),
             _row(t, "medic", 1, 0.94, 0.02, ablation="none", x=None, **auto),
             _row(t, "medic", 0, 0.97, 0.80, ablation="tau", x=0.0, **auto),
             _row(t, "medic", 0, 0.10, 0.10, ablation="tau", x=1.0, **auto),
             _row(t, "medic", 0, 0.10, 0.10, ablation="tau", x=0.0, model="resnet18",
-                 method_options={"layers": "conv+bn"})]
+                 method_options={"layers": "conv+bn", "eps": 0.1})]
     lines = architectures.table(rows).splitlines()
     assert lines[2:] == ["| resnet18 | sig | 98.0 / 100.0 | 95.0 ± 1.4 / 3.0 ± 1.4 (n=2) | 97.0 / 80.0 (n=1) | "
                          "met (drop 3.0, ASR 3.0) |"]
@@ -275,10 +275,29 @@ def test_architectures_table_puts_the_default_beside_plain_cloning_and_checks_th
     assert architectures.table(rows).splitlines()[2].endswith("| missed (drop 3.5, ASR 3.0) |")
 
 
-def test_architectures_cells_are_figure4s_default_and_plain_cells_so_wrn_rows_are_read_not_rerun() -> None:
+def test_architectures_cells_are_figure4s_default_and_plain_cells_but_at_the_librarys_eps() -> None:
+    """The same cells as Figure 4's library cut but for ε: Figure 4 keeps the 1e-5 its rows ran with
+    (their committed ids), the architectures run MEDIC's default ε = 0.1."""
     folder = [str(ROOT / "benchmarks" / "results" / "gtsrb_teachers" / "sig_wrn16_1_e30_s1")]
     ours, fig4 = architectures.grid(folder, [0, 1]), figure4_tau.grid(folder, [0, 1], taus=[0.0])
-    assert [c.cell_id for c in ours] == [c.cell_id for c in fig4] and len(ours) == 4
+    assert len(ours) == len(fig4) == 4 and not {c.cell_id for c in ours} & {c.cell_id for c in fig4}
+    for mine, theirs in zip(ours, fig4):
+        assert mine.method_options["eps"] == 0.1 and "eps" not in theirs.method_options
+        assert {**theirs.method_options, "eps": 0.1} == mine.method_options
+    ids = {r["cell_id"] for r in read_runs(common.FIGURE4_OUT / "runs.jsonl")}
+    assert {c.cell_id for c in fig4} <= ids  # Figure 4's committed rows are still its cells
+
+
+def test_architectures_table_keeps_rows_of_another_eps_on_lines_of_their_own() -> None:
+    """A row without ε ran at 1e-5 (before ε was pinned): never averaged with the default's rows."""
+    t = "badnet_mobilenet_v1_e30_s1"
+    rows = [_row(t, "medic", 0, 0.96, 0.01, ablation="none", x=None, model="mobilenet_v1",
+                 method_options={"layers": "auto", "eps": 0.1}),
+            _row(t, "medic", 0, 0.12, 0.11, ablation="none", x=None, model="mobilenet_v1",
+                 method_options={"layers": "auto"})]
+    lines = architectures.table(rows).splitlines()
+    assert lines[2].startswith("| mobilenet_v1 | badnet | 98.0 / 100.0 | 96.0 / 1.0 (n=1) |")
+    assert lines[3].startswith("| mobilenet_v1, ε = 1e-05 | badnet | 98.0 / 100.0 | 12.0 / 11.0 (n=1) |")
 
 
 def test_gpu_architectures_refuses_parts_that_do_not_join_into_gtsrb_and_trains_nothing(tmp_path: Path) -> None:
@@ -549,4 +568,24 @@ def test_eps_development_names_each_cell_by_its_eps_and_lambda_and_tabulates_by_
                          f"{teacher} | 2 % | eps 1 | 0 | 20 | 30 | – | – | – | 60 | 98.0 → 61.0 (37.0) | 3.4 | 2100 |"]
     two, = eps_development.grid(folder, ["eps 0.1"], fraction=0.02)
     assert two.fraction == 0.02 and two.cell_id not in {c.cell_id for c in cells}
+
+
+def test_eps_development_cells_keep_the_ids_of_the_committed_rows_across_the_default_change() -> None:
+    """ε's default moved from 1e-5 to 0.1 after these rows ran: each committed row is still a cell
+    of the grid its variant names (a variant at ε = 1e-5 names it; MEDIC drops a pinned ε of
+    1e-5 from the options, so the old rows keep their ids), and the library's default cell now is
+    the "eps 0.1" cell — the same run, not a new one."""
+    rows = [json.loads(line) for line in (ROOT / "benchmarks" / "results" / "eps_development" / "runs.jsonl")
+            .read_text().splitlines() if line.strip()]
+    assert len(rows) >= 16
+    teachers = ROOT / "benchmarks" / "results" / "gtsrb_teachers"
+    for row in rows:
+        name = eps_development.variant_of(row)
+        assert name is not None, row["cell_id"]
+        cell, = eps_development.grid([str(teachers / row["attack"])], [name], seeds=[row["seed"]], fraction=row["fraction"])
+        assert cell.cell_id == row["cell_id"], (name, row["attack"], row["fraction"])
+    folder = [str(teachers / "sig_wrn16_1_e30_s0")]
+    default, = build_grid(dataset=str(common.GTSRB), teachers=folder, methods=["medic"], seeds=[0], test_part="development")
+    assert default.cell_id == eps_development.grid(folder, ["eps 0.1"])[0].cell_id
+    assert default.cell_id != eps_development.grid(folder, ["eps 1e-5"])[0].cell_id
 

@@ -81,8 +81,10 @@ def test_replace_checks_only_what_it_changes(monkeypatch):
 def test_defence_options_per_method():
     s = RunSettings.create(tau=3.0, epochs=6, seed=2, batch_size=32)
     assert s.tau_mode == "global"
-    assert s.to_defense_options() == {"tau": 3.0, "layers": DEFAULT_LAYERS, "lam": DEFAULT_LAM, "epochs": 6,
+    assert s.to_defense_options() == {"tau": 3.0, "layers": DEFAULT_LAYERS, "lam": DEFAULT_LAM, "eps": 0.1, "epochs": 6,
                                       "device": "auto", "seed": 2, "student_seed": 2, "batch_size": 32}
+    assert "eps" not in s.to_defense_options(defaults=False)  # the method's own default: a grid pins it
+    assert s.replace(eps=1e-5).to_defense_options(defaults=False)["eps"] == 1e-5
     per_layer = s.replace(tau_mode="share", share=0.02).to_defense_options()
     assert per_layer["share"] == 0.02 and "tau" not in per_layer
     assert "share" not in RunSettings().to_defense_options()  # None: the method's own default
@@ -134,6 +136,12 @@ def test_the_cli_reads_its_settings_into_one_object():
     # No flag: MEDIC's own defaults (τ calibrated per layer to its default share), as MedicConfig() has them.
     config = Medic(**plain.to_defense_options(budget=False)).config
     assert config.tau is None and config.share is None and config.layers == DEFAULT_LAYERS and config.epochs == 60
+    assert config.eps == 0.1  # MEDIC's default ε, not the paper's 1e-5
+    paper = RunSettings.from_cli_args(parser.parse_args(["defend", "--teacher", "t", "--out", "o", "--tau", "5", "--lam",
+                                                         "10", "--layers", "all", "--eps", "1e-5"]))
+    assert Medic(**paper.to_defense_options(budget=False)).config.eps == 1e-5  # the paper's setting, one flag each
+    with pytest.raises(SystemExit):
+        parser.parse_args(["defend", "--teacher", "t", "--out", "o", "--eps", "0"])
     auto = RunSettings.from_cli_args(parser.parse_args(["defend", "--teacher", "t", "--out", "o", "--tau", "auto"]))
     assert auto.tau_mode == "share"  # the command chooses τ, then replaces it
     with pytest.raises(ValueError, match="both set how sharp"):
@@ -156,6 +164,7 @@ def test_compare_reads_medics_flags_as_defend_does_and_keeps_the_cell_ids():
     own = method_settings(MAIN_METHOD)
     assert options(*flags) == {k: v for k, v in defend.to_defense_options(defaults=False).items() if k in own}
     assert options() == {} and options("--share", "0.02", "--layers", "all") == {"share": 0.02, "layers": "all"}
+    assert options("--eps", "1e-5") == {"eps": 1e-5}
     with pytest.raises(ValueError, match="both set how sharp"):
         options("--tau", "3", "--share", "0.1")
     # the flags as compare read them before: the same cells, the same ids

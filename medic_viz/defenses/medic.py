@@ -65,6 +65,8 @@ __all__ = [
     "DEFAULT_TAU",
     "DEFAULT_LAM",
     "PAPER_LAM",
+    "DEFAULT_EPS_MEDIC",
+    "PAPER_EPS",
     "preview_layer_taus",
     "holdout_record",
     "HOLDOUT_GAP_POINTS",
@@ -102,6 +104,22 @@ DEFAULT_LAM = 3.0
 
 #: The paper's λ (its text and the authors' command).
 PAPER_LAM = 10.0
+
+#: The default ε added to the teacher's per-channel variances (σ = sqrt(var + ε)). The paper
+#: gives σ "a small epsilon" (:data:`PAPER_EPS`, the default until 2026-12-05); with it the loss
+#: weighs a channel 1/σ², and on MobileNet-v1, whose late norm and depthwise outputs are live but
+#: small (RMS 0.006–0.1), matching those exactly became the whole task: the clone never learned
+#: (8.5 % clean after 12 epochs on a development teacher, 9.5–12.4 % after 60 on the evaluation
+#: one). ε = 0.1 (σ ≥ 0.32) cloned the development MobileNet-v1 teacher to 96.2 % (labels alone
+#: 92.3 %; at 2 % clean data 84.7 % against 49.8 %) and, on WRN-16-1's four development teachers,
+#: left every ASR ≤ 10 % at 5 % and 2 % clean data where ε = 1e-5 left SIG at 21.7 and 69.7 %, at
+#: the same accuracy (it shrinks WRN-16-1's median weight 1.09–1.18-fold) — chosen by a rule
+#: written before those runs, on development teachers and test images only (BENCHMARKS.md §6).
+DEFAULT_EPS_MEDIC = 0.1
+
+#: The paper's "small epsilon", and every MEDIC run's before :data:`DEFAULT_EPS_MEDIC`: a grid cell
+#: that runs with it keeps the id it had then (:meth:`Medic.pinned_options`).
+PAPER_EPS = DEFAULT_EPS
 
 #: Largest λ accepted: beyond it the cloning term swamps the label loss by float32's margin.
 MAX_LAMBDA = 1e6
@@ -149,7 +167,9 @@ class MedicConfig(TrainConfig):
     :func:`medic_viz.importance.layer_clone_loss`: slowest, for checks and benchmarks); same
     numbers every way, to float rounding (:mod:`medic_viz.fused`).
     ``calibration_images``: clean images used to calibrate τ per layer.
-    ``eps``: added to the teacher's variances (σ = sqrt(var + eps)). ``sigma_floor`` ρ (default 0:
+    ``eps``: added to the teacher's variances (σ = sqrt(var + eps)); default
+    :data:`DEFAULT_EPS_MEDIC` = 0.1, the paper's "small epsilon" is :data:`PAPER_EPS` = 1e-5.
+    ``sigma_floor`` ρ (default 0:
     off) and ``sigma_floor_scope``: σ_c raised to at least ρ times its layer's RMS σ (``"layer"``)
     or the median of those (``"model"``), :func:`medic_viz.stats.floor_std` — a channel constant
     on the clean data is then weighed at most 1/ρ² times a typical one, not 1/eps.
@@ -178,7 +198,7 @@ class MedicConfig(TrainConfig):
     student_seed: int = 0
     stats_batch_size: int = 256
     calibration_images: int = 256
-    eps: float = DEFAULT_EPS
+    eps: float = DEFAULT_EPS_MEDIC
     sigma_floor: float = 0.0
     sigma_floor_scope: str = "layer"
     fused: str = "auto"
@@ -205,7 +225,8 @@ class MedicConfig(TrainConfig):
         check_whole("calibration_images", self.calibration_images, 1)
         check_whole("stats_batch_size", self.stats_batch_size, 1)
         check_whole("student_seed", self.student_seed, 0, MAX_SEED)
-        check_number("eps", self.eps, 0.0, low_open=True, advice=f"σ = sqrt(var + eps), the default eps is {DEFAULT_EPS:g}")
+        check_number("eps", self.eps, 0.0, low_open=True,
+                     advice=f"σ = sqrt(var + eps); MEDIC's default is {DEFAULT_EPS_MEDIC:g}, the paper's {PAPER_EPS:g}")
         floor_std({}, self.sigma_floor, self.sigma_floor_scope)  # checks the floor and its scope
         self._importance_options()  # checks τ and the option names
         validate_lambda(self.lam)
@@ -402,7 +423,7 @@ class Medic(ConfiguredDefense):
     seed_options = ("student_seed",)
     #: How τ is set (one global τ, or calibrated per layer to a share), τ, the share, the cloned layers, λ,
     #: the clean hold-out that measures the clone during the run.
-    run_settings = ("tau_mode", "tau", "share", "layers", "lam", "holdout_fraction")
+    run_settings = ("tau_mode", "tau", "share", "layers", "lam", "eps", "holdout_fraction")
     resumable = True
     #: the share τ is calibrated to, 5 % … 0.5 %: a smaller share is a sharper τ, the stronger
     tuning = TuningSpace((Tunable.over("share", (0.05, 0.02, DEFAULT_SHARE, 0.005)),))
@@ -410,13 +431,17 @@ class Medic(ConfiguredDefense):
 
     @classmethod
     def pinned_options(cls, options: Mapping[str, object]) -> dict[str, object]:
-        """``options`` with the engine's current defaults written out — λ, the layer set and,
-        without ``tau``, the share τ is calibrated to."""
+        """``options`` with the engine's current defaults written out — λ, the layer set,
+        without ``tau`` the share τ is calibrated to, and ε unless it is :data:`PAPER_EPS` (the
+        value of every run recorded before ε's default changed, which keep their ids so)."""
         opts = {k: v for k, v in options.items() if not (k in ("tau", "share") and v is None)}
         opts.setdefault("lam", float(MedicConfig.lam))
         opts.setdefault("layers", DEFAULT_LAYERS)
         if "tau" not in opts:
             opts.setdefault("share", DEFAULT_SHARE)
+        eps = opts.pop("eps", MedicConfig.eps)
+        if eps != PAPER_EPS:  # every cell recorded before ε was pinned ran with the paper's: they keep their ids
+            opts["eps"] = float(eps)  # type: ignore[arg-type]
         return opts
 
     def default_label(self) -> str:
