@@ -49,7 +49,7 @@ from medic_viz.fused import FusedCloneLoss, validate_fused_mode
 from medic_viz.holdout import HOLDOUT_GAP_POINTS, holdout_record
 from medic_viz.importance import ImportanceOptions, layer_importance
 from medic_viz.metrics import Evaluator
-from medic_viz.stats import DEFAULT_EPS, LayerStats, floor_std
+from medic_viz.stats import DEFAULT_EPS_MEDIC, PAPER_EPS, LayerStats, floor_std
 from medic_viz.train_checkpoint import TrainCheckpoint
 from medic_viz.training import BatchLoss, Callback, TrainConfig, TrainResult, resolve_channels_last, train
 
@@ -105,21 +105,6 @@ DEFAULT_LAM = 3.0
 #: The paper's λ (its text and the authors' command).
 PAPER_LAM = 10.0
 
-#: The default ε added to the teacher's per-channel variances (σ = sqrt(var + ε)). The paper
-#: gives σ "a small epsilon" (:data:`PAPER_EPS`, the default until 2026-12-05); with it the loss
-#: weighs a channel 1/σ², and on MobileNet-v1, whose late norm and depthwise outputs are live but
-#: small (RMS 0.006–0.1), matching those exactly became the whole task: the clone never learned
-#: (8.5 % clean after 12 epochs on a development teacher, 9.5–12.4 % after 60 on the evaluation
-#: one). ε = 0.1 (σ ≥ 0.32) cloned the development MobileNet-v1 teacher to 96.2 % (labels alone
-#: 92.3 %; at 2 % clean data 84.7 % against 49.8 %) and, on WRN-16-1's four development teachers,
-#: left every ASR ≤ 10 % at 5 % and 2 % clean data where ε = 1e-5 left SIG at 21.7 and 69.7 %, at
-#: the same accuracy (it shrinks WRN-16-1's median weight 1.09–1.18-fold) — chosen by a rule
-#: written before those runs, on development teachers and test images only (BENCHMARKS.md §6).
-DEFAULT_EPS_MEDIC = 0.1
-
-#: The paper's "small epsilon", and every MEDIC run's before :data:`DEFAULT_EPS_MEDIC`: a grid cell
-#: that runs with it keeps the id it had then (:meth:`Medic.pinned_options`).
-PAPER_EPS = DEFAULT_EPS
 
 #: Largest λ accepted: beyond it the cloning term swamps the label loss by float32's margin.
 MAX_LAMBDA = 1e6
