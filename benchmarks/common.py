@@ -48,7 +48,10 @@ def eps_of(row: dict) -> float:
 
 
 def eps_note(row: dict) -> str:
-    """``""`` for a row at MEDIC's default ε, else ``", ε = 1e-05"``: rows of two ε never share a line."""
+    """``""`` for a row at MEDIC's default ε or of another method, else ``", ε = 1e-05"``: rows of
+    two ε never share a line."""
+    if row.get("method", "medic") != "medic":
+        return ""
     eps = eps_of(row)
     return "" if eps == DEFAULT_EPS_MEDIC else f", ε = {eps:g}"
 

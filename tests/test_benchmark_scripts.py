@@ -297,6 +297,7 @@ def test_architectures_table_keeps_rows_of_another_eps_on_lines_of_their_own() -
                  method_options={"layers": "auto"})]
     lines = architectures.table(rows).splitlines()
     assert lines[2].startswith("| mobilenet_v1 | badnet | 98.0 / 100.0 | 96.0 / 1.0 (n=1) |")
+    assert common.eps_note({"method": "kd", "method_options": {}}) == ""  # ε is MEDIC's: no other method has one
     assert lines[3].startswith("| mobilenet_v1, ε = 1e-05 | badnet | 98.0 / 100.0 | 12.0 / 11.0 (n=1) |")
 
 
