@@ -47,6 +47,14 @@ def eps_of(row: dict) -> float:
     return float((row.get("method_options") or {}).get("eps", PAPER_EPS))
 
 
+def protocol_rows(rows: list[dict]) -> list[dict]:
+    """``rows`` without MEDIC rows of another ε than :data:`PROTOCOL_MEDIC`'s: what the WRN-16-1
+    protocol grids report, so that rows of two ε are never averaged (when those grids move to the
+    new default, their 1e-5 rows stay in ``runs.jsonl`` and out of the tables)."""
+    eps = float(PROTOCOL_MEDIC.get("eps", DEFAULT_EPS_MEDIC))
+    return [r for r in rows if r.get("method", "medic") != "medic" or eps_of(r) == eps]
+
+
 def eps_note(row: dict) -> str:
     """``""`` for a row at MEDIC's default ε or of another method, else ``", ε = 1e-05"``: rows of
     two ε never share a line."""
@@ -144,9 +152,9 @@ def figure4_default_rows(fraction: float = 0.05) -> list[dict]:
 def scarce_rows() -> list[dict]:
     """The scarce-data grid's finished rows, and Figure 4's default cells for the MEDIC 5 % cells
     it has not run itself (:func:`figure4_default_rows`)."""
-    own = read_runs(SCARCE_OUT / "runs.jsonl") if (SCARCE_OUT / "runs.jsonl").is_file() else []
+    own = protocol_rows(read_runs(SCARCE_OUT / "runs.jsonl") if (SCARCE_OUT / "runs.jsonl").is_file() else [])
     have = {(r["attack"], r["seed"]) for r in own if r["method"] == "medic" and math.isclose(r["fraction"], 0.05)}
-    return own + [r for r in figure4_default_rows(0.05)
+    return own + [r for r in protocol_rows(figure4_default_rows(0.05))
                   if (r["attack"], r["seed"]) not in have and r["attack"].split("_", 1)[0] in SCARCE_ATTACKS]
 
 

@@ -39,6 +39,7 @@ from benchmarks.common import (
     TABLE1_TUNED,
     TUNING_OUT,
     eps_note,
+    protocol_rows,
     scarce_rows,
     teachers_of_role,
     with_block,
@@ -116,7 +117,7 @@ def tuning_status() -> str:
 
 
 def block() -> str:
-    scarce, fig4, table1 = scarce_rows(), _rows(FIGURE4_OUT), _rows(TABLE1_PROTOCOL_OUT)
+    scarce, fig4, table1 = scarce_rows(), protocol_rows(_rows(FIGURE4_OUT)), protocol_rows(_rows(TABLE1_PROTOCOL_OUT))
     archs = [r for r in _rows(ARCH_OUT) if not eps_note(r)]  # at MEDIC's default ε: the grid's cells
     plan = planned()
     main = [r for r in fig4 if (r.get("method_options") or {}).get("layers", "auto") == FIGURE4_LAYERS]

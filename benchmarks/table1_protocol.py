@@ -36,6 +36,7 @@ from benchmarks.common import (
     TUNING_OUT,
     _sorted,
     protocol_parser,
+    protocol_rows,
     run_protocol_part,
 )
 from medic_viz.experiments import build_grid, format_table, read_runs
@@ -68,7 +69,7 @@ def report() -> None:
     """``table.md`` (the paper's layout, mean ± std, average drops with their 95 % intervals)
     and the figures: removal against accuracy, MEDIC's per-epoch curves."""
     path = OUT / "runs.jsonl"
-    rows = read_runs(path) if path.is_file() else []
+    rows = protocol_rows(read_runs(path)) if path.is_file() else []  # MEDIC at the grid's ε only
     if not rows:
         print(f"no finished cells in {OUT}; run a part first", file=sys.stderr)
         return

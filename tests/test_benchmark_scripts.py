@@ -590,3 +590,15 @@ def test_eps_development_cells_keep_the_ids_of_the_committed_rows_across_the_def
     assert default.cell_id == eps_development.grid(folder, ["eps 0.1"])[0].cell_id
     assert default.cell_id != eps_development.grid(folder, ["eps 1e-5"])[0].cell_id
 
+
+def test_protocol_rows_report_medic_at_the_grids_eps_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The WRN protocol grids ran at ε = 1e-5 (a row naming no ε): their tables keep those rows and
+    the other methods', never a MEDIC row of the new default beside them; once the grids move to
+    the default (PROTOCOL_MEDIC = {}), the other way round."""
+    old = {"method": "medic", "method_options": {"layers": "auto"}}
+    new = {"method": "medic", "method_options": {"layers": "auto", "eps": 0.1}}
+    kd = {"method": "kd", "method_options": {}}
+    assert common.protocol_rows([old, new, kd]) == [old, kd]
+    monkeypatch.setattr(common, "PROTOCOL_MEDIC", {})
+    assert common.protocol_rows([old, new, kd]) == [new, kd]
+
