@@ -4,7 +4,8 @@ MobileNet-v1 GTSRB teachers of BadNet, SIG and Polygon — *evaluation* teachers
 measured on the *evaluation* half of the test set, 5 % clean data, 60 epochs, two seeds.
 WRN-16-1's rows are Figure 4's library-cut cells (:mod:`benchmarks.figure4_tau`), read, not re-run —
 those ran at ε = 1e-5, MEDIC's default before 2026-12-05, and are shown as such; every other
-row runs at the library's default (ε = 0.1), and rows of two ε never share a line.
+row runs at the library's default (ε = 0.1), and rows of two ε never share a line; ``--archs
+wrn16_1`` runs WRN-16-1's cells at the default ε here (the same cells as Figure 4's but for ε).
 
     python -m benchmarks.train_teachers --role evaluation --arch resnet18 --attacks badnet sig polygon --device cuda
     python -m benchmarks.architectures --archs resnet18 --device cuda     # a part (resumable)
@@ -130,7 +131,8 @@ def report() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = protocol_parser(__doc__, ARCH_ATTACKS)
-    parser.add_argument("--archs", nargs="+", default=list(ARCHITECTURES), choices=ARCHITECTURES)
+    parser.add_argument("--archs", nargs="+", default=list(ARCHITECTURES), choices=SHOWN,
+                        help="wrn16_1: WRN-16-1 at MEDIC's default ε (Figure 4's rows ran at 1e-5)")
     args = parser.parse_args(argv)
     run_protocol_part(args, lambda teachers: grid(teachers, args.seeds, args.device), OUT, report, archs=args.archs)
 
