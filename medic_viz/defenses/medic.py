@@ -105,7 +105,6 @@ DEFAULT_LAM = 3.0
 #: The paper's λ (its text and the authors' command).
 PAPER_LAM = 10.0
 
-
 #: Largest λ accepted: beyond it the cloning term swamps the label loss by float32's margin.
 MAX_LAMBDA = 1e6
 
