@@ -38,7 +38,7 @@ from medic_viz.defenses.medic import (
     DEFAULT_LAYERS,
     DEFAULT_SHARE,
     DEFAULT_TAU,
-    PAPER_EPS,
+    validate_eps,
     validate_lambda,
 )
 from medic_viz.defenses.registry import DEFENSES, MAIN_METHOD, available_defenses, defense_class
@@ -137,9 +137,7 @@ def _check_lam(value: Any, _model: Any = None) -> float:
 
 
 def _check_eps(value: Any, _model: Any = None) -> float:
-    return float(check_number("eps", value, 0.0, low_open=True,
-                              advice=f"σ = sqrt(var + eps); MEDIC's default is {DEFAULT_EPS_MEDIC:g}, "
-                                     f"the paper's {PAPER_EPS:g}"))
+    return validate_eps(value)
 
 
 def _check_layers(value: Any, model: Any = None) -> str | tuple[str, ...]:

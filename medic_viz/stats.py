@@ -26,7 +26,7 @@ from medic_viz.data.arrays import ImageArrays, iterate_batches
 from medic_viz.device import resolve_device
 
 __all__ = ["DEFAULT_EPS", "DEFAULT_EPS_MEDIC", "PAPER_EPS", "LayerStats", "RunningStats", "compute_layer_stats",
-           "floor_std", "FLOOR_SCOPES", "layer_spread"]
+           "floor_std", "FLOOR_SCOPES", "layer_spread", "validate_eps"]
 
 #: Added to the variance before the square root: σ = sqrt(var + eps) — the statistics' and the
 #: views' default (the paper's "small epsilon"); MEDIC's loss uses :data:`DEFAULT_EPS_MEDIC`.
@@ -47,6 +47,12 @@ DEFAULT_EPS_MEDIC = 0.1
 #: The paper's "small epsilon", and every MEDIC run's before :data:`DEFAULT_EPS_MEDIC`: a grid cell
 #: that runs with it keeps the id it had then (:meth:`medic_viz.defenses.medic.Medic.pinned_options`).
 PAPER_EPS = DEFAULT_EPS
+
+def validate_eps(eps: object) -> float:
+    """``eps`` as a float > 0, or a one-line ``ValueError`` naming the default and the paper's."""
+    return float(check_number("eps", eps, 0.0, low_open=True,
+                              advice=f"σ = sqrt(var + eps); MEDIC's default is {DEFAULT_EPS_MEDIC:g}, the paper's {PAPER_EPS:g}"))
+
 
 #: What :func:`floor_std`'s fraction is a fraction of: ``"layer"`` — the layer's RMS spread
 #: ``sqrt(mean_c σ_c²)``; ``"model"`` — the median of those over all the layers given.

@@ -49,7 +49,7 @@ from medic_viz.fused import FusedCloneLoss, validate_fused_mode
 from medic_viz.holdout import HOLDOUT_GAP_POINTS, holdout_record
 from medic_viz.importance import ImportanceOptions, layer_importance
 from medic_viz.metrics import Evaluator
-from medic_viz.stats import DEFAULT_EPS_MEDIC, PAPER_EPS, LayerStats, floor_std
+from medic_viz.stats import DEFAULT_EPS_MEDIC, PAPER_EPS, LayerStats, floor_std, validate_eps
 from medic_viz.train_checkpoint import TrainCheckpoint
 from medic_viz.training import BatchLoss, Callback, TrainConfig, TrainResult, resolve_channels_last, train
 
@@ -59,6 +59,7 @@ __all__ = [
     "Medic",
     "medic",
     "validate_lambda",
+    "validate_eps",
     "MAX_LAMBDA",
     "DEFAULT_LAYERS",
     "DEFAULT_SHARE",
@@ -209,8 +210,7 @@ class MedicConfig(TrainConfig):
         check_whole("calibration_images", self.calibration_images, 1)
         check_whole("stats_batch_size", self.stats_batch_size, 1)
         check_whole("student_seed", self.student_seed, 0, MAX_SEED)
-        check_number("eps", self.eps, 0.0, low_open=True,
-                     advice=f"σ = sqrt(var + eps); MEDIC's default is {DEFAULT_EPS_MEDIC:g}, the paper's {PAPER_EPS:g}")
+        validate_eps(self.eps)
         floor_std({}, self.sigma_floor, self.sigma_floor_scope)  # checks the floor and its scope
         self._importance_options()  # checks τ and the option names
         validate_lambda(self.lam)
