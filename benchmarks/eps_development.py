@@ -11,6 +11,7 @@ the rules, written before the cells ran; they moved the default ε from 1e-5 to 
     OMP_NUM_THREADS=1 python -m benchmarks.eps_development --arch mobilenet_v1 --threads 2 --workers 2
     python -m benchmarks.eps_development --arch wrn16_1 --attacks badnet sig polygon wanet --variants "eps 1e-5" "eps 0.1"
     OMP_NUM_THREADS=1 python -m benchmarks.eps_development --fraction 0.02 --variants "eps 1e-5" "eps 0.1" "lam 0" --workers 2
+    OMP_NUM_THREADS=1 python -m benchmarks.eps_development --arch wrn16_1 --attacks sig --variants "eps 0.1" --seeds 0 1 --student-seeds 0 1 --workers 2
     python -m benchmarks.eps_development --report
 """
 
@@ -43,17 +44,30 @@ MOBILENET_VARIANTS = ("eps 0.3", "lam 0.3", "eps 0.1", "eps 1", "lam 0", "lam 0.
 SHOWN_EPOCHS = (5, 10, 20, 30, 45, 60)
 
 
-def grid(teachers: list[str], variants, seeds=(0,), device: str = "auto", fraction: float = 0.05) -> list:
+def grid(teachers: list[str], variants, seeds=(0,), device: str = "auto", fraction: float = 0.05,
+         student_seeds=None) -> list:
     """One MEDIC cell per teacher folder, variant and seed on ``fraction`` of the training set as
-    clean data, on the development half; a teacher's
-    variants next to each other (cells run in this order, so a part cut short compares whole teachers)."""
+    clean data, on the development half; a teacher's variants next to each other (cells run in
+    this order, so a part cut short compares whole teachers). ``student_seeds``: per seed, one cell
+    for each of these student initialisations (``student_seed``; by default the cell's seed, which
+    also draws the clean subset and the data order) — a cell whose student seed is its seed is the
+    plain cell, with its id."""
     cells = []
     for teacher in teachers:
         for name in variants:
-            cells += build_grid(dataset=str(GTSRB), teachers=[teacher], methods=["medic"], seeds=list(seeds),
-                                device=device, test_part=DEVELOPMENT, medic=VARIANTS[name] or None,
-                                fraction=fraction)
+            for seed in seeds:
+                for init in (seed,) if student_seeds is None else student_seeds:
+                    options = {**VARIANTS[name], **({"student_seed": int(init)} if init != seed else {})}
+                    cells += build_grid(dataset=str(GTSRB), teachers=[teacher], methods=["medic"], seeds=[seed],
+                                        device=device, test_part=DEVELOPMENT, medic=options or None,
+                                        fraction=fraction)
     return cells
+
+
+def _seed_text(row: dict) -> str:
+    """``"0"``, or ``"0 (init 1)"`` for a row whose student was initialised with another seed."""
+    init = (row.get("method_options") or {}).get("student_seed", row["seed"])
+    return f"{row['seed']}" + (f" (init {init})" if init != row["seed"] else "")
 
 
 def variant_of(row: dict) -> str | None:
@@ -77,11 +91,11 @@ def table(rows: list[dict]) -> str:
     order = list(VARIANTS)
     named = [(variant_of(r), r) for r in rows]
     for name, r in sorted(((n, r) for n, r in named if n is not None),
-                          key=lambda p: (p[1]["attack"], -p[1]["fraction"], order.index(p[0]), p[1]["seed"])):
+                          key=lambda p: (p[1]["attack"], -p[1]["fraction"], order.index(p[0]), p[1]["seed"], _seed_text(p[1]))):
         live = {p["epoch"]: p["clean_acc"] for p in r.get("curve") or [] if p.get("clean_acc") is not None}
         accs = " | ".join(f"{100 * live[e]:.0f}" if e in live else "–" for e in SHOWN_EPOCHS)
         drop = 100 * (r["before_clean_acc"] - r["clean_acc"])
-        lines.append(f"| {r['attack']} | {100 * r['fraction']:g} % | {name} | {r['seed']} | {accs} | "
+        lines.append(f"| {r['attack']} | {100 * r['fraction']:g} % | {name} | {_seed_text(r)} | {accs} | "
                      f"{100 * r['before_clean_acc']:.1f} → "
                      f"{100 * r['clean_acc']:.1f} ({drop:.1f}) | {100 * r['asr']:.1f} | {r['seconds']:.0f} |")
     return "\n".join(lines) + "\n"
@@ -97,6 +111,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--attacks", nargs="+", default=["badnet"], choices=sorted(GTSRB_ATTACKS))
     parser.add_argument("--variants", nargs="+", default=list(MOBILENET_VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--student-seeds", nargs="+", type=int, default=None,
+                        help="per seed, a cell for each of these student initialisations (default: the seed's own)")
     parser.add_argument("--fraction", type=float, default=0.05, help="clean data: this share of the training set")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--workers", type=int, default=1, help="cells at once, each in its own process")
@@ -112,8 +128,8 @@ def main(argv: list[str] | None = None) -> None:
     if missing:
         parser.error(f"no {args.arch} development teacher for {', '.join(missing)} (python -m benchmarks.train_teachers "
                      f"--role development --arch {args.arch} --attacks {' '.join(missing)})")
-    result = run_grid(grid(teachers, args.variants, args.seeds, args.device, args.fraction), OUT, workers=args.workers, log=print,
-                      write=False)
+    cells = grid(teachers, args.variants, args.seeds, args.device, args.fraction, args.student_seeds)
+    result = run_grid(cells, OUT, workers=args.workers, log=print, write=False)
     print(f"{result.computed} computed, {result.skipped} skipped, {len(result.errors)} failed")
     report()
 

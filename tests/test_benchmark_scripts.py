@@ -591,6 +591,19 @@ def test_eps_development_cells_keep_the_ids_of_the_committed_rows_across_the_def
     assert default.cell_id != eps_development.grid(folder, ["eps 1e-5"])[0].cell_id
 
 
+def test_eps_development_crosses_student_seeds_with_seeds_and_keeps_the_plain_cells() -> None:
+    """Rule 3 A: (seed, student init) pairs; where they agree the cell is the plain one, same id."""
+    folder = [str(ROOT / "benchmarks" / "results" / "gtsrb_teachers" / "sig_wrn16_1_e30_s0")]
+    cells = eps_development.grid(folder, ["eps 0.1"], seeds=[0, 1], student_seeds=[0, 1])
+    assert [(c.seed, c.method_options["student_seed"]) for c in cells] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    plain = eps_development.grid(folder, ["eps 0.1"], seeds=[0, 1])
+    assert [cells[0].cell_id, cells[3].cell_id] == [c.cell_id for c in plain]
+    assert len({c.cell_id for c in cells}) == 4
+    row = _row("sig_wrn16_1_e30_s0", "medic", 0, 0.97, 0.2, method_options={"eps": 0.1, "student_seed": 1},
+               seconds=600.0, fraction=0.05)
+    assert "| eps 0.1 | 0 (init 1) |" in eps_development.table([row])
+
+
 def test_protocol_rows_report_medic_at_the_grids_eps_only(monkeypatch: pytest.MonkeyPatch) -> None:
     """The WRN protocol grids ran at ε = 1e-5 (a row naming no ε): their tables keep those rows and
     the other methods', never a MEDIC row of the new default beside them; once the grids move to

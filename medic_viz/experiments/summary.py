@@ -17,12 +17,16 @@ from typing import Any, Iterable, Mapping, Sequence
 from medic_viz.intervals import average_interval
 from medic_viz.metrics import MeanStd, mean_std
 
-__all__ = ["STD_DEFINITION", "CSV_COLUMNS", "LATE_EPOCH", "aggregate", "column_labels", "format_table", "peak_late_asr",
-           "write_csv"]
+__all__ = ["STD_DEFINITION", "CSV_COLUMNS", "LATE_EPOCH", "LATE_WINDOW", "aggregate", "column_labels", "epochs_above",
+           "format_table", "late_asr_mean", "peak_late_asr", "write_csv"]
 
 #: Epochs after which a run's live ASR counts as "late": a backdoor that comes back after
 #: this, while the final number is low, is what :func:`peak_late_asr` reports.
 LATE_EPOCH = 20
+
+#: Epochs at the end of a run whose live ASR :func:`late_asr_mean` averages: where a run's ASR
+#: swings from epoch to epoch, the final number is one draw and this is the level it swings about.
+LATE_WINDOW = 10
 
 #: How the ± of every table is computed, as printed in the table's header.
 STD_DEFINITION = "sample standard deviation, ddof=1"
@@ -140,6 +144,22 @@ def peak_late_asr(curve: Sequence[Mapping[str, Any]] | None, after_epoch: int = 
     A final ASR says where a run ended; this says whether the backdoor came back on the way."""
     late = [float(c["asr"]) for c in curve or () if c.get("asr") is not None and c["epoch"] > after_epoch]
     return max(late, default=None)
+
+
+def _late_points(curve: Sequence[Mapping[str, Any]] | None) -> list[tuple[int, float]]:
+    return [(int(c["epoch"]), float(c["asr"])) for c in curve or () if c.get("asr") is not None]
+
+
+def late_asr_mean(curve: Sequence[Mapping[str, Any]] | None, last: int = LATE_WINDOW) -> float | None:
+    """The mean live ASR (fraction) over the last ``last`` epochs of ``curve`` that have one;
+    None when fewer than ``last`` have one."""
+    points = _late_points(curve)[-last:] if last > 0 else []
+    return sum(a for _, a in points) / last if points and len(points) == last else None
+
+
+def epochs_above(curve: Sequence[Mapping[str, Any]] | None, threshold: float, after_epoch: int = LATE_EPOCH) -> int:
+    """How many epochs after ``after_epoch`` have a live ASR (fraction) above ``threshold``."""
+    return sum(1 for epoch, asr in _late_points(curve) if epoch > after_epoch and asr > threshold)
 
 
 def _fmt(stat: MeanStd) -> str:
