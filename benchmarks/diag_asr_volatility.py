@@ -76,7 +76,9 @@ def _num(value: float | None, digits: int = 1) -> str:
 
 
 def _who(row: dict) -> str:
-    return f"{row['attack']}, {row['fraction'] * 100:g} %, seed {row['seed']}, ε = {eps_of(row):g}"
+    init = (row.get("method_options") or {}).get("student_seed", row["seed"])
+    seed = f"seed {row['seed']}" + (f" (student init {init})" if init != row["seed"] else "")
+    return f"{row['attack']}, {row['fraction'] * 100:g} %, {seed}, ε = {eps_of(row):g}"
 
 
 def summary(rows: list[dict]) -> list[tuple[str, str, float, int, int, int, int]]:

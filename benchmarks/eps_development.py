@@ -11,7 +11,7 @@ the rules, written before the cells ran; they moved the default ε from 1e-5 to 
     OMP_NUM_THREADS=1 python -m benchmarks.eps_development --arch mobilenet_v1 --threads 2 --workers 2
     python -m benchmarks.eps_development --arch wrn16_1 --attacks badnet sig polygon wanet --variants "eps 1e-5" "eps 0.1"
     OMP_NUM_THREADS=1 python -m benchmarks.eps_development --fraction 0.02 --variants "eps 1e-5" "eps 0.1" "lam 0" --workers 2
-    OMP_NUM_THREADS=1 python -m benchmarks.eps_development --arch wrn16_1 --attacks sig --variants "eps 0.1" --seeds 0 1 --student-seeds 0 1 --workers 2
+    python -m benchmarks.eps_development --arch wrn16_1 --attacks sig --variants "eps 0.1" --seeds 0 1 --student-seeds 0 1
     python -m benchmarks.eps_development --report
 """
 

@@ -80,3 +80,4 @@ def test_report_reads_grids_from_their_folders(tmp_path: Path) -> None:
     text = vol.report(rows)
     assert "| same (sig_wrn16_1_e30_s0, 5 %, seed 0, ε = 1e-05) | g2 |" in text
     assert "| wrn16_1 | sig | 1e-05 | 1 | 0 | 0 | 0 |" in text  # counted once, the first grid's row
+    assert "seed 0 (student init 1), ε = 0.1" in vol._who(_row("x", "g", 0.1, eps=0.1, student_seed=1))
