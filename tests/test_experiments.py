@@ -17,7 +17,9 @@ import medic_viz.experiments as ex
 import medic_viz.experiments.runner as runner
 from medic_viz.cli_compare import add_compare_parser, parse_list
 from medic_viz.defenses.medic import DEFAULT_LAYERS, DEFAULT_SHARE, MedicConfig
+from medic_viz.defenses.registry import make_defense
 from medic_viz.experiments import CellSpec, build_grid, format_table, read_runs, run_grid
+from medic_viz.experiments.cells import defense_for_cell
 from medic_viz.intervals import t_quantile
 from medic_viz.metrics import mean_std
 from medic_viz.pipeline import trigger_of
@@ -478,3 +480,17 @@ def test_a_medic_cell_cut_after_an_epoch_goes_on_from_its_checkpoint(npz, tmp_pa
     assert [(p["epoch"], p["clean_acc"], p["asr"]) for p in row["curve"]] == \
         [(p["epoch"], p["clean_acc"], p["asr"]) for p in whole["curve"]]
     assert not (out / TRAINING_DIR).exists(), "the checkpoint goes once the row is stored"
+
+
+def test_a_grid_cell_pinned_at_the_papers_eps_runs_at_it_not_at_the_new_default() -> None:
+    """Regression (2026-12-06): a cell asking for ε = 1e-5 records no ε (old rows keep their ids),
+    and the runner built its MEDIC with the config's default — 0.1 since 2026-12-05 — so the
+    "eps 1e-5" cells of rule 3 B ran the "eps 0.1" run to the bit. The runner now runs the
+    recorded meaning: 1e-5 without ε, the pinned value with it."""
+    paper, = build_grid(attacks=["badnet"], methods=["medic"], seeds=[0], medic={"eps": 1e-5})
+    default, = build_grid(attacks=["badnet"], methods=["medic"], seeds=[0])
+    assert "eps" not in paper.method_options and default.method_options["eps"] == 0.1
+    for cell, eps in ((paper, 1e-5), (default, 0.1)):
+        config = defense_for_cell("medic", cell.method_options).config
+        assert isinstance(config, MedicConfig) and config.eps == eps
+    assert defense_for_cell("kd", {}).config == make_defense("kd").config

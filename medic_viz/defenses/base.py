@@ -122,6 +122,9 @@ class ConfiguredDefense(Defense):
     #: Config fields whose defaults :meth:`pinned_options` writes out (defaults that changed since
     #: results were recorded under the older ones: a grid cell's id then changes with them).
     pinned_defaults: ClassVar[tuple[str, ...]] = ()
+    #: What a grid cell's recorded options mean for a field they leave out, where that is not the
+    #: config's current default (:meth:`cell_run_options`; MEDIC: ε, pinned unless it is 1e-5).
+    unpinned_values: ClassVar[dict[str, object]] = {}
     #: The method's free settings and their order of strength, for the one tuning rule
     #: (:mod:`medic_viz.experiments.selection`); empty: the defaults are used as they are.
     tuning: ClassVar[TuningSpace] = TuningSpace()
@@ -145,6 +148,13 @@ class ConfiguredDefense(Defense):
         for name in cls.pinned_defaults:
             opts.setdefault(name, getattr(defaults, name))
         return opts
+
+    @classmethod
+    def cell_run_options(cls, options: Mapping[str, object]) -> dict[str, object]:
+        """The options a grid cell recorded with ``options`` (:meth:`pinned_options`) runs with:
+        ``options`` over :attr:`unpinned_values`, so a value left out when pinned is run, not the
+        config's default of the day."""
+        return {**cls.unpinned_values, **options}
 
     def readout(self, teacher: nn.Module, clean: ImageArrays, **options: Any) -> nn.Module:
         """The model the last :meth:`run` (of ``teacher`` on ``clean``) would have returned had its

@@ -405,8 +405,8 @@ class Medic(ConfiguredDefense):
     display_name = "MEDIC"
     config_class = MedicConfig
     seed_options = ("student_seed",)
-    #: How τ is set (one global τ, or calibrated per layer to a share), τ, the share, the cloned layers, λ,
-    #: the clean hold-out that measures the clone during the run.
+    unpinned_values = {"eps": PAPER_EPS}  # pinned_options leaves ε out at 1e-5: such a cell runs at 1e-5
+    #: How τ is set (global, or per layer to a share), τ, the share, the layers, λ, ε, the clean hold-out.
     run_settings = ("tau_mode", "tau", "share", "layers", "lam", "eps", "holdout_fraction")
     resumable = True
     #: the share τ is calibrated to, 5 % … 0.5 %: a smaller share is a sharper τ, the stronger

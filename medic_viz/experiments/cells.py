@@ -21,7 +21,8 @@ from medic_viz.attacks.train import ATTACK_TRAIN_DEFAULTS, train_attack
 from medic_viz.cards import ModelCard
 from medic_viz.data import load_dataset
 from medic_viz.data.arrays import DatasetSplits
-from medic_viz.defenses.registry import make_defense
+from medic_viz.defenses.base import ConfiguredDefense
+from medic_viz.defenses.registry import defense_class, make_defense
 from medic_viz.device import resolve_device
 from medic_viz.experiments.folders import card_digest, file_sha256
 from medic_viz.experiments.grid import CellSpec
@@ -34,7 +35,7 @@ from medic_viz.pipeline import remove_backdoor, trigger_of
 from medic_viz.train_checkpoint import TrainCheckpoint
 from medic_viz.training import TrainConfig
 
-__all__ = ["cell_splits", "teacher_model", "train_teacher", "folder_teacher", "run_cell"]
+__all__ = ["cell_splits", "teacher_model", "train_teacher", "folder_teacher", "defense_for_cell", "run_cell"]
 
 #: Seed of the fixed random train/test subsets of ``max_train``/``max_test`` (independent of
 #: the cells' seeds, so every cell of a grid sees the same subsets).
@@ -145,6 +146,12 @@ _EXTRA_KEYS = ("t", "n_pruned", "n_channels", "pruned_layer", "attention_layers"
                "holdout_note")
 
 
+def defense_for_cell(method: str, options: Mapping[str, Any]) -> ConfiguredDefense:
+    """The defence a grid cell with these recorded ``options`` runs: a value its options leave out
+    because it was pinned so (MEDIC's ε = 1e-5) is that value, not the config's current default."""
+    return make_defense(method, **defense_class(method).cell_run_options(options))
+
+
 def run_cell(spec: Mapping[str, Any], teacher: Mapping[str, Any], checkpoint: str | None = None) -> dict:
     """Run one cell: clean subset (``fraction``, class-balanced, chosen by the seed), the
     defence (no test data during training), then clean accuracy and ASR of the repaired model
@@ -168,7 +175,7 @@ def run_cell(spec: Mapping[str, Any], teacher: Mapping[str, Any], checkpoint: st
     curve_images = CURVE_IMAGES if cell.method in CURVE_METHODS else 0
     # the grid's options say eval_every 0 (no live evaluation); a curve needs one per epoch
     options = {**cell.method_options, "eval_every": 1} if curve_images else dict(cell.method_options)
-    defense = make_defense(cell.method, **options)
+    defense = defense_for_cell(cell.method, options)
     saved = TrainCheckpoint(checkpoint) if checkpoint is not None and defense.resumable else None
     resumed = saved is not None and saved.exists()
     outcome = remove_backdoor(teacher_model(teacher), splits, defense,
