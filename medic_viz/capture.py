@@ -102,7 +102,10 @@ def _kind(module: nn.Module) -> str | None:
 #: network without one (small_cnn, VGG, MobileNet-V1) the last convolution and what follows: the
 #: features the classifier reads. ``"conv+bn-inner"``: also without the first convolution and
 #: what runs before the second one — the filters that see pixels (BENCHMARKS.md §3a–3b: cloning
-#: either end carries the backdoor back). "First", "second", "last" and "after" are forward order.
+#: either end carries the backdoor back). ``"conv+bn-inner-res"`` (a candidate under test, issue 27
+#: rule 4): ``"conv+bn-inner"`` where a network without skip connections loses every layer at the
+#: last convolution's resolution (VGG-11's and MobileNet-V1's 2×2 stage), not only the last
+#: convolution. "First", "second", "last" and "after" are forward order.
 #: ``"auto"``, MEDIC's default: ``"conv+bn-inner"``, or for a model with too few convolutions
 #: the first of :data:`AUTO_ORDER` that selects anything. Wrapping a model (``nn.Sequential(
 #: normalize, model)``, the importer's ``NormalizedModel``) or tracing it with ``torch.fx`` does
@@ -113,11 +116,13 @@ LAYER_PRESETS: dict[str, tuple[str, ...]] = {
     "all": ("conv", "norm", "linear"),
     "conv+bn-last": ("conv", "norm"),
     "conv+bn-inner": ("conv", "norm"),
+    "conv+bn-inner-res": ("conv", "norm"),
     "auto": ("conv", "norm", "linear"),
 }
 
 #: Presets cut at the model's convolutions: (drop up to the 2nd convolution?, drop from the last stage?).
-_PRESET_CUTS: dict[str, tuple[bool, bool]] = {"conv+bn-last": (False, True), "conv+bn-inner": (True, True)}
+_PRESET_CUTS: dict[str, tuple[bool, bool, bool]] = {
+    "conv+bn-last": (False, True, False), "conv+bn-inner": (True, True, False), "conv+bn-inner-res": (True, True, True)}
 
 
 #: ``"auto"`` (MEDIC's default): the first of these presets that selects a layer — so a model
@@ -135,7 +140,7 @@ def _preset_layers(model: nn.Module, preset: str, input_shape: Sequence[int] | N
     names = hookable_layers(model, LAYER_PRESETS[preset])
     if preset not in _PRESET_CUTS:
         return names
-    drop_first, drop_last = _PRESET_CUTS[preset]
+    drop_first, drop_last, by_resolution = _PRESET_CUTS[preset]
     need = 2 + int(drop_first)
     modules = dict(model.named_modules())
     if sum(_kind(modules[n]) == "conv" for n in names) < need:
@@ -146,7 +151,7 @@ def _preset_layers(model: nn.Module, preset: str, input_shape: Sequence[int] | N
     if len(convs) < need:
         return []
     lo = convs[1] if drop_first else 0
-    hi = last_stage_start(trace, convs) if drop_last else len(trace.order)
+    hi = last_stage_start(trace, convs, plain_by_resolution=by_resolution) if drop_last else len(trace.order)
     return [n for n in names if n in position and lo <= position[n] < hi]  # in definition order
 
 

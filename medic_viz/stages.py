@@ -174,16 +174,24 @@ def _forward_trace(model: nn.Module, shape: tuple[int, ...], types: tuple[type[n
     return trace
 
 
-def last_stage_start(trace: LayerTrace, convs: list[int]) -> int:
+def last_stage_start(trace: LayerTrace, convs: list[int], *, plain_by_resolution: bool = False) -> int:
     """Position (in ``trace.order``; ``convs``: the convolutions' positions there, two or more)
     where the model's last stage begins: the first module after
     the last merge that ran before the last convolution at a coarser resolution than the last
     convolution's output — WRN's ``block3``, a ResNet's ``layer4`` — unless no such merge comes
     after the second convolution (a network without skip connections: small_cnn, VGG,
-    MobileNet-V1); then the last convolution itself."""
+    MobileNet-V1); then the last convolution itself, or with ``plain_by_resolution`` the first
+    module whose output has the last convolution's resolution (VGG-11's and MobileNet-V1's 2×2
+    convolutions) if that leaves the first two convolutions before it."""
     last = convs[-1]
     final = math.prod(trace.order[last][1])
     coarser = [pos for pos, size in trace.merges if pos <= last and len(size) and math.prod(size) > final]
     start = coarser[-1] if coarser else -1
     # the stage must leave the first two convolutions before it (else it is the whole body)
-    return start if start > convs[1] else last
+    if start > convs[1]:
+        return start
+    if plain_by_resolution:
+        same = next(pos for pos, (_, size) in enumerate(trace.order) if pos <= last and size == trace.order[last][1])
+        if same > convs[1]:
+            return same
+    return last

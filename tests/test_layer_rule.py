@@ -18,7 +18,7 @@ from medic_viz.models import available_models, build_model
 from medic_viz.models.zoo import Normalize
 from medic_viz.stages import forward_trace
 
-CUT_PRESETS = ("auto", "conv+bn-inner", "conv+bn-last")
+CUT_PRESETS = ("auto", "conv+bn-inner", "conv+bn-last", "conv+bn-inner-res")
 
 #: What the name rule (before 2026-12-02) selected on each unwrapped zoo model at 32 px:
 #: preset -> (count, first, last). Written down once from its output; the rule must keep it.
@@ -133,6 +133,38 @@ class _Shared(nn.Module):
         x = self.body(self.stem(x))
         x = self.head(self.body(self.mid(x)))
         return self.fc(x.mean((2, 3)))
+
+
+#: "conv+bn-inner-res" (issue 27 rule 4's candidate): where a plain network's selection ends, by
+#: the shapes each zoo model computes at 32 px (VGG-11: 2×2 from features.22; MobileNet-V1: from
+#: layers.11.conv1, its stride-2 depthwise convolution; small_cnn: 8×8 from conv3).
+RESOLUTION_CUT = {"small_cnn": (2, "bn2"), "vgg11_bn": (10, "features.19"), "mobilenet_v1": (44, "layers.10.bn2")}
+
+
+@pytest.mark.parametrize("arch", available_models())
+def test_the_resolution_cut_moves_only_plain_networks(arch):
+    model = build_model(arch, num_classes=10)
+    inner, res = resolve_layers(model, "conv+bn-inner"), resolve_layers(model, "conv+bn-inner-res")
+    if arch not in RESOLUTION_CUT:  # skip connections: the last stage is the same
+        assert res == inner
+        return
+    count, last = RESOLUTION_CUT[arch]
+    assert (len(res), res[-1]) == (count, last) and res == inner[:count]
+    sizes = dict(forward_trace(model, (3, 32, 32)).order)
+    last_conv = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)][-1]
+    assert sizes[last] != sizes[last_conv] and all(sizes[n] == sizes[last_conv] for n in inner[count:])
+
+
+def test_the_resolution_cut_keeps_two_convolutions_before_it():
+    """A plain net whose every convolution runs at one resolution falls back to the last convolution."""
+    net = nn.Sequential(*[m for _ in range(3) for m in (nn.Conv2d(3 if _ == 0 else 8, 8, 3, padding=1), nn.ReLU())],
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2))
+    assert resolve_layers(net, "conv+bn-inner-res") == resolve_layers(net, "conv+bn-inner") == ["2"]
+    strided = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1),
+                            nn.Conv2d(8, 8, 3, padding=1, stride=2), nn.Conv2d(8, 8, 3, padding=1),
+                            nn.Conv2d(8, 8, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2))
+    assert resolve_layers(strided, "conv+bn-inner") == ["1", "2", "3"]
+    assert resolve_layers(strided, "conv+bn-inner-res") == ["1"]
 
 
 def test_a_module_called_twice_counts_at_its_first_call():

@@ -250,7 +250,7 @@ def test_tau_mode_share_and_layers_controls(splits):
     assert app.tau_mode.value == "share" and app.tau.disabled and not app.share.disabled
     assert app.share.value == 0.01 and app.layers.value == "auto" and "calibrated per layer" in app.tau_note.value
     assert {v for _, v in app.layers.options} == {"auto", "conv+bn", "conv+bn+linear", "all", "conv+bn-last",
-                                                  "conv+bn-inner"}
+                                                  "conv+bn-inner", "conv+bn-inner-res"}
     app.tau_mode.value = "global"
     assert state.tau_mode == "global" and not app.tau.disabled and app.share.disabled
     state.tau_mode = "share"  # the state drives the toggle and the enabled sliders

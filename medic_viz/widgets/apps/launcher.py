@@ -34,6 +34,7 @@ _LAYER_LABELS = {
     "all": "all (= conv+bn+linear)",
     "conv+bn-last": "conv+bn-last: without the last stage",
     "conv+bn-inner": "conv+bn-inner: without first and last",
+    "conv+bn-inner-res": "conv+bn-inner-res: … and the last resolution",
 }
 
 
