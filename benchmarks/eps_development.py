@@ -26,6 +26,7 @@ from medic_viz.defenses.medic import DEFAULT_LAM, PAPER_EPS
 from medic_viz.experiments import build_grid, run_grid
 from medic_viz.experiments.presets import GTSRB_ATTACKS
 from medic_viz.experiments.protocol import DEVELOPMENT
+from medic_viz.experiments.summary import late_asr_mean
 
 OUT = RESULTS / "eps_development"
 #: The grid's points: MEDIC's options over the library's λ = 3, each with its ε named (the
@@ -101,8 +102,41 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: Rule 3 B (BENCHMARKS.md §6): its teachers, cell seeds, ε values and threshold (live ASR's
+#: last-10-epoch mean, fraction).
+RULE3 = {"teachers": ("sig_wrn16_1_e30_s0", "polygon_wrn16_1_e30_s0"), "seeds": (0, 1, 2, 3),
+         "variants": ("eps 1e-5", "eps 0.1"), "threshold": 0.10}
+
+
+def rule3_table(rows: list[dict]) -> str:
+    """Rule 3 B's count: per ε, each (teacher, seed) run at 5 % clean data whose student starts
+    from the cell's seed — final ASR / last-10 mean of the live ASR (%) — and how many of them
+    have a last-10 mean above the threshold; a missing run shows "–"."""
+    runs: dict[tuple, dict] = {}
+    for r in rows:
+        init = (r.get("method_options") or {}).get("student_seed", r["seed"])
+        if r["attack"] in RULE3["teachers"] and r["fraction"] == 0.05 and init == r["seed"]:
+            runs[(variant_of(r), r["attack"], r["seed"])] = r
+    head = [f"{t.split('_')[0]} s{seed}" for t in RULE3["teachers"] for seed in RULE3["seeds"]]
+    lines = ["| ε | " + " | ".join(head) + " | last-10 mean > 10 % |", "|" + "---|" * (len(head) + 2)]
+    for name in RULE3["variants"]:
+        cells, above, n = [], 0, 0
+        for teacher in RULE3["teachers"]:
+            for seed in RULE3["seeds"]:
+                r = runs.get((name, teacher, seed))
+                late = None if r is None else late_asr_mean(r.get("curve"))
+                if r is None or late is None:
+                    cells.append("–")
+                    continue
+                n += 1
+                above += late > RULE3["threshold"]
+                cells.append(f"{100 * r['asr']:.1f} / {100 * late:.1f}")
+        lines.append(f"| {name[4:]} | " + " | ".join(cells) + f" | {above} of {n} |")
+    return "\n".join(lines) + "\n"
+
+
 def report() -> None:
-    write_table_report(OUT, table)
+    write_table_report(OUT, lambda rows: table(rows) + "\nRule 3 B (final ASR / last-10 mean, %):\n\n" + rule3_table(rows))
 
 
 def main(argv: list[str] | None = None) -> None:
