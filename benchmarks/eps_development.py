@@ -104,8 +104,10 @@ def table(rows: list[dict]) -> str:
 
 #: Rule 3 B (BENCHMARKS.md §6): its teachers, cell seeds, ε values and threshold (live ASR's
 #: last-10-epoch mean, fraction).
-RULE3 = {"teachers": ("sig_wrn16_1_e30_s0", "polygon_wrn16_1_e30_s0"), "seeds": (0, 1, 2, 3),
-         "variants": ("eps 1e-5", "eps 0.1"), "threshold": 0.10}
+RULE3_TEACHERS = ("sig_wrn16_1_e30_s0", "polygon_wrn16_1_e30_s0")
+RULE3_SEEDS = (0, 1, 2, 3)
+RULE3_VARIANTS = ("eps 1e-5", "eps 0.1")
+RULE3_THRESHOLD = 0.10
 
 
 def rule3_table(rows: list[dict]) -> str:
@@ -115,21 +117,21 @@ def rule3_table(rows: list[dict]) -> str:
     runs: dict[tuple, dict] = {}
     for r in rows:
         init = (r.get("method_options") or {}).get("student_seed", r["seed"])
-        if r["attack"] in RULE3["teachers"] and r["fraction"] == 0.05 and init == r["seed"]:
+        if r["attack"] in RULE3_TEACHERS and r["fraction"] == 0.05 and init == r["seed"]:
             runs[(variant_of(r), r["attack"], r["seed"])] = r
-    head = [f"{t.split('_')[0]} s{seed}" for t in RULE3["teachers"] for seed in RULE3["seeds"]]
+    head = [f"{t.split('_')[0]} s{seed}" for t in RULE3_TEACHERS for seed in RULE3_SEEDS]
     lines = ["| ε | " + " | ".join(head) + " | last-10 mean > 10 % |", "|" + "---|" * (len(head) + 2)]
-    for name in RULE3["variants"]:
+    for name in RULE3_VARIANTS:
         cells, above, n = [], 0, 0
-        for teacher in RULE3["teachers"]:
-            for seed in RULE3["seeds"]:
-                r = runs.get((name, teacher, seed))
-                late = None if r is None else late_asr_mean(r.get("curve"))
-                if r is None or late is None:
+        for teacher in RULE3_TEACHERS:
+            for seed in RULE3_SEEDS:
+                r = runs.get((name, teacher, seed)) or {}
+                late = late_asr_mean(r.get("curve")) if r else None
+                if late is None:
                     cells.append("–")
                     continue
                 n += 1
-                above += late > RULE3["threshold"]
+                above += late > RULE3_THRESHOLD
                 cells.append(f"{100 * r['asr']:.1f} / {100 * late:.1f}")
         lines.append(f"| {name[4:]} | " + " | ".join(cells) + f" | {above} of {n} |")
     return "\n".join(lines) + "\n"
