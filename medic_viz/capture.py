@@ -102,8 +102,8 @@ def _kind(module: nn.Module) -> str | None:
 #: network without one (small_cnn, VGG, MobileNet-V1) the last convolution and what follows: the
 #: features the classifier reads. ``"conv+bn-inner"``: also without the first convolution and
 #: what runs before the second one — the filters that see pixels (BENCHMARKS.md §3a–3b: cloning
-#: either end carries the backdoor back). ``"conv+bn-inner-res"`` (a candidate under test, issue 27
-#: rule 4): ``"conv+bn-inner"`` where a network without skip connections loses every layer at the
+#: either end carries the backdoor back). ``"conv+bn-inner-res"`` (tried by issue 27's rule 4, not
+#: adopted: BENCHMARKS.md §6): ``"conv+bn-inner"`` where a network without skip connections loses every layer at the
 #: last convolution's resolution (VGG-11's and MobileNet-V1's 2×2 stage), not only the last
 #: convolution. "First", "second", "last" and "after" are forward order.
 #: ``"auto"``, MEDIC's default: ``"conv+bn-inner"``, or for a model with too few convolutions
