@@ -97,6 +97,16 @@ def teachers_of_role(attacks, role: str, arch: str = "wrn16_1") -> tuple[list[st
     return found, missing
 
 
+def development_teachers_or_exit(parser: argparse.ArgumentParser, attacks, arch: str) -> list[str]:
+    """:func:`teachers_of_role` for the development role, a missing teacher being a usage error
+    that names the command training it."""
+    teachers, missing = teachers_of_role(attacks, DEVELOPMENT, arch)
+    if missing:
+        parser.error(f"no {arch} development teacher for {', '.join(missing)} (python -m benchmarks.train_teachers "
+                     f"--role development --arch {arch} --attacks {' '.join(missing)})")
+    return teachers
+
+
 def evaluation_teachers(attacks, arch: str = "wrn16_1") -> tuple[list[str], list[str]]:
     """:func:`teachers_of_role` for the evaluation role."""
     return teachers_of_role(attacks, EVALUATION, arch)

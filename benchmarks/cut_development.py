@@ -19,7 +19,7 @@ import argparse
 
 import torch
 
-from benchmarks.common import GTSRB, RESULTS, teachers_of_role
+from benchmarks.common import GTSRB, RESULTS, development_teachers_or_exit
 from medic_viz.experiments import build_grid, read_runs, run_grid
 from medic_viz.experiments.presets import GTSRB_ATTACKS
 from medic_viz.experiments.protocol import DEVELOPMENT
@@ -119,10 +119,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.threads:
         torch.set_num_threads(args.threads)
-    teachers, missing = teachers_of_role(args.attacks, DEVELOPMENT, args.arch)
-    if missing:
-        parser.error(f"no {args.arch} development teacher for {', '.join(missing)} (python -m benchmarks.train_teachers "
-                     f"--role development --arch {args.arch} --attacks {' '.join(missing)})")
+    teachers = development_teachers_or_exit(parser, args.attacks, args.arch)
     done = {r["cell_id"] for r in known_rows()}
     cells = [c for c in grid(teachers, args.variants, args.seeds, args.device, args.fraction) if c.cell_id not in done]
     result = run_grid(cells, OUT, workers=args.workers, log=print, write=False)

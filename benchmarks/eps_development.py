@@ -21,7 +21,7 @@ import argparse
 
 import torch
 
-from benchmarks.common import GTSRB, RESULTS, teachers_of_role, write_table_report
+from benchmarks.common import GTSRB, RESULTS, development_teachers_or_exit, write_table_report
 from medic_viz.defenses.medic import DEFAULT_LAM, PAPER_EPS
 from medic_viz.experiments import build_grid, run_grid
 from medic_viz.experiments.presets import GTSRB_ATTACKS
@@ -160,10 +160,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.threads:
         torch.set_num_threads(args.threads)
-    teachers, missing = teachers_of_role(args.attacks, DEVELOPMENT, args.arch)
-    if missing:
-        parser.error(f"no {args.arch} development teacher for {', '.join(missing)} (python -m benchmarks.train_teachers "
-                     f"--role development --arch {args.arch} --attacks {' '.join(missing)})")
+    teachers = development_teachers_or_exit(parser, args.attacks, args.arch)
     cells = grid(teachers, args.variants, args.seeds, args.device, args.fraction, args.student_seeds)
     result = run_grid(cells, OUT, workers=args.workers, log=print, write=False)
     print(f"{result.computed} computed, {result.skipped} skipped, {len(result.errors)} failed")
