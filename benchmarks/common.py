@@ -97,6 +97,23 @@ def teachers_of_role(attacks, role: str, arch: str = "wrn16_1") -> tuple[list[st
     return found, missing
 
 
+def variant_grid_parser(description: str, attacks, variants, default_variants, seeds) -> argparse.ArgumentParser:
+    """The options of a development grid over MEDIC variants (``eps_development``, ``cut_development``):
+    ``--arch``, ``--attacks`` (default ``attacks``), ``--variants`` (of ``variants``), ``--seeds``,
+    ``--fraction``, ``--threads``, ``--workers``, ``--device`` and ``--report``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--arch", default="mobilenet_v1")
+    parser.add_argument("--attacks", nargs="+", default=list(attacks), choices=sorted(GTSRB_ATTACKS))
+    parser.add_argument("--variants", nargs="+", default=list(default_variants), choices=list(variants))
+    parser.add_argument("--seeds", nargs="+", type=int, default=list(seeds))
+    parser.add_argument("--fraction", type=float, default=0.05, help="clean data: this share of the training set")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--workers", type=int, default=1, help="cells at once, each in its own process")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--report", action="store_true", help="only write the table from finished cells")
+    return parser
+
+
 def development_teachers_or_exit(parser: argparse.ArgumentParser, attacks, arch: str) -> list[str]:
     """:func:`teachers_of_role` for the development role, a missing teacher being a usage error
     that names the command training it."""

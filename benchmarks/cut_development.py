@@ -15,13 +15,10 @@ the candidate on *development* teachers (seed 0) and the *development* half of t
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 
-from benchmarks.common import GTSRB, RESULTS, development_teachers_or_exit
+from benchmarks.common import GTSRB, RESULTS, development_teachers_or_exit, variant_grid_parser
 from medic_viz.experiments import build_grid, read_runs, run_grid
-from medic_viz.experiments.presets import GTSRB_ATTACKS
 from medic_viz.experiments.protocol import DEVELOPMENT
 from medic_viz.experiments.summary import LATE_WINDOW, epochs_above, late_asr_mean
 
@@ -103,16 +100,7 @@ def report() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--arch", default="mobilenet_v1")
-    parser.add_argument("--attacks", nargs="+", default=["sig", "badnet"], choices=sorted(GTSRB_ATTACKS))
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
-    parser.add_argument("--fraction", type=float, default=0.05, help="clean data: this share of the training set")
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--workers", type=int, default=1, help="cells at once, each in its own process")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--report", action="store_true", help="only write the table from finished cells")
+    parser = variant_grid_parser(__doc__.split("\n")[0], ["sig", "badnet"], VARIANTS, VARIANTS, [0, 1])
     args = parser.parse_args(argv)
     if args.report:
         report()

@@ -17,14 +17,11 @@ the rules, written before the cells ran; they moved the default ε from 1e-5 to 
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 
-from benchmarks.common import GTSRB, RESULTS, development_teachers_or_exit, write_table_report
+from benchmarks.common import GTSRB, RESULTS, development_teachers_or_exit, variant_grid_parser, write_table_report
 from medic_viz.defenses.medic import DEFAULT_LAM, PAPER_EPS
 from medic_viz.experiments import build_grid, run_grid
-from medic_viz.experiments.presets import GTSRB_ATTACKS
 from medic_viz.experiments.protocol import DEVELOPMENT
 from medic_viz.experiments.summary import late_asr_mean
 
@@ -142,18 +139,9 @@ def report() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--arch", default="mobilenet_v1")
-    parser.add_argument("--attacks", nargs="+", default=["badnet"], choices=sorted(GTSRB_ATTACKS))
-    parser.add_argument("--variants", nargs="+", default=list(MOBILENET_VARIANTS), choices=list(VARIANTS))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser = variant_grid_parser(__doc__.split("\n\n")[0], ["badnet"], VARIANTS, MOBILENET_VARIANTS, [0])
     parser.add_argument("--student-seeds", nargs="+", type=int, default=None,
                         help="per seed, a cell for each of these student initialisations (default: the seed's own)")
-    parser.add_argument("--fraction", type=float, default=0.05, help="clean data: this share of the training set")
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--workers", type=int, default=1, help="cells at once, each in its own process")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--report", action="store_true", help="only write the table from finished cells")
     args = parser.parse_args(argv)
     if args.report:
         report()
