@@ -7,7 +7,9 @@ What is saved: the model's state (parameters and buffers), the trainable paramet
 model, the optimiser and schedule, the data order and augmentation generator, torch's global
 random streams (CPU, and CUDA when training there), the objective's own state, the step count,
 the event history and the seconds spent. A checkpoint names the run it belongs to (its
-``fingerprint``: the settings, the data, the label); loading one for another run is refused.
+``fingerprint``: the settings, the data and its content digest, the label, and the method's own
+settings where the method adds them, :meth:`TrainCheckpoint.for_run`); loading one for another run
+is refused.
 
 The file is loaded with ``torch.load(weights_only=True)`` (no code runs) after a size check.
 """
@@ -17,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 
@@ -43,10 +45,20 @@ class TrainCheckpoint:
     writes it after every epoch (atomically: a file is whole or absent). The caller removes it
     (:meth:`remove`) once the result is safely stored."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, run: Mapping[str, Any] | None = None) -> None:
         self.path = Path(path)
         if self.path.suffix != ".pt":
             raise ValueError(f"a training checkpoint is a .pt file, got {str(self.path)!r}")
+        self.run: dict[str, Any] = dict(run or {})
+
+    def for_run(self, run: Mapping[str, Any]) -> "TrainCheckpoint":
+        """The same file, tied also to ``run`` (a method's own settings that the training
+        settings do not hold, e.g. MEDIC's ε and layers): a file saved with other values is
+        refused. Callables are named by module and qualified name."""
+        return TrainCheckpoint(self.path, {**self.run, **run})
+
+    def _with_run(self, fingerprint: dict[str, Any]) -> dict[str, Any]:
+        return {**fingerprint, "run": self.run} if self.run else fingerprint
 
     def __repr__(self) -> str:
         return f"TrainCheckpoint({str(self.path)!r})"
@@ -60,7 +72,8 @@ class TrainCheckpoint:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
-            torch.save({"version": CHECKPOINT_VERSION, "fingerprint": _canonical(fingerprint), "state": state}, tmp)
+            torch.save({"version": CHECKPOINT_VERSION, "fingerprint": _canonical(self._with_run(fingerprint)), "state": state},
+                       tmp)
             os.replace(tmp, self.path)
         finally:
             tmp.unlink(missing_ok=True)
@@ -84,7 +97,7 @@ class TrainCheckpoint:
         if not isinstance(saved, dict) or saved.get("version") != CHECKPOINT_VERSION:
             raise CheckpointMismatchError(f"{self.path}: not a version-{CHECKPOINT_VERSION} training checkpoint; "
                                           "delete it to train from the start")
-        if saved.get("fingerprint") != _canonical(fingerprint):
+        if saved.get("fingerprint") != _canonical(self._with_run(fingerprint)):
             raise CheckpointMismatchError(f"{self.path}: a checkpoint of another run (other settings, data or model); "
                                           "delete it to train from the start")
         state = saved.get("state")
@@ -99,4 +112,12 @@ class TrainCheckpoint:
 
 def _canonical(fingerprint: dict[str, Any]) -> str:
     """``fingerprint`` as sorted JSON (compared as text: tuples and lists alike)."""
-    return json.dumps(fingerprint, sort_keys=True, default=str)
+    return json.dumps(fingerprint, sort_keys=True, default=_named)
+
+
+def _named(value: Any) -> str:
+    """A value JSON cannot hold, as text that is the same in every process (a function by its
+    module and qualified name, not its address)."""
+    if callable(value) and hasattr(value, "__qualname__"):
+        return f"{getattr(value, '__module__', '')}.{value.__qualname__}"
+    return str(value)

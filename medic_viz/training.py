@@ -447,11 +447,12 @@ def train(
 
 def _fingerprint(objective: Objective, data: ImageArrays, cfg: TrainConfig, label: str) -> dict:
     """What identifies a run for :class:`~medic_viz.train_checkpoint.TrainCheckpoint`: the
-    settings (not the device or the bar), the data, the label, the objective and the model's
-    state names and shapes."""
+    settings (not the device or the bar), the data (name, size, content digest, augmentation),
+    the label, the objective and the model's state names and shapes; the checkpoint adds the
+    method's own settings (:meth:`~medic_viz.train_checkpoint.TrainCheckpoint.for_run`)."""
     settings = {k: v for k, v in cfg.as_dict().items() if k not in ("device", "progress")}
     shapes = {k: list(v.shape) for k, v in objective.model.state_dict().items()}
-    return {"settings": settings, "data": [data.name, len(data)], "label": label,
+    return {"settings": settings, "data": [data.name, len(data), data.digest(), repr(data.augmentation)], "label": label,
             "objective": type(objective).__name__, "model": shapes}
 
 

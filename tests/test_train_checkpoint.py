@@ -112,6 +112,53 @@ def test_a_checkpoint_of_another_run_is_refused(tmp_path: Path) -> None:
     train(SupervisedObjective(_model()), data, TrainConfig(**{**CFG, "epochs": 1, "device": "auto"}), checkpoint=ck)
 
 
+def test_data_of_the_same_name_and_size_but_other_content_is_another_run(tmp_path: Path) -> None:
+    data, ck, cfg = _arrays(16, 0), TrainCheckpoint(tmp_path / "run.pt"), TrainConfig(**{**CFG, "epochs": 1})
+    train(SupervisedObjective(_model()), data, cfg, checkpoint=ck)
+    relabelled = ImageArrays(data.images, (data.labels + 1) % 3, classes=data.classes, name=data.name)
+    poisoned = ImageArrays(data.images.clone(), data.labels, classes=data.classes, name=data.name)
+    poisoned.images[0, :, :3, :3] = 255  # one stamped image: what another poisoning rate or target changes
+    for other in (relabelled, poisoned, _arrays(16, 1)):
+        assert other.name == data.name and len(other) == len(data) and other.digest() != data.digest()
+        with pytest.raises(CheckpointMismatchError, match="another run"):
+            train(SupervisedObjective(_model()), other, cfg, checkpoint=ck)
+    same = ImageArrays(data.images.clone(), data.labels.clone(), classes=data.classes, name=data.name)
+    assert same.digest() == data.digest()
+    train(SupervisedObjective(_model()), same, cfg, checkpoint=ck)  # a copy of the same content resumes
+
+
+def _medic_run(tmp_path: Path, stop_after: int | None = None, **options: Any):
+    torch.manual_seed(0)
+    teacher = build_model("small_cnn", 3, in_channels=3, input_size=32)
+    medic = make_defense("medic", epochs=2, batch_size=8, eval_every=0, device="cpu", progress=False, **options)
+    stop = _StopAfter(stop_after) if stop_after else None
+    return medic.run(teacher, _arrays(24, 4, size=32), checkpoint=TrainCheckpoint(tmp_path / "medic.pt"),
+                     callbacks=[stop] if stop else [], stop_event=stop.event if stop else None)
+
+
+def test_a_medic_checkpoint_is_tied_to_every_medic_setting_not_only_the_training_ones(tmp_path: Path) -> None:
+    cut = _medic_run(tmp_path, stop_after=1)
+    assert cut.stopped and (tmp_path / "medic.pt").exists()
+    for other in ({"eps": 1e-5}, {"layers": "conv+bn"}, {"lam": 1.0}, {"share": 0.05}, {"sigma_floor": 0.1}):
+        with pytest.raises(CheckpointMismatchError, match="another run"):
+            _medic_run(tmp_path, **other)
+    resumed = _medic_run(tmp_path, fused="eager")  # how the loss is computed is not part of the run
+    assert not resumed.stopped and [e.epoch for e in resumed.history if e.kind == "epoch"] == [1, 2]
+
+
+def test_a_callable_setting_is_named_the_same_in_every_process(tmp_path: Path) -> None:
+    def only_convolutions(name: str, module: nn.Module) -> bool:
+        return isinstance(module, nn.Conv2d)
+
+    ck = TrainCheckpoint(tmp_path / "c.pt").for_run({"layers": only_convolutions})
+    ck.save({"epoch": 1}, {"settings": 1})
+    text = torch.load(ck.path, weights_only=True)["fingerprint"]
+    assert "0x" not in text and f"{__name__}.{only_convolutions.__qualname__}" in text
+    assert ck.load({"settings": 1}, parameter_bytes=1000) == {"epoch": 1}
+    with pytest.raises(CheckpointMismatchError):
+        TrainCheckpoint(ck.path).for_run({"layers": "auto"}).load({"settings": 1}, parameter_bytes=1000)
+
+
 def test_an_objective_with_state_of_its_own_is_not_checkpointed(tmp_path: Path) -> None:
     class Stateful:
         def __init__(self) -> None:

@@ -9,6 +9,7 @@ which is what makes a 60-epoch MEDIC run take seconds instead of minutes.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field, replace
 from typing import Iterator, Sequence
 
@@ -217,6 +218,19 @@ class ImageArrays:
         idx = torch.as_tensor(np.asarray(indices), dtype=torch.long)
         return replace(self, images=self.images[idx], labels=self.labels[idx],
                        groups=None if self.groups is None else self.groups[idx])
+
+    def digest(self) -> str:
+        """Hex SHA-256 of the images, labels and groups (with their shapes): the same exactly when
+        the content is the same, whatever the name (what a training checkpoint is tied to)."""
+        hasher = hashlib.sha256()
+        for part in (self.images, self.labels, self.groups):
+            if part is None:
+                hasher.update(b"none")
+                continue
+            array = np.ascontiguousarray(part.detach().cpu().numpy())
+            hasher.update(f"{array.dtype.str}{array.shape}".encode())
+            hasher.update(array.data.cast("B"))
+        return hasher.hexdigest()
 
     def floats(self, indices: torch.Tensor | None = None, device: str | torch.device = "cpu") -> torch.Tensor:
         """Images as float32 in [0, 1], ``(N, C, H, W)``, on ``device``."""

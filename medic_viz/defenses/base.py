@@ -191,6 +191,11 @@ class ConfiguredDefense(Defense):
             cfg.validate()  # the caller may have changed its fields since it was built
         self.config = cfg
 
+    def _run_identity(self) -> dict[str, Any]:
+        """The config's fields that make one run differ from another (not where or how fast it
+        runs: the device, the progress bar, the fused/compiled loss)."""
+        return {k: v for k, v in asdict(self.config).items() if k not in ("device", "progress", "fused")}
+
     def default_label(self) -> str:
         """The label of the run's events when ``run`` is given none."""
         return self.display_name or self.name
@@ -231,6 +236,8 @@ class ConfiguredDefense(Defense):
             raise ValueError(f"{self.display_name or self.name} cannot go on from a checkpoint; run it without checkpoint=")
         if options.get("checkpoint", 0) is None:
             del options["checkpoint"]  # a method that cannot resume takes no such argument
+        elif "checkpoint" in options:  # tied to every setting of the method, not only the training ones
+            options["checkpoint"] = options["checkpoint"].for_run({"method": self.name, "config": self._run_identity()})
         device = resolve_device(self.config.device)
         model, extra, outcome = self._run(
             teacher, clean, device, evaluator, callbacks, stop_event, label or self.default_label(), **options
