@@ -39,8 +39,6 @@ MAX_LINES = 600
 LONG_MODULES: dict[str, tuple[int, str]] = {
     "medic_viz.data.synthetic": (611, "one concept, the procedural traffic-sign renderer (templates, scenes, "
                                       "warps, photometry share their random streams); a few lines over"),
-    "medic_viz.data.real": (805, "four dataset loaders sharing resize/download helpers; its restricted CIFAR "
-                                 "unpickler (~170 lines) is the piece to move out next"),
 }
 
 

@@ -17,7 +17,7 @@ from PIL import Image
 from medic_viz.cli import main
 from medic_viz.data import load_dataset
 from medic_viz.data.arrays import DatasetSplits
-from medic_viz.data.real import save_npz
+from medic_viz.data.npz import save_npz
 from medic_viz.inputs import command_inputs
 from medic_viz.outdir import OutputFolderError, check_output_folder
 from medic_viz.pretrained import demo_model_dir

@@ -20,7 +20,7 @@ import medic_viz.cli as cli
 from medic_viz.cli import main
 from medic_viz.data import load_dataset
 from medic_viz.data.arrays import DatasetSplits
-from medic_viz.data.real import save_npz
+from medic_viz.data.npz import save_npz
 from medic_viz.io import MODEL_FILENAME, load_model, save_model
 from medic_viz.outdir import STOPPED_MARKER, OutputFolder, OutputFolderError, check_output_folder, replace_file
 from medic_viz.pretrained import demo_model_dir, load_demo_model

@@ -22,15 +22,13 @@ from PIL import Image
 
 import medic_viz.limits
 from medic_viz.data.arrays import Augmentation, DatasetSplits, ImageArrays
+from medic_viz.data.npz import NPZ_AUGMENTATION, load_npz, save_npz
 from medic_viz.data.real import (
     CIFAR10_CLASSES,
     GTSRB_CLASSES,
     MNIST_CLASSES,
-    NPZ_AUGMENTATION,
     REAL_DATASETS,
-    load_npz,
     load_torchvision,
-    save_npz,
 )
 
 GTSRB_NPZ = Path(__file__).resolve().parents[2] / "shared/data/gtsrb32.npz"

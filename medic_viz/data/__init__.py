@@ -16,7 +16,8 @@ from medic_viz.data.arrays import (
     clean_subset,
     iterate_batches,
 )
-from medic_viz.data.real import REAL_DATASETS, load_npz, load_torchvision
+from medic_viz.data.npz import load_npz
+from medic_viz.data.real import REAL_DATASETS, load_torchvision
 from medic_viz.data.synthetic import make_synthetic_signs
 
 __all__ = [

@@ -16,8 +16,9 @@ Where the files live is torchvision's convention, so a ``root`` already used wit
 
 * CIFAR-10: ``root/cifar-10-batches-py/{data_batch_1..5, test_batch, batches.meta}``. These
   batches are Python pickles; torchvision opens them with plain ``pickle.load``, which runs
-  whatever code a tampered file names. This module reads them with :class:`CifarBatchUnpickler`,
-  which only rebuilds numpy arrays and plain containers and refuses anything else.
+  whatever code a tampered file names. This module reads them with :class:`CifarBatchUnpickler`
+  (:mod:`medic_viz.data.safe_pickle`), which only rebuilds numpy arrays and plain containers and
+  refuses anything else.
 * GTSRB: ``root/gtsrb/GTSRB/Training/<00000..00042>/*.ppm`` (plus per-class ``GT-*.csv``) and
   ``root/gtsrb/GTSRB/Final_Test/Images/*.ppm`` with labels in ``root/gtsrb/GT-final_test.csv``
   (``Filename;...;ClassId``), read through ``torchvision.datasets.GTSRB``.
@@ -32,31 +33,27 @@ Reading never writes into a dataset folder and every size read from a file (arra
 image sides, class counts) is bounded (:mod:`medic_viz.limits`) before memory is allocated.
 
 The npz format (``x_train``, ``y_train``, ``x_test``, ``y_test``; NHWC uint8; optional
-``classes``) is the "bring your own arrays" route: :func:`load_npz` / :func:`save_npz`.
+``classes``) is the "bring your own arrays" route: :mod:`medic_viz.data.npz`.
 """
 
 from __future__ import annotations
 
-import codecs
 import gzip
-import importlib
 import os
-import pickle
 import struct
 import tempfile
-import zipfile
 import zlib
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from numpy.lib import format as npy_format
 from PIL import Image
 
 from medic_viz import limits
 from medic_viz.data.arrays import Augmentation, DatasetSplits, ImageArrays
+from medic_viz.data.safe_pickle import CifarBatchUnpickler, UnsafeDataError, load_cifar_batch
 
 __all__ = [
     "REAL_DATASETS",
@@ -66,15 +63,11 @@ __all__ = [
     "CIFAR10_AUGMENTATION",
     "GTSRB_AUGMENTATION",
     "MNIST_AUGMENTATION",
-    "NPZ_AUGMENTATION",
-    "NPZ_KEYS",
     "CifarBatchUnpickler",
     "UnsafeDataError",
     "load_cifar_batch",
     "read_idx",
     "load_torchvision",
-    "load_npz",
-    "save_npz",
 ]
 
 REAL_DATASETS: tuple[str, ...] = ("cifar10", "gtsrb", "mnist")
@@ -135,15 +128,6 @@ MNIST_CLASSES: tuple[str, ...] = tuple(str(d) for d in range(10))
 CIFAR10_AUGMENTATION = Augmentation(crop_pad=4, hflip=True, rotate_deg=0.0)
 GTSRB_AUGMENTATION = Augmentation(crop_pad=4, hflip=False, rotate_deg=10.0)
 MNIST_AUGMENTATION = Augmentation(crop_pad=2, hflip=False, rotate_deg=0.0)
-#: Default for npz data of unknown kind: crops only; flips are unsafe unless known to keep labels.
-NPZ_AUGMENTATION = Augmentation(crop_pad=4, hflip=False, rotate_deg=0.0)
-
-NPZ_KEYS: tuple[str, ...] = ("x_train", "y_train", "x_test", "y_test")
-_NPZ_LAYOUT_HELP = (
-    "expected arrays x_train (N, H, W, C) uint8 0-255, y_train (N,) integer class ids, "
-    "x_test, y_test likewise, and optionally classes (K,) strings"
-)
-
 _CIFAR_DIR = "cifar-10-batches-py"
 _CIFAR_TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 _CIFAR_TEST_BATCH = "test_batch"
@@ -153,169 +137,6 @@ _MNIST_FILES = {
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 _RESIZE_CHUNK = 2048
-
-
-# -- safe unpickling of CIFAR batches ----------------------------------------------------------
-
-
-class UnsafeDataError(pickle.UnpicklingError, ValueError):
-    """A dataset file holds something other than plain data, or sizes no genuine file has.
-
-    Both a :class:`pickle.UnpicklingError` (what a refused pickle always raised) and a
-    :class:`ValueError` (what every other bad-input error in medic_viz is)."""
-
-
-def _refuse(what: str) -> UnsafeDataError:
-    return UnsafeDataError(
-        f"refusing to load {what} from a CIFAR batch: a CIFAR-10 batch holds only numpy arrays and "
-        "plain containers, so this file is not a genuine CIFAR batch (it may be corrupted or "
-        "malicious); delete it and download the dataset again"
-    )
-
-
-def _safe_dtype(*args: Any) -> np.dtype:
-    """``numpy.dtype`` for the unpickler, refusing dtypes that hold Python objects."""
-    dtype = np.dtype(*args)
-    if dtype.hasobject:
-        raise pickle.UnpicklingError(
-            f"refusing to rebuild a numpy array of Python objects (dtype {dtype}); "
-            "a CIFAR batch holds only numeric arrays"
-        )
-    return dtype
-
-
-def _numpy_core_attr(module: str, name: str) -> Any:
-    """``numpy._core.<module>.<name>`` (numpy 2) or ``numpy.core.<module>.<name>`` (numpy 1)."""
-    try:
-        mod = importlib.import_module(f"numpy._core.{module}")
-    except ImportError:  # numpy < 2
-        mod = importlib.import_module(f"numpy.core.{module}")
-    return getattr(mod, name)
-
-
-class _NdarrayToken:
-    """Stands for ``numpy.ndarray`` in a CIFAR pickle: accepted only as the first argument of
-    ``_reconstruct`` (which then builds an empty array), never called itself — calling the real
-    class with a shape from the file would allocate whatever the file asks for."""
-
-    def __repr__(self) -> str:  # pragma: no cover - diagnostics only
-        return "numpy.ndarray"
-
-
-_NDARRAY = _NdarrayToken()
-#: ``_reconstruct`` only ever builds the empty placeholder that ``__setstate__`` then fills.
-_MAX_RECONSTRUCT_ELEMENTS = 1
-
-
-def _safe_reconstruct(reconstruct: Callable[..., Any]) -> Callable[..., Any]:
-    def build(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
-        if subtype is not _NDARRAY:
-            raise _refuse(f"an array of type {type(subtype).__name__}")
-        dims = shape if isinstance(shape, tuple) else (shape,)
-        if not all(isinstance(d, int) and 0 <= d for d in dims) or int(np.prod(dims, dtype=object)) > _MAX_RECONSTRUCT_ELEMENTS:
-            raise _refuse(f"a placeholder array of shape {shape!r}")
-        return reconstruct(np.ndarray, dims, dtype)
-
-    return build
-
-
-def _safe_encode(text: Any = "", encoding: str = "latin1", *rest: Any) -> bytes:
-    """``_codecs.encode`` as Python 3 pickles bytes (``encode(text, "latin1")``), nothing else:
-    other codecs (zlib, bz2, rot13, hex …) can transform data without bound."""
-    if rest or not isinstance(text, str) or str(encoding).replace("-", "").replace("_", "").lower() != "latin1":
-        raise _refuse("a _codecs.encode call other than text.encode('latin1')")
-    return codecs.encode(text, "latin1")
-
-
-def _safe_bytes(*args: Any) -> bytes:
-    """``bytes()`` or ``bytes(<bytes-like>)`` only: ``bytes(10**15)`` would allocate a petabyte."""
-    if not args:
-        return b""
-    if len(args) == 1 and isinstance(args[0], (bytes, bytearray)):
-        return bytes(args[0])
-    raise _refuse(f"bytes({', '.join(type(a).__name__ for a in args)})")
-
-
-def _safe_container(kind: type) -> Callable[..., Any]:
-    """``dict``/``list``/``tuple``/``str`` of an existing object only (never of a number)."""
-
-    def build(*args: Any) -> Any:
-        if len(args) > 1 or (args and not isinstance(args[0], (list, tuple, dict, str, bytes))):
-            raise _refuse(f"{kind.__name__}({', '.join(type(a).__name__ for a in args)})")
-        return kind(*args)
-
-    build.__name__ = kind.__name__
-    return build
-
-
-def _allowed_globals() -> dict[tuple[str, str], Any]:
-    """The only globals a CIFAR batch may name (as written by Python 2 or 3, numpy 1 or 2),
-    each wrapped so that no argument from the file can make it allocate without bound."""
-    reconstruct = _safe_reconstruct(_numpy_core_attr("multiarray", "_reconstruct"))
-    scalar = _numpy_core_attr("multiarray", "scalar")
-    frombuffer = _numpy_core_attr("numeric", "_frombuffer")  # views its buffer; a bad shape raises
-    allowed: dict[tuple[str, str], Any] = {
-        ("numpy", "ndarray"): _NDARRAY,
-        ("numpy", "dtype"): _safe_dtype,
-        # bytes pickled by Python 3 at protocol 2: _codecs.encode(text, "latin1")
-        ("_codecs", "encode"): _safe_encode,
-    }
-    for core in ("numpy.core", "numpy._core"):
-        allowed[(f"{core}.multiarray", "_reconstruct")] = reconstruct
-        allowed[(f"{core}.multiarray", "scalar")] = scalar
-        allowed[(f"{core}.numeric", "_frombuffer")] = frombuffer
-    for builtins in ("builtins", "__builtin__"):
-        allowed[(builtins, "bytes")] = _safe_bytes
-        for kind in (dict, list, tuple, str):
-            allowed[(builtins, kind.__name__)] = _safe_container(kind)
-    return allowed
-
-
-class CifarBatchUnpickler(pickle.Unpickler):
-    """An unpickler that rebuilds only what a CIFAR batch holds: numpy arrays, dicts, lists,
-    strings and numbers. Any other global (``os.system``, ``builtins.eval``, an arbitrary
-    class…) raises :class:`pickle.UnpicklingError` before anything is called."""
-
-    _allowed: dict[tuple[str, str], Any] | None = None
-
-    def find_class(self, module: str, name: str) -> Any:
-        if CifarBatchUnpickler._allowed is None:
-            CifarBatchUnpickler._allowed = _allowed_globals()
-        try:
-            return CifarBatchUnpickler._allowed[(module, name)]
-        except KeyError:
-            raise _refuse(f"{module}.{name}") from None
-
-
-def load_cifar_batch(path: str | Path) -> dict[str, Any]:
-    """Read one CIFAR pickle (a data batch or ``batches.meta``) safely.
-
-    Returns the dict with ``str`` keys (Python-2 files are decoded as latin-1, as the CIFAR
-    site recommends). Raises :class:`UnsafeDataError` (a :class:`pickle.UnpicklingError` and a
-    ValueError) for anything but plain data, for a file larger than
-    :data:`medic_viz.limits.MAX_PICKLE_BYTES`, and for a file that is not a readable pickle.
-    """
-    path = Path(path)
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        if size > limits.MAX_PICKLE_BYTES:
-            raise UnsafeDataError(
-                f"{path}: {size:,} bytes is larger than any CIFAR batch (limit {limits.MAX_PICKLE_BYTES:,}); "
-                "delete it and download the dataset again"
-            )
-        try:
-            obj = CifarBatchUnpickler(f, encoding="latin1").load()
-        except UnsafeDataError as exc:
-            raise UnsafeDataError(f"{path}: {exc}") from None
-        except (pickle.UnpicklingError, ValueError, TypeError, EOFError, AttributeError, IndexError, KeyError,
-                OverflowError, MemoryError, RecursionError, UnicodeError, struct.error) as exc:
-            raise UnsafeDataError(
-                f"{path}: not a readable CIFAR batch ({type(exc).__name__}: {exc}); delete it and download "
-                "the dataset again"
-            ) from None
-    if not isinstance(obj, dict):
-        raise ValueError(f"{path}: expected a dict in a CIFAR batch file, got {type(obj).__name__}")
-    return {(k.decode("latin1") if isinstance(k, bytes) else str(k)): v for k, v in obj.items()}
 
 
 # -- resizing --------------------------------------------------------------------------------------
@@ -598,206 +419,3 @@ def load_torchvision(name: str, root: str | Path, *, download: bool = False, siz
         raise ValueError(f"size must be a positive integer (pixels per side), got {size!r}")
     limits.check_image_side(int(size), "size")
     return _LOADERS[key](Path(root).expanduser(), bool(download), int(size))
-
-
-# -- npz arrays -----------------------------------------------------------------------------------
-
-
-def _npz_images(x: np.ndarray, key: str, path: Path) -> tuple[np.ndarray, str]:
-    """Validate an image array from an npz file; return it with its layout ("NHWC" or "NCHW")."""
-    if x.dtype != np.uint8:
-        hint = " (for floats in [0, 1]: (x * 255).round().astype(np.uint8))" if x.dtype.kind == "f" else ""
-        raise ValueError(
-            f"{path}: {key} has dtype {x.dtype}, but images must be uint8 0-255: "
-            f"convert to uint8 0-255{hint} and save again"
-        )
-    if x.ndim == 3:  # (N, H, W) grey
-        return x, "NHWC"
-    if x.ndim != 4:
-        raise ValueError(f"{path}: {key} has shape {x.shape}; {_NPZ_LAYOUT_HELP}")
-    last, second = x.shape[-1] in (1, 3), x.shape[1] in (1, 3)
-    if last:  # NHWC, the documented layout (also wins when both readings fit)
-        return x, "NHWC"
-    if second:
-        return x, "NCHW"
-    raise ValueError(
-        f"{path}: {key} has shape {x.shape}, which has no channel axis of size 1 or 3 at the end "
-        f"(NHWC) or second (NCHW); {_NPZ_LAYOUT_HELP}"
-    )
-
-
-def _npz_headers(path: Path, keys: Sequence[str]) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-    """Shape and dtype of each ``keys`` member of an npz archive, read from the ``.npy`` headers
-    only (nothing is decompressed beyond them), after checking what they declare:
-
-    * no Python objects (their dtype needs pickle, which is refused);
-    * images uint8 at most :data:`~medic_viz.limits.MAX_IMAGE_SIDE` pixels per side, labels
-      integers, class names strings;
-    * every array at most :data:`~medic_viz.limits.MAX_ARRAY_BYTES`.
-    """
-    found: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
-    try:
-        with zipfile.ZipFile(path) as archive:
-            members = {name.removesuffix(".npy"): name for name in archive.namelist()}
-            for key in keys:
-                if key not in members:
-                    continue
-                with archive.open(members[key]) as f:
-                    version = npy_format.read_magic(f)
-                    reader = npy_format.read_array_header_1_0 if version == (1, 0) else npy_format.read_array_header_2_0
-                    shape, _fortran, dtype = reader(f)
-                found[key] = (tuple(int(d) for d in shape), dtype)
-    except (zipfile.BadZipFile, OSError, EOFError, zlib.error, ValueError, SyntaxError) as exc:
-        raise ValueError(f"{path}: not a readable npz file ({exc}); {_NPZ_LAYOUT_HELP}") from None
-    for key, (shape, dtype) in found.items():
-        if dtype.hasobject:
-            raise ValueError(
-                f"{path}: {key!r} is stored as Python objects, which this loader will not unpickle; "
-                "save plain arrays (uint8 images, integer labels, np.array(names, dtype=str))"
-            )
-        if key.startswith("x_"):
-            if dtype != np.uint8:
-                hint = " (for floats in [0, 1]: (x * 255).round().astype(np.uint8))" if dtype.kind == "f" else ""
-                raise ValueError(
-                    f"{path}: {key} has dtype {dtype}, but images must be uint8 0-255: "
-                    f"convert to uint8 0-255{hint} and save again"
-                )
-            for side in shape[1:]:
-                if side not in (1, 3):
-                    limits.check_image_side(side, f"{path}: {key}")
-        elif key.startswith("y_") and dtype.kind not in "iu":
-            raise ValueError(f"{path}: {key} has dtype {dtype}; labels must be integer class ids 0..K-1")
-        elif key == "classes":
-            if dtype.kind not in "US":
-                raise ValueError(f"{path}: classes has dtype {dtype}; class names must be strings")
-            limits.check_classes(int(np.prod(shape, dtype=object)), f"{path}: classes")
-        limits.check_array_bytes(int(np.prod(shape, dtype=object)) * dtype.itemsize, f"{path}: {key}")
-    return found
-
-
-def _npz_labels(y: np.ndarray, key: str, n_images: int, path: Path) -> np.ndarray:
-    if y.ndim == 2 and y.shape[1] == 1:
-        y = y[:, 0]
-    if y.ndim != 1:
-        raise ValueError(f"{path}: {key} has shape {y.shape}; labels must be 1-D class ids (N,)")
-    if not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"{path}: {key} has dtype {y.dtype}; labels must be integer class ids 0..K-1")
-    if len(y) != n_images:
-        raise ValueError(
-            f"{path}: {len(y)} labels in {key} but {n_images} images in x_{key[2:]}; they must match"
-        )
-    if len(y) and int(y.min()) < 0:
-        raise ValueError(f"{path}: {key} holds negative labels; class ids must be 0..K-1")
-    if len(y):
-        limits.check_classes(int(y.max()) + 1, f"{path}: {key}")
-    return y.astype(np.int64)
-
-
-def load_npz(
-    path: str | Path,
-    *,
-    name: str | None = None,
-    classes: Sequence[str] | None = None,
-    augmentation: Augmentation | None = None,
-) -> DatasetSplits:
-    """Load train/test arrays from an ``.npz`` file (never unpickling anything).
-
-    Layout: ``x_train``/``x_test`` uint8 ``(N, H, W, C)`` (``(N, C, H, W)`` accepted when
-    unambiguous, ``(N, H, W)`` read as grey), ``y_train``/``y_test`` integer ``(N,)``, and an
-    optional ``classes`` string array. Images keep their size. Class names come from
-    ``classes=``, else the file, else GTSRB's names when there are 43 classes, else "0".."K-1".
-    The augmentation is ``augmentation=``, else GTSRB's for 43-class GTSRB-like data, else
-    :data:`NPZ_AUGMENTATION` (crops, no flips).
-    """
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"npz file not found: {path}")
-    if not zipfile.is_zipfile(path):
-        raise ValueError(f"{path}: not an npz archive (a zip of .npy arrays); {_NPZ_LAYOUT_HELP}")
-    _npz_headers(path, (*NPZ_KEYS, "classes"))  # bounds and dtypes, before anything is read
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
-        raise ValueError(f"{path}: not a readable npz file ({err}); {_NPZ_LAYOUT_HELP}") from None
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise ValueError(f"{path}: holds a single array, not an npz archive; {_NPZ_LAYOUT_HELP}")
-    with archive:
-        missing = [k for k in NPZ_KEYS if k not in archive.files]
-        if missing:
-            raise ValueError(
-                f"{path}: missing array(s) {', '.join(missing)} (found {', '.join(archive.files) or 'none'}); "
-                f"{_NPZ_LAYOUT_HELP}"
-            )
-
-        def read(key: str) -> np.ndarray:
-            try:
-                return archive[key]
-            except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:
-                raise ValueError(
-                    f"{path}: could not read {key!r} ({err}); save plain arrays (uint8 images, integer "
-                    "labels, np.array(names, dtype=str)) with numpy.savez"
-                ) from None
-
-        arrays = {k: read(k) for k in NPZ_KEYS}
-        file_classes: tuple[str, ...] | None = None
-        if "classes" in archive.files:
-            file_classes = tuple(str(c) for c in read("classes").reshape(-1))
-
-    x_train, layout_train = _npz_images(arrays["x_train"], "x_train", path)
-    x_test, layout_test = _npz_images(arrays["x_test"], "x_test", path)
-    for key in ("x_train", "x_test"):
-        if len(arrays[key]) == 0:
-            raise ValueError(f"{path}: {key} holds no images; both splits need at least one")
-    y_train = _npz_labels(arrays["y_train"], "y_train", len(x_train), path)
-    y_test = _npz_labels(arrays["y_test"], "y_test", len(x_test), path)
-
-    n_classes = max([int(y.max()) + 1 for y in (y_train, y_test) if len(y)], default=0)
-    if classes is not None:
-        names_used = tuple(str(c) for c in classes)
-    elif file_classes is not None:
-        names_used = file_classes
-    elif n_classes == len(GTSRB_CLASSES):
-        names_used = GTSRB_CLASSES
-    else:
-        names_used = tuple(str(i) for i in range(n_classes))
-    if len(names_used) < n_classes:
-        raise ValueError(
-            f"{path}: labels go up to {n_classes - 1} but only {len(names_used)} class names were given; "
-            "pass one name per class"
-        )
-    looks_like_gtsrb = names_used == GTSRB_CLASSES
-    if augmentation is None:
-        augmentation = GTSRB_AUGMENTATION if looks_like_gtsrb else NPZ_AUGMENTATION
-    if name is None:
-        name = "gtsrb" if looks_like_gtsrb else path.stem
-
-    train = ImageArrays.from_numpy(x_train, y_train, names_used, layout=layout_train, name=name,
-                                   augmentation=augmentation)
-    test = ImageArrays.from_numpy(x_test, y_test, names_used, layout=layout_test, name=name,
-                                  augmentation=augmentation)
-    if train.image_shape != test.image_shape:
-        raise ValueError(
-            f"{path}: train images are {train.image_shape} (C, H, W) but test images are "
-            f"{test.image_shape}; both splits must share one image shape"
-        )
-    return DatasetSplits(train, test)
-
-
-def save_npz(splits: DatasetSplits, path: str | Path) -> None:
-    """Write ``splits`` to ``path`` in :func:`load_npz`'s layout: NHWC uint8 images, int64
-    labels and the class names as a string array (uncompressed; no pickles)."""
-    path = Path(path).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
-
-    def nhwc(data: ImageArrays) -> np.ndarray:
-        return np.ascontiguousarray(data.images.cpu().numpy().transpose(0, 2, 3, 1))
-
-    with open(path, "wb") as f:  # a file object keeps the name exactly as given (no ".npz" added)
-        np.savez(
-            f,
-            x_train=nhwc(splits.train),
-            y_train=splits.train.labels.cpu().numpy().astype(np.int64),
-            x_test=nhwc(splits.test),
-            y_test=splits.test.labels.cpu().numpy().astype(np.int64),
-            classes=np.array(splits.classes, dtype=str),
-        )
