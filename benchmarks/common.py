@@ -36,10 +36,13 @@ if "MEDIC_VIZ_GTSRB" not in os.environ and not GTSRB.is_file() and Path("/work/s
 TEACHERS = TeacherCache(RESULTS / "gtsrb_teachers")
 
 #: MEDIC's options in the WRN-16-1 protocol grids that ran before ε's default moved from the
-#: paper's 1e-5 to 0.1 (2026-12-05: scarce data, Figure 4, Table 1 and its tuning pass): they keep
-#: ε = 1e-5, so that each reproduces its committed rows (the same cell ids) and never mixes them
-#: with rows of the new default. Re-running them at the new default is open (BENCHMARKS.md §6).
+#: paper's 1e-5 to 0.1 (2026-12-05: Figure 4, Table 1 and its tuning pass): they keep ε = 1e-5, so
+#: that each reproduces its committed rows (the same cell ids) and never mixes them with rows of
+#: the new default. Re-running them at the new default is open (BENCHMARKS.md §6).
 PROTOCOL_MEDIC: dict[str, Any] = {"eps": PAPER_EPS}
+#: MEDIC's options in the scarce-data grid: the library's defaults (ε = 0.1), since 2026-12-06;
+#: its rows at 1e-5 stay in ``runs.jsonl`` and out of its table.
+SCARCE_MEDIC: dict[str, Any] = {}
 
 
 def eps_of(row: dict) -> float:
@@ -47,11 +50,12 @@ def eps_of(row: dict) -> float:
     return float((row.get("method_options") or {}).get("eps", PAPER_EPS))
 
 
-def protocol_rows(rows: list[dict]) -> list[dict]:
-    """``rows`` without MEDIC rows of another ε than :data:`PROTOCOL_MEDIC`'s: what the WRN-16-1
-    protocol grids report, so that rows of two ε are never averaged (when those grids move to the
-    new default, their 1e-5 rows stay in ``runs.jsonl`` and out of the tables)."""
-    eps = float(PROTOCOL_MEDIC.get("eps", DEFAULT_EPS_MEDIC))
+def protocol_rows(rows: list[dict], medic: dict[str, Any] | None = None) -> list[dict]:
+    """``rows`` without MEDIC rows of another ε than ``medic``'s (default :data:`PROTOCOL_MEDIC`;
+    ``{}``: the library's): what a WRN-16-1 protocol grid reports, so that rows of two ε are never
+    averaged (when a grid moves to the new default, its 1e-5 rows stay in ``runs.jsonl`` and out of
+    its table)."""
+    eps = float((PROTOCOL_MEDIC if medic is None else medic).get("eps", DEFAULT_EPS_MEDIC))
     return [r for r in rows if r.get("method", "medic") != "medic" or eps_of(r) == eps]
 
 
@@ -164,25 +168,46 @@ def write_grid_report(out: Path, figures: Path, name: str, table: Callable[[list
 LABEL_FIELDS = ("ablation", "ablation_value", "variant", "series", "x")
 
 
-def figure4_default_rows(fraction: float = 0.05) -> list[dict]:
-    """Figure 4's default cells (the library's layer cut, no ablation; 5 % clean data) as rows of
-    the scarce-data grid's MEDIC column at ``fraction``, marked ``read_from: "figure4_tau"`` —
-    read, not re-run (:data:`LABEL_FIELDS`)."""
-    path = FIGURE4_OUT / "runs.jsonl"
-    rows = read_runs(path) if path.is_file() else []
-    return [{**r, "ablation": "fraction", "ablation_value": fraction, "x": fraction,
-             "variant": f"MEDIC {100 * fraction:g}%", "read_from": "figure4_tau"}
-            for r in rows if r["method"] == "medic" and r.get("ablation", "none") == "none"
-            and (r.get("method_options") or {}).get("layers", "auto") == "auto" and math.isclose(r["fraction"], fraction)]
+def default_cells_as_scarce(fraction: float = 0.05) -> list[dict]:
+    """The WRN-16-1 default cells (the library's layer cut, no ablation) of Figure 4's and the
+    architectures grid's results, at ``fraction`` clean data, as rows of the scarce-data grid's MEDIC
+    column, marked ``read_from`` with their grid — read, not re-run: the same computation under
+    other labels (:data:`LABEL_FIELDS`). Architectures first, so a cell both hold is read once."""
+    rows = []
+    for name, out in (("architectures", ARCH_OUT), ("figure4_tau", FIGURE4_OUT)):
+        path = out / "runs.jsonl"
+        rows += [{**r, "ablation": "fraction", "ablation_value": fraction, "x": fraction,
+                  "variant": f"MEDIC {100 * fraction:g}%", "read_from": name}
+                 for r in (read_runs(path) if path.is_file() else [])
+                 if r["method"] == "medic" and r.get("ablation", "none") == "none" and r.get("model", "wrn16_1") == "wrn16_1"
+                 and (r.get("method_options") or {}).get("layers", "auto") == "auto" and math.isclose(r["fraction"], fraction)]
+    return rows
 
 
 def scarce_rows() -> list[dict]:
-    """The scarce-data grid's finished rows, and Figure 4's default cells for the MEDIC 5 % cells
-    it has not run itself (:func:`figure4_default_rows`)."""
-    own = protocol_rows(read_runs(SCARCE_OUT / "runs.jsonl") if (SCARCE_OUT / "runs.jsonl").is_file() else [])
+    """The scarce-data grid's finished rows at :data:`SCARCE_MEDIC`'s ε, and the default cells of
+    Figure 4 or the architectures grid at that ε for the MEDIC 5 % cells it has not run itself
+    (:func:`default_cells_as_scarce`)."""
+    own = protocol_rows(read_runs(SCARCE_OUT / "runs.jsonl") if (SCARCE_OUT / "runs.jsonl").is_file() else [], SCARCE_MEDIC)
     have = {(r["attack"], r["seed"]) for r in own if r["method"] == "medic" and math.isclose(r["fraction"], 0.05)}
-    return own + [r for r in protocol_rows(figure4_default_rows(0.05))
-                  if (r["attack"], r["seed"]) not in have and r["attack"].split("_", 1)[0] in SCARCE_ATTACKS]
+    read = []
+    for r in protocol_rows(default_cells_as_scarce(0.05), SCARCE_MEDIC):
+        if (r["attack"], r["seed"]) not in have and r["attack"].split("_", 1)[0] in SCARCE_ATTACKS:
+            have.add((r["attack"], r["seed"]))
+            read.append(r)
+    return own + read
+
+
+def scarce_earlier_rows() -> list[dict]:
+    """MEDIC's scarce-data rows at the paper's ε = 1e-5 (the default until 2026-12-05): the
+    grid's own, and Figure 4's default cells for the 5 % cells it did not run, each marked
+    ``earlier_eps`` — shown beside the default's column, never averaged with it."""
+    path = SCARCE_OUT / "runs.jsonl"
+    own = [r for r in (read_runs(path) if path.is_file() else []) if r["method"] == "medic" and eps_of(r) == PAPER_EPS]
+    have = {(r["attack"], r["seed"]) for r in own if math.isclose(r["fraction"], 0.05)}
+    read = [r for r in default_cells_as_scarce(0.05) if r["read_from"] == "figure4_tau" and eps_of(r) == PAPER_EPS
+            and (r["attack"], r["seed"]) not in have and r["attack"].split("_", 1)[0] in SCARCE_ATTACKS]
+    return [{**r, "earlier_eps": PAPER_EPS} for r in own + read]
 
 
 def run_on_evaluation_teachers(attacks, make_cells: Callable[[list[str]], list], out: Path,

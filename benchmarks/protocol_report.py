@@ -127,17 +127,17 @@ def block() -> str:
     done = {"scarce_data": len(scarce), "figure4_tau": len(main), "figure4_default_cut": len(cut),
             "architectures": len(archs), "table1_protocol": len(table1)}
     parts = [f"{progress_label(done, plan)} — scarce data: {len(scarce)} of {plan['scarce_data']} cells"
-             f"{f' ({read} read from Figure 4)' if read else ''}; Figure 4: {len(main)} of "
+             f"{f' ({read} read from the architectures grid)' if read else ''}; Figure 4: {len(main)} of "
              f"{plan['figure4_tau']} cells (every conv/norm output, the paper's layers) + {len(cut)} of "
              f"{plan['figure4_default_cut']} (the library's layer cut: default and τ = 0); architectures: "
              f"{len(archs)} of {plan['architectures']} cells; Table 1: {len(table1)} of {plan['table1_protocol']} cells "
              f"({tuning_status()}). "
              "Evaluation teachers, the evaluation half of the test set (6,315 clean "
              "images), one configuration: the library's defaults (Table 1: each method's tuned setting). "
-             "**MEDIC's ε:** the scarce-data, Figure 4 and Table 1 cells below ran at ε = 1e-5, MEDIC's default "
-             "until 2026-12-05; the default is now ε = 0.1 (chosen on development teachers and test images only: "
-             "BENCHMARKS.md §6) and their re-run at it is open. The architectures run at the new default; their "
-             "rows at 1e-5 are named so. "
+             "**MEDIC's ε:** the default is ε = 0.1 since 2026-12-05 (chosen on development teachers and test "
+             "images only: BENCHMARKS.md §6). The scarce-data cells and the architectures run at it (rows of the "
+             "architectures at 1e-5 are named so); the Figure 4 and Table 1 cells below ran at ε = 1e-5, the "
+             "default until then, and their re-run at the new one is open. "
              "Values in %, mean ± sample std over the seeds that ran (n).", "",
              "**Teachers** (WRN-16-1, GTSRB, 30 epochs; cards: the whole test set):", "", teacher_table(), ""]
     parts += ["**Scarce clean data** (`python -m benchmarks.scarce_data`; 60 epochs each; targets of issue 27: "

@@ -160,6 +160,23 @@ def test_scarce_data_table_averages_seeds_and_checks_the_targets_by_hand() -> No
     assert "92.0 / 3.0" in two and "missed (drop 6.0 ≤ 5" in two  # 6 points > 5 allowed at 2 %
 
 
+def test_scarce_data_table_shows_the_earlier_eps_beside_the_default_and_judges_the_default_only() -> None:
+    """Rows at ε = 1e-5 (``earlier_eps``) fill their own column; the target verdict and the seed
+    count come from the default's rows alone, and a line with only earlier rows still shows."""
+    t = "sig_wrn16_1_e30_s1"
+    rows = [_row(t, "medic", 0, 0.96, 0.40, fraction=0.05), _row(t, "medic", 1, 0.96, 0.00, fraction=0.05),
+            {**_row(t, "medic", 0, 0.97, 0.02, fraction=0.05), "earlier_eps": 1e-5},
+            {**_row(t, "medic", 0, 0.90, 0.01, fraction=0.01), "earlier_eps": 1e-5}]
+    lines = scarce_data.table(rows).splitlines()
+    assert lines[0].split(" | ")[6] == scarce_data.EARLIER
+    five = next(line for line in lines if "| 5 % |" in line)
+    # default: ASR mean 20.0 > 10 → missed, though the earlier ε's 2.0 would have met it
+    assert "| 96.0 ± 0.0 / 20.0 ± 28.3 | – | – | 97.0 / 2.0 | 2 | missed (drop 2.0 ≤ 3, ASR 20.0 ≤ 10) |" in five
+    one = next(line for line in lines if "| 1 % |" in line)
+    assert one.endswith("| – | – | – | 90.0 / 1.0 | 0 | – |")
+    assert scarce_data.EARLIER not in scarce_data.table(rows[:2])
+
+
 def test_figure4_table_puts_the_default_beside_each_tau() -> None:
     t = "sig_wrn16_1_e30_s1"
     rows = [_row(t, "medic", 0, 0.97, 0.01, ablation="none", x=None),
@@ -504,19 +521,24 @@ def test_clean_tracks_keeps_a_share_setting_apart_from_the_library_default() -> 
     assert clean_tracks.table([row]).splitlines()[2].split(" | ")[2] == "auto, cutout 0.5"
 
 
-def test_scarce_medic_5_percent_cells_are_figure4_default_cells_under_another_label() -> None:
-    """What lets the scarce-data report read MEDIC's 5 % cells from Figure 4 instead of re-running
-    them: the two cells differ in their labels only (BadNet seed 0 ran both ways, bit-identical),
-    and the rows read are marked, for the scarce attacks only."""
+def test_scarce_medic_5_percent_cells_are_the_architectures_default_cells_under_another_label() -> None:
+    """What lets the scarce-data report read MEDIC's 5 % cells from the architectures grid (the
+    library's defaults, ε = 0.1) instead of re-running them: the two cells differ in their labels
+    only, and the rows read are marked, for the scarce attacks only, once per teacher and seed,
+    at the scarce grid's ε only (Figure 4's default cells ran at 1e-5: not read)."""
     folder = [str(ROOT / "benchmarks" / "results" / "gtsrb_teachers" / "sig_wrn16_1_e30_s1")]
     (ours,) = scarce_data.grid(folder, [0], fractions=[0.05], methods=["medic"])
-    (theirs,) = [c for c in figure4_tau.grid(folder, [0], taus=[0.0]) if c.ablation == "none"]
+    (theirs,) = [c for c in architectures.grid(folder, [0]) if c.ablation == "none"]
     differ = {k for k, v in asdict(ours).items() if asdict(theirs)[k] != v}
     assert differ == set(common.LABEL_FIELDS)
+    (at_paper_eps,) = [c for c in figure4_tau.grid(folder, [0], taus=[0.0]) if c.ablation == "none"]
+    assert at_paper_eps.method_options != ours.method_options
     rows = common.scarce_rows()
     read = [r for r in rows if r.get("read_from")]
     assert read and all(r["method"] == "medic" and r["fraction"] == 0.05 for r in read)
     assert {r["attack"].split("_", 1)[0] for r in read} <= set(common.SCARCE_ATTACKS)
+    assert all(common.eps_of(r) == 0.1 and r["model"] == "wrn16_1" for r in read)
+    assert len({(r["attack"], r["seed"]) for r in read}) == len(read)
     own = {(r["attack"], r["seed"]) for r in rows if not r.get("read_from") and r["method"] == "medic"
            and r["fraction"] == 0.05}
     assert own.isdisjoint((r["attack"], r["seed"]) for r in read)
@@ -616,4 +638,5 @@ def test_protocol_rows_report_medic_at_the_grids_eps_only(monkeypatch: pytest.Mo
     assert common.protocol_rows([old, new, kd]) == [old, kd]
     monkeypatch.setattr(common, "PROTOCOL_MEDIC", {})
     assert common.protocol_rows([old, new, kd]) == [new, kd]
-
+    assert common.protocol_rows([old, new, kd], {"eps": 1e-5}) == [old, kd]
+    assert common.protocol_rows([old, new, kd], common.SCARCE_MEDIC) == [new, kd]
