@@ -17,6 +17,8 @@ the rules, written before the cells ran; they moved the default ε from 1e-5 to 
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from benchmarks.common import GTSRB, RESULTS, development_teachers_or_exit, variant_grid_parser, write_table_report
@@ -107,35 +109,75 @@ RULE3_VARIANTS = ("eps 1e-5", "eps 0.1")
 RULE3_THRESHOLD = 0.10
 
 
-def rule3_table(rows: list[dict]) -> str:
-    """Rule 3 B's count: per ε, each (teacher, seed) run at 5 % clean data whose student starts
-    from the cell's seed — final ASR / last-10 mean of the live ASR (%) — and how many of them
-    have a last-10 mean above the threshold; a missing run shows "–"."""
+def _rule_runs(rows: list[dict], fraction: float) -> dict[tuple, dict]:
+    """Rule 3 B's / rule 5's runs at ``fraction`` clean data, by (variant, teacher, seed): the
+    teachers and seeds of :data:`RULE3_TEACHERS` / :data:`RULE3_SEEDS`, students starting from
+    the cell's seed."""
     runs: dict[tuple, dict] = {}
     for r in rows:
         init = (r.get("method_options") or {}).get("student_seed", r["seed"])
-        if r["attack"] in RULE3_TEACHERS and r["fraction"] == 0.05 and init == r["seed"]:
+        if r["attack"] in RULE3_TEACHERS and math.isclose(r["fraction"], fraction) and init == r["seed"]:
             runs[(variant_of(r), r["attack"], r["seed"])] = r
+    return runs
+
+
+def _above(runs: dict[tuple, dict], name: str) -> tuple[int, int]:
+    """(runs of variant ``name`` whose last-10 mean of the live ASR is above the threshold, runs
+    with such a mean)."""
+    lates = [late_asr_mean(r.get("curve")) for (v, _, _), r in runs.items() if v == name]
+    known = [x for x in lates if x is not None]
+    return sum(x > RULE3_THRESHOLD for x in known), len(known)
+
+
+def rule3_table(rows: list[dict], fraction: float = 0.05) -> str:
+    """Rule 3 B's count (rule 5's at ``fraction`` = 0.1): per ε, each (teacher, seed) run whose
+    student starts from the cell's seed — final ASR / last-10 mean of the live ASR (%) — and how
+    many of them have a last-10 mean above the threshold; a missing run shows "–"."""
+    runs = _rule_runs(rows, fraction)
     head = [f"{t.split('_')[0]} s{seed}" for t in RULE3_TEACHERS for seed in RULE3_SEEDS]
     lines = ["| ε | " + " | ".join(head) + " | last-10 mean > 10 % |", "|" + "---|" * (len(head) + 2)]
     for name in RULE3_VARIANTS:
-        cells, above, n = [], 0, 0
+        cells = []
         for teacher in RULE3_TEACHERS:
             for seed in RULE3_SEEDS:
                 r = runs.get((name, teacher, seed)) or {}
                 late = late_asr_mean(r.get("curve")) if r else None
-                if late is None:
-                    cells.append("–")
-                    continue
-                n += 1
-                above += late > RULE3_THRESHOLD
-                cells.append(f"{100 * r['asr']:.1f} / {100 * late:.1f}")
+                cells.append("–" if late is None else f"{100 * r['asr']:.1f} / {100 * late:.1f}")
+        above, n = _above(runs, name)
         lines.append(f"| {name[4:]} | " + " | ".join(cells) + f" | {above} of {n} |")
     return "\n".join(lines) + "\n"
 
 
+#: Rule 5 (BENCHMARKS.md §6): the fractions pooled, and how many fewer runs above the threshold
+#: ε = 1e-5 must have than ε = 0.1 for rule 3's per-model ε to be tried.
+RULE5_FRACTIONS = (0.05, 0.1)
+RULE5_MARGIN = 3
+
+
+def rule5_verdict(rows: list[dict]) -> str:
+    """Rule 5's pooled count over :data:`RULE5_FRACTIONS` and its decision, once every run is in
+    (16 per ε), else how many are."""
+    counts = {name: [0, 0] for name in RULE3_VARIANTS}
+    for fraction in RULE5_FRACTIONS:
+        runs = _rule_runs(rows, fraction)
+        for name in RULE3_VARIANTS:
+            above, n = _above(runs, name)
+            counts[name][0] += above
+            counts[name][1] += n
+    whole = len(RULE5_FRACTIONS) * len(RULE3_TEACHERS) * len(RULE3_SEEDS)
+    text = "; ".join(f"ε = {name[4:]}: {above} of {n} above 10 %" for name, (above, n) in counts.items())
+    if any(n < whole for _, n in counts.values()):
+        return f"Rule 5 (5 % and 10 % pooled): {text} — not decided yet ({whole} runs per ε needed)."
+    fewer = counts["eps 0.1"][0] - counts["eps 1e-5"][0]
+    move = fewer >= RULE5_MARGIN
+    return (f"Rule 5 (5 % and 10 % pooled): {text}; ε = 1e-5 has {fewer} fewer (needed: {RULE5_MARGIN}) — "
+            + ("try rule 3's per-model ε on fresh (seed-2) evaluation teachers." if move else "ε stays 0.1."))
+
+
 def report() -> None:
-    write_table_report(OUT, lambda rows: table(rows) + "\nRule 3 B (final ASR / last-10 mean, %):\n\n" + rule3_table(rows))
+    write_table_report(OUT, lambda rows: table(rows) + "\nRule 3 B (final ASR / last-10 mean, %):\n\n" + rule3_table(rows)
+                       + "\nRule 5, 10 % clean data (final ASR / last-10 mean, %):\n\n" + rule3_table(rows, 0.1)
+                       + "\n" + rule5_verdict(rows) + "\n")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -593,6 +593,37 @@ def test_eps_development_names_each_cell_by_its_eps_and_lambda_and_tabulates_by_
     assert two.fraction == 0.02 and two.cell_id not in {c.cell_id for c in cells}
 
 
+def test_rule5_pools_5_and_10_percent_runs_and_decides_only_when_all_32_are_in() -> None:
+    """16 runs per ε (2 teachers × 4 seeds × 5 % and 10 %), each with a flat live-ASR curve over
+    its last 10 epochs: 0.2 (above 10 %) or 0.05. ε = 1e-5 with 3 fewer runs above → try the
+    per-model ε; with 2 fewer → ε stays 0.1; a missing run → undecided; a run whose student
+    starts from another seed does not count."""
+    def run(teacher: str, seed: int, eps: float, fraction: float, late: float, **options) -> dict:
+        curve = [{"epoch": e, "asr": late if e > 50 else 0.0} for e in range(61)]
+        opts = {} if eps == 1e-5 else {"eps": eps}
+        return _row(teacher, "medic", seed, 0.97, late, fraction=fraction, curve=curve,
+                    method_options={**opts, **options})
+
+    def rows(above_new: int, above_old: int) -> list[dict]:
+        out = []
+        for eps, above in ((0.1, above_new), (1e-5, above_old)):
+            slots = [(t, s, f) for f in (0.05, 0.1) for t in eps_development.RULE3_TEACHERS for s in range(4)]
+            out += [run(t, s, eps, f, 0.2 if i < above else 0.05) for i, (t, s, f) in enumerate(slots)]
+        return out
+
+    verdict = eps_development.rule5_verdict(rows(4, 1))
+    assert "ε = 1e-5: 1 of 16 above 10 %; ε = 0.1: 4 of 16 above 10 %" in verdict
+    assert verdict.endswith("has 3 fewer (needed: 3) — try rule 3's per-model ε on fresh (seed-2) evaluation teachers.")
+    assert eps_development.rule5_verdict(rows(3, 1)).endswith("has 2 fewer (needed: 3) — ε stays 0.1.")
+    assert "not decided yet" in eps_development.rule5_verdict(rows(4, 1)[1:])
+    other_init = rows(4, 1)
+    other_init[0] = run(eps_development.RULE3_TEACHERS[0], 0, 0.1, 0.05, 0.2, student_seed=1)
+    assert "not decided yet" in eps_development.rule5_verdict(other_init)
+    lines = eps_development.rule3_table(rows(4, 1), 0.1).splitlines()
+    assert lines[2].endswith("| 0 of 8 |") and lines[3].endswith("| 0 of 8 |")  # the above-runs are the 5 % slots
+    assert lines[3].split(" | ")[1] == "5.0 / 5.0"
+
+
 def test_eps_development_cells_keep_the_ids_of_the_committed_rows_across_the_default_change() -> None:
     """ε's default moved from 1e-5 to 0.1 after these rows ran: each committed row is still a cell
     of the grid its variant names (a variant at ε = 1e-5 names it; MEDIC drops a pinned ε of
