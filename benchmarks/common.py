@@ -184,30 +184,29 @@ def default_cells_as_scarce(fraction: float = 0.05) -> list[dict]:
     return rows
 
 
-def scarce_rows() -> list[dict]:
-    """The scarce-data grid's finished rows at :data:`SCARCE_MEDIC`'s ε, and the default cells of
-    Figure 4 or the architectures grid at that ε for the MEDIC 5 % cells it has not run itself
-    (:func:`default_cells_as_scarce`)."""
-    own = protocol_rows(read_runs(SCARCE_OUT / "runs.jsonl") if (SCARCE_OUT / "runs.jsonl").is_file() else [], SCARCE_MEDIC)
+def _scarce_rows_at(medic: dict[str, Any]) -> list[dict]:
+    """The scarce-data grid's finished rows at ``medic``'s ε (other methods' rows whatever it is),
+    and the default cells of the architectures grid or Figure 4 at that ε for the MEDIC 5 % cells
+    it has not run itself (:func:`default_cells_as_scarce`), each (attack, seed) read once."""
+    own = protocol_rows(read_runs(SCARCE_OUT / "runs.jsonl") if (SCARCE_OUT / "runs.jsonl").is_file() else [], medic)
     have = {(r["attack"], r["seed"]) for r in own if r["method"] == "medic" and math.isclose(r["fraction"], 0.05)}
     read = []
-    for r in protocol_rows(default_cells_as_scarce(0.05), SCARCE_MEDIC):
+    for r in protocol_rows(default_cells_as_scarce(0.05), medic):
         if (r["attack"], r["seed"]) not in have and r["attack"].split("_", 1)[0] in SCARCE_ATTACKS:
             have.add((r["attack"], r["seed"]))
             read.append(r)
     return own + read
 
 
+def scarce_rows() -> list[dict]:
+    """The scarce-data table's rows: every method's, MEDIC's at :data:`SCARCE_MEDIC`'s ε."""
+    return _scarce_rows_at(SCARCE_MEDIC)
+
+
 def scarce_earlier_rows() -> list[dict]:
-    """MEDIC's scarce-data rows at the paper's ε = 1e-5 (the default until 2026-12-05): the
-    grid's own, and Figure 4's default cells for the 5 % cells it did not run, each marked
-    ``earlier_eps`` — shown beside the default's column, never averaged with it."""
-    path = SCARCE_OUT / "runs.jsonl"
-    own = [r for r in (read_runs(path) if path.is_file() else []) if r["method"] == "medic" and eps_of(r) == PAPER_EPS]
-    have = {(r["attack"], r["seed"]) for r in own if math.isclose(r["fraction"], 0.05)}
-    read = [r for r in default_cells_as_scarce(0.05) if r["read_from"] == "figure4_tau" and eps_of(r) == PAPER_EPS
-            and (r["attack"], r["seed"]) not in have and r["attack"].split("_", 1)[0] in SCARCE_ATTACKS]
-    return [{**r, "earlier_eps": PAPER_EPS} for r in own + read]
+    """MEDIC's scarce-data rows at the paper's ε = 1e-5 (the default until 2026-12-05), each
+    marked ``earlier_eps`` — shown beside the default's column, never averaged with it."""
+    return [{**r, "earlier_eps": PAPER_EPS} for r in _scarce_rows_at({"eps": PAPER_EPS}) if r["method"] == "medic"]
 
 
 def run_on_evaluation_teachers(attacks, make_cells: Callable[[list[str]], list], out: Path,
