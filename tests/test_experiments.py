@@ -3,6 +3,7 @@ recomputation, failures, the table's arithmetic, the CLI, and the Ray executor."
 
 import argparse
 import ast
+import json
 import math
 import shutil
 import sys
@@ -20,6 +21,7 @@ from medic_viz.defenses.medic import DEFAULT_LAYERS, DEFAULT_SHARE, MedicConfig
 from medic_viz.defenses.registry import make_defense
 from medic_viz.experiments import CellSpec, build_grid, format_table, read_runs, run_grid
 from medic_viz.experiments.cells import defense_for_cell
+from medic_viz.experiments.runner import merged_grid
 from medic_viz.intervals import t_quantile
 from medic_viz.metrics import mean_std
 from medic_viz.pipeline import trigger_of
@@ -167,6 +169,25 @@ def test_tiny_grid_runs_writes_outputs_and_resumes(npz, tmp_path, monkeypatch):
     third = run_grid(_grid(npz, methods=("finetune", "medic", "scratch")), out, log=None)
     assert calls == {"cell": 1, "teacher": 0} and third.computed == 1 and len(third.rows) == 3
     assert "Scratch" in (out / "table.md").read_text()
+    # a later part of the grid (one method) keeps grid.json whole: every cell launched here, once
+    run_grid(_grid(npz, methods=("finetune",)), out, log=None)
+    listed = json.loads((out / "grid.json").read_text())
+    assert [CellSpec.from_dict(d).method for d in listed] == ["finetune", "medic", "scratch"]
+    assert {CellSpec.from_dict(d).cell_id for d in listed} == {r["cell_id"] for r in read_runs(out / "runs.jsonl")}
+
+
+def test_merged_grid_keeps_earlier_cells_replaces_same_ids_and_ignores_a_broken_file(npz, tmp_path):
+    a, b = _grid(npz)
+    path = tmp_path / "grid.json"
+    assert merged_grid(path, [a]) == [a.to_dict()]  # no earlier file
+    unknown = {"format": "a later version's cell"}
+    path.write_text(json.dumps([b.to_dict(), unknown, b.to_dict(), 7]))
+    merged = merged_grid(path, [a, b])
+    assert merged == [b.to_dict(), unknown, a.to_dict()]  # b once, in its earlier place; the unknown kept
+    path.write_text("{not json")
+    assert merged_grid(path, [b]) == [b.to_dict()]
+    path.write_text(json.dumps({"cells": []}))
+    assert merged_grid(path, [a]) == [a.to_dict()]
 
 
 def test_cells_without_a_dataset_digest_keep_the_ids_grids_had_before():

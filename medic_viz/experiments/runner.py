@@ -7,7 +7,8 @@ trojaned *teacher* (trained once per attack, seed and architecture, cached under
 complete). Rows are keyed by :attr:`CellSpec.cell_id`, so running the same grid again skips
 finished cells (resume after an interruption; a last line cut short by an interruption is
 ignored, and the next record starts on a line of its own); failed cells go to
-``DIR/errors.jsonl`` and are retried next time.
+``DIR/errors.jsonl`` and are retried next time. ``DIR/grid.json`` lists every cell launched
+into the folder, over all launches (:func:`merged_grid`).
 
 On the local executor a cell of a resumable method (MEDIC) saves its run after every epoch under
 ``DIR/.training/<cell id>.pt`` (:mod:`medic_viz.train_checkpoint`): a cell cut short goes on
@@ -46,7 +47,7 @@ from medic_viz.io import save_model
 from medic_viz.outdir import replace_file
 from medic_viz.train_checkpoint import TRAINING_DIR
 
-__all__ = ["GridResult", "Reporter", "read_runs", "run_grid", "check_grid"]
+__all__ = ["GridResult", "Reporter", "read_runs", "run_grid", "check_grid", "merged_grid"]
 
 #: Writes the reports of finished rows into a folder; returns ``{name: path}``.
 Reporter = Callable[[Sequence[Mapping[str, Any]], Path], dict[str, Path]]
@@ -103,6 +104,40 @@ def _append_jsonl(path: Path, row: Mapping[str, Any]) -> None:
 
 def _write_atomic(path: Path, text: str) -> None:
     replace_file(path, lambda tmp: tmp.write_text(text))
+
+
+GRID_FILE_LIMIT = 64 * 2**20
+"""Bytes of an earlier ``grid.json`` read back to merge with a new launch (larger: replaced)."""
+
+
+def merged_grid(path: Path, cells: Sequence[CellSpec]) -> list[dict]:
+    """Every cell launched into a grid folder, for its ``grid.json``: the earlier file's cells in
+    their order (one of this launch's cells with the same id takes its place), then this launch's
+    other cells. A grid run in parts (``--seeds 0``, then ``--seeds 1``) is thus described whole,
+    like its ``runs.jsonl``. An earlier file that is missing, too large or not a list is ignored;
+    an entry this version cannot read as a cell is kept as it was."""
+    new = {c.cell_id: c.to_dict() for c in cells}
+    earlier: Any = []
+    try:
+        if path.is_file() and path.stat().st_size <= GRID_FILE_LIMIT:
+            earlier = json.loads(path.read_text())
+    except (OSError, ValueError):
+        earlier = []
+    merged: list[dict] = []
+    seen: set[str] = set()
+    for entry in earlier if isinstance(earlier, list) else []:
+        if not isinstance(entry, dict):
+            continue
+        try:
+            cid = CellSpec.from_dict(entry).cell_id
+        except (TypeError, ValueError):
+            merged.append(entry)
+            continue
+        if cid not in seen:
+            seen.add(cid)
+            merged.append(new.get(cid, entry))
+    merged += [d for cid, d in new.items() if cid not in seen]
+    return merged
 
 
 def check_grid(cells: Sequence[CellSpec], *, executor: str = "local") -> None:
@@ -239,7 +274,7 @@ def run_grid(
     teachers_dir.mkdir(exist_ok=True)
     runs_path = out / "runs.jsonl"
     errors_path = out / "errors.jsonl"
-    _write_atomic(out / "grid.json", json.dumps([c.to_dict() for c in cells], indent=1, default=str))
+    _write_atomic(out / "grid.json", json.dumps(merged_grid(out / "grid.json", cells), indent=1, default=str))
 
     earlier_rows = read_runs(runs_path)
     done = {r["cell_id"] for r in earlier_rows}
