@@ -23,9 +23,12 @@
 # broken path costs one call, not the lease. `run` joins the parts and, for every architecture
 # at once (each in its own copy of the code and results folder), trains its three teachers in
 # parallel, then runs its grid (GPU_WORKERS cell processes, default 6; resumable: a cut-short
-# run keeps every finished cell); it packs the rows and the teachers' cards (not their weights:
-# up to 45 MB each) into $OUT/architectures.tar.gz, with one log per architecture. Back here:
-# untar it in the repository root, then `python -m benchmarks.architectures --report`.
+# run keeps every finished cell); it packs the rows, the teachers' cards and their manifest
+# entries (not their weights: up to 45 MB each) into $OUT/architectures.tar.gz
+# (benchmarks/results/architectures/{runs.jsonl,teacher_cards/,teacher_manifest_ARCH.json}), with one
+# log per architecture. Back here: untar it in the repository root, then
+# `python -m benchmarks.train_teachers --merge benchmarks/results/architectures/teacher_manifest_*.json`
+# and `python -m benchmarks.architectures --report`.
 # GPU_RUN_TIMEOUT (seconds, default 500) bounds the training; GPU_DEVICE (default cuda).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -89,15 +92,18 @@ case "$mode" in
         [[ -f $w/benchmarks/results/architectures/runs.jsonl ]] &&
           { mkdir -p benchmarks/results/architectures
             cat "$w"/benchmarks/results/architectures/runs.jsonl >> benchmarks/results/architectures/runs.jsonl; }
+        # the teachers' cards and manifest entries (weights SHA-256, clean accuracy, ASR) — not
+        # their weights; a card-only folder in the cache would stand for a model it lacks
         for f in "$w"/benchmarks/results/gtsrb_teachers/*_"$a"_e30_s1; do
           [[ -f $f/card.json ]] || continue
-          mkdir -p "benchmarks/results/gtsrb_teachers/$(basename "$f")"
-          cp "$f"/card.json "$f"/*.json "benchmarks/results/gtsrb_teachers/$(basename "$f")/" 2>/dev/null || true
+          mkdir -p benchmarks/results/architectures/teacher_cards
+          cp "$f"/card.json "benchmarks/results/architectures/teacher_cards/$(basename "$f").json"
         done
+        [[ -f $w/benchmarks/results/gtsrb_teachers/manifest.json ]] &&
+          cp "$w"/benchmarks/results/gtsrb_teachers/manifest.json "benchmarks/results/architectures/teacher_manifest_$a.json"
         cp "$w"/log.txt "$out/log_$a.txt" 2>/dev/null || true
       done
-      tar czf "$out/architectures.tar.gz" benchmarks/results/architectures \
-        $(for a in "${archs[@]}"; do ls -d benchmarks/results/gtsrb_teachers/*_"$a"_e30_s1 2>/dev/null; done) || true
+      tar czf "$out/architectures.tar.gz" benchmarks/results/architectures || true
       ls -l "$out"
     }
     trap gather EXIT

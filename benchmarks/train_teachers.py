@@ -10,6 +10,14 @@ so an interrupted run loses only the epoch in progress: run the same command aga
 
 Development teachers are seed 0 (the ones MEDIC's defaults were chosen on), evaluation
 teachers seed 1 (:data:`medic_viz.experiments.protocol.ROLE_SEEDS`); the role goes into each card.
+
+Every stored teacher is recorded in ``gtsrb_teachers/manifest.json`` (weights' SHA-256, clean
+accuracy, ASR; :mod:`medic_viz.experiments.teacher_manifest`), which is committed even where the
+weights are not (VGG-11-BN and ResNet-18 teachers, 37–45 MB each, are git-ignored and trained
+again on first use). ``--check`` compares the teachers here with it (exit status 1 when one
+differs); ``--record`` records the ones here (after copying teachers in); ``--merge FILE …``
+adds the entries of teachers trained on a GPU machine whose weights stayed there
+(``benchmarks/gpu_architectures.sh``).
 """
 
 from __future__ import annotations
@@ -24,6 +32,17 @@ from benchmarks.common import GTSRB, TEACHERS
 from medic_viz.data import load_dataset
 from medic_viz.experiments.presets import GTSRB_ATTACKS, gtsrb_recipe
 from medic_viz.experiments.protocol import ROLE_SEEDS, ROLES
+from medic_viz.experiments.teacher_manifest import check_manifest, merge_manifest, record_models
+
+
+def check(root) -> int:
+    """Print every teacher against the manifest; the number that differ."""
+    statuses = check_manifest(root)
+    for s in statuses:
+        print(f"{s.name:<34} {s.status:<10} {s.detail}")
+    counts = {k: sum(s.status == k for s in statuses) for k in ("same", "differs", "missing", "unrecorded")}
+    print(", ".join(f"{v} {k}" for k, v in counts.items()))
+    return counts["differs"]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -34,7 +53,23 @@ def main(argv: list[str] | None = None) -> None:
                         choices=sorted(GTSRB_ATTACKS))
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--check", action="store_true", help="compare the teachers here with the manifest, train none")
+    parser.add_argument("--record", action="store_true", help="record the teachers here in the manifest, train none")
+    parser.add_argument("--merge", nargs="+", metavar="FILE", help="add the entries of these manifests, train none")
     args = parser.parse_args(argv)
+    if args.merge:
+        for path in args.merge:
+            try:
+                added = merge_manifest(TEACHERS.root, path)
+            except (OSError, ValueError) as exc:
+                raise SystemExit(str(exc)) from None
+            print(f"{path}: {len(added)} entries added or changed{': ' + ', '.join(added) if added else ''}")
+        return
+    if args.record:
+        print(f"recorded {len(record_models(TEACHERS.root))} teachers in {TEACHERS.root / 'manifest.json'}")
+        return
+    if args.check:
+        raise SystemExit(1 if check(TEACHERS.root) else 0)
     if args.threads:
         torch.set_num_threads(args.threads)
     splits = None

@@ -377,6 +377,7 @@ case "$module" in
   benchmarks.train_teachers)
     d=benchmarks/results/gtsrb_teachers/${attack}_${arch}_e30_s1; mkdir -p "$d"
     echo '{"architecture": "'$arch'"}' > "$d/card.json"; echo weights > "$d/model.safetensors"
+    echo '{"'${attack}_${arch}_e30_s1'": {"architecture": "'$arch'"}}' > benchmarks/results/gtsrb_teachers/manifest.json
     echo "${attack}_${arch}_e30_s1: trained in 1 s" ;;
   benchmarks.architectures)
     mkdir -p benchmarks/results/architectures
@@ -417,10 +418,12 @@ def test_gpu_architectures_run_trains_each_architecture_in_its_own_copy_and_pack
                 tar.extractfile("benchmarks/results/architectures/runs.jsonl").read().decode().splitlines()]
     assert sorted(r["model"] for r in rows) == ["mobilenet_v1", "vgg11_bn"]
     assert {r["cwd"] for r in rows} == {str(tmp_path / "work" / f"medic_viz_arch_{a}") for a in ("mobilenet_v1", "vgg11_bn")}
-    cards = {n for n in names if n.endswith("card.json")}
-    assert cards == {f"benchmarks/results/gtsrb_teachers/{t}_{a}_e30_s1/card.json"
+    cards = {n for n in names if "teacher_cards/" in n}
+    assert cards == {f"benchmarks/results/architectures/teacher_cards/{t}_{a}_e30_s1.json"
                      for t in ("badnet", "sig", "polygon") for a in ("mobilenet_v1", "vgg11_bn")}
-    assert not any(n.endswith(".safetensors") for n in names)
+    assert {n for n in names if "teacher_manifest_" in n} == {
+        f"benchmarks/results/architectures/teacher_manifest_{a}.json" for a in ("mobilenet_v1", "vgg11_bn")}
+    assert not any(n.endswith(".safetensors") or "gtsrb_teachers" in n for n in names)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "architectures.tar.gz", "log_mobilenet_v1.txt", "log_vgg11_bn.txt"]
     assert "vgg11_bn: [1/1] badnet" in done.stdout

@@ -12,10 +12,12 @@ come from), the architecture, the epochs, the seed, and the training settings
 (``<attack>_<arch>_e<epochs>_s<seed>``, ``clean_…``, ``robust<ε·255>_…``; the name of a
 different recipe's folder already there gets ``-<digest>`` appended). A folder is written into
 a temporary folder and renamed into place (:class:`medic_viz.outdir.OutputFolder`): present
-means whole. A model in training saves its state after every epoch under
-``<root>/.training/<name>-<digest>.pt`` (:class:`medic_viz.train_checkpoint.TrainCheckpoint`):
-training it again after an interruption goes on from its last whole epoch; the file is removed
-once the folder is stored. Folders made before the key file existed (no ``teacher_key.json``) are found by
+means whole; it is then recorded in the root's ``manifest.json`` (weights' SHA-256, clean
+accuracy, ASR: :mod:`medic_viz.experiments.teacher_manifest`). A model in training saves its
+state after every epoch under ``<root>/.training/<name>-<digest>.pt``
+(:class:`medic_viz.train_checkpoint.TrainCheckpoint`): training it again after an interruption
+goes on from its last whole epoch; the file is removed once the folder is stored. Folders made
+before the key file existed (no ``teacher_key.json``) are found by
 their name when their card agrees with the recipe: architecture, dataset file name, number of
 epochs, attack name, every given trigger option, target and poison rate.
 
@@ -42,6 +44,7 @@ from medic_viz.attacks.train import ATTACK_TRAIN_DEFAULTS, train_attack
 from medic_viz.cards import TEACHER_ROLES, ModelCard
 from medic_viz.data import load_dataset
 from medic_viz.data_identity import file_sha256
+from medic_viz.experiments.teacher_manifest import KEY_FILE, record_model
 from medic_viz.io import load_model, save_model
 from medic_viz.metrics import Evaluator
 from medic_viz.models.zoo import build_model
@@ -51,9 +54,6 @@ from medic_viz.training import TrainConfig, train
 
 __all__ = ["TeacherRecipe", "TeacherCache", "KEY_FILE", "train_recipe", "dataset_identity"]
 
-#: The key of a cached model, inside its folder; written with the model, before the folder is
-#: renamed into place.
-KEY_FILE = "teacher_key.json"
 _KEY_FORMAT = 1
 
 
@@ -282,6 +282,7 @@ class TeacherCache:
             if found is None:
                 raise
             target = found
+        record_model(self.root, target)
         checkpoint.remove()
         try:
             checkpoint.path.parent.rmdir()  # the last model in training: no folder left behind
