@@ -12,7 +12,10 @@
   the compromised neurons' place and share of the cloning weight (:func:`compromised_neurons`,
   :func:`weight_share`, :func:`centre_share`) and how much of the teacher's trigger response a
   clone kept (:func:`trigger_transfer` → :class:`TriggerTransfer`), and at which layer triggered
-  inputs already look like the target class (:func:`target_readout` → :class:`TargetReadout`).
+  inputs already look like the target class (:func:`target_readout` → :class:`TargetReadout`);
+- :mod:`~medic_viz.analysis.sharpness`: how sharp each criterion (eq.(2), (3), (4)) is on clean
+  data at a run's τ, and its weight on a set of neurons (:func:`criteria_sharpness` →
+  :class:`CriteriaSharpness`).
 
 Layer statistics (μ, σ per channel) come from :mod:`medic_viz.stats`; nothing here depends on
 the defences.
@@ -35,6 +38,7 @@ from medic_viz.analysis.per_input import (
     reduce_channels,
 )
 from medic_viz.analysis.ranking import NeuronRanking, rank_compromised_neurons, top_activating_images
+from medic_viz.analysis.sharpness import SHARPNESS_CRITERIA, CriteriaSharpness, criteria_sharpness
 from medic_viz.analysis.transfer import (
     TargetReadout,
     TriggerTransfer,
@@ -46,6 +50,9 @@ from medic_viz.analysis.transfer import (
 )
 
 __all__ = [
+    "SHARPNESS_CRITERIA",
+    "CriteriaSharpness",
+    "criteria_sharpness",
     "REDUCTIONS",
     "MAP_KEYS",
     "CRITERIA",
