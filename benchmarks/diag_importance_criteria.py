@@ -10,6 +10,8 @@ sees them (:func:`medic_viz.analysis.sharpness.criteria_sharpness`):
   non-target images of the *development* half of the test set), as a multiple of uniform;
 - the teacher's cross-entropy on the subset and on unseen development images (eq.(3) scales with
   its gradient);
+- the same with ``impact="scaled"`` (the gradient over its per-sample spread; not the paper's, τ
+  calibrated for it), which keeps eq.(3) ranking neurons when the teacher fits its images;
 - beside it, whether the MEDIC cells of that subset relapsed (last-10-epoch mean of the live ASR
   of the committed ``eps_development`` rows, ε = 1e-5 and 0.1).
 
@@ -31,7 +33,7 @@ from medic_viz.analysis import criteria_sharpness, rank_compromised_neurons
 from medic_viz.attacks.base import Trigger
 from medic_viz.capture import resolve_layers
 from medic_viz.data import clean_subset, load_dataset
-from medic_viz.defenses.medic import preview_layer_taus
+from medic_viz.defenses.medic import MedicConfig, preview_layer_taus
 from medic_viz.experiments import read_runs
 from medic_viz.experiments.presets import gtsrb_recipe
 from medic_viz.experiments.protocol import DEVELOPMENT, ROLE_SEEDS, part_of_test_set
@@ -72,8 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     dev_test = part_of_test_set(splits.test, DEVELOPMENT)
     head = ("| teacher | subset seed | teacher CE, subset / unseen (mean, nats) | effective share, activation / impact / "
             "both (%) | impact share on unseen (%) | trigger's 1 % of neurons: weight × uniform, activation / impact / "
-            "both (p99 both) | its MEDIC cells: last-10 live ASR at ε = 1e-5 / 0.1 (%) |")
-    lines = [head, "|" + "---|" * 7]
+            "both (p99 both) | `impact=\"scaled\"`: effective share, impact / both (%) | `impact=\"scaled\"`: "
+            "trigger's neurons × uniform, impact / both | its MEDIC cells: last-10 live ASR at ε = 1e-5 / 0.1 (%) |")
+    lines = [head, "|" + "---|" * 9]
     for attack in args.attacks:
         recipe = gtsrb_recipe(attack, args.arch, GTSRB, seed=ROLE_SEEDS["development"][0])
         teacher, card = TEACHERS.load(recipe, splits=splits, train=False)
@@ -95,12 +98,17 @@ def main(argv: list[str] | None = None) -> int:
             clean = clean_subset(splits.train, args.fraction, seed)
             taus = preview_layer_taus(teacher, clean)
             seen = criteria_sharpness(teacher, clean, taus=taus, neurons=moved, augment=True, seed=seed)
+            scaled_taus = preview_layer_taus(teacher, clean, MedicConfig(impact="scaled"))
+            scaled = criteria_sharpness(teacher, clean, taus=scaled_taus, neurons=moved, augment=True, seed=seed,
+                                        impact="scaled")
             new = criteria_sharpness(teacher, unseen, taus=taus, stats=clean)
             share = " / ".join(f"{100 * seen.mean_share(c):.2f}" for c in ("activation", "impact", "both"))
             weight = " / ".join(f"{seen.mean_neuron_weight(c):.2f}" for c in ("activation", "impact", "both"))
             p99 = np.mean(list(seen.neuron_weight_p99["both"].values()))
             line = (f"| {recipe.name} | {seed} | {seen.loss_mean:.4f} / {new.loss_mean:.4f} | {share} | "
                     f"{100 * new.mean_share('impact'):.2f} | {weight} ({p99:.1f}) | "
+                    f"{100 * scaled.mean_share('impact'):.2f} / {100 * scaled.mean_share('both'):.2f} | "
+                    f"{scaled.mean_neuron_weight('impact'):.2f} / {scaled.mean_neuron_weight('both'):.2f} | "
                     f"{relapse_of(attack, args.arch, seed, args.fraction)} |")
             lines.append(line)
             print(line, f"({time.perf_counter() - start:.0f} s)", flush=True)

@@ -35,6 +35,8 @@ VARIANTS: dict[str, dict] = {
     "eps 1e-5": {"eps": PAPER_EPS}, "lam 0": {"lam": 0.0, "eps": PAPER_EPS},
     "lam 0.3": {"lam": 0.3, "eps": PAPER_EPS}, "lam 0.03": {"lam": 0.03, "eps": PAPER_EPS},
     "eps 0.1": {"eps": 0.1}, "eps 0.3": {"eps": 0.3}, "eps 1": {"eps": 1.0},
+    # rule 6 (BENCHMARKS.md §6): eq.(3) over its per-sample spread, at the default ε
+    "impact scaled": {"eps": 0.1, "impact": "scaled"},
 }
 #: The ε and λ of a row that names neither (ε: the default when every such row ran).
 BASE = {"eps": PAPER_EPS, "lam": DEFAULT_LAM}
@@ -71,13 +73,16 @@ def _seed_text(row: dict) -> str:
 
 
 def variant_of(row: dict) -> str | None:
-    """The name of ``row``'s variant (its ε and λ; other options at the library's defaults), else None."""
+    """The name of ``row``'s variant (its ε, λ and impact mode; other options at the library's
+    defaults), else None."""
     options = row.get("method_options") or {}
     if str(options.get("layers", "auto")) != "auto" or options.get("sigma_floor"):
         return None
-    point = (float(options.get("eps", BASE["eps"])), float(options.get("lam", BASE["lam"])))
+    point = (float(options.get("eps", BASE["eps"])), float(options.get("lam", BASE["lam"])),
+             options.get("impact", "signed"))
     for name, changed in VARIANTS.items():
-        if point == (float(changed.get("eps", BASE["eps"])), float(changed.get("lam", BASE["lam"]))):
+        if point == (float(changed.get("eps", BASE["eps"])), float(changed.get("lam", BASE["lam"])),
+                     changed.get("impact", "signed")):
             return name
     return None
 

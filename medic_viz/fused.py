@@ -356,6 +356,8 @@ class FusedCloneLoss:
         with torch.autocast(device_type=dev.type, enabled=False):  # always float32
             t = teacher.detach().float()
             g = None if grad is None or not opts.needs_gradients else grad.detach().float()
+            if g is not None and opts.impact == "scaled":  # the kernels multiply g by kg = τσ: divide by spread(σg) first
+                g = g * (kc.tau / importance.scaled_impact_divisor(g * kc.kg))
             zabs, iabs = opts.zscore == "abs", opts.impact == "abs"
             if mode == "compile" and kc.tau > 0:
                 try:

@@ -28,7 +28,8 @@ equations are the defaults:
 - ``zscore="abs"`` (paper, eq.2) or ``"signed"`` (reference code: ``softmax(τ·(f−μ)/σ)``,
   which favours neurons firing *above* their mean and ignores strongly negative ones).
 - ``impact="signed"`` (eq.3 as written and the reference code) or ``"abs"`` (the text's
-  "magnitude of gradients").
+  "magnitude of gradients"); ``"scaled"`` (neither's: ``g`` over its per-sample spread, so that
+  eq.(3) still ranks neurons when the teacher's loss, and with it ``g``, is near zero).
 - Loss reduction for the impact gradient, chosen where the gradient is computed
   (:mod:`medic_viz.defenses.medic`): ``"sum"`` gives each sample its own gradient (independent
   of batch size); ``"mean"`` (reference code) divides it by the batch size, so the impact
@@ -53,6 +54,7 @@ __all__ = [
     "RunningStats",
     "zscore",
     "activation_score",
+    "scaled_impact_divisor",
     "impact_score",
     "activation_importance",
     "impact_importance",
@@ -102,7 +104,7 @@ class ImportanceOptions:
     tau: float = 5.0
     criteria: Criteria = "both"
     zscore: Literal["abs", "signed"] = "abs"
-    impact: Literal["signed", "abs"] = "signed"
+    impact: Literal["signed", "abs", "scaled"] = "signed"
     loss_reduction: Literal["sum", "mean"] = "sum"
 
     def __post_init__(self) -> None:
@@ -111,8 +113,8 @@ class ImportanceOptions:
             raise ValueError(f"criteria must be 'both', 'activation' or 'impact', got {self.criteria!r}")
         if self.zscore not in ("abs", "signed"):
             raise ValueError(f"zscore must be 'abs' (paper) or 'signed' (reference code), got {self.zscore!r}")
-        if self.impact not in ("signed", "abs"):
-            raise ValueError(f"impact must be 'signed' (eq.3) or 'abs', got {self.impact!r}")
+        if self.impact not in ("signed", "abs", "scaled"):
+            raise ValueError(f"impact must be 'signed' (eq.3), 'abs' or 'scaled', got {self.impact!r}")
         if self.loss_reduction not in ("sum", "mean"):
             raise ValueError(f"loss_reduction must be 'sum' (per-sample) or 'mean' (reference), got {self.loss_reduction!r}")
 
@@ -153,13 +155,27 @@ def activation_score(act: torch.Tensor, stats: LayerStats, zscore_mode: str = "a
 def impact_score(grad: torch.Tensor, stats: LayerStats, impact_mode: str = "signed") -> torch.Tensor:
     """The per-neuron score inside eq.(3)'s softmax: ``g = σ·∂ℓ/∂f`` (the gradient with respect to
     the normalised "proxy" activation ``h = f/σ``; ``impact_mode="signed"``, eq.(3) and the
-    reference code) or ``|g|`` (``"abs"``). ``grad``: ``(B, C, ...)`` = ∂ℓ/∂f."""
+    reference code), ``|g|`` (``"abs"``), or ``g`` divided by its spread over the layer's neurons
+    per sample (``"scaled"``: ``g / std(g)``, not in the paper — eq.(3)'s ``g`` shrinks with the
+    teacher's loss, so a teacher that fits the clean images makes it uniform at any usable τ;
+    the scaled score keeps its ranking at any loss; an all-zero gradient stays uniform).
+    ``grad``: ``(B, C, ...)`` = ∂ℓ/∂f."""
     g = grad * _bshape(stats.std, grad)
     if impact_mode == "abs":
         return g.abs()
+    if impact_mode == "scaled":
+        return g / scaled_impact_divisor(g)
     if impact_mode != "signed":
-        raise ValueError(f"impact_mode must be 'signed' or 'abs', got {impact_mode!r}")
+        raise ValueError(f"impact_mode must be 'signed', 'abs' or 'scaled', got {impact_mode!r}")
     return g
+
+
+def scaled_impact_divisor(g: torch.Tensor) -> torch.Tensor:
+    """Per sample, the spread of ``g`` (``(B, ...)``) over all its other dimensions (population
+    standard deviation, at least 1e-30), shaped ``(B, 1, …)`` to divide ``g`` by: the divisor of
+    ``impact="scaled"``."""
+    spread = g.reshape(g.shape[0], -1).float().std(1, unbiased=False).clamp_min(1e-30)
+    return spread.reshape((-1,) + (1,) * (g.ndim - 1)).to(g.dtype)
 
 
 def _per_sample_softmax(scores: torch.Tensor, tau: float) -> torch.Tensor:

@@ -95,14 +95,16 @@ def check_calibration_shortcut(act, grad, stats, opts: ImportanceOptions) -> Non
     w = layer_importance(act, None if grad is None else grad.clone(), stats, opts).reshape(b, -1).double()
     w = w / w.sum(1, keepdim=True)
     p = torch.softmax(opts.tau * importance_scores(act, grad, stats, opts).double(), dim=1)
-    torch.testing.assert_close(p, w, rtol=1e-4, atol=1e-9)
+    # the scaled impact's scores spread over O(1), so at τ = 30 the definition's float32 A·G
+    # underflows (weights of ~1e-8 become 0) where the double closed form keeps them
+    torch.testing.assert_close(p, w, rtol=1e-4, atol=1e-7 if opts.impact == "scaled" else 1e-9)
     assert matched_share(act, grad, stats, opts) == pytest.approx(
         float(effective_neurons(layer_importance(act, None if grad is None else grad.clone(), stats, opts)).mean()) / m, rel=1e-4)
 
 
 @pytest.mark.parametrize("criteria", ["both", "activation", "impact"])
 @pytest.mark.parametrize("zscore", ["abs", "signed"])
-@pytest.mark.parametrize("impact", ["signed", "abs"])
+@pytest.mark.parametrize("impact", ["signed", "abs", "scaled"])
 def test_scores_softmax_equals_normalised_medic_weights(criteria, zscore, impact):
     act, grad, stats = _layer(3, (4, 5, 4, 4), 2.0)
     grad = grad * 50
@@ -112,7 +114,7 @@ def test_scores_softmax_equals_normalised_medic_weights(criteria, zscore, impact
 
 @pytest.mark.parametrize("criteria", ["both", "activation", "impact"])
 @pytest.mark.parametrize("zscore", ["abs", "signed"])
-@pytest.mark.parametrize("impact", ["signed", "abs"])
+@pytest.mark.parametrize("impact", ["signed", "abs", "scaled"])
 @pytest.mark.parametrize("reduction", ["sum", "mean"])
 def test_calibration_shortcut_equals_the_definition_on_an_engine_teacher_pass(criteria, zscore, impact, reduction):
     """Every option, with activations and gradients from the engine's teacher pass (so the

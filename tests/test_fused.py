@@ -51,7 +51,7 @@ def _data(n: int = 40, seed: int = 0) -> ImageArrays:
 OPTIONS = [
     ImportanceOptions(tau=tau, criteria=c, zscore=z, impact=i, loss_reduction=r)  # type: ignore[arg-type]  # the Literals
     for tau, c, z, i, r in itertools.product(
-        (0.0, 5.0, 40.0), ("both", "activation", "impact"), ("abs", "signed"), ("signed", "abs"), ("sum", "mean")
+        (0.0, 5.0, 40.0), ("both", "activation", "impact"), ("abs", "signed"), ("signed", "abs", "scaled"), ("sum", "mean")
     )
 ]
 
@@ -177,8 +177,8 @@ def test_reference_mode_is_the_definition_and_a_medic_run_takes_it():
 # the reduction only changes the gradient fed in — so these cases compile every kernel once.
 COMPILED_OPTIONS = [
     ImportanceOptions(tau=5.0, criteria=c, zscore=z, impact=i)  # type: ignore[arg-type]  # the Literals
-    for c, z, i in itertools.product(("both", "activation", "impact"), ("abs", "signed"), ("signed", "abs"))
-    if not (c == "activation" and i == "abs") and not (c == "impact" and z == "signed")
+    for c, z, i in itertools.product(("both", "activation", "impact"), ("abs", "signed"), ("signed", "abs", "scaled"))
+    if not (c == "activation" and i != "signed") and not (c == "impact" and z == "signed")
 ]
 
 

@@ -15,6 +15,7 @@ from medic_viz.importance import (
     combine_importance,
     effective_neurons,
     impact_importance,
+    impact_score,
     layer_importance,
     validate_tau,
 )
@@ -145,7 +146,7 @@ def test_options_validation_messages():
 
 @pytest.mark.parametrize("criteria", ["both", "activation", "impact"])
 @pytest.mark.parametrize("zscore", ["abs", "signed"])
-@pytest.mark.parametrize("impact", ["signed", "abs"])
+@pytest.mark.parametrize("impact", ["signed", "abs", "scaled"])
 def test_layer_importance_is_the_equations_composed(criteria, zscore, impact):
     torch.manual_seed(3)
     act, grad = torch.randn(4, 3, 5, 5), torch.randn(4, 3, 5, 5) * 0.1
@@ -182,3 +183,22 @@ def test_layer_importance_accepts_channels_last_activations():
     cl = layer_importance(act.contiguous(memory_format=torch.channels_last),
                           grad.clone().contiguous(memory_format=torch.channels_last), stats, opts)
     torch.testing.assert_close(cl, ref)
+
+
+def test_scaled_impact_by_hand_and_free_of_the_gradients_scale():
+    """σ = (1, 2), ∂ℓ/∂f = (1, −1)·1e-6: g = σ·∂ℓ/∂f = (1, −2)·1e-6, spread 1.5e-6, scaled score
+    (2/3, −4/3); at τ = ln 3 / 2 eq.(3) is softmax([ln 3 / 3, −2 ln 3 / 3]) = (3/4, 1/4) — at any
+    gradient scale, where the signed score is uniform to 1e-6."""
+    stats = LayerStats(mean=torch.zeros(2), std=torch.tensor([1.0, 2.0]))
+    tau = math.log(3) / 2
+    for scale in (1e-6, 1.0, 1e3):
+        grad = torch.tensor([[1.0, -1.0]]) * scale
+        score = impact_score(grad, stats, "scaled")
+        assert torch.allclose(score, torch.tensor([[2 / 3, -4 / 3]]), atol=1e-6)
+        assert torch.allclose(impact_importance(grad, stats, tau, impact_mode="scaled"), torch.tensor([[0.75, 0.25]]), atol=1e-6)
+    tiny = impact_importance(torch.tensor([[1e-6, -1e-6]]), stats, tau, impact_mode="signed")
+    assert torch.allclose(tiny, torch.full((1, 2), 0.5), atol=1e-6)
+    zero = impact_importance(torch.zeros(1, 2), stats, tau, impact_mode="scaled")
+    assert torch.equal(zero, torch.full((1, 2), 0.5))
+    with pytest.raises(ValueError, match="'abs' or 'scaled', got 'normalised'"):
+        ImportanceOptions(impact="normalised")  # type: ignore[arg-type]
