@@ -1,8 +1,8 @@
 """Which criterion carries MEDIC's weights on the GTSRB teachers, and do they spare the neurons a
 trigger moves? (issue 27: the late relapses). Per development teacher and clean subset (the cells'
 own: ``clean_subset(train, fraction, seed)``), at the τ per layer a run calibrates
-(:func:`medic_viz.defenses.medic.preview_layer_taus`), on the subset's augmented batches as a run
-sees them (:func:`medic_viz.analysis.sharpness.criteria_sharpness`):
+(:func:`medic_viz.defenses.medic.preview_layer_taus`) and its statistics (σ with MEDIC's ε), on the
+subset's augmented batches as a run sees them (:func:`medic_viz.analysis.sharpness.criteria_sharpness`):
 
 - the effective share of neurons each criterion matches — eq.(2) activation, eq.(3) impact,
   eq.(4) both (1 % is what the calibration aims eq.(4) at; 100 % is uniform);
@@ -39,6 +39,7 @@ from medic_viz.experiments.presets import gtsrb_recipe
 from medic_viz.experiments.protocol import DEVELOPMENT, ROLE_SEEDS, part_of_test_set
 from medic_viz.experiments.summary import late_asr_mean
 from medic_viz.pipeline import trigger_of
+from medic_viz.stats import compute_layer_stats
 
 OUT = RESULTS / "importance_criteria"
 CELLS = RESULTS / "eps_development"
@@ -87,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         layers = resolve_layers(teacher, "auto", input_shape=splits.train.image_shape)
         probe = dev_test.subset(torch.nonzero(dev_test.labels != target).flatten()[:512])
         unseen = dev_test.subset(torch.arange(min(len(dev_test), 1960)))
-        reference = clean_subset(splits.train, args.fraction, args.seeds[0])
+        eps = MedicConfig().eps  # σ as a run estimates it (the cloning loss's units)
+        reference = compute_layer_stats(teacher, clean_subset(splits.train, args.fraction, args.seeds[0]), layers, eps=eps)
         ranking = rank_compromised_neurons(teacher, probe, trigger, stats=reference, layers=layers)
         moved = {}
         for name in layers:
@@ -96,12 +98,13 @@ def main(argv: list[str] | None = None) -> int:
         for seed in args.seeds:
             start = time.perf_counter()
             clean = clean_subset(splits.train, args.fraction, seed)
+            stats = compute_layer_stats(teacher, clean, layers, eps=eps)
             taus = preview_layer_taus(teacher, clean)
-            seen = criteria_sharpness(teacher, clean, taus=taus, neurons=moved, augment=True, seed=seed)
+            seen = criteria_sharpness(teacher, clean, taus=taus, stats=stats, neurons=moved, augment=True, seed=seed)
             scaled_taus = preview_layer_taus(teacher, clean, MedicConfig(impact="scaled"))
-            scaled = criteria_sharpness(teacher, clean, taus=scaled_taus, neurons=moved, augment=True, seed=seed,
-                                        impact="scaled")
-            new = criteria_sharpness(teacher, unseen, taus=taus, stats=clean)
+            scaled = criteria_sharpness(teacher, clean, taus=scaled_taus, stats=stats, neurons=moved, augment=True,
+                                        seed=seed, impact="scaled")
+            new = criteria_sharpness(teacher, unseen, taus=taus, stats=stats)
             share = " / ".join(f"{100 * seen.mean_share(c):.2f}" for c in ("activation", "impact", "both"))
             weight = " / ".join(f"{seen.mean_neuron_weight(c):.2f}" for c in ("activation", "impact", "both"))
             p99 = np.mean(list(seen.neuron_weight_p99["both"].values()))

@@ -11,7 +11,7 @@ import torch.nn as nn
 
 from medic_viz.analysis.sharpness import SHARPNESS_CRITERIA, criteria_sharpness
 from medic_viz.data.arrays import Augmentation, ImageArrays
-from medic_viz.stats import LayerStats
+from medic_viz.stats import LayerStats, compute_layer_stats
 
 
 class Net(nn.Module):
@@ -131,3 +131,14 @@ def test_bad_arguments_are_refused_in_one_line() -> None:
         criteria_sharpness(net, data, taus={"bn": 1.0}, layers=["conv", "bn"])
     with pytest.raises(ValueError, match="non-empty ImageArrays"):
         criteria_sharpness(net, data.subset([]), taus=1.0)
+
+
+def test_statistics_from_data_use_medics_eps_as_a_run_does() -> None:
+    """Given clean data, σ is estimated as a MEDIC run estimates it (ε = 0.1 by default): the same
+    numbers as passing those statistics, other numbers than with the statistics' own ε = 1e-5."""
+    net, data = _net(), _images()
+    implied = criteria_sharpness(net, data, taus=3.0, layers=["bn"])
+    given = criteria_sharpness(net, data, taus=3.0, layers=["bn"], stats=compute_layer_stats(net, data, ["bn"], eps=0.1))
+    small = criteria_sharpness(net, data, taus=3.0, layers=["bn"], eps=1e-5)
+    assert implied.effective_share == given.effective_share
+    assert abs(small.mean_share("activation") - implied.mean_share("activation")) > 1e-4

@@ -20,11 +20,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from medic_viz.analysis._common import _resolve_stats
-from medic_viz.capture import eval_mode, run_with_cache
+from medic_viz.capture import eval_mode, resolve_layers, run_with_cache
 from medic_viz.data.arrays import ImageArrays, iterate_batches
 from medic_viz.device import model_device
 from medic_viz.importance import ImportanceOptions, effective_neurons, layer_importance, validate_tau
-from medic_viz.stats import LayerStats
+from medic_viz.stats import DEFAULT_EPS_MEDIC, LayerStats, compute_layer_stats
 
 __all__ = ["SHARPNESS_CRITERIA", "CriteriaSharpness", "criteria_sharpness"]
 
@@ -87,14 +87,17 @@ def criteria_sharpness(
     augment: bool = False,
     seed: int = 0,
     batch_size: int = 128,
+    eps: float = DEFAULT_EPS_MEDIC,
     **options: object,
 ) -> CriteriaSharpness:
     """Each criterion's sharpness, and its weight on ``neurons``, on ``data`` (true labels).
 
     ``taus``: one τ, or ``{layer: τ}`` for every layer (its keys are the layers unless ``layers``
     is given). ``stats``: per-layer statistics, or clean data to estimate them from (default
-    ``data``). ``neurons``: ``{layer: flat indices into the layer's C·H·W outputs}`` (e.g. the
-    neurons a trigger moves most). ``augment``: the data's augmentation, seeded by ``seed``, as a
+    ``data``) with ``σ = sqrt(var + eps)`` — by default MEDIC's ε, as a run estimates them
+    (:data:`medic_viz.stats.DEFAULT_EPS_MEDIC`; ``eps`` is ignored when ``stats`` is a mapping).
+    ``neurons``: ``{layer: flat indices into the layer's C·H·W outputs}`` (e.g. the neurons a
+    trigger moves most). ``augment``: the data's augmentation, seeded by ``seed``, as a
     training run sees it. ``options``: further :class:`~medic_viz.importance.ImportanceOptions`
     (``zscore``, ``impact``, ``loss_reduction``), the same for every criterion."""
     if not isinstance(data, ImageArrays) or len(data) == 0:
@@ -102,7 +105,10 @@ def criteria_sharpness(
     if layers is None and isinstance(taus, Mapping):
         layers = list(taus)
     device = model_device(model)
-    names, layer_stats = _resolve_stats(model, data if stats is None else stats, layers, device)
+    source = data if stats is None else stats
+    if isinstance(source, ImageArrays):
+        source = compute_layer_stats(model, source, resolve_layers(model, layers), device=device, eps=eps)
+    names, layer_stats = _resolve_stats(model, source, layers, device)
     if isinstance(taus, Mapping):
         missing = [n for n in names if n not in taus]
         if missing:
