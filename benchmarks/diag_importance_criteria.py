@@ -48,15 +48,16 @@ TOP = 0.01
 
 
 def relapse_of(attack: str, arch: str, seed: int, fraction: float) -> str:
-    """The committed cells' last-10 live ASR (%) for this teacher and subset, ``"<ε 1e-5> / <ε 0.1>"``
-    ("–" where a cell is missing). A row that names no ε ran at 1e-5, the default of the day."""
+    """The committed default cells' last-10 live ASR (%) for this teacher and subset (eq.(3) as
+    written, λ 3, the default layers), ``"<ε 1e-5> / <ε 0.1>"`` ("–" where a cell is missing). A
+    row that names no ε ran at 1e-5, the default of the day."""
     teacher = f"{attack}_{arch}_e30_s{ROLE_SEEDS['development'][0]}"
     found: dict[float, str] = {}
     for row in read_runs(CELLS / "runs.jsonl"):
         options = row.get("method_options") or {}
         if (row.get("attack") == teacher and row.get("seed") == seed and abs(row.get("fraction", 0) - fraction) < 1e-9
                 and options.get("student_seed", seed) == seed and str(options.get("layers", "auto")) == "auto"
-                and float(options.get("lam", 3.0)) == 3.0):
+                and float(options.get("lam", 3.0)) == 3.0 and options.get("impact", "signed") == "signed"):
             late = late_asr_mean(row.get("curve"))
             found[float(options.get("eps", 1e-5))] = "–" if late is None else f"{100 * late:.1f}"
     return f"{found.get(1e-5, '–')} / {found.get(0.1, '–')}"
