@@ -2,7 +2,8 @@
 
 - :func:`free_port`, :func:`poll`: servers started by the browser tests (loopback only);
 - :func:`png_with_text_chunk`: a small PNG whose text chunk inflates to many megabytes;
-- :func:`write_tiny_npz`: a 16 + 8 image, 4-class ``.npz`` dataset for CLI tests.
+- :func:`write_tiny_npz`: a 16 + 8 image, 4-class ``.npz`` dataset for CLI tests;
+- :class:`TinyConvNet`: conv → BN → ReLU → pool → linear, for the analysis tests.
 """
 
 from __future__ import annotations
@@ -16,9 +17,25 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import torch
+import torch.nn as nn
 from PIL import Image
 
-__all__ = ["free_port", "poll", "png_with_text_chunk", "write_tiny_npz"]
+__all__ = ["free_port", "poll", "png_with_text_chunk", "write_tiny_npz", "TinyConvNet"]
+
+
+class TinyConvNet(nn.Module):
+    """3×3 conv (3→4) → BN → ReLU → avg-pool → linear(4→``classes``)."""
+
+    def __init__(self, classes: int = 2) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(4, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(torch.relu(self.bn(self.conv(x)))).flatten(1))
 
 
 def free_port() -> int:

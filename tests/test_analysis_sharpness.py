@@ -9,23 +9,15 @@ import pytest
 import torch
 import torch.nn as nn
 
+from _support import TinyConvNet
 from medic_viz.analysis.sharpness import SHARPNESS_CRITERIA, criteria_sharpness
 from medic_viz.data.arrays import Augmentation, ImageArrays
 from medic_viz.stats import LayerStats, compute_layer_stats
 
 
-class Net(nn.Module):
-    """3×3 conv (3→4) → BN → ReLU → avg-pool → linear(4→3)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, 4, 3, padding=1)
-        self.bn = nn.BatchNorm2d(4)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(4, 3)
-
-    def forward(self, x):
-        return self.fc(self.pool(torch.relu(self.bn(self.conv(x)))).flatten(1))
+def Net() -> TinyConvNet:
+    """The shared tiny net (tests/_support.py) with 3 classes."""
+    return TinyConvNet(3)
 
 
 def _images(n: int = 24, labels: torch.Tensor | None = None) -> ImageArrays:
@@ -35,7 +27,7 @@ def _images(n: int = 24, labels: torch.Tensor | None = None) -> ImageArrays:
     return ImageArrays(x, y, ("a", "b", "c"), augmentation=Augmentation(crop_pad=1))
 
 
-def _net() -> Net:
+def _net() -> TinyConvNet:
     torch.manual_seed(0)
     net = Net().eval()
     with torch.no_grad():

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from _support import TinyConvNet
 from medic_viz.analysis import (
     NeuronRanking,
     centre_share,
@@ -24,18 +25,9 @@ from medic_viz.data.arrays import ImageArrays
 from medic_viz.importance import ImportanceOptions, RunningStats, layer_importance
 
 
-class Net(nn.Module):
-    """3×3 conv (3→4) → BN → ReLU → avg-pool → linear(4→2)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, 4, 3, padding=1)
-        self.bn = nn.BatchNorm2d(4)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(4, 2)
-
-    def forward(self, x):
-        return self.fc(self.pool(torch.relu(self.bn(self.conv(x)))).flatten(1))
+def Net() -> TinyConvNet:
+    """The shared tiny net (tests/_support.py) with 2 classes."""
+    return TinyConvNet(2)
 
 
 @pytest.fixture(scope="module")
