@@ -13,7 +13,7 @@ subset's augmented batches as a run sees them (:func:`medic_viz.analysis.sharpne
 - the same with ``impact="scaled"`` (the gradient over its per-sample spread; not the paper's, τ
   calibrated for it), which keeps eq.(3) ranking neurons when the teacher fits its images;
 - beside it, whether the MEDIC cells of that subset relapsed (last-10-epoch mean of the live ASR
-  of the committed ``eps_development`` rows, ε = 1e-5 and 0.1).
+  of the committed ``eps_development`` and ``cut_development`` rows, ε = 1e-5 and 0.1).
 
 Development teachers and images only; it uses the trigger, as a diagnostic, never as a setting.
 
@@ -42,7 +42,8 @@ from medic_viz.pipeline import trigger_of
 from medic_viz.stats import compute_layer_stats
 
 OUT = RESULTS / "importance_criteria"
-CELLS = RESULTS / "eps_development"
+#: The development grids whose default cells (layers ``auto``, λ 3, eq.(3) as written) it reads.
+CELLS = (RESULTS / "eps_development", RESULTS / "cut_development")
 #: The share of each layer's neurons counted as the trigger's (most moved, mean |Δ| in σ).
 TOP = 0.01
 
@@ -53,7 +54,7 @@ def relapse_of(attack: str, arch: str, seed: int, fraction: float) -> str:
     row that names no ε ran at 1e-5, the default of the day."""
     teacher = f"{attack}_{arch}_e30_s{ROLE_SEEDS['development'][0]}"
     found: dict[float, str] = {}
-    for row in read_runs(CELLS / "runs.jsonl"):
+    for row in (row for folder in CELLS for row in read_runs(folder / "runs.jsonl")):
         options = row.get("method_options") or {}
         if (row.get("attack") == teacher and row.get("seed") == seed and abs(row.get("fraction", 0) - fraction) < 1e-9
                 and options.get("student_seed", seed) == seed and str(options.get("layers", "auto")) == "auto"
