@@ -202,3 +202,17 @@ def test_scaled_impact_by_hand_and_free_of_the_gradients_scale():
     assert torch.equal(zero, torch.full((1, 2), 0.5))
     with pytest.raises(ValueError, match="'abs' or 'scaled', got 'normalised'"):
         ImportanceOptions(impact="normalised")  # type: ignore[arg-type]
+
+
+def test_combined_weights_are_not_renormalised_and_sum_below_one_unless_uniform():
+    """Eq.(4) as used: ``Σ sqrt(A·G) ≤ 1``, equal only at τ = 0 (plain cloning's ``1/m``). Two
+    neurons, f = (3, 1), μ = (1, 1), σ = (2, 2): |z| = (1, 0), at τ = ln 3 A = (3/4, 1/4); a zero
+    gradient makes G = (1/2, 1/2); so w = (sqrt(3/8), sqrt(1/8)), summing to 0.966 — the cloning
+    term's total weight that ``benchmarks.diag_weight_mass`` measures on real teachers."""
+    stats = _stats([1.0, 1.0], [2.0, 2.0])
+    act, grad = torch.tensor([[3.0, 1.0]]), torch.zeros(1, 2)
+    w = layer_importance(act, grad, stats, ImportanceOptions(tau=math.log(3)))
+    torch.testing.assert_close(w, torch.tensor([[math.sqrt(3 / 8), math.sqrt(1 / 8)]]))
+    assert abs(float(w.sum()) - (math.sqrt(3 / 8) + math.sqrt(1 / 8))) < 1e-6 and float(w.sum()) < 0.97
+    plain = layer_importance(act, grad, stats, ImportanceOptions(tau=0.0))
+    assert float(plain.sum()) == pytest.approx(1.0)
