@@ -250,6 +250,8 @@ def _run_removal(teacher: nn.Module, card: ModelCard, splits: DatasetSplits, arg
            f"{outcome.seconds:.1f} s in all")
     if outcome.result.config.get("coverage_note"):  # MEDIC: how much of the model only the labels train
         _print(f"note: {outcome.result.config['coverage_note']}")
+    if outcome.result.config.get("fit_note"):  # MEDIC: the clone learnt nothing from the labels
+        _print(f"note: {outcome.result.config['fit_note']}")
     if held:
         _print(f"clean hold-out ({held['images']:,} images, not trained on): clone {100 * held['clone_acc']:.2f}%, "
                f"teacher {100 * held['teacher_acc']:.2f}% ({abs(held['gap_points']):.2f} points "

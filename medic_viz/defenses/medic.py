@@ -30,13 +30,7 @@ import torch.nn.functional as F
 
 import medic_viz.stats as layer_statistics  # looked up at call time: what a test or benchmark puts there runs
 from medic_viz.calibration import calibrate_taus, validate_share
-from medic_viz.capture import (
-    LAYER_PRESETS,
-    LayerRecorder,
-    LayerSpec,
-    check_same_structure,
-    resolve_layers,
-)
+from medic_viz.capture import LAYER_PRESETS, LayerRecorder, LayerSpec, check_same_structure, resolve_layers
 from medic_viz.checks import MAX_SEED, check_number, check_whole
 from medic_viz.coverage import coverage_record
 from medic_viz.data.arrays import ImageArrays, iterate_batches, split_holdout
@@ -48,6 +42,7 @@ from medic_viz.device import resolve_device
 from medic_viz.fused import FusedCloneLoss, validate_fused_mode
 from medic_viz.holdout import HOLDOUT_GAP_POINTS, holdout_record
 from medic_viz.importance import ImportanceOptions, layer_importance
+from medic_viz.label_fit import label_fit_record
 from medic_viz.metrics import Evaluator
 from medic_viz.stats import DEFAULT_EPS_MEDIC, PAPER_EPS, LayerStats, floor_std, validate_eps
 from medic_viz.train_checkpoint import TrainCheckpoint
@@ -491,6 +486,7 @@ class Medic(ConfiguredDefense):
         teacher_holdout = None if monitor is None else monitor(reference).clean_acc
         result = train(objective, clean, cfg.train_config(), evaluator=evaluator, callbacks=callbacks, stop_event=stop_event,
                        label=label, holdout=monitor, checkpoint=checkpoint)
+        extra.update(label_fit_record((e.losses.get("ce") for e in result.history if e.kind == "epoch"), clean.labels))
         if monitor is not None and teacher_holdout is not None:
             extra.update(holdout_record(teacher_holdout, monitor(result.model).clean_acc, len(monitor.y), len(clean),
                                         whole_groups=clean.groups is not None))

@@ -143,7 +143,7 @@ CURVE_METHODS = ("medic",)
 
 #: Fields of a defence's result config copied into a row's ``extra`` (what a method decided).
 _EXTRA_KEYS = ("t", "n_pruned", "n_channels", "pruned_layer", "attention_layers", "mask_epochs", "n_neurons", "holdout",
-               "holdout_note")
+               "holdout_note", "fit_note")
 
 
 def defense_for_cell(method: str, options: Mapping[str, Any]) -> ConfiguredDefense:

@@ -293,6 +293,8 @@ class RunRecord:
             parts.append(self.holdout_text)
         if self.coverage_note:
             parts.append(self.coverage_note)
+        if self.fit_note:
+            parts.append(self.fit_note)
         if self.error:
             parts.append(self.error)
         return " | ".join(parts)
@@ -318,6 +320,13 @@ class RunRecord:
         """MEDIC's remark that most of the model learns from the clean labels alone (the
         result's ``coverage_note``, :mod:`medic_viz.coverage`), once the run ended; else None."""
         note = None if self.result is None else self.result.config.get("coverage_note")
+        return str(note) if note else None
+
+    @property
+    def fit_note(self) -> str | None:
+        """MEDIC's remark that the clone learnt nothing from the clean labels (the result's
+        ``fit_note``, :mod:`medic_viz.label_fit`), once the run ended; else None."""
+        note = None if self.result is None else self.result.config.get("fit_note")
         return str(note) if note else None
 
 
