@@ -39,4 +39,4 @@ def label_fit_record(epoch_ce: Iterable[float | None], labels: torch.Tensor) -> 
         return {}
     return {"fit_note": (f"the clone did not learn the clean labels: its training cross-entropy ends at {values[-1]:.2f} "
                          f"nats, a constant guess's is {prior:.2f}; its accuracy and ASR are a constant classifier's — "
-                         "try a smaller lam or learning rate")}
+                         "try more epochs, a smaller lam or a smaller learning rate")}

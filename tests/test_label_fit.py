@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 import torch
 
+import medic_viz.defenses.medic as medic_module
+from medic_viz.cli import main
 from medic_viz.data.arrays import ImageArrays
 from medic_viz.defenses.base import DefenseResult
 from medic_viz.defenses.medic import Medic
 from medic_viz.label_fit import LABEL_FIT_RATIO, label_entropy, label_fit_record
 from medic_viz.models.zoo import build_model
+from medic_viz.pretrained import demo_model_dir
 from medic_viz.widgets.state.runs import RunRecord
 
 
@@ -25,7 +29,7 @@ def test_label_entropy_by_hand():
 def test_note_only_when_the_last_epoch_is_as_bad_as_a_constant_guess():
     labels = torch.tensor([0, 0, 1, 1])  # a constant guess: ln 2 = 0.693 nats
     note = label_fit_record([3.0, 0.69], labels)["fit_note"]
-    assert "0.69 nats" in note and "a constant guess's is 0.69" in note and "smaller lam" in note
+    assert "0.69 nats" in note and "a constant guess's is 0.69" in note and "a smaller lam" in note
     assert label_fit_record([0.69, 0.30], labels) == {}  # it learnt by the end
     assert label_fit_record([LABEL_FIT_RATIO * math.log(2) - 1e-3], labels) == {}
     assert "fit_note" in label_fit_record([LABEL_FIT_RATIO * math.log(2) + 1e-3], labels)
@@ -55,3 +59,12 @@ def test_the_live_view_shows_the_note_once_the_run_ended():
     assert run.fit_note == note and note in run.summary()
     run.result = DefenseResult("medic", torch.nn.Identity(), [], False, 1.0, {})
     assert run.fit_note is None and "did not learn" not in run.summary()
+
+
+def test_defend_prints_the_note(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(medic_module, "label_fit_record", lambda ce, labels: {"fit_note": "the clone did not learn (test)"})
+    rc = main(["defend", "--teacher", str(demo_model_dir("badnet")), "--out", str(tmp_path / "run"), "--epochs", "1",
+               "--fraction", "0.02", "--device", "cpu", "--no-progress"])
+    assert rc == 0
+    assert "note: the clone did not learn (test)" in capsys.readouterr().out
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["config"]["fit_note"] == "the clone did not learn (test)"
