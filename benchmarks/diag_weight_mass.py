@@ -63,7 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     clean = clean_subset(splits.train, 0.05, 0)
     lines = ["| teacher | hooked layers | Σ w per layer, mean (min – max) | plain cloning (τ = 0) |", "|---|---|---|---|"]
     for spec in args.teachers:
-        attack, arch, seed = spec.split(":")
+        parts = spec.split(":")
+        if len(parts) != 3 or not parts[2].isdigit():
+            raise SystemExit(f"--teachers {spec!r}: give attack:architecture:seed, e.g. badnet:vgg11_bn:1")
+        attack, arch, seed = parts
         recipe = gtsrb_recipe(attack, arch, GTSRB, seed=int(seed))
         teacher, _ = TEACHERS.load(recipe, splits=splits, train=False)
         teacher.eval()
