@@ -19,7 +19,7 @@ import argparse
 import torch
 
 from benchmarks.common import GTSRB, RESULTS, TEACHERS
-from medic_viz.capture import resolve_layers
+from medic_viz.capture import resolve_layers, run_with_cache
 from medic_viz.data import clean_subset, load_dataset
 from medic_viz.data.arrays import iterate_batches
 from medic_viz.defenses.medic import MedicConfig, preview_layer_taus
@@ -35,16 +35,9 @@ def layer_masses(teacher: torch.nn.Module, clean, n_images: int = 128) -> dict[s
     layers = resolve_layers(teacher, "auto", input_shape=clean.image_shape)
     stats = compute_layer_stats(teacher, clean, layers, eps=MedicConfig().eps)
     taus = preview_layer_taus(teacher, clean)
-    modules = dict(teacher.named_modules())
-    acts: dict[str, torch.Tensor] = {}
     x, _ = next(iter(iterate_batches(clean.subset(torch.arange(min(n_images, len(clean)))), n_images)))
-    hooks = [modules[n].register_forward_hook(lambda m, i, o, n=n: acts.__setitem__(n, o.detach().clone())) for n in layers]
-    try:
-        with torch.no_grad():
-            teacher(x)
-    finally:
-        for h in hooks:
-            h.remove()
+    with torch.no_grad():
+        acts = run_with_cache(teacher, x, layers)
     masses = {}
     for n in layers:
         a = activation_importance(acts[n], stats[n], float(taus[n]))
