@@ -134,14 +134,16 @@ def _above(runs: dict[tuple, dict], name: str) -> tuple[int, int]:
     return sum(x > RULE3_THRESHOLD for x in known), len(known)
 
 
-def rule3_table(rows: list[dict], fraction: float = 0.05) -> str:
-    """Rule 3 B's count (rule 5's at ``fraction`` = 0.1): per ε, each (teacher, seed) run whose
-    student starts from the cell's seed — final ASR / last-10 mean of the live ASR (%) — and how
-    many of them have a last-10 mean above the threshold; a missing run shows "–"."""
+def rule3_table(rows: list[dict], fraction: float = 0.05, variants: tuple[str, ...] = RULE3_VARIANTS) -> str:
+    """Rule 3 B's count (rule 5's at ``fraction`` = 0.1; rule 6 B's with ``variants``): per variant,
+    each (teacher, seed) run whose student starts from the cell's seed — final ASR / last-10 mean
+    of the live ASR (%) — and how many of them have a last-10 mean above the threshold; a missing
+    run shows "–". An ε variant is named by its ε alone."""
     runs = _rule_runs(rows, fraction)
     head = [f"{t.split('_')[0]} s{seed}" for t in RULE3_TEACHERS for seed in RULE3_SEEDS]
-    lines = ["| ε | " + " | ".join(head) + " | last-10 mean > 10 % |", "|" + "---|" * (len(head) + 2)]
-    for name in RULE3_VARIANTS:
+    first = "ε" if all(name.startswith("eps ") for name in variants) else "variant"
+    lines = [f"| {first} | " + " | ".join(head) + " | last-10 mean > 10 % |", "|" + "---|" * (len(head) + 2)]
+    for name in variants:
         cells = []
         for teacher in RULE3_TEACHERS:
             for seed in RULE3_SEEDS:
@@ -149,7 +151,8 @@ def rule3_table(rows: list[dict], fraction: float = 0.05) -> str:
                 late = late_asr_mean(r.get("curve")) if r else None
                 cells.append("–" if late is None else f"{100 * r['asr']:.1f} / {100 * late:.1f}")
         above, n = _above(runs, name)
-        lines.append(f"| {name[4:]} | " + " | ".join(cells) + f" | {above} of {n} |")
+        label = name[4:] if first == "ε" else name
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {above} of {n} |")
     return "\n".join(lines) + "\n"
 
 
@@ -179,10 +182,66 @@ def rule5_verdict(rows: list[dict]) -> str:
             + ("try rule 3's per-model ε on fresh (seed-2) evaluation teachers." if move else "ε stays 0.1."))
 
 
+#: Rule 6 (BENCHMARKS.md §6, written before its cells): the variant tried, the default it is held
+#: against, A's cells (MobileNet-v1 SIG development teacher, 5 % clean data, these seeds; each must
+#: end at ≤ 10 % ASR) and B's accuracy guard (mean clean accuracy at most this far below the
+#: default's, fraction).
+RULE6_VARIANT, RULE6_DEFAULT = "impact scaled", "eps 0.1"
+RULE6_A_TEACHER, RULE6_A_SEEDS = "sig_mobilenet_v1_e30_s0", (0, 1)
+RULE6_ACC_MARGIN = 0.005
+
+
+def _pooled(rows: list[dict], name: str) -> tuple[int, list[float], list[float]]:
+    """Over rule 5's fractions: (runs of variant ``name`` above the threshold, their last-10 live
+    ASR means, their clean accuracies)."""
+    above, lates, accs = 0, [], []
+    for fraction in RULE5_FRACTIONS:
+        for (variant, _, _), r in _rule_runs(rows, fraction).items():
+            late = late_asr_mean(r.get("curve")) if variant == name else None
+            if late is not None:
+                above += late > RULE3_THRESHOLD
+                lates.append(late)
+                accs.append(r["clean_acc"])
+    return above, lates, accs
+
+
+def rule6_verdict(rows: list[dict]) -> str:
+    """Rule 6's decision once A's runs and B's 16 runs are in, else how many are: ``impact="scaled"``
+    is a *candidate* default iff B's mean clean accuracy is within :data:`RULE6_ACC_MARGIN` of the
+    default's and either every A run ends at ≤ 10 % ASR or B has fewer relapsing runs and a lower
+    mean last-10 live ASR than the default."""
+    a_runs = [r for r in rows if r["attack"] == RULE6_A_TEACHER and variant_of(r) == RULE6_VARIANT
+              and math.isclose(r["fraction"], 0.05) and r["seed"] in RULE6_A_SEEDS
+              and (r.get("method_options") or {}).get("student_seed", r["seed"]) == r["seed"]]
+    whole = len(RULE5_FRACTIONS) * len(RULE3_TEACHERS) * len(RULE3_SEEDS)
+    stats = {name: _pooled(rows, name) for name in (RULE6_DEFAULT, RULE6_VARIANT)}
+    if len(a_runs) < len(RULE6_A_SEEDS) or any(len(lates) < whole for _, lates, _ in stats.values()):
+        counts = ", ".join(f"{name}: {len(lates)} of {whole}" for name, (_, lates, _) in stats.items())
+        return f"Rule 6: not decided yet (A: {len(a_runs)} of {len(RULE6_A_SEEDS)} runs; B: {counts})."
+    (d_above, d_lates, d_accs), (v_above, v_lates, v_accs) = stats[RULE6_DEFAULT], stats[RULE6_VARIANT]
+    d_acc, v_acc = sum(d_accs) / whole, sum(v_accs) / whole
+    d_late, v_late = sum(d_lates) / whole, sum(v_lates) / whole
+    a_ok = all(r["asr"] <= RULE3_THRESHOLD for r in a_runs)
+    b_better = v_above < d_above and v_late < d_late
+    acc_ok = v_acc >= d_acc - RULE6_ACC_MARGIN - 1e-12
+    text = (f"Rule 6 (B: 5 % and 10 % pooled, {whole} runs each): {RULE6_DEFAULT} {d_above} of {whole} above 10 %, "
+            f"mean last-10 live ASR {100 * d_late:.1f} %, mean clean accuracy {100 * d_acc:.2f} %; {RULE6_VARIANT} "
+            f"{v_above} of {whole}, {100 * v_late:.1f} %, {100 * v_acc:.2f} % (guard: within "
+            f"{100 * RULE6_ACC_MARGIN:.1f} points: {'met' if acc_ok else 'missed'}); A: "
+            + ", ".join(f"{100 * r['asr']:.1f} %" for r in sorted(a_runs, key=lambda r: r["seed"]))
+            + f" ASR ({'all' if a_ok else 'not all'} ≤ 10 %); B {'fewer and lower' if b_better else 'not fewer and lower'}")
+    if acc_ok and (a_ok or b_better):
+        return text + " — a candidate: run it on fresh (seed-2) evaluation teachers before any default changes."
+    return text + " — no candidate: the option stays documented and the default does not move."
+
+
 def report() -> None:
     write_table_report(OUT, lambda rows: table(rows) + "\nRule 3 B (final ASR / last-10 mean, %):\n\n" + rule3_table(rows)
                        + "\nRule 5, 10 % clean data (final ASR / last-10 mean, %):\n\n" + rule3_table(rows, 0.1)
-                       + "\n" + rule5_verdict(rows) + "\n")
+                       + "\n" + rule5_verdict(rows) + "\n"
+                       + "".join(f"\nRule 6 B, {100 * f:g} % clean data (final ASR / last-10 mean, %):\n\n"
+                                 + rule3_table(rows, f, (RULE6_DEFAULT, RULE6_VARIANT)) for f in RULE5_FRACTIONS)
+                       + "\n" + rule6_verdict(rows) + "\n")
 
 
 def main(argv: list[str] | None = None) -> None:
