@@ -27,46 +27,34 @@ from __future__ import annotations
 
 from benchmarks.common import (
     ARCH_ATTACKS,
+    ARCH_DEFAULT,
     ARCH_OUT,
+    ARCH_PLAIN,
+    ARCH_SHOWN,
     ARCH_TAUS,
     ARCHITECTURES,
     DOCS,
-    FIGURE4_OUT,
+    arch_point,
+    arch_rows,
     eps_note,
     late_text,
+    mean_std_text,
     protocol_parser,
     run_protocol_part,
     tau_grid,
     write_grid_report,
 )
-from medic_viz.experiments import read_runs
 from medic_viz.metrics import mean_std
 
 OUT = ARCH_OUT
 FIGURES = DOCS / "architectures"
-DEFAULT, PLAIN = "default", "τ = 0 (plain cloning)"
 #: (ASR at most, accuracy drop at most), in points, at 5 % clean data (issue 27's target).
 TARGET = (10.0, 3.0)
-#: The architectures of the table, WRN-16-1 (Figure 4's cells) first.
-SHOWN = ("wrn16_1",) + ARCHITECTURES
 
 
 def grid(teachers: list[str], seeds, device: str = "auto"):
     """The default and τ = 0 per teacher folder and seed (:func:`benchmarks.common.tau_grid`)."""
     return tau_grid(teachers, seeds, device, ARCH_TAUS)
-
-
-def _point(row: dict) -> str | None:
-    """The row's point (default or τ = 0) on the library's layers, else None (another series)."""
-    if str((row.get("method_options") or {}).get("layers", "auto")) != "auto" or row["method"] != "medic":
-        return None
-    if row.get("ablation", "none") == "none":
-        return DEFAULT
-    return PLAIN if row.get("ablation") == "tau" and float(row["x"]) == 0.0 else None
-
-
-def _text(m) -> str:
-    return f"{m.mean:.1f}" + (f" ± {m.std:.1f}" if m.n > 1 else "")
 
 
 def table(rows: list[dict]) -> str:
@@ -77,21 +65,21 @@ def table(rows: list[dict]) -> str:
     lines = ["| Architecture | Attack | Teacher acc / ASR | MEDIC default | plain cloning (τ = 0) | target (default) |",
              "|---|---|---|---|---|---|"]
     series = sorted({eps_note(r) for r in rows}, key=lambda note: (note != "", note))  # the default ε first
-    for arch, note in ((a, n) for a in SHOWN for n in series):
+    for arch, note in ((a, n) for a in ARCH_SHOWN for n in series):
         for attack in ARCH_ATTACKS:
             mine = [r for r in rows if r["model"] == arch and r["attack"].startswith(attack + "_")
-                    and _point(r) is not None and eps_note(r) == note]
+                    and arch_point(r) is not None and eps_note(r) == note]
             if not mine:
                 continue
             t, cells, verdict = mine[0], [], "–"
-            for point in (DEFAULT, PLAIN):
-                pr = [r for r in mine if _point(r) == point]
+            for point in (ARCH_DEFAULT, ARCH_PLAIN):
+                pr = [r for r in mine if arch_point(r) == point]
                 if not pr:
                     cells.append("–")
                     continue
                 acc, asr = mean_std([100 * r["clean_acc"] for r in pr]), mean_std([100 * r["asr"] for r in pr])
-                cells.append(f"{_text(acc)} / {_text(asr)} (n={len(pr)}){late_text(pr)}")
-                if point == DEFAULT:
+                cells.append(f"{mean_std_text(acc)} / {mean_std_text(asr)} (n={len(pr)}){late_text(pr)}")
+                if point == ARCH_DEFAULT:
                     drop = 100 * t["before_clean_acc"] - acc.mean
                     ok = round(asr.mean, 1) <= TARGET[0] and round(drop, 1) <= TARGET[1]
                     verdict = f"{'met' if ok else 'missed'} (drop {drop:.1f}, ASR {asr.mean:.1f})"
@@ -105,9 +93,9 @@ def figure(rows: list[dict]):
     pair of curves per architecture × attack, mean ± std over seeds."""
     from medic_viz.viz.summary_figures import tau_sweep_figure  # noqa: PLC0415 — plotly: not on the GPU machine, where the grid runs
 
-    data = [{"tau": 0.0 if _point(r) == PLAIN else 1.0,
+    data = [{"tau": 0.0 if arch_point(r) == ARCH_PLAIN else 1.0,
              "series": f"{r['model']}{eps_note(r)} · {r['attack'].split('_', 1)[0]}",
-             "clean_acc": r["clean_acc"], "asr": r["asr"]} for r in rows if _point(r) is not None]
+             "clean_acc": r["clean_acc"], "asr": r["asr"]} for r in rows if arch_point(r) is not None]
     fig = tau_sweep_figure(data, group_by="series",
                            title="Architectures, evaluation teachers and test images<br><sup>x = 0: plain cloning; "
                                  "x = 1: the library's default (per-layer τ)</sup>")
@@ -116,13 +104,8 @@ def figure(rows: list[dict]):
 
 
 def all_rows() -> list[dict]:
-    """This grid's finished rows, and WRN-16-1's from Figure 4 (the same cells there), of :data:`ARCH_ATTACKS`."""
-    rows = []
-    for folder in (OUT, FIGURE4_OUT):
-        path = folder / "runs.jsonl"
-        if path.is_file():
-            rows += [r for r in read_runs(path) if folder == OUT or r["model"] == "wrn16_1"]
-    return [r for r in rows if r["attack"].split("_", 1)[0] in ARCH_ATTACKS]
+    """This grid's finished rows, and WRN-16-1's from Figure 4 (:func:`benchmarks.common.arch_rows`)."""
+    return arch_rows()
 
 
 def report() -> None:
@@ -131,7 +114,7 @@ def report() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = protocol_parser(__doc__, ARCH_ATTACKS)
-    parser.add_argument("--archs", nargs="+", default=list(ARCHITECTURES), choices=SHOWN,
+    parser.add_argument("--archs", nargs="+", default=list(ARCHITECTURES), choices=ARCH_SHOWN,
                         help="wrn16_1: WRN-16-1 at MEDIC's default ε (Figure 4's rows ran at 1e-5)")
     args = parser.parse_args(argv)
     run_protocol_part(args, lambda teachers: grid(teachers, args.seeds, args.device), OUT, report, archs=args.archs)

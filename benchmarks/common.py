@@ -334,6 +334,35 @@ FIGURE4_DEFAULT_CUT_TAUS = (0.0,)
 #: Issue 27 item 4 (the paper's Figure 8): the other architectures, their attacks and points.
 ARCH_OUT = RESULTS / "architectures"
 ARCHITECTURES, ARCH_ATTACKS, ARCH_TAUS = ("resnet18", "vgg11_bn", "mobilenet_v1"), ("badnet", "sig", "polygon"), (0.0,)
+#: The architectures of its table, WRN-16-1 (Figure 4's cells) first, and its two points.
+ARCH_SHOWN = ("wrn16_1",) + ARCHITECTURES
+ARCH_DEFAULT, ARCH_PLAIN = "default", "τ = 0 (plain cloning)"
+
+
+def arch_point(row: dict) -> str | None:
+    """An architectures-grid row's point (:data:`ARCH_DEFAULT` or :data:`ARCH_PLAIN`, τ = 0) on the
+    library's layers, else None (another series)."""
+    if str((row.get("method_options") or {}).get("layers", "auto")) != "auto" or row["method"] != "medic":
+        return None
+    if row.get("ablation", "none") == "none":
+        return ARCH_DEFAULT
+    return ARCH_PLAIN if row.get("ablation") == "tau" and float(row["x"]) == 0.0 else None
+
+
+def arch_rows() -> list[dict]:
+    """The architectures grid's finished rows, and WRN-16-1's from Figure 4 (the same cells
+    there), of :data:`ARCH_ATTACKS`."""
+    rows = []
+    for folder in (ARCH_OUT, FIGURE4_OUT):
+        path = folder / "runs.jsonl"
+        if path.is_file():
+            rows += [r for r in read_runs(path) if folder == ARCH_OUT or r["model"] == "wrn16_1"]
+    return [r for r in rows if r["attack"].split("_", 1)[0] in ARCH_ATTACKS]
+
+
+def mean_std_text(m) -> str:
+    """``"95.0 ± 1.4"`` (one decimal; the ± part only for more than one value) of a MeanStd."""
+    return f"{m.mean:.1f}" + (f" ± {m.std:.1f}" if m.n > 1 else "")
 #: The seeds each protocol cell runs with.
 PROTOCOL_SEEDS = (0, 1)
 
