@@ -13,8 +13,10 @@ teachers seed 1 (:data:`medic_viz.experiments.protocol.ROLE_SEEDS`); the role go
 
 Every stored teacher is recorded in ``gtsrb_teachers/manifest.json`` (weights' SHA-256, clean
 accuracy, ASR; :mod:`medic_viz.experiments.teacher_manifest`), which is committed even where the
-weights are not (VGG-11-BN and ResNet-18 teachers, 37–45 MB each, are git-ignored and trained
-again on first use). ``--check`` compares the teachers here with it (exit status 1 when one
+weights are not (ResNet-18 teachers, 45 MB each, and the first VGG-11-BN one are git-ignored and
+trained again on first use; the other VGG-11-BN teachers, 37 MB each, are committed: a session's
+fresh checkout has no git-ignored teacher, nor the training state under ``.training/``).
+``--check`` compares the teachers here with it (exit status 1 when one
 differs); ``--record`` records the ones here (after copying teachers in); ``--merge FILE …``
 adds the entries of teachers trained on a GPU machine whose weights stayed there
 (``benchmarks/gpu_architectures.sh``).
