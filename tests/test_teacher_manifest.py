@@ -8,6 +8,7 @@ import hashlib
 import json
 import multiprocessing as mp
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -180,3 +181,14 @@ def test_a_manifest_from_elsewhere_is_merged_unless_it_contradicts_this_one(cach
     assert (teachers.root / tm.MANIFEST_FILE).read_text() == before
     with pytest.raises(FileNotFoundError, match="no such manifest file"):
         tm.merge_manifest(teachers.root, tmp_path / "absent.json")
+
+
+def test_no_grid_commits_its_teacher_copies() -> None:
+    """A protocol grid copies its teachers into ``<grid>/teachers/`` (re-measured on resume): never
+    committed (``plain_matched``'s were, until its .gitignore line)."""
+    done = subprocess.run(["git", "ls-files", "benchmarks/results"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    if done.returncode != 0:
+        pytest.skip("not a git checkout")
+    copies = sorted({"/".join(p.split("/")[:4]) for p in done.stdout.splitlines()
+                     if len(p.split("/")) > 4 and p.split("/")[3] == "teachers"})
+    assert not copies, f"teacher copies committed: {copies}"
