@@ -9,7 +9,8 @@ so an interrupted run loses only the epoch in progress: run the same command aga
         --attacks badnet sig cleanlabel polygon wanet --threads 1
 
 Development teachers are seed 0 (the ones MEDIC's defaults were chosen on), evaluation
-teachers seed 1 (:data:`medic_viz.experiments.protocol.ROLE_SEEDS`); the role goes into each card.
+teachers seed 1, and ``--seed 2`` a second, fresh evaluation set
+(:data:`medic_viz.experiments.protocol.ROLE_SEEDS`); the role goes into each card.
 
 Every stored teacher is recorded in ``gtsrb_teachers/manifest.json`` (weights' SHA-256, clean
 accuracy, ASR; :mod:`medic_viz.experiments.teacher_manifest`), which is committed even where the
@@ -53,6 +54,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--arch", default="wrn16_1")
     parser.add_argument("--attacks", nargs="+", default=["badnet", "sig", "cleanlabel", "polygon", "wanet"],
                         choices=sorted(GTSRB_ATTACKS))
+    parser.add_argument("--seed", type=int, default=None,
+                        help="training seed, one of the role's (default: its first: development 0, evaluation 1)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--check", action="store_true", help="compare the teachers here with the manifest, train none")
@@ -72,26 +75,31 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.check:
         raise SystemExit(1 if check(TEACHERS.root) else 0)
+    seeds = ROLE_SEEDS[args.role]
+    if args.seed is not None and args.seed not in seeds:
+        article = "an" if args.role[0] in "aeiou" else "a"
+        raise SystemExit(f"seed {args.seed} is not {article} {args.role} seed: use one of "
+                         f"{', '.join(map(str, seeds))} (medic_viz.experiments.protocol.ROLE_SEEDS)")
     if args.threads:
         torch.set_num_threads(args.threads)
     splits = None
     failed: list[str] = []
-    for seed in ROLE_SEEDS[args.role]:
-        for attack in args.attacks:
-            recipe = gtsrb_recipe(attack, args.arch, GTSRB, seed=seed)
-            found = TEACHERS.find(recipe)
-            if found is not None:
-                print(f"{recipe.name}: cached ({found.name})", flush=True)
-                continue
-            splits = splits or load_dataset(str(GTSRB))
-            start = time.perf_counter()
-            try:
-                folder = TEACHERS.train(recipe, splits=splits, device=args.device)
-            except ValueError as exc:  # a preset the attack refuses: say so, train the others
-                failed.append(recipe.name)
-                print(f"{recipe.name}: not trained: {exc}", file=sys.stderr, flush=True)
-                continue
-            print(f"{recipe.name}: trained in {time.perf_counter() - start:.0f} s → {folder}", flush=True)
+    seed = seeds[0] if args.seed is None else args.seed
+    for attack in args.attacks:
+        recipe = gtsrb_recipe(attack, args.arch, GTSRB, seed=seed)
+        found = TEACHERS.find(recipe)
+        if found is not None:
+            print(f"{recipe.name}: cached ({found.name})", flush=True)
+            continue
+        splits = splits or load_dataset(str(GTSRB))
+        start = time.perf_counter()
+        try:
+            folder = TEACHERS.train(recipe, splits=splits, device=args.device)
+        except ValueError as exc:  # a preset the attack refuses: say so, train the others
+            failed.append(recipe.name)
+            print(f"{recipe.name}: not trained: {exc}", file=sys.stderr, flush=True)
+            continue
+        print(f"{recipe.name}: trained in {time.perf_counter() - start:.0f} s → {folder}", flush=True)
     if failed:
         raise SystemExit(f"not trained: {', '.join(failed)} (see above)")
 

@@ -31,6 +31,7 @@ from benchmarks import (
     protocol_report,
     scarce_data,
     table1_protocol,
+    train_teachers,
     tune_methods,
 )
 from medic_viz.experiments import build_grid, read_runs
@@ -427,6 +428,28 @@ def test_gpu_architectures_run_trains_each_architecture_in_its_own_copy_and_pack
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "architectures.tar.gz", "log_mobilenet_v1.txt", "log_vgg11_bn.txt"]
     assert "vgg11_bn: [1/1] badnet" in done.stdout
+
+
+def test_train_teachers_trains_a_seed_of_the_role_only(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """``--seed 2`` is the fresh evaluation set (rule 6's candidate goes to it); a development
+    teacher cannot be trained from an evaluation seed, nor an evaluation one from seed 0."""
+    with pytest.raises(SystemExit, match="seed 2 is not a development seed: use one of 0"):
+        train_teachers.main(["--role", "development", "--seed", "2"])
+    with pytest.raises(SystemExit, match="seed 0 is not an evaluation seed: use one of 1, 2"):
+        train_teachers.main(["--role", "evaluation", "--seed", "0"])
+    asked: list[str] = []
+
+    class Cache:
+        def find(self, recipe):
+            asked.append(f"{recipe.name} {recipe.role}")
+            return Path(recipe.name)
+
+    monkeypatch.setattr(train_teachers, "TEACHERS", Cache())
+    train_teachers.main(["--role", "evaluation", "--seed", "2", "--attacks", "sig", "polygon"])
+    train_teachers.main(["--role", "evaluation", "--attacks", "sig"])
+    assert asked == ["sig_wrn16_1_e30_s2 evaluation", "polygon_wrn16_1_e30_s2 evaluation",
+                     "sig_wrn16_1_e30_s1 evaluation"]
+    assert "sig_wrn16_1_e30_s2: cached" in capsys.readouterr().out
 
 
 def test_calibrated_taus_table_summarises_each_layer_set_by_hand() -> None:

@@ -78,7 +78,8 @@ def test_a_card_records_its_role_and_refuses_an_unknown_one(tmp_path):
 
 
 def test_preset_teachers_get_their_role_from_the_seed_and_the_role_is_not_the_model():
-    assert (role_of_seed(0), role_of_seed(1), role_of_seed(7)) == (DEVELOPMENT, EVALUATION, None)
+    assert [role_of_seed(s) for s in (0, 1, 2, 7)] == [DEVELOPMENT, EVALUATION, EVALUATION, None]
+    assert gtsrb_recipe("sig", "wrn16_1", "gtsrb32.npz", seed=2).role == EVALUATION  # the fresh evaluation set
     dev = gtsrb_recipe("badnet", "wrn16_1", "gtsrb32.npz", seed=0)
     ev = gtsrb_recipe("badnet", "wrn16_1", "gtsrb32.npz", seed=1)
     assert (dev.role, ev.role) == (DEVELOPMENT, EVALUATION)
