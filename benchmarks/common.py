@@ -91,12 +91,19 @@ def late_text(rows: list[dict]) -> str:
     return f", live ≤ {100 * max(peaks):.0f} %" if peaks else ""
 
 
-def teachers_of_role(attacks, role: str, arch: str = "wrn16_1") -> tuple[list[str], list[str]]:
+def teachers_of_role(attacks, role: str, arch: str = "wrn16_1", seed: int | None = None) -> tuple[list[str], list[str]]:
     """(folders of the cached teachers of ``attacks`` for ``role`` — the GTSRB presets trained
-    with the role's seed —, attacks whose teacher of that role is not trained yet)."""
+    with ``seed``, by default the role's first (:data:`ROLE_SEEDS`) —, attacks whose teacher of
+    that role and seed is not trained yet). A seed of another role is refused (ValueError)."""
+    if seed is None:
+        seed = ROLE_SEEDS[role][0]
+    elif seed not in ROLE_SEEDS[role]:
+        article = "an" if role == EVALUATION else "a"
+        raise ValueError(f"teacher seed {seed} is not {article} {role} seed: use one of "
+                         f"{', '.join(map(str, ROLE_SEEDS[role]))}")
     found, missing = [], []
     for attack in attacks:
-        folder = TEACHERS.find(gtsrb_recipe(attack, arch, GTSRB, seed=ROLE_SEEDS[role][0]))
+        folder = TEACHERS.find(gtsrb_recipe(attack, arch, GTSRB, seed=seed))
         (found.append(str(folder)) if folder is not None else missing.append(attack))
     return found, missing
 
@@ -128,9 +135,9 @@ def development_teachers_or_exit(parser: argparse.ArgumentParser, attacks, arch:
     return teachers
 
 
-def evaluation_teachers(attacks, arch: str = "wrn16_1") -> tuple[list[str], list[str]]:
-    """:func:`teachers_of_role` for the evaluation role."""
-    return teachers_of_role(attacks, EVALUATION, arch)
+def evaluation_teachers(attacks, arch: str = "wrn16_1", seed: int | None = None) -> tuple[list[str], list[str]]:
+    """:func:`teachers_of_role` for the evaluation role (``seed``: 1 by default, or 2)."""
+    return teachers_of_role(attacks, EVALUATION, arch, seed)
 
 
 def write_grid_report(out: Path, figures: Path, name: str, table: Callable[[list[dict]], str],
@@ -210,17 +217,20 @@ def scarce_earlier_rows() -> list[dict]:
 
 
 def run_on_evaluation_teachers(attacks, make_cells: Callable[[list[str]], list], out: Path,
-                               report: Callable[[], None], archs=("wrn16_1",), workers: int = 1) -> None:
+                               report: Callable[[], None], archs=("wrn16_1",), workers: int = 1,
+                               teacher_seed: int | None = None) -> None:
     """A protocol benchmark's part: the evaluation teachers of ``attacks`` for each of ``archs``
-    (a missing one is skipped with a note saying how to train it), ``make_cells(teacher
-    folders)`` run resumably into ``out`` by ``workers`` local processes, then ``report()``."""
+    (trained with ``teacher_seed``, by default the role's first; a missing one is skipped with a
+    note saying how to train it), ``make_cells(teacher folders)`` run resumably into ``out`` by
+    ``workers`` local processes, then ``report()``."""
     teachers: list[str] = []
+    seed_option = "" if teacher_seed is None else f" --seed {teacher_seed}"
     for arch in archs:
-        found, missing = evaluation_teachers(attacks, arch)
+        found, missing = evaluation_teachers(attacks, arch, teacher_seed)
         teachers += found
         for attack in missing:
             print(f"note: no {arch} evaluation teacher for {attack} yet (python -m benchmarks.train_teachers "
-                  f"--role evaluation --arch {arch} --attacks {attack}); skipped", file=sys.stderr)
+                  f"--role evaluation{seed_option} --arch {arch} --attacks {attack}); skipped", file=sys.stderr)
     if not teachers:
         return
     result = run_grid(make_cells(teachers), out, workers=workers, log=print)
@@ -300,7 +310,8 @@ def run_protocol_part(args: argparse.Namespace, make_cells: Callable[[list[str]]
         return
     if args.threads:
         torch.set_num_threads(args.threads)
-    run_on_evaluation_teachers(args.attacks, make_cells, out, report, archs=archs, workers=getattr(args, "workers", 1))
+    run_on_evaluation_teachers(args.attacks, make_cells, out, report, archs=archs, workers=getattr(args, "workers", 1),
+                               teacher_seed=getattr(args, "teacher_seed", None))
 
 
 def tau_grid(teachers: list[str], seeds, device: str = "auto", taus=DEFAULT_ABLATION_VALUES["tau"]["tau"],

@@ -583,7 +583,13 @@ def test_protocol_and_development_parts_pass_workers_to_the_grid(monkeypatch) ->
         return _Result()
 
     monkeypatch.setattr(common, "run_grid", fake_run_grid)
-    monkeypatch.setattr(common, "evaluation_teachers", lambda attacks, arch: (["t"], []))
+    teacher_seeds: list[int | None] = []
+
+    def fake_evaluation_teachers(attacks, arch, seed=None):
+        teacher_seeds.append(seed)
+        return ["t"], []
+
+    monkeypatch.setattr(common, "evaluation_teachers", fake_evaluation_teachers)
     monkeypatch.setattr(common, "teachers_of_role", lambda attacks, role: (["t"], []))
     parser = common.protocol_parser("doc", ("badnet",))
     for argv in (["--workers", "2"], []):
@@ -591,6 +597,10 @@ def test_protocol_and_development_parts_pass_workers_to_the_grid(monkeypatch) ->
     dev = common.development_parser("doc", ("badnet",), (0.05,), ("auto",))
     common.run_development_part(dev.parse_args(["--workers", "2"]), dev, lambda teachers: [], Path("unused"), lambda: None)
     assert seen == [2, 1, 2]
+    # a part's --teacher-seed (rule 6 C's fresh evaluation teachers) reaches the teacher lookup
+    parser.add_argument("--teacher-seed", type=int, default=None)
+    common.run_protocol_part(parser.parse_args(["--teacher-seed", "2"]), lambda teachers: [], Path("unused"), lambda: None)
+    assert teacher_seeds == [None, None, 2]
 
 
 def test_eps_development_names_each_cell_by_its_eps_and_lambda_and_tabulates_by_hand() -> None:
