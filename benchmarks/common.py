@@ -18,7 +18,7 @@ import torch
 from medic_viz.defenses.medic import DEFAULT_EPS_MEDIC, PAPER_EPS
 from medic_viz.experiments.grid import DEFAULT_ABLATION_VALUES, build_grid
 from medic_viz.experiments.presets import GTSRB_ATTACKS, GTSRB_TABLE1_ATTACKS, gtsrb_recipe
-from medic_viz.experiments.protocol import DEVELOPMENT, EVALUATION, ROLE_SEEDS
+from medic_viz.experiments.protocol import DEVELOPMENT, EVALUATION, ROLE_SEEDS, check_role_seed
 from medic_viz.experiments.runner import read_runs, run_grid
 from medic_viz.experiments.summary import peak_late_asr
 from medic_viz.experiments.teachers import TeacherCache
@@ -97,10 +97,11 @@ def teachers_of_role(attacks, role: str, arch: str = "wrn16_1", seed: int | None
     that role and seed is not trained yet). A seed of another role is refused (ValueError)."""
     if seed is None:
         seed = ROLE_SEEDS[role][0]
-    elif seed not in ROLE_SEEDS[role]:
-        article = "an" if role == EVALUATION else "a"
-        raise ValueError(f"teacher seed {seed} is not {article} {role} seed: use one of "
-                         f"{', '.join(map(str, ROLE_SEEDS[role]))}")
+    else:
+        try:
+            check_role_seed(role, seed)
+        except ValueError as exc:
+            raise ValueError(f"teacher {exc}") from None
     found, missing = [], []
     for attack in attacks:
         folder = TEACHERS.find(gtsrb_recipe(attack, arch, GTSRB, seed=seed))

@@ -34,7 +34,7 @@ import torch
 from benchmarks.common import GTSRB, TEACHERS
 from medic_viz.data import load_dataset
 from medic_viz.experiments.presets import GTSRB_ATTACKS, gtsrb_recipe
-from medic_viz.experiments.protocol import ROLE_SEEDS, ROLES
+from medic_viz.experiments.protocol import ROLE_SEEDS, ROLES, check_role_seed
 from medic_viz.experiments.teacher_manifest import check_manifest, merge_manifest, record_models
 
 
@@ -75,16 +75,16 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.check:
         raise SystemExit(1 if check(TEACHERS.root) else 0)
-    seeds = ROLE_SEEDS[args.role]
-    if args.seed is not None and args.seed not in seeds:
-        article = "an" if args.role[0] in "aeiou" else "a"
-        raise SystemExit(f"seed {args.seed} is not {article} {args.role} seed: use one of "
-                         f"{', '.join(map(str, seeds))} (medic_viz.experiments.protocol.ROLE_SEEDS)")
+    if args.seed is not None:
+        try:
+            check_role_seed(args.role, args.seed)
+        except ValueError as exc:
+            raise SystemExit(str(exc)) from None
     if args.threads:
         torch.set_num_threads(args.threads)
     splits = None
     failed: list[str] = []
-    seed = seeds[0] if args.seed is None else args.seed
+    seed = ROLE_SEEDS[args.role][0] if args.seed is None else args.seed
     for attack in args.attacks:
         recipe = gtsrb_recipe(attack, args.arch, GTSRB, seed=seed)
         found = TEACHERS.find(recipe)

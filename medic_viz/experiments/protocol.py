@@ -27,7 +27,7 @@ import torch
 from medic_viz.cards import TEACHER_ROLES
 from medic_viz.data.arrays import DatasetSplits
 
-__all__ = ["ROLES", "DEVELOPMENT", "EVALUATION", "ROLE_SEEDS", "SPLIT_SEED", "DEV_FRACTION", "role_of_seed",
+__all__ = ["ROLES", "DEVELOPMENT", "EVALUATION", "ROLE_SEEDS", "SPLIT_SEED", "DEV_FRACTION", "role_of_seed", "check_role_seed",
            "part_of_test_set", "splits_part", "check_role", "card_role"]
 
 #: The roles of a model or a part of the test set.
@@ -47,6 +47,15 @@ DEV_FRACTION = 0.5
 def role_of_seed(seed: int) -> str | None:
     """The role of a preset teacher trained with ``seed`` (:data:`ROLE_SEEDS`), None if neither."""
     return next((role for role, seeds in ROLE_SEEDS.items() if int(seed) in seeds), None)
+
+
+def check_role_seed(role: str, seed: int) -> int:
+    """``seed`` if it is one of ``role``'s training seeds (:data:`ROLE_SEEDS`), else ValueError
+    naming the seeds to use."""
+    if int(seed) not in ROLE_SEEDS[_check_part(role)]:
+        article = "an" if role == EVALUATION else "a"
+        raise ValueError(f"seed {seed} is not {article} {role} seed: use one of {', '.join(map(str, ROLE_SEEDS[role]))}")
+    return int(seed)
 
 
 def _check_part(part: str) -> str:
