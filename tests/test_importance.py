@@ -17,6 +17,7 @@ from medic_viz.importance import (
     impact_importance,
     impact_score,
     layer_importance,
+    scaled_impact_divisor,
     validate_tau,
 )
 
@@ -202,6 +203,26 @@ def test_scaled_impact_by_hand_and_free_of_the_gradients_scale():
     assert torch.equal(zero, torch.full((1, 2), 0.5))
     with pytest.raises(ValueError, match="'abs' or 'scaled', got 'normalised'"):
         ImportanceOptions(impact="normalised")  # type: ignore[arg-type]
+
+
+def test_scaled_impact_divisor_is_the_population_std_per_sample_for_every_shape_and_layout():
+    """The two-pass divisor equals ``std(unbiased=False)`` over each sample's other dimensions
+    (to 1e-5) for 1-D, 2-D, 4-D and channels-last gradients, offset from zero, in float32 and
+    bfloat16; it is shaped (B, 1, …); a constant sample gets the floor 1e-30."""
+    gen = torch.Generator().manual_seed(0)
+    for shape in [(5,), (4, 7), (3, 6, 5, 4)]:
+        g = torch.randn(shape, generator=gen) * 1e-3 + 0.5
+        for x in (g, g.contiguous(memory_format=torch.channels_last)) if g.ndim == 4 else (g,):
+            expected = x.reshape(x.shape[0], -1).std(1, unbiased=False).clamp_min(1e-30)
+            got = scaled_impact_divisor(x)
+            assert got.shape == (x.shape[0],) + (1,) * (x.ndim - 1)
+            torch.testing.assert_close(got.reshape(-1), expected, rtol=1e-5, atol=0.0)
+    half = (torch.randn(3, 8, generator=gen) + 2.0).bfloat16()
+    got = scaled_impact_divisor(half)
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.float().reshape(-1), half.float().std(1, unbiased=False), rtol=1e-2, atol=0.0)
+    const = torch.ones(2, 3, 4)
+    assert torch.equal(scaled_impact_divisor(const), torch.full((2, 1, 1), 1e-30))
 
 
 def test_combined_weights_are_not_renormalised_and_sum_below_one_unless_uniform():
