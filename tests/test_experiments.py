@@ -465,7 +465,9 @@ def test_a_medic_cell_with_a_holdout_records_it_in_its_row_and_curve(npz, tmp_pa
     """``compare --holdout-fraction``: the row keeps the clone against the teacher on clean images
     it did not train on, and the curve the per-epoch hold-out accuracy (issue 27 item 3)."""
     cells = _grid(npz, methods=("medic",), medic={"holdout_fraction": 0.25})
-    run_grid(cells, tmp_path / "run", log=None)
+    said: list[str] = []
+    run_grid(cells, tmp_path / "run", log=said.append)
+    assert any("× MEDIC (holdout_fraction=0.25) seed 0:" in line for line in said), said
     row = read_runs(tmp_path / "run" / "runs.jsonl")[0]
     held = row["extra"]["holdout"]
     assert held["images"] + held["trained_on"] == row["n_clean_subset"] == 40 and held["images"] == 8  # 25 % per class
@@ -515,3 +517,18 @@ def test_a_grid_cell_pinned_at_the_papers_eps_runs_at_it_not_at_the_new_default(
         config = defense_for_cell("medic", cell.method_options).config
         assert isinstance(config, MedicConfig) and config.eps == eps
     assert defense_for_cell("kd", {}).config == make_defense("kd").config
+
+
+def test_a_cells_label_names_the_options_its_grid_set_and_not_the_defaults() -> None:
+    """Regression (2026-12-07): rule 6 C's progress lines labelled both settings "MEDIC"
+    (``[2/8] sig_wrn16_1_e30_s2 × MEDIC seed 0``) because a grid's ``medic=`` options do not reach
+    ``variant``, which is part of a cell's id. ``label`` names them without changing the id."""
+    plain, = build_grid(attacks=["badnet"], methods=["medic"], seeds=[0], epochs=60)
+    scaled, = build_grid(attacks=["badnet"], methods=["medic"], seeds=[0], epochs=60, medic={"impact": "scaled"})
+    assert plain.label == "MEDIC" and scaled.label == "MEDIC (impact=scaled)"
+    assert scaled.variant == plain.variant == "MEDIC" and scaled.cell_id != plain.cell_id
+    kd, = build_grid(attacks=["badnet"], methods=["kd"], seeds=[1], epochs=60, medic={"impact": "scaled"})
+    assert kd.label == kd.variant, "medic= options do not reach other methods"
+    swept = build_grid(attacks=["badnet"], methods=["medic"], seeds=[0], ablation="tau", values={"tau": [3.0]},
+                       medic={"lam": 1.0})
+    assert [c.label for c in swept] == ["MEDIC τ=3 (lam=1.0)"], "the swept τ is in the variant, not repeated"

@@ -188,6 +188,17 @@ class CellSpec:
             label += f"-{self.ablation}={_slug(json.dumps(self.ablation_value, sort_keys=True, default=str))}"
         return f"{_slug(label)}-{_digest(self.identity(), 10)}"
 
+    @property
+    def label(self) -> str:
+        """``variant`` with the method options this cell sets beyond its method's defaults for the
+        run and beyond what its ablation sweeps (the grid's ``medic=`` options, e.g.
+        ``"MEDIC (impact=scaled)"``): for progress lines; not part of the cell's identity."""
+        base = defense_class(self.method).pinned_options(method_options(self.method, epochs=self.epochs, seed=self.seed))
+        swept = set(self.ablation_value) if isinstance(self.ablation_value, dict) else {self.ablation}
+        extra = [f"{k}={v}" for k, v in sorted(self.method_options.items())
+                 if k != "device" and k not in swept and (k not in base or base[k] != v)]
+        return f"{self.variant} ({', '.join(extra)})" if extra else self.variant
+
     def to_dict(self) -> dict:
         return asdict(self)
 

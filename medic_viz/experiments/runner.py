@@ -327,6 +327,8 @@ def run_grid(
         return str(out / TRAINING_DIR / f"{c.cell_id}.pt") if executor == "local" and defense_class(c.method).resumable \
             else None
 
+    labels = {c.cell_id: c.label for c in todo}
+
     def cell_done(cid: str, row: Any) -> None:
         _append_jsonl(runs_path, row)
         (out / TRAINING_DIR / f"{cid}.pt").unlink(missing_ok=True)
@@ -337,7 +339,7 @@ def run_grid(
         rows_new.append(row)
         finished[0] += 1
         asr = "n/a" if row.get("asr") is None else f"{100 * row['asr']:.1f}%"
-        say(f"[{finished[0]}/{total}] {row['attack']} × {row['variant']} seed {row['seed']}: "
+        say(f"[{finished[0]}/{total}] {row['attack']} × {labels.get(cid, row['variant'])} seed {row['seed']}: "
             f"clean acc {100 * row['clean_acc']:.1f}%, ASR {asr} ({row['seconds']:.0f} s)")
 
     def cell_failed(cid: str, exc: BaseException, tb: str) -> None:
