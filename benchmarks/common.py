@@ -142,9 +142,10 @@ def evaluation_teachers(attacks, arch: str = "wrn16_1", seed: int | None = None)
 
 
 def write_grid_report(out: Path, figures: Path, name: str, table: Callable[[list[dict]], str],
-                      figure: Callable[[list[dict]], Any], rows: list[dict] | None = None) -> None:
+                      figure: Callable[[list[dict]], Any], rows: list[dict] | None = None,
+                      table_name: str = "table.md") -> None:
     """A protocol benchmark's report from ``rows`` (default: the finished rows of
-    ``out/runs.jsonl``): ``out/table.md`` (``table(rows)``, also printed) and
+    ``out/runs.jsonl``): ``out/<table_name>`` (``table(rows)``, also printed) and
     ``figures/<name>.html`` / ``.png`` (``figure(rows)``; the PNG needs kaleido's Chromium, the
     HTML is always written)."""
     if rows is None:
@@ -154,7 +155,7 @@ def write_grid_report(out: Path, figures: Path, name: str, table: Callable[[list
         return
     text = table(rows)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "table.md").write_text(text)
+    (out / table_name).write_text(text)
     figures.mkdir(parents=True, exist_ok=True)
     try:
         fig = figure(rows)
@@ -167,7 +168,7 @@ def write_grid_report(out: Path, figures: Path, name: str, table: Callable[[list
     if len(export_figure(fig, figures / name)) < 2:  # kaleido needs Chromium; the HTML is always written
         print(f"{name}.png not written; the HTML is", file=sys.stderr)
     print(text)
-    print(json.dumps({"rows": len(rows), "table": str(out / "table.md")}))
+    print(json.dumps({"rows": len(rows), "table": str(out / table_name)}))
 
 
 #: The fields in which a scarce-data MEDIC cell at 5 % and Figure 4's default cell of the same

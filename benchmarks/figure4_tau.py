@@ -9,6 +9,13 @@ default here); ``--layers auto --taus 0`` runs the comparison series on the libr
     python -m benchmarks.figure4_tau --attacks badnet --seeds 0 1 --threads 1                # a part
     python -m benchmarks.figure4_tau --layers auto --taus 0 --seeds 0 1 --threads 1         # the cut's series
     python -m benchmarks.figure4_tau --report                                                # figure + table
+    python -m benchmarks.figure4_tau --eps 0.1 --layers auto --taus 0 --attacks cleanlabel   # at the new ε
+    python -m benchmarks.figure4_tau --eps 0.1 --report                                      # its table
+
+The committed cells ran at the paper's ε = 1e-5, MEDIC's default until 2026-12-05; ``--eps 0.1``
+(the library's default now) runs and reports the same points at it: other cells in the same
+``runs.jsonl``, never averaged with the 1e-5 ones. Its table also reads the architectures grid's
+WRN-16-1 rows, which are this grid's library-cut cells at ε = 0.1 (the same cell ids).
 
 Resumable (``benchmarks/results/figure4_tau/runs.jsonl``); every row keeps its per-epoch
 curve. 60 epochs, 5 % clean data, λ = 3 (the library's) for every point.
@@ -16,7 +23,10 @@ curve. 60 epochs, 5 % clean data, λ = 3 (the library's) for every point.
 
 from __future__ import annotations
 
+import sys
+
 from benchmarks.common import (
+    ARCH_OUT,
     DOCS,
     FIGURE4_ATTACKS,
     FIGURE4_LAYERS,
@@ -30,6 +40,7 @@ from benchmarks.common import (
     tau_grid,
     write_grid_report,
 )
+from medic_viz.defenses.medic import DEFAULT_EPS_MEDIC, PAPER_EPS
 from medic_viz.experiments import read_runs
 from medic_viz.metrics import mean_std
 from medic_viz.viz.summary_figures import tau_panels_figure
@@ -41,10 +52,18 @@ DEFAULT = "default share"
 _ATTACK_NAMES = {"cleanlabel": "Clean-Label", "sig": "SIG", "badnet": "BadNet"}
 
 
-def grid(teachers: list[str], seeds, device: str = "auto", taus=TAUS, layers: str = "auto"):
-    """The τ sweep and the default per teacher and seed (:func:`benchmarks.common.tau_grid`), at
-    the ε these cells ran with (:data:`benchmarks.common.PROTOCOL_MEDIC`)."""
-    return tau_grid(teachers, seeds, device, taus, layers, medic=PROTOCOL_MEDIC)
+def medic_at(eps: float) -> dict:
+    """MEDIC's options of the grid at ``eps``: :data:`benchmarks.common.PROTOCOL_MEDIC` at the
+    paper's (the committed cells), the library's defaults (``{}``) at its default ε."""
+    if eps == PAPER_EPS:
+        return dict(PROTOCOL_MEDIC)
+    return {} if eps == DEFAULT_EPS_MEDIC else {"eps": float(eps)}
+
+
+def grid(teachers: list[str], seeds, device: str = "auto", taus=TAUS, layers: str = "auto", eps: float = PAPER_EPS):
+    """The τ sweep and the default per teacher and seed (:func:`benchmarks.common.tau_grid`) at
+    ``eps`` (default: the paper's, which the committed cells ran with: :func:`medic_at`)."""
+    return tau_grid(teachers, seeds, device, taus, layers, medic=medic_at(eps))
 
 
 def _layers(row: dict) -> str:
@@ -106,10 +125,36 @@ def figure(rows: list[dict]):
                                    "bottom: the library's default layer cut</sup>")
 
 
-def report() -> None:
+def _is_library_cut_cell(row: dict) -> bool:
+    """An architectures-grid row that is one of this grid's cells: a WRN-16-1 teacher of a Figure-4
+    attack, the library's layers, the default or τ = 0."""
+    return (row.get("model") == "wrn16_1" and row["attack"].split("_", 1)[0] in FIGURE4_ATTACKS
+            and _layers(row) == "auto" and (row.get("ablation", "none") == "none" or float(row["x"]) == 0.0))
+
+
+def rows_at(eps: float) -> list[dict]:
+    """The finished rows of the grid at ``eps`` (at ε = 0.1 with the architectures grid's
+    WRN-16-1 rows of the same cells, each cell once)."""
     path = OUT / "runs.jsonl"
-    rows = protocol_rows(read_runs(path)) if path.is_file() else None  # the grid's ε only
-    write_grid_report(OUT, FIGURES, "figure4_tau", table, figure, rows=rows)
+    rows = protocol_rows(read_runs(path), medic_at(eps)) if path.is_file() else []
+    if eps == DEFAULT_EPS_MEDIC and (ARCH_OUT / "runs.jsonl").is_file():
+        seen = {r["cell_id"] for r in rows}
+        for r in protocol_rows(read_runs(ARCH_OUT / "runs.jsonl"), {}):
+            if _is_library_cut_cell(r) and r["cell_id"] not in seen:
+                seen.add(r["cell_id"])
+                rows.append(r)
+    return rows
+
+
+def report(eps: float = PAPER_EPS) -> None:
+    """The table and figure at ``eps``: ``table.md`` / ``figure4_tau.*`` at the paper's ε (the
+    committed grid), ``table_eps0_1.md`` / ``figure4_tau_eps0_1.*`` at ε = 0.1."""
+    suffix = "" if eps == PAPER_EPS else f"_eps{eps:g}".replace(".", "_")  # "." would end the figure's name
+    rows = rows_at(eps)
+    if not rows:
+        print(f"no finished cells at ε = {eps:g} in {OUT}; run a part first", file=sys.stderr)
+        return
+    write_grid_report(OUT, FIGURES, f"figure4_tau{suffix}", table, figure, rows=rows, table_name=f"table{suffix}.md")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -118,8 +163,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--layers", default=FIGURE4_LAYERS, choices=("auto", "conv+bn"),
                         help="cloned layers of every point: every conv/norm output (the paper's; default), or the "
                              "library's default cut (the comparison series: run it with --taus 0)")
+    parser.add_argument("--eps", type=float, default=PAPER_EPS, choices=(PAPER_EPS, DEFAULT_EPS_MEDIC),
+                        help="MEDIC's ε of every point: the paper's 1e-5 (the committed cells; default) or 0.1, "
+                             "the library's default since 2026-12-05 (other cells, their own table)")
     args = parser.parse_args(argv)
-    run_protocol_part(args, lambda teachers: grid(teachers, args.seeds, args.device, args.taus, args.layers), OUT, report)
+    run_protocol_part(args, lambda teachers: grid(teachers, args.seeds, args.device, args.taus, args.layers, args.eps),
+                      OUT, lambda: report(args.eps))
 
 
 if __name__ == "__main__":

@@ -707,3 +707,37 @@ def test_protocol_rows_report_medic_at_the_grids_eps_only(monkeypatch: pytest.Mo
     assert common.protocol_rows([old, new, kd]) == [new, kd]
     assert common.protocol_rows([old, new, kd], {"eps": 1e-5}) == [old, kd]
     assert common.protocol_rows([old, new, kd], common.SCARCE_MEDIC) == [new, kd]
+
+
+def test_figure4_at_the_new_eps_runs_the_architectures_cells_and_reads_their_rows(tmp_path, monkeypatch) -> None:
+    """``figure4_tau --eps 0.1``: the library cut's cells at ε = 0.1 are the architectures grid's (the
+    same ids, so their WRN-16-1 rows count once); its table never takes a 1e-5 row, a row of another
+    architecture, attack or τ; and the committed grid at 1e-5 keeps its cells."""
+    folder = [str(ROOT / "benchmarks" / "results" / "gtsrb_teachers" / "sig_wrn16_1_e30_s1")]
+    new = figure4_tau.grid(folder, [0, 1], taus=[0.0], eps=0.1)
+    assert [c.cell_id for c in new] == [c.cell_id for c in architectures.grid(folder, [0, 1])]
+    assert [c.cell_id for c in figure4_tau.grid(folder, [0, 1], taus=[0.0])] == \
+        [c.cell_id for c in figure4_tau.grid(folder, [0, 1], taus=[0.0], eps=1e-5)]
+    at_new = {"method_options": {"layers": "auto", "eps": 0.1}}
+    fig4 = [_row("cleanlabel_wrn16_1_e30_s1", "medic", 0, 0.97, 0.02, ablation="none", x=None, cell_id="c0", **at_new),
+            _row("cleanlabel_wrn16_1_e30_s1", "medic", 0, 0.90, 0.90, ablation="none", x=None, cell_id="old",
+                 method_options={"layers": "auto"})]  # ε = 1e-5 (no ε recorded)
+    arch = [_row("sig_wrn16_1_e30_s1", "medic", 0, 0.96, 0.03, ablation="none", x=None, cell_id="s0",
+                 model="wrn16_1", **at_new),
+            _row("sig_wrn16_1_e30_s1", "medic", 0, 0.96, 0.03, ablation="none", x=None, cell_id="s0",
+                 model="wrn16_1", **at_new),  # a cell once, even if read twice
+            _row("polygon_wrn16_1_e30_s1", "medic", 0, 0.5, 0.5, ablation="none", x=None, cell_id="p0",
+                 model="wrn16_1", **at_new),
+            _row("sig_mobilenet_v1_e30_s1", "medic", 0, 0.5, 0.5, ablation="none", x=None, cell_id="m0",
+                 model="mobilenet_v1", **at_new),
+            _row("sig_wrn16_1_e30_s1", "medic", 1, 0.5, 0.5, ablation="tau", x=3.0, cell_id="t3",
+                 model="wrn16_1", **at_new)]
+    for path, rows in ((tmp_path / "fig4", fig4), (tmp_path / "arch", arch)):
+        path.mkdir()
+        (path / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    monkeypatch.setattr(figure4_tau, "OUT", tmp_path / "fig4")
+    monkeypatch.setattr(figure4_tau, "ARCH_OUT", tmp_path / "arch")
+    assert [r["cell_id"] for r in figure4_tau.rows_at(0.1)] == ["c0", "s0"]
+    assert [r["cell_id"] for r in figure4_tau.rows_at(1e-5)] == ["old"]
+    lines = figure4_tau.table(figure4_tau.rows_at(0.1)).splitlines()[2:]
+    assert lines == ["| cleanlabel | 98.0 / 100.0 | 97.0 / 2.0 (n=1) |", "| sig | 98.0 / 100.0 | 96.0 / 3.0 (n=1) |"]
