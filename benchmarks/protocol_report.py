@@ -58,9 +58,14 @@ def _rows(folder: Path) -> list[dict]:
     return read_runs(path) if path.is_file() else []
 
 
-def _table(folder: Path) -> str:
-    """The table a benchmark's ``--report`` wrote (``table.md``), or a note."""
-    path = folder / "table.md"
+#: the table ``figure4_tau --eps 0.1 --report`` writes
+FIGURE4_NEW_EPS_TABLE = "table_eps0_1.md"
+REDONE = "of their re-run at the new one, Figure 4's library cut is below (after Figure 4), the rest is open"
+
+
+def _table(folder: Path, name: str = "table.md") -> str:
+    """The table a benchmark's ``--report`` wrote (``name``), or a note."""
+    path = folder / name
     return path.read_text().rstrip() if path.is_file() else "no cell yet"
 
 
@@ -121,6 +126,7 @@ def block() -> str:
     scarce, fig4, table1 = scarce_rows(), protocol_rows(_rows(FIGURE4_OUT)), protocol_rows(_rows(TABLE1_PROTOCOL_OUT))
     archs = [r for r in _rows(ARCH_OUT) if not eps_note(r)]  # at MEDIC's default ε: the grid's cells
     plan = planned()
+    redone = (FIGURE4_OUT / FIGURE4_NEW_EPS_TABLE).is_file()
     main = [r for r in fig4 if (r.get("method_options") or {}).get("layers", "auto") == FIGURE4_LAYERS]
     cut = [r for r in fig4 if (r.get("method_options") or {}).get("layers", "auto") == "auto"]
     read = sum(1 for r in scarce if r.get("read_from"))
@@ -137,7 +143,7 @@ def block() -> str:
              "**MEDIC's ε:** the default is ε = 0.1 since 2026-12-05 (chosen on development teachers and test "
              "images only: BENCHMARKS.md §6). The scarce-data cells and the architectures run at it (rows of the "
              "architectures at 1e-5 are named so); the Figure 4 and Table 1 cells below ran at ε = 1e-5, the "
-             "default until then, and their re-run at the new one is open. "
+             f"default until then{'; ' + REDONE if redone else ', and their re-run at the new one is open'}. "
              "Values in %, mean ± sample std over the seeds that ran (n).", "",
              "**Teachers** (WRN-16-1, GTSRB, 30 epochs; cards: the whole test set):", "", teacher_table(), ""]
     parts += ["**Scarce clean data** (`python -m benchmarks.scarce_data`; 60 epochs each; targets of issue 27: "
@@ -151,6 +157,11 @@ def block() -> str:
     parts += [_table(FIGURE4_OUT), ""]
     if fig4:
         parts += ["![figure4_tau](docs/figure4_tau/figure4_tau.png)", ""]
+    if redone:
+        parts += ["**Figure 4's library cut at MEDIC's default ε = 0.1** (`python -m benchmarks.figure4_tau --eps 0.1 "
+                  "--layers auto --taus 0`; the BadNet and SIG rows are the architectures grid's WRN-16-1 cells, the "
+                  "same ids; the paper's layers at ε = 0.1 are not run yet):", "",
+                  _table(FIGURE4_OUT, FIGURE4_NEW_EPS_TABLE), ""]
     parts += ["**Architectures** (`python -m benchmarks.architectures`, on a GPU: `benchmarks/gpu_architectures.sh`; "
               "5 % clean data, 60 epochs; WRN-16-1's rows are Figure 4's cells; target: ASR ≤ 10 % and accuracy "
               "within 3 points):", "", _table(ARCH_OUT), ""]

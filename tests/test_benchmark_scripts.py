@@ -741,3 +741,14 @@ def test_figure4_at_the_new_eps_runs_the_architectures_cells_and_reads_their_row
     assert [r["cell_id"] for r in figure4_tau.rows_at(1e-5)] == ["old"]
     lines = figure4_tau.table(figure4_tau.rows_at(0.1)).splitlines()[2:]
     assert lines == ["| cleanlabel | 98.0 / 100.0 | 97.0 / 2.0 (n=1) |", "| sig | 98.0 / 100.0 | 96.0 / 3.0 (n=1) |"]
+
+
+def test_results_block_shows_figure4_at_the_new_eps_once_its_table_is_written(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(protocol_report, "FIGURE4_OUT", tmp_path)
+    (tmp_path / "table.md").write_text("| at 1e-5 |\n")
+    before = protocol_report.block()
+    assert "their re-run at the new one is open" in before and "at MEDIC's default ε = 0.1" not in before
+    (tmp_path / protocol_report.FIGURE4_NEW_EPS_TABLE).write_text("| cleanlabel | at 0.1 |\n")
+    after = protocol_report.block()
+    assert protocol_report.REDONE in after and "| at 1e-5 |" in after
+    assert after.index("| at 1e-5 |") < after.index("at MEDIC's default ε = 0.1") < after.index("| cleanlabel | at 0.1 |")
