@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import torch
 
-from medic_viz.defenses.medic import DEFAULT_EPS_MEDIC, PAPER_EPS
+from medic_viz.defenses.medic import DEFAULT_EPS_MEDIC, DEFAULT_LAM, PAPER_EPS
 from medic_viz.experiments.grid import DEFAULT_ABLATION_VALUES, build_grid
 from medic_viz.experiments.presets import GTSRB_ATTACKS, GTSRB_TABLE1_ATTACKS, gtsrb_recipe
 from medic_viz.experiments.protocol import DEVELOPMENT, EVALUATION, ROLE_SEEDS, check_role_seed
@@ -360,6 +360,33 @@ def arch_point(row: dict) -> str | None:
     if row.get("ablation", "none") == "none":
         return ARCH_DEFAULT
     return ARCH_PLAIN if row.get("ablation") == "tau" and float(row["x"]) == 0.0 else None
+
+
+#: Plain cloning at the default's cloning strength (BENCHMARKS.md §6, rules 7 and 8): λ = 3 × 0.033,
+#: the default's mean weight mass on clean data (``weight_mass.md``), rounded; its point's name.
+MATCHED_LAM = 0.1
+MATCHED = "plain cloning at λ = 0.1"
+PLAIN_MATCHED_OUT = RESULTS / "plain_matched"
+
+
+def matched_grid(teachers: list[str], seeds, device: str = "auto") -> list:
+    """Plain cloning (one global τ = 0) at λ = :data:`MATCHED_LAM` per teacher folder and seed."""
+    return [c for c in tau_grid(teachers, seeds, device, (0.0,), medic={"lam": MATCHED_LAM}) if c.ablation == "tau"]
+
+
+def matched_point(row: dict) -> str | None:
+    """The row's point: the architectures grid's (:data:`ARCH_DEFAULT`, :data:`ARCH_PLAIN` at
+    λ = 3) or plain cloning at λ = :data:`MATCHED_LAM` (:data:`MATCHED`), at MEDIC's default ε on
+    the library's layers; else None."""
+    if eps_note(row) or row["method"] != "medic":
+        return None
+    options = row.get("method_options") or {}
+    lam = float(options.get("lam", DEFAULT_LAM))
+    if str(options.get("layers", "auto")) != "auto" or lam not in (DEFAULT_LAM, MATCHED_LAM):
+        return None
+    if lam == DEFAULT_LAM:
+        return arch_point(row)
+    return MATCHED if row.get("ablation") == "tau" and float(row["x"]) == 0.0 else None
 
 
 def arch_rows() -> list[dict]:

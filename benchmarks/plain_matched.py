@@ -20,45 +20,23 @@ from benchmarks.common import (
     ARCH_DEFAULT,
     ARCH_PLAIN,
     ARCH_SHOWN,
-    RESULTS,
-    arch_point,
+    MATCHED,
+    PLAIN_MATCHED_OUT,
     arch_rows,
-    eps_note,
     late_text,
+    matched_grid,
+    matched_point,
     mean_std_text,
     protocol_parser,
     run_protocol_part,
-    tau_grid,
     write_table_report,
 )
-from medic_viz.defenses.medic import DEFAULT_LAM
 from medic_viz.experiments import read_runs
 from medic_viz.metrics import mean_std
 
-OUT = RESULTS / "plain_matched"
-#: λ of plain cloning at the default's strength: λ = 3 × 0.033 (weight_mass.md), rounded.
-MATCHED_LAM = 0.1
-MATCHED = "plain cloning at λ = 0.1"
+OUT = PLAIN_MATCHED_OUT
 POINTS = (ARCH_DEFAULT, ARCH_PLAIN, MATCHED)
-
-
-def grid(teachers: list[str], seeds, device: str = "auto") -> list:
-    """Plain cloning (one global τ = 0) at λ = :data:`MATCHED_LAM` per teacher folder and seed."""
-    return [c for c in tau_grid(teachers, seeds, device, (0.0,), medic={"lam": MATCHED_LAM}) if c.ablation == "tau"]
-
-
-def point(row: dict) -> str | None:
-    """The row's point: the architectures grid's (default, plain cloning at λ = 3) or this grid's
-    (τ = 0 at λ = :data:`MATCHED_LAM`), at MEDIC's default ε on the library's layers; else None."""
-    if eps_note(row) or row["method"] != "medic":
-        return None
-    options = row.get("method_options") or {}
-    lam = float(options.get("lam", DEFAULT_LAM))
-    if str(options.get("layers", "auto")) != "auto" or lam not in (DEFAULT_LAM, MATCHED_LAM):
-        return None
-    if lam == DEFAULT_LAM:
-        return arch_point(row)
-    return MATCHED if row.get("ablation") == "tau" and float(row["x"]) == 0.0 else None
+grid, point = matched_grid, matched_point
 
 
 def _cell(rows: list[dict]) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Iterable, NamedTuple
+from typing import TYPE_CHECKING, Iterable, NamedTuple, Sequence
 
 import torch
 import torch.nn as nn
@@ -30,6 +30,8 @@ __all__ = [
     "Evaluator",
     "MeanStd",
     "mean_std",
+    "SignTest",
+    "paired_sign_test",
     "format_before_after",
 ]
 
@@ -175,6 +177,32 @@ def mean_std(values: Iterable[float | None]) -> MeanStd:
     mean = math.fsum(vals) / n
     std = math.sqrt(math.fsum((v - mean) ** 2 for v in vals) / (n - 1)) if n > 1 else 0.0
     return MeanStd(mean, std, n)
+
+
+class SignTest(NamedTuple):
+    """A paired sign test: pairs where the first value is lower (``wins``), higher (``losses``),
+    within the tie margin (``ties``, left out), and the exact two-sided p-value."""
+
+    wins: int
+    losses: int
+    ties: int
+    p_value: float
+
+
+def paired_sign_test(first: Sequence[float], second: Sequence[float], tie: float = 0.0) -> SignTest:
+    """Exact two-sided sign test of ``first[i] - second[i]`` (same length; e.g. two methods' ASR,
+    paired by seed): pairs within ``tie`` of each other are left out; p = min(1, 2 · P(X ≤ k)),
+    X ~ Binomial(wins + losses, 1/2), k = min(wins, losses); no untied pair: p = 1.
+    Example: 9 lower, 1 higher → p = 2 · 11/1024 = 0.0215."""
+    if len(first) != len(second):
+        raise ValueError(f"paired_sign_test needs pairs: {len(first)} first values, {len(second)} second values")
+    if tie < 0:
+        raise ValueError(f"tie must be ≥ 0, got {tie}")
+    diffs = [float(a) - float(b) for a, b in zip(first, second)]
+    wins, losses = sum(d < -tie for d in diffs), sum(d > tie for d in diffs)
+    n, k = wins + losses, min(wins, losses)
+    p = min(1.0, 2 * math.fsum(math.comb(n, i) for i in range(k + 1)) / 2**n) if n else 1.0
+    return SignTest(wins, losses, len(diffs) - n, p)
 
 
 def format_before_after(before: BackdoorMetrics, after: BackdoorMetrics, method: str = "MEDIC") -> str:

@@ -6,7 +6,8 @@ drawn in %; rows that share every other key, e.g. several seeds, are averaged by
 :func:`tau_sweep_figure` and :func:`tau_panels_figure` (Figure 4), :func:`data_amount_figure` (Figure 3),
 :func:`lambda_tau_figure` (Figure 6),
 :func:`tradeoff_figure` (Figure 7), :func:`defense_comparison_figure` (Figure 5 / Table 1),
-:func:`removal_accuracy_figure` (Table 1's average drops against each other).
+:func:`removal_accuracy_figure` (Table 1's average drops against each other),
+:func:`per_run_scatter_figure` (every run's accuracy and ASR, not averaged: seed spread).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ __all__ = [
     "tradeoff_figure",
     "defense_comparison_figure",
     "removal_accuracy_figure",
+    "per_run_scatter_figure",
 ]
 
 
@@ -406,4 +408,40 @@ def removal_accuracy_figure(rows: Iterable[Mapping[str, Any]], *, title: str | N
     fig.update_layout(title=title or "Removal against its cost: average ASR drop vs accuracy drop (95 % intervals)",
                       xaxis_title="average clean-accuracy drop (points; left is better)",
                       yaxis_title="average ASR drop (points; up is better)", width=760, height=520)
+    return fig
+
+
+def per_run_scatter_figure(
+    rows: Iterable[Mapping[str, Any]], *, target: tuple[float, float] | None = None, title: str | None = None
+) -> go.Figure:
+    """Every run as one marker, not averaged: clean accuracy (x, %) against ASR (y, %), one panel
+    per ``panel`` value (e.g. the attack), one colour and marker shape per ``series`` (e.g. the
+    setting), ``label`` (e.g. "seed 3") on hover; the panel's teacher accuracy
+    (``before_clean_acc``, the first row's) as a dotted line. ``target`` = (ASR at most, accuracy
+    drop at most), in points: that corner is shaded. Lower right is better. Rows need ``panel``,
+    ``series``, ``label``, ``clean_acc``, ``asr`` and ``before_clean_acc`` (fractions)."""
+    data = _require_rows(rows, ("panel", "series", "label", "clean_acc", "asr", "before_clean_acc"),
+                         "per_run_scatter_figure")
+    panels, series = _group_values(data, "panel"), _group_values(data, "series")
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[str(p) for p in panels], horizontal_spacing=0.08)
+    for col, panel in enumerate(panels, start=1):
+        mine = [r for r in data if r["panel"] == panel]
+        teacher = 100 * float(mine[0]["before_clean_acc"])
+        if target is not None:
+            fig.add_shape(type="rect", x0=teacher - target[1], x1=100, y0=0, y1=target[0], line_width=0,
+                          fillcolor=_rgba(REFERENCE_COLOR, 0.15), row=1, col=col)
+        fig.add_vline(x=teacher, line=dict(color=REFERENCE_COLOR, width=1, dash="dot"), row=1, col=col)
+        for i, g in enumerate(series):
+            pts = [r for r in mine if r["series"] == g]
+            fig.add_trace(go.Scatter(
+                x=[100 * float(r["clean_acc"]) for r in pts], y=[100 * float(r["asr"]) for r in pts], mode="markers",
+                name=str(g), legendgroup=str(g), showlegend=col == 1, text=[str(r["label"]) for r in pts],
+                marker=dict(color=PALETTE[i % len(PALETTE)], symbol=_SYMBOLS[i % len(_SYMBOLS)], size=10, opacity=0.85),
+                hovertemplate=f"{g}, %{{text}}<br>clean acc %{{x:.1f}}%<br>ASR %{{y:.1f}}%<extra>{panel}</extra>"),
+                row=1, col=col)
+    fig.update_xaxes(title_text="clean accuracy (%)")
+    fig.update_yaxes(title_text="attack success rate (%)", row=1, col=1)
+    fig.update_yaxes(range=[-3, 103])
+    fig.update_layout(title=title or "Every run: clean accuracy against ASR (lower right is better)",
+                      width=max(520, 420 * len(panels) + 120), height=480)
     return fig
