@@ -367,6 +367,8 @@ def arch_point(row: dict) -> str | None:
 MATCHED_LAM = 0.1
 MATCHED = "plain cloning at λ = 0.1"
 PLAIN_MATCHED_OUT = RESULTS / "plain_matched"
+#: Rule 8's more seeds on WRN-16-1 SIG and Polygon (:mod:`benchmarks.seed_spread`).
+SEED_SPREAD_OUT = RESULTS / "seed_spread"
 
 
 def matched_grid(teachers: list[str], seeds, device: str = "auto") -> list:

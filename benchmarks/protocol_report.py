@@ -32,6 +32,7 @@ from benchmarks.common import (
     SCARCE_FRACTIONS,
     SCARCE_METHODS,
     SCARCE_OUT,
+    SEED_SPREAD_OUT,
     TABLE1_AS_IS,
     TABLE1_ATTACKS,
     TABLE1_PROTOCOL_OUT,
@@ -165,6 +166,12 @@ def block() -> str:
     parts += ["**Architectures** (`python -m benchmarks.architectures`, on a GPU: `benchmarks/gpu_architectures.sh`; "
               "5 % clean data, 60 epochs; WRN-16-1's rows are Figure 4's cells; target: ASR ≤ 10 % and accuracy "
               "within 3 points):", "", _table(ARCH_OUT), ""]
+    if (SEED_SPREAD_OUT / "table.md").is_file():
+        parts += ["**More seeds on WRN-16-1 SIG and Polygon** (`python -m benchmarks.seed_spread`, rule 8 of "
+                  "BENCHMARKS.md §6, written before its cells; the architectures table above keeps the protocol's two "
+                  "seeds; here every seed, MEDIC's default beside plain cloning at λ = 3 and at the default's strength, "
+                  "λ = 0.1; target per seed: ASR ≤ 10 % and accuracy within 3 points):", "", _table(SEED_SPREAD_OUT), "",
+                  "![seed_spread](docs/seed_spread/seed_spread.png)", ""]
     parts += ["**Table 1 under the protocol** (issue 28: `python -m benchmarks.tune_methods` chooses every method's "
               "settings on the development teachers by one rule, then `python -m benchmarks.table1_protocol` runs "
               "them on the evaluation teachers and test half, "

@@ -24,7 +24,7 @@ from benchmarks.common import (
     DOCS,
     MATCHED,
     PLAIN_MATCHED_OUT,
-    RESULTS,
+    SEED_SPREAD_OUT,
     arch_rows,
     matched_grid,
     matched_point,
@@ -37,7 +37,7 @@ from benchmarks.common import (
 from medic_viz.experiments import read_runs
 from medic_viz.metrics import mean_std, paired_sign_test
 
-OUT = RESULTS / "seed_spread"
+OUT = SEED_SPREAD_OUT
 FIGURES = DOCS / "seed_spread"
 ATTACKS = ("sig", "polygon")
 SEEDS = (2, 3, 4, 5)

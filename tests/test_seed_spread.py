@@ -94,3 +94,14 @@ def test_table_by_hand() -> None:
                          "sign test p = 1")
     assert lines[-2] == ("- default vs τ = 0 (plain cloning): 3 pairs; the default lower in 1, higher in 2, tied in 0; "
                          "sign test p = 1")
+
+
+def test_results_block_shows_the_seed_spread_after_the_architectures_once_its_table_is_written(tmp_path, monkeypatch) -> None:
+    from benchmarks import protocol_report  # noqa: PLC0415
+
+    monkeypatch.setattr(protocol_report, "SEED_SPREAD_OUT", tmp_path)
+    assert "More seeds on WRN-16-1" not in protocol_report.block()
+    (tmp_path / "table.md").write_text("| sig | default | 6 |\n")
+    block = protocol_report.block()
+    assert block.index("**Architectures**") < block.index("More seeds on WRN-16-1") < block.index("| sig | default | 6 |") \
+        < block.index("**Table 1 under the protocol**")
