@@ -18,6 +18,7 @@ from medic_viz.viz.summary_figures import (
     data_amount_figure,
     defense_comparison_figure,
     lambda_tau_figure,
+    per_run_scatter_figure,
     removal_accuracy_figure,
     tau_panels_figure,
     tau_sweep_figure,
@@ -45,4 +46,5 @@ __all__ = [
     "tradeoff_figure",
     "removal_figure",
     "removal_accuracy_figure",
+    "per_run_scatter_figure",
 ]
