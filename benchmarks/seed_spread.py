@@ -26,6 +26,7 @@ from benchmarks.common import (
     PLAIN_MATCHED_OUT,
     SEED_SPREAD_OUT,
     arch_rows,
+    late_text,
     matched_grid,
     matched_point,
     mean_std_text,
@@ -35,6 +36,7 @@ from benchmarks.common import (
     write_grid_report,
 )
 from medic_viz.experiments import read_runs
+from medic_viz.experiments.summary import late_asr_mean
 from medic_viz.metrics import mean_std, paired_sign_test
 
 OUT = SEED_SPREAD_OUT
@@ -76,8 +78,9 @@ def _meets(r: dict) -> bool:
 
 def table(rows: list[dict]) -> str:
     """Markdown, from :func:`spread_rows` rows: per attack and point, n, clean accuracy and ASR
-    (%, mean ± sample std), the median ASR and the seeds meeting the target on their own; then
-    each seed's clean / ASR; then the default paired by seed against each plain point (sign test,
+    (%, mean ± sample std; the highest live ASR after epoch 20), the median ASR and the seeds
+    meeting the target on their own; then each seed's clean / ASR (and its last 10 epochs' mean
+    live ASR); then the default paired by seed against each plain point (sign test,
     ties within :data:`TIE` points left out, two-sided)."""
     lines = ["| Attack | Point | n | clean acc | ASR | median ASR | seeds meeting the target |", "|---|---|---|---|---|---|---|"]
     attacks = [a for a in ATTACKS if any(r["attack_name"] == a for r in rows)]
@@ -90,13 +93,14 @@ def table(rows: list[dict]) -> str:
             asrs = sorted(100 * r["asr"] for r in mine)
             mid = len(asrs) // 2
             median = asrs[mid] if len(asrs) % 2 else (asrs[mid - 1] + asrs[mid]) / 2
-            lines.append(f"| {attack} | {pt} | {len(mine)} | {mean_std_text(acc)} | {mean_std_text(asr)} | {median:.1f} | "
+            lines.append(f"| {attack} | {pt} | {len(mine)} | {mean_std_text(acc)} | {mean_std_text(asr)}{late_text(mine)} | "
+                         f"{median:.1f} | "
                          f"{sum(map(_meets, mine))} of {len(mine)} |")
     lines += ["", "| Attack | seed | " + " | ".join(POINTS) + " |", "|---|---|" + "---|" * len(POINTS)]
     for attack in attacks:
         for seed in sorted({int(r["seed"]) for r in rows if r["attack_name"] == attack}):
             by = {r["point"]: r for r in rows if r["attack_name"] == attack and int(r["seed"]) == seed}
-            cells = [f"{100 * by[p]['clean_acc']:.1f} / {100 * by[p]['asr']:.1f}" if p in by else "–" for p in POINTS]
+            cells = [_seed_cell(by[p]) if p in by else "–" for p in POINTS]
             lines.append(f"| {attack} | {seed} | " + " | ".join(cells) + " |")
     lines += ["", f"Paired by seed, final ASR (ties: within {TIE:g} points):", ""]
     for other in (ARCH_PLAIN, MATCHED):
@@ -105,6 +109,13 @@ def table(rows: list[dict]) -> str:
         lines.append(f"- default vs {other}: {len(pairs)} pairs; the default lower in {test.wins}, higher in "
                      f"{test.losses}, tied in {test.ties}; sign test p = {test.p_value:.3g}")
     return "\n".join(lines) + "\n"
+
+
+def _seed_cell(row: dict) -> str:
+    """``"97.0 / 39.6 (last 10: 42)"``: clean accuracy / final ASR and the mean live ASR of the
+    last 10 epochs (%), when the row has a curve."""
+    late = late_asr_mean(row.get("curve"))
+    return f"{100 * row['clean_acc']:.1f} / {100 * row['asr']:.1f}" + ("" if late is None else f" (last 10: {100 * late:.0f})")
 
 
 def _pairs(rows: list[dict], a: str, b: str) -> list[tuple[float, float]]:

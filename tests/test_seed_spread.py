@@ -85,11 +85,13 @@ def test_table_by_hand() -> None:
     pts = {ARCH_DEFAULT: [(0.97, 0.04), (0.96, 0.40), (0.97, 0.02)], ARCH_PLAIN: [(0.98, 0.07), (0.98, 0.05), (0.94, 0.0)],
            MATCHED: [(0.97, 0.30), (0.97, 0.10), (0.97, 0.025)]}
     rows = seed_spread.spread_rows([_row("sig", s, a, r, p) for p, v in pts.items() for s, (a, r) in enumerate(v)])
+    # default, seed 1: 60 % at epoch 30 (the late peak), 22 % over the last 10 epochs
+    rows[1]["curve"] = [{"epoch": e, "asr": 0.6 if e == 30 else 0.2 + 0.02 * (e > 50)} for e in range(1, 61)]
     lines = seed_spread.table(rows).splitlines()
-    assert lines[2] == "| sig | default | 3 | 96.7 ± 0.6 | 15.3 ± 21.4 | 4.0 | 2 of 3 |"
+    assert lines[2] == "| sig | default | 3 | 96.7 ± 0.6 | 15.3 ± 21.4, live ≤ 60 % | 4.0 | 2 of 3 |"
     assert lines[3] == "| sig | τ = 0 (plain cloning) | 3 | 96.7 ± 2.3 | 4.0 ± 3.6 | 5.0 | 2 of 3 |"
     assert lines[4] == "| sig | plain cloning at λ = 0.1 | 3 | 97.0 ± 0.0 | 14.2 ± 14.2 | 10.0 | 2 of 3 |"
-    assert "| sig | 1 | 96.0 / 40.0 | 98.0 / 5.0 | 97.0 / 10.0 |" in lines
+    assert "| sig | 1 | 96.0 / 40.0 (last 10: 22) | 98.0 / 5.0 | 97.0 / 10.0 |" in lines  # epochs 51–60
     assert lines[-1] == ("- default vs plain cloning at λ = 0.1: 3 pairs; the default lower in 1, higher in 1, tied in 1; "
                          "sign test p = 1")
     assert lines[-2] == ("- default vs τ = 0 (plain cloning): 3 pairs; the default lower in 1, higher in 2, tied in 0; "
