@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import architectures, plain_matched, seed_spread
+from benchmarks import architectures, plain_matched, protocol_report, seed_spread
 from benchmarks.common import ARCH_DEFAULT, ARCH_PLAIN, MATCHED
 from medic_viz.metrics import paired_sign_test
 from medic_viz.viz.summary_figures import per_run_scatter_figure
@@ -99,8 +99,6 @@ def test_table_by_hand() -> None:
 
 
 def test_results_block_shows_the_seed_spread_after_the_architectures_once_its_table_is_written(tmp_path, monkeypatch) -> None:
-    from benchmarks import protocol_report  # noqa: PLC0415
-
     monkeypatch.setattr(protocol_report, "SEED_SPREAD_OUT", tmp_path)
     assert "More seeds on WRN-16-1" not in protocol_report.block()
     (tmp_path / "table.md").write_text("| sig | default | 6 |\n")
