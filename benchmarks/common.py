@@ -366,6 +366,8 @@ def arch_point(row: dict) -> str | None:
 #: the default's mean weight mass on clean data (``weight_mass.md``), rounded; its point's name.
 MATCHED_LAM = 0.1
 MATCHED = "plain cloning at λ = 0.1"
+#: The three points of rules 7 and 8, in their tables' column order.
+MATCHED_POINTS = (ARCH_DEFAULT, ARCH_PLAIN, MATCHED)
 PLAIN_MATCHED_OUT = RESULTS / "plain_matched"
 #: Rule 8's more seeds on WRN-16-1 SIG and Polygon (:mod:`benchmarks.seed_spread`).
 SEED_SPREAD_OUT = RESULTS / "seed_spread"

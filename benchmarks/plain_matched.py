@@ -17,10 +17,9 @@ from __future__ import annotations
 
 from benchmarks.common import (
     ARCH_ATTACKS,
-    ARCH_DEFAULT,
-    ARCH_PLAIN,
     ARCH_SHOWN,
     MATCHED,
+    MATCHED_POINTS,
     PLAIN_MATCHED_OUT,
     arch_rows,
     late_text,
@@ -35,7 +34,7 @@ from medic_viz.experiments import read_runs
 from medic_viz.metrics import mean_std
 
 OUT = PLAIN_MATCHED_OUT
-POINTS = (ARCH_DEFAULT, ARCH_PLAIN, MATCHED)
+POINTS = MATCHED_POINTS
 grid, point = matched_grid, matched_point
 
 

@@ -15,6 +15,7 @@ paired by seed (the same seed: the same clean images and the same fresh clone).
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Iterable
 
 from benchmarks.common import (
@@ -23,6 +24,7 @@ from benchmarks.common import (
     ARCH_TAUS,
     DOCS,
     MATCHED,
+    MATCHED_POINTS,
     PLAIN_MATCHED_OUT,
     SEED_SPREAD_OUT,
     arch_rows,
@@ -43,7 +45,7 @@ OUT = SEED_SPREAD_OUT
 FIGURES = DOCS / "seed_spread"
 ATTACKS = ("sig", "polygon")
 SEEDS = (2, 3, 4, 5)
-POINTS = (ARCH_DEFAULT, ARCH_PLAIN, MATCHED)
+POINTS = MATCHED_POINTS
 #: (ASR at most, accuracy drop at most), in points: issue 27's target at 5 % clean data, per seed.
 TARGET = (10.0, 3.0)
 #: Paired ASRs closer than this (points) are a tie in the sign test.
@@ -90,9 +92,7 @@ def table(rows: list[dict]) -> str:
             if not mine:
                 continue
             acc, asr = mean_std([100 * r["clean_acc"] for r in mine]), mean_std([100 * r["asr"] for r in mine])
-            asrs = sorted(100 * r["asr"] for r in mine)
-            mid = len(asrs) // 2
-            median = asrs[mid] if len(asrs) % 2 else (asrs[mid - 1] + asrs[mid]) / 2
+            median = statistics.median(100 * r["asr"] for r in mine)
             lines.append(f"| {attack} | {pt} | {len(mine)} | {mean_std_text(acc)} | {mean_std_text(asr)}{late_text(mine)} | "
                          f"{median:.1f} | "
                          f"{sum(map(_meets, mine))} of {len(mine)} |")
