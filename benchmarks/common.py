@@ -45,6 +45,20 @@ PROTOCOL_MEDIC: dict[str, Any] = {"eps": PAPER_EPS}
 SCARCE_MEDIC: dict[str, Any] = {}
 
 
+def medic_at(eps: float) -> dict:
+    """MEDIC's options of a WRN-16-1 protocol grid at ``eps``: :data:`PROTOCOL_MEDIC` at the
+    paper's (the committed cells), the library's defaults (``{}``) at its default ε."""
+    if eps == PAPER_EPS:
+        return dict(PROTOCOL_MEDIC)
+    return {} if eps == DEFAULT_EPS_MEDIC else {"eps": float(eps)}
+
+
+def eps_suffix(eps: float) -> str:
+    """``""`` at the paper's ε (a committed grid's files), else e.g. ``"_eps0_1"`` ("." would end a
+    figure's name)."""
+    return "" if eps == PAPER_EPS else f"_eps{eps:g}".replace(".", "_")
+
+
 def eps_of(row: dict) -> float:
     """The ε a MEDIC row ran with (a row that names none ran before ε was pinned: the paper's)."""
     return float((row.get("method_options") or {}).get("eps", PAPER_EPS))

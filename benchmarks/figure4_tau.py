@@ -32,8 +32,9 @@ from benchmarks.common import (
     FIGURE4_LAYERS,
     FIGURE4_OUT,
     FIGURE4_TAUS,
-    PROTOCOL_MEDIC,
+    eps_suffix,
     late_text,
+    medic_at,
     protocol_parser,
     protocol_rows,
     run_protocol_part,
@@ -50,14 +51,6 @@ FIGURES = DOCS / "figure4_tau"
 ATTACKS, TAUS = FIGURE4_ATTACKS, FIGURE4_TAUS
 DEFAULT = "default share"
 _ATTACK_NAMES = {"cleanlabel": "Clean-Label", "sig": "SIG", "badnet": "BadNet"}
-
-
-def medic_at(eps: float) -> dict:
-    """MEDIC's options of the grid at ``eps``: :data:`benchmarks.common.PROTOCOL_MEDIC` at the
-    paper's (the committed cells), the library's defaults (``{}``) at its default ε."""
-    if eps == PAPER_EPS:
-        return dict(PROTOCOL_MEDIC)
-    return {} if eps == DEFAULT_EPS_MEDIC else {"eps": float(eps)}
 
 
 def grid(teachers: list[str], seeds, device: str = "auto", taus=TAUS, layers: str = "auto", eps: float = PAPER_EPS):
@@ -149,7 +142,7 @@ def rows_at(eps: float) -> list[dict]:
 def report(eps: float = PAPER_EPS) -> None:
     """The table and figure at ``eps``: ``table.md`` / ``figure4_tau.*`` at the paper's ε (the
     committed grid), ``table_eps0_1.md`` / ``figure4_tau_eps0_1.*`` at ε = 0.1."""
-    suffix = "" if eps == PAPER_EPS else f"_eps{eps:g}".replace(".", "_")  # "." would end the figure's name
+    suffix = eps_suffix(eps)
     rows = rows_at(eps)
     if not rows:
         print(f"no finished cells at ε = {eps:g} in {OUT}; run a part first", file=sys.stderr)

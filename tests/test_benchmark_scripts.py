@@ -752,3 +752,42 @@ def test_results_block_shows_figure4_at_the_new_eps_once_its_table_is_written(tm
     after = protocol_report.block()
     assert protocol_report.REDONE in after and "| at 1e-5 |" in after
     assert after.index("| at 1e-5 |") < after.index("at MEDIC's default ε = 0.1") < after.index("| cleanlabel | at 0.1 |")
+
+
+def test_table1_protocol_at_either_eps_keeps_the_committed_cells_and_tunes_medic_at_its_own(tmp_path) -> None:
+    """Rule 9: at the paper's ε the grid is the committed one (every id; before the fix to
+    ``tuned_cells`` its 24 MEDIC cells got new ids at ε = 0.1); at ε = 0.1 the other methods' cells
+    are the same and MEDIC's run at 0.1 with the share of its own pass at 0.1, never 1e-5's."""
+    teachers, missing = common.teachers_of_role(common.TABLE1_ATTACKS, "evaluation")
+    assert not missing
+    done = {r["cell_id"] for r in read_runs(ROOT / "benchmarks" / "results" / "table1_protocol" / "runs.jsonl")}
+    committed = table1_protocol.grid(teachers, [0, 1, 2], table1_protocol.load_selections())
+    assert len(committed) == 216 and {c.cell_id for c in committed} == done
+    sel_path = tmp_path / "selections.json"
+    sel_path.write_text((ROOT / "benchmarks" / "results" / "tuning" / "selections.json").read_text())
+    assert "medic" not in table1_protocol.load_selections(sel_path, eps=0.1)  # no pass at 0.1 yet: left out
+    medic01 = Selection.from_dict({**json.loads(sel_path.read_text())["medic"], "options": {"share": 0.02}})
+    (tmp_path / "selections_eps0_1.json").write_text(json.dumps({"medic": medic01.as_dict()}))
+    chosen = table1_protocol.load_selections(sel_path, eps=0.1)
+    assert chosen["medic"].options == {"share": 0.02} and chosen["finetune"] == table1_protocol.load_selections()["finetune"]
+    new = table1_protocol.grid(teachers[:1], [0], chosen, eps=0.1)
+    medic = [c for c in new if c.method == "medic"]
+    assert {c.cell_id for c in new if c.method != "medic"} <= done
+    assert len(medic) == 1 and medic[0].cell_id not in done
+    assert medic[0].method_options["eps"] == 0.1 and medic[0].method_options["share"] == 0.02
+    old = {"method": "medic", "variant": "MEDIC, tuned", "method_options": {"share": 0.005}}
+    at01 = {"method": "medic", "variant": "MEDIC, tuned", "method_options": {"share": 0.02, "eps": 0.1}}
+    kd = {"method": "kd", "variant": "KD", "method_options": {}}
+    assert table1_protocol.rows_at([old, at01, kd]) == [old, kd]
+    assert table1_protocol.rows_at([old, at01, kd], 0.1) == [at01, kd, {**old, "variant": "MEDIC, tuned, ε = 1e-05"}]
+
+
+def test_tuning_pass_names_medic_units_at_another_eps_apart_and_chooses_from_them_alone() -> None:
+    folder = str(ROOT / "benchmarks" / "results" / "gtsrb_teachers" / "sig_wrn16_1_e30_s0")
+    paper, = [u for u in tune_methods.units(["medic"], [folder]) if u["options"] == [{"share": 0.01}]]
+    new, = [u for u in tune_methods.units(["medic"], [folder], 0.1) if u["options"] == [{"share": 0.01}]]
+    assert (ROOT / "benchmarks" / "results" / "tuning" / "units" / f"{tune_methods.unit_name(paper)}.json").is_file()
+    assert tune_methods.unit_name(new) == tune_methods.unit_name(paper).replace("_s0-", "_s0-eps0_1-")
+    ft: dict = {"method": "finetune", "teacher": "t"}
+    rows: list[dict] = [{"method": "medic", "teacher": "t"}, {"method": "medic", "teacher": "t", "eps": 0.1}, ft]
+    assert tune_methods.rows_at(rows) == [rows[0], ft] and tune_methods.rows_at(rows, 0.1) == [rows[1]]

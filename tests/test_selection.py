@@ -11,6 +11,7 @@ import torch.nn as nn
 from medic_viz.data.arrays import HOLDOUT_SEED_SALT, ImageArrays, clean_subset, holdout_subset
 from medic_viz.defenses.anp import ANP
 from medic_viz.defenses.base import clean_set_accuracy
+from medic_viz.defenses.medic import DEFAULT_EPS_MEDIC, PAPER_EPS, Medic
 from medic_viz.defenses.registry import DEFENSES, make_defense, tuning_space
 from medic_viz.defenses.tunable import LR_RECIPES, Tunable, TuningSpace, candidate_label, strongest_within_budget
 from medic_viz.defenses.tuning import choose_tau
@@ -215,6 +216,22 @@ def test_tuned_cells_and_the_record_round_trip(tmp_path):
     assert json.loads(path.read_text())["anp"]["candidates"][1]["holdout_acc"] == {"t": 0.89}
     nad = choose_setting([{"betas": (1.0, 2.0)}], [{"t": 0.5}], {"t": 0.5})
     assert Selection.from_dict(nad.as_dict()).options == {"betas": (1.0, 2.0)}
+
+
+def test_tuned_cells_keep_the_grids_medic_eps():
+    """A grid at the paper's ε = 1e-5 leaves ε out of its MEDIC cells' pinned options (they keep
+    their ids); tuning such a cell must keep 1e-5, not re-pin it at the default 0.1 (the bug: Table 1's
+    tuned MEDIC cells at 1e-5 got new ids and would have run at 0.1). At the default ε it stays 0.1."""
+    sel = choose_setting([{"share": 0.01}, {"share": 0.005}], [{"t": 0.9}, {"t": 0.89}], {"t": 0.9}, 3.0,
+                         method="medic", n_holdout=50)
+    for eps in (PAPER_EPS, DEFAULT_EPS_MEDIC):
+        cells = build_grid(attacks=["badnet"], methods=["medic"], seeds=1, device="cpu", medic={"eps": eps})
+        tuned = tuned_cells(cells, {"medic": sel})
+        assert len(tuned) == 1 and tuned[0].method_options["share"] == 0.005
+        assert Medic.cell_run_options(tuned[0].method_options)["eps"] == eps
+        assert ("eps" in tuned[0].method_options) == (eps != PAPER_EPS)
+        untuned = {k: v for k, v in tuned[0].method_options.items() if k != "share"}
+        assert untuned == {k: v for k, v in cells[0].method_options.items() if k != "share"}
 
 
 def test_tuning_record_names_the_choice_behind_a_tuned_row_and_refuses_a_mismatch():

@@ -245,7 +245,8 @@ def tuned_cells(cells: Sequence[Any], selections: Mapping[str, Selection], *, su
         sel = selections.get(cell.method)
         if sel is None:
             continue
-        opts = defense_class(cell.method).pinned_options({**cell.method_options, **sel.options})
+        cls = defense_class(cell.method)  # a pinned cell's options are read as they run, then pinned again:
+        opts = cls.pinned_options({**cls.cell_run_options(cell.method_options), **sel.options})  # MEDIC's ε = 1e-5 stays
         out.append(replace(cell, method_options=opts, variant=f"{cell.variant}{suffix}"))
     return out
 
