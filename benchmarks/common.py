@@ -430,6 +430,8 @@ TABLE1_OUT = RESULTS / "table1_gtsrb_wrn16_1"
 #: The tuning pass (issue 28: :mod:`benchmarks.tune_methods`) and the table it feeds
 #: (:mod:`benchmarks.table1_protocol`).
 TUNING_OUT, TABLE1_PROTOCOL_OUT = RESULTS / "tuning", RESULTS / "table1_protocol"
+#: The tuning pass's development teachers' attacks: the four whose seed-0 teachers chose MEDIC's defaults.
+TUNING_ATTACKS = ("badnet", "sig", "polygon", "wanet")
 #: Table 1 under the protocol: seeds per cell (issue 28 item 4: three on CPU, five where a GPU is
 #: lent); methods run as they are (KD and Scratch: nothing to tune; ANP's own fixed settings ε 0.2,
 #: lr 0.1, threshold 0.05 are a row beside its tuned one) and methods whose row is the tuning

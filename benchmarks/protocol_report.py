@@ -38,13 +38,18 @@ from benchmarks.common import (
     TABLE1_PROTOCOL_OUT,
     TABLE1_PROTOCOL_SEEDS,
     TABLE1_TUNED,
+    TUNING_ATTACKS,
     TUNING_OUT,
     eps_note,
+    eps_of,
+    eps_suffix,
     protocol_rows,
     scarce_rows,
     teachers_of_role,
     with_block,
 )
+from medic_viz.defenses.medic import DEFAULT_EPS_MEDIC
+from medic_viz.defenses.registry import tuning_space
 from medic_viz.experiments import read_runs
 from medic_viz.experiments.protocol import DEVELOPMENT, EVALUATION
 
@@ -59,9 +64,9 @@ def _rows(folder: Path) -> list[dict]:
     return read_runs(path) if path.is_file() else []
 
 
-#: the table ``figure4_tau --eps 0.1 --report`` writes
-FIGURE4_NEW_EPS_TABLE = "table_eps0_1.md"
-REDONE = "of their re-run at the new one, Figure 4's library cut is below (after Figure 4), the rest is open"
+#: the table ``figure4_tau --eps 0.1 --report`` and ``table1_protocol --eps 0.1 --report`` write
+FIGURE4_NEW_EPS_TABLE = NEW_EPS_TABLE = f"table{eps_suffix(DEFAULT_EPS_MEDIC)}.md"
+REDONE = "of their re-run at the new one, Figure 4's library cut is below (after Figure 4)"
 
 
 def _table(folder: Path, name: str = "table.md") -> str:
@@ -115,12 +120,26 @@ def progress_label(done: dict[str, int], plan: dict[str, int]) -> str:
 
 
 def tuning_status() -> str:
-    """How far the tuning pass is: finished units, and the methods it has chosen for."""
+    """How far the tuning pass is: finished units, and the methods it has chosen for; then MEDIC's
+    pass again at the default ε (rule 9: its units are named ``-eps0_1-``)."""
     units = TUNING_OUT / "units"
-    done = sum(1 for _ in units.glob("*.json")) if units.is_dir() else 0
+    tag = f"-{eps_suffix(DEFAULT_EPS_MEDIC).lstrip('_')}-"
+    names = [p.name for p in units.glob("*.json")] if units.is_dir() else []
+    done, again = sum(tag not in n for n in names), sum(tag in n for n in names)
     chosen_path = TUNING_OUT / "selections.json"
     chosen = sorted(json.loads(chosen_path.read_text())) if chosen_path.is_file() else []
-    return f"tuning pass: {done} runs finished, chosen for {', '.join(chosen) if chosen else 'no method yet'}"
+    new_path = TUNING_OUT / f"selections{eps_suffix(DEFAULT_EPS_MEDIC)}.json"
+    new = json.loads(new_path.read_text()).get("medic") if new_path.is_file() else None
+    n_new = len(tuning_space("medic").candidates()) * len(TUNING_ATTACKS)
+    medic = (f"; MEDIC's again at ε = {DEFAULT_EPS_MEDIC:g} (rule 9): {again} of {n_new} runs, "
+             + (f"chosen {new['candidates'][new['index']]['label']}" if new else "not chosen yet")) if again else ""
+    return f"tuning pass: {done} runs finished, chosen for {', '.join(chosen) if chosen else 'no method yet'}{medic}"
+
+
+def table1_medic_at_default_eps() -> tuple[int, int]:
+    """(cells of Table 1's MEDIC at the default ε that have run, cells it has when whole: rule 9)."""
+    rows = [r for r in _rows(TABLE1_PROTOCOL_OUT) if r.get("method") == "medic" and eps_of(r) == DEFAULT_EPS_MEDIC]
+    return len(rows), len(TABLE1_ATTACKS) * len(TABLE1_PROTOCOL_SEEDS)
 
 
 def block() -> str:
@@ -131,6 +150,13 @@ def block() -> str:
     main = [r for r in fig4 if (r.get("method_options") or {}).get("layers", "auto") == FIGURE4_LAYERS]
     cut = [r for r in fig4 if (r.get("method_options") or {}).get("layers", "auto") == "auto"]
     read = sum(1 for r in scarce if r.get("read_from"))
+    t1_new, t1_whole = table1_medic_at_default_eps()
+    t1_redone = t1_new == t1_whole and (TABLE1_PROTOCOL_OUT / NEW_EPS_TABLE).is_file()
+    redo = ([REDONE] if redone else []) + [
+        "Table 1's MEDIC is (rule 9 of BENCHMARKS.md §6: its table below)" if t1_redone else
+        f"Table 1's MEDIC is running ({t1_new} of {t1_whole} cells, rule 9 of BENCHMARKS.md §6)" if t1_new else ""]
+    redo = [r for r in redo if r]
+    redo_text = f"; {', '.join(redo)}, the rest is open" if redo else ", and their re-run at the new one is open"
     done = {"scarce_data": len(scarce), "figure4_tau": len(main), "figure4_default_cut": len(cut),
             "architectures": len(archs), "table1_protocol": len(table1)}
     parts = [f"{progress_label(done, plan)} — scarce data: {len(scarce)} of {plan['scarce_data']} cells"
@@ -144,7 +170,7 @@ def block() -> str:
              "**MEDIC's ε:** the default is ε = 0.1 since 2026-12-05 (chosen on development teachers and test "
              "images only: BENCHMARKS.md §6). The scarce-data cells and the architectures run at it (rows of the "
              "architectures at 1e-5 are named so); the Figure 4 and Table 1 cells below ran at ε = 1e-5, the "
-             f"default until then{'; ' + REDONE if redone else ', and their re-run at the new one is open'}. "
+             f"default until then{redo_text}. "
              "Values in %, mean ± sample std over the seeds that ran (n).", "",
              "**Teachers** (WRN-16-1, GTSRB, 30 epochs; cards: the whole test set):", "", teacher_table(), ""]
     parts += ["**Scarce clean data** (`python -m benchmarks.scarce_data`; 60 epochs each; targets of issue 27: "
@@ -172,10 +198,19 @@ def block() -> str:
                   "seeds; here every seed, MEDIC's default beside plain cloning at λ = 3 and at the default's strength, "
                   "λ = 0.1; target per seed: ASR ≤ 10 % and accuracy within 3 points):", "", _table(SEED_SPREAD_OUT), "",
                   "![seed_spread](docs/seed_spread/seed_spread.png)", ""]
-    parts += ["**Table 1 under the protocol** (issue 28: `python -m benchmarks.tune_methods` chooses every method's "
-              "settings on the development teachers by one rule, then `python -m benchmarks.table1_protocol` runs "
-              "them on the evaluation teachers and test half, "
-              f"{len(TABLE1_PROTOCOL_SEEDS)} seeds):", "", _table(TABLE1_PROTOCOL_OUT), ""]
+    how = ("issue 28: `python -m benchmarks.tune_methods` chooses every method's settings on the development teachers "
+           "by one rule, then `python -m benchmarks.table1_protocol` runs them on the evaluation teachers and test half, "
+           f"{len(TABLE1_PROTOCOL_SEEDS)} seeds")
+    if t1_redone:
+        parts += [f"**Table 1 under the protocol, MEDIC at its default ε = {DEFAULT_EPS_MEDIC:g}** ({how}; MEDIC's "
+                  f"tuning pass and cells again at ε = {DEFAULT_EPS_MEDIC:g}: `--eps {DEFAULT_EPS_MEDIC:g}`, rule 9 of "
+                  "BENCHMARKS.md §6; the other methods' cells are the same; MEDIC at 1e-5 is the column named so):", "",
+                  _table(TABLE1_PROTOCOL_OUT, NEW_EPS_TABLE), "",
+                  f"![removal_vs_accuracy](docs/table1_protocol/removal_vs_accuracy{eps_suffix(DEFAULT_EPS_MEDIC)}.png)", ""]
+        return "\n".join(parts).rstrip() + "\n"
+    again = (f"; MEDIC at the default ε = {DEFAULT_EPS_MEDIC:g} (rule 9 of BENCHMARKS.md §6): {t1_new} of {t1_whole} "
+             "cells have run, and its table replaces this one once whole") if t1_new else ""
+    parts += [f"**Table 1 under the protocol** ({how}; MEDIC at ε = 1e-5{again}):", "", _table(TABLE1_PROTOCOL_OUT), ""]
     if table1:
         parts += ["![removal_vs_accuracy](docs/table1_protocol/removal_vs_accuracy.png)", ""]
     return "\n".join(parts).rstrip() + "\n"

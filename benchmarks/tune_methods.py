@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import GTSRB, TUNING_OUT, eps_suffix, medic_at, teachers_of_role
+from benchmarks.common import GTSRB, TUNING_ATTACKS, TUNING_OUT, eps_suffix, medic_at, teachers_of_role
 from medic_viz.data import load_dataset
 from medic_viz.defenses.medic import DEFAULT_EPS_MEDIC, PAPER_EPS
 from medic_viz.defenses.registry import canonical_name, tuning_space
@@ -51,8 +51,7 @@ from medic_viz.experiments.selection import (
 from medic_viz.importer import load_model_folder
 
 OUT = TUNING_OUT
-#: The development teachers' attacks: the four whose seed-0 teachers chose MEDIC's defaults.
-ATTACKS = ("badnet", "sig", "polygon", "wanet")
+ATTACKS = TUNING_ATTACKS
 #: The methods with free settings (KD and Scratch have none).
 METHODS = ("finetune", "fineprune", "nad", "mcr", "anp", "medic")
 FRACTION, SEED = 0.05, 0

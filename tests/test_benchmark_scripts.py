@@ -791,3 +791,31 @@ def test_tuning_pass_names_medic_units_at_another_eps_apart_and_chooses_from_the
     ft: dict = {"method": "finetune", "teacher": "t"}
     rows: list[dict] = [{"method": "medic", "teacher": "t"}, {"method": "medic", "teacher": "t", "eps": 0.1}, ft]
     assert tune_methods.rows_at(rows) == [rows[0], ft] and tune_methods.rows_at(rows, 0.1) == [rows[1]]
+
+
+def test_results_show_table1_at_the_default_eps_only_once_its_medic_cells_are_whole(tmp_path, monkeypatch) -> None:
+    """Rule 9 (3): until MEDIC's 24 cells at ε = 0.1 have run, RESULTS keeps the 1e-5 table and says
+    how many have; once whole, the ε = 0.1 table (and its figure) replaces it. A 1e-5 MEDIC row or
+    another method's row never counts."""
+    out = tmp_path / "table1_protocol"
+    out.mkdir()
+    (out / "table.md").write_text("OLD TABLE")
+    (out / "table_eps0_1.md").write_text("NEW TABLE")
+    monkeypatch.setattr(protocol_report, "TABLE1_PROTOCOL_OUT", out)
+
+    def write(n_new: int) -> None:
+        rows = [{"cell_id": f"m{i}", "method": "medic", "seed": i % 3, "method_options": {"eps": 0.1, "share": 0.005}}
+                for i in range(n_new)]
+        rows += [{"cell_id": "old", "method": "medic", "seed": 0, "method_options": {"share": 0.005}},
+                 {"cell_id": "kd", "method": "kd", "seed": 0}]
+        (out / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    write(23)
+    assert protocol_report.table1_medic_at_default_eps() == (23, 24)
+    text = protocol_report.block()
+    assert "OLD TABLE" in text and "NEW TABLE" not in text and "23 of 24 cells have run" in text
+    assert "Table 1's MEDIC is running (23 of 24 cells" in text
+    write(24)
+    text = protocol_report.block()
+    assert "NEW TABLE" in text and "OLD TABLE" not in text and "removal_vs_accuracy_eps0_1.png" in text
+    assert "Table 1's MEDIC is (rule 9" in text
