@@ -209,7 +209,8 @@ def block() -> str:
                   f"![removal_vs_accuracy](docs/table1_protocol/removal_vs_accuracy{eps_suffix(DEFAULT_EPS_MEDIC)}.png)", ""]
         return "\n".join(parts).rstrip() + "\n"
     again = (f"; MEDIC at the default ε = {DEFAULT_EPS_MEDIC:g} (rule 9 of BENCHMARKS.md §6): {t1_new} of {t1_whole} "
-             "cells have run, and its table replaces this one once whole") if t1_new else ""
+             f"cells have run, so far in `benchmarks/results/table1_protocol/{NEW_EPS_TABLE}`, and its table replaces "
+             "this one once whole") if t1_new else ""
     parts += [f"**Table 1 under the protocol** ({how}; MEDIC at ε = 1e-5{again}):", "", _table(TABLE1_PROTOCOL_OUT), ""]
     if table1:
         parts += ["![removal_vs_accuracy](docs/table1_protocol/removal_vs_accuracy.png)", ""]

@@ -251,20 +251,27 @@ def test_table1_protocol_cells_csv_backs_every_cell_with_its_settings_and_tuning
     """Issue 28: every cell of Table 1 under the protocol has a CSV row with the options it ran
     and, when tuned, the rule's record (`python -m benchmarks.table1_protocol --report` writes it)."""
     out = ROOT / "benchmarks" / "results" / "table1_protocol"
-    with open(out / "cells.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    n_runs = sum(1 for line in (out / "runs.jsonl").read_text().splitlines() if line.strip())
-    assert len(rows) == n_runs, "run python -m benchmarks.table1_protocol --report"
-    chosen = json.loads((ROOT / "benchmarks" / "results" / "tuning" / "selections.json").read_text())
-    for r in rows:
-        assert json.loads(r["method_options"]), r["cell_id"]
-        if r["variant"].endswith(", tuned"):
-            record = json.loads(r["tuning"])
-            sel = chosen[r["method"]]
-            assert record["chosen"] == sel["candidates"][sel["index"]]["label"], r["cell_id"]
-            assert record["within_budget"] and record["budget_points"] == 3.0
-        else:
-            assert r["tuning"] == "", r["cell_id"]
+    runs = read_runs(out / "runs.jsonl")
+    tuning = ROOT / "benchmarks" / "results" / "tuning"
+    for eps, suffix in ((1e-5, ""), (0.1, "_eps0_1")):  # rule 9: MEDIC at the default ε, its own file
+        if suffix and not (out / f"cells{suffix}.csv").is_file():
+            continue
+        with open(out / f"cells{suffix}.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        again = f"run python -m benchmarks.table1_protocol{' --eps 0.1' if suffix else ''} --report"
+        assert len(rows) == len(table1_protocol.rows_at(runs, eps)), again
+        chosen = json.loads((tuning / "selections.json").read_text())
+        chosen_medic = json.loads((tuning / f"selections{suffix}.json").read_text())["medic"]
+        for r in rows:
+            assert json.loads(r["method_options"]), r["cell_id"]
+            if ", tuned" in r["variant"]:
+                record = json.loads(r["tuning"])
+                at_eps = common.eps_of({"method_options": json.loads(r["method_options"])})
+                sel = chosen[r["method"]] if r["method"] != "medic" or at_eps == 1e-5 else chosen_medic
+                assert record["chosen"] == sel["candidates"][sel["index"]]["label"], r["cell_id"]
+                assert record["within_budget"] and record["budget_points"] == 3.0
+            else:
+                assert r["tuning"] == "", r["cell_id"]
 
 
 def test_protocol_report_says_complete_only_when_every_grid_is_whole() -> None:
@@ -745,6 +752,7 @@ def test_figure4_at_the_new_eps_runs_the_architectures_cells_and_reads_their_row
 
 def test_results_block_shows_figure4_at_the_new_eps_once_its_table_is_written(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(protocol_report, "FIGURE4_OUT", tmp_path)
+    monkeypatch.setattr(protocol_report, "TABLE1_PROTOCOL_OUT", tmp_path / "no_table1")  # no Table 1 cell at 0.1
     (tmp_path / "table.md").write_text("| at 1e-5 |\n")
     before = protocol_report.block()
     assert "their re-run at the new one is open" in before and "at MEDIC's default ε = 0.1" not in before
@@ -760,9 +768,14 @@ def test_table1_protocol_at_either_eps_keeps_the_committed_cells_and_tunes_medic
     are the same and MEDIC's run at 0.1 with the share of its own pass at 0.1, never 1e-5's."""
     teachers, missing = common.teachers_of_role(common.TABLE1_ATTACKS, "evaluation")
     assert not missing
-    done = {r["cell_id"] for r in read_runs(ROOT / "benchmarks" / "results" / "table1_protocol" / "runs.jsonl")}
+    runs = read_runs(ROOT / "benchmarks" / "results" / "table1_protocol" / "runs.jsonl")
+    done = {r["cell_id"] for r in runs}
     committed = table1_protocol.grid(teachers, [0, 1, 2], table1_protocol.load_selections())
-    assert len(committed) == 216 and {c.cell_id for c in committed} == done
+    assert len(committed) == 216 and {c.cell_id for c in committed} == {r["cell_id"] for r in table1_protocol.rows_at(runs)}
+    cells01 = [c for c in table1_protocol.grid(teachers, [0, 1, 2], table1_protocol.load_selections(eps=0.1), eps=0.1)
+            if c.method == "medic"]
+    ran01 = {r["cell_id"] for r in runs if r["method"] == "medic" and common.eps_of(r) == 0.1}
+    assert len(cells01) == 24 and ran01 and ran01 <= {c.cell_id for c in cells01}  # the committed 0.1 rows are its cells
     sel_path = tmp_path / "selections.json"
     sel_path.write_text((ROOT / "benchmarks" / "results" / "tuning" / "selections.json").read_text())
     assert "medic" not in table1_protocol.load_selections(sel_path, eps=0.1)  # no pass at 0.1 yet: left out
