@@ -59,6 +59,8 @@ from medic_viz.viz import export_figure, grid_curves_figure, removal_accuracy_fi
 OUT = TABLE1_PROTOCOL_OUT
 FIGURES = DOCS / "table1_protocol"
 SEEDS, AS_IS, TUNED = TABLE1_PROTOCOL_SEEDS, TABLE1_AS_IS, TABLE1_TUNED
+#: what MEDIC's 1e-5 column is named after in a table at another ε
+EARLIER_EPS = f", ε = {PAPER_EPS:g}"
 
 
 def grid(teachers: list[str], seeds, selections: Mapping[str, Selection], device: str = "auto",
@@ -92,7 +94,7 @@ def rows_at(rows: list[dict], eps: float = PAPER_EPS) -> list[dict]:
     them as a column of their own (variant "…, ε = 1e-05")."""
     out = protocol_rows(rows, medic_at(eps))
     if eps != PAPER_EPS:
-        out += [{**r, "variant": f"{r['variant']}, ε = {PAPER_EPS:g}"} for r in rows
+        out += [{**r, "variant": f"{r['variant']}{EARLIER_EPS}"} for r in rows
                 if r.get("method") == "medic" and eps_of(r) == PAPER_EPS]
     return out
 
@@ -110,9 +112,10 @@ def report(eps: float = PAPER_EPS) -> None:
         r["attack"] = r["attack"].split("_", 1)[0]
     rows = _sorted(rows)
     suffix = eps_suffix(eps)
+    selections = {e: load_selections(eps=e) for e in {PAPER_EPS, eps}}
     for r in rows:
-        r["tuning"] = tuning_record(r, load_selections(eps=eps_of(r) if r["method"] == "medic" else PAPER_EPS),
-                                    suffix=", tuned" if eps_of(r) == eps or r["method"] != "medic" else ", tuned, ε = 1e-05")
+        old = r["variant"].endswith(EARLIER_EPS)  # MEDIC at 1e-5 beside the table at another ε
+        r["tuning"] = tuning_record(r, selections[PAPER_EPS if old else eps], suffix=", tuned" + (EARLIER_EPS if old else ""))
     write_csv(rows, OUT / f"cells{suffix}.csv", columns=[*CSV_COLUMNS, "tuning"])
     title = "Table 1 under the protocol (GTSRB, WRN-16-1, evaluation teachers and test half)"
     text = format_table(rows, title=title if eps == PAPER_EPS else f"{title}, MEDIC at ε = {eps:g}")
