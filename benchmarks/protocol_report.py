@@ -152,10 +152,11 @@ def block() -> str:
     read = sum(1 for r in scarce if r.get("read_from"))
     t1_new, t1_whole = table1_medic_at_default_eps()
     t1_redone = t1_new == t1_whole and (TABLE1_PROTOCOL_OUT / NEW_EPS_TABLE).is_file()
-    redo = ([REDONE] if redone else []) + [
-        "Table 1's MEDIC is (rule 9 of BENCHMARKS.md §6: its table below)" if t1_redone else
-        f"Table 1's MEDIC is running ({t1_new} of {t1_whole} cells, rule 9 of BENCHMARKS.md §6)" if t1_new else ""]
-    redo = [r for r in redo if r]
+    redo = [REDONE] if redone else []
+    if t1_redone:
+        redo.append("Table 1's MEDIC is (rule 9 of BENCHMARKS.md §6: its table below)")
+    elif t1_new:
+        redo.append(f"Table 1's MEDIC is running ({t1_new} of {t1_whole} cells, rule 9 of BENCHMARKS.md §6)")
     redo_text = f"; {', '.join(redo)}, the rest is open" if redo else ", and their re-run at the new one is open"
     done = {"scarce_data": len(scarce), "figure4_tau": len(main), "figure4_default_cut": len(cut),
             "architectures": len(archs), "table1_protocol": len(table1)}
