@@ -152,12 +152,15 @@ def block() -> str:
     read = sum(1 for r in scarce if r.get("read_from"))
     t1_new, t1_whole = table1_medic_at_default_eps()
     t1_redone = t1_new == t1_whole and (TABLE1_PROTOCOL_OUT / NEW_EPS_TABLE).is_file()
-    redo = [REDONE] if redone else []
+    fig4_text = f"; {REDONE}, the rest is open" if redone else ", and their re-run at the new one is open"
     if t1_redone:
-        redo.append("Table 1's MEDIC is (rule 9 of BENCHMARKS.md §6: its table below)")
+        t1_text = ("; Table 1's MEDIC ran again at ε = 0.1 (rule 9 of BENCHMARKS.md §6: its tuning pass and "
+                   "cells, the table below; its 1e-5 cells a column of their own)")
     elif t1_new:
-        redo.append(f"Table 1's MEDIC is running ({t1_new} of {t1_whole} cells, rule 9 of BENCHMARKS.md §6)")
-    redo_text = f"; {', '.join(redo)}, the rest is open" if redo else ", and their re-run at the new one is open"
+        t1_text = (f"; Table 1 ran at ε = 1e-5 too, and its MEDIC's re-run at the new one is running "
+                   f"({t1_new} of {t1_whole} cells, rule 9 of BENCHMARKS.md §6)")
+    else:
+        t1_text = "; Table 1 ran at ε = 1e-5 too, and its re-run at the new one is open"
     done = {"scarce_data": len(scarce), "figure4_tau": len(main), "figure4_default_cut": len(cut),
             "architectures": len(archs), "table1_protocol": len(table1)}
     parts = [f"{progress_label(done, plan)} — scarce data: {len(scarce)} of {plan['scarce_data']} cells"
@@ -170,8 +173,8 @@ def block() -> str:
              "images), one configuration: the library's defaults (Table 1: each method's tuned setting). "
              "**MEDIC's ε:** the default is ε = 0.1 since 2026-12-05 (chosen on development teachers and test "
              "images only: BENCHMARKS.md §6). The scarce-data cells and the architectures run at it (rows of the "
-             "architectures at 1e-5 are named so); the Figure 4 and Table 1 cells below ran at ε = 1e-5, the "
-             f"default until then{redo_text}. "
+             "architectures at 1e-5 are named so); the Figure 4 cells below ran at ε = 1e-5, the "
+             f"default until then{fig4_text}{t1_text}. "
              "Values in %, mean ± sample std over the seeds that ran (n).", "",
              "**Teachers** (WRN-16-1, GTSRB, 30 epochs; cards: the whole test set):", "", teacher_table(), ""]
     parts += ["**Scarce clean data** (`python -m benchmarks.scarce_data`; 60 epochs each; targets of issue 27: "

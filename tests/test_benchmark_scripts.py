@@ -823,12 +823,14 @@ def test_results_show_table1_at_the_default_eps_only_once_its_medic_cells_are_wh
                  {"cell_id": "kd", "method": "kd", "seed": 0}]
         (out / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
+    write(0)
+    assert "Table 1 ran at ε = 1e-5 too, and its re-run at the new one is open" in protocol_report.block()
     write(23)
     assert protocol_report.table1_medic_at_default_eps() == (23, 24)
     text = protocol_report.block()
     assert "OLD TABLE" in text and "NEW TABLE" not in text and "23 of 24 cells have run" in text
-    assert "Table 1's MEDIC is running (23 of 24 cells" in text
+    assert "its MEDIC's re-run at the new one is running (23 of 24 cells" in text
     write(24)
     text = protocol_report.block()
     assert "NEW TABLE" in text and "OLD TABLE" not in text and "removal_vs_accuracy_eps0_1.png" in text
-    assert "Table 1's MEDIC is (rule 9" in text
+    assert "Table 1's MEDIC ran again at ε = 0.1 (rule 9" in text and "is running" not in text
