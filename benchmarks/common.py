@@ -423,6 +423,8 @@ def mean_std_text(m) -> str:
     return f"{m.mean:.1f}" + (f" ± {m.std:.1f}" if m.n > 1 else "")
 #: The seeds each protocol cell runs with.
 PROTOCOL_SEEDS = (0, 1)
+#: Cells of Figure 4's series on the paper's layers when whole (per ε): attacks × seeds × (τ values + the default).
+FIGURE4_CELLS = len(FIGURE4_ATTACKS) * len(PROTOCOL_SEEDS) * (len(FIGURE4_TAUS) + 1)
 
 
 # --- Table 1 on GTSRB (WRN-16-1): the grid of run_table1.sh, its report and its aligned-τ row ---

@@ -29,6 +29,7 @@ from benchmarks.common import (
     ARCH_OUT,
     DOCS,
     FIGURE4_ATTACKS,
+    FIGURE4_CELLS,
     FIGURE4_LAYERS,
     FIGURE4_OUT,
     FIGURE4_TAUS,
@@ -125,11 +126,20 @@ def _is_library_cut_cell(row: dict) -> bool:
             and _layers(row) == "auto" and (row.get("ablation", "none") == "none" or float(row["x"]) == 0.0))
 
 
+def paper_layer_rows(rows: list[dict]) -> list[dict]:
+    """The rows of the series on the paper's layers (every conv/norm output)."""
+    return [r for r in rows if _layers(r) == FIGURE4_LAYERS]
+
+
 def rows_at(eps: float) -> list[dict]:
     """The finished rows of the grid at ``eps`` (at ε = 0.1 with the architectures grid's
-    WRN-16-1 rows of the same cells, each cell once)."""
+    WRN-16-1 rows of the same cells, each cell once). At ε = 0.1 the paper's-layers series is
+    left out until all its :data:`FIGURE4_CELLS` cells have run (rule 10 of BENCHMARKS.md §6:
+    shown once whole, the 1e-5 series until then)."""
     path = OUT / "runs.jsonl"
     rows = protocol_rows(read_runs(path), medic_at(eps)) if path.is_file() else []
+    if eps == DEFAULT_EPS_MEDIC and len(paper_layer_rows(rows)) < FIGURE4_CELLS:
+        rows = [r for r in rows if _layers(r) != FIGURE4_LAYERS]
     if eps == DEFAULT_EPS_MEDIC and (ARCH_OUT / "runs.jsonl").is_file():
         seen = {r["cell_id"] for r in rows}
         for r in protocol_rows(read_runs(ARCH_OUT / "runs.jsonl"), {}):

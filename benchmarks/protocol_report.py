@@ -23,10 +23,10 @@ from benchmarks.common import (
     ARCH_TAUS,
     ARCHITECTURES,
     FIGURE4_ATTACKS,
+    FIGURE4_CELLS,
     FIGURE4_DEFAULT_CUT_TAUS,
     FIGURE4_LAYERS,
     FIGURE4_OUT,
-    FIGURE4_TAUS,
     PROTOCOL_SEEDS,
     SCARCE_ATTACKS,
     SCARCE_FRACTIONS,
@@ -102,7 +102,7 @@ def planned() -> dict[str, int]:
     """Cells of each grid when every attack, seed and point has run."""
     seeds = len(PROTOCOL_SEEDS)
     return {"scarce_data": len(SCARCE_ATTACKS) * len(SCARCE_FRACTIONS) * len(SCARCE_METHODS) * seeds,
-            "figure4_tau": len(FIGURE4_ATTACKS) * seeds * (len(FIGURE4_TAUS) + 1),
+            "figure4_tau": FIGURE4_CELLS,
             "figure4_default_cut": len(FIGURE4_ATTACKS) * seeds * (len(FIGURE4_DEFAULT_CUT_TAUS) + 1),
             # WRN-16-1 too: its rows at MEDIC's default ε (Figure 4's ran at 1e-5)
             "architectures": (len(ARCHITECTURES) + 1) * len(ARCH_ATTACKS) * seeds * (len(ARCH_TAUS) + 1),
@@ -140,6 +140,12 @@ def table1_medic_at_default_eps() -> tuple[int, int]:
     """(cells of Table 1's MEDIC at the default ε that have run, cells it has when whole: rule 9)."""
     rows = [r for r in _rows(TABLE1_PROTOCOL_OUT) if r.get("method") == "medic" and eps_of(r) == DEFAULT_EPS_MEDIC]
     return len(rows), len(TABLE1_ATTACKS) * len(TABLE1_PROTOCOL_SEEDS)
+
+
+def figure4_paper_layers_at_default_eps() -> int:
+    """Cells of Figure 4's paper-layers series (every conv/norm output) at ε = 0.1 that have run (rule 10)."""
+    return sum(1 for r in _rows(FIGURE4_OUT) if r.get("method", "medic") == "medic" and eps_of(r) == DEFAULT_EPS_MEDIC
+               and (r.get("method_options") or {}).get("layers", "auto") == FIGURE4_LAYERS)
 
 
 def block() -> str:
@@ -189,9 +195,17 @@ def block() -> str:
     if fig4:
         parts += ["![figure4_tau](docs/figure4_tau/figure4_tau.png)", ""]
     if redone:
-        parts += ["**Figure 4's library cut at MEDIC's default ε = 0.1** (`python -m benchmarks.figure4_tau --eps 0.1 "
-                  "--layers auto --taus 0`; the BadNet and SIG rows are the architectures grid's WRN-16-1 cells, the "
-                  "same ids; the paper's layers at ε = 0.1 are not run yet):", "",
+        paper_new = figure4_paper_layers_at_default_eps()
+        if paper_new >= FIGURE4_CELLS:
+            head, paper_text = "Figure 4 at MEDIC's default ε = 0.1", ("the rows `layers conv+bn` are the paper's layers "
+                                                                      "at ε = 0.1: `--eps 0.1`, rule 10 of BENCHMARKS.md §6")
+        else:
+            head = "Figure 4's library cut at MEDIC's default ε = 0.1"
+            paper_text = (f"the paper's layers at ε = 0.1: {paper_new} of {FIGURE4_CELLS} cells have run (rule 10 of "
+                          "BENCHMARKS.md §6), shown here once whole" if paper_new else
+                          "the paper's layers at ε = 0.1 are not run yet")
+        parts += [f"**{head}** (`python -m benchmarks.figure4_tau --eps 0.1 --layers auto --taus 0`; the BadNet and "
+                  f"SIG rows are the architectures grid's WRN-16-1 cells, the same ids; {paper_text}):", "",
                   _table(FIGURE4_OUT, FIGURE4_NEW_EPS_TABLE), ""]
     parts += ["**Architectures** (`python -m benchmarks.architectures`, on a GPU: `benchmarks/gpu_architectures.sh`; "
               "5 % clean data, 60 epochs; WRN-16-1's rows are Figure 4's cells; target: ASR ≤ 10 % and accuracy "

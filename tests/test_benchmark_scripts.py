@@ -750,6 +750,35 @@ def test_figure4_at_the_new_eps_runs_the_architectures_cells_and_reads_their_row
     assert lines == ["| cleanlabel | 98.0 / 100.0 | 97.0 / 2.0 (n=1) |", "| sig | 98.0 / 100.0 | 96.0 / 3.0 (n=1) |"]
 
 
+def test_figure4_at_the_new_eps_holds_back_the_paper_layers_until_their_series_is_whole(tmp_path, monkeypatch) -> None:
+    """Rule 10 (3): at ε = 0.1 the conv+bn series is left out of the table until all its cells have
+    run (here 2, patched); its 1e-5 rows never enter the 0.1 table; the library cut is always shown."""
+    cut = _row("cleanlabel_wrn16_1_e30_s1", "medic", 0, 0.97, 0.02, ablation="none", x=None, cell_id="cut",
+               method_options={"layers": "auto", "eps": 0.1})
+
+    def paper(cell_id: str, eps: float | None) -> dict:
+        options = {"layers": "conv+bn", **({"eps": eps} if eps else {})}
+        return _row("sig_wrn16_1_e30_s1", "medic", 0, 0.97, 0.5, ablation="tau", x=5.0, cell_id=cell_id,
+                    method_options=options)
+
+    monkeypatch.setattr(figure4_tau, "OUT", tmp_path)
+    monkeypatch.setattr(figure4_tau, "ARCH_OUT", tmp_path / "no_arch")
+    monkeypatch.setattr(figure4_tau, "FIGURE4_CELLS", 2)
+    monkeypatch.setattr(protocol_report, "FIGURE4_OUT", tmp_path)
+    monkeypatch.setattr(protocol_report, "TABLE1_PROTOCOL_OUT", tmp_path / "no_table1")
+
+    def write(rows: list[dict]) -> None:
+        (tmp_path / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    (tmp_path / protocol_report.FIGURE4_NEW_EPS_TABLE).write_text("| cleanlabel | at 0.1 |\n")
+    write([cut, paper("old1", None), paper("old2", None), paper("new1", 0.1)])
+    assert [r["cell_id"] for r in figure4_tau.rows_at(0.1)] == ["cut"]
+    assert {r["cell_id"] for r in figure4_tau.rows_at(1e-5)} == {"old1", "old2"}
+    assert f"the paper's layers at ε = 0.1: 1 of {protocol_report.FIGURE4_CELLS} cells have run" in protocol_report.block()
+    write([cut, paper("old1", None), paper("new1", 0.1), paper("new2", 0.1)])
+    assert [r["cell_id"] for r in figure4_tau.rows_at(0.1)] == ["cut", "new1", "new2"]
+
+
 def test_results_block_shows_figure4_at_the_new_eps_once_its_table_is_written(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(protocol_report, "FIGURE4_OUT", tmp_path)
     monkeypatch.setattr(protocol_report, "TABLE1_PROTOCOL_OUT", tmp_path / "no_table1")  # no Table 1 cell at 0.1
