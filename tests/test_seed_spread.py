@@ -104,4 +104,4 @@ def test_results_block_shows_the_seed_spread_after_the_architectures_once_its_ta
     (tmp_path / "table.md").write_text("| sig | default | 6 |\n")
     block = protocol_report.block()
     assert block.index("**Architectures**") < block.index("More seeds on WRN-16-1") < block.index("| sig | default | 6 |") \
-        < block.index("**Table 1 under the protocol**")
+        < block.index("**Table 1 under the protocol")
