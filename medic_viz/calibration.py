@@ -86,7 +86,8 @@ def _share_and_slope(scores: torch.Tensor, tau: float) -> tuple[float, float]:
     p = torch.exp(q - lse)
     mean_s = (p * scores).sum(1)
     var_s = (p * scores * scores).sum(1) - mean_s * mean_s
-    entropy = lse.squeeze(1) - tau * mean_s
+    # Σ p·(lse − q) term by term: lse − τ·E_p[s] cancels two large sums in float32 at large τ
+    entropy = (p * (lse - q)).sum(1)
     eff = entropy.exp() / scores.shape[1]
     # d entropy / d τ = −τ·Var_p(s); in u = log τ multiply by τ
     slope = (eff * (-tau * tau * var_s.clamp_min(0))).mean()
