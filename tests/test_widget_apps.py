@@ -253,6 +253,8 @@ def test_tau_mode_share_and_layers_controls(splits):
                                                   "conv+bn-inner", "conv+bn-inner-res"}
     app.tau_mode.value = "global"
     assert state.tau_mode == "global" and not app.tau.disabled and app.share.disabled
+    # the paper's τ = 5 was at its ε; the note names both, since a τ is softer at the default ε
+    assert "τ = 5 at ε = 1e-5" in app.tau_note.value and "ε = 0.1" in app.tau_note.value
     state.tau_mode = "share"  # the state drives the toggle and the enabled sliders
     assert app.tau_mode.value == "share" and app.tau.disabled and not app.share.disabled
     app.share.value = 0.05
